@@ -1,0 +1,127 @@
+"""The SQLite connection: file creation (0600), pragmas, transactions and time encoding.
+
+One connection, used from the event loop's thread. ``synchronous=FULL`` with WAL makes every
+committed transaction durable before ``COMMIT`` returns, so an acknowledged write survives
+the process being killed (and, with FULL, a power cut).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MEMORY = ":memory:"
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class StoreError(Exception):
+    """The database cannot be used (wrong permissions, newer schema, integrity failure)."""
+
+
+def to_db(moment: datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment!r}: the store keeps aware UTC times only")
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def from_db(text: str) -> datetime:
+    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (SQLite gives WAL files the same mode)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            logger.warning("store %s had mode %o; restricting it to 0600", path, mode)
+            path.chmod(0o600)
+        return
+    os.close(fd)
+    logger.info("created store %s (mode 0600)", path)
+
+
+class Database:
+    """A connection plus nested transactions (outermost: BEGIN IMMEDIATE, inner: SAVEPOINT)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
+
+    @classmethod
+    def open(cls, path: Path | str) -> Database:
+        if str(path) != MEMORY:
+            _create_private_file(Path(path))
+        connection = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=5.0
+        )
+        connection.row_factory = sqlite3.Row
+        mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(path) != MEMORY and mode != "wal":
+            connection.close()
+            raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=ON")
+        return cls(connection)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside commit together or not at all; nesting joins the outer one."""
+        if self._depth:
+            yield from self._savepoint()
+            return
+        self.connection.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.connection
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self._depth = 0
+            self._after_commit.clear()
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+        name = f"sp{self._depth}"
+        pending = len(self._after_commit)
+        self.connection.execute(f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self.connection
+        except BaseException:
+            self.connection.execute(f"ROLLBACK TO {name}")
+            del self._after_commit[pending:]
+            raise
+        finally:
+            self._depth -= 1
+            self.connection.execute(f"RELEASE {name}")
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the outermost transaction commits (now, if there is none)."""
+        if self._depth:
+            self._after_commit.append(callback)
+        else:
+            callback()

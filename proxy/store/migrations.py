@@ -1,0 +1,134 @@
+"""Versioned schema migrations, applied in order, each in its own transaction.
+
+Add a migration by appending to ``MIGRATIONS``; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from proxy.store.database import Database, StoreError, to_db
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_V1 = (
+    """CREATE TABLE accounts (
+        id TEXT PRIMARY KEY CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        account_id TEXT REFERENCES accounts(id) ON DELETE CASCADE,  -- NULL: every account
+        token_sha256 BLOB NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
+        origin TEXT NOT NULL CHECK (origin IN ('env', 'generated')),
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE certificates (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('gateway_managed', 'custom', 'mtls')),
+        name TEXT NOT NULL,
+        certificate_pem TEXT NOT NULL,
+        chain_pem TEXT NOT NULL,
+        sealed_private_key BLOB,
+        fingerprint TEXT NOT NULL,
+        issuer_org TEXT NOT NULL,
+        issuer_raw TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        signature_algorithm TEXT NOT NULL,
+        binding_status TEXT CHECK (binding_status IN
+            ('inactive', 'pending_deployment', 'available', 'pending_deletion')),
+        in_use INTEGER NOT NULL CHECK (in_use IN (0, 1)),
+        auto_generated INTEGER NOT NULL CHECK (auto_generated IN (0, 1)),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        uploaded_on TEXT NOT NULL,
+        expires_on TEXT NOT NULL,
+        CHECK ((kind = 'mtls') = (sealed_private_key IS NULL)),
+        CHECK (kind != 'mtls' OR binding_status IS NULL),
+        CHECK (kind != 'gateway_managed' OR binding_status IS NOT NULL),
+        CHECK (in_use = 0 OR binding_status = 'available')
+    )""",
+    "CREATE INDEX certificates_by_account ON certificates(account_id, created_at)",
+    "CREATE UNIQUE INDEX one_in_use_per_account ON certificates(account_id) WHERE in_use = 1",
+    """CREATE TABLE ca_generations (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        at TEXT NOT NULL
+    )""",
+    "CREATE INDEX ca_generations_by_account ON ca_generations(account_id, at)",
+    """CREATE TABLE gateway_configuration (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        settings TEXT NOT NULL CHECK (json_valid(settings) AND json_type(settings) = 'object'),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        last_heartbeat TEXT NOT NULL
+    )""",
+    """CREATE TABLE node_loaded_cas (
+        node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+        certificate_id TEXT NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL,
+        loaded_at TEXT NOT NULL,
+        PRIMARY KEY (node_id, certificate_id)
+    )""",
+    "CREATE INDEX node_loaded_cas_by_certificate ON node_loaded_cas(certificate_id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
+)
+
+
+def _ensure_version_table(db: Database) -> None:
+    db.connection.execute(
+        """CREATE TABLE IF NOT EXISTS schema_version (
+            version INTEGER PRIMARY KEY,
+            description TEXT NOT NULL,
+            applied_at TEXT NOT NULL
+        )"""
+    )
+
+
+def current_version(db: Database) -> int:
+    _ensure_version_table(db)
+    row = db.connection.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: Database, now: datetime, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply every migration newer than the database; return the resulting version."""
+    version = current_version(db)
+    latest = migrations[-1].version if migrations else 0
+    if version > latest:
+        raise StoreError(
+            f"the store is at schema version {version} but this gateway knows only up to "
+            f"{latest}: upgrade the gateway or use the matching data directory"
+        )
+    for migration in migrations:
+        if migration.version <= version:
+            continue
+        with db.transaction() as conn:
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, to_db(now)),
+            )
+        logger.info("store migrated to version %d: %s", migration.version, migration.description)
+        version = migration.version
+    return version

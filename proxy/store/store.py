@@ -1,0 +1,59 @@
+"""The store: one SQLite database, opened and migrated, with one repository per table group."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from proxy.store.accounts import Accounts, Tokens
+from proxy.store.certificates import Certificates
+from proxy.store.configuration import Configurations
+from proxy.store.database import MEMORY, Database
+from proxy.store.migrations import current_version, migrate
+from proxy.store.nodes import Nodes
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """Repositories over one connection. Each repository call is one transaction; wrap several
+    calls in ``with store.transaction():`` to make them one."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.accounts = Accounts(db)
+        self.tokens = Tokens(db)
+        self.certificates = Certificates(db)
+        self.configurations = Configurations(db)
+        self.nodes = Nodes(db)
+
+    @classmethod
+    def open(cls, path: Path | str = MEMORY, *, now: datetime | None = None) -> Store:
+        """Open (creating 0600 if needed) and migrate the database at ``path``."""
+        db = Database.open(path)
+        try:
+            version = migrate(db, now or datetime.now(UTC))
+        except BaseException:
+            db.close()
+            raise
+        logger.info("store %s open at schema version %d", path, version)
+        return cls(db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db.transaction():
+            yield
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the current transaction commits (at once outside one)."""
+        self._db.after_commit(callback)
+
+    @property
+    def schema_version(self) -> int:
+        return current_version(self._db)
