@@ -1,0 +1,178 @@
+"""TLS inspection: sign every intercepted leaf with the in-use CA, swappable while traffic flows.
+
+``HotTlsConfig`` replaces mitmproxy's ``TlsConfig`` (same ``name``, so every other addon and
+option keeps working: ALPN, ciphers, upstream verification, QUIC). What changes:
+
+- leaves come from a ``certs.LeafIssuer`` (a leaf key of its own, SPEC §3 contents, LRU cache)
+  instead of mitmproxy's ``CertStore`` (which reuses the CA key and caches 100 entries FIFO);
+- the issuer is one attribute, swapped atomically on the event-loop thread by ``use_issuer``:
+  the next handshake signs with the new CA, established connections go on untouched;
+- mitmproxy's own confdir CA is never created or used, and options that would sign with a
+  third-party key (``emudhra*`` in mitmproxy 12.3) are refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import tempfile
+from collections.abc import Collection, Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from mitmproxy import certs, ctx, exceptions, http
+from mitmproxy.addons import tlsconfig
+from mitmproxy.proxy import context
+
+from certs.issuer import LeafIssuer
+
+logger = logging.getLogger(__name__)
+
+# Options that make stock TlsConfig (re)build its CertStore from confdir: we own the CA instead.
+_CERTSTORE_OPTIONS = frozenset({"certs", "confdir", "key_size", "cert_passphrase"})
+# mitmproxy 12.3 options that sign leaves with a publicly leaked third-party CA key.
+_FORBIDDEN_OPTIONS = ("emudhra", "emudhra_old")
+# A CN is copied into the SAN only when it looks like a host name (or wildcard), as browsers read SANs.
+_HOSTNAME = re.compile(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?|[0-9a-fA-F:.]+")
+
+
+class NoCertificateInUse(RuntimeError):
+    """No CA is in use, so no leaf can be signed: the handshake fails closed."""
+
+
+class HotTlsConfig(tlsconfig.TlsConfig):
+    name = "tlsconfig"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._issuer: LeafIssuer | None = None
+        self._dhparams: certs.DHParams | None = None
+        self._chain_files: dict[str, Path] = {}
+        self._chain_dir: Path | None = None
+
+    # -- the swap -------------------------------------------------------------------------
+    @property
+    def issuer(self) -> LeafIssuer | None:
+        return self._issuer
+
+    def use_issuer(self, issuer: LeafIssuer | None) -> None:
+        """Sign every new handshake with ``issuer`` from now on (None: refuse to intercept)."""
+        previous = self._issuer
+        self._issuer = issuer
+        self._refresh_certstore()
+        if issuer is not None and (previous is None or previous.authority.fingerprint != issuer.authority.fingerprint):
+            logger.info("signing leaves with CA %s (%s)", issuer.authority.fingerprint, _subject(issuer))
+        elif issuer is None and previous is not None:
+            logger.warning("no certificate in use: TLS interception is refused until one is turned on")
+
+    # -- mitmproxy hooks --------------------------------------------------------------------
+    def configure(self, updated: Collection[str] | str) -> None:
+        names = {updated} if isinstance(updated, str) else set(updated)
+        for option in _FORBIDDEN_OPTIONS:
+            if option in ctx.options.keys() and getattr(ctx.options, option):
+                raise exceptions.OptionsError(
+                    f"option {option!r} signs leaves with a publicly leaked third-party key; "
+                    "Gateway refuses it: leaves are signed only by your own CA"
+                )
+        if "certs" in names and ctx.options.certs:
+            raise exceptions.OptionsError(
+                "option 'certs' is not supported by Gateway: upload a CA through the admin API instead"
+            )
+        super().configure(names - _CERTSTORE_OPTIONS)
+        if "confdir" in names or self._dhparams is None:
+            confdir = Path(ctx.options.confdir).expanduser()
+            confdir.mkdir(parents=True, exist_ok=True)
+            self._dhparams = certs.CertStore.load_dhparam(confdir / "mitmproxy-dhparam.pem")
+            self._refresh_certstore()
+
+    def running(self) -> None:
+        # Stock TlsConfig rebuilds its store from confdir here; we only need dhparams.
+        self.configure({"confdir"})
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Stock TlsConfig answers its magic CRL path here; our CRLs live on the admin server."""
+
+    def get_cert(self, conn_context: context.Context) -> certs.CertStoreEntry:
+        issuer = self._issuer
+        if issuer is None:
+            raise NoCertificateInUse(
+                "no certificate is in use: turn one on (gateway ca use ID) to intercept TLS"
+            )
+        leaf = issuer.leaf_for(leaf_names(conn_context, use_upstream=ctx.options.upstream_cert))
+        return certs.CertStoreEntry(
+            cert=certs.Cert(leaf.certificate),
+            privatekey=leaf.private_key,  # type: ignore[arg-type]  # mitmproxy annotates RSA only
+            chain_file=self._chain_file(issuer),
+            chain_certs=[certs.Cert(c) for c in leaf.chain],
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _refresh_certstore(self) -> None:
+        """Keep ``self.certstore`` valid for the stock code paths that read it (dhparams)."""
+        if self._issuer is None or self._dhparams is None:
+            return
+        authority = self._issuer.authority
+        self.certstore = certs.CertStore(
+            default_privatekey=authority.private_key,  # type: ignore[arg-type]
+            default_ca=certs.Cert(authority.certificate),
+            default_chain_file=None,
+            default_crl=b"",
+            dhparams=self._dhparams,
+        )
+
+    def _chain_file(self, issuer: LeafIssuer) -> Path | None:
+        """For a CA below another CA, a PEM file of the CA and its chain, so OpenSSL sends them."""
+        authority = issuer.authority
+        if not authority.chain:
+            return None
+        path = self._chain_files.get(authority.fingerprint)
+        if path is None:
+            if self._chain_dir is None:
+                self._chain_dir = Path(tempfile.mkdtemp(prefix="gateway-chains-"))
+            path = self._chain_dir / (authority.fingerprint.replace(":", "") + ".pem")
+            path.write_bytes(
+                b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (authority.certificate, *authority.chain))
+            )
+            self._chain_files[authority.fingerprint] = path
+        return path
+
+
+def leaf_names(conn_context: context.Context, *, use_upstream: bool) -> list[str]:
+    """The names a leaf must carry: upstream certificate names, then the SNI; without SNI, the
+    address the client connected to and the server address. De-duplicated, in order.
+
+    Unlike stock mitmproxy we add the server address only without SNI: a lab hosts map may have
+    rewritten it to a loopback address, which does not belong in a leaf for a public name."""
+    names: list[str] = []
+    if use_upstream and conn_context.server.certificate_list:
+        upstream = conn_context.server.certificate_list[0]
+        if upstream.cn and _HOSTNAME.fullmatch(upstream.cn):
+            names.append(upstream.cn)
+        names.extend(_general_names(upstream.altnames))
+    if conn_context.client.sni:
+        names.append(conn_context.client.sni)
+    else:
+        if conn_context.client.sockname:
+            names.append(str(conn_context.client.sockname[0]))
+        if conn_context.server.address:
+            names.append(str(conn_context.server.address[0]))
+    return [n for n in dict.fromkeys(_normalise(n) for n in names) if n]
+
+
+def _general_names(altnames: Iterable[x509.GeneralName]) -> Iterable[str]:
+    for name in altnames:
+        if isinstance(name, (x509.DNSName, x509.IPAddress)):
+            yield str(name.value)
+
+
+def _normalise(name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.strip().rstrip(".").lower()
+
+
+def _subject(issuer: LeafIssuer) -> str:
+    return issuer.authority.certificate.subject.rfc4514_string()

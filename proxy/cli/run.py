@@ -1,0 +1,89 @@
+"""``gateway run``: start the proxy and the admin API in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from certs.errors import CertError
+from proxy.cli.errors import CliError
+from proxy.config import Config, ConfigError, HostPort
+
+EPILOG = """\
+examples:
+  gateway run                                   # embedded defaults: ./var, 127.0.0.1:8080 and :8081
+  gateway run --data-dir /srv/gateway --upstream-ca lab-ca.pem --hosts lab.hosts
+environment:
+  GATEWAY_ADMIN_TOKEN   admin API token (otherwise one is made on first start and printed once)
+  GATEWAY_MASTER_KEY    base64 of 32 bytes encrypting private keys at rest
+                        (otherwise DATA_DIR/master.key, created 0600)
+"""
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "run",
+        help="start the inspecting proxy and the admin API",
+        description="Start the TLS-inspecting proxy and the admin API in one process. On first start "
+        "with an empty data directory it creates an account, an admin token and a root CA in use.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data-dir", default="var", metavar="DIR", help="store, keys and state (default: ./var)")
+    parser.add_argument(
+        "--proxy-listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="explicit proxy (default: 127.0.0.1:8080)"
+    )
+    parser.add_argument(
+        "--admin-listen", default="127.0.0.1:8081", metavar="HOST:PORT", help="admin API, loopback only (default: 127.0.0.1:8081)"
+    )
+    parser.add_argument(
+        "--upstream-ca", metavar="FILE", help="extra CA (PEM) trusted for upstream servers, besides the public roots"
+    )
+    parser.add_argument(
+        "--hosts", metavar="FILE", help="hosts file resolving upstream names for labs ('*.suffix' wildcards allowed)"
+    )
+    parser.add_argument(
+        "--leaf-lifetime-days", type=int, default=47, metavar="N", help="lifetime of issued leaves (default: 47)"
+    )
+    parser.add_argument(
+        "--leaf-cache-size", type=int, default=10_000, metavar="N", help="leaves kept in memory (default: 10000)"
+    )
+    parser.add_argument(
+        "--public-url", metavar="URL", help="base URL clients use for the CA and CRL links in leaves (default: admin URL)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default: info)"
+    )
+    parser.set_defaults(func=run)
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    try:
+        return Config(
+            data_dir=Path(args.data_dir),
+            proxy_listen=HostPort.parse(args.proxy_listen, option="--proxy-listen"),
+            admin_listen=HostPort.parse(args.admin_listen, option="--admin-listen"),
+            upstream_ca=Path(args.upstream_ca) if args.upstream_ca else None,
+            hosts_file=Path(args.hosts) if args.hosts else None,
+            leaf_lifetime=timedelta(days=args.leaf_lifetime_days),
+            leaf_cache_size=args.leaf_cache_size,
+            public_url=args.public_url,
+            log_level=args.log_level,
+        )
+    except ConfigError as e:
+        raise CliError(str(e), exit_code=2) from e
+
+
+def run(args: argparse.Namespace) -> int:
+    from proxy import runtime  # heavy imports (mitmproxy) only for this command
+
+    config = config_from(args)
+    runtime.setup_logging(config.log_level)
+    try:
+        return asyncio.run(runtime.serve(config, dict(os.environ)))
+    except (ConfigError, CertError) as e:
+        raise CliError(str(e)) from e

@@ -1,0 +1,151 @@
+"""Configuration of one gateway process, and the files it keeps in its data directory."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import certifi
+
+from certs.sealing import KeySealer
+
+logger = logging.getLogger(__name__)
+
+MASTER_KEY_ENV = "GATEWAY_MASTER_KEY"
+ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and says what would be accepted."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, value: str, *, option: str) -> HostPort:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            raise ConfigError(f"{option}: expected HOST:PORT, got {value!r}")
+        host = host.removeprefix("[").removesuffix("]")
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"{option}: port {port_text!r} is not a number") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{option}: port {port} is outside 0-65535")
+        return cls(host, port)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def url(self, scheme: str = "http") -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("var")
+    proxy_listen: HostPort = HostPort("127.0.0.1", 8080)
+    admin_listen: HostPort = HostPort("127.0.0.1", 8081)
+    upstream_ca: Path | None = None
+    hosts_file: Path | None = None
+    leaf_lifetime: timedelta = timedelta(days=47)
+    leaf_cache_size: int = 10_000
+    public_url: str | None = None
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.admin_listen.is_loopback:
+            raise ConfigError(
+                f"--admin-listen {self.admin_listen}: the admin API listens on loopback only "
+                "until TLS for it is supported; use 127.0.0.1 and an SSH tunnel or a TLS reverse proxy"
+            )
+        if not timedelta(days=1) <= self.leaf_lifetime <= timedelta(days=398):
+            raise ConfigError("--leaf-lifetime-days must be between 1 and 398")
+        if self.leaf_cache_size < 1:
+            raise ConfigError("--leaf-cache-size must be at least 1")
+        for option, path in (("--upstream-ca", self.upstream_ca), ("--hosts", self.hosts_file)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{option}: no such file: {path}")
+
+    @property
+    def public_base_url(self) -> str:
+        """Where clients fetch the CA certificate and CRL named in leaves (AIA, CRL DP)."""
+        return (self.public_url or self.admin_listen.url()).rstrip("/")
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "gateway.db"
+
+    @property
+    def mitmproxy_dir(self) -> Path:
+        return self.data_dir / "mitmproxy"
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory, readable by its owner only."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def load_master_key(data_dir: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> KeySealer:
+    """The key that encrypts private keys at rest: ``GATEWAY_MASTER_KEY`` (base64 of 32 bytes),
+    else ``DATA_DIR/master.key``, created 0600 on first start."""
+    encoded = environ.get(MASTER_KEY_ENV)
+    if encoded:
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{MASTER_KEY_ENV} is not valid base64") from None
+        if len(key) != 32:
+            raise ConfigError(f"{MASTER_KEY_ENV} must decode to 32 bytes, got {len(key)}")
+        return KeySealer(key)
+    path = data_dir / "master.key"
+    if not path.exists():
+        key = KeySealer.generate_master_key()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.b64encode(key) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        logger.info("created master key %s (keep it: without it the stored CA keys cannot be read)", path)
+        return KeySealer(key)
+    try:
+        key = base64.b64decode(path.read_bytes().strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{path} is not a base64 master key") from None
+    if len(key) != 32:
+        raise ConfigError(f"{path} must hold 32 bytes (base64), got {len(key)}")
+    return KeySealer(key)
+
+
+def upstream_trust_bundle(data_dir: Path, extra_ca: Path | None) -> Path | None:
+    """mitmproxy's ``ssl_verify_upstream_trusted_ca`` replaces the public roots, so an extra lab
+    CA is appended to certifi's bundle in a file of our own. None: public roots only."""
+    if extra_ca is None:
+        return None
+    extra = extra_ca.read_bytes()
+    if b"-----BEGIN CERTIFICATE-----" not in extra:
+        raise ConfigError(f"--upstream-ca {extra_ca}: no PEM certificate in the file")
+    bundle = data_dir / "upstream-trust.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + extra)
+    return bundle

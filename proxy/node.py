@@ -1,0 +1,96 @@
+"""One proxy node's view of the account's CAs: which are loaded here and which one signs.
+
+The store says which certificates are deployable (pending_deployment or available) and which one
+is in use. ``CaNode.sync`` makes this process match: it builds a ``LeafIssuer`` for each deployable
+CA (its leaf key made now, so a handshake costs one signature), hands the in-use one to the TLS
+addon, drops the rest, and reports what it loaded so the store can promote pending certificates
+to available (and pending_deletion ones to inactive). It runs after every CA change made through
+this process, and on a timer (heartbeat, and changes made by other nodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from certs.issuer import LeafIssuer
+from proxy.services.certificates import LoadableCa
+
+logger = logging.getLogger(__name__)
+
+
+class CaSource(Protocol):
+    def loadable(self, account_id: str) -> list[LoadableCa]: ...
+
+    def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None: ...
+
+
+class IssuerSink(Protocol):
+    def use_issuer(self, issuer: LeafIssuer | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class IssuerSettings:
+    public_base_url: str
+    lifetime: timedelta = timedelta(days=47)
+    cache_size: int = 10_000
+
+    def issuer_for(self, ca: LoadableCa) -> LeafIssuer:
+        return LeafIssuer(
+            ca.authority,
+            lifetime=self.lifetime,
+            cache_size=self.cache_size,
+            aia_url=f"{self.public_base_url}/pki/{ca.id}.crt",
+            crl_url=f"{self.public_base_url}/pki/{ca.id}.crl",
+        )
+
+
+class CaNode:
+    def __init__(
+        self,
+        source: CaSource,
+        sink: IssuerSink,
+        *,
+        account_id: str,
+        settings: IssuerSettings,
+        node_id: str | None = None,
+    ) -> None:
+        self.node_id = node_id or uuid.uuid4().hex
+        self._source = source
+        self._sink = sink
+        self._account_id = account_id
+        self._settings = settings
+        self._issuers: dict[str, LeafIssuer] = {}  # by certificate id
+        self._current: LeafIssuer | None = None
+        self.in_use_id: str | None = None
+
+    @property
+    def loaded(self) -> Mapping[str, str]:
+        """Certificate id → fingerprint of every CA this node can sign with."""
+        return {cid: issuer.authority.fingerprint for cid, issuer in self._issuers.items()}
+
+    def sync(self) -> None:
+        wanted = {ca.id: ca for ca in self._source.loadable(self._account_id)}
+        issuers: dict[str, LeafIssuer] = {}
+        for cid, ca in wanted.items():
+            current = self._issuers.get(cid)
+            if current is not None and current.authority.fingerprint == ca.fingerprint:
+                issuers[cid] = current
+            else:
+                issuers[cid] = self._settings.issuer_for(ca)
+                logger.info("node %s loaded CA %s (%s)", self.node_id[:8], cid, ca.fingerprint)
+        for cid in self._issuers.keys() - issuers.keys():
+            logger.info("node %s unloaded CA %s", self.node_id[:8], cid)
+        in_use = next((ca.id for ca in wanted.values() if ca.in_use), None)
+        # One assignment: every handshake from here on signs with the new CA.
+        self._issuers = issuers
+        current = issuers[in_use] if in_use else None
+        if current is not self._current:
+            self._sink.use_issuer(current)
+            self._current = current
+            self.in_use_id = in_use
+        self._source.node_loaded(self.node_id, self._account_id, self.loaded)

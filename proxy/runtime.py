@@ -1,0 +1,208 @@
+"""The composition root: one process, one event loop, mitmproxy and the admin API side by side."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from mitmproxy import options
+from mitmproxy.addons import default_addons
+from mitmproxy.addons.tlsconfig import TlsConfig
+from mitmproxy.master import Master
+
+from addons.hosts import LabHosts
+from addons.inspection import HotTlsConfig
+from addons.upstream import UpstreamErrors
+from certs.clock import utcnow
+from certs.lifecycle import CertificateState, expiry_message
+from proxy import config as cfg
+from proxy.api.app import ApiDeps, create_app
+from proxy.bootstrap import BootstrapResult, first_start
+from proxy.node import CaNode, IssuerSettings
+from proxy.services.certificates import CertificateService
+from proxy.store import Store
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = timedelta(seconds=10)
+EXPIRY_CHECK_INTERVAL = timedelta(days=1)
+
+
+def build_addons(tls: HotTlsConfig) -> list[Any]:
+    """mitmproxy's default addons with our TLS config in place of its own, then ours."""
+    chain = [tls if isinstance(addon, TlsConfig) else addon for addon in default_addons()]
+    return [*chain, LabHosts(), UpstreamErrors()]
+
+
+@dataclass
+class Gateway:
+    """Everything a running gateway holds; built by ``start`` and torn down by ``stop``."""
+
+    config: cfg.Config
+    store: Store
+    service: CertificateService
+    master: Master
+    node: CaNode
+    runner: web.AppRunner
+    account_id: str
+    boot: BootstrapResult
+
+    async def stop(self) -> None:
+        proxyserver = self.master.addons.get("proxyserver")
+        await proxyserver.servers.update([])
+        await self.runner.cleanup()
+        self.store.close()
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if level.lower() != "debug":
+        # mitmproxy logs every client connect at INFO: keep only its warnings.
+        logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
+    cfg.prepare_data_dir(config.data_dir)
+    sealer = cfg.load_master_key(config.data_dir, environ)
+    trust_bundle = cfg.upstream_trust_bundle(config.data_dir, config.upstream_ca)
+    store = Store.open(config.database_path)
+    service = CertificateService(store, sealer, utcnow)
+    boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)
+    account_id = boot.account_id
+
+    config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
+    opts = options.Options(
+        listen_host=config.proxy_listen.host,
+        listen_port=config.proxy_listen.port,
+        confdir=str(config.mitmproxy_dir),
+    )
+    master = Master(opts, with_termlog=False)
+    tls = HotTlsConfig()
+    master.addons.add(*build_addons(tls))
+    opts.update(
+        connection_strategy="eager",  # upstream TLS first: sniff its names, verify it, block page
+        onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
+        ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
+        gateway_hosts=str(config.hosts_file or ""),
+    )
+
+    node = CaNode(
+        service,
+        tls,
+        account_id=account_id,
+        settings=IssuerSettings(
+            public_base_url=config.public_base_url,
+            lifetime=config.leaf_lifetime,
+            cache_size=config.leaf_cache_size,
+        ),
+    )
+    node.sync()
+    service.subscribe(node.sync)
+
+    app = create_app(
+        ApiDeps(store=store, certificates=service, clock=utcnow, public_base_url=config.public_base_url)
+    )
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.admin_listen.host, config.admin_listen.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        store.close()
+        raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
+    return Gateway(config, store, service, master, node, runner, account_id, boot)
+
+
+async def serve(config: cfg.Config, environ: dict[str, str]) -> int:
+    """Run until SIGINT/SIGTERM; 0 on a clean stop."""
+    gateway = await start(config, environ)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, gateway.master.shutdown)
+    run = asyncio.create_task(gateway.master.run())
+    await _wait_listening(gateway, run)
+    print(banner(gateway), flush=True)
+    warn_expiring(gateway)
+    timers = [
+        asyncio.create_task(_every(HEARTBEAT_INTERVAL, gateway.node.sync)),
+        asyncio.create_task(_every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway))),
+    ]
+    try:
+        await run
+    finally:
+        for timer in timers:
+            timer.cancel()
+        await gateway.stop()
+        logger.info("stopped")
+    return 0
+
+
+async def _wait_listening(gateway: Gateway, run: asyncio.Task[None]) -> None:
+    proxyserver = gateway.master.addons.get("proxyserver")
+    for _ in range(200):
+        if proxyserver.listen_addrs() or run.done():
+            break
+        await asyncio.sleep(0.025)
+    if run.done() or not proxyserver.listen_addrs():
+        await gateway.stop()
+        raise cfg.ConfigError(f"--proxy-listen {gateway.config.proxy_listen}: the proxy could not listen (see log)")
+
+
+async def _every(interval: timedelta, job: Any) -> None:
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            job()
+        except Exception:  # a timer must not die: log and try again next time
+            logger.exception("periodic job %s failed", getattr(job, "__name__", job))
+
+
+def warn_expiring(gateway: Gateway) -> None:
+    now = utcnow()
+    for cert in gateway.service.list(gateway.account_id):
+        state = CertificateState(cert.id, cert.binding_status, cert.in_use, cert.expires_on)
+        message = expiry_message(state, now)
+        if message:
+            (logger.error if cert.in_use else logger.warning)("certificate %s: %s", cert.id, message)
+
+
+def banner(gateway: Gateway) -> str:
+    config = gateway.config
+    proxy_url = config.proxy_listen.url()
+    admin = config.admin_listen.url()
+    ca_url = f"{config.public_base_url}/pki/ca.pem"
+    lines: Sequence[str] = [
+        "Gateway is running",
+        f"  proxy        {proxy_url}   (explicit HTTP proxy; HTTPS is intercepted)",
+        f"  admin API    {admin}/client/v4   (account {gateway.account_id})",
+    ]
+    if gateway.boot.new_admin_token:
+        lines = [
+            *lines,
+            f"  admin token  {gateway.boot.new_admin_token}",
+            "               shown once: keep it now (only its hash is stored; or set GATEWAY_ADMIN_TOKEN)",
+        ]
+    in_use = gateway.node.in_use_id
+    lines = [
+        *lines,
+        f"  root CA      {ca_url}   (in use: {in_use or 'none'})",
+        "Trust the root CA on clients:",
+        f"  curl -o gateway-ca.pem {ca_url}",
+        f"  curl -x {proxy_url} --cacert gateway-ca.pem https://example.com/",
+        '  certutil -d sql:$HOME/.pki/nssdb -A -t "C,," -n "Gateway root CA" -i gateway-ca.pem   # Chromium, Firefox (NSS)',
+        "Stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+import ssl
+from datetime import timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from mitmproxy import connection, exceptions, tls
+from mitmproxy.proxy import context
+from mitmproxy.test import taddons
+from OpenSSL import SSL
+
+from addons.inspection import HotTlsConfig, NoCertificateInUse, leaf_names
+from certs.authority import CertificateAuthority
+from certs.issuer import LeafIssuer
+
+
+@pytest.fixture(scope="module")
+def authorities() -> tuple[CertificateAuthority, CertificateAuthority]:
+    return (
+        CertificateAuthority.generate(common_name="Old Root", organization="Gateway Tests"),
+        CertificateAuthority.generate(common_name="New Root", organization="Gateway Tests"),
+    )
+
+
+def _context(tctx: taddons.context, sni: str | None = "origin.test") -> context.Context:
+    client = connection.Client(peername=("127.0.0.1", 5000), sockname=("127.0.0.1", 8080), timestamp_start=0)
+    client.sni = sni
+    ctx = context.Context(client, tctx.options)
+    ctx.server.address = ("origin.test", 443)
+    return ctx
+
+
+def _handshake(tls_config: HotTlsConfig, ctx: context.Context, trusted: list[CertificateAuthority]) -> x509.Certificate:
+    """A real TLS handshake between the proxy side mitmproxy builds and a stdlib ssl client."""
+    data = tls.TlsData(ctx.client, context=ctx)
+    tls_config.tls_start_client(data)
+    server: SSL.Connection = data.ssl_conn
+    client_ctx = ssl.create_default_context()
+    client_ctx.load_verify_locations(
+        cadata="".join(a.certificate_pem() for a in trusted)
+    )
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(incoming, outgoing, server_hostname=ctx.client.sni)
+    for _ in range(10):
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            pass
+        if pending := outgoing.read():
+            server.bio_write(pending)
+        try:
+            server.do_handshake()
+        except SSL.WantReadError:
+            pass
+        try:
+            incoming.write(server.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+    der = client.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def _public(key) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_handshake_signs_with_in_use_ca_and_swaps_without_restart(tmp_path, authorities) -> None:
+    old, new = authorities
+    hot = HotTlsConfig()
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        hot.use_issuer(LeafIssuer(old))
+        first = _handshake(hot, _context(tctx), [old])
+        assert first.issuer == old.certificate.subject
+        assert _public(first) != _public(old.private_key)  # a leaf key of its own
+
+        hot.use_issuer(LeafIssuer(new))
+        second = _handshake(hot, _context(tctx), [new])
+        assert second.issuer == new.certificate.subject
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _handshake(hot, _context(tctx), [old])  # nothing of the old CA is served after the swap
+
+
+def test_leaf_carries_sni_and_stays_within_lifetime(tmp_path, authorities) -> None:
+    hot = HotTlsConfig()
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        hot.use_issuer(LeafIssuer(authorities[0], lifetime=timedelta(days=10)))
+        leaf = _handshake(hot, _context(tctx, sni="www.example.com"), [authorities[0]])
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["www.example.com"]
+    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= timedelta(days=10, hours=1)
+
+
+def test_no_certificate_in_use_fails_closed(tmp_path) -> None:
+    hot = HotTlsConfig()
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        with pytest.raises(NoCertificateInUse, match="turn one on"):
+            hot.get_cert(_context(tctx))
+
+
+def test_mitmproxy_certs_option_is_refused(tmp_path) -> None:
+    hot = HotTlsConfig()
+    pem = tmp_path / "c.pem"
+    pem.write_text("x")
+    with taddons.context(hot) as tctx:
+        with pytest.raises(exceptions.OptionsError, match="upload a CA through the admin API"):
+            tctx.configure(hot, certs=[str(pem)])
+
+
+def test_confdir_gets_no_mitmproxy_ca(tmp_path, authorities) -> None:
+    hot = HotTlsConfig()
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        hot.running()
+    assert not list(tmp_path.glob("mitmproxy-ca*"))
+
+
+@pytest.mark.parametrize(
+    ("sni", "server", "expected"),
+    [
+        ("Origin.Test", ("origin.test", 443), ["origin.test"]),
+        ("www.example.com", ("127.0.0.1", 443), ["www.example.com"]),  # a lab-mapped address stays out
+        (None, ("10.1.2.3", 443), ["127.0.0.1", "10.1.2.3"]),
+    ],
+)
+def test_leaf_names(sni, server, expected) -> None:
+    with taddons.context() as tctx:
+        ctx = _context(tctx, sni=sni)
+        ctx.server.address = server
+        assert leaf_names(ctx, use_upstream=True) == expected
