@@ -70,12 +70,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
     # -- mitmproxy hooks --------------------------------------------------------------------
     def configure(self, updated: Collection[str] | str) -> None:
         names = {updated} if isinstance(updated, str) else set(updated)
-        for option in _FORBIDDEN_OPTIONS:
-            if option in ctx.options.keys() and getattr(ctx.options, option):
-                raise exceptions.OptionsError(
-                    f"option {option!r} signs leaves with a publicly leaked third-party key; "
-                    "Gateway refuses it: leaves are signed only by your own CA"
-                )
+        refuse_forbidden_options()
         if "certs" in names and ctx.options.certs:
             raise exceptions.OptionsError(
                 "option 'certs' is not supported by Gateway: upload a CA through the admin API instead"
@@ -137,6 +132,16 @@ class HotTlsConfig(tlsconfig.TlsConfig):
             )
             self._chain_files[authority.fingerprint] = path
         return path
+
+
+def refuse_forbidden_options() -> None:
+    """Options that sign with a key we do not own are an error, whatever else is configured."""
+    for option in _FORBIDDEN_OPTIONS:
+        if option in ctx.options.keys() and getattr(ctx.options, option):
+            raise exceptions.OptionsError(
+                f"option {option!r} signs leaves with a publicly leaked third-party key; "
+                "Gateway refuses it: leaves are signed only by your own CA"
+            )
 
 
 def leaf_names(conn_context: context.Context, *, use_upstream: bool) -> list[str]:

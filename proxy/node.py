@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 class CaSource(Protocol):
+    def register_node(self, node_id: str, name: str) -> None: ...
+
     def loadable(self, account_id: str) -> list[LoadableCa]: ...
 
     def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None: ...
@@ -72,6 +74,11 @@ class CaNode:
     def loaded(self) -> Mapping[str, str]:
         """Certificate id → fingerprint of every CA this node can sign with."""
         return {cid: issuer.authority.fingerprint for cid, issuer in self._issuers.items()}
+
+    def start(self, name: str) -> None:
+        """Register this node as live (having loaded nothing yet), then load what the store says."""
+        self._source.register_node(self.node_id, name)
+        self.sync()
 
     def sync(self) -> None:
         wanted = {ca.id: ca for ca in self._source.loadable(self._account_id)}

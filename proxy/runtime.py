@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
             cache_size=config.leaf_cache_size,
         ),
     )
-    node.sync()
+    node.start(f"gateway {socket.gethostname()} {config.proxy_listen}")
     service.subscribe(node.sync)
 
     app = create_app(

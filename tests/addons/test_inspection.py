@@ -132,3 +132,20 @@ def test_leaf_names(sni, server, expected) -> None:
         ctx = _context(tctx, sni=sni)
         ctx.server.address = server
         assert leaf_names(ctx, use_upstream=True) == expected
+
+
+class _Emudhra:
+    """Declares mitmproxy 12.3's option, which 12.2 lacks, so the refusal can be exercised."""
+
+    def load(self, loader) -> None:
+        loader.add_option("emudhra", bool, False, "sign with the leaked eMudhra key")
+
+
+def test_leaked_key_signing_options_are_refused(tmp_path) -> None:
+    hot = HotTlsConfig()
+    declares = _Emudhra()
+    with taddons.context(declares, hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        with pytest.raises(exceptions.OptionsError, match="publicly leaked third-party key"):
+            tctx.configure(hot, emudhra=True)
+        assert tctx.options.emudhra is False  # rolled back
