@@ -1,0 +1,68 @@
+"""Encryption of private keys at rest (SPEC §2 "At rest"): AES-256-GCM under a master key.
+
+Sealed format: ``b"v1" || nonce (12 random bytes) || ciphertext+tag``. The caller's ``context``
+(for example the certificate id) is bound as associated data, so a sealed key copied onto
+another record does not decrypt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from certs.errors import CertError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["KeySealer", "MASTER_KEY_BYTES"]
+
+MASTER_KEY_BYTES = 32
+_VERSION = b"v1"
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+
+
+class KeySealer:
+    """Seals and unseals secrets with one master key. Holds the key; never shows it."""
+
+    __slots__ = ("_aead",)
+
+    def __init__(self, master_key: bytes) -> None:
+        if not isinstance(master_key, bytes) or len(master_key) != MASTER_KEY_BYTES:
+            got = len(master_key) if isinstance(master_key, (bytes, bytearray)) else "no"
+            raise CertError(
+                f"master key must be exactly {MASTER_KEY_BYTES} bytes (AES-256), got {got} bytes"
+            )
+        self._aead = AESGCM(master_key)
+
+    def __repr__(self) -> str:
+        return "KeySealer(<master key hidden>)"
+
+    @staticmethod
+    def generate_master_key() -> bytes:
+        """32 random bytes from the OS CSPRNG."""
+        return AESGCM.generate_key(bit_length=MASTER_KEY_BYTES * 8)
+
+    def seal(self, plaintext: bytes, *, context: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return _VERSION + nonce + self._aead.encrypt(nonce, plaintext, context)
+
+    def unseal(self, blob: bytes, *, context: bytes) -> bytes:
+        """The plaintext; CertError when the master key or context is wrong or data was altered."""
+        if not blob.startswith(_VERSION):
+            raise CertError(
+                "could not decrypt private key: unknown sealed format (expected version v1)"
+            )
+        if len(blob) < len(_VERSION) + _NONCE_BYTES + _TAG_BYTES:
+            raise CertError("could not decrypt private key: sealed data is truncated")
+        nonce = blob[len(_VERSION) : len(_VERSION) + _NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, blob[len(_VERSION) + _NONCE_BYTES :], context)
+        except InvalidTag:
+            logger.warning("could not decrypt a sealed private key (context %r)", context)
+            raise CertError(
+                "could not decrypt private key: wrong master key or corrupted data"
+            ) from None
