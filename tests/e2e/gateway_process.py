@@ -1,0 +1,183 @@
+"""The real `gateway run` process on loopback ports: start it, wait for /healthz, fetch its CA,
+stop it with SIGTERM (exit 0 expected) and start it again on the same data directory.
+
+`GATEWAY_E2E_COMMAND` (a path) replaces `.venv/bin/gateway`, e.g. to test an installed build."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from . import tools
+
+HEALTH_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+_ENV_DROPPED = ("GATEWAY_ADMIN_TOKEN", "GATEWAY_MASTER_KEY")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def gateway_command() -> str:
+    return os.environ.get("GATEWAY_E2E_COMMAND") or tools.venv_program("gateway")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The test's environment without proxy settings or gateway secrets, plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and k not in _ENV_DROPPED
+    }
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class GatewayProcess:
+    data_dir: Path
+    log_dir: Path
+    upstream_ca: Path
+    hosts: Path
+    token: str | None = field(default_factory=new_token)  # None: GATEWAY_ADMIN_TOKEN unset
+    proxy_port: int = field(default_factory=tools.free_port)
+    admin_port: int = field(default_factory=tools.free_port)
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    # --- addresses --------------------------------------------------------------------------
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.admin_url}/client/v4"
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    def argv(self) -> list[str]:
+        return [
+            gateway_command(),
+            "run",
+            "--data-dir", str(self.data_dir),
+            "--proxy-listen", f"127.0.0.1:{self.proxy_port}",
+            "--admin-listen", f"127.0.0.1:{self.admin_port}",
+            "--upstream-ca", str(self.upstream_ca),
+            "--hosts", str(self.hosts),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    # --- logs -------------------------------------------------------------------------------
+    def stdout_path(self, start: int | None = None) -> Path:
+        return self.log_dir / f"gateway-{start or self.starts}.stdout"
+
+    def stderr_path(self, start: int | None = None) -> Path:
+        return self.log_dir / f"gateway-{start or self.starts}.stderr"
+
+    def stdout(self, start: int | None = None) -> str:
+        path = self.stdout_path(start)
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        return tools.tail(self.stderr_path(), lines)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self, *, timeout: float = HEALTH_TIMEOUT) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        env = child_env({"GATEWAY_ADMIN_TOKEN": self.token} if self.token else {})
+        with self.stdout_path().open("wb") as out, self.stderr_path().open("wb") as err:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
+        self._wait_healthy(timeout)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        with httpx.Client(trust_env=False, timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    pytest.fail(
+                        f"gateway exited with {self.proc.returncode} before /healthz answered\n"
+                        f"argv: {' '.join(self.argv())}\n--- stderr tail ---\n{self.stderr_tail()}",
+                        pytrace=False,
+                    )
+                try:
+                    response = client.get(f"{self.admin_url}/healthz")
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as e:
+                    last = repr(e)
+                time.sleep(0.1)
+        tools.kill_group(self.proc)
+        self.proc.wait(10)
+        pytest.fail(
+            f"gateway /healthz not 200 within {timeout} s (last: {last})\n"
+            f"argv: {' '.join(self.argv())}\n--- stderr tail ---\n{self.stderr_tail()}",
+            pytrace=False,
+        )
+
+    def stop(self) -> None:
+        """SIGTERM; the process must exit 0 within STOP_TIMEOUT."""
+        assert self.proc is not None, "not started"
+        started = time.monotonic()
+        code = tools.stop(self.proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT)
+        if code != 0:
+            what = f"exited {code}" if code is not None else f"still running after {STOP_TIMEOUT} s (killed)"
+            pytest.fail(
+                f"gateway on SIGTERM {what}, expected exit 0 "
+                f"(after {time.monotonic() - started:.1f} s)\n--- stderr tail ---\n{self.stderr_tail()}",
+                pytrace=False,
+            )
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def kill(self) -> None:
+        """Cleanup only: make sure nothing is left running."""
+        if self.proc is not None and self.proc.poll() is None:
+            tools.kill_group(self.proc)
+            self.proc.wait(10)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    # --- talking to it ----------------------------------------------------------------------
+    def ca_pem(self) -> str:
+        """The in-use CA as the gateway publishes it."""
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            response = client.get(f"{self.admin_url}/pki/ca.pem")
+        assert response.status_code == 200, f"/pki/ca.pem: {response.status_code} {response.text[:300]}"
+        assert "BEGIN CERTIFICATE" in response.text, response.text[:300]
+        return response.text
+
+    def api(self, *, token: str | None = "default", timeout: float = 15) -> httpx.Client:
+        """An httpx client on the admin API (`/client/v4`), with this gateway's token by default."""
+        use = self.token if token == "default" else token
+        headers = {"Authorization": f"Bearer {use}"} if use else {}
+        return httpx.Client(base_url=self.api_base, headers=headers, trust_env=False, timeout=timeout)
