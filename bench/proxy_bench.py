@@ -1,0 +1,421 @@
+"""Side-by-side CONNECT-proxy benchmark: direct vs plain mitmdump vs `gateway run` (vs Squid).
+
+Run it with ``bench/run`` (see docs/performance.md). One run sets up an nginx origin on loopback
+with one certificate per host name, then for each target, one after the other (never two at once:
+the machine is small and shared), starts it, warms it up, and runs three scenarios with a load
+client in its own process:
+
+  new-host    every connection a new SNI name: [CONNECT] -> TLS -> GET -> read -> close
+  same-host   the same, always to same.bench.test (leaf cached; full TLS handshakes both legs)
+  keep-alive  `concurrency` persistent connections each sending sequential GETs
+
+and records rate, latency percentiles and the CPU used by proxy, origin and client during the
+timed phase. An in-process leaf issuance microbenchmark (certs.LeafIssuer vs mitmproxy CertStore)
+runs first. Output: a table on stdout and a JSON file in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import leafbench
+import report
+import targets as T
+from pki import Authority, write_host_certs
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+VENV_BIN = Path(sys.executable).parent
+SAME_HOST = f"same.{T.BENCH_SUFFIX}"
+NEW_FMT = "h{:06d}." + T.BENCH_SUFFIX
+SCENARIOS = ("new-host", "same-host", "keep-alive")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--targets", default="direct,mitmdump,gateway",
+                   help="comma list from direct,mitmdump,gateway,squid (default: %(default)s)")
+    p.add_argument("--with-squid", action="store_true", help="add Squid ssl-bump (apt squid-openssl)")
+    p.add_argument("-c", "--concurrency", type=int, default=20, help="connections in flight (default 20)")
+    p.add_argument("--new-host-n", type=int, default=600, help="new-host connections per target (default 600)")
+    p.add_argument("--same-host-n", type=int, default=600, help="same-host connections per target (default 600)")
+    p.add_argument("--keepalive-n", type=int, default=6000, help="keep-alive requests per target (default 6000)")
+    p.add_argument("--time-limit", type=float, default=12.0, help="seconds per scenario, max (default 12)")
+    p.add_argument("--op-timeout", type=float, default=15.0, help="seconds per connection/request (default 15)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat all targets N times, report medians (default 1)")
+    p.add_argument("--client-procs", type=int, default=1, help="load client processes (default 1)")
+    p.add_argument("--hey", action="store_true", help="also measure keep-alive with `hey` (needs origin on :443)")
+    p.add_argument("--leaf-n", type=int, default=2000, help="leaf microbenchmark names, 0 = skip (default 2000)")
+    p.add_argument("--nginx-workers", type=int, default=1, help="origin worker processes (default 1)")
+    p.add_argument("--origin-ip", default="127.0.0.1", help="loopback address for the origin (default 127.0.0.1)")
+    p.add_argument("--origin-port", type=int, default=0, help="origin port (default: 443 if free, else a free one)")
+    p.add_argument("--mitmdump", default=str(VENV_BIN / "mitmdump"), help="mitmdump executable")
+    p.add_argument("--gateway", default=str(VENV_BIN / "gateway"), help="gateway executable")
+    p.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `gateway run` (repeatable), e.g. --gateway-arg=--log-level=warning")
+    p.add_argument("--gateway-startup-timeout", type=float, default=90.0)
+    p.add_argument("--results-dir", default=str(BENCH / "results"))
+    p.add_argument("--no-install", action="store_true", help="never apt-get install missing tools")
+    p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs) for debugging")
+    args = p.parse_args(argv)
+    names = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.with_squid and "squid" not in names:
+        names.append("squid")
+    bad = set(names) - {"direct", "mitmdump", "gateway", "squid"}
+    if bad:
+        p.error(f"unknown target(s): {', '.join(sorted(bad))}")
+    args.target_list = names
+    if not (1 <= args.concurrency <= 1000) or args.client_procs < 1 or args.rounds < 1:
+        p.error("need 1 <= concurrency <= 1000, client-procs >= 1, rounds >= 1")
+    if not args.origin_ip.startswith("127."):
+        p.error("--origin-ip must be a loopback address (127.0.0.0/8)")
+    return args
+
+
+def ensure_tool(binary: str, package: str, args: argparse.Namespace) -> bool:
+    if shutil.which(binary) or Path(f"/usr/sbin/{binary}").exists():
+        return True
+    if args.no_install or os.geteuid() != 0:
+        print(f"bench: {binary} is missing; install it with: apt-get install -y --no-install-recommends {package}",
+              file=sys.stderr)
+        return False
+    print(f"bench: {binary} is missing; installing Debian package {package} with apt-get ...", file=sys.stderr)
+    rc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
+                        stdout=subprocess.DEVNULL, timeout=600).returncode
+    if rc != 0:
+        subprocess.run(["apt-get", "update"], stdout=subprocess.DEVNULL, timeout=600)
+        rc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
+                            stdout=subprocess.DEVNULL, timeout=600).returncode
+    return rc == 0 and bool(shutil.which(binary) or Path(f"/usr/sbin/{binary}").exists())
+
+
+def gateway_available(path: str) -> tuple[bool, str]:
+    if not Path(path).exists():
+        return False, f"{path} not found"
+    try:
+        out = subprocess.run([path, "run", "--help"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"`gateway run --help` failed: {e}"
+    if out.returncode != 0 or "--proxy-listen" not in out.stdout + out.stderr:
+        last = (out.stderr or out.stdout).strip().splitlines()[-1:] or [""]
+        return False, f"`gateway run --help` rc={out.returncode}: {last[0][:150]}"
+    return True, ""
+
+
+# --------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.origin: T.Origin | None = None
+        self.name_cursor = 0  # next unused new-host name index: never reused within a run
+
+    # ---- client ---------------------------------------------------------------------------
+    async def load(self, target: T.Target, mode: str, count: int, *, host: str | None = None,
+                   host_start: int = 0) -> dict[str, Any]:
+        """Run the load client(s) against ``target``; CPU of proxy and origin sampled at START/END."""
+        a = self.args
+        procs_n = min(a.client_procs, a.concurrency, max(1, count))
+        specs = []
+        start = host_start
+        for k in range(procs_n):
+            share = count // procs_n + (1 if k < count % procs_n else 0)
+            spec = {"mode": mode, "proxy": list(target.proxy) if target.proxy else None,
+                    "origin": [self.origin.ip, self.origin.port], "cafile": str(target.cafile),
+                    "concurrency": a.concurrency // procs_n + (1 if k < a.concurrency % procs_n else 0),
+                    "count": share, "time_limit": a.time_limit, "op_timeout": a.op_timeout}
+            if host:
+                spec["host"] = host
+            else:
+                spec["host_fmt"], spec["host_start"] = NEW_FMT, start
+                start += share
+            specs.append(spec)
+        clients = []
+        for spec in specs:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(BENCH / "loadclient.py"), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, start_new_session=True)
+            clients.append(proc)
+            T.CLIENT_PIDS.add(proc.pid)
+            proc.stdin.write(json.dumps(spec).encode())
+            proc.stdin.close()
+        try:
+            async with asyncio.timeout(a.time_limit + 2 * a.op_timeout + 30):
+                return await self._collect(target, clients)
+        finally:
+            for proc in clients:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+                T.CLIENT_PIDS.discard(proc.pid)  # reaped: never signal a pid that may be reused
+
+    async def _collect(self, target: T.Target, clients: list) -> dict[str, Any]:
+        marks: dict[str, list[tuple[float, float, float]]] = {"START": [], "END": []}
+        results = []
+
+        async def read(proc) -> None:
+            while line := await proc.stdout.readline():
+                word = line.split(b" ", 1)[0].strip().decode()
+                if word in marks:
+                    marks[word].append(self.sample(target))
+                elif word == "RESULT":
+                    results.append(json.loads(line.split(b" ", 1)[1]))
+            await proc.wait()
+
+        await asyncio.gather(*(read(p) for p in clients))
+        if len(results) != len(clients):
+            raise RuntimeError("a load client died without a result")
+        first, last = min(marks["START"]), max(marks["END"])
+        wall = last[0] - first[0]
+        lat = [x for r in results for x in r["latency_us"]]
+        tls = [x for r in results for x in r["tls_latency_us"]]
+        ok = sum(r["ok"] for r in results)
+        elapsed = max(r["elapsed_s"] for r in results)
+        errors: dict[str, int] = {}
+        for r in results:
+            for k, v in r["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        proxy_cpu = last[1] - first[1]
+        origin_cpu = last[2] - first[2]
+        client_cpu = sum(r["client_cpu_s"] for r in results)
+        other = (last[3] - first[3]) - proxy_cpu - origin_cpu - client_cpu
+        return {
+            "ok": ok, "attempted": sum(r["attempted"] for r in results), "errors": errors,
+            "error_samples": [s for r in results for s in r["error_samples"]][:5],
+            "elapsed_s": round(elapsed, 3), "rate": ok / elapsed if elapsed > 0 else 0.0,
+            "hit_time_limit": any(r["hit_time_limit"] for r in results),
+            **report.percentiles(lat, "latency"), **report.percentiles(tls, "tls"),
+            "proxy_cpu_s": round(proxy_cpu, 3) if target.pid else None,
+            "proxy_cpu_us_per_req": proxy_cpu / ok * 1e6 if ok and target.pid else None,
+            "proxy_core_pct": 100 * proxy_cpu / wall if wall > 0 and target.pid else None,
+            "origin_core_pct": 100 * origin_cpu / wall if wall > 0 else None,
+            "client_core_pct": 100 * client_cpu / elapsed if elapsed > 0 else None,
+            "other_core_pct": 100 * max(0.0, other) / wall if wall > 0 else None,
+            "steal_core_pct": 100 * (last[4] - first[4]) / wall if wall > 0 else None,
+        }
+
+    def sample(self, target: T.Target) -> tuple[float, ...]:
+        """(wall, proxy CPU, origin CPU, machine busy CPU, machine steal), seconds."""
+        busy, steal = T.system_cpu()
+        return (time.perf_counter(), T.tree_cpu_seconds(target.pid), T.tree_cpu_seconds(self.origin.pid),
+                busy, steal)
+
+    async def hey(self, target: T.Target) -> dict[str, Any]:
+        a = self.args
+        url = f"https://{SAME_HOST}/" if self.origin.port == 443 else f"https://{SAME_HOST}:{self.origin.port}/"
+        argv = ["hey", "-n", str(a.keepalive_n), "-c", str(a.concurrency), "-x",
+                f"http://{target.proxy[0]}:{target.proxy[1]}", url]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        c0 = self.sample(target)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), a.time_limit)
+        except TimeoutError:
+            proc.send_signal(signal.SIGINT)  # hey prints its report on SIGINT
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), 10)
+            except TimeoutError:
+                proc.kill()
+                out, _ = await proc.communicate()
+        c1 = self.sample(target)
+        parsed = report.parse_hey(out.decode(errors="replace"))
+        wall = c1[0] - c0[0]
+        ok = parsed.get("ok", 0)
+        parsed["proxy_cpu_us_per_req"] = (c1[1] - c0[1]) / ok * 1e6 if ok else None
+        parsed["proxy_core_pct"] = 100 * (c1[1] - c0[1]) / wall
+        parsed["origin_core_pct"] = 100 * (c1[2] - c0[2]) / wall
+        parsed["other_core_pct"] = None  # hey's own CPU is not separated from the rest of the machine
+        parsed["machine_busy_core_pct"] = 100 * (c1[3] - c0[3]) / wall
+        return parsed
+
+    # ---- targets --------------------------------------------------------------------------
+    def make_target(self, name: str, rnd: int, origin_ca: Path) -> T.Target:
+        work = self.tmp / f"{name}-r{rnd}"
+        work.mkdir()
+        common = {"name": name, "workdir": work, "origin_ca": origin_ca}
+        if name == "direct":
+            return T.Direct(**common)
+        if name == "mitmdump":
+            return T.Mitmdump(**common, mitmdump=self.args.mitmdump, origin_ip=self.origin.ip)
+        if name == "gateway":
+            return T.Gateway(**common, gateway=self.args.gateway, origin_ip=self.origin.ip,
+                             extra_args=self.args.gateway_arg, startup_timeout=self.args.gateway_startup_timeout)
+        return T.Squid(**common, origin_ip=self.origin.ip, origin_port=self.origin.port, names=self.all_names)
+
+    async def run_target(self, target: T.Target) -> dict[str, Any]:
+        a = self.args
+        out: dict[str, Any] = {}
+        await target.start()
+        try:
+            warm = await self.load(target, "close", 2 * a.concurrency, host=SAME_HOST)
+            if warm["ok"] == 0:
+                raise RuntimeError(f"{target.name}: warm-up failed: {warm['errors']} {warm['error_samples']}")
+            out["new-host"] = await self.load(target, "close", a.new_host_n, host_start=self.name_cursor)
+            self.name_cursor += a.new_host_n
+            out["same-host"] = await self.load(target, "close", a.same_host_n, host=SAME_HOST)
+            out["keep-alive"] = await self.load(target, "keepalive", a.keepalive_n, host=SAME_HOST)
+            if a.hey and target.proxy and self.origin.port == 443:
+                out["keep-alive-hey"] = await self.hey(target)
+        finally:
+            await target.stop()
+        out["info"] = target.info
+        return out
+
+    # ---- whole run ------------------------------------------------------------------------
+    async def main(self) -> dict[str, Any]:
+        a = self.args
+        started = datetime.datetime.now(datetime.timezone.utc)
+        result: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
+                                  "args": {k: v for k, v in vars(a).items() if k != "target_list"},
+                                  "targets": {}, "pending": {}}
+        wanted = list(a.target_list)
+        if "gateway" in wanted:
+            ok, why = gateway_available(a.gateway)
+            if not ok:
+                wanted.remove("gateway")
+                result["pending"]["gateway"] = why
+                print(f"bench: gateway column pending: {why}", file=sys.stderr)
+        if "squid" in wanted and not ensure_tool("squid", "squid-openssl", a):
+            wanted.remove("squid")
+            result["pending"]["squid"] = "squid-openssl not installed"
+        if a.hey and not ensure_tool("hey", "hey", a):
+            a.hey = False
+
+        # origin PKI: same.bench.test + a fresh range of names per (round, intercepting target)
+        origin_dir = self.tmp / "origin"
+        origin_dir.mkdir()
+        ip = a.origin_ip
+        port = a.origin_port or (443 if T.port_is_free(ip, 443) else T.free_port(ip))
+        self.origin = T.Origin(origin_dir, ip, port, workers=a.nginx_workers)
+        n_names = a.rounds * len(wanted) * a.new_host_n
+        self.all_names = [SAME_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
+        ca = Authority.generate("Bench origin CA")
+        origin_ca = self.tmp / "origin-ca.pem"
+        origin_ca.write_bytes(ca.cert_pem())
+        t0 = time.perf_counter()
+        write_host_certs(ca, self.all_names, origin_dir / "certs", origin_dir / "host.key")
+        print(f"bench: origin nginx on {ip}:{port}, {len(self.all_names)} host certificates "
+              f"({time.perf_counter() - t0:.1f} s); targets: {', '.join(wanted)}", file=sys.stderr)
+        await self.origin.start()
+
+        if a.leaf_n > 0:
+            print(f"bench: leaf issuance microbenchmark ({a.leaf_n} names) ...", file=sys.stderr)
+            result["leaf"] = leafbench.run(a.leaf_n, max(1000, a.leaf_n), self.tmp / "leafbench")
+
+        runs: dict[str, list[dict[str, Any]]] = {t: [] for t in wanted}
+        for rnd in range(a.rounds):
+            for name in wanted:
+                print(f"bench: round {rnd + 1}/{a.rounds}: {name} ...", file=sys.stderr)
+                t1 = time.perf_counter()
+                try:
+                    runs[name].append(await self.run_target(self.make_target(name, rnd, origin_ca)))
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    print(f"bench: {name} failed: {e}", file=sys.stderr)
+                    result["pending"][name] = f"failed: {e}"[:2000]
+                    continue
+                print(f"bench:   {name} done in {time.perf_counter() - t1:.1f} s", file=sys.stderr)
+        for name, rs in runs.items():
+            if rs:
+                result["targets"][name] = report.combine_rounds(rs)
+        result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        return result
+
+
+def machine_info() -> dict[str, Any]:
+    import cryptography  # noqa: PLC0415
+    import mitmproxy.version  # noqa: PLC0415
+    import ssl  # noqa: PLC0415
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def git(*cmd: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    try:
+        from OpenSSL import SSL  # noqa: PLC0415
+        pyopenssl = SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode()
+    except Exception:  # noqa: BLE001
+        pyopenssl = "?"
+    return {
+        "cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
+        "python": platform.python_version(), "mitmproxy": mitmproxy.version.VERSION,
+        "cryptography": cryptography.__version__, "openssl_mitmproxy": pyopenssl,
+        "openssl_client": ssl.OPENSSL_VERSION, "nginx": T.nginx_version(),
+        "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".")),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not ensure_tool("nginx", "nginx", args):
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    os.chmod(tmp, 0o755)  # nginx workers / squid run as other users
+    code = 1
+    try:
+        result = asyncio.run(_main_async(args, tmp))
+        text = report.render(result)
+        print(text)
+        out_dir = Path(args.results_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stamp = result["started"].replace(":", "").replace("-", "").replace("+0000", "Z")
+        path = out_dir / f"proxy-{stamp}.json"
+        result["table"] = text
+        path.write_text(json.dumps(result, indent=1, default=str))
+        print(f"\nJSON: {path}")
+        code = 0 if result["targets"] else 1
+    except KeyboardInterrupt:
+        print("bench: interrupted, cleaning up", file=sys.stderr)
+        code = 130
+    finally:
+        T.kill_all()
+        if args.keep_temp:
+            print(f"bench: temp dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return code
+
+
+async def _main_async(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    bench = Bench(args, tmp)
+    try:
+        return await bench.main()
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        if bench.origin is not None:
+            await T.stop(bench.origin.proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
