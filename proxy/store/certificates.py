@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Collection
 from datetime import datetime
 
+from certs.lifecycle import BindingStatus
 from proxy.store.database import Database, from_db, to_db
 from proxy.store.records import CertificateKind, CertificateRecord
 
@@ -34,7 +35,7 @@ def _record(row: sqlite3.Row) -> CertificateRecord:
         issuer_raw=row["issuer_raw"],
         serial=row["serial"],
         signature_algorithm=row["signature_algorithm"],
-        binding_status=row["binding_status"],
+        binding_status=BindingStatus(status) if (status := row["binding_status"]) else None,
         in_use=bool(row["in_use"]),
         auto_generated=bool(row["auto_generated"]),
         created_at=from_db(row["created_at"]),
@@ -48,10 +49,14 @@ def _values(rec: CertificateRecord) -> tuple[object, ...]:
     return (
         rec.id, rec.account_id, rec.kind.value, rec.name, rec.certificate_pem, rec.chain_pem,
         rec.sealed_private_key, rec.fingerprint, rec.issuer_org, rec.issuer_raw, rec.serial,
-        rec.signature_algorithm, rec.binding_status, int(rec.in_use), int(rec.auto_generated),
+        rec.signature_algorithm, _status(rec.binding_status), int(rec.in_use), int(rec.auto_generated),
         to_db(rec.created_at), to_db(rec.updated_at), to_db(rec.uploaded_on),
         to_db(rec.expires_on),
     )  # fmt: skip
+
+
+def _status(status: BindingStatus | None) -> str | None:
+    return status.value if status is not None else None
 
 
 class Certificates:
@@ -87,11 +92,13 @@ class Certificates:
             return records
         return [r for r in records if r.kind in kinds]
 
-    def set_binding_status(self, certificate_id: str, status: str | None, now: datetime) -> None:
+    def set_binding_status(
+        self, certificate_id: str, status: BindingStatus | None, now: datetime
+    ) -> None:
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE certificates SET binding_status = ?, updated_at = ? WHERE id = ?",
-                (status, to_db(now), certificate_id),
+                (_status(status), to_db(now), certificate_id),
             )
 
     def set_in_use(self, account_id: str, certificate_id: str, now: datetime) -> None:

@@ -1,7 +1,6 @@
 """Values the store reads and writes: one frozen dataclass per table row.
 
-Binding statuses and certificate kinds are kept as plain strings here (the database checks
-them); the services turn them into ``certs.lifecycle.BindingStatus`` where rules apply.
+Binding statuses are ``certs.lifecycle.BindingStatus`` values; the database checks them too.
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from certs.lifecycle import BindingStatus
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class CertificateRecord:
     issuer_raw: str
     serial: str  # decimal
     signature_algorithm: str
-    binding_status: str | None  # None: an mTLS upload never activated for Gateway
+    binding_status: BindingStatus | None  # None: an mTLS upload never activated for Gateway
     in_use: bool
     auto_generated: bool
     created_at: datetime

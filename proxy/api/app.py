@@ -1,0 +1,29 @@
+"""The admin API application factory (model: aiohttp-demos "polls": main / routes / views)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from proxy.api.middleware import authenticate, envelope_errors
+from proxy.api.routes import setup_routes
+from proxy.api.state import CRLS, DEPS, ApiDeps, NodeInfo
+from proxy.services.crl import CrlCache
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ApiDeps", "NodeInfo", "create_app", "MAX_BODY_BYTES"]
+
+MAX_BODY_BYTES = 1024 * 1024  # larger bodies: 413
+
+
+def create_app(deps: ApiDeps) -> web.Application:
+    """The admin API: ``/client/v4/...`` (bearer token), ``/healthz`` and ``/pki/...`` (public)."""
+    app = web.Application(
+        middlewares=[envelope_errors, authenticate], client_max_size=MAX_BODY_BYTES
+    )
+    app[DEPS] = deps
+    app[CRLS] = CrlCache(deps.certificates, deps.clock)
+    setup_routes(app)
+    return app

@@ -1,0 +1,102 @@
+"""Request bodies, validated once at the edge with messages that name the field."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api.errors import INVALID_JSON, ApiError, invalid_field
+
+logger = logging.getLogger(__name__)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object in the body; an empty body (as the SDK sends on POST/DELETE) is ``{}``.
+
+    Too large a body raises aiohttp's HTTPRequestEntityTooLarge (the middleware makes it a 413).
+    """
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise ApiError(400, INVALID_JSON, "request body is not UTF-8 text") from None
+    except ValueError as e:
+        raise ApiError(400, INVALID_JSON, f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ApiError(400, INVALID_JSON, "request body is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}")
+    return value
+
+
+def type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def reject_unknown(body: Mapping[str, Any], known: Collection[str]) -> None:
+    for key in body:
+        if key not in known:
+            raise invalid_field(key, f"unknown field (accepted: {', '.join(sorted(known))})")
+
+
+def optional_int(
+    body: Mapping[str, Any], field: str, *, default: int, low: int, high: int
+) -> int:
+    if field not in body or body[field] is None:
+        return default
+    value = body[field]
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise invalid_field(field, f"must be an integer, got {type_name(value)}")
+    if not low <= value <= high:
+        raise invalid_field(field, f"must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+def optional_str(body: Mapping[str, Any], field: str, *, default: str | None = None) -> str | None:
+    value = body.get(field)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise invalid_field(field, f"must be a string, got {type_name(value)}")
+    return value
+
+
+def required_str(body: Mapping[str, Any], field: str) -> str:
+    if field not in body or body[field] is None:
+        raise invalid_field(field, "required")
+    value = optional_str(body, field)
+    assert value is not None
+    if not value.strip():
+        raise invalid_field(field, "must not be empty")
+    return value
+
+
+def choice(body: Mapping[str, Any], field: str, choices: Collection[str], *, default: str) -> str:
+    value = optional_str(body, field, default=default)
+    assert value is not None
+    if value not in choices:
+        raise invalid_field(field, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value

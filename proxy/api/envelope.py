@@ -1,0 +1,105 @@
+"""Cloudflare API v4 envelopes, timestamps and list paging."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api.errors import invalid_field
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 UTC with ``Z``; fractional seconds only when there are some."""
+    utc = moment.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def messages(texts: Sequence[str], *, code: int = 0) -> list[dict[str, Any]]:
+    return [{"code": code, "message": text} for text in texts]
+
+
+def _dumps(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, ensure_ascii=False, allow_nan=False)
+
+
+def ok(
+    result: Any, *, notes: Sequence[str] = (), status: int = 200
+) -> web.Response:
+    body = {"success": True, "errors": [], "messages": messages(notes), "result": result}
+    return web.Response(status=status, text=_dumps(body), content_type=JSON)
+
+
+def failure(
+    status: int, code: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    body = {
+        "success": False,
+        "errors": [{"code": code, "message": message}],
+        "messages": [],
+        "result": None,
+    }
+    return web.Response(status=status, text=_dumps(body), content_type=JSON, headers=headers)
+
+
+@dataclass(frozen=True)
+class Paging:
+    page: int
+    per_page: int
+
+    @classmethod
+    def from_query(cls, request: web.Request, *, default: int, maximum: int) -> Paging:
+        return cls(
+            page=_positive(request, "page", 1, None),
+            per_page=_positive(request, "per_page", default, maximum),
+        )
+
+
+def _positive(request: web.Request, name: str, default: int, maximum: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        number = float(raw)
+    except ValueError:
+        raise invalid_field(name, f"must be a positive integer, got {raw!r}") from None
+    if not number.is_integer() or number < 1:
+        raise invalid_field(name, f"must be a positive integer, got {raw!r}")
+    if maximum is not None and number > maximum:
+        raise invalid_field(name, f"must be at most {maximum}, got {raw}")
+    return int(number)
+
+
+def ok_list(
+    items: Sequence[Any], paging: Paging, *, notes: Sequence[str] = ()
+) -> web.Response:
+    """One page of ``items`` (``[]`` past the end, so SDK iteration stops) with ``result_info``."""
+    start = (paging.page - 1) * paging.per_page
+    page = list(items[start : start + paging.per_page])
+    body = {
+        "success": True,
+        "errors": [],
+        "messages": messages(notes),
+        "result": page,
+        "result_info": {
+            "page": paging.page,
+            "per_page": paging.per_page,
+            "count": len(page),
+            "total_count": len(items),
+            "total_pages": max(1, math.ceil(len(items) / paging.per_page)),
+        },
+    }
+    return web.Response(text=_dumps(body), content_type=JSON)

@@ -1,0 +1,239 @@
+"""The OpenAPI 3 document of the admin API, served at /client/v4/openapi.json (public).
+
+Hand-written, compactly: ``tests/proxy/test_api_openapi.py`` checks that it names exactly the
+routes ``routes.py`` serves.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api.state import deps_of
+
+logger = logging.getLogger(__name__)
+
+Schema = dict[str, Any]
+
+TIME: Schema = {"type": "string", "format": "date-time", "example": "2025-01-01T00:00:00Z"}
+STATUS: Schema = {
+    "type": "string",
+    "enum": ["pending_deployment", "available", "pending_deletion", "inactive"],
+}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(properties: dict[str, Schema], *, required: list[str] | None = None) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+_STR: Schema = {"type": "string"}
+_BOOL: Schema = {"type": "boolean"}
+_MESSAGE = _object({"code": {"type": "integer"}, "message": _STR})
+
+SCHEMAS: dict[str, Schema] = {
+    "Message": _MESSAGE,
+    "Error": _object(
+        {"success": {"type": "boolean", "enum": [False]}, "errors": {"type": "array", "items": _ref("Message")},
+         "messages": {"type": "array", "items": _ref("Message")}, "result": {"nullable": True}},
+        required=["success", "errors", "messages", "result"],
+    ),
+    "ResultInfo": _object({k: {"type": "integer"} for k in ("page", "per_page", "count", "total_count", "total_pages")}),
+    "Account": _object(
+        {"id": _STR, "name": _STR, "type": {"type": "string", "enum": ["standard"]},
+         "settings": {"type": "object"}, "created_on": TIME},
+        required=["id", "name", "type"],
+    ),
+    "GatewayCertificate": _object(
+        {"id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "enum": ["gateway_managed", "custom"]},
+         "binding_status": STATUS, "in_use": _BOOL, "certificate": {"type": "string", "description": "CA certificate, PEM"},
+         "fingerprint": {"type": "string", "description": "SHA-256, colon hex"}, "issuer_org": _STR, "issuer_raw": _STR,
+         "created_at": TIME, "updated_at": TIME, "uploaded_on": TIME, "expires_on": TIME},
+    ),
+    "MtlsCertificate": _object(
+        {"id": {"type": "string", "format": "uuid"}, "name": _STR, "ca": _BOOL,
+         "certificates": {"type": "string", "description": "PEM, the CA then its chain"}, "issuer": _STR,
+         "serial_number": _STR, "signature": {"type": "string", "example": "SHA256WithRSA"},
+         "type": {"type": "string", "enum": ["custom"]}, "uploaded_on": TIME, "updated_at": TIME, "expires_on": TIME},
+    ),
+    "Settings": {
+        "type": "object",
+        "description": "Cloudflare's Gateway account settings. certificate.id turns that certificate on "
+        "(it must be available; the nil UUID is refused: there is no Cloudflare root CA here). "
+        "tls_decrypt.enabled defaults to true. Unknown top-level keys are refused.",
+        "properties": {
+            "certificate": _object({"id": {"type": "string", "format": "uuid"}}, required=["id"]),
+            "tls_decrypt": _object({"enabled": _BOOL}),
+            **{k: {"type": "object"} for k in (
+                "activity_log", "antivirus", "block_page", "body_scanning", "browser_isolation",
+                "custom_certificate", "extended_email_matching", "fips", "host_selector",
+                "inspection", "protocol_detection", "sandbox")},
+            "max_ttl_secs": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+    },
+    "Configuration": _object({"settings": _ref("Settings"), "created_at": TIME, "updated_at": TIME}),
+    "Node": _object(
+        {"id": _STR, "name": _STR, "started_at": TIME, "last_heartbeat": TIME, "live": _BOOL, "current": _BOOL,
+         "loaded_certificates": {"type": "array", "items": _object({"id": _STR, "fingerprint": _STR, "loaded_at": TIME})}},
+    ),
+}  # fmt: skip
+
+
+def _envelope(result: Schema, *, paged: bool = False) -> Schema:
+    props: dict[str, Schema] = {
+        "success": {"type": "boolean", "enum": [True]},
+        "errors": {"type": "array", "items": _ref("Message")},
+        "messages": {"type": "array", "items": _ref("Message"), "description": "warnings (certificate expiry)"},
+        "result": {"type": "array", "items": result} if paged else result,
+    }
+    if paged:
+        props["result_info"] = _ref("ResultInfo")
+    return _object(props, required=["success", "errors", "messages", "result"])
+
+
+_ERRORS = {
+    "400": "invalid input or refused transition (the message names the field or the rule)",
+    "401": "missing or invalid bearer token",
+    "403": "the token may not act on this account",
+    "404": "unknown account, object or route",
+    "405": "method not allowed",
+    "413": "body larger than 1 MiB",
+}
+
+
+def _json(schema: Schema) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _op(summary: str, result: Schema | None, *, paged: bool = False, body: Schema | None = None,
+        extra: dict[str, Any] | None = None, query: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    responses: dict[str, Any] = {}
+    if result is not None:
+        responses["200"] = {"description": "success", **_json(_envelope(result, paged=paged))}
+    responses.update(extra or {})
+    responses.update({code: {"description": text, **_json(_ref("Error"))} for code, text in _ERRORS.items()})
+    op: dict[str, Any] = {"summary": summary, "responses": responses, "security": [{"bearer": []}]}
+    if body is not None:
+        op["requestBody"] = {"required": False, **_json(body)}
+    if query:
+        op["parameters"] = query
+    return op
+
+
+def _public(op: dict[str, Any]) -> dict[str, Any]:
+    op = copy.deepcopy(op)
+    op["security"] = []
+    for code in ("401", "403", "413"):
+        op["responses"].pop(code, None)
+    return op
+
+
+def _file(summary: str, media: str) -> dict[str, Any]:
+    return _public(_op(summary, None, extra={"200": {"description": "the file", "content": {media: {}}}}))
+
+
+def _q(name: str, schema: Schema, description: str, *, explode: bool = False) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+    if explode:
+        param.update(style="form", explode=True)
+    return param
+
+
+_PAGING = [_q("page", {"type": "integer", "minimum": 1}, "page number, from 1"),
+           _q("per_page", {"type": "integer", "minimum": 1}, "items per page")]
+_CERT = _ref("GatewayCertificate")
+_MTLS = _ref("MtlsCertificate")
+_CREATE_CERT = _object({
+    "validity_period_days": {"type": "integer", "minimum": 1, "maximum": 10950, "default": 1825},
+    "key_type": {"type": "string", "enum": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
+                 "default": "ec-p256", "description": "our addition"},
+})
+_CREATE_MTLS = _object(
+    {"name": _STR, "certificates": {"type": "string", "description": "PEM: the CA, then its issuers"},
+     "private_key": {"type": "string", "description": "PEM; with it the id can be activated as a custom gateway certificate"},
+     "ca": {"type": "boolean", "enum": [True]}},
+    required=["certificates", "ca"],
+)
+_SETTINGS_BODY = _object({"settings": _ref("Settings")}, required=["settings"])
+_RATE = {"429": {"description": "4th generation within 24 hours (Retry-After, x-should-retry: false)",
+                 **_json(_ref("Error"))}}
+A = "/client/v4/accounts/{account_id}"
+CERT = A + "/gateway/certificates/{certificate_id}"
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": _public(_op("health", None, extra={"200": {"description": '{"status": "ok"}'}}))},
+    "/pki/ca.pem": {"get": _file("the in-use CA certificate, PEM", "application/x-pem-file")},
+    "/pki/ca.crt": {"get": _file("the in-use CA certificate, DER", "application/pkix-cert")},
+    "/pki/{certificate_id}.crt": {"get": _file("a CA certificate, DER (AIA caIssuers of leaves)", "application/pkix-cert")},
+    "/pki/{certificate_id}.crl": {"get": _file("a current, signed, empty CRL of that CA", "application/pkix-crl")},
+    "/client/v4/openapi.json": {"get": _public(_op("this document", None, extra={"200": {"description": "OpenAPI 3"}}))},
+    "/client/v4/accounts": {"get": _op("accounts this token may use", _ref("Account"), paged=True, query=_PAGING)},
+    A: {"get": _op("one account", _ref("Account"))},
+    A + "/gateway/certificates": {
+        "get": _op("gateway certificates", _CERT, paged=True, query=_PAGING),
+        "post": _op("generate a CA (inactive); at most 3 per 24 hours", _CERT, body=_CREATE_CERT, extra=_RATE),
+    },
+    CERT: {"get": _op("one gateway certificate", _CERT),
+           "delete": _op("delete an inactive certificate (a custom one only leaves Gateway)", _CERT)},
+    CERT + "/activate": {"post": _op("inactive -> pending_deployment -> available (at most 10)", _CERT)},
+    CERT + "/deactivate": {"post": _op("available -> pending_deletion -> inactive (not the in-use one)", _CERT)},
+    CERT + "/download": {"get": _op("our addition: the CA certificate as a file", None, query=[
+        _q("format", {"type": "string", "enum": ["pem", "der"], "default": "pem"}, "PEM or DER")],
+        extra={"200": {"description": "the file", "content": {
+            "application/x-pem-file": {}, "application/pkix-cert": {}}}})},
+    A + "/gateway/configuration": {
+        "get": _op("Gateway settings", _ref("Configuration")),
+        "put": _op("replace the settings", _ref("Configuration"), body=_SETTINGS_BODY),
+        "patch": _op("merge settings per top-level key", _ref("Configuration"), body=_SETTINGS_BODY),
+    },
+    A + "/gateway/nodes": {"get": _op("our addition: proxy nodes and their loaded CAs", _ref("Node"), paged=True, query=_PAGING)},
+    A + "/mtls_certificates": {
+        "get": _op("uploaded CA certificates", _MTLS, paged=True, query=[*_PAGING, _q(
+            "type", {"type": "array", "items": {"type": "string", "enum": ["custom", "gateway_managed", "access_managed"]}},
+            "repeat the key or separate with commas", explode=True)]),
+        "post": _op("upload a CA certificate (optionally with its private key)", _MTLS, body=_CREATE_MTLS),
+    },
+    A + "/mtls_certificates/{certificate_id}": {
+        "get": _op("one uploaded CA certificate", _MTLS),
+        "delete": _op("delete an upload (refused while activated for Gateway)", _MTLS),
+    },
+}  # fmt: skip
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    names = [part[1:-1] for part in path.replace(".", "/").split("/") if part.startswith("{")]
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+
+
+def build(server_url: str) -> dict[str, Any]:
+    paths = {path: {"parameters": _path_parameters(path), **ops} if "{" in path else ops
+             for path, ops in PATHS.items()}  # fmt: skip
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Gateway admin API",
+            "version": "1",
+            "description": "Cloudflare API v4 shapes (envelope, paths, objects) for a self-hosted "
+            "Zero Trust gateway. Errors carry a 4xx status; see docs/api.md for codes.",
+        },
+        "servers": [{"url": server_url}],
+        "components": {
+            "schemas": copy.deepcopy(SCHEMAS),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": paths,
+    }
+
+
+async def document(request: web.Request) -> web.Response:
+    return web.json_response(build(deps_of(request).public_base_url))

@@ -1,0 +1,46 @@
+"""What the admin API's handlers share: dependencies and the aiohttp state keys."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from certs.clock import Clock
+from proxy.services.certificates import CertificateService
+from proxy.services.crl import CrlCache
+from proxy.store import ApiToken, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """The node serving this API (marked ``current`` in the nodes list)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ApiDeps:
+    store: Store
+    certificates: CertificateService
+    clock: Clock
+    public_base_url: str
+    node: NodeInfo | None = None
+
+
+DEPS = web.AppKey("deps", ApiDeps)
+CRLS = web.AppKey("crls", CrlCache)
+TOKEN = web.RequestKey("token", ApiToken)
+
+
+def deps_of(request: web.Request) -> ApiDeps:
+    return request.app[DEPS]
+
+
+def account_of(request: web.Request) -> str:
+    """The ``{account_id}`` of the path (the middleware checked the token may use it)."""
+    return request.match_info["account_id"]

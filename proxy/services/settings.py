@@ -1,0 +1,152 @@
+"""Gateway configuration settings: validation at the edge, defaults, PUT and PATCH semantics.
+
+The settings are stored as JSON without ``certificate``: which certificate is on is kept in
+one place only, the certificates' ``in_use`` flag, and rendered back into the settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.services.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
+
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+OBJECT_SETTINGS = frozenset({
+    "activity_log", "antivirus", "block_page", "body_scanning", "browser_isolation",
+    "certificate", "custom_certificate", "extended_email_matching", "fips", "host_selector",
+    "inspection", "protocol_detection", "sandbox", "tls_decrypt",
+})  # fmt: skip
+INTEGER_SETTINGS = frozenset({"max_ttl_secs"})
+KNOWN_SETTINGS = OBJECT_SETTINGS | INTEGER_SETTINGS
+
+DEFAULT_SETTINGS: dict[str, Any] = {"tls_decrypt": {"enabled": True}}
+
+NIL_CERTIFICATE_REFUSED = (
+    "no certificate cannot be chosen: at Cloudflare the nil UUID (or null) selects Cloudflare's "
+    "own root CA, which a self-hosted gateway does not have: "
+    "with no certificate in use nothing could sign inspected connections. Turn on another "
+    "available certificate instead (or set tls_decrypt.enabled to false to stop inspecting)"
+)
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    """Validated settings from a request: everything but the certificate, and its id apart."""
+
+    settings: dict[str, Any]
+    certificate_id: str | None
+
+
+def parse_settings(value: object, *, partial: bool) -> SettingsChange:
+    """Check ``settings`` from a PUT (``partial=False``) or PATCH body; InvalidInput names the key.
+
+    In a PATCH a ``null`` value removes that key (back to its default).
+    """
+    if not isinstance(value, Mapping):
+        raise InvalidInput("settings", f"must be an object, got {_json_type(value)}")
+    settings: dict[str, Any] = {}
+    certificate_id: str | None = None
+    for key, item in value.items():
+        field = f"settings.{key}"
+        if key not in KNOWN_SETTINGS:
+            raise InvalidInput(field, f"unknown setting (known: {', '.join(sorted(KNOWN_SETTINGS))})")
+        if key == "certificate":
+            certificate_id = _certificate_id(item)
+        elif item is None and partial:
+            settings[key] = None
+        elif key in INTEGER_SETTINGS:
+            if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+                raise InvalidInput(field, f"must be a non-negative integer, got {_json_type(item)}")
+            settings[key] = item
+        elif not isinstance(item, Mapping):
+            raise InvalidInput(field, f"must be an object, got {_json_type(item)}")
+        else:
+            settings[key] = copy.deepcopy(dict(item))
+    _check_tls_decrypt(settings.get("tls_decrypt"))
+    return SettingsChange(settings, certificate_id)
+
+
+def _check_tls_decrypt(tls_decrypt: object) -> None:
+    if isinstance(tls_decrypt, Mapping) and "enabled" in tls_decrypt:
+        if not isinstance(tls_decrypt["enabled"], bool):
+            raise InvalidInput(
+                "settings.tls_decrypt.enabled",
+                f"must be true or false, got {_json_type(tls_decrypt['enabled'])}",
+            )
+
+
+def _certificate_id(certificate: object) -> str:
+    field = "settings.certificate.id"
+    if certificate is None:
+        raise InvalidInput("settings.certificate", NIL_CERTIFICATE_REFUSED)
+    if not isinstance(certificate, Mapping):
+        raise InvalidInput("settings.certificate", f"must be an object with an id, got {_json_type(certificate)}")
+    cert_id = certificate.get("id")
+    if not isinstance(cert_id, str):
+        raise InvalidInput(field, f"required: a certificate UUID string, got {_json_type(cert_id)}")
+    try:
+        parsed = uuid.UUID(cert_id)
+    except ValueError:
+        raise InvalidInput(field, f"{cert_id!r} is not a UUID") from None
+    if parsed.int == 0:
+        raise InvalidInput(field, NIL_CERTIFICATE_REFUSED)
+    return str(parsed)
+
+
+def merged(stored: Mapping[str, Any], change: SettingsChange) -> dict[str, Any]:
+    """PATCH: each top-level key given replaces the stored one; ``null`` removes it."""
+    result = copy.deepcopy(dict(stored))
+    for key, item in change.settings.items():
+        if item is None:
+            result.pop(key, None)
+        else:
+            result[key] = item
+    return with_defaults(result)
+
+
+def replaced(change: SettingsChange) -> dict[str, Any]:
+    """PUT: the settings given, with defaults for what they leave out."""
+    return with_defaults({k: v for k, v in change.settings.items() if v is not None})
+
+
+def with_defaults(settings: Mapping[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(dict(settings))
+    tls_decrypt = dict(result.get("tls_decrypt") or {})
+    tls_decrypt.setdefault("enabled", True)
+    result["tls_decrypt"] = tls_decrypt
+    result.pop("certificate", None)
+    return result
+
+
+def rendered(stored: Mapping[str, Any], in_use_id: str | None) -> dict[str, Any]:
+    """The settings as the API shows them: stored ones plus ``certificate.id`` of the one in use."""
+    result = with_defaults(stored)
+    if in_use_id is not None:
+        result["certificate"] = {"id": in_use_id}
+    return dict(sorted(result.items()))
+
+
+def tls_decrypt_enabled(stored: Mapping[str, Any]) -> bool:
+    return bool(with_defaults(stored)["tls_decrypt"]["enabled"])
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
