@@ -324,6 +324,8 @@ def validate_ca_certificate(
     try:
         check_public_key(public_key)
     except InvalidCertificate as e:
+        if label == "certificate":
+            raise
         raise InvalidCertificate(f"{label} has an unusable key: {e}") from None
     if now >= cert.not_valid_after_utc:
         raise InvalidCertificate(f"{label} expired on {format_time(cert.not_valid_after_utc)}")
