@@ -355,10 +355,8 @@ class Squid(Target):
         (d / "proxy-ca.pem").write_bytes(ca.cert_pem())
         (d / "proxy-ca.key").write_bytes(ca.key_pem())
         self.cafile = d / "proxy-ca.pem"
-        # hosts_file has no wildcards: list every name (a line per 200 names)
-        with open(d / "hosts", "w") as f:
-            for i in range(0, len(self.names), 200):
-                f.write(f"{self.origin_ip} {' '.join(self.names[i:i + 200])}\n")
+        # hosts_file has no wildcards and truncates long lines: one name per line
+        (d / "hosts").write_text("".join(f"{self.origin_ip} {name}\n" for name in self.names))
         shutil.copy(self.origin_ca, d / "up-ca.pem")
         port = free_port()
         conf = f"""http_port 127.0.0.1:{port} ssl-bump tls-cert={d}/proxy-ca.pem tls-key={d}/proxy-ca.key generate-host-certificates=on dynamic_cert_mem_cache_size=16MB
@@ -369,6 +367,8 @@ ssl_bump peek step1
 ssl_bump bump all
 tls_outgoing_options cafile={d}/up-ca.pem
 hosts_file {d}/hosts
+dns_nameservers 127.0.0.1
+pinger_enable off
 acl SSL_ports port {self.origin_port}
 acl CONNECT method CONNECT
 http_access deny CONNECT !SSL_ports
