@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `gateway run` (repeatable), e.g. --gateway-arg=--log-level=warning")
     p.add_argument("--gateway-startup-timeout", type=float, default=90.0)
+    p.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
+                   help="before each target, wait up to S seconds for the machine's other load to drop "
+                        "below 0.25 cores (shared machines; default 0 = don't wait)")
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     p.add_argument("--no-install", action="store_true", help="never apt-get install missing tools")
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs) for debugging")
@@ -256,9 +259,23 @@ class Bench:
                              extra_args=self.args.gateway_arg, startup_timeout=self.args.gateway_startup_timeout)
         return T.Squid(**common, origin_ip=self.origin.ip, origin_port=self.origin.port, names=self.all_names)
 
+    async def wait_quiet(self) -> dict[str, float]:
+        """Sample machine load (1 s windows) until below 0.25 cores or --quiet-wait is spent."""
+        t0 = time.monotonic()
+        while True:
+            b0, _ = T.system_cpu()
+            await asyncio.sleep(1.0)
+            b1, _ = T.system_cpu()
+            load = b1 - b0
+            waited = time.monotonic() - t0
+            if load < 0.25 or waited >= self.args.quiet_wait:
+                return {"load_before_cores": round(load, 2), "waited_s": round(waited, 1)}
+
     async def run_target(self, target: T.Target) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {}
+        if a.quiet_wait > 0:
+            target.info.update(await self.wait_quiet())
         await target.start()
         try:
             warm = await self.load(target, "close", 2 * a.concurrency, host=SAME_HOST)
@@ -373,6 +390,8 @@ def machine_info() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl-C must always reach us, even when started from a shell that ignores SIGINT for background jobs
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if not ensure_tool("nginx", "nginx", args):
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
