@@ -42,7 +42,7 @@ class Accounts:
         return _account(row) if row else None
 
     def list(self) -> list[Account]:
-        rows = self._db.connection.execute("SELECT * FROM accounts ORDER BY created_at, id")
+        rows = self._db.connection.execute("SELECT * FROM accounts ORDER BY created_at, rowid")
         return [_account(row) for row in rows]
 
 
@@ -65,7 +65,7 @@ class Tokens:
             )
 
     def list(self) -> list[ApiToken]:
-        rows = self._db.connection.execute("SELECT * FROM api_tokens ORDER BY created_at, id")
+        rows = self._db.connection.execute("SELECT * FROM api_tokens ORDER BY created_at, rowid")
         return [_token(row) for row in rows]
 
     def delete_by_origin(self, origin: TokenOrigin, *, keep_sha256: bytes | None = None) -> int:

@@ -84,7 +84,7 @@ class Certificates:
         """The account's certificates, oldest first, optionally of some kinds only."""
         rows = self._db.connection.execute(
             f"SELECT {_COLUMNS} FROM certificates WHERE account_id = ?"
-            " ORDER BY created_at, id",
+            " ORDER BY created_at, rowid",
             (account_id,),
         )
         records = [_record(row) for row in rows]

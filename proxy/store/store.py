@@ -54,6 +54,10 @@ class Store:
         """Run ``callback`` when the current transaction commits (at once outside one)."""
         self._db.after_commit(callback)
 
+    def dump(self) -> list[str]:
+        """Every table and row as SQL statements (diagnostics; tests compare before and after)."""
+        return list(self._db.connection.iterdump())
+
     @property
     def schema_version(self) -> int:
         return current_version(self._db)

@@ -1,0 +1,198 @@
+"""The SQLite store: file mode, durability settings, migrations, transactions, constraints."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from certs.lifecycle import BindingStatus
+from proxy.store import Account, CertificateKind, CertificateRecord, Store, StoreError
+from proxy.store.database import Database
+from proxy.store.migrations import MIGRATIONS, Migration, migrate
+from tests.proxy.conftest import START, FakeClock
+
+ACCOUNT = Account(id="0123456789abcdef0123456789abcdef", name="Lab", created_at=START)
+
+
+def _certificate(cert_id: str, **changes: object) -> CertificateRecord:
+    record = CertificateRecord(
+        id=cert_id, account_id=ACCOUNT.id, kind=CertificateKind.GATEWAY_MANAGED, name="ca",
+        certificate_pem="PEM", chain_pem="", sealed_private_key=b"sealed", fingerprint="AA:BB",
+        issuer_org="Lab", issuer_raw="O=Lab", serial="1", signature_algorithm="SHA256WithECDSA",
+        binding_status=BindingStatus.INACTIVE, in_use=False, auto_generated=False,
+        created_at=START, updated_at=START, uploaded_on=START, expires_on=START + timedelta(days=9),
+    )  # fmt: skip
+    return replace(record, **changes)  # type: ignore[arg-type]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_database_file_is_created_0600_with_its_wal(db_path: Path) -> None:
+    store = Store.open(db_path)
+    store.accounts.add(ACCOUNT)
+    assert _mode(db_path) == 0o600
+    wal = db_path.with_name(db_path.name + "-wal")
+    assert wal.exists() and _mode(wal) == 0o600
+    store.close()
+
+
+def test_existing_file_with_open_mode_is_restricted(db_path: Path) -> None:
+    db_path.touch(mode=0o644)
+    db_path.chmod(0o644)
+    Store.open(db_path).close()
+    assert _mode(db_path) == 0o600
+
+
+def test_pragmas_wal_full_sync_foreign_keys(store: Store) -> None:
+    conn = store._db.connection
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrations_are_recorded_and_idempotent(db_path: Path, clock: FakeClock) -> None:
+    Store.open(db_path).close()
+    Store.open(db_path).close()
+    store = Store.open(db_path)
+    rows = store._db.connection.execute("SELECT version FROM schema_version").fetchall()
+    assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
+    assert store.schema_version == MIGRATIONS[-1].version
+    assert migrate(store._db, clock()) == MIGRATIONS[-1].version
+    store.close()
+
+
+def test_a_new_migration_applies_once(db_path: Path, clock: FakeClock) -> None:
+    Store.open(db_path).close()
+    db = Database.open(db_path)
+    extra = (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test", ("CREATE TABLE t (x)",)))
+    assert migrate(db, clock(), extra) == extra[-1].version
+    assert migrate(db, clock(), extra) == extra[-1].version
+    db.close()
+
+
+def test_newer_schema_is_refused(db_path: Path, clock: FakeClock) -> None:
+    Store.open(db_path).close()
+    db = Database.open(db_path)
+    db.connection.execute("INSERT INTO schema_version VALUES (999, 'future', 'x')")
+    db.close()
+    with pytest.raises(StoreError, match="schema version 999 but this gateway knows only up to 1"):
+        Store.open(db_path)
+
+
+def test_reopen_keeps_data(db_path: Path, clock: FakeClock) -> None:
+    store = Store.open(db_path)
+    store.accounts.add(ACCOUNT)
+    store.certificates.add(_certificate("c1"))
+    store.configurations.save(ACCOUNT.id, {"tls_decrypt": {"enabled": False}}, clock())
+    store.close()
+    store = Store.open(db_path)
+    assert store.accounts.list() == [ACCOUNT]
+    assert store.certificates.get("c1") == _certificate("c1")
+    configuration = store.configurations.get(ACCOUNT.id)
+    assert configuration is not None and configuration.settings == {"tls_decrypt": {"enabled": False}}
+    store.close()
+
+
+def test_failed_transaction_saves_nothing(store: Store) -> None:
+    store.accounts.add(ACCOUNT)
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.transaction():
+            store.certificates.add(_certificate("c1"))
+            store.certificates.add(_certificate("c1"))  # duplicate id
+    assert store.certificates.list(ACCOUNT.id) == []
+
+
+def test_nested_failure_rolls_back_only_the_inner_part(store: Store) -> None:
+    store.accounts.add(ACCOUNT)
+    with store.transaction():
+        store.certificates.add(_certificate("c1"))
+        with pytest.raises(ValueError):
+            with store.transaction():
+                store.certificates.add(_certificate("c2"))
+                raise ValueError("inner")
+    assert [c.id for c in store.certificates.list(ACCOUNT.id)] == ["c1"]
+
+
+def test_after_commit_runs_after_the_outer_commit_only(store: Store) -> None:
+    calls: list[str] = []
+    with store.transaction():
+        store.after_commit(lambda: calls.append("outer"))
+        assert calls == []
+    assert calls == ["outer"]
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.after_commit(lambda: calls.append("rolled back"))
+            raise RuntimeError
+    assert calls == ["outer"]
+
+
+def test_at_most_one_certificate_in_use_per_account(store: Store, clock: FakeClock) -> None:
+    store.accounts.add(ACCOUNT)
+    for cert_id in ("c1", "c2"):
+        store.certificates.add(_certificate(cert_id, binding_status=BindingStatus.AVAILABLE))
+    store.certificates.set_in_use(ACCOUNT.id, "c1", clock())
+    store.certificates.set_in_use(ACCOUNT.id, "c2", clock())
+    assert {c.id: c.in_use for c in store.certificates.list(ACCOUNT.id)} == {"c1": False, "c2": True}
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db.connection.execute("UPDATE certificates SET in_use = 1")
+
+
+def test_schema_checks_refuse_inconsistent_rows(store: Store) -> None:
+    store.accounts.add(ACCOUNT)
+    with pytest.raises(sqlite3.IntegrityError):  # in use but not available
+        store.certificates.add(_certificate("c1", in_use=True))
+    with pytest.raises(sqlite3.IntegrityError):  # an mTLS upload without key has no status
+        store.certificates.add(_certificate("c2", kind=CertificateKind.MTLS, sealed_private_key=None))
+    with pytest.raises(sqlite3.IntegrityError):  # account ids are 32 hex characters
+        store.accounts.add(Account(id="not-hex", name="x", created_at=START))
+
+
+def test_deleting_a_certificate_forgets_nodes_loading_it(store: Store, clock: FakeClock) -> None:
+    store.accounts.add(ACCOUNT)
+    store.certificates.add(_certificate("c1"))
+    store.nodes.heartbeat("n1", clock())
+    store.nodes.replace_loaded("n1", ACCOUNT.id, {"c1": "AA:BB", "gone": "CC"}, clock())
+    assert [(r.node_id, r.certificate_id) for r in store.nodes.loaded(ACCOUNT.id)] == [("n1", "c1")]
+    store.certificates.delete("c1")
+    assert store.nodes.loaded(ACCOUNT.id) == []
+
+
+def test_generations_are_kept_after_the_certificate_goes(store: Store, clock: FakeClock) -> None:
+    store.accounts.add(ACCOUNT)
+    store.certificates.record_generation(ACCOUNT.id, clock())
+    assert store.certificates.generations_since(ACCOUNT.id, clock() - timedelta(hours=24)) == [clock()]
+    assert store.certificates.generations_since(ACCOUNT.id, clock()) == []
+
+
+def test_times_round_trip_as_aware_utc(store: Store) -> None:
+    store.accounts.add(ACCOUNT)
+    stored = store.accounts.get(ACCOUNT.id)
+    assert stored is not None and stored.created_at == START and stored.created_at.tzinfo is not None
+
+
+def test_acknowledged_write_survives_sigkill(db_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal\n"
+        "from proxy.store import Store\n"
+        "from tests.proxy.test_store import ACCOUNT\n"
+        f"store = Store.open({str(db_path)!r})\n"
+        "store.accounts.add(ACCOUNT)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
+    assert done.returncode == -signal.SIGKILL
+    store = Store.open(db_path)
+    assert store.accounts.list() == [ACCOUNT]
+    store.close()
