@@ -266,8 +266,7 @@ def parse_certificates(pem: str | bytes) -> list[x509.Certificate]:
                 "(were the certificate and the key swapped?)"
             )
         raise InvalidCertificate(
-            "no certificate found: expected PEM text with a "
-            "'-----BEGIN CERTIFICATE-----' block"
+            "no certificate found: expected PEM text with a '-----BEGIN CERTIFICATE-----' block"
         )
     try:
         return x509.load_pem_x509_certificates(data)
@@ -335,9 +334,7 @@ def validate_ca_certificate(
         )
 
 
-def _validate_chain(
-    ca: x509.Certificate, chain: list[x509.Certificate], *, now: datetime
-) -> None:
+def _validate_chain(ca: x509.Certificate, chain: list[x509.Certificate], *, now: datetime) -> None:
     """The certificates after the CA must each have issued the one before, and be valid CAs."""
     if not chain:
         return

@@ -44,7 +44,11 @@ MAX_RSA_BITS = 8192
 _ACCEPTED = "use an EC P-256 or P-384 key, or RSA of 2048 to 8192 bits"
 
 _CURVES: dict[str, str] = {"secp256r1": "P-256", "secp384r1": "P-384"}
-_OTHER_CURVE_NAMES: dict[str, str] = {"secp521r1": "P-521", "secp224r1": "P-224", "secp192r1": "P-192"}
+_OTHER_CURVE_NAMES: dict[str, str] = {
+    "secp521r1": "P-521",
+    "secp224r1": "P-224",
+    "secp192r1": "P-192",
+}
 
 
 class KeyType(Enum):
@@ -118,7 +122,6 @@ def check_public_key(key: CertificatePublicKeyTypes | PublicKeyTypes) -> PublicK
 
 def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
     """The hash used when ``key`` signs: SHA-384 for P-384, SHA-256 otherwise."""
-    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
-        if key.curve.name == "secp384r1":
-            return hashes.SHA384()
-    return hashes.SHA256()
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)) or key.curve.name != "secp384r1":
+        return hashes.SHA256()
+    return hashes.SHA384()

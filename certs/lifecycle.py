@@ -79,8 +79,9 @@ def check_generation_allowed(previous: Sequence[datetime], now: datetime) -> Non
     """
     now = as_utc(now, what="now")
     window_start = now - GENERATION_WINDOW
-    recent = sorted(t for t in (as_utc(p, what="generation time") for p in previous)
-                    if t > window_start)
+    recent = sorted(
+        t for t in (as_utc(p, what="generation time") for p in previous) if t > window_start
+    )
     if len(recent) < MAX_GENERATIONS:
         return
     # The (len - MAX + 1)-th oldest must leave the window before one more fits in it.
@@ -123,15 +124,14 @@ def activate(
 def deactivate(cert: CertificateState) -> BindingStatus:
     """available / pending_deployment → pending_deletion; never the in-use certificate."""
     if cert.in_use:
-        raise LifecycleError(
-            f"certificate {cert.id} is in use: turn another certificate on first"
-        )
+        raise LifecycleError(f"certificate {cert.id} is in use: turn another certificate on first")
     status = cert.binding_status
     if status is BindingStatus.INACTIVE:
         raise LifecycleError(f"certificate {cert.id} is not active (inactive)")
     if status is BindingStatus.PENDING_DELETION:
-        raise LifecycleError(f"certificate {cert.id} is already being deactivated "
-                             "(pending_deletion)")
+        raise LifecycleError(
+            f"certificate {cert.id} is already being deactivated (pending_deletion)"
+        )
     logger.info("certificate %s: %s -> pending_deletion", cert.id, status)
     return BindingStatus.PENDING_DELETION
 
@@ -166,9 +166,7 @@ def turn_on(cert: CertificateState, now: datetime) -> None:
 def check_delete(cert: CertificateState) -> None:
     """Only an inactive certificate that is not in use can be deleted."""
     if cert.in_use:
-        raise LifecycleError(
-            f"certificate {cert.id} is in use: turn another certificate on first"
-        )
+        raise LifecycleError(f"certificate {cert.id} is in use: turn another certificate on first")
     if cert.binding_status is not BindingStatus.INACTIVE:
         raise LifecycleError(
             f"certificate {cert.id} is {cert.binding_status}: only inactive certificates can be "

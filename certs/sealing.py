@@ -31,12 +31,17 @@ class KeySealer:
     __slots__ = ("_aead",)
 
     def __init__(self, master_key: bytes) -> None:
-        if not isinstance(master_key, bytes) or len(master_key) != MASTER_KEY_BYTES:
-            got = len(master_key) if isinstance(master_key, (bytes, bytearray)) else "no"
+        if not isinstance(master_key, (bytes, bytearray)):
             raise CertError(
-                f"master key must be exactly {MASTER_KEY_BYTES} bytes (AES-256), got {got} bytes"
+                f"master key must be exactly {MASTER_KEY_BYTES} bytes (AES-256), "
+                f"got {type(master_key).__name__}"
             )
-        self._aead = AESGCM(master_key)
+        if len(master_key) != MASTER_KEY_BYTES:
+            raise CertError(
+                f"master key must be exactly {MASTER_KEY_BYTES} bytes (AES-256), "
+                f"got {len(master_key)} bytes"
+            )
+        self._aead = AESGCM(bytes(master_key))
 
     def __repr__(self) -> str:
         return "KeySealer(<master key hidden>)"

@@ -35,8 +35,11 @@ def fixed_cas() -> dict[KeyType, CertificateAuthority]:
     start = ManualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
     return {
         key_type: CertificateAuthority.generate(
-            common_name=f"Root {key_type.value}", organization="Example Org", country="US",
-            key_type=key_type, clock=start,
+            common_name=f"Root {key_type.value}",
+            organization="Example Org",
+            country="US",
+            key_type=key_type,
+            clock=start,
         )
         for key_type in (KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048)
     }
@@ -56,10 +59,16 @@ def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extensi
 
 @pytest.mark.parametrize(
     ("ca_key", "hash_class"),
-    [(KeyType.EC_P256, hashes.SHA256), (KeyType.EC_P384, hashes.SHA384), (KeyType.RSA_2048, hashes.SHA256)],
+    [
+        (KeyType.EC_P256, hashes.SHA256),
+        (KeyType.EC_P384, hashes.SHA384),
+        (KeyType.RSA_2048, hashes.SHA256),
+    ],
 )
 def test_leaf_has_the_cabf_dv_profile(
-    fixed_cas: dict[KeyType, CertificateAuthority], clock: ManualClock, ca_key: KeyType,
+    fixed_cas: dict[KeyType, CertificateAuthority],
+    clock: ManualClock,
+    ca_key: KeyType,
     hash_class: type,
 ) -> None:
     ca = fixed_cas[ca_key]
@@ -122,7 +131,10 @@ def test_leaf_without_urls_has_no_aia_or_crl_distribution_point(
     ],
 )
 def test_leaf_key_type_and_key_encipherment_only_for_rsa(
-    ca: CertificateAuthority, clock: ManualClock, leaf_key_type: KeyType, key_class: type,
+    ca: CertificateAuthority,
+    clock: ManualClock,
+    leaf_key_type: KeyType,
+    key_class: type,
     key_encipherment: bool,
 ) -> None:
     leaf = LeafIssuer(ca, leaf_key_type=leaf_key_type, clock=clock).leaf_for(["a.example.com"])
@@ -242,7 +254,9 @@ def test_idna_name_reaches_the_certificate(ca: CertificateAuthority, clock: Manu
 # -- cache, eviction, renewal -----------------------------------------------------------------
 
 
-def test_cache_returns_the_same_leaf_and_counts(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_cache_returns_the_same_leaf_and_counts(
+    ca: CertificateAuthority, clock: ManualClock
+) -> None:
     issuer = LeafIssuer(ca, cache_size=100, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
     assert issuer.leaf_for(["a.example.com"]) is first
@@ -373,7 +387,12 @@ def test_intermediate_ca_sends_itself_but_not_the_root(
 # -- verification: cryptography's webpki verifier and real TLS handshakes ---------------------
 
 
-def _verify(root: CertificateAuthority, leaf: Leaf, name: x509.GeneralName, at: datetime | None = None) -> None:
+def _verify(
+    root: CertificateAuthority,
+    leaf: Leaf,
+    name: x509.DNSName | x509.IPAddress,
+    at: datetime | None = None,
+) -> None:
     builder = PolicyBuilder().store(Store([root.certificate]))
     if at is not None:
         builder = builder.time(at)
@@ -452,7 +471,9 @@ def test_handshake_fails_for_a_foreign_ca(
 
 @pytest.mark.parametrize("ca_key", [KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048])
 def test_leaf_passes_pkilint_dv_final_certificate(
-    fixed_cas: dict[KeyType, CertificateAuthority], clock: ManualClock, lint: Lint,
+    fixed_cas: dict[KeyType, CertificateAuthority],
+    clock: ManualClock,
+    lint: Lint,
     ca_key: KeyType,
 ) -> None:
     issuer = LeafIssuer(fixed_cas[ca_key], aia_url=AIA, crl_url=CRL, clock=clock)
