@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -139,9 +138,13 @@ class Session:
         self.warnings.extend(m for m in reply.messages if m not in self.warnings)
         return reply.result
 
-    def list_certificates(self) -> list[dict[str, Any]]:
-        result = self.keep(self.client.get(self.url("/gateway/certificates")))
-        return [c for c in result or [] if isinstance(c, dict)]
+    def list_certificates(self, *, warn: bool = False) -> list[dict[str, Any]]:
+        """With ``warn``, the listing's messages (expiry warnings about every certificate as it
+        is now) replace earlier ones; listings made only to resolve an id stay quiet."""
+        reply = self.client.get(self.url("/gateway/certificates"))
+        if warn:
+            self.warnings[:] = reply.messages
+        return [c for c in reply.result or [] if isinstance(c, dict)]
 
 
 def _session(args: argparse.Namespace) -> Session:
@@ -182,7 +185,7 @@ def _print_json(value: Any) -> None:
 
 
 def _list(session: Session, args: argparse.Namespace) -> None:
-    certificates = session.list_certificates()
+    certificates = session.list_certificates(warn=True)
     if session.as_json:
         _print_json(certificates)
     elif not certificates:
@@ -256,7 +259,7 @@ def _use_id(session: Session, cert_id: str) -> dict[str, Any]:
     _wait_until_available(session, cert_id, before)
     body = {"settings": {"certificate": {"id": cert_id}}}
     session.keep(session.client.patch(session.url("/gateway/configuration"), body))
-    after = {c["id"]: c for c in session.list_certificates()}
+    after = {c["id"]: c for c in session.list_certificates(warn=True)}
     _say(session, f"in use now: {cert_id}")
     if previous is None:
         _say(session, "no certificate was in use before")
@@ -386,9 +389,10 @@ def _expires(value: object, now: datetime) -> str:
     left = expires - now
     if left <= timedelta(0):
         return f"{expires:%Y-%m-%d} EXPIRED"
-    if left <= EXPIRY_WARNING:
-        days = math.ceil(left / timedelta(days=1))
-        return f"{expires:%Y-%m-%d} (expires in {days} day{'' if days == 1 else 's'})"
+    if left <= EXPIRY_WARNING:  # whole days left, as the API's own warnings count them
+        days = left.days
+        span = "less than a day" if days == 0 else f"{days} day{'' if days == 1 else 's'}"
+        return f"{expires:%Y-%m-%d} (expires in {span})"
     return f"{expires:%Y-%m-%d}"
 
 

@@ -6,14 +6,14 @@ exercised by ``test_cli_ca_real.py``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
+import json
 import re
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,38 +27,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from proxy.cli import ca
-from proxy.cli.errors import CliError
+from proxy.cli.main import main
 
 TOKEN = "s3cret-admin-token-0123456789"
 ACCOUNT = "6f0c2d1e9a8b47c5b3d2e1f0a9b8c7d6"
 
 
 def cli(*argv: str) -> int:
-    """What ``gateway`` does; through ``proxy.cli.main`` once every command module imports."""
-    try:
-        from proxy.cli.main import main
-
-        main_parser_ready = _imports("proxy.cli.run")
-    except ImportError:  # pragma: no cover - only while a colleague's module is unfinished
-        main_parser_ready = False
-    if main_parser_ready:
-        return main(list(argv))
-    parser = argparse.ArgumentParser(prog="gateway")
-    ca.register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except CliError as e:
-        print(f"gateway: error: {e}", file=sys.stderr)
-        return e.exit_code
-
-
-def _imports(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+    """What the ``gateway`` command does with ``argv``."""
+    return main(list(argv))
 
 
 # --- the API double ----------------------------------------------------------------------------------
@@ -146,7 +123,9 @@ def envelope(result: Any, messages: list[dict[str, Any]] | None = None) -> web.R
 
 def make_app(api: FakeApi) -> web.Application:
     @web.middleware
-    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         body = await request.read()
         api.requests.append((request.method, request.path_qs, request.headers.get("Authorization"), body))
         try:
@@ -343,13 +322,13 @@ async def test_activate_and_deactivate_post_empty_json(server: Server, capsys: p
 async def test_generate_sends_days_and_key_type_and_prints_json(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     assert await server.run("generate", "--days", "30", "--key-type", "ec-p384", "--json") == 0
     out, err = capsys.readouterr()
-    cert = __import__("json").loads(out)
+    cert = json.loads(out)
     assert cert["binding_status"] == "inactive" and cert["id"] in server.api.certs
     assert f"generated {cert['id']}" in err
     (body,) = [body for method, _, _, body in server.api.requests if method == "POST"]
     assert body == b'{"validity_period_days": 30, "key_type": "ec-p384"}'
-    loaded = x509.load_pem_x509_certificate(cert["certificate"].encode())
-    assert isinstance(loaded.public_key(), ec.EllipticCurvePublicKey) and loaded.public_key().curve.name == "secp384r1"
+    public_key = x509.load_pem_x509_certificate(cert["certificate"].encode()).public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp384r1"
 
 
 async def test_delete_removes_an_inactive_certificate(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
@@ -373,7 +352,7 @@ async def test_upload_then_activate_a_custom_ca(server: Server, tmp_path: Path, 
     assert f"activated {uploaded}: pending_deployment" in out
     assert server.api.certs[uploaded]["type"] == "custom"
     (method, path, _, body) = next(r for r in server.api.requests if r[1].endswith("/mtls_certificates"))
-    sent = __import__("json").loads(body)
+    sent = json.loads(body)
     assert sent["name"] == "corp-root" and sent["ca"] is True and "PRIVATE KEY" in sent["private_key"]
 
 
@@ -393,10 +372,26 @@ async def test_list_flags_expiry_and_prints_api_warnings_on_stderr(server: Serve
     assert await server.run("list") == 0
     out, err = capsys.readouterr()
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert re.search(r"\d{4}-\d\d-\d\d \(expires in 10 days\)", rows[soon])
+    assert re.search(r"\d{4}-\d\d-\d\d \(expires in 9 days\)", rows[soon])
     assert re.search(r"\d{4}-\d\d-\d\d EXPIRED", rows[gone])
     assert "expires" not in rows[fine] and "EXPIRED" not in rows[fine]
     assert err.splitlines() == [f"warning: certificate {soon} expires in 9 days", f"warning: certificate {gone} expires in -5 days"]
+
+
+async def test_resolving_an_id_does_not_repeat_the_listing_warnings(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    soon = server.api.add(make_ca(10)[0])["id"]
+    assert await server.run("activate", soon[:8]) == 0
+    assert capsys.readouterr().err == ""
+
+
+async def test_use_warns_about_the_state_after_the_switch(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    soon = server.api.add(make_ca(10)[0], status="available")["id"]
+    assert await server.run("use", soon[:8], "--json") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["in_use"] is True
+    assert err.splitlines() == [f"in use now: {soon}", "no certificate was in use before", f"warning: certificate {soon} expires in 9 days"]
 
 
 def test_table_columns_and_flags_with_a_fixed_clock() -> None:
@@ -422,6 +417,8 @@ def test_table_columns_and_flags_with_a_fixed_clock() -> None:
         "c   gateway_managed  inactive           2030-01-31 (expires in 30 days)",
         "d   gateway_managed  inactive           2030-02-01",
     ]
+    last_hours = ca.format_table([{"id": "e", "expires_on": "2030-01-01T23:00:00Z"}], now=now)
+    assert last_hours.splitlines()[1] == "e                         2030-01-01 (expires in less than a day)"
 
 
 async def test_list_without_certificates_says_how_to_make_one(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
@@ -432,7 +429,7 @@ async def test_list_without_certificates_says_how_to_make_one(server: Server, ca
 async def test_list_json_is_the_api_result(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     cert = server.api.add(make_ca(100)[0])
     assert await server.run("list", "--json") == 0
-    assert __import__("json").loads(capsys.readouterr().out) == [cert]
+    assert json.loads(capsys.readouterr().out) == [cert]
 
 
 # --- download ------------------------------------------------------------------------------------------
