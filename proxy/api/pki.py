@@ -50,18 +50,24 @@ async def ca_der(request: web.Request) -> web.Response:
     return _file(objects.certificate_der(record), DER, "gateway-ca.crt", max_age=0)
 
 
-async def certificate_der(request: web.Request) -> web.Response:
-    """The AIA caIssuers URL of leaves: that CA, DER, whatever its status."""
+def _signing_ca(request: web.Request) -> CertificateRecord:
+    """The CA named in the path, if it can sign (generated, or uploaded with its key)."""
     cert_id = request.match_info["certificate_id"]
     record = deps_of(request).certificates.find(cert_id)
     if record is None or not record.has_private_key:
         raise not_found(f"no CA certificate with id {cert_id!r}")
-    return _file(objects.certificate_der(record), DER, f"{cert_id}.crt", max_age=86400)
+    return record
+
+
+async def certificate_der(request: web.Request) -> web.Response:
+    """The AIA caIssuers URL of leaves: that CA, DER, whatever its status."""
+    record = _signing_ca(request)
+    return _file(objects.certificate_der(record), DER, f"{record.id}.crt", max_age=86400)
 
 
 async def certificate_crl(request: web.Request) -> web.Response:
     """The CRL distribution point of leaves: a current, signed, empty CRL."""
-    cert_id = request.match_info["certificate_id"]
+    cert_id = _signing_ca(request).id
     document = request.app[CRLS].get(cert_id)
     max_age = max(0, int((document.refresh_at - deps_of(request).clock()).total_seconds()))
     return _file(document.der, CRL, f"{cert_id}.crl", max_age=max_age)
