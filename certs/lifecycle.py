@@ -24,6 +24,7 @@ from certs.errors import LifecycleError, LimitExceeded
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "BindingStatus",
     "CertificateState",
     "MAX_AVAILABLE",
