@@ -154,9 +154,10 @@ def _session(args: argparse.Namespace) -> Session:
     account = args.account
     if not account:
         accounts = client.get("/accounts").result
-        if not isinstance(accounts, list) or not accounts or not isinstance(accounts[0], dict) or not accounts[0].get("id"):
+        first = accounts[0] if isinstance(accounts, list) and accounts else None
+        if not isinstance(first, dict) or not first.get("id"):
             raise CliError(f"the admin API at {client.server} lists no account for this token")
-        account = str(accounts[0]["id"])
+        account = str(first["id"])
     return Session(client, account, bool(args.json))
 
 
@@ -165,16 +166,25 @@ def _command(body: Callable[[Session, argparse.Namespace], None]) -> Handler:
         session = _session(args)
         try:
             body(session, args)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `gateway ca list | head -1`: the reader has all it wanted
+            _silence_stdout()
         except (KeyError, TypeError, AttributeError) as e:  # an answer not shaped as documented
             logger.debug("unexpected answer", exc_info=True)
             raise CliError(f"the admin API at {session.client.server} gave an unexpected answer ({e!r})") from None
         finally:
-            sys.stdout.flush()
             for warning in session.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         return 0
 
     return handler
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _print_json(value: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import socket
 import sys
@@ -640,3 +641,20 @@ def test_help_never_shows_the_token_from_the_environment(monkeypatch: pytest.Mon
     with pytest.raises(SystemExit):
         cli("ca", "list", "--help")
     assert TOKEN not in capsys.readouterr().out
+
+
+async def test_a_closed_stdout_pipe_is_no_traceback(server: Server) -> None:
+    """``gateway ca list | head -0``: the reader is gone before the table is written."""
+    server.api.add(make_ca(10)[0])
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.cli.main", "ca", "list", "--server", server.url, "--token", TOKEN,
+            stdout=writer, stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(writer)
+    _, err = await process.communicate()
+    assert process.returncode == 0
+    assert err.decode().splitlines() == [f"warning: certificate {next(iter(server.api.certs))} expires in 9 days"]
