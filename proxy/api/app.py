@@ -13,7 +13,7 @@ from proxy.services.crl import CrlCache
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ApiDeps", "NodeInfo", "create_app", "MAX_BODY_BYTES"]
+__all__ = ["MAX_BODY_BYTES", "ApiDeps", "NodeInfo", "create_app"]
 
 MAX_BODY_BYTES = 1024 * 1024  # larger bodies: 413
 

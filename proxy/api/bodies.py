@@ -35,7 +35,9 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     except RecursionError:
         raise ApiError(400, INVALID_JSON, "request body is nested too deeply") from None
     if not isinstance(value, dict):
-        raise ApiError(400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}")
+        raise ApiError(
+            400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}"
+        )
     return value
 
 
@@ -59,9 +61,7 @@ def reject_unknown(body: Mapping[str, Any], known: Collection[str]) -> None:
             raise invalid_field(key, f"unknown field (accepted: {', '.join(sorted(known))})")
 
 
-def optional_int(
-    body: Mapping[str, Any], field: str, *, default: int, low: int, high: int
-) -> int:
+def optional_int(body: Mapping[str, Any], field: str, *, default: int, low: int, high: int) -> int:
     if field not in body or body[field] is None:
         return default
     value = body[field]

@@ -36,9 +36,7 @@ def _dumps(body: Mapping[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, allow_nan=False)
 
 
-def ok(
-    result: Any, *, notes: Sequence[str] = (), status: int = 200
-) -> web.Response:
+def ok(result: Any, *, notes: Sequence[str] = (), status: int = 200) -> web.Response:
     body = {"success": True, "errors": [], "messages": messages(notes), "result": result}
     return web.Response(status=status, text=_dumps(body), content_type=JSON)
 
@@ -83,9 +81,7 @@ def _positive(request: web.Request, name: str, default: int, maximum: int | None
     return int(number)
 
 
-def ok_list(
-    items: Sequence[Any], paging: Paging, *, notes: Sequence[str] = ()
-) -> web.Response:
+def ok_list(items: Sequence[Any], paging: Paging, *, notes: Sequence[str] = ()) -> web.Response:
     """One page of ``items`` (``[]`` past the end, so SDK iteration stops) with ``result_info``."""
     start = (paging.page - 1) * paging.per_page
     page = list(items[start : start + paging.per_page])

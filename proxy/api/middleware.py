@@ -85,9 +85,7 @@ def _needs_token(request: web.Request) -> bool:
         return False
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else ""
-    return any(
-        p == API_PREFIX or p.startswith(API_PREFIX + "/") for p in (request.path, canonical)
-    )
+    return any(p == API_PREFIX or p.startswith(API_PREFIX + "/") for p in (request.path, canonical))
 
 
 def _presented_token(request: web.Request) -> str:
@@ -95,7 +93,9 @@ def _presented_token(request: web.Request) -> str:
     scheme, _, token = header.strip().partition(" ")
     if not header:
         raise ApiError(
-            401, errors.AUTHENTICATION, "missing Authorization header: send 'Authorization: Bearer <token>'"
+            401,
+            errors.AUTHENTICATION,
+            "missing Authorization header: send 'Authorization: Bearer <token>'",
         )
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, errors.AUTHENTICATION, "Authorization header must be 'Bearer <token>'")
@@ -110,13 +110,17 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     store = request.app[DEPS].store
     token = accounts.authenticate(store, _presented_token(request))
     if token is None:
-        logger.info("refused an API token from %s for %s %s", request.remote, request.method, request.path)
+        logger.info(
+            "refused an API token from %s for %s %s", request.remote, request.method, request.path
+        )
         raise ApiError(401, errors.AUTHENTICATION, "invalid API token")
     request[TOKEN] = token
     account_id = request.match_info.get("account_id")
     if account_id is not None:
         if not accounts.may_use(token, account_id):
-            raise ApiError(403, errors.FORBIDDEN, f"this token may not act on account {account_id!r}")
+            raise ApiError(
+                403, errors.FORBIDDEN, f"this token may not act on account {account_id!r}"
+            )
         if store.accounts.get(account_id) is None:
             raise ApiError(404, errors.UNKNOWN_ACCOUNT, f"no account with id {account_id!r}")
     return await handler(request)

@@ -7,7 +7,13 @@ import logging
 from aiohttp import web
 
 from proxy.api import objects
-from proxy.api.bodies import optional_str, read_object, reject_unknown, required_str, type_name
+from proxy.api.bodies import (
+    optional_str,
+    read_object,
+    reject_unknown,
+    required_str,
+    type_name,
+)
 from proxy.api.envelope import Paging, ok, ok_list
 from proxy.api.errors import invalid_field
 from proxy.api.state import account_of, deps_of

@@ -21,7 +21,11 @@ async def list_nodes(request: web.Request) -> web.Response:
     loaded: dict[str, list[dict[str, Any]]] = {}
     for row in deps.store.nodes.loaded(account_of(request)):
         loaded.setdefault(row.node_id, []).append(
-            {"id": row.certificate_id, "fingerprint": row.fingerprint, "loaded_at": timestamp(row.loaded_at)}
+            {
+                "id": row.certificate_id,
+                "fingerprint": row.fingerprint,
+                "loaded_at": timestamp(row.loaded_at),
+            }
         )
     current = deps.node.id if deps.node else None
     result = [

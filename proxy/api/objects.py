@@ -9,7 +9,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from proxy.api.envelope import timestamp
-from proxy.store import Account, CertificateKind, CertificateRecord, GatewayConfiguration, Node
+from proxy.store import (
+    Account,
+    CertificateKind,
+    CertificateRecord,
+    GatewayConfiguration,
+    Node,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +72,9 @@ def configuration(record: GatewayConfiguration) -> dict[str, Any]:
     }
 
 
-def node(record: Node, *, live: bool, current: bool, loaded: list[dict[str, Any]]) -> dict[str, Any]:
+def node(
+    record: Node, *, live: bool, current: bool, loaded: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "id": record.id,
         "name": record.name,

@@ -93,7 +93,11 @@ def _envelope(result: Schema, *, paged: bool = False) -> Schema:
     props: dict[str, Schema] = {
         "success": {"type": "boolean", "enum": [True]},
         "errors": {"type": "array", "items": _ref("Message")},
-        "messages": {"type": "array", "items": _ref("Message"), "description": "warnings (certificate expiry)"},
+        "messages": {
+            "type": "array",
+            "items": _ref("Message"),
+            "description": "warnings (certificate expiry)",
+        },
         "result": {"type": "array", "items": result} if paged else result,
     }
     if paged:
@@ -121,7 +125,9 @@ def _op(summary: str, result: Schema | None, *, paged: bool = False, body: Schem
     if result is not None:
         responses["200"] = {"description": "success", **_json(_envelope(result, paged=paged))}
     responses.update(extra or {})
-    responses.update({code: {"description": text, **_json(_ref("Error"))} for code, text in _ERRORS.items()})
+    responses.update(
+        {code: {"description": text, **_json(_ref("Error"))} for code, text in _ERRORS.items()}
+    )
     op: dict[str, Any] = {"summary": summary, "responses": responses, "security": [{"bearer": []}]}
     if body is not None:
         op["requestBody"] = {"required": False, **_json(body)}
@@ -139,34 +145,65 @@ def _public(op: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file(summary: str, media: str) -> dict[str, Any]:
-    return _public(_op(summary, None, extra={"200": {"description": "the file", "content": {media: {}}}}))
+    return _public(
+        _op(summary, None, extra={"200": {"description": "the file", "content": {media: {}}}})
+    )
 
 
 def _q(name: str, schema: Schema, description: str, *, explode: bool = False) -> dict[str, Any]:
-    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+    param: dict[str, Any] = {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
     if explode:
         param.update(style="form", explode=True)
     return param
 
 
-_PAGING = [_q("page", {"type": "integer", "minimum": 1}, "page number, from 1"),
-           _q("per_page", {"type": "integer", "minimum": 1}, "items per page")]
+_PAGING = [
+    _q("page", {"type": "integer", "minimum": 1}, "page number, from 1"),
+    _q("per_page", {"type": "integer", "minimum": 1}, "items per page"),
+]
 _CERT = _ref("GatewayCertificate")
 _MTLS = _ref("MtlsCertificate")
-_CREATE_CERT = _object({
-    "validity_period_days": {"type": "integer", "minimum": 1, "maximum": 10950, "default": 1825},
-    "key_type": {"type": "string", "enum": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
-                 "default": "ec-p256", "description": "our addition"},
-})
+_CREATE_CERT = _object(
+    {
+        "validity_period_days": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10950,
+            "default": 1825,
+        },
+        "key_type": {
+            "type": "string",
+            "enum": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"],
+            "default": "ec-p256",
+            "description": "our addition",
+        },
+    }
+)
 _CREATE_MTLS = _object(
-    {"name": _STR, "certificates": {"type": "string", "description": "PEM: the CA, then its issuers"},
-     "private_key": {"type": "string", "description": "PEM; with it the id can be activated as a custom gateway certificate"},
-     "ca": {"type": "boolean", "enum": [True]}},
+    {
+        "name": _STR,
+        "certificates": {"type": "string", "description": "PEM: the CA, then its issuers"},
+        "private_key": {
+            "type": "string",
+            "description": "PEM; with it the id can be activated as a custom gateway certificate",
+        },
+        "ca": {"type": "boolean", "enum": [True]},
+    },
     required=["certificates", "ca"],
 )
 _SETTINGS_BODY = _object({"settings": _ref("Settings")}, required=["settings"])
-_RATE = {"429": {"description": "4th generation within 24 hours (Retry-After, x-should-retry: false)",
-                 **_json(_ref("Error"))}}
+_RATE = {
+    "429": {
+        "description": "4th generation within 24 hours (Retry-After, x-should-retry: false)",
+        **_json(_ref("Error")),
+    }
+}
 A = "/client/v4/accounts/{account_id}"
 CERT = A + "/gateway/certificates/{certificate_id}"
 
@@ -212,7 +249,9 @@ PATHS: dict[str, dict[str, Any]] = {
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in path.replace(".", "/").split("/") if part.startswith("{")]
-    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
 
 
 def build(server_url: str) -> dict[str, Any]:

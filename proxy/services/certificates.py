@@ -10,6 +10,7 @@ transaction, and tells subscribers (the proxy nodes) after the commit.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import logging
 import uuid
@@ -18,16 +19,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from certs import lifecycle
-from certs.authority import DEFAULT_VALIDITY_DAYS, MAX_VALIDITY_DAYS, CertificateAuthority, KeyType
+from certs.authority import (
+    DEFAULT_VALIDITY_DAYS,
+    MAX_VALIDITY_DAYS,
+    CertificateAuthority,
+    KeyType,
+)
 from certs.clock import Clock
 from certs.errors import CertError
 from certs.lifecycle import BindingStatus, CertificateState
 from certs.sealing import KeySealer
-from proxy.services import deployment, settings as gw_settings
+from proxy.services import deployment
+from proxy.services import settings as gw_settings
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.records import load_authority, new_record
 from proxy.services.uploads import parse_upload
-from proxy.store import Account, CertificateKind, CertificateRecord, GatewayConfiguration, Store
+from proxy.store import (
+    Account,
+    CertificateKind,
+    CertificateRecord,
+    GatewayConfiguration,
+    Store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +246,8 @@ class CertificateService:
         record = self._store.certificates.get(cert_id, account_id=account_id)
         if record is None or not record.is_gateway_certificate:
             raise InvalidInput(
-                "settings.certificate.id", f"no gateway certificate with id {cert_id!r} in this account"
+                "settings.certificate.id",
+                f"no gateway certificate with id {cert_id!r} in this account",
             )
         if record.in_use:
             return
@@ -241,7 +255,7 @@ class CertificateService:
         self._store.certificates.set_in_use(account_id, record.id, now)
         logger.info("account %s: certificate %s turned on", account_id, cert_id)
 
-    def expiry_messages(self, records: Sequence[CertificateRecord]) -> list[str]:
+    def expiry_messages(self, records: Sequence[CertificateRecord]) -> builtins.list[str]:
         """Warnings for certificates within 30 days of expiry (or expired), in-use first."""
         now = self._clock()
         ordered = sorted(records, key=lambda r: not r.in_use)
@@ -265,7 +279,7 @@ class CertificateService:
         logger.info("account %s: uploaded %s certificate %s", account_id, kind.value, record.id)
         return record
 
-    def list_mtls(self, account_id: str) -> list[CertificateRecord]:
+    def list_mtls(self, account_id: str) -> builtins.list[CertificateRecord]:
         self._account(account_id)
         return self._store.certificates.list(account_id, kinds=MTLS_KINDS)
 
@@ -301,7 +315,9 @@ class CertificateService:
         stored = self._stored_configuration(account_id)
         in_use = self._store.certificates.list(account_id, kinds=GATEWAY_KINDS)
         in_use_id = next((r.id for r in in_use if r.in_use), None)
-        return dataclasses.replace(stored, settings=gw_settings.rendered(stored.settings, in_use_id))
+        return dataclasses.replace(
+            stored, settings=gw_settings.rendered(stored.settings, in_use_id)
+        )
 
     def replace_configuration(self, account_id: str, settings: object) -> GatewayConfiguration:
         """PUT: the settings given replace the stored ones (the in-use certificate stays)."""
@@ -344,7 +360,7 @@ class CertificateService:
         """A node (re)starts: it is live and has loaded nothing yet."""
         self._store.nodes.register(node_id, name, self._clock())
 
-    def loadable(self, account_id: str) -> list[LoadableCa]:
+    def loadable(self, account_id: str) -> builtins.list[LoadableCa]:
         """Certificates nodes should hold: pending_deployment and available ones, not expired."""
         now = self._clock()
         result = []
@@ -352,7 +368,9 @@ class CertificateService:
             if record.binding_status not in LOADABLE:
                 continue
             if record.expires_on <= now:
-                logger.warning("certificate %s expired: not loading it (expired CAs sign nothing)", record.id)
+                logger.warning(
+                    "certificate %s expired: not loading it (expired CAs sign nothing)", record.id
+                )
                 continue
             try:
                 authority = self._authority(record)
@@ -372,7 +390,7 @@ class CertificateService:
             self._store.nodes.replace_loaded(node_id, account_id, fingerprints_by_id, now)
             self._settle(account_id)
 
-    def live_nodes(self) -> list[str]:
+    def live_nodes(self) -> builtins.list[str]:
         since = self._clock() - self._live_node_window
         return [node.id for node in self._store.nodes.live(since)]
 

@@ -57,7 +57,9 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
     for key, item in value.items():
         field = f"settings.{key}"
         if key not in KNOWN_SETTINGS:
-            raise InvalidInput(field, f"unknown setting (known: {', '.join(sorted(KNOWN_SETTINGS))})")
+            raise InvalidInput(
+                field, f"unknown setting (known: {', '.join(sorted(KNOWN_SETTINGS))})"
+            )
         if key == "certificate":
             certificate_id = _certificate_id(item)
         elif item is None and partial:
@@ -75,12 +77,13 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
 
 
 def _check_tls_decrypt(tls_decrypt: object) -> None:
-    if isinstance(tls_decrypt, Mapping) and "enabled" in tls_decrypt:
-        if not isinstance(tls_decrypt["enabled"], bool):
-            raise InvalidInput(
-                "settings.tls_decrypt.enabled",
-                f"must be true or false, got {_json_type(tls_decrypt['enabled'])}",
-            )
+    if not isinstance(tls_decrypt, Mapping) or "enabled" not in tls_decrypt:
+        return
+    if not isinstance(tls_decrypt["enabled"], bool):
+        raise InvalidInput(
+            "settings.tls_decrypt.enabled",
+            f"must be true or false, got {_json_type(tls_decrypt['enabled'])}",
+        )
 
 
 def _certificate_id(certificate: object) -> str:
@@ -88,7 +91,9 @@ def _certificate_id(certificate: object) -> str:
     if certificate is None:
         raise InvalidInput("settings.certificate", NIL_CERTIFICATE_REFUSED)
     if not isinstance(certificate, Mapping):
-        raise InvalidInput("settings.certificate", f"must be an object with an id, got {_json_type(certificate)}")
+        raise InvalidInput(
+            "settings.certificate", f"must be an object with an id, got {_json_type(certificate)}"
+        )
     cert_id = certificate.get("id")
     if not isinstance(cert_id, str):
         raise InvalidInput(field, f"required: a certificate UUID string, got {_json_type(cert_id)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+
 from proxy.store.database import Database, from_db, to_db
 from proxy.store.records import Account, ApiToken, TokenOrigin
 

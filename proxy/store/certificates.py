@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 from collections.abc import Collection
@@ -70,7 +71,9 @@ class Certificates:
                 _values(record),
             )
 
-    def get(self, certificate_id: str, *, account_id: str | None = None) -> CertificateRecord | None:
+    def get(
+        self, certificate_id: str, *, account_id: str | None = None
+    ) -> CertificateRecord | None:
         """One certificate by id, optionally only if it belongs to ``account_id``."""
         row = self._db.connection.execute(
             f"SELECT {_COLUMNS} FROM certificates WHERE id = ? AND (? IS NULL OR account_id = ?)",
@@ -83,8 +86,7 @@ class Certificates:
     ) -> list[CertificateRecord]:
         """The account's certificates, oldest first, optionally of some kinds only."""
         rows = self._db.connection.execute(
-            f"SELECT {_COLUMNS} FROM certificates WHERE account_id = ?"
-            " ORDER BY created_at, rowid",
+            f"SELECT {_COLUMNS} FROM certificates WHERE account_id = ? ORDER BY created_at, rowid",
             (account_id,),
         )
         records = [_record(row) for row in rows]
@@ -125,7 +127,7 @@ class Certificates:
                 (account_id, to_db(at)),
             )
 
-    def generations_since(self, account_id: str, since: datetime) -> list[datetime]:
+    def generations_since(self, account_id: str, since: datetime) -> builtins.list[datetime]:
         rows = self._db.connection.execute(
             "SELECT at FROM ca_generations WHERE account_id = ? AND at > ? ORDER BY at",
             (account_id, to_db(since)),

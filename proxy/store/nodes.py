@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 from collections.abc import Mapping
@@ -50,7 +51,7 @@ class Nodes:
         rows = self._db.connection.execute("SELECT * FROM nodes ORDER BY started_at, id")
         return [_node(row) for row in rows]
 
-    def live(self, since: datetime) -> list[Node]:
+    def live(self, since: datetime) -> builtins.list[Node]:
         """Nodes whose last heartbeat is at or after ``since``."""
         rows = self._db.connection.execute(
             "SELECT * FROM nodes WHERE last_heartbeat >= ? ORDER BY started_at, id",
@@ -92,7 +93,7 @@ class Nodes:
                     (node_id, fingerprint, to_db(now), certificate_id, account_id),
                 )
 
-    def loaded(self, account_id: str) -> list[NodeLoadedCa]:
+    def loaded(self, account_id: str) -> builtins.list[NodeLoadedCa]:
         rows = self._db.connection.execute(
             "SELECT l.* FROM node_loaded_cas l JOIN certificates c ON c.id = l.certificate_id"
             " WHERE c.account_id = ? ORDER BY l.node_id, l.loaded_at",

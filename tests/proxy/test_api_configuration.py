@@ -17,10 +17,15 @@ def config_path(gw: Gateway) -> str:
     return f"/client/v4/accounts/{gw.account_id}/gateway/configuration"
 
 
-async def test_get_shows_the_in_use_certificate_and_defaults(client: Client, gateway: Gateway) -> None:
+async def test_get_shows_the_in_use_certificate_and_defaults(
+    client: Client, gateway: Gateway
+) -> None:
     reply = await call(client, "GET", config_path(gateway), token=gateway.token)
     assert reply.result == {
-        "settings": {"certificate": {"id": gateway.initial_ca_id}, "tls_decrypt": {"enabled": True}},
+        "settings": {
+            "certificate": {"id": gateway.initial_ca_id},
+            "tls_decrypt": {"enabled": True},
+        },
         "created_at": "2026-03-01T12:00:00Z",
         "updated_at": "2026-03-01T12:00:00Z",
     }
@@ -28,7 +33,12 @@ async def test_get_shows_the_in_use_certificate_and_defaults(client: Client, gat
 
 async def test_patch_merges_and_put_replaces(client: Client, gateway: Gateway) -> None:
     gateway.clock.advance(hours=1)
-    patch = {"settings": {"tls_decrypt": {"enabled": False}, "block_page": {"enabled": True, "name": "Lab"}}}
+    patch = {
+        "settings": {
+            "tls_decrypt": {"enabled": False},
+            "block_page": {"enabled": True, "name": "Lab"},
+        }
+    }
     reply = await call(client, "PATCH", config_path(gateway), token=gateway.token, json=patch)
     assert reply.result["settings"] == {
         "block_page": {"enabled": True, "name": "Lab"},
@@ -55,25 +65,53 @@ async def test_turning_on_needs_an_available_certificate(client: Client, gateway
     body = {"settings": {"certificate": {"id": cert.id}, "tls_decrypt": {"enabled": False}}}
     reply = await call(client, "PATCH", config_path(gateway), token=gateway.token, json=body)
     assert reply.status == 400
-    assert reply.error == f"certificate {cert.id} is inactive: activate it and wait until it is available"
+    assert (
+        reply.error
+        == f"certificate {cert.id} is inactive: activate it and wait until it is available"
+    )
     assert gateway.store.dump() == before
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"settings": {"certificate": {"id": NIL}}}, f"settings.certificate.id: {NIL_CERTIFICATE_REFUSED}"),
+        (
+            {"settings": {"certificate": {"id": NIL}}},
+            f"settings.certificate.id: {NIL_CERTIFICATE_REFUSED}",
+        ),
         ({"settings": {"certificate": None}}, f"settings.certificate: {NIL_CERTIFICATE_REFUSED}"),
-        ({"settings": {"certificate": {"id": "abc"}}}, "settings.certificate.id: 'abc' is not a UUID"),
-        ({"settings": {"certificate": {}}}, "settings.certificate.id: required: a certificate UUID string, got null"),
-        ({"settings": {"certificate": {"id": "7c0c1a4e-1f4e-4d3c-9a51-7a2d3e4f5a6b"}}},
-         "settings.certificate.id: no gateway certificate with id '7c0c1a4e-1f4e-4d3c-9a51-7a2d3e4f5a6b' in this account"),
-        ({"settings": {"tls_decrypt": {"enabled": "yes"}}}, "settings.tls_decrypt.enabled: must be true or false, got a string"),
-        ({"settings": {"tls_decrypt": True}}, "settings.tls_decrypt: must be an object, got a boolean"),
-        ({"settings": {"max_ttl_secs": -1}}, "settings.max_ttl_secs: must be a non-negative integer, got a number"),
-        ({"settings": {"tls_decrpyt": {}}}, "settings.tls_decrpyt: unknown setting (known: activity_log, antivirus, "
-         "block_page, body_scanning, browser_isolation, certificate, custom_certificate, extended_email_matching, "
-         "fips, host_selector, inspection, max_ttl_secs, protocol_detection, sandbox, tls_decrypt)"),
+        (
+            {"settings": {"certificate": {"id": "abc"}}},
+            "settings.certificate.id: 'abc' is not a UUID",
+        ),
+        (
+            {"settings": {"certificate": {}}},
+            "settings.certificate.id: required: a certificate UUID string, got null",
+        ),
+        (
+            {"settings": {"certificate": {"id": "7c0c1a4e-1f4e-4d3c-9a51-7a2d3e4f5a6b"}}},
+            "settings.certificate.id: no gateway certificate with id '7c0c1a4e-1f4e-4d3c-9a51-7a2d3e4f5a6b' in this account",
+        ),
+        (
+            {"settings": {"tls_decrypt": {"enabled": "yes"}}},
+            "settings.tls_decrypt.enabled: must be true or false, got a string",
+        ),
+        (
+            {"settings": {"tls_decrypt": True}},
+            "settings.tls_decrypt: must be an object, got a boolean",
+        ),
+        (
+            {"settings": {"max_ttl_secs": -1}},
+            "settings.max_ttl_secs: must be a non-negative integer, got a number",
+        ),
+        (
+            {"settings": {"tls_decrpyt": {}}},
+            (
+                "settings.tls_decrpyt: unknown setting (known: activity_log, antivirus, "
+                "block_page, body_scanning, browser_isolation, certificate, custom_certificate, extended_email_matching, "
+                "fips, host_selector, inspection, max_ttl_secs, protocol_detection, sandbox, tls_decrypt)"
+            ),
+        ),
         ({"settings": []}, "settings: must be an object, got an array"),
         ({}, "settings: required: an object of settings"),
         ({"settings": {}, "other": 1}, "other: unknown field (accepted: settings)"),
@@ -89,7 +127,9 @@ async def test_bad_settings_are_400_naming_the_field(
     assert gateway.store.dump() == before
 
 
-async def test_cloudflare_style_extra_keys_inside_certificate_are_ignored(client: Client, gateway: Gateway) -> None:
+async def test_cloudflare_style_extra_keys_inside_certificate_are_ignored(
+    client: Client, gateway: Gateway
+) -> None:
     body = {"settings": {"certificate": {"id": gateway.initial_ca_id, "in_use": True}}}
     reply = await call(client, "PATCH", config_path(gateway), token=gateway.token, json=body)
     assert reply.result["settings"]["certificate"] == {"id": gateway.initial_ca_id}

@@ -25,14 +25,25 @@ async def test_missing_token_is_401(client: Client, gateway: Gateway) -> None:
 
 
 async def test_wrong_token_and_wrong_scheme_are_401(client: Client, gateway: Gateway) -> None:
-    reply = await call(client, "GET", f"/client/v4/accounts/{gateway.account_id}/gateway/certificates", token="nope")
+    reply = await call(
+        client,
+        "GET",
+        f"/client/v4/accounts/{gateway.account_id}/gateway/certificates",
+        token="nope",
+    )
     assert (reply.status, reply.error) == (401, "invalid API token")
-    async with client.get("/client/v4/accounts", headers={"Authorization": f"Basic {gateway.token}"}) as response:
+    async with client.get(
+        "/client/v4/accounts", headers={"Authorization": f"Basic {gateway.token}"}
+    ) as response:
         assert response.status == 401
-        assert (await response.json())["errors"][0]["message"] == "Authorization header must be 'Bearer <token>'"
+        assert (await response.json())["errors"][0][
+            "message"
+        ] == "Authorization header must be 'Bearer <token>'"
 
 
-async def test_unknown_routes_need_a_token_before_they_are_404(client: Client, gateway: Gateway) -> None:
+async def test_unknown_routes_need_a_token_before_they_are_404(
+    client: Client, gateway: Gateway
+) -> None:
     assert (await call(client, "GET", "/client/v4/zones", token=None)).status == 401
     reply = await call(client, "GET", "/client/v4/zones", token=gateway.token)
     assert (reply.status, reply.error) == (404, "no route for GET /client/v4/zones")
@@ -49,20 +60,36 @@ async def test_wrong_method_is_405_with_allow(client: Client, gateway: Gateway) 
     assert reply.headers["Allow"] == "GET, PATCH, PUT"
 
 
-async def test_unknown_account_is_404_and_a_foreign_account_403(client: Client, gateway: Gateway) -> None:
+async def test_unknown_account_is_404_and_a_foreign_account_403(
+    client: Client, gateway: Gateway
+) -> None:
     unknown = "f" * 32
-    reply = await call(client, "GET", f"/client/v4/accounts/{unknown}/gateway/certificates", token=gateway.token)
+    reply = await call(
+        client, "GET", f"/client/v4/accounts/{unknown}/gateway/certificates", token=gateway.token
+    )
     assert (reply.status, reply.error) == (404, f"no account with id {unknown!r}")
     other = create_account(gateway.store, "Other", gateway.clock)
     scoped = "scoped-token-0123456789abcdefgh"
-    accounts.add_token(gateway.store, scoped, TokenOrigin.GENERATED, gateway.clock, account_id=other.id)
-    reply = await call(client, "GET", f"/client/v4/accounts/{gateway.account_id}/gateway/certificates", token=scoped)
-    assert (reply.status, reply.error) == (403, f"this token may not act on account {gateway.account_id!r}")
+    accounts.add_token(
+        gateway.store, scoped, TokenOrigin.GENERATED, gateway.clock, account_id=other.id
+    )
+    reply = await call(
+        client,
+        "GET",
+        f"/client/v4/accounts/{gateway.account_id}/gateway/certificates",
+        token=scoped,
+    )
+    assert (reply.status, reply.error) == (
+        403,
+        f"this token may not act on account {gateway.account_id!r}",
+    )
     listed = await call(client, "GET", "/client/v4/accounts", token=scoped)
     assert [a["id"] for a in listed.result] == [other.id]
 
 
-async def test_accounts_are_cloudflare_account_objects_and_page(client: Client, gateway: Gateway) -> None:
+async def test_accounts_are_cloudflare_account_objects_and_page(
+    client: Client, gateway: Gateway
+) -> None:
     create_account(gateway.store, "Second", gateway.clock)
     reply = await call(client, "GET", "/client/v4/accounts?per_page=1", token=gateway.token)
     (account,) = reply.result
@@ -70,25 +97,38 @@ async def test_accounts_are_cloudflare_account_objects_and_page(client: Client, 
         "id": gateway.account_id, "name": "Gateway", "type": "standard", "settings": {},
         "created_on": "2026-03-01T12:00:00Z",
     }  # fmt: skip
-    assert reply.body["result_info"] == {"page": 1, "per_page": 1, "count": 1, "total_count": 2, "total_pages": 2}
+    assert reply.body["result_info"] == {
+        "page": 1,
+        "per_page": 1,
+        "count": 1,
+        "total_count": 2,
+        "total_pages": 2,
+    }
     page3 = await call(client, "GET", "/client/v4/accounts?per_page=1&page=3", token=gateway.token)
     assert page3.result == []
     bad = await call(client, "GET", "/client/v4/accounts?page=0", token=gateway.token)
     assert (bad.status, bad.error) == (400, "page: must be a positive integer, got '0'")
-    one = await call(client, "GET", f"/client/v4/accounts/{gateway.account_id}", token=gateway.token)
+    one = await call(
+        client, "GET", f"/client/v4/accounts/{gateway.account_id}", token=gateway.token
+    )
     assert one.result == account
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ("{bad", "request body is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (
+            "{bad",
+            "request body is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
         ("[1, 2]", "request body must be a JSON object, got an array"),
         ('{"validity_period_days": NaN}', "request body is not valid JSON: NaN is not valid JSON"),
         (b"\xff\xfe", "request body is not UTF-8 text"),
     ],
 )
-async def test_malformed_json_is_400(client: Client, gateway: Gateway, data: str | bytes, message: str) -> None:
+async def test_malformed_json_is_400(
+    client: Client, gateway: Gateway, data: str | bytes, message: str
+) -> None:
     before = gateway.store.dump()
     path = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates"
     reply = await call(client, "POST", path, token=gateway.token, data=data)
@@ -100,7 +140,9 @@ async def test_malformed_json_is_400(client: Client, gateway: Gateway, data: str
 async def test_empty_json_bodies_work_on_post_and_delete(client: Client, gateway: Gateway) -> None:
     base = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates"
     cert = (await call(client, "POST", base, token=gateway.token, data=b"")).result
-    assert (await call(client, "DELETE", f"{base}/{cert['id']}", token=gateway.token, data=b"")).status == 200
+    assert (
+        await call(client, "DELETE", f"{base}/{cert['id']}", token=gateway.token, data=b"")
+    ).status == 200
 
 
 async def test_body_over_1_mib_is_413(client: Client, gateway: Gateway) -> None:

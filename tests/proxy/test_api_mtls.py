@@ -35,12 +35,18 @@ async def test_upload_with_key_then_activate_as_custom(client: Client, gateway: 
     assert upload["expires_on"] == "2027-03-01T12:00:00Z"
     assert "PRIVATE KEY" not in str(created.body)
     gw_path = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates"
-    activated = await call(client, "POST", f"{gw_path}/{upload['id']}/activate", token=gateway.token)
-    assert activated.result["type"] == "custom" and activated.result["binding_status"] == "available"
+    activated = await call(
+        client, "POST", f"{gw_path}/{upload['id']}/activate", token=gateway.token
+    )
+    assert (
+        activated.result["type"] == "custom" and activated.result["binding_status"] == "available"
+    )
     assert activated.result["issuer_org"] == "Lab"
     listed = await call(client, "GET", gw_path, token=gateway.token)
     assert {c["id"]: c["type"] for c in listed.result}[upload["id"]] == "custom"
-    refused = await call(client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token)
+    refused = await call(
+        client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token
+    )
     assert refused.status == 400
     assert refused.error == (
         f"certificate {upload['id']} is activated as a gateway certificate (available): deactivate it "
@@ -48,20 +54,29 @@ async def test_upload_with_key_then_activate_as_custom(client: Client, gateway: 
     )
 
 
-async def test_upload_without_key_cannot_be_a_gateway_certificate(client: Client, gateway: Gateway) -> None:
+async def test_upload_without_key_cannot_be_a_gateway_certificate(
+    client: Client, gateway: Gateway
+) -> None:
     body = {"ca": True, "certificates": make_ca(START).certificate}
     upload = (await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)).result
     before = gateway.store.dump()
     path = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates/{upload['id']}/activate"
     reply = await call(client, "POST", path, token=gateway.token)
     assert reply.status == 400
-    assert reply.error.startswith(f"mTLS certificate {upload['id']} was uploaded without its private key")
+    assert reply.error.startswith(
+        f"mTLS certificate {upload['id']} was uploaded without its private key"
+    )
     assert "needs one to sign leaves" in reply.error
     assert gateway.store.dump() == before
-    deleted = await call(client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token)
+    deleted = await call(
+        client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token
+    )
     assert deleted.status == 200 and deleted.result["id"] == upload["id"]
     gone = await call(client, "GET", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token)
-    assert (gone.status, gone.error) == (404, f"no mTLS certificate with id {upload['id']!r} in this account")
+    assert (gone.status, gone.error) == (
+        404,
+        f"no mTLS certificate with id {upload['id']!r} in this account",
+    )
 
 
 def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
@@ -75,8 +90,8 @@ def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
         ("malformed PEM", {"certificates": "hello"},
          "no certificate found: expected PEM text with a '-----BEGIN CERTIFICATE-----' block"),
         ("broken PEM block", {"certificates": garbage_block},
-         "could not parse the certificate PEM: a CERTIFICATE block is not valid PEM-encoded X.509 "
-         "(check the BEGIN/END lines and the base64 text between them)"),
+         ("could not parse the certificate PEM: a CERTIFICATE block is not valid PEM-encoded X.509 "
+         "(check the BEGIN/END lines and the base64 text between them)")),
         ("key mismatch", {"certificates": ok.certificate, "private_key": make_ca(START).key},
          "private key does not match the certificate"),
         ("not a CA", {"certificates": leaf.certificate}, "certificate is not a CA: basicConstraints CA=false"),
@@ -87,8 +102,8 @@ def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
         ("RSA 1024", {"certificates": rsa_1024.certificate, "private_key": rsa_1024.key},
          "RSA key of 1024 bits is too weak: at least 2048 required"),
         ("P-521", {"certificates": p521.certificate},
-         "EC P-521 key (secp521r1) is not supported: use an EC P-256 or P-384 key, or RSA of 2048 to "
-         "8192 bits"),
+         ("EC P-521 key (secp521r1) is not supported: use an EC P-256 or P-384 key, or RSA of 2048 to "
+         "8192 bits")),
         ("larger than 64 KiB", {"certificates": ok.certificate + "#" * 65536},
          f"certificate PEM is {len(ok.certificate) + 65536} bytes: at most 65536 (64 KiB) accepted"),
     ]  # fmt: skip
@@ -97,12 +112,16 @@ def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
 BAD_UPLOADS = _bad_uploads()
 
 
-@pytest.mark.parametrize(("case", "fields", "message"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS])
+@pytest.mark.parametrize(
+    ("case", "fields", "message"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS]
+)
 async def test_bad_uploads_are_refused_naming_the_problem(
     client: Client, gateway: Gateway, case: str, fields: dict[str, object], message: str
 ) -> None:
     before = gateway.store.dump()
-    reply = await call(client, "POST", mtls_path(gateway), token=gateway.token, json={"ca": True, **fields})
+    reply = await call(
+        client, "POST", mtls_path(gateway), token=gateway.token, json={"ca": True, **fields}
+    )
     assert (reply.status, reply.error) == (400, message), case
     assert reply.body["errors"][0]["code"] == 1003
     assert gateway.store.dump() == before
@@ -112,14 +131,25 @@ async def test_bad_uploads_are_refused_naming_the_problem(
     ("body", "message"),
     [
         ({"certificates": "x"}, "ca: required: true (only CA certificates can be uploaded here)"),
-        ({"ca": False, "certificates": "x"}, "ca: must be true: only CA certificates can be uploaded here"),
+        (
+            {"ca": False, "certificates": "x"},
+            "ca: must be true: only CA certificates can be uploaded here",
+        ),
         ({"ca": "yes", "certificates": "x"}, "ca: must be true or false, got a string"),
         ({"ca": True}, "certificates: required"),
         ({"ca": True, "certificates": 5}, "certificates: must be a string, got a number"),
-        ({"ca": True, "certificates": "x", "private_key": ["k"]}, "private_key: must be a string, got an array"),
-        ({"ca": True, "certificates": "x", "name": "n" * 256}, "name: at most 255 characters, got 256"),
-        ({"ca": True, "certificates": "x", "key": "k"},
-         "key: unknown field (accepted: ca, certificates, name, private_key)"),
+        (
+            {"ca": True, "certificates": "x", "private_key": ["k"]},
+            "private_key: must be a string, got an array",
+        ),
+        (
+            {"ca": True, "certificates": "x", "name": "n" * 256},
+            "name: at most 255 characters, got 256",
+        ),
+        (
+            {"ca": True, "certificates": "x", "key": "k"},
+            "key: unknown field (accepted: ca, certificates, name, private_key)",
+        ),
     ],
 )
 async def test_bad_fields_are_400_naming_the_field(
@@ -129,13 +159,25 @@ async def test_bad_fields_are_400_naming_the_field(
     assert (reply.status, reply.error) == (400, message)
 
 
-async def test_list_filters_by_type_repeated_or_comma_separated(client: Client, gateway: Gateway) -> None:
+async def test_list_filters_by_type_repeated_or_comma_separated(
+    client: Client, gateway: Gateway
+) -> None:
     body = {"ca": True, "certificates": make_ca(START).certificate, "name": "signing"}
     upload = (await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)).result
-    for query in ("", "?type=custom", "?type=gateway_managed&type=custom", "?type=access_managed,custom"):
+    for query in (
+        "",
+        "?type=custom",
+        "?type=gateway_managed&type=custom",
+        "?type=access_managed,custom",
+    ):
         reply = await call(client, "GET", mtls_path(gateway, query), token=gateway.token)
         assert [c["id"] for c in reply.result] == [upload["id"]], query
-    reply = await call(client, "GET", mtls_path(gateway, "?type=gateway_managed"), token=gateway.token)
+    reply = await call(
+        client, "GET", mtls_path(gateway, "?type=gateway_managed"), token=gateway.token
+    )
     assert reply.result == []
     bad = await call(client, "GET", mtls_path(gateway, "?type=custom,bogus"), token=gateway.token)
-    assert (bad.status, bad.error) == (400, "type: must be among custom, gateway_managed, access_managed, got 'bogus'")
+    assert (bad.status, bad.error) == (
+        400,
+        "type: must be among custom, gateway_managed, access_managed, got 'bogus'",
+    )

@@ -46,7 +46,8 @@ async def test_whole_certificate_lifecycle(sdk: AsyncCloudflare, gateway: Gatewa
     assert (await certificates.get(created.id, account_id=account)).binding_status == "available"
 
     await sdk.zero_trust.gateway.configurations.edit(
-        account_id=account, settings={"certificate": {"id": created.id}, "tls_decrypt": {"enabled": True}}
+        account_id=account,
+        settings={"certificate": {"id": created.id}, "tls_decrypt": {"enabled": True}},
     )
     in_use = {c.id: c.in_use async for c in certificates.list(account_id=account)}
     assert in_use == {gateway.initial_ca_id: False, created.id: True}
@@ -67,20 +68,35 @@ async def test_whole_certificate_lifecycle(sdk: AsyncCloudflare, gateway: Gatewa
         account_id=account, ca=True, certificates=pems.certificate, private_key=pems.key, name="byo"
     )
     assert upload.id and upload.type == "custom" and upload.issuer == "CN=BYO Root,O=Lab"
-    listed = [m.id async for m in sdk.mtls_certificates.list(account_id=account, type=["custom", "gateway_managed"])]
+    listed = [
+        m.id
+        async for m in sdk.mtls_certificates.list(
+            account_id=account, type=["custom", "gateway_managed"]
+        )
+    ]
     assert listed == [upload.id]
-    assert (await certificates.activate(upload.id, account_id=account)).binding_status == "pending_deployment"
-    svc.node_loaded("node-1", account, {created.id: created.fingerprint or "", upload.id: svc.get(account, upload.id).fingerprint})
+    assert (
+        await certificates.activate(upload.id, account_id=account)
+    ).binding_status == "pending_deployment"
+    svc.node_loaded(
+        "node-1",
+        account,
+        {created.id: created.fingerprint or "", upload.id: svc.get(account, upload.id).fingerprint},
+    )
     custom = await certificates.get(upload.id, account_id=account)
     assert (custom.type, custom.binding_status) == ("custom", "available")
-    await sdk.zero_trust.gateway.configurations.edit(account_id=account, settings={"certificate": {"id": upload.id}})
+    await sdk.zero_trust.gateway.configurations.edit(
+        account_id=account, settings={"certificate": {"id": upload.id}}
+    )
     states = {c.id: (c.type, c.in_use) async for c in certificates.list(account_id=account)}
     assert states == {created.id: ("gateway_managed", False), upload.id: ("custom", True)}
     fetched = await sdk.mtls_certificates.get(upload.id, account_id=account)
     assert fetched.name == "byo"
 
 
-async def test_refusals_reach_the_sdk_as_the_right_errors(sdk: AsyncCloudflare, gateway: Gateway) -> None:
+async def test_refusals_reach_the_sdk_as_the_right_errors(
+    sdk: AsyncCloudflare, gateway: Gateway
+) -> None:
     certificates = sdk.zero_trust.gateway.certificates
     account = gateway.account_id
     for _ in range(3):
@@ -93,11 +109,16 @@ async def test_refusals_reach_the_sdk_as_the_right_errors(sdk: AsyncCloudflare, 
         await certificates.deactivate(gateway.initial_ca_id, account_id=account)
     with pytest.raises(cloudflare.BadRequestError, match="nil UUID"):
         await sdk.zero_trust.gateway.configurations.edit(
-            account_id=account, settings={"certificate": {"id": "00000000-0000-0000-0000-000000000000"}}
+            account_id=account,
+            settings={"certificate": {"id": "00000000-0000-0000-0000-000000000000"}},
         )
     with pytest.raises(cloudflare.BadRequestError, match="not a CA"):
-        await sdk.mtls_certificates.create(account_id=account, ca=True, certificates=make_ca(START, ca=False).certificate)
+        await sdk.mtls_certificates.create(
+            account_id=account, ca=True, certificates=make_ca(START, ca=False).certificate
+        )
     wrong = AsyncCloudflare(base_url=str(sdk.base_url), api_token="wrong-token", max_retries=0)
     async with wrong:
         with pytest.raises(cloudflare.AuthenticationError):
-            await wrong.zero_trust.gateway.certificates.get(gateway.initial_ca_id, account_id=account)
+            await wrong.zero_trust.gateway.certificates.get(
+                gateway.initial_ca_id, account_id=account
+            )

@@ -96,16 +96,17 @@ def test_reopen_keeps_data(db_path: Path, clock: FakeClock) -> None:
     assert store.accounts.list() == [ACCOUNT]
     assert store.certificates.get("c1") == _certificate("c1")
     configuration = store.configurations.get(ACCOUNT.id)
-    assert configuration is not None and configuration.settings == {"tls_decrypt": {"enabled": False}}
+    assert configuration is not None and configuration.settings == {
+        "tls_decrypt": {"enabled": False}
+    }
     store.close()
 
 
 def test_failed_transaction_saves_nothing(store: Store) -> None:
     store.accounts.add(ACCOUNT)
-    with pytest.raises(sqlite3.IntegrityError):
-        with store.transaction():
-            store.certificates.add(_certificate("c1"))
-            store.certificates.add(_certificate("c1"))  # duplicate id
+    with pytest.raises(sqlite3.IntegrityError), store.transaction():
+        store.certificates.add(_certificate("c1"))
+        store.certificates.add(_certificate("c1"))  # duplicate id
     assert store.certificates.list(ACCOUNT.id) == []
 
 
@@ -113,10 +114,9 @@ def test_nested_failure_rolls_back_only_the_inner_part(store: Store) -> None:
     store.accounts.add(ACCOUNT)
     with store.transaction():
         store.certificates.add(_certificate("c1"))
-        with pytest.raises(ValueError):
-            with store.transaction():
-                store.certificates.add(_certificate("c2"))
-                raise ValueError("inner")
+        with pytest.raises(ValueError), store.transaction():
+            store.certificates.add(_certificate("c2"))
+            raise ValueError("inner")
     assert [c.id for c in store.certificates.list(ACCOUNT.id)] == ["c1"]
 
 
@@ -126,10 +126,9 @@ def test_after_commit_runs_after_the_outer_commit_only(store: Store) -> None:
         store.after_commit(lambda: calls.append("outer"))
         assert calls == []
     assert calls == ["outer"]
-    with pytest.raises(RuntimeError):
-        with store.transaction():
-            store.after_commit(lambda: calls.append("rolled back"))
-            raise RuntimeError
+    with pytest.raises(RuntimeError), store.transaction():
+        store.after_commit(lambda: calls.append("rolled back"))
+        raise RuntimeError
     assert calls == ["outer"]
 
 
@@ -139,7 +138,10 @@ def test_at_most_one_certificate_in_use_per_account(store: Store, clock: FakeClo
         store.certificates.add(_certificate(cert_id, binding_status=BindingStatus.AVAILABLE))
     store.certificates.set_in_use(ACCOUNT.id, "c1", clock())
     store.certificates.set_in_use(ACCOUNT.id, "c2", clock())
-    assert {c.id: c.in_use for c in store.certificates.list(ACCOUNT.id)} == {"c1": False, "c2": True}
+    assert {c.id: c.in_use for c in store.certificates.list(ACCOUNT.id)} == {
+        "c1": False,
+        "c2": True,
+    }
     with pytest.raises(sqlite3.IntegrityError):
         store._db.connection.execute("UPDATE certificates SET in_use = 1")
 
@@ -149,7 +151,9 @@ def test_schema_checks_refuse_inconsistent_rows(store: Store) -> None:
     with pytest.raises(sqlite3.IntegrityError):  # in use but not available
         store.certificates.add(_certificate("c1", in_use=True))
     with pytest.raises(sqlite3.IntegrityError):  # an mTLS upload without key has no status
-        store.certificates.add(_certificate("c2", kind=CertificateKind.MTLS, sealed_private_key=None))
+        store.certificates.add(
+            _certificate("c2", kind=CertificateKind.MTLS, sealed_private_key=None)
+        )
     with pytest.raises(sqlite3.IntegrityError):  # account ids are 32 hex characters
         store.accounts.add(Account(id="not-hex", name="x", created_at=START))
 
@@ -167,14 +171,18 @@ def test_deleting_a_certificate_forgets_nodes_loading_it(store: Store, clock: Fa
 def test_generations_are_kept_after_the_certificate_goes(store: Store, clock: FakeClock) -> None:
     store.accounts.add(ACCOUNT)
     store.certificates.record_generation(ACCOUNT.id, clock())
-    assert store.certificates.generations_since(ACCOUNT.id, clock() - timedelta(hours=24)) == [clock()]
+    assert store.certificates.generations_since(ACCOUNT.id, clock() - timedelta(hours=24)) == [
+        clock()
+    ]
     assert store.certificates.generations_since(ACCOUNT.id, clock()) == []
 
 
 def test_times_round_trip_as_aware_utc(store: Store) -> None:
     store.accounts.add(ACCOUNT)
     stored = store.accounts.get(ACCOUNT.id)
-    assert stored is not None and stored.created_at == START and stored.created_at.tzinfo is not None
+    assert (
+        stored is not None and stored.created_at == START and stored.created_at.tzinfo is not None
+    )
 
 
 def test_acknowledged_write_survives_sigkill(db_path: Path) -> None:
