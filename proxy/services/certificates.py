@@ -13,7 +13,6 @@ import asyncio
 import builtins
 import dataclasses
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,6 @@ from datetime import datetime, timedelta
 from certs import lifecycle
 from certs.authority import (
     DEFAULT_VALIDITY_DAYS,
-    MAX_VALIDITY_DAYS,
     CertificateAuthority,
     KeyType,
 )
@@ -29,7 +27,7 @@ from certs.clock import Clock
 from certs.errors import CertError
 from certs.lifecycle import BindingStatus, CertificateState
 from certs.sealing import KeySealer
-from proxy.services import deployment
+from proxy.services import deployment, generation
 from proxy.services import settings as gw_settings
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.records import load_authority, new_record
@@ -77,7 +75,7 @@ class CertificateService:
         self._store = store
         self._sealer = sealer
         self._clock = clock
-        self._live_node_window = live_node_window
+        self._deployment = deployment.Deployment(store, clock, live_node_window)
         self._subscribers: list[Callable[[], None]] = []
         self._authorities: dict[str, CertificateAuthority] = {}  # by id, unsealed once
 
@@ -109,8 +107,11 @@ class CertificateService:
     ) -> CertificateRecord:
         """A new gateway-managed CA, inactive. The 4th counted one in 24 hours: LimitExceeded."""
         account = self._prepare_generation(account_id, validity_period_days, count_towards_limit)
-        authority = _new_authority(account, validity_period_days, key_type, self._clock)
-        return self._save_generated(account, authority, count_towards_limit=count_towards_limit)
+        authority = generation.new_authority(account, validity_period_days, key_type, self._clock)
+        return generation.save_generated(
+            self._store, self._sealer, account.id, authority, self._clock(),
+            counted=count_towards_limit,
+        )  # fmt: skip
 
     async def generate_async(
         self,
@@ -121,9 +122,11 @@ class CertificateService:
         """``generate`` with the key made in a worker thread (RSA-4096 takes a while)."""
         account = self._prepare_generation(account_id, validity_period_days, True)
         authority = await asyncio.to_thread(
-            _new_authority, account, validity_period_days, key_type, self._clock
+            generation.new_authority, account, validity_period_days, key_type, self._clock
         )
-        return self._save_generated(account, authority, count_towards_limit=True)
+        return generation.save_generated(
+            self._store, self._sealer, account.id, authority, self._clock(), counted=True
+        )
 
     def install_initial_ca(self, account_id: str) -> CertificateRecord:
         """First start: a CA outside the generation limit, available and in use at once.
@@ -132,59 +135,26 @@ class CertificateService:
         available certificates when it starts.
         """
         account = self._account(account_id)
-        authority = _new_authority(account, DEFAULT_VALIDITY_DAYS, KeyType.EC_P256, self._clock)
+        authority = generation.new_authority(
+            account, DEFAULT_VALIDITY_DAYS, KeyType.EC_P256, self._clock
+        )
+        now = self._clock()
         with self._store.transaction():
-            record = self._save_generated(
-                account, authority, count_towards_limit=False, auto_generated=True
-            )
-            now = self._clock()
+            record = generation.save_generated(
+                self._store, self._sealer, account_id, authority, now,
+                counted=False, auto_generated=True,
+            )  # fmt: skip
             self._store.certificates.set_binding_status(record.id, BindingStatus.AVAILABLE, now)
             self._store.certificates.set_in_use(account_id, record.id, now)
         logger.info("first start: CA %s (%s) generated and in use", record.id, record.fingerprint)
         return self._gateway_record(account_id, record.id)
 
-    def _prepare_generation(
-        self, account_id: str, validity_period_days: int, counted: bool
-    ) -> Account:
-        if isinstance(validity_period_days, bool) or not isinstance(validity_period_days, int):
-            raise InvalidInput("validity_period_days", "must be an integer")
-        if not 1 <= validity_period_days <= MAX_VALIDITY_DAYS:
-            raise InvalidInput(
-                "validity_period_days",
-                f"must be between 1 and {MAX_VALIDITY_DAYS}, got {validity_period_days}",
-            )
+    def _prepare_generation(self, account_id: str, days: int, counted: bool) -> Account:
+        generation.check_validity(days)
         account = self._account(account_id)
         if counted:
-            self._check_generation_limit(account_id)
+            generation.check_limit(self._store, account_id, self._clock())
         return account
-
-    def _check_generation_limit(self, account_id: str) -> None:
-        now = self._clock()
-        since = now - lifecycle.GENERATION_WINDOW
-        previous = self._store.certificates.generations_since(account_id, since)
-        lifecycle.check_generation_allowed(previous, now)
-
-    def _save_generated(
-        self,
-        account: Account,
-        authority: CertificateAuthority,
-        *,
-        count_towards_limit: bool,
-        auto_generated: bool = False,
-    ) -> CertificateRecord:
-        now = self._clock()
-        with self._store.transaction():
-            if count_towards_limit:  # again: another request may have generated meanwhile
-                self._check_generation_limit(account.id)
-                self._store.certificates.record_generation(account.id, now)
-            record = new_record(
-                account.id, CertificateKind.GATEWAY_MANAGED, authority.certificate, (), authority,
-                self._sealer, name=authority.certificate.subject.rfc4514_string(), now=now,
-                binding_status=BindingStatus.INACTIVE, auto_generated=auto_generated,
-            )  # fmt: skip
-            self._store.certificates.add(record)
-        logger.info("account %s: generated CA %s (%s)", account.id, record.id, record.fingerprint)
-        return record
 
     def list(self, account_id: str) -> list[CertificateRecord]:
         """The account's gateway certificates (generated, and custom ones activated), oldest first."""
@@ -358,7 +328,7 @@ class CertificateService:
 
     def register_node(self, node_id: str, name: str) -> None:
         """A node (re)starts: it is live and has loaded nothing yet."""
-        self._store.nodes.register(node_id, name, self._clock())
+        self._deployment.register(node_id, name)
 
     def loadable(self, account_id: str) -> builtins.list[LoadableCa]:
         """Certificates nodes should hold: pending_deployment and available ones, not expired."""
@@ -384,29 +354,13 @@ class CertificateService:
         self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]
     ) -> None:
         """Heartbeat plus what the node has loaded; promotes pending certificates accordingly."""
-        now = self._clock()
-        with self._store.transaction():
-            self._store.nodes.heartbeat(node_id, now)
-            self._store.nodes.replace_loaded(node_id, account_id, fingerprints_by_id, now)
-            self._settle(account_id)
+        self._deployment.loaded(node_id, account_id, fingerprints_by_id)
 
     def live_nodes(self) -> builtins.list[str]:
-        since = self._clock() - self._live_node_window
-        return [node.id for node in self._store.nodes.live(since)]
+        return self._deployment.live_nodes()
 
     def _settle(self, account_id: str) -> None:
-        """Move pending certificates on when the nodes allow it (see ``deployment``)."""
-        records = self._store.certificates.list(account_id, kinds=GATEWAY_KINDS)
-        pending = [r for r in records if r.binding_status in deployment.PENDING]
-        if not pending:
-            return
-        loaded = deployment.loaded_by_node(self._store.nodes.loaded(account_id))
-        moves = deployment.settled(pending, self.live_nodes(), loaded)
-        if moves:
-            now = self._clock()
-            with self._store.transaction():
-                for cert_id, status in moves.items():
-                    self._store.certificates.set_binding_status(cert_id, status, now)
+        self._deployment.settle(account_id)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -452,15 +406,3 @@ class CertificateService:
                 "with private_key, then activate the new id"
             )
         return record
-
-
-def _new_authority(
-    account: Account, validity_days: int, key_type: KeyType, clock: Clock
-) -> CertificateAuthority:
-    return CertificateAuthority.generate(
-        common_name=f"{account.name[:40]} Inspection CA {uuid.uuid4().hex[:8]}",
-        organization=account.name[:64],
-        validity_days=validity_days,
-        key_type=key_type,
-        clock=clock,
-    )

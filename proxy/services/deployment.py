@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Mapping
+from datetime import timedelta
 
+from certs.clock import Clock
 from certs.lifecycle import BindingStatus
-from proxy.store import CertificateRecord, NodeLoadedCa
+from proxy.store import CertificateRecord, NodeLoadedCa, Store
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +50,42 @@ def settled(
         why = "no live node" if not live_nodes else f"{len(live_nodes)} live node(s)"
         logger.info("certificate %s is now %s (%s)", cert_id, status.value, why)
     return moves
+
+
+class Deployment:
+    """Node heartbeats and loaded CAs, and the status moves they allow, over the store."""
+
+    def __init__(self, store: Store, clock: Clock, live_node_window: timedelta) -> None:
+        self._store = store
+        self._clock = clock
+        self._window = live_node_window
+
+    def register(self, node_id: str, name: str) -> None:
+        """A node (re)starts: it is live and has loaded nothing yet."""
+        self._store.nodes.register(node_id, name, self._clock())
+
+    def loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None:
+        """Heartbeat plus what the node has loaded, then settle the account's certificates."""
+        now = self._clock()
+        with self._store.transaction():
+            self._store.nodes.heartbeat(node_id, now)
+            self._store.nodes.replace_loaded(node_id, account_id, fingerprints_by_id, now)
+            self.settle(account_id)
+
+    def live_nodes(self) -> list[str]:
+        since = self._clock() - self._window
+        return [node.id for node in self._store.nodes.live(since)]
+
+    def settle(self, account_id: str) -> None:
+        """Store the moves ``settled`` allows for the account's pending certificates."""
+        records = self._store.certificates.list(account_id)
+        pending = [r for r in records if r.binding_status in PENDING]
+        if not pending:
+            return
+        loaded = loaded_by_node(self._store.nodes.loaded(account_id))
+        moves = settled(pending, self.live_nodes(), loaded)
+        if moves:
+            now = self._clock()
+            with self._store.transaction():
+                for cert_id, status in moves.items():
+                    self._store.certificates.set_binding_status(cert_id, status, now)
