@@ -78,3 +78,11 @@ async def test_unknown_ids_are_404_envelopes(client: Client, gateway: Gateway) -
     assert (reply.status, reply.error) == (404, f"no CA certificate with id {unknown!r}")
     reply = await call(client, "GET", "/pki/whatever.crt", token=None)
     assert reply.status == 404
+
+
+async def test_an_expired_ca_signs_no_crl(client: Client, gateway: Gateway) -> None:
+    cert = gateway.service.generate(gateway.account_id, validity_period_days=1)
+    gateway.clock.advance(days=2)
+    reply = await call(client, "GET", f"/pki/{cert.id}.crl", token=None)
+    assert reply.status == 400
+    assert reply.error.endswith("it signs nothing, not even a CRL")
