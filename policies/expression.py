@@ -1,0 +1,152 @@
+"""The expression language's front door: source → checked, compiled ``Expression``.
+
+    expr = compile_expression('any(http.request.domains[*] == "example.com")')
+    expr.evaluate({"http.request.domains": ("www.example.com", "example.com")})  # True
+
+Steps (one module each): lexer → parser → checker (types, against a ``Scheme``) → compiler
+(nested closures). ``evaluate`` runs only the closures; ``explain`` says which clause decided;
+``host_hints`` tells a rule index which hosts/domains the expression can possibly match.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from policies import ast
+from policies.checker import check
+from policies.compiler import Plan, Pred, compile_tree
+from policies.errors import ExpressionError, PolicyError
+from policies.explain import Explanation, explain
+from policies.limits import Limits
+from policies.parser import parse
+from policies.scheme import GATEWAY_SCHEME, Scheme
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Expression",
+    "ExpressionError",
+    "Explanation",
+    "HostHints",
+    "Limits",
+    "PolicyError",
+    "compile_expression",
+]
+
+# Fields whose exact value, or whose domain list, can index rules (see HostHints).
+HOST_FIELDS = frozenset({"http.request.host", "net.sni.host"})
+DOMAIN_FIELDS = frozenset({"http.request.domains", "http.conn.domains"})
+
+
+@dataclass(frozen=True)
+class HostHints:
+    """The expression can only be true when ``http.request.host`` or ``net.sni.host`` is one of
+    ``hosts``, or ``http.request.domains`` or ``http.conn.domains`` holds one of ``domains``.
+
+    Values are compared exactly (case-sensitive, as the expression does), so an index must be
+    probed with the context's own values: both host fields, and every element of both domain
+    arrays. A request matching none of them cannot match the expression.
+    """
+
+    hosts: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()
+
+    def __or__(self, other: HostHints) -> HostHints:
+        return HostHints(self.hosts | other.hosts, self.domains | other.domains)
+
+    @property
+    def size(self) -> int:
+        return len(self.hosts) + len(self.domains)
+
+
+class Expression:
+    """A compiled expression; immutable and safe to share between threads."""
+
+    __slots__ = ("_hints", "_plan", "_pred", "fields", "source", "tree")
+
+    def __init__(self, source: str, tree: ast.Expr, fields: frozenset[str], pred: Pred, plan: Plan):
+        self.source = source
+        self.tree = tree
+        self.fields = fields
+        self._pred = pred
+        self._plan = plan
+        self._hints = host_hints(tree)
+
+    def evaluate(self, ctx: Mapping[str, object]) -> bool:
+        """The expression's value for one request. ``ctx`` maps field names to values of their
+        declared types; a missing field reads as its type's empty value."""
+        return self._pred(ctx, None)
+
+    def explain(self, ctx: Mapping[str, object]) -> Explanation:
+        """The same evaluation as a tree of clauses, marking the ones that decided."""
+        return explain(self._plan, ctx, self.source)
+
+    def host_hints(self) -> HostHints | None:
+        """Hosts/domains outside which the expression is always false; None if unbounded."""
+        return self._hints
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+
+def compile_expression(
+    source: str, *, scheme: Scheme = GATEWAY_SCHEME, limits: Limits = Limits()
+) -> Expression:
+    """Parse, type-check and compile ``source``. Raises ExpressionError (never anything else
+    for bad input). An empty expression is an error: "no condition" is the caller's to decide.
+    Results are cached, so recompiling an unchanged rule set is cheap."""
+    if not isinstance(source, str):
+        raise TypeError(f"expression source must be a str, not {type(source).__name__}")
+    return _compile_cached(source, scheme, limits)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile_cached(source: str, scheme: Scheme, limits: Limits) -> Expression:
+    tree = parse(source, limits)
+    fields = check(tree, scheme, limits, source)
+    pred, plan = compile_tree(tree, scheme, limits, source)
+    return Expression(source, tree, fields, pred, plan)
+
+
+def host_hints(node: ast.Expr) -> HostHints | None:
+    """Derive HostHints soundly: ``and`` takes the narrowest side that has hints, ``or``/``xor``
+    need hints on every side (their union), ``not`` and ``all()`` give none, ``any()`` passes on
+    its body's (a true any() means its body held for some element)."""
+    if isinstance(node, ast.Comparison):
+        return _comparison_hints(node)
+    if isinstance(node, ast.Quantified):
+        if node.quantifier is ast.Quantifier.ANY:
+            return host_hints(node.body)
+        return None
+    if isinstance(node, ast.And):
+        found = [h for h in (host_hints(op) for op in node.operands) if h is not None]
+        return min(found, key=lambda h: h.size) if found else None
+    if isinstance(node, (ast.Or, ast.Xor)):
+        union = HostHints()
+        for operand in node.operands:
+            hints = host_hints(operand)
+            if hints is None:
+                return None
+            union = union | hints
+        return union
+    return None
+
+
+def _comparison_hints(node: ast.Comparison) -> HostHints | None:
+    lhs, rhs = node.lhs, node.rhs
+    if lhs.functions or rhs is None:
+        return None
+    if node.op is ast.CompareOp.EQ and isinstance(rhs, ast.StringLit):
+        values = frozenset({rhs.value})
+    elif node.op is ast.CompareOp.IN and isinstance(rhs, ast.SetLit):
+        values = frozenset(i.value for i in rhs.items if isinstance(i, ast.StringLit))
+    else:
+        return None
+    if lhs.field in HOST_FIELDS and lhs.index is not ast.IndexKind.AT:
+        return HostHints(hosts=values)
+    if lhs.field in DOMAIN_FIELDS and lhs.index is ast.IndexKind.EACH:
+        return HostHints(domains=values)
+    return None
