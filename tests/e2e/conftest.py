@@ -83,11 +83,18 @@ def gateway(gateway_factory: GatewayFactory) -> Iterator[GatewayProcess]:
         gw.stop()
 
 
+PUBLIC_HOST = "gateway.example.com"
+
+
 @pytest.fixture(scope="session")
 def shared_gateway(
     tmp_path_factory: pytest.TempPathFactory, origin: Origin, hosts_file: Path
 ) -> Iterator[GatewayProcess]:
+    """Its leaves link the CA and CRL under a public name (`--public-url`), as a real deployment
+    would: a loopback URL is an internal name to the CA/B Forum lint. Tests fetch those URLs from
+    127.0.0.1 with that Host, as a client resolving PUBLIC_HOST to the gateway would."""
     gw = _new_gateway(tmp_path_factory.mktemp("shared-gateway"), origin, hosts_file)
+    gw.extra_args += ["--public-url", f"http://{PUBLIC_HOST}:{gw.admin_port}"]
     gw.start()
     yield gw
     try:

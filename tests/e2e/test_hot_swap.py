@@ -43,7 +43,9 @@ def _load(
         started = time.monotonic()
         if started >= until:
             return
-        host = f"w{worker}-{n}.origin.test"  # a new name each time: a fresh leaf, not a cache hit
+        # Odd requests: a new name, so a fresh leaf is issued. Even ones: one of a few names seen
+        # before, so a leaf cached under the old CA would be served again if the cache let it.
+        host = f"w{worker}-{n}.origin.test" if n % 2 else f"w{worker}-cached{n % 3}.origin.test"
         try:
             got = fetch(gw.proxy_port, host, origin.port, ctx, timeout=10)
             if got.status != 200 or body_for(host) not in got.body:

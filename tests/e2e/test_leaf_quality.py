@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from .conftest import PUBLIC_HOST
 from .gateway_process import GatewayProcess
 from .lint import cabf_serverauth_findings
 from .origin import Origin, body_for
@@ -70,14 +72,22 @@ def test_leaf_aia_and_crl_urls_are_served(
 
     now = dt.datetime.now(dt.UTC)
     with httpx.Client(trust_env=False, timeout=10) as client:
+
+        def get(url: str) -> httpx.Response:
+            """GET a URL under the public name from the gateway's admin listener on loopback."""
+            parts = urlsplit(url)
+            assert parts.scheme == "http" and parts.hostname == PUBLIC_HOST, url
+            assert parts.port == shared_gateway.admin_port, url
+            return client.get(f"http://127.0.0.1:{parts.port}{parts.path}", headers={"Host": parts.netloc})
+
         for url in ca_issuers:
-            response = client.get(url)
+            response = get(url)
             assert response.status_code == 200, f"GET {url}: {response.status_code}"
             served = x509.load_der_x509_certificate(response.content)
             assert served == ca, f"{url} serves {describe(served)}, not the issuing CA"
 
         for url in crl_urls:
-            response = client.get(url)
+            response = get(url)
             assert response.status_code == 200, f"GET {url}: {response.status_code}"
             crl = x509.load_der_x509_crl(response.content)
             assert crl.issuer == ca.subject

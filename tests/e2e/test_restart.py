@@ -19,6 +19,9 @@ from .tunnel import client_context, fetch
 
 pytestmark = pytest.mark.e2e
 
+P256_PKCS8_DER_PREFIX = bytes.fromhex("308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420")
+P256_SEC1_DER_PREFIX = bytes.fromhex("30770201010420")
+
 
 def _snapshot(gw: GatewayProcess) -> list[tuple[str, str, bool, str, str]]:
     with sdk.client(gw) as c:
@@ -60,12 +63,20 @@ def test_restart_keeps_certificates_and_signer(
     assert len(before) == 3 and [row[0] for row in before if row[2]] == [second.id]
 
     gw.stop()  # SIGTERM, exit 0
+    gw.start()  # same data dir, same token, same ports
+    assert _snapshot(gw) == before
+    assert load_pem(gw.ca_pem()) == load_pem(second.certificate)
+    _signing_ca(gw, origin, in_use_path)
+    gw.stop()
 
-    # At rest: no private key in plaintext, in any file (store, WAL, key file), and private files.
+    # At rest, after two runs: no private key in plaintext in any file (store, WAL, key file) ...
     secrets = {
         "PEM private key": b"PRIVATE KEY",
         "uploaded key (PKCS#8 DER)": byo.key_der,
         "uploaded key (raw scalar)": byo.private_key.private_numbers().private_value.to_bytes(32, "big"),
+        # DER headers of any unencrypted P-256 key (the generated CAs' too), PKCS#8 and SEC1.
+        "a P-256 PKCS#8 DER key": P256_PKCS8_DER_PREFIX,
+        "a P-256 SEC1 DER key": P256_SEC1_DER_PREFIX,
     }
     files = [p for p in gw.data_dir.rglob("*") if p.is_file()]
     assert files, "data dir is empty"
@@ -73,18 +84,13 @@ def test_restart_keeps_certificates_and_signer(
         data = path.read_bytes()
         for what, needle in secrets.items():
             assert needle not in data, f"{what} in plaintext in {path.relative_to(gw.data_dir)}"
+    # ... and every file private to its owner.
     loose = {
         str(p.relative_to(gw.data_dir)): oct(stat.S_IMODE(p.stat().st_mode))
         for p in files
         if stat.S_IMODE(p.stat().st_mode) & 0o077
     }
     assert not loose, f"files readable by group/others (want 0600): {loose}"
-
-    gw.start()  # same data dir, same token, same ports
-    assert _snapshot(gw) == before
-    assert load_pem(gw.ca_pem()) == load_pem(second.certificate)
-    _signing_ca(gw, origin, in_use_path)
-    gw.stop()
 
 
 def _working_tokens(gw: GatewayProcess, stdout: str) -> list[str]:
