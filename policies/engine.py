@@ -1,0 +1,353 @@
+"""The Gateway decision engine: compiled rules in evaluation order, indexed by host.
+
+Order (Cloudflare's): Do Not Inspect rules (``off``, and ``on`` as their exceptions) first, by
+precedence; then the HTTP rules (``allow``, ``block``, ``redirect``) by precedence; the first
+match decides; none matches: allow. A rule matches when all its non-empty expressions hold.
+
+- :meth:`GatewayEngine.decide_connection` runs at the TLS ClientHello, with connection facts
+  only: the first matching ``off``/``on`` rule decides (``off`` = pass the bytes through).
+- :meth:`GatewayEngine.decide` runs per HTTP request. An ``off`` rule that matches here means
+  the connection was inspected although it should not have been (the rule came later, or the
+  identity was only known now): the request is allowed, untouched by HTTP rules. An ``on``
+  rule that matches stops the Do Not Inspect stage and the HTTP rules run.
+- :meth:`GatewayEngine.explain` / :meth:`explain_connection` decide the same and return a
+  trace: every rule looked at, which part and clause decided it.
+
+HTTP rules whose traffic expression can only hold for given hosts or domains
+(``Expression.host_hints()``) are indexed under them; a request evaluates only the rules
+indexed under its host and its parent domains plus the rules that cannot be indexed, merged back
+into precedence order. The engine is immutable; build a new one when the rules change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from policies.expression import Explanation, Expression
+from policies.facts import ConnectionFacts, RequestFacts, connection_context, request_context
+from policies.rules import (
+    INSPECTION_ACTIONS,
+    Action,
+    CompiledRule,
+    ConflictError,
+    GatewayRule,
+    Part,
+    RuleSettings,
+    UntrustedCertAction,
+)
+from policies.scheme import domains_of
+
+logger = logging.getLogger(__name__)
+
+CANDIDATE_CACHE_SIZE: Final = 4096
+NO_SETTINGS: Final = RuleSettings()
+
+
+class Stage(StrEnum):
+    CONNECTION = "connection"  # at the TLS ClientHello
+    REQUEST = "request"  # per HTTP request
+
+
+@dataclass(frozen=True)
+class PartTrace:
+    """One expression of a rule: whether it held, and the clause tree that says why."""
+
+    part: Part
+    holds: bool
+    explanation: Explanation
+
+    def deciding(self) -> str:
+        """The clauses that decided, each with what it saw: ``http.request.host == "a" is
+        false (http.request.host = "b")``."""
+        clauses = self.explanation.deciding() or (self.explanation,)
+        return "; ".join(
+            f"{c.text} is {'true' if c.value else 'false'}" + (f" ({c.note})" if c.note else "")
+            for c in clauses
+        )
+
+
+@dataclass(frozen=True)
+class RuleTrace:
+    """One rule looked at. ``matched`` None: not evaluated (``note`` says why)."""
+
+    rule: GatewayRule
+    matched: bool | None
+    parts: tuple[PartTrace, ...] = ()
+    note: str = ""
+
+    def render(self) -> str:
+        rule = self.rule
+        head = f"[{rule.precedence}] {rule.name!r} ({rule.action.value})"
+        if self.matched is None:
+            return f"{head}: skipped, {self.note}"
+        lines = [
+            f"{head}: {'MATCH' if self.matched else 'no match'}"
+            + (f", {self.note}" if self.note else "")
+        ]
+        for part in self.parts:
+            lines.append(
+                f"    {part.part.value} {'holds' if part.holds else 'does not hold'}: {part.deciding()}"
+            )
+        if not self.parts:
+            lines.append("    no conditions: matches everything")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do. ``rule`` None: no rule matched (allow). ``trace`` is filled by the explain
+    methods only (deciding stays allocation-light)."""
+
+    action: Action
+    rule: GatewayRule | None
+    stage: Stage
+    settings: RuleSettings = NO_SETTINGS
+    trace: tuple[RuleTrace, ...] = ()
+    note: str = ""
+
+    @property
+    def untrusted_cert(self) -> UntrustedCertAction:
+        """What an untrusted upstream certificate gets: the rule's setting, else ``error``."""
+        return self.settings.untrusted_cert or UntrustedCertAction.ERROR
+
+    @property
+    def passes_through(self) -> bool:
+        """At the ClientHello: do not inspect, let the TLS bytes through."""
+        return self.stage is Stage.CONNECTION and self.action is Action.OFF
+
+    def summary(self) -> str:
+        if self.rule is None:
+            what = (
+                "inspect (no Do Not Inspect rule matched)"
+                if self.stage is Stage.CONNECTION
+                else "allow (no rule matched)"
+            )
+            return what
+        verb = {Action.OFF: "do not inspect", Action.ON: "inspect"}.get(
+            self.action, self.action.value
+        )
+        text = f"{verb} by rule {self.rule.label}"
+        return text + (f" ({self.note})" if self.note else "")
+
+    def render(self) -> str:
+        lines = [trace.render() for trace in self.trace]
+        lines.append(f"decision: {self.summary()}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Positions (in precedence order) of the HTTP rules, by the hosts/domains they need."""
+
+    hosts: Mapping[str, tuple[int, ...]]
+    domains: Mapping[str, tuple[int, ...]]
+    unindexed: tuple[int, ...]
+    hints: Mapping[int, tuple[frozenset[str], frozenset[str]]]
+
+    @classmethod
+    def build(cls, rules: Sequence[CompiledRule]) -> _Index:
+        hosts: dict[str, list[int]] = {}
+        domains: dict[str, list[int]] = {}
+        unindexed: list[int] = []
+        hints: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        for position, compiled in enumerate(rules):
+            traffic = _part(compiled, Part.TRAFFIC)
+            found = traffic.host_hints() if traffic is not None else None
+            if found is None:
+                unindexed.append(position)
+                continue
+            hints[position] = (found.hosts, found.domains)
+            for host in found.hosts:
+                hosts.setdefault(host, []).append(position)
+            for domain in found.domains:
+                domains.setdefault(domain, []).append(position)
+        return cls(
+            {k: tuple(v) for k, v in hosts.items()},
+            {k: tuple(v) for k, v in domains.items()},
+            tuple(unindexed),
+            hints,
+        )
+
+    def candidates(self, host: str, sni: str) -> tuple[int, ...]:
+        """Probed as ``HostHints`` asks: both host fields and both domain lists."""
+        found: set[int] = set(self.unindexed)
+        found.update(self.hosts.get(host, ()))
+        found.update(self.hosts.get(sni, ()))
+        if self.domains:
+            for domain in (*domains_of(host), *domains_of(sni)):
+                found.update(self.domains.get(domain, ()))
+        return tuple(sorted(found))
+
+
+def _part(compiled: CompiledRule, part: Part) -> Expression | None:
+    return next((e for p, e in compiled.parts if p is part), None)
+
+
+class GatewayEngine:
+    """Immutable once built: compiled rules, their order and the host index."""
+
+    def __init__(
+        self,
+        inspection: Sequence[CompiledRule],
+        http: Sequence[CompiledRule],
+        *,
+        indexed: bool = True,
+    ) -> None:
+        self._inspection = tuple(inspection)
+        self._connection = tuple(c for c in self._inspection if c.connection_level)
+        self._http = tuple(http)
+        self._checks = tuple(c.check for c in self._http)
+        self._index = _Index.build(self._http) if indexed else None
+        self._all = tuple(range(len(self._http)))
+        self._cache: dict[tuple[str, str], tuple[int, ...]] = {}
+
+    @classmethod
+    def build(
+        cls, rules: Iterable[GatewayRule | CompiledRule], *, indexed: bool = True
+    ) -> GatewayEngine:
+        """Compile (unless given compiled) and order the enabled rules. Raises ``FieldError``
+        for a broken expression and ``ConflictError`` for two enabled rules with one
+        precedence. ``indexed=False`` evaluates every rule (for tests and comparisons)."""
+        compiled = [r if isinstance(r, CompiledRule) else r.compile() for r in rules]
+        enabled = sorted((c for c in compiled if c.rule.enabled), key=lambda c: c.rule.precedence)
+        for first, second in itertools.pairwise(enabled):
+            if first.rule.precedence == second.rule.precedence:
+                raise ConflictError(
+                    f"gateway rules {first.rule.name!r} and {second.rule.name!r} both have precedence "
+                    f"{second.rule.precedence}; give each enabled rule its own",
+                    first.rule,
+                    second.rule,
+                )
+        inspection = [c for c in enabled if c.rule.action in INSPECTION_ACTIONS]
+        http = [c for c in enabled if c.rule.action not in INSPECTION_ACTIONS]
+        logger.info(
+            "gateway engine: %d Do Not Inspect rules, %d HTTP rules", len(inspection), len(http)
+        )
+        return cls(inspection, http, indexed=indexed)
+
+    @property
+    def rules(self) -> tuple[GatewayRule, ...]:
+        """The enabled rules in evaluation order."""
+        return tuple(c.rule for c in (*self._inspection, *self._http))
+
+    # --- deciding --------------------------------------------------------------------------------
+
+    def decide_connection(self, facts: ConnectionFacts) -> Decision:
+        ctx = connection_context(facts)
+        for compiled in self._connection:
+            if compiled.check(ctx):
+                return Decision(
+                    compiled.rule.action,
+                    compiled.rule,
+                    Stage.CONNECTION,
+                    compiled.rule.rule_settings,
+                )
+        return Decision(Action.ON, None, Stage.CONNECTION)
+
+    def decide(self, facts: RequestFacts) -> Decision:
+        ctx = request_context(facts)
+        for compiled in self._inspection:
+            if compiled.check(ctx):
+                if compiled.rule.action is Action.OFF:
+                    return _late_off(compiled.rule)
+                break
+        checks = self._checks
+        for position in self._candidates(facts.host, facts.connection.sni):
+            if checks[position](ctx):
+                rule = self._http[position].rule
+                return Decision(rule.action, rule, Stage.REQUEST, rule.rule_settings)
+        return Decision(Action.ALLOW, None, Stage.REQUEST)
+
+    def _candidates(self, host: str, sni: str | None) -> tuple[int, ...]:
+        """Positions of the HTTP rules that can match, in precedence order; cached per
+        (host, SNI) in a bounded table (cleared when full)."""
+        if self._index is None:
+            return self._all
+        key = (host, sni or "")
+        found = self._cache.get(key)
+        if found is None:
+            found = self._index.candidates(*key)
+            if len(self._cache) >= CANDIDATE_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    # --- explaining ------------------------------------------------------------------------------
+
+    def explain_connection(self, facts: ConnectionFacts) -> Decision:
+        ctx = connection_context(facts)
+        trace: list[RuleTrace] = []
+        for compiled in self._inspection:
+            if not compiled.connection_level:
+                trace.append(
+                    RuleTrace(compiled.rule, None, note="uses fields only known after decryption")
+                )
+                continue
+            step = _explain_rule(compiled, ctx)
+            trace.append(step)
+            if step.matched:
+                rule = compiled.rule
+                return Decision(
+                    rule.action, rule, Stage.CONNECTION, rule.rule_settings, tuple(trace)
+                )
+        return Decision(Action.ON, None, Stage.CONNECTION, trace=tuple(trace))
+
+    def explain(self, facts: RequestFacts) -> Decision:
+        ctx = request_context(facts)
+        trace: list[RuleTrace] = []
+        for compiled in self._inspection:
+            step = _explain_rule(compiled, ctx)
+            trace.append(step)
+            if step.matched:
+                if compiled.rule.action is Action.OFF:
+                    late = _late_off(compiled.rule)
+                    return Decision(
+                        late.action, late.rule, late.stage, late.settings, tuple(trace), late.note
+                    )
+                break
+        candidates = set(self._candidates(facts.host, facts.connection.sni))
+        for position, compiled in enumerate(self._http):
+            if position not in candidates:
+                trace.append(
+                    RuleTrace(compiled.rule, None, note=self._not_for_host(position, facts.host))
+                )
+                continue
+            step = _explain_rule(compiled, ctx)
+            trace.append(step)
+            if step.matched:
+                rule = compiled.rule
+                return Decision(rule.action, rule, Stage.REQUEST, rule.rule_settings, tuple(trace))
+        return Decision(Action.ALLOW, None, Stage.REQUEST, trace=tuple(trace))
+
+    def _not_for_host(self, position: int, host: str) -> str:
+        assert self._index is not None
+        hosts, domains = self._index.hints[position]
+        wanted = sorted(hosts) + [f"*.{d} or {d}" for d in sorted(domains)]
+        shown = ", ".join(wanted[:3]) + (f" and {len(wanted) - 3} more" if len(wanted) > 3 else "")
+        return f"applies only to {shown}, not {host}"
+
+
+def _late_off(rule: GatewayRule) -> Decision:
+    return Decision(
+        Action.ALLOW,
+        rule,
+        Stage.REQUEST,
+        rule.rule_settings,
+        note="a Do Not Inspect rule matched an inspected request: allowed untouched",
+    )
+
+
+def _explain_rule(compiled: CompiledRule, ctx: Mapping[str, object]) -> RuleTrace:
+    """Parts in order, stopping at the first that does not hold (as matching does)."""
+    parts: list[PartTrace] = []
+    for part, expression in compiled.parts:
+        explanation = expression.explain(ctx)
+        parts.append(PartTrace(part, bool(explanation.value), explanation))
+        if not explanation.value:
+            return RuleTrace(compiled.rule, False, tuple(parts))
+    return RuleTrace(compiled.rule, True, tuple(parts))

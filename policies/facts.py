@@ -1,0 +1,175 @@
+"""What the proxy knows about a connection and a request, and the expression context made of it.
+
+The proxy (or the policy test runner, or a dry run) fills :class:`ConnectionFacts` at the TLS
+ClientHello and :class:`RequestFacts` per HTTP request; :func:`connection_context` and
+:func:`request_context` turn them into the mapping the compiled expressions read. Unknown identity
+or posture is the empty :class:`Identity`: no email, no groups, nothing passed, nothing failed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from policies.scheme import domains_of
+
+logger = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+UNSPECIFIED: Final[IPAddress] = ipaddress.IPv4Address("0.0.0.0")
+DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who and what is behind a connection, as far as the gateway verified it.
+
+    ``posture_passed`` / ``posture_failed`` hold posture rule ids; ``verified_certificate_cn`` is
+    the CN of a client certificate the server verified (proof of possession), ``None`` when there
+    is none (an empty-CN certificate is ``""``).
+    """
+
+    email: str = ""
+    groups: tuple[str, ...] = ()
+    device_id: str = ""
+    posture_passed: frozenset[str] = frozenset()
+    posture_failed: frozenset[str] = frozenset()
+    verified_certificate_cn: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        email: str = "",
+        groups: Iterable[str] = (),
+        device_id: str = "",
+        passed: Iterable[str] = (),
+        failed: Iterable[str] = (),
+        verified_certificate_cn: str | None = None,
+    ) -> Identity:
+        return cls(
+            email,
+            tuple(groups),
+            device_id,
+            frozenset(passed),
+            frozenset(failed),
+            verified_certificate_cn,
+        )
+
+
+ANONYMOUS: Final = Identity()
+
+
+@dataclass(frozen=True)
+class ConnectionFacts:
+    """Known at the ClientHello. ``sni`` is ``None`` for plain HTTP (no TLS)."""
+
+    sni: str | None
+    src_ip: IPAddress
+    dst_ip: IPAddress = UNSPECIFIED
+    dst_port: int = 443
+    identity: Identity = ANONYMOUS
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """One HTTP request (after decryption, for HTTPS). ``host`` is lower case, without port."""
+
+    method: str
+    url: str
+    host: str
+    path: str
+    query: str
+    connection: ConnectionFacts
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        method: str = "GET",
+        src_ip: IPAddress | str = "127.0.0.1",
+        dst_ip: IPAddress | str | None = None,
+        identity: Identity = ANONYMOUS,
+    ) -> RequestFacts:
+        """Facts for an absolute URL, as a client would send it through the proxy: SNI is the
+        host for https, none for http; the destination port comes from the URL; the destination
+        address is the host when it is an IP literal, else unspecified (0.0.0.0) unless given.
+        Raises ``ValueError`` naming what is wrong with the URL."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in DEFAULT_PORTS:
+            raise ValueError(f"URL must start with http:// or https://, got {url!r}")
+        host = (parts.hostname or "").lower()
+        if not host:
+            raise ValueError(f"URL has no host: {url!r}")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ValueError(f"URL has an invalid port: {url!r}") from None
+        if dst_ip is None:
+            try:
+                dst_ip = ipaddress.ip_address(host)
+            except ValueError:
+                dst_ip = UNSPECIFIED
+        connection = ConnectionFacts(
+            sni=host if parts.scheme == "https" else None,
+            src_ip=ipaddress.ip_address(src_ip) if isinstance(src_ip, str) else src_ip,
+            dst_ip=ipaddress.ip_address(dst_ip) if isinstance(dst_ip, str) else dst_ip,
+            dst_port=port,
+            identity=identity,
+        )
+        return cls(method.upper(), url, host, parts.path or "/", parts.query, connection)
+
+    @property
+    def identity(self) -> Identity:
+        return self.connection.identity
+
+
+def _identity_context(identity: Identity, ctx: dict[str, object]) -> None:
+    ctx["identity.email"] = identity.email
+    ctx["identity.groups.name"] = identity.groups
+    ctx["identity.name"] = ""
+    ctx["identity.groups.id"] = ()
+    ctx["identity.groups.email"] = ()
+    ctx["device_posture.checks.passed"] = tuple(sorted(identity.posture_passed))
+    ctx["device_posture.checks.failed"] = tuple(sorted(identity.posture_failed))
+
+
+def connection_context(facts: ConnectionFacts) -> dict[str, object]:
+    """The fields known at the ClientHello: SNI, addresses, identity, posture."""
+    sni = (facts.sni or "").lower()
+    ctx: dict[str, object] = {
+        "net.sni.host": sni,
+        "http.conn.hostname": sni,
+        "http.conn.domains": domains_of(sni),
+        "http.conn.src_ip": facts.src_ip,
+        "http.conn.dst_ip": facts.dst_ip,
+        "http.conn.dst_port": facts.dst_port,
+    }
+    _identity_context(facts.identity, ctx)
+    return ctx
+
+
+def request_context(facts: RequestFacts) -> dict[str, object]:
+    """Every field: the connection's plus the request's. For plain HTTP (no SNI),
+    ``http.conn.hostname`` and ``http.conn.domains`` are the request host's. Response fields
+    (``http.response.status_code``) are absent: requests are decided before any response."""
+    ctx = connection_context(facts.connection)
+    domains = domains_of(facts.host)
+    if facts.connection.sni is None:
+        ctx["http.conn.hostname"] = facts.host
+        ctx["http.conn.domains"] = domains
+    ctx["http.request.host"] = facts.host
+    ctx["http.request.domains"] = domains
+    ctx["http.request.method"] = facts.method
+    ctx["http.request.uri"] = facts.url
+    ctx["http.request.uri.path"] = facts.path
+    ctx["http.request.uri.query"] = facts.query
+    ctx["http.request.uri.path_and_query"] = (
+        f"{facts.path}?{facts.query}" if facts.query else facts.path
+    )
+    return ctx

@@ -1,0 +1,172 @@
+"""``gateway policy ...``: lint, test and explain policy files, with no server involved."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from proxy.cli.errors import CliError
+
+if TYPE_CHECKING:  # the policy library is imported when a command runs: `gateway --help` stays fast
+    from policies.yaml_io import PolicySet
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "policy",
+        help="lint, test and explain Gateway and Access policy files",
+        description="Work with policy files (YAML in the admin API's shapes: gateway_rules,\n"
+        "access_applications, access_policies, tests) without a running gateway.\n"
+        "A directory stands for its *.yaml and *.yml files; all files load as one set.",
+        epilog="examples:\n  gateway policy lint policies/\n  gateway policy test policies/examples/*.yaml\n"
+        "  gateway policy explain policies/ --url https://intranet.example.com/ --email ana@example.com",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+
+    lint = commands.add_parser(
+        "lint",
+        help="check rules, expressions and tests; print every error as file:line:col",
+        description="Check policy files: YAML, shapes, expressions, duplicate precedence, policy\n"
+        "references and the rules tests name. Prints each error as file:line:col with a caret;\n"
+        "exits 1 when there is any.",
+        epilog="example:\n  gateway policy lint policies/corp.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_files(lint)
+    lint.set_defaults(func=_lint)
+
+    test = commands.add_parser(
+        "test",
+        help="run the test cases in the files' tests: key; exit 1 on any failure",
+        description="Load every file as one policy set and run each test case: PASS or FAIL per case,\n"
+        "the decision trace for each failure, then 'N passed, M failed'. Exits 1 on any failure.",
+        epilog="example:\n  gateway policy test policies/examples/*.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_files(test)
+    test.set_defaults(func=_test)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show how one request would be decided, rule by rule",
+        description="Decide one request as the proxy would (Do Not Inspect at the ClientHello, then the\n"
+        "HTTP rules, then Access) and print every rule looked at, the clause that decided it, the\n"
+        "final action and the Access decision when an application covers the host.",
+        epilog="example:\n  gateway policy explain policies/ --url https://files.example.net/upload --method POST \\\n"
+        "      --email ana@example.com --group engineering --passed 0f1e2d3c-...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_files(explain)
+    explain.add_argument(
+        "--url", required=True, help="the request's absolute URL (http:// or https://)"
+    )
+    explain.add_argument("--method", default="GET", help="HTTP method (default: GET)")
+    explain.add_argument(
+        "--src-ip", default="127.0.0.1", metavar="IP", help="client address (default: 127.0.0.1)"
+    )
+    explain.add_argument(
+        "--dst-ip",
+        metavar="IP",
+        help="server address (default: the host if it is an IP, else 0.0.0.0)",
+    )
+    explain.add_argument("--email", default="", help="the user's email (default: no identity)")
+    explain.add_argument(
+        "--group",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a group of the user (repeatable)",
+    )
+    explain.add_argument(
+        "--passed",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a posture rule id the device passes (repeatable)",
+    )
+    explain.add_argument(
+        "--failed",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a posture rule id the device fails (repeatable)",
+    )
+    explain.add_argument(
+        "--certificate-cn", metavar="CN", help="CN of a verified client certificate (default: none)"
+    )
+    explain.set_defaults(func=_explain)
+
+
+def _add_files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", metavar="FILE", help="policy files or directories")
+
+
+def _load(files: Sequence[str]) -> PolicySet:
+    from policies.yaml_io import PolicyFileError, expand, load_files
+
+    missing = [str(p) for p in expand(files) if not p.exists()]
+    if missing:
+        raise CliError(f"no such file: {missing[0]}")
+    try:
+        return load_files(files)
+    except PolicyFileError as e:
+        for problem in e.problems:
+            print(problem.render(), file=sys.stderr)
+        count = len(e.problems)
+        raise CliError(f"{count} problem{'s' if count != 1 else ''} in the policy files") from None
+
+
+def _lint(args: argparse.Namespace) -> int:
+    policy_set = _load(args.files)
+    print(
+        f"ok: {len(policy_set.gateway_rules)} gateway rules, {len(policy_set.access_applications)} "
+        f"Access applications, {len(policy_set.access_policies)} Access policies, {len(policy_set.tests)} tests"
+    )
+    return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from policies.testing import run_tests
+
+    policy_set = _load(args.files)
+    if not policy_set.tests:
+        raise CliError("the files hold no test cases (add a tests: list)")
+    gateway, access = policy_set.gateway_engine(), policy_set.access_engine()
+    results = run_tests(policy_set.tests, gateway, access)
+    for result in results:
+        print(result.render())
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from policies.facts import Identity, RequestFacts
+    from policies.testing import evaluate
+
+    policy_set = _load(args.files)
+    try:
+        for address in (args.src_ip, args.dst_ip):
+            if address is not None:
+                ipaddress.ip_address(address)
+        identity = Identity.of(
+            email=args.email,
+            groups=args.group,
+            passed=args.passed,
+            failed=args.failed,
+            verified_certificate_cn=args.certificate_cn,
+        )
+        facts = RequestFacts.from_url(
+            args.url, method=args.method, src_ip=args.src_ip, dst_ip=args.dst_ip, identity=identity
+        )
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    outcome = evaluate(policy_set.gateway_engine(), policy_set.access_engine(), facts, explain=True)
+    print(outcome.render())
+    return 0
