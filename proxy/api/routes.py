@@ -48,4 +48,7 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
 
 def setup_routes(app: web.Application) -> None:
     for method, path, view in ROUTES:
-        app.router.add_route(method, path, view)
+        if method == "GET":
+            app.router.add_get(path, view)  # and HEAD, for curl -I and link checkers
+        else:
+            app.router.add_route(method, path, view)

@@ -56,8 +56,8 @@ async def test_wrong_method_is_405_with_allow(client: Client, gateway: Gateway) 
     path = f"/client/v4/accounts/{gateway.account_id}/gateway/configuration"
     reply = await call(client, "POST", path, token=gateway.token)
     assert reply.status == 405
-    assert reply.error == f"method POST is not allowed on {path} (allowed: GET, PATCH, PUT)"
-    assert reply.headers["Allow"] == "GET, PATCH, PUT"
+    assert reply.error == f"method POST is not allowed on {path} (allowed: GET, HEAD, PATCH, PUT)"
+    assert reply.headers["Allow"] == "GET, HEAD, PATCH, PUT"
 
 
 async def test_unknown_account_is_404_and_a_foreign_account_403(

@@ -86,3 +86,8 @@ async def test_an_expired_ca_signs_no_crl(client: Client, gateway: Gateway) -> N
     reply = await call(client, "GET", f"/pki/{cert.id}.crl", token=None)
     assert reply.status == 400
     assert reply.error.endswith("it signs nothing, not even a CRL")
+
+
+async def test_head_works_on_public_files(client: Client) -> None:
+    async with client.head("/pki/ca.crt") as response:
+        assert response.status == 200 and response.content_type == "application/pkix-cert"
