@@ -156,7 +156,7 @@ class _Lexer:
                 raise self.error("expected a list id after '$'", pos + 1, ("list id",))
             return self.emit(TokenKind.LIST_REF, pos, pos + 1 + len(name), name)
         two = src[pos : pos + 2]
-        if two in _PUNCT:
+        if len(two) == 2 and two in _PUNCT:
             return self.emit(_PUNCT[two], pos, pos + 2)
         if ch in _PUNCT:
             return self.emit(_PUNCT[ch], pos, pos + 1)

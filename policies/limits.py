@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-# Nesting beyond this could exhaust Python's stack in the compiled closures; the setting may
-# be lowered, not raised past it.
-HARD_MAX_DEPTH = 256
+# Nesting beyond this could come close to Python's default recursion limit (1000 frames) in
+# the parser and the compiled closures; the setting may be lowered, not raised past it.
+HARD_MAX_DEPTH = 128
 
 
 @dataclass(frozen=True)
