@@ -102,6 +102,9 @@ class GatewayScript:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
         if self.store is not None:
             self.store.close()
             self.store = None

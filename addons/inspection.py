@@ -79,7 +79,9 @@ class HotTlsConfig(tlsconfig.TlsConfig):
         if "confdir" in names or self._dhparams is None:
             confdir = Path(ctx.options.confdir).expanduser()
             confdir.mkdir(parents=True, exist_ok=True)
-            self._dhparams = certs.CertStore.load_dhparam(confdir / "mitmproxy-dhparam.pem")
+            dhparam = confdir / "mitmproxy-dhparam.pem"
+            self._dhparams = certs.CertStore.load_dhparam(dhparam)
+            dhparam.chmod(0o600)
             self._refresh_certstore()
 
     def running(self) -> None:

@@ -9,7 +9,7 @@ subjectAltName (critical) with dNSName / iPAddress entries; basicConstraints CA=
 keyUsage digitalSignature (critical; + keyEncipherment for an RSA leaf key); EKU serverAuth;
 authorityKeyIdentifier = the CA's SKI; no SKI; certificatePolicies 2.23.140.1.2.1 (DV);
 AIA caIssuers and CRL distribution point when their URLs are given; random 64+ bit serial;
-valid from now - 1 h for ``lifetime`` (default 47 days) but never past the CA's not-after.
+valid from now - 1 h, for ``lifetime`` in all (default 47 days, counted from not-before) but never past the CA's not-after.
 
 Names: the first (the SNI) must be a valid host name or IP literal; later ones (usually copied
 from the upstream certificate) that are not are left out and logged. Unicode names are IDNA
@@ -235,7 +235,7 @@ class LeafIssuer:
 
     def _issue(self, names: tuple[str, ...], *, now: datetime) -> _Entry:
         not_before = max(now - BACKDATE, self._ca_not_before)
-        wanted_not_after = now + self._lifetime
+        wanted_not_after = not_before + self._lifetime  # validity period = not_after - not_before (CA/B Forum)
         capped = wanted_not_after >= self._ca_not_after
         not_after = self._ca_not_after if capped else wanted_not_after
         certificate = (

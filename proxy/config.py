@@ -147,5 +147,16 @@ def upstream_trust_bundle(data_dir: Path, extra_ca: Path | None) -> Path | None:
     if b"-----BEGIN CERTIFICATE-----" not in extra:
         raise ConfigError(f"--upstream-ca {extra_ca}: no PEM certificate in the file")
     bundle = data_dir / "upstream-trust.pem"
-    bundle.write_bytes(Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + extra)
+    write_private(bundle, Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + extra)
     return bundle
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, readable by its owner only."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -28,6 +28,8 @@ class CaSource(Protocol):
 
     def loadable(self, account_id: str) -> list[LoadableCa]: ...
 
+    def node_stopped(self, node_id: str) -> None: ...
+
     def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None: ...
 
 
@@ -79,6 +81,10 @@ class CaNode:
         """Register this node as live (having loaded nothing yet), then load what the store says."""
         self._source.register_node(self.node_id, name)
         self.sync()
+
+    def stop(self) -> None:
+        """Leave the store's live nodes, so no certificate waits for this node."""
+        self._source.node_stopped(self.node_id)
 
     def sync(self) -> None:
         wanted = {ca.id: ca for ca in self._source.loadable(self._account_id)}

@@ -59,6 +59,7 @@ class Gateway:
         proxyserver = self.master.addons.get("proxyserver")
         await proxyserver.servers.update([])
         await self.runner.cleanup()
+        self.node.stop()
         self.store.close()
 
 

@@ -330,6 +330,11 @@ class CertificateService:
         """A node (re)starts: it is live and has loaded nothing yet."""
         self._deployment.register(node_id, name)
 
+    def node_stopped(self, node_id: str) -> None:
+        """A node stops cleanly: nothing waits for it any more (a killed node ages out instead)."""
+        self._store.nodes.remove(node_id)
+        logger.info("node %s stopped", node_id)
+
     def loadable(self, account_id: str) -> builtins.list[LoadableCa]:
         """Certificates nodes should hold: pending_deployment and available ones, not expired."""
         now = self._clock()

@@ -47,6 +47,12 @@ class Nodes:
                 (node_id, node_id, to_db(now), to_db(now)),
             )
 
+    def remove(self, node_id: str) -> None:
+        """A node stops cleanly: it is no longer live and holds nothing."""
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM node_loaded_cas WHERE node_id = ?", (node_id,))
+            conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+
     def list(self) -> list[Node]:
         rows = self._db.connection.execute("SELECT * FROM nodes ORDER BY started_at, id")
         return [_node(row) for row in rows]

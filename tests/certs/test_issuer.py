@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from certs.authority import CertificateAuthority, KeyType
+from certs.authority import BACKDATE, CertificateAuthority, KeyType
 from certs.clock import ManualClock
 from certs.errors import CertError
 from certs.issuer import DV_POLICY_OID, Leaf, LeafIssuer, normalize_names, renewal_margin
@@ -110,7 +110,7 @@ def test_leaf_has_the_cabf_dv_profile(
     assert point.full_name == [x509.UniformResourceIdentifier(CRL)]
     assert cert.serial_number > 0 and cert.serial_number.bit_length() >= 64
     assert cert.not_valid_before_utc == clock.now - timedelta(hours=1)
-    assert cert.not_valid_after_utc == clock.now + timedelta(days=47)
+    assert cert.not_valid_after_utc == clock.now - BACKDATE + timedelta(days=47)
 
 
 def test_leaf_without_urls_has_no_aia_or_crl_distribution_point(
@@ -161,7 +161,7 @@ def test_leaf_key_is_made_once_per_issuer_and_is_not_the_ca_key(
 
 def test_lifetime_is_configurable(ca: CertificateAuthority, clock: ManualClock) -> None:
     cert = LeafIssuer(ca, lifetime=timedelta(days=200), clock=clock).leaf_for(["x.example.com"])
-    assert cert.not_after == clock.now + timedelta(days=200)
+    assert cert.not_after == clock.now - BACKDATE + timedelta(days=200)
 
 
 def test_validity_never_passes_the_ca_not_after(clock: ManualClock) -> None:
@@ -314,7 +314,7 @@ def test_cached_leaf_is_renewed_near_expiry(ca: CertificateAuthority, clock: Man
     renewed = issuer.leaf_for(["a.example.com"])
     assert renewed is not first
     assert renewed.certificate.serial_number != first.certificate.serial_number
-    assert renewed.not_after == renew_at + timedelta(days=47)
+    assert renewed.not_after == renew_at - BACKDATE + timedelta(days=47)
     assert issuer.leaf_for(["a.example.com"]) is renewed
     assert issuer.cache_info().size == 1
 
