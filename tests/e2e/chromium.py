@@ -26,7 +26,18 @@ def make_home(home: Path, trusted_ca: Path | None) -> Path:
     tools.run([certutil, "-N", "-d", f"sql:{db}", "--empty-password"], check=True)
     if trusted_ca is not None:
         tools.run(
-            [certutil, "-d", f"sql:{db}", "-A", "-t", "C,,", "-n", "gateway e2e CA", "-i", str(trusted_ca)],
+            [
+                certutil,
+                "-d",
+                f"sql:{db}",
+                "-A",
+                "-t",
+                "C,,",
+                "-n",
+                "gateway e2e CA",
+                "-i",
+                str(trusted_ca),
+            ],
             check=True,
         )
         listing = tools.run([certutil, "-d", f"sql:{db}", "-L"], check=True).stdout.decode()

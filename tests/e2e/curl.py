@@ -24,7 +24,9 @@ class CurlResult:
     stderr: str
 
 
-def via_proxy(proxy_port: int, url: str, *, cacert: Path, args: tuple[str, ...] = (), timeout: float = 30) -> CurlResult:
+def via_proxy(
+    proxy_port: int, url: str, *, cacert: Path, args: tuple[str, ...] = (), timeout: float = 30
+) -> CurlResult:
     curl = tools.require("curl")
     argv = [
         curl, "-sS", "--max-time", str(int(timeout) - 5),

@@ -146,10 +146,15 @@ class GatewayProcess:
         started = time.monotonic()
         code = tools.stop(self.proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT)
         if code != 0:
-            what = f"exited {code}" if code is not None else f"still running after {STOP_TIMEOUT} s (killed)"
+            what = (
+                f"exited {code}"
+                if code is not None
+                else f"still running after {STOP_TIMEOUT} s (killed)"
+            )
             pytest.fail(
                 f"gateway on SIGTERM {what}, expected exit 0 "
-                f"(after {time.monotonic() - started:.1f} s)\n--- stderr tail ---\n{self.stderr_tail()}",
+                f"(after {time.monotonic() - started:.1f} s)\n"
+                f"--- stderr tail ---\n{self.stderr_tail()}",
                 pytrace=False,
             )
 
@@ -172,7 +177,9 @@ class GatewayProcess:
         """The in-use CA as the gateway publishes it."""
         with httpx.Client(trust_env=False, timeout=10) as client:
             response = client.get(f"{self.admin_url}/pki/ca.pem")
-        assert response.status_code == 200, f"/pki/ca.pem: {response.status_code} {response.text[:300]}"
+        assert response.status_code == 200, (
+            f"/pki/ca.pem: {response.status_code} {response.text[:300]}"
+        )
         assert "BEGIN CERTIFICATE" in response.text, response.text[:300]
         return response.text
 
@@ -180,4 +187,6 @@ class GatewayProcess:
         """An httpx client on the admin API (`/client/v4`), with this gateway's token by default."""
         use = self.token if token == "default" else token
         headers = {"Authorization": f"Bearer {use}"} if use else {}
-        return httpx.Client(base_url=self.api_base, headers=headers, trust_env=False, timeout=timeout)
+        return httpx.Client(
+            base_url=self.api_base, headers=headers, trust_env=False, timeout=timeout
+        )

@@ -29,7 +29,7 @@ def body_for(host: str, protocol: str = "") -> str:
 
 _PAGE = (
     '<!doctype html><html><head><title>origin</title></head><body><h1 id="origin">'
-    'hello from $host via $server_protocol</h1></body></html>\\n'
+    "hello from $host via $server_protocol</h1></body></html>\\n"
 )
 
 
@@ -72,7 +72,8 @@ class Origin:
   }}"""
             )
         temp = "\n".join(
-            f"  {k}_temp_path {d}/tmp/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            f"  {k}_temp_path {d}/tmp/{k};"
+            for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         return f"""daemon off;
 master_process off;
@@ -85,7 +86,7 @@ http {{
   keepalive_timeout 120s;
   keepalive_requests 100000;
 {temp}
-{''.join(servers)}
+{"".join(servers)}
 }}
 """
 

@@ -59,12 +59,20 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
         # The in-use CA cannot be deactivated; a refusal the SDK will not retry (4xx).
         with pytest.raises(cloudflare.APIStatusError) as refused:
             certs.deactivate(new.id, account_id=account)
-        assert 400 <= refused.value.status_code < 500 and refused.value.status_code not in (408, 409, 429)
+        assert 400 <= refused.value.status_code < 500 and refused.value.status_code not in (
+            408,
+            409,
+            429,
+        )
 
         # An available CA cannot be deleted before it is deactivated.
         with pytest.raises(cloudflare.APIStatusError) as refused:
             certs.delete(old.id, account_id=account)
-        assert 400 <= refused.value.status_code < 500 and refused.value.status_code not in (408, 409, 429)
+        assert 400 <= refused.value.status_code < 500 and refused.value.status_code not in (
+            408,
+            409,
+            429,
+        )
 
         # Retire the old one: deactivate → inactive → delete → gone.
         certs.deactivate(old.id, account_id=account)
@@ -77,7 +85,11 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
         # Bring your own CA: upload it with its key as an mTLS certificate, activate that id.
         byo = make_ca("e2e Bring-Your-Own Root", organization="e2e BYO Org")
         uploaded = c.mtls_certificates.create(
-            account_id=account, ca=True, name="e2e byo root", certificates=byo.cert_pem, private_key=byo.key_pem
+            account_id=account,
+            ca=True,
+            name="e2e byo root",
+            certificates=byo.cert_pem,
+            private_key=byo.key_pem,
         )
         assert uploaded is not None and uploaded.id
         certs.activate(uploaded.id, account_id=account)
@@ -106,6 +118,8 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
             f"/accounts/{account}/mtls_certificates/{uploaded.id}",
         ):
             response = api.get(path)
-            assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:300]}"
+            assert response.status_code == 200, (
+                f"GET {path}: {response.status_code} {response.text[:300]}"
+            )
             assert "PRIVATE KEY" not in response.text, path
             assert byo.key_pem.splitlines()[1] not in response.text, path

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import PolicyBuilder, Store
 
 from . import curl, tools
 from .gateway_process import GatewayProcess, child_env
@@ -32,7 +33,9 @@ def test_curl_gets_origin_body_over_h2_and_h1(
     flag: str, client_version: str, origin_protocol: str,
 ) -> None:  # fmt: skip
     ca = ca_file(shared_gateway)
-    result = curl.via_proxy(shared_gateway.proxy_port, origin.url("origin.test"), cacert=ca, args=(flag,))
+    result = curl.via_proxy(
+        shared_gateway.proxy_port, origin.url("origin.test"), cacert=ca, args=(flag,)
+    )
     assert result.returncode == 0, result.stderr
     assert result.status == 200
     # The client side spoke `client_version`; the origin page says what nginx was spoken to with.
@@ -42,7 +45,9 @@ def test_curl_gets_origin_body_over_h2_and_h1(
     assert issued_by(result.certs[0], load_pem(ca.read_text())), describe(result.certs[0])
 
 
-def test_python_sees_leaf_from_in_use_ca(shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile) -> None:
+def test_python_sees_leaf_from_in_use_ca(
+    shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile
+) -> None:
     ca_path = ca_file(shared_gateway)
     ca = load_pem(ca_path.read_text())
     before = dt.datetime.now(dt.UTC)
@@ -52,8 +57,18 @@ def test_python_sees_leaf_from_in_use_ca(shared_gateway: GatewayProcess, origin:
     leaf = got.leaf
 
     assert leaf.issuer == ca.subject, describe(leaf)
-    assert leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier == ski(ca)
+    assert leaf.extensions.get_extension_for_class(
+        x509.AuthorityKeyIdentifier
+    ).value.key_identifier == ski(ca)
     leaf.verify_directly_issued_by(ca)
+    # The web PKI path validator (SAN, EKU, AKI, basicConstraints, criticality, time) accepts it.
+    chain = (
+        PolicyBuilder()
+        .store(Store([ca]))
+        .build_server_verifier(x509.DNSName("origin.test"))
+        .verify(leaf, [])
+    )
+    assert chain == [leaf, ca]
     reuses_ca_key = public_key_der(leaf) == public_key_der(ca)
     assert not reuses_ca_key, "the leaf carries the CA's own public key (mitmproxy's default)"
     assert "origin.test" in dns_names(leaf)
@@ -63,13 +78,17 @@ def test_python_sees_leaf_from_in_use_ca(shared_gateway: GatewayProcess, origin:
     assert bc.critical and not bc.value.ca
 
     # Backdated by about an hour (SPEC §3), not by days; the shared gateway may have cached it.
-    assert before - dt.timedelta(hours=2) <= leaf.not_valid_before_utc <= before, leaf.not_valid_before_utc
+    assert before - dt.timedelta(hours=2) <= leaf.not_valid_before_utc <= before, (
+        leaf.not_valid_before_utc
+    )
     assert leaf.not_valid_after_utc > before + dt.timedelta(days=40)
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     assert lifetime <= dt.timedelta(days=47), f"leaf lifetime {lifetime} (notBefore to notAfter)"
 
 
-def test_python_sees_distinct_leaves_per_host(shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile) -> None:
+def test_python_sees_distinct_leaves_per_host(
+    shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile
+) -> None:
     ctx = client_context(ca_file(shared_gateway))
     a = fetch(shared_gateway.proxy_port, "a.origin.test", origin.port, ctx)
     b = fetch(shared_gateway.proxy_port, "b.origin.test", origin.port, ctx)
@@ -109,7 +128,17 @@ def test_openssl_s_client_leaf_verifies(
     assert "origin.test" in dns_names(load_pems(pems[0])[0])
 
     verified = tools.run(
-        [openssl, "verify", "-CAfile", str(ca), "-purpose", "sslserver", "-verify_hostname", "origin.test", str(leaf_path)]
+        [
+            openssl,
+            "verify",
+            "-CAfile",
+            str(ca),
+            "-purpose",
+            "sslserver",
+            "-verify_hostname",
+            "origin.test",
+            str(leaf_path),
+        ]
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.decode().strip() == f"{leaf_path}: OK"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from .conftest import PUBLIC_HOST
@@ -32,7 +33,9 @@ def _leaf_for_public_name(gw: GatewayProcess, origin: Origin, ca_path: Path) -> 
     return got.leaf
 
 
-def test_leaf_passes_pkilint_dv_final(shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile) -> None:
+def test_leaf_passes_pkilint_dv_final(
+    shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile
+) -> None:
     leaf = _leaf_for_public_name(shared_gateway, origin, ca_file(shared_gateway))
     pem = leaf.public_bytes(serialization.Encoding.PEM).decode()
     findings = cabf_serverauth_findings(pem)
@@ -78,7 +81,9 @@ def test_leaf_aia_and_crl_urls_are_served(
             parts = urlsplit(url)
             assert parts.scheme == "http" and parts.hostname == PUBLIC_HOST, url
             assert parts.port == shared_gateway.admin_port, url
-            return client.get(f"http://127.0.0.1:{parts.port}{parts.path}", headers={"Host": parts.netloc})
+            return client.get(
+                f"http://127.0.0.1:{parts.port}{parts.path}", headers={"Host": parts.netloc}
+            )
 
         for url in ca_issuers:
             response = get(url)
@@ -91,7 +96,13 @@ def test_leaf_aia_and_crl_urls_are_served(
             assert response.status_code == 200, f"GET {url}: {response.status_code}"
             crl = x509.load_der_x509_crl(response.content)
             assert crl.issuer == ca.subject
-            assert crl.is_signature_valid(ca.public_key()), f"{url}: CRL signature does not verify with the CA"
+            ca_key = ca.public_key()
+            assert isinstance(ca_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey), ca_key
+            assert crl.is_signature_valid(ca_key), (
+                f"{url}: CRL signature does not verify with the CA"
+            )
             assert crl.last_update_utc <= now + dt.timedelta(minutes=5), crl.last_update_utc
-            assert crl.next_update_utc is not None and crl.next_update_utc > now, crl.next_update_utc
+            assert crl.next_update_utc is not None and crl.next_update_utc > now, (
+                crl.next_update_utc
+            )
             assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is None

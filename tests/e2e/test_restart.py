@@ -19,7 +19,9 @@ from .tunnel import client_context, fetch
 
 pytestmark = pytest.mark.e2e
 
-P256_PKCS8_DER_PREFIX = bytes.fromhex("308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420")
+P256_PKCS8_DER_PREFIX = bytes.fromhex(
+    "308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420"
+)
 P256_SEC1_DER_PREFIX = bytes.fromhex("30770201010420")
 
 
@@ -50,11 +52,16 @@ def test_restart_keeps_certificates_and_signer(
         second = sdk.generate_available(c, account)
         sdk.turn_on(c, account, second.id)
         uploaded = c.mtls_certificates.create(
-            account_id=account, ca=True, name="restart byo", certificates=byo.cert_pem, private_key=byo.key_pem
+            account_id=account,
+            ca=True,
+            name="restart byo",
+            certificates=byo.cert_pem,
+            private_key=byo.key_pem,
         )
-        assert uploaded is not None
-        c.zero_trust.gateway.certificates.activate(uploaded.id, account_id=account)
-        sdk.wait_binding_status(c, account, uploaded.id, "available")
+        assert uploaded is not None and uploaded.id
+        uploaded_id = uploaded.id
+        c.zero_trust.gateway.certificates.activate(uploaded_id, account_id=account)
+        sdk.wait_binding_status(c, account, uploaded_id, "available")
     in_use_path = tmp_path / "in-use.pem"
     in_use_path.write_text(gw.ca_pem())
     assert load_pem(in_use_path.read_text()) == load_pem(second.certificate) != first_ca
@@ -73,7 +80,9 @@ def test_restart_keeps_certificates_and_signer(
     secrets = {
         "PEM private key": b"PRIVATE KEY",
         "uploaded key (PKCS#8 DER)": byo.key_der,
-        "uploaded key (raw scalar)": byo.private_key.private_numbers().private_value.to_bytes(32, "big"),
+        "uploaded key (raw scalar)": byo.private_key.private_numbers().private_value.to_bytes(
+            32, "big"
+        ),
         # DER headers of any unencrypted P-256 key (the generated CAs' too), PKCS#8 and SEC1.
         "a P-256 PKCS#8 DER key": P256_PKCS8_DER_PREFIX,
         "a P-256 SEC1 DER key": P256_SEC1_DER_PREFIX,
@@ -113,7 +122,9 @@ def test_first_start_prints_admin_token_once(gateway_factory: GatewayFactory) ->
         working = _working_tokens(gw, gw.stdout(1))
         if not working:
             time.sleep(0.2)
-    assert len(working) == 1, f"no working admin token on first start's stdout:\n{gw.stdout(1)[-2000:]}"
+    assert len(working) == 1, (
+        f"no working admin token on first start's stdout:\n{gw.stdout(1)[-2000:]}"
+    )
     token = working[0]
     with gw.api(token=None) as api:
         assert api.get("/accounts").status_code == 401

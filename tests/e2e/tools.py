@@ -3,6 +3,7 @@ stopping the long-running ones, and free loopback ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -34,7 +35,9 @@ def venv_program(name: str) -> str:
     for candidate in (Path(sys.executable).parent / name, REPO / ".venv" / "bin" / name):
         if candidate.exists():
             return str(candidate)
-    pytest.fail(f"{name!r} not found next to {sys.executable}: run scripts/bootstrap test", pytrace=False)
+    pytest.fail(
+        f"{name!r} not found next to {sys.executable}: run scripts/bootstrap test", pytrace=False
+    )
 
 
 def run(
@@ -74,13 +77,13 @@ def run(
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the process group that `proc` leads (it was started with start_new_session)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
-def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+def stop(
+    proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15
+) -> int | None:
     """Send `sig`; return the exit code, or None after a SIGKILL when it did not stop in time."""
     if proc.poll() is not None:
         return proc.returncode
@@ -108,14 +111,16 @@ def free_port() -> int:
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+            port = int(s.getsockname()[1])
         if port not in _handed_out:
             _handed_out.add(port)
             return port
     raise RuntimeError("no free loopback port after 50 tries")
 
 
-def wait_for_port(port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+def wait_for_port(
+    port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> bool:
     """True once something accepts on 127.0.0.1:port; False on timeout or when `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -23,7 +23,9 @@ class Fetched:
     alpn: str | None
 
 
-def client_context(*cafiles: Path | str, verify: bool = True, alpn: list[str] | None = None) -> ssl.SSLContext:
+def client_context(
+    *cafiles: Path | str, verify: bool = True, alpn: list[str] | None = None
+) -> ssl.SSLContext:
     """Verifying (against exactly `cafiles`, no system roots) or non-verifying client context."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:
