@@ -12,6 +12,7 @@ from typing import Any
 from certs.errors import CertError
 from proxy.cli.errors import CliError
 from proxy.config import Config, ConfigError, HostPort
+from proxy.store.database import StoreError
 
 EPILOG = """\
 examples:
@@ -85,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
     runtime.setup_logging(config.log_level)
     try:
         return asyncio.run(runtime.serve(config, dict(os.environ)))
-    except (ConfigError, CertError) as e:
+    except (ConfigError, CertError, StoreError) as e:
         raise CliError(str(e)) from e
