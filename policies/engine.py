@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
@@ -188,6 +188,48 @@ def _part(compiled: CompiledRule, part: Part) -> Expression | None:
     return next((e for p, e in compiled.parts if p is part), None)
 
 
+class _RuleList:
+    """Rules in precedence order, each with the decision it hands out, and (when indexed) the
+    candidate positions per (host, SNI), cached in a bounded table cleared when full."""
+
+    def __init__(
+        self, rules: Sequence[CompiledRule], decisions: Sequence[Decision], *, indexed: bool
+    ) -> None:
+        self.rules = tuple(rules)
+        self.checks = tuple(c.check for c in self.rules)
+        self.decisions = tuple(decisions)
+        self.index = _Index.build(self.rules) if indexed else None
+        self.every = tuple(range(len(self.rules)))
+        self.cache: dict[tuple[str, str], tuple[int, ...]] = {}
+
+    def candidates(self, host: str, sni: str) -> tuple[int, ...]:
+        if self.index is None:
+            return self.every
+        key = (host, sni)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.index.candidates(host, sni)
+            if len(self.cache) >= CANDIDATE_CACHE_SIZE:
+                self.cache.clear()
+            self.cache[key] = found
+        return found
+
+    def first(self, ctx: Mapping[str, object], host: str, sni: str) -> int | None:
+        """The position of the first rule that matches, or None."""
+        checks = self.checks
+        for position in self.candidates(host, sni):
+            if checks[position](ctx):
+                return position
+        return None
+
+    def not_for_host(self, position: int, host: str) -> str:
+        assert self.index is not None
+        hosts, domains = self.index.hints[position]
+        wanted = sorted(hosts) + [f"*.{d} or {d}" for d in sorted(domains)]
+        shown = ", ".join(wanted[:3]) + (f" and {len(wanted) - 3} more" if len(wanted) > 3 else "")
+        return f"applies only to {shown}, not {host}"
+
+
 class GatewayEngine:
     """Immutable once built: compiled rules, their order and the host index."""
 
@@ -198,13 +240,20 @@ class GatewayEngine:
         *,
         indexed: bool = True,
     ) -> None:
-        self._inspection = tuple(inspection)
-        self._connection = tuple(c for c in self._inspection if c.connection_level)
-        self._http = tuple(http)
-        self._checks = tuple(c.check for c in self._http)
-        self._index = _Index.build(self._http) if indexed else None
-        self._all = tuple(range(len(self._http)))
-        self._cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        connection = [c for c in inspection if c.connection_level]
+        self._connection = _RuleList(
+            connection, [_decision(c.rule, Stage.CONNECTION) for c in connection], indexed=indexed
+        )
+        # At request level an `off` match allows the request untouched; an `on` match (None)
+        # ends the Do Not Inspect stage and the HTTP rules decide.
+        self._inspection = _RuleList(
+            inspection,
+            [_late_off(c.rule) if c.rule.action is Action.OFF else INSPECTED for c in inspection],
+            indexed=indexed,
+        )
+        self._http = _RuleList(
+            http, [_decision(c.rule, Stage.REQUEST) for c in http], indexed=indexed
+        )
 
     @classmethod
     def build(
@@ -218,8 +267,8 @@ class GatewayEngine:
         for first, second in itertools.pairwise(enabled):
             if first.rule.precedence == second.rule.precedence:
                 raise ConflictError(
-                    f"gateway rules {first.rule.name!r} and {second.rule.name!r} both have precedence "
-                    f"{second.rule.precedence}; give each enabled rule its own",
+                    f"gateway rules {first.rule.name!r} and {second.rule.name!r} both have "
+                    f"precedence {second.rule.precedence}; give each enabled rule its own",
                     first.rule,
                     second.rule,
                 )
@@ -233,60 +282,44 @@ class GatewayEngine:
     @property
     def rules(self) -> tuple[GatewayRule, ...]:
         """The enabled rules in evaluation order."""
-        return tuple(c.rule for c in (*self._inspection, *self._http))
+        return tuple(c.rule for c in (*self._inspection.rules, *self._http.rules))
+
+    def candidates(self, host: str, sni: str | None = None) -> tuple[GatewayRule, ...]:
+        """The HTTP rules a request for ``host`` (over a TLS connection for ``sni``) evaluates,
+        in precedence order: those indexed under its names plus every unindexed one."""
+        return tuple(self._http.rules[p].rule for p in self._http.candidates(host, sni or ""))
 
     # --- deciding --------------------------------------------------------------------------------
 
     def decide_connection(self, facts: ConnectionFacts) -> Decision:
-        ctx = connection_context(facts)
-        for compiled in self._connection:
-            if compiled.check(ctx):
-                return Decision(
-                    compiled.rule.action,
-                    compiled.rule,
-                    Stage.CONNECTION,
-                    compiled.rule.rule_settings,
-                )
-        return Decision(Action.ON, None, Stage.CONNECTION)
+        """At the ClientHello: ``off`` → pass the TLS bytes through; else inspect."""
+        rules = self._connection
+        if not rules.rules:
+            return INSPECT
+        position = rules.first(connection_context(facts), "", (facts.sni or "").lower())
+        return INSPECT if position is None else rules.decisions[position]
 
     def decide(self, facts: RequestFacts) -> Decision:
+        """Per HTTP request: Do Not Inspect rules, then the HTTP rules; none matches: allow."""
         ctx = request_context(facts)
-        for compiled in self._inspection:
-            if compiled.check(ctx):
-                if compiled.rule.action is Action.OFF:
-                    return _late_off(compiled.rule)
-                break
-        checks = self._checks
-        for position in self._candidates(facts.host, facts.connection.sni):
-            if checks[position](ctx):
-                rule = self._http[position].rule
-                return Decision(rule.action, rule, Stage.REQUEST, rule.rule_settings)
-        return Decision(Action.ALLOW, None, Stage.REQUEST)
-
-    def _candidates(self, host: str, sni: str | None) -> tuple[int, ...]:
-        """Positions of the HTTP rules that can match, in precedence order; cached per
-        (host, SNI) in a bounded table (cleared when full)."""
-        if self._index is None:
-            return self._all
-        key = (host, sni or "")
-        found = self._cache.get(key)
-        if found is None:
-            found = self._index.candidates(*key)
-            if len(self._cache) >= CANDIDATE_CACHE_SIZE:
-                self._cache.clear()
-            self._cache[key] = found
-        return found
+        host, sni = facts.host, facts.connection.sni or ""
+        inspection = self._inspection
+        if inspection.rules:
+            position = inspection.first(ctx, host, sni)
+            if position is not None and inspection.decisions[position] is not INSPECTED:
+                return inspection.decisions[position]
+        position = self._http.first(ctx, host, sni)
+        return ALLOW if position is None else self._http.decisions[position]
 
     # --- explaining ------------------------------------------------------------------------------
 
     def explain_connection(self, facts: ConnectionFacts) -> Decision:
         ctx = connection_context(facts)
         trace: list[RuleTrace] = []
-        for compiled in self._inspection:
+        for compiled in self._inspection.rules:
             if not compiled.connection_level:
-                trace.append(
-                    RuleTrace(compiled.rule, None, note="uses fields only known after decryption")
-                )
+                note = "uses fields only known after decryption"
+                trace.append(RuleTrace(compiled.rule, None, note=note))
                 continue
             step = _explain_rule(compiled, ctx)
             trace.append(step)
@@ -298,38 +331,36 @@ class GatewayEngine:
         return Decision(Action.ON, None, Stage.CONNECTION, trace=tuple(trace))
 
     def explain(self, facts: RequestFacts) -> Decision:
+        """As :meth:`decide`, with every rule looked at in the trace (rules the index skips for
+        this host are listed as skipped, with the hosts they apply to)."""
         ctx = request_context(facts)
+        host, sni = facts.host, facts.connection.sni or ""
         trace: list[RuleTrace] = []
-        for compiled in self._inspection:
-            step = _explain_rule(compiled, ctx)
-            trace.append(step)
-            if step.matched:
-                if compiled.rule.action is Action.OFF:
-                    late = _late_off(compiled.rule)
-                    return Decision(
-                        late.action, late.rule, late.stage, late.settings, tuple(trace), late.note
-                    )
-                break
-        candidates = set(self._candidates(facts.host, facts.connection.sni))
-        for position, compiled in enumerate(self._http):
-            if position not in candidates:
-                trace.append(
-                    RuleTrace(compiled.rule, None, note=self._not_for_host(position, facts.host))
-                )
-                continue
-            step = _explain_rule(compiled, ctx)
-            trace.append(step)
-            if step.matched:
-                rule = compiled.rule
-                return Decision(rule.action, rule, Stage.REQUEST, rule.rule_settings, tuple(trace))
+        for stage in (self._inspection, self._http):
+            candidates = set(stage.candidates(host, sni))
+            for position, compiled in enumerate(stage.rules):
+                if position not in candidates:
+                    note = stage.not_for_host(position, host)
+                    trace.append(RuleTrace(compiled.rule, None, note=note))
+                    continue
+                step = _explain_rule(compiled, ctx)
+                trace.append(step)
+                if not step.matched:
+                    continue
+                decided = stage.decisions[position]
+                if decided is INSPECTED:
+                    break  # an `on` rule: the HTTP rules decide
+                return replace(decided, trace=tuple(trace))
         return Decision(Action.ALLOW, None, Stage.REQUEST, trace=tuple(trace))
 
-    def _not_for_host(self, position: int, host: str) -> str:
-        assert self._index is not None
-        hosts, domains = self._index.hints[position]
-        wanted = sorted(hosts) + [f"*.{d} or {d}" for d in sorted(domains)]
-        shown = ", ".join(wanted[:3]) + (f" and {len(wanted) - 3} more" if len(wanted) > 3 else "")
-        return f"applies only to {shown}, not {host}"
+
+ALLOW: Final = Decision(Action.ALLOW, None, Stage.REQUEST)
+INSPECT: Final = Decision(Action.ON, None, Stage.CONNECTION)
+INSPECTED: Final = Decision(Action.ON, None, Stage.REQUEST)  # marker: an `on` rule matched
+
+
+def _decision(rule: GatewayRule, stage: Stage) -> Decision:
+    return Decision(rule.action, rule, stage, rule.rule_settings)
 
 
 def _late_off(rule: GatewayRule) -> Decision:

@@ -8,6 +8,7 @@ or posture is the empty :class:`Identity`: no email, no groups, nothing passed, 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import urllib.parse
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from policies.scheme import domains_of
+from policies import scheme
 
 logger = logging.getLogger(__name__)
 
@@ -28,17 +29,25 @@ DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 class Identity:
     """Who and what is behind a connection, as far as the gateway verified it.
 
-    ``posture_passed`` / ``posture_failed`` hold posture rule ids; ``verified_certificate_cn`` is
-    the CN of a client certificate the server verified (proof of possession), ``None`` when there
-    is none (an empty-CN certificate is ``""``).
+    ``posture_passed`` / ``posture_failed`` hold posture rule ids (kept sorted and unique);
+    ``verified_certificate_cn`` is the CN of a client certificate the server verified (proof of
+    possession), ``None`` when there is none (a certificate with an empty CN is ``""``).
+    Unknown identity is the empty one: no email, no groups, no posture.
     """
 
     email: str = ""
     groups: tuple[str, ...] = ()
     device_id: str = ""
-    posture_passed: frozenset[str] = frozenset()
-    posture_failed: frozenset[str] = frozenset()
+    posture_passed: tuple[str, ...] = ()
+    posture_failed: tuple[str, ...] = ()
     verified_certificate_cn: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("groups", "posture_passed", "posture_failed"):
+            value = getattr(self, name)
+            normal = tuple(sorted(set(value))) if name != "groups" else tuple(value)
+            if normal != value or not isinstance(value, tuple):
+                object.__setattr__(self, name, normal)
 
     @classmethod
     def of(
@@ -52,12 +61,7 @@ class Identity:
         verified_certificate_cn: str | None = None,
     ) -> Identity:
         return cls(
-            email,
-            tuple(groups),
-            device_id,
-            frozenset(passed),
-            frozenset(failed),
-            verified_certificate_cn,
+            email, tuple(groups), device_id, tuple(passed), tuple(failed), verified_certificate_cn
         )
 
 
@@ -129,47 +133,62 @@ class RequestFacts:
         return self.connection.identity
 
 
-def _identity_context(identity: Identity, ctx: dict[str, object]) -> None:
-    ctx["identity.email"] = identity.email
-    ctx["identity.groups.name"] = identity.groups
-    ctx["identity.name"] = ""
-    ctx["identity.groups.id"] = ()
-    ctx["identity.groups.email"] = ()
-    ctx["device_posture.checks.passed"] = tuple(sorted(identity.posture_passed))
-    ctx["device_posture.checks.failed"] = tuple(sorted(identity.posture_failed))
+@functools.lru_cache(maxsize=8192)
+def domains_of(host: str) -> tuple[str, ...]:
+    """``scheme.domains_of`` memoized: hosts repeat far more often than they change."""
+    return scheme.domains_of(host)
 
 
 def connection_context(facts: ConnectionFacts) -> dict[str, object]:
-    """The fields known at the ClientHello: SNI, addresses, identity, posture."""
-    sni = (facts.sni or "").lower()
-    ctx: dict[str, object] = {
+    """The fields known at the ClientHello: SNI, addresses, identity, posture. Fields left out
+    (``identity.name``, ``identity.groups.id``, ...) read as their type's empty value."""
+    identity = facts.identity
+    sni = facts.sni.lower() if facts.sni else ""
+    return {
         "net.sni.host": sni,
         "http.conn.hostname": sni,
         "http.conn.domains": domains_of(sni),
         "http.conn.src_ip": facts.src_ip,
         "http.conn.dst_ip": facts.dst_ip,
         "http.conn.dst_port": facts.dst_port,
+        "identity.email": identity.email,
+        "identity.groups.name": identity.groups,
+        "device_posture.checks.passed": identity.posture_passed,
+        "device_posture.checks.failed": identity.posture_failed,
     }
-    _identity_context(facts.identity, ctx)
-    return ctx
 
 
 def request_context(facts: RequestFacts) -> dict[str, object]:
     """Every field: the connection's plus the request's. For plain HTTP (no SNI),
     ``http.conn.hostname`` and ``http.conn.domains`` are the request host's. Response fields
     (``http.response.status_code``) are absent: requests are decided before any response."""
-    ctx = connection_context(facts.connection)
-    domains = domains_of(facts.host)
-    if facts.connection.sni is None:
-        ctx["http.conn.hostname"] = facts.host
-        ctx["http.conn.domains"] = domains
-    ctx["http.request.host"] = facts.host
-    ctx["http.request.domains"] = domains
-    ctx["http.request.method"] = facts.method
-    ctx["http.request.uri"] = facts.url
-    ctx["http.request.uri.path"] = facts.path
-    ctx["http.request.uri.query"] = facts.query
-    ctx["http.request.uri.path_and_query"] = (
-        f"{facts.path}?{facts.query}" if facts.query else facts.path
-    )
-    return ctx
+    connection = facts.connection
+    identity = connection.identity
+    host = facts.host
+    domains = domains_of(host)
+    if connection.sni is None:
+        conn_host, conn_domains, sni = host, domains, ""
+    else:
+        sni = connection.sni.lower()
+        conn_host, conn_domains = sni, (domains if sni == host else domains_of(sni))
+    return {
+        "net.sni.host": sni,
+        "http.conn.hostname": conn_host,
+        "http.conn.domains": conn_domains,
+        "http.conn.src_ip": connection.src_ip,
+        "http.conn.dst_ip": connection.dst_ip,
+        "http.conn.dst_port": connection.dst_port,
+        "identity.email": identity.email,
+        "identity.groups.name": identity.groups,
+        "device_posture.checks.passed": identity.posture_passed,
+        "device_posture.checks.failed": identity.posture_failed,
+        "http.request.host": host,
+        "http.request.domains": domains,
+        "http.request.method": facts.method,
+        "http.request.uri": facts.url,
+        "http.request.uri.path": facts.path,
+        "http.request.uri.query": facts.query,
+        "http.request.uri.path_and_query": f"{facts.path}?{facts.query}"
+        if facts.query
+        else facts.path,
+    }
