@@ -200,8 +200,10 @@ class _Compiler:
     def fast_leaf(self, node: ast.Comparison, field: Field, type_: Type) -> Pred | None:
         """Plain scalar fields with ==, != or in: one dict lookup and one comparison."""
         lhs = node.lhs
-        if lhs.index is not ast.IndexKind.NONE or lhs.functions or type_.kind is Kind.IP:
+        if lhs.index is not ast.IndexKind.NONE or lhs.functions:
             return None
+        if type_.kind is Kind.IP and node.op is not ast.CompareOp.IN:
+            return None  # == and != need the absent-address rule: the generic path has it
         name = field.name
         default: Any = empty_value(type_)
         if node.op is None:

@@ -106,19 +106,25 @@ class Intervals:
 class IpSet:
     """Addresses, CIDRs and address ranges; IPv4 and IPv6 kept apart, so they never match."""
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_families",)
 
     def __init__(self, ranges: Iterable[tuple[IpAddress, IpAddress]]) -> None:
         pairs = list(ranges)
-        self._v4 = Intervals((int(a), int(b)) for a, b in pairs if a.version == 4)
-        self._v6 = Intervals((int(a), int(b)) for a, b in pairs if a.version == 6)
+        self._families: dict[type, Intervals] = {
+            ipaddress.IPv4Address: Intervals((int(a), int(b)) for a, b in pairs if a.version == 4),
+            ipaddress.IPv6Address: Intervals((int(a), int(b)) for a, b in pairs if a.version == 6),
+        }
 
     def __contains__(self, address: object) -> bool:
-        if isinstance(address, ipaddress.IPv4Address):
-            return int(address) in self._v4
-        if isinstance(address, ipaddress.IPv6Address):
-            return int(address) in self._v6
-        return False
+        family = self._families.get(type(address))
+        if family is None:
+            if isinstance(address, ipaddress.IPv4Address):
+                family = self._families[ipaddress.IPv4Address]
+            elif isinstance(address, ipaddress.IPv6Address):
+                family = self._families[ipaddress.IPv6Address]
+            else:
+                return False
+        return int(address) in family  # type: ignore[call-overload]
 
 
 def network_range(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[IpAddress, IpAddress]:
