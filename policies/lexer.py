@@ -216,7 +216,7 @@ class _Lexer:
         try:
             value = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise self.error("string is not valid UTF-8 after its \\x escapes", start) from None
+            raise self.error("string is not valid UTF-8 (check its \\x escapes)", start) from None
         return self.emit(TokenKind.STRING, start, end, value)
 
     def regex_string(self, start: int) -> int:

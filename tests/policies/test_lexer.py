@@ -130,6 +130,8 @@ def test_a_string_not_after_matches_is_not_a_regex() -> None:
         (r'a == "\x4g"', 6, r"\x needs two hex digits"),
         (r'a == "\x4"', 6, r"\x needs two hex digits"),
         (r'a == "\xff"', 5, "not valid UTF-8"),
+        ('a == "\udc80"', 5, "not valid UTF-8"),
+        ("a == \udc80", 5, "unexpected character"),
         ('a == r#"abc"', 5, "unterminated raw string"),
         ("a == r#abc", 7, "expected '\"' to open the raw string"),
         ("a = 1", 2, "did you mean '=='"),
