@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="before each target, wait up to S seconds for the machine's other load to drop "
                         "below 0.25 cores (shared machines; default 0 = don't wait)")
     p.add_argument("--results-dir", default=str(BENCH / "results"))
+    p.add_argument("--render", metavar="JSON", help="only print the table of an earlier result file, then exit")
     p.add_argument("--no-install", action="store_true", help="never apt-get install missing tools")
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs) for debugging")
     args = p.parse_args(argv)
@@ -389,6 +390,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--render"] and len(argv) == 2:
+        print(report.render(json.loads(Path(argv[1]).read_text())))
+        return 0
     args = parse_args(argv)
     # Ctrl-C must always reach us, even when started from a shell that ignores SIGINT for background jobs
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -399,15 +404,16 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         result = asyncio.run(_main_async(args, tmp))
-        text = report.render(result)
-        print(text)
         out_dir = Path(args.results_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         stamp = result["started"].replace(":", "").replace("-", "").replace("+0000", "Z")
         path = out_dir / f"proxy-{stamp}.json"
+        path.write_text(json.dumps(result, indent=1, default=str))  # first: a rendering bug loses nothing
+        text = report.render(result)
+        print(text)
         result["table"] = text
         path.write_text(json.dumps(result, indent=1, default=str))
-        print(f"\nJSON: {path}")
+        print(f"\nJSON: {path}   (print again: bench/run --render {path})")
         code = 0 if result["targets"] else 1
     except KeyboardInterrupt:
         print("bench: interrupted, cleaning up", file=sys.stderr)

@@ -33,10 +33,16 @@ def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         per = [r[scen] for r in rounds if scen in r]
         merged: dict[str, Any] = {}
-        for key, value in per[0].items():
+        for key in per[0]:
             vals = [p.get(key) for p in per]
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and None not in vals:
-                merged[key] = statistics.median(vals)
+            nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if all(v is None for v in vals):
+                merged[key] = None
+            elif nums and len(nums) == len([v for v in vals if v is not None]):
+                merged[key] = statistics.median(nums)
+            elif key == "errors":
+                kinds = {k for v in vals if v for k in v}
+                merged[key] = {k: sum((v or {}).get(k, 0) for v in vals) for k in kinds}
             else:
                 merged[key] = vals
         merged["rate_per_round"] = [p.get("rate") for p in per]
@@ -63,10 +69,8 @@ def parse_hey(text: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------
 def _num(v: Any, digits: int) -> str:
-    if v is None:
+    if not isinstance(v, (int, float)):
         return "-"
-    if isinstance(v, list):
-        return "/".join(_num(x, digits) for x in v)
     if digits == 0 or abs(v) >= 1000:
         return f"{v:,.0f}"
     return f"{v:.{digits}f}"
@@ -116,14 +120,14 @@ def render(result: dict[str, Any]) -> str:
                 continue
             d = data[t][scen]
             parts = [d.get("proxy_core_pct"), d.get("origin_core_pct"), d.get("client_core_pct")]
-            row.append("/".join("-" if p is None else f"{p / 100:.2f}" for p in parts))
+            row.append("/".join(f"{p / 100:.2f}" if isinstance(p, (int, float)) else "-" for p in parts))
         rows.append(row + [""] * len(ratio_defs))
         other = ["  other load on machine (cores)"]
         for t in cols:
             v = data.get(t, {}).get(scen, {}).get("other_core_pct")
-            other.append("-" if v is None else f"{v / 100:.2f}")
+            other.append(f"{v / 100:.2f}" if isinstance(v, (int, float)) else "-")
         rows.append(other + [""] * len(ratio_defs))
-        errs = {t: sum(data[t][scen].get("errors", {}).values()) + data[t][scen].get("non_200", 0)
+        errs = {t: sum((data[t][scen].get("errors") or {}).values()) + (data[t][scen].get("non_200") or 0)
                 for t in cols if t in data and scen in data[t]}
         if any(errs.values()):
             rows.append(["  errors"] + [str(errs.get(t, "-")) for t in cols] + [""] * len(ratio_defs))
