@@ -195,23 +195,27 @@ def _find(node: yaml.Node, path: Sequence[str | int], *, on_key: bool) -> yaml.N
     return node
 
 
-def _duplicate_keys(node: yaml.Node, reader: _Reader, problems: list[Problem]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    problems.append(
-                        reader.problem(
-                            key.start_mark,
-                            f"duplicate key {key.value!r} (the second one would win silently)",
-                        )
-                    )
-                seen.add(key.value)
-            _duplicate_keys(value, reader, problems)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _duplicate_keys(item, reader, problems)
+def _duplicate_keys(root: yaml.Node, reader: _Reader, problems: list[Problem]) -> None:
+    """Every mapping, once each (aliases share nodes; a recursive alias must not loop)."""
+    seen_nodes: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in keys and key.value != "<<":
+                        message = f"duplicate key {key.value!r} (the second one would win silently)"
+                        problems.append(reader.problem(key.start_mark, message))
+                    keys.add(key.value)
+                pending.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+    problems.sort(key=lambda p: (p.location.line, p.location.column))
 
 
 _ESCAPE_LENGTHS: Final = {"x": 2, "u": 4, "U": 8}
@@ -288,6 +292,8 @@ def _parse(text: str, file: str) -> tuple[PolicySet, list[Problem]]:
     reader = _Reader(text, file)
     try:
         root = yaml.compose(text, Loader=_Loader)
+    except RecursionError:
+        return PolicySet(), [Problem(Location(file, 1, 1), "not valid YAML: nested too deeply")]
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         message = f"not valid YAML: {e.problem or e.context}"
@@ -305,7 +311,13 @@ def _parse(text: str, file: str) -> tuple[PolicySet, list[Problem]]:
         return PolicySet(), [reader.problem(root.start_mark, f"{expected}, not {_node_kind(root)}")]
     problems: list[Problem] = []
     _duplicate_keys(root, reader, problems)
-    data = _Loader("").construct_document(root)
+    try:
+        data = _Loader("").construct_document(root)
+    except yaml.MarkedYAMLError as e:  # e.g. an unhashable key, or a tag safe loading refuses
+        mark = e.problem_mark or root.start_mark
+        return PolicySet(), [*problems, reader.problem(mark, f"not valid here: {e.problem}")]
+    except RecursionError:
+        return PolicySet(), [Problem(Location(file, 1, 1), "not valid YAML: nested too deeply")]
     rules: list[GatewayRule] = []
     applications: list[AccessApplication] = []
     policies: list[AccessPolicy] = []

@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.access import PolicyDecision
 from policies.rules import Action, GatewayRule
@@ -317,3 +319,68 @@ def test_load_files_reads_directories_and_reports_unreadable_files(tmp_path: Pat
         PolicyFileError, match=r"bad.yaml:1:1: cannot read: 'utf-8' codec can't decode"
     ):
         load_files([tmp_path / "bad.yaml"])
+
+
+# --- hostile input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "gateway_rules: !!python/object/apply:os.system [echo hi]\n",
+            "p.yaml:1:16: not valid here: could not determine a constructor",
+        ),
+        ("? [a, b]\n: 1\n", "p.yaml:1:3: not valid here: found unhashable key"),
+        ("a: &x [*x]\n", "p.yaml:1:1: unknown key 'a'"),
+        ("[" * 5000 + "]" * 5000, "p.yaml:1:1: not valid YAML: nested too deeply"),
+    ],
+)
+def test_hostile_yaml_is_a_problem_not_a_crash(text: str, expected: str) -> None:
+    assert one(text).startswith(expected)
+
+
+def test_alias_bombs_are_cheap() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    found = problems("\n".join(lines) + "\n")
+    assert len(found) == 9 and all("unknown key" in p for p in found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("gateway_rules:-[]{}'\"\\ \n#&*!|>?,.0123456789ntfo")),
+        max_size=120,
+    )
+)
+def test_random_text_loads_or_reports(text: str) -> None:
+    try:
+        load(text, file="fuzz.yaml")
+    except PolicyFileError as e:
+        assert all(str(p).startswith("fuzz.yaml:") for p in e.problems)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["name", "action", "precedence", "traffic", "include", "x"]),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=12,
+    )
+)
+def test_random_shapes_load_or_report(value: object) -> None:
+    import yaml
+
+    for section in ("gateway_rules", "access_applications", "access_policies", "tests"):
+        try:
+            load(yaml.safe_dump({section: [value]}), file="fuzz.yaml")
+        except PolicyFileError as e:
+            assert all(str(p).startswith("fuzz.yaml:") for p in e.problems)
