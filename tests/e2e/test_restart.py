@@ -100,6 +100,8 @@ def test_restart_keeps_certificates_and_signer(
         if stat.S_IMODE(p.stat().st_mode) & 0o077
     }
     assert not loose, f"files readable by group/others (want 0600): {loose}"
+    data_dir_mode = stat.S_IMODE(gw.data_dir.stat().st_mode)
+    assert not data_dir_mode & 0o077, f"data dir is {oct(data_dir_mode)}, want 0700"
 
 
 def _working_tokens(gw: GatewayProcess, stdout: str) -> list[str]:
