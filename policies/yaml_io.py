@@ -288,40 +288,42 @@ def _section_item(
     return PolicyTest.from_api(item, where=where)
 
 
-def _parse(text: str, file: str) -> tuple[PolicySet, list[Problem]]:
-    reader = _Reader(text, file)
+def _compose(reader: _Reader) -> tuple[yaml.MappingNode | None, Any, list[Problem]]:
+    """The root mapping node and its plain data, or the problems that prevent them."""
+    start = Location(reader.file, 1, 1)
     try:
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(reader.text, Loader=_Loader)
     except RecursionError:
-        return PolicySet(), [Problem(Location(file, 1, 1), "not valid YAML: nested too deeply")]
+        return None, None, [Problem(start, "not valid YAML: nested too deeply")]
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         message = f"not valid YAML: {e.problem or e.context}"
-        if mark is None:
-            return PolicySet(), [Problem(Location(file, 1, 1), message)]
-        return PolicySet(), [reader.problem(mark, message)]
+        return None, None, [reader.problem(mark, message) if mark else Problem(start, message)]
     except yaml.YAMLError as e:
-        return PolicySet(), [Problem(Location(file, 1, 1), f"not valid YAML: {e}")]
+        return None, None, [Problem(start, f"not valid YAML: {e}")]
     expected = f"a policy file is a mapping with any of: {', '.join(SECTIONS)}"
     if root is None:
-        return PolicySet(), [
-            Problem(Location(file, 1, 1), f"the file is empty; {expected} (write {{}} for none)")
-        ]
+        return None, None, [Problem(start, f"the file is empty; {expected} (write {{}} for none)")]
     if not isinstance(root, yaml.MappingNode):
-        return PolicySet(), [reader.problem(root.start_mark, f"{expected}, not {_node_kind(root)}")]
+        return None, None, [reader.problem(root.start_mark, f"{expected}, not {_node_kind(root)}")]
     problems: list[Problem] = []
     _duplicate_keys(root, reader, problems)
     try:
         data = _Loader("").construct_document(root)
     except yaml.MarkedYAMLError as e:  # e.g. an unhashable key, or a tag safe loading refuses
         mark = e.problem_mark or root.start_mark
-        return PolicySet(), [*problems, reader.problem(mark, f"not valid here: {e.problem}")]
+        return None, None, [*problems, reader.problem(mark, f"not valid here: {e.problem}")]
     except RecursionError:
-        return PolicySet(), [Problem(Location(file, 1, 1), "not valid YAML: nested too deeply")]
-    rules: list[GatewayRule] = []
-    applications: list[AccessApplication] = []
-    policies: list[AccessPolicy] = []
-    tests: list[PolicyTest] = []
+        return None, None, [Problem(start, "not valid YAML: nested too deeply")]
+    return root, data, problems
+
+
+def _parse(text: str, file: str) -> tuple[PolicySet, list[Problem]]:
+    reader = _Reader(text, file)
+    root, data, problems = _compose(reader)
+    if root is None:
+        return PolicySet(), problems
+    found: dict[str, list[object]] = {section: [] for section in SECTIONS}
     locations: dict[int, Location] = {}
     for key_node, value_node in root.value:
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
@@ -329,37 +331,32 @@ def _parse(text: str, file: str) -> tuple[PolicySet, list[Problem]]:
             close = difflib.get_close_matches(str(key), SECTIONS, n=1)
             hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(SECTIONS)})"
             problems.append(reader.problem(key_node.start_mark, f"unknown key {key!r}{hint}"))
-            continue
-        items = data[key]
-        if items is None:
-            continue
-        if not isinstance(value_node, yaml.SequenceNode):
-            problems.append(
-                reader.problem(
-                    value_node.start_mark,
-                    f"{key} must be a list (items start with '- '), not {_node_kind(value_node)}",
-                )
-            )
-            continue
-        for index, item in enumerate(items):
-            try:
-                parsed = _section_item(key, item, f"{key}[{index}]")
-            except FieldError as e:
-                problems.append(_locate(reader, root, key, index, e))
-                continue
-            locations[id(parsed)] = reader.at(value_node.value[index].start_mark).location
-            if isinstance(parsed, GatewayRule):
-                rules.append(parsed)
-            elif isinstance(parsed, AccessApplication):
-                applications.append(parsed)
-            elif isinstance(parsed, AccessPolicy):
-                policies.append(parsed)
-            else:
-                tests.append(parsed)
+        elif data[key] is not None and not isinstance(value_node, yaml.SequenceNode):
+            kind = _node_kind(value_node)
+            message = f"{key} must be a list (items start with '- '), not {kind}"
+            problems.append(reader.problem(value_node.start_mark, message))
+        else:
+            for index, item in enumerate(data[key] or ()):
+                try:
+                    parsed = _section_item(key, item, f"{key}[{index}]")
+                except FieldError as e:
+                    problems.append(_locate(reader, root, key, index, e))
+                    continue
+                locations[id(parsed)] = reader.at(value_node.value[index].start_mark).location
+                found[key].append(parsed)
     policy_set = PolicySet(
-        tuple(rules), tuple(applications), tuple(policies), tuple(tests), locations, {file: text}
+        _only(found["gateway_rules"], GatewayRule),
+        _only(found["access_applications"], AccessApplication),
+        _only(found["access_policies"], AccessPolicy),
+        _only(found["tests"], PolicyTest),
+        locations,
+        {file: text},
     )
     return policy_set, problems
+
+
+def _only[T](items: list[object], kind: type[T]) -> tuple[T, ...]:
+    return tuple(item for item in items if isinstance(item, kind))
 
 
 def _node_kind(node: yaml.Node) -> str:

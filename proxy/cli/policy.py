@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+    _add_lint(commands)
+    _add_test(commands)
+    _add_explain(commands)
 
+
+def _add_lint(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lint = commands.add_parser(
         "lint",
         help="check rules, expressions and tests; print every error as file:line:col",
@@ -41,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_files(lint)
     lint.set_defaults(func=_lint)
 
+
+def _add_test(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     test = commands.add_parser(
         "test",
         help="run the test cases in the files' tests: key; exit 1 on any failure",
@@ -52,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_files(test)
     test.set_defaults(func=_test)
 
+
+def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     explain = commands.add_parser(
         "explain",
         help="show how one request would be decided, rule by rule",
