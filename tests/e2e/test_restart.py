@@ -76,6 +76,11 @@ def test_restart_keeps_certificates_and_signer(
     _signing_ca(gw, origin, in_use_path)
     gw.stop()
 
+    # The token from GATEWAY_ADMIN_TOKEN is never echoed, on stdout or in the log.
+    assert gw.token
+    for start in (1, 2):
+        assert gw.token not in gw.stdout(start) + gw.stderr_path(start).read_text(), start
+
     # At rest, after two runs: no private key in plaintext in any file (store, WAL, key file) ...
     secrets = {
         "PEM private key": b"PRIVATE KEY",
@@ -134,6 +139,7 @@ def test_first_start_prints_admin_token_once(gateway_factory: GatewayFactory) ->
         assert api.get("/accounts").status_code == 401
     gw.stop()
     assert gw.stdout(1).count(token) == 1, "the token was printed more than once"
+    assert token not in gw.stderr_path(1).read_text(), "the admin token is in the log (stderr)"
 
     gw.start()  # second start on the same data dir, still without GATEWAY_ADMIN_TOKEN
     with gw.api(token=token) as api:
@@ -142,3 +148,4 @@ def test_first_start_prints_admin_token_once(gateway_factory: GatewayFactory) ->
     gw.stop()
     second = gw.stdout(2)
     assert token not in second, "the second start printed the admin token again"
+    assert token not in gw.stderr_path(2).read_text(), "the admin token is in the log (stderr)"
