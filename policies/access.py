@@ -120,8 +120,10 @@ class AccessRule:
         key = VALUE_KEYS[kind]
         text = ""
         network = None
+        if kind is RuleKind.DEVICE_POSTURE:
+            reader.ignored.add("account_id")  # Cloudflare's optional owner of the posture rule
         for other in reader.mapping:
-            if other != key:
+            if other != key and other not in reader.ignored:
                 expected = f"only {key!r}" if key else "nothing: write {}"
                 reader.fail(
                     f"unknown key {other!r} ({kind.value} takes {expected})",

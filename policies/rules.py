@@ -124,7 +124,8 @@ class ApiReader:
         if not isinstance(value, Mapping):
             self.fail(f"must be a mapping of keys to values, got {_describe(value)}")
         self.mapping: Mapping[Any, Any] = value
-        self.read: set[str] = set(ignored)
+        self.ignored: set[str] = set(ignored)
+        self.read: set[str] = set()
 
     def fail(self, reason: str, key: str | int | None = None, *, on_key: bool = False) -> NoReturn:
         path = self.path if key is None else (*self.path, key)
@@ -141,7 +142,7 @@ class ApiReader:
         value = self.mapping.get(key)
         if value is None:
             if default is _MISSING:
-                others = [str(k) for k in self.mapping if k not in self.read]
+                others = [str(k) for k in self.mapping if k not in self.read | self.ignored]
                 close = difflib.get_close_matches(key, others, n=1)
                 self.fail(f"required (is {close[0]!r} a typo?)" if close else "required", key)
             return default
@@ -222,11 +223,11 @@ class ApiReader:
 
     def finish(self) -> None:
         for key in self.mapping:
-            if key in self.read:
+            if key in self.read or key in self.ignored:
                 continue
             if not isinstance(key, str):
                 self.fail(f"keys must be strings, got {_describe(key)}", on_key=True)
-            known = sorted(k for k in self.read)
+            known = sorted(self.read)
             close = (
                 difflib.get_close_matches(key, known, n=1)
                 or [k for k in known if k.startswith(key)][:1]
@@ -316,7 +317,7 @@ class RuleSettings:
         reader = ApiReader(value, where=where, path=("rule_settings",))
         for key, item in reader.mapping.items():
             if key not in SUPPORTED_SETTINGS and isinstance(key, str) and is_empty(item):
-                reader.read.add(key)  # an empty Cloudflare setting: nothing to enforce
+                reader.ignored.add(key)  # an empty Cloudflare setting: nothing to enforce
             elif key not in SUPPORTED_SETTINGS and isinstance(key, str):
                 reader.fail(
                     f"setting {key!r} is not supported by this gateway (supported: {', '.join(SUPPORTED_SETTINGS)})",

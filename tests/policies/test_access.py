@@ -235,6 +235,14 @@ def test_policy_refused(wire: dict[str, Any], message: str) -> None:
         AccessPolicy.from_api(wire, where="policy")
 
 
+def test_device_posture_rule_accepts_cloudflares_account_id() -> None:
+    wire = {"device_posture": {"integration_uid": POSTURE, "account_id": "a" * 32}}
+    rule = AccessRule.from_api(wire, where="policy", path=("include", 0))
+    assert rule.value == POSTURE and rule.to_api() == {
+        "device_posture": {"integration_uid": POSTURE}
+    }
+
+
 def test_policy_not_a_mapping() -> None:
     with pytest.raises(
         FieldError, match=r"policy: must be a mapping of keys to values, got a list"
