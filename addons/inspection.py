@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from mitmproxy import certs, ctx, exceptions, http
+from mitmproxy import certs, connection, ctx, exceptions, http
 from mitmproxy.addons import tlsconfig
 from mitmproxy.proxy import context
 
@@ -51,6 +51,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
         self._dhparams: certs.DHParams | None = None
         self._chain_files: dict[str, Path] = {}
         self._chain_dir: Path | None = None
+        self._ca_by_client: dict[str, str] = {}  # client id → fingerprint of the CA of its leaf
 
     # -- the swap -------------------------------------------------------------------------
     @property
@@ -91,6 +92,13 @@ class HotTlsConfig(tlsconfig.TlsConfig):
     def request(self, flow: http.HTTPFlow) -> None:
         """Stock TlsConfig answers its magic CRL path here; our CRLs live on the admin server."""
 
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._ca_by_client.pop(client.id, None)
+
+    def ca_fingerprint(self, client_id: str) -> str | None:
+        """The fingerprint of the CA that signed the leaf this client was shown, if any."""
+        return self._ca_by_client.get(client_id)
+
     def get_cert(self, conn_context: context.Context) -> certs.CertStoreEntry:
         issuer = self._issuer
         if issuer is None:
@@ -98,6 +106,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
                 "no certificate is in use: turn one on (gateway ca use ID) to intercept TLS"
             )
         leaf = issuer.leaf_for(leaf_names(conn_context, use_upstream=ctx.options.upstream_cert))
+        self._ca_by_client[conn_context.client.id] = issuer.fingerprint
         return certs.CertStoreEntry(
             cert=certs.Cert(leaf.certificate),
             privatekey=leaf.private_key,  # type: ignore[arg-type]  # mitmproxy annotates RSA only

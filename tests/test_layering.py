@@ -12,7 +12,7 @@ STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 ALLOWED = {
     "certs": {"certs", "cryptography"},
     "policies": {"policies", "certs", "yaml", "re2"},
-    "addons": {"addons", "certs", "policies", "mitmproxy", "OpenSSL", "cryptography", "proxy.store"},
+    "addons": {"addons", "certs", "policies", "mitmproxy", "OpenSSL", "cryptography", "proxy.store", "proxy.metrics"},
 }
 # Composition roots that load into stock mitmdump: they wire the process like proxy/ does.
 ENTRY_POINTS = {Path("addons/gateway.py")}

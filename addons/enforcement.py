@@ -1,0 +1,303 @@
+"""Policy enforcement: Gateway rules and Access decide every connection and request.
+
+- At the ClientHello: inspection switched off (``tls_decrypt``) or a Do Not Inspect rule passes
+  the TLS bytes through untouched (``ignore_connection``).
+- Per request: the Gateway HTTP rules decide (block page, redirect, allow); an allowed request
+  to an Access application's host must then be let through by its policies.
+- An upstream whose certificate failed verification is handled as the deciding allow rule's
+  ``untrusted_cert`` says: block page (the default), error page, or pass through (a new
+  upstream connection without verification).
+
+Decisions come from ``policies/``; this addon only applies them, and records each in
+``flow.metadata["gateway.decision"]`` for the request log. A hook never raises: on an internal
+error it answers with an error page (fail closed), logs with the flow id and counts it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from typing import Protocol
+
+from mitmproxy import connection, http, tls
+from OpenSSL import SSL
+
+from addons.pages import BlockPage, PageFacts, render
+from policies.access import AccessDecision
+from policies.engine import Decision, GatewayEngine
+from policies.access import AccessEngine
+from policies.facts import ANONYMOUS, ConnectionFacts, Identity, RequestFacts
+from policies.rules import Action, UntrustedCertAction
+
+logger = logging.getLogger(__name__)
+
+DECISION = "gateway.decision"  # flow.metadata key: DecisionRecord
+CERT_VERIFY_FAILED = "Certificate verify failed"
+UNSPECIFIED = ipaddress.ip_address("0.0.0.0")
+
+
+class Engines(Protocol):
+    @property
+    def gateway(self) -> GatewayEngine: ...
+
+    @property
+    def access(self) -> AccessEngine: ...
+
+
+class Counters(Protocol):
+    """What enforcement counts (``proxy.metrics.Metrics`` fits)."""
+
+    @property
+    def decisions(self) -> object: ...
+
+    @property
+    def handshakes(self) -> object: ...
+
+    @property
+    def upstream_errors(self) -> object: ...
+
+    @property
+    def internal_errors(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    engines: Engines
+    tls_decrypt: bool = True
+    block_page: BlockPage = BlockPage()
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """What was decided for one request, for the log line."""
+
+    action: str
+    stage: str
+    rule_id: str = ""
+    rule_name: str = ""
+    reason: str = ""
+
+
+EMPTY = PolicySnapshot(engines=None)  # type: ignore[arg-type]  # replaced by use() before traffic
+
+
+class Enforcer:
+    def __init__(self, counters: Counters | None = None) -> None:
+        self._snapshot = EMPTY
+        self._counters = counters
+        # (client id, upstream address) → pass an untrusted upstream through without verification
+        self._insecure: set[tuple[str, tuple[str, int]]] = set()
+
+    def use(self, snapshot: PolicySnapshot) -> None:
+        """From the next ClientHello and request on, decide with ``snapshot`` (one assignment)."""
+        self._snapshot = snapshot
+
+    # -- connection level ---------------------------------------------------------------------------
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        snapshot = self._snapshot
+        if snapshot.engines is None:
+            return
+        client = data.context.client
+        if not snapshot.tls_decrypt:
+            data.ignore_connection = True
+            self._count("handshakes", "passed_through")
+            logger.debug("TLS to %s passed through: tls_decrypt is off", data.client_hello.sni)
+            return
+        try:
+            decision = snapshot.engines.gateway.decide_connection(connection_facts(data.context, data.client_hello.sni))
+        except Exception:  # fail closed: inspect, so HTTP rules still apply
+            logger.exception("Do Not Inspect check failed for client %s; inspecting", client.id)
+            self._count("internal_errors")
+            return
+        if decision.passes_through:
+            data.ignore_connection = True
+            self._count("handshakes", "passed_through")
+            self._count("decisions", Action.OFF.value, decision.stage.value)
+            logger.info(
+                "do not inspect %s (rule %s): TLS passed through",
+                data.client_hello.sni,
+                decision.rule.label if decision.rule else "-",
+            )
+
+    def tls_start_server(self, data: tls.TlsData) -> None:
+        server = data.conn
+        key = (data.context.client.id, _address(server))
+        if key in self._insecure and isinstance(data.ssl_conn, SSL.Connection):
+            data.ssl_conn.set_verify(SSL.VERIFY_NONE, None)
+            logger.info("connecting to %s without certificate verification (rule: pass_through)", key[1][0])
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._insecure = {k for k in self._insecure if k[0] != client.id} if self._insecure else self._insecure
+
+    # -- request level ----------------------------------------------------------------------------------
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None or not flow.live or self._snapshot.engines is None:
+            return
+        try:
+            self._decide(flow, self._snapshot)
+        except Exception as e:  # fail closed
+            logger.exception("policy check failed for flow %s; answering with an error page", flow.id)
+            self._count("internal_errors")
+            flow.metadata[DECISION] = DecisionRecord("error", "internal", reason=type(e).__name__)
+            flow.response = render(
+                flow,
+                500,
+                PageFacts("The gateway could not decide this request", "An internal error occurred; it was logged.", flow.request.pretty_host),
+                self._snapshot.block_page,
+            )
+
+    def _decide(self, flow: http.HTTPFlow, snapshot: PolicySnapshot) -> None:
+        facts = request_facts(flow)
+        decision = snapshot.engines.gateway.decide(facts)
+        self._count("decisions", decision.action.value, decision.stage.value)
+        if decision.action is Action.BLOCK:
+            reason = decision.settings.block_reason or "This request was blocked by policy."
+            self._block(flow, snapshot, decision, reason)
+            return
+        if decision.action is Action.REDIRECT:
+            self._redirect(flow, decision)
+            return
+        if flow.server_conn.error and self._upstream_failed(flow, snapshot, decision):
+            return
+        verdict = snapshot.engines.access.decide(facts)
+        if verdict is not None and not verdict.allowed:
+            self._count("decisions", "deny", "access")
+            self._deny(flow, snapshot, verdict)
+            return
+        flow.metadata[DECISION] = record(decision)
+
+    def _block(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, decision: Decision, reason: str) -> None:
+        rule = decision.rule
+        flow.metadata[DECISION] = record(decision, reason)
+        flow.response = render(
+            flow,
+            403,
+            PageFacts(
+                "Blocked by policy",
+                reason,
+                flow.request.pretty_host,
+                rule.name if rule else "",
+                rule.id if rule else "",
+            ),
+            snapshot.block_page,
+        )
+
+    def _redirect(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        settings = decision.settings.redirect
+        assert settings is not None  # the rule model refuses a redirect without a target
+        target = settings.target_uri
+        if settings.preserve_path_and_query:
+            parts = urllib.parse.urlsplit(target)
+            path, _, query = flow.request.path.partition("?")
+            target = urllib.parse.urlunsplit(
+                (parts.scheme, parts.netloc, parts.path.rstrip("/") + path, query, "")
+            )
+        flow.metadata[DECISION] = record(decision)
+        flow.response = http.Response.make(307, b"", {"location": target, "cache-control": "no-store"})
+
+    def _upstream_failed(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, decision: Decision) -> bool:
+        """True when the request was answered here because its upstream failed."""
+        error = flow.server_conn.error or ""
+        host = flow.request.pretty_host
+        if not error.startswith(CERT_VERIFY_FAILED):
+            self._count("upstream_errors", "unreachable")
+            flow.metadata[DECISION] = DecisionRecord("error", "upstream", reason=error)
+            flow.response = render(
+                flow, 502, PageFacts("The origin could not be reached", f"Gateway could not connect to {host}: {error}.", host), snapshot.block_page
+            )
+            return True
+        reason = error.removeprefix(CERT_VERIFY_FAILED).lstrip(": ").strip() or error
+        handling = decision.settings.untrusted_cert
+        rule = decision.rule
+        if handling is UntrustedCertAction.PASS_THROUGH:
+            # Forget the failed connection; the next one to this address skips verification.
+            self._insecure.add((flow.client_conn.id, _address(flow.server_conn)))
+            flow.server_conn.error = None
+            self._count("upstream_errors", "pass_through")
+            logger.info("untrusted certificate of %s passed through by rule %s: %s", host, rule.label if rule else "-", reason)
+            return False
+        detail = f"The certificate of {host} is not trusted: {reason}."
+        if handling is UntrustedCertAction.ERROR:
+            self._count("upstream_errors", "error")
+            flow.metadata[DECISION] = DecisionRecord("error", "upstream", rule.id if rule else "", rule.name if rule else "", reason)
+            flow.response = render(flow, 526, PageFacts("Invalid origin certificate", detail, host, rule.name if rule else "", rule.id if rule else ""), snapshot.block_page)
+            return True
+        self._count("upstream_errors", "block")
+        flow.metadata[DECISION] = DecisionRecord("block", "upstream", rule.id if rule else "", rule.name if rule else "", reason)
+        flow.response = render(
+            flow, 403, PageFacts("Blocked: untrusted origin certificate", detail, host, rule.name if rule else "", rule.id if rule else ""), snapshot.block_page
+        )
+        return True
+
+    def _deny(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, verdict: AccessDecision) -> None:
+        policy = verdict.policy
+        detail = (
+            f"Access application {verdict.application.name!r} denies this request"
+            + (f" by policy {policy.name!r}." if policy else ": no policy allows it.")
+        )
+        flow.metadata[DECISION] = DecisionRecord(
+            "block", "access", policy.id if policy else "", policy.name if policy else "", detail
+        )
+        flow.response = render(
+            flow,
+            403,
+            PageFacts("Access denied", detail, flow.request.pretty_host, policy.name if policy else "", policy.id if policy else ""),
+            snapshot.block_page,
+        )
+
+    def _count(self, counter: str, *labels: str) -> None:
+        if self._counters is None:
+            return
+        metric = getattr(self._counters, counter)
+        (metric.labels(*labels) if labels else metric).inc()
+
+
+def record(decision: Decision, reason: str = "") -> DecisionRecord:
+    rule = decision.rule
+    return DecisionRecord(decision.action.value, decision.stage.value, rule.id if rule else "", rule.name if rule else "", reason)
+
+
+def connection_facts(context: object, sni: str | None, identity: Identity = ANONYMOUS) -> ConnectionFacts:
+    client = context.client  # type: ignore[attr-defined]
+    server = context.server  # type: ignore[attr-defined]
+    dst_ip, dst_port = _destination(server)
+    return ConnectionFacts(
+        sni=sni.lower() if sni else None,
+        src_ip=ipaddress.ip_address(client.peername[0]),
+        dst_ip=dst_ip,
+        dst_port=dst_port,
+        identity=identity,
+    )
+
+
+def request_facts(flow: http.HTTPFlow, identity: Identity = ANONYMOUS) -> RequestFacts:
+    request = flow.request
+    host = request.pretty_host.lower().rstrip(".")
+    path, _, query = request.path.partition("?")
+    dst_ip, _ = _destination(flow.server_conn)
+    sni = flow.client_conn.sni
+    conn = ConnectionFacts(
+        sni=sni.lower() if sni else None,
+        src_ip=ipaddress.ip_address(flow.client_conn.peername[0]),
+        dst_ip=dst_ip,
+        dst_port=request.port,
+        identity=identity,
+    )
+    return RequestFacts(request.method.upper(), request.pretty_url, host, path or "/", query, conn)
+
+
+def _destination(server: connection.Server) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    address = server.peername or server.address
+    if not address:
+        return UNSPECIFIED, 0
+    try:
+        return ipaddress.ip_address(address[0]), int(address[1])
+    except ValueError:
+        return UNSPECIFIED, int(address[1])
+
+
+def _address(server: connection.Connection) -> tuple[str, int]:
+    address = server.address or ("", 0)  # type: ignore[attr-defined]
+    return str(address[0]), int(address[1])

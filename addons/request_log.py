@@ -1,0 +1,69 @@
+"""One JSON line per request (SPEC §4): time, node, device, user, method, host, path, action,
+rule id, status, bytes, CA fingerprint. Written when the response (or the error) is known."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from mitmproxy import http
+
+from addons.enforcement import DECISION, DecisionRecord
+
+logger = logging.getLogger(__name__)
+
+ALLOWED = DecisionRecord("allow", "request")
+
+
+class RequestLog:
+    def __init__(
+        self,
+        sink: Callable[[str], None],
+        *,
+        node_id: str = "",
+        ca_fingerprint: Callable[[str], str | None] = lambda client_id: None,
+    ) -> None:
+        self._sink = sink
+        self._node_id = node_id
+        self._ca_fingerprint = ca_fingerprint
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._write(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._write(flow)
+
+    def _write(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._sink(json.dumps(self.record(flow), separators=(",", ":")))
+        except Exception:  # logging must never break traffic; say so once per failure
+            logger.exception("could not write the request log line for flow %s", flow.id)
+
+    def record(self, flow: http.HTTPFlow) -> dict[str, object]:
+        decision: DecisionRecord = flow.metadata.get(DECISION, ALLOWED)
+        response = flow.response
+        identity = flow.metadata.get("gateway.identity")
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(flow.request.timestamp_start, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "node": self._node_id,
+            "device": getattr(identity, "device_id", "") or None,
+            "user": getattr(identity, "email", "") or None,
+            "src_ip": flow.client_conn.peername[0] if flow.client_conn.peername else None,
+            "method": flow.request.method,
+            "scheme": flow.request.scheme,
+            "host": flow.request.pretty_host,
+            "path": flow.request.path.partition("?")[0],
+            "action": decision.action,
+            "stage": decision.stage,
+            "rule_id": decision.rule_id or None,
+            "status": response.status_code if response is not None else None,
+            "bytes": len(response.raw_content or b"") if response is not None else 0,
+            "ca_fingerprint": self._ca_fingerprint(flow.client_conn.id) if flow.request.scheme == "https" else None,
+        }
+        if decision.reason:
+            line["reason"] = decision.reason
+        if flow.error is not None:
+            line["error"] = flow.error.msg
+        return line

@@ -1,0 +1,219 @@
+from dataclasses import dataclass
+
+import pytest
+from mitmproxy import connection, tls
+from mitmproxy.proxy import context
+from mitmproxy.test import taddons, tflow, tutils
+from OpenSSL import SSL
+
+from addons.enforcement import DECISION, DecisionRecord, Enforcer, PolicySnapshot
+from addons.pages import BlockPage
+from policies.access import AccessEngine
+from policies.engine import GatewayEngine
+from policies.yaml_io import load
+from proxy.metrics import Metrics
+
+POLICIES = """
+gateway_rules:
+  - {name: Pass the bank through, precedence: 10, action: "off", traffic: 'net.sni.host == "bank.test"'}
+  - name: Block gambling
+    precedence: 100
+    action: block
+    traffic: 'any(http.request.domains[*] == "casino.test")'
+    rule_settings: {block_page_enabled: true, block_reason: No gambling at work.}
+  - name: Move the legacy host
+    precedence: 200
+    action: redirect
+    traffic: 'http.request.host == "old.test"'
+    rule_settings: {redirect: {target_uri: "https://new.test/base", preserve_path_and_query: true}}
+  - name: Lab origin with a self-signed certificate
+    precedence: 300
+    action: allow
+    traffic: 'http.request.host == "lab.test"'
+    rule_settings: {untrusted_cert: {action: pass_through}}
+  - name: Strict origin
+    precedence: 400
+    action: allow
+    traffic: 'http.request.host == "strict.test"'
+    rule_settings: {untrusted_cert: {action: error}}
+access_applications:
+  - {id: 5b0e2c7e-0000-4000-8000-000000000001, type: self_hosted, name: Intranet, domain: intranet.test, policies: [5b0e2c7e-0000-4000-8000-0000000000a1]}
+access_policies:
+  - {id: 5b0e2c7e-0000-4000-8000-0000000000a1, name: Staff only, decision: allow, include: [{email_domain: {domain: corp.test}}]}
+"""
+
+
+@dataclass(frozen=True)
+class Engines:
+    gateway: GatewayEngine
+    access: AccessEngine
+
+
+@pytest.fixture(scope="module")
+def engines() -> Engines:
+    policy_set = load(POLICIES)
+    return Engines(
+        GatewayEngine.build(policy_set.gateway_rules),
+        AccessEngine.build(policy_set.access_applications, policy_set.access_policies),
+    )
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def enforcer(engines: Engines, metrics: Metrics) -> Enforcer:
+    addon = Enforcer(metrics)
+    addon.use(PolicySnapshot(engines, block_page=BlockPage(header_text="Acme says no", background_color="#ffeecc")))
+    return addon
+
+
+def _flow(host: str, path: str = "/", accept: str = "*/*", error: str | None = None):
+    flow = tflow.tflow(req=tutils.treq(host=host, port=443, scheme=b"https", path=path.encode()))
+    flow.request.headers["host"] = host
+    flow.request.headers["accept"] = accept
+    flow.client_conn.sni = host
+    flow.server_conn.error = error
+    return flow
+
+
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_block_page_names_rule_reason_and_host(enforcer: Enforcer, metrics: Metrics) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("www.casino.test")
+        enforcer.request(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    text = flow.response.get_text()
+    assert "Block gambling" in text and "No gambling at work." in text and "www.casino.test" in text
+    assert flow.response.headers["content-type"].startswith("text/plain")
+    assert flow.metadata[DECISION].action == "block" and flow.metadata[DECISION].rule_name == "Block gambling"
+    assert _count(metrics, "gateway_decisions_total", action="block", stage="request") == 1
+
+
+def test_browsers_get_the_configured_html_block_page(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("casino.test", accept="text/html,*/*")
+        enforcer.request(flow)
+    body = flow.response.get_text()
+    assert flow.response.headers["content-type"].startswith("text/html")
+    assert "Acme says no" in body and "#ffeecc" in body and "No gambling at work." in body
+
+
+def test_redirect_preserves_path_and_query(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("old.test", path="/a/b?x=1")
+        enforcer.request(flow)
+    assert flow.response.status_code == 307
+    assert flow.response.headers["location"] == "https://new.test/base/a/b?x=1"
+
+
+def test_no_rule_matches_allows(enforcer: Enforcer, metrics: Metrics) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("example.test")
+        enforcer.request(flow)
+    assert flow.response is None
+    assert flow.metadata[DECISION] == DecisionRecord("allow", "request")
+    assert _count(metrics, "gateway_decisions_total", action="allow", stage="request") == 1
+
+
+def test_access_denies_by_default(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("intranet.test", accept="text/html")
+        enforcer.request(flow)
+    assert flow.response.status_code == 403
+    assert "Access denied" in flow.response.get_text() and "Intranet" in flow.response.get_text()
+
+
+def test_untrusted_upstream_gets_a_block_page_by_default(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("other.test", error="Certificate verify failed: self-signed certificate")
+        enforcer.request(flow)
+    assert flow.response.status_code == 403
+    assert "The certificate of other.test is not trusted: self-signed certificate." in flow.response.get_text()
+
+
+def test_untrusted_upstream_error_setting_gives_526(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("strict.test", error="Certificate verify failed: certificate has expired")
+        enforcer.request(flow)
+    assert flow.response.status_code == 526
+    assert "certificate has expired" in flow.response.get_text()
+
+
+def test_untrusted_upstream_pass_through_reconnects_without_verification(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer) as tctx:
+        flow = _flow("lab.test", error="Certificate verify failed: self-signed certificate")
+        flow.server_conn.address = ("lab.test", 443)
+        enforcer.request(flow)
+        assert flow.response is None and flow.server_conn.error is None
+        # The next upstream connection for this client and address skips verification.
+        server = connection.Server(address=("lab.test", 443))
+        ctx = context.Context(flow.client_conn, tctx.options)
+        data = tls.TlsData(server, ctx, ssl_conn=SSL.Connection(SSL.Context(SSL.TLS_CLIENT_METHOD)))
+        data.ssl_conn.set_verify(SSL.VERIFY_PEER, lambda *a: True)
+        enforcer.tls_start_server(data)
+        assert data.ssl_conn.get_verify_mode() == SSL.VERIFY_NONE
+
+
+def test_unreachable_upstream_gets_502(enforcer: Enforcer) -> None:
+    with taddons.context(enforcer):
+        flow = _flow("down.test", error="Connection refused")
+        enforcer.request(flow)
+    assert flow.response.status_code == 502
+    assert "could not connect to down.test: Connection refused" in flow.response.get_text()
+
+
+def _client_hello(tctx, sni: str) -> tls.ClientHelloData:
+    client = connection.Client(peername=("127.0.0.1", 5000), sockname=("127.0.0.1", 8080), timestamp_start=0)
+    ctx = context.Context(client, tctx.options)
+    ctx.server.address = (sni, 443)
+
+    class Hello:
+        pass
+
+    hello = Hello()
+    hello.sni = sni
+    return tls.ClientHelloData(ctx, hello)  # type: ignore[arg-type]
+
+
+def test_do_not_inspect_passes_tls_through(enforcer: Enforcer, metrics: Metrics) -> None:
+    with taddons.context(enforcer) as tctx:
+        passed, inspected = _client_hello(tctx, "bank.test"), _client_hello(tctx, "casino.test")
+        enforcer.tls_clienthello(passed)
+        enforcer.tls_clienthello(inspected)
+    assert passed.ignore_connection is True
+    assert inspected.ignore_connection is False
+    assert _count(metrics, "gateway_client_handshakes_total", outcome="passed_through") == 1
+
+
+def test_tls_decrypt_off_passes_everything_through(engines: Engines) -> None:
+    addon = Enforcer()
+    addon.use(PolicySnapshot(engines, tls_decrypt=False))
+    with taddons.context(addon) as tctx:
+        hello = _client_hello(tctx, "casino.test")
+        addon.tls_clienthello(hello)
+    assert hello.ignore_connection is True
+
+
+class Broken:
+    @property
+    def gateway(self):
+        raise RuntimeError("boom")
+
+    access = None
+
+
+def test_internal_error_fails_closed_and_is_counted(metrics: Metrics) -> None:
+    addon = Enforcer(metrics)
+    addon.use(PolicySnapshot(Broken()))  # type: ignore[arg-type]
+    with taddons.context(addon):
+        flow = _flow("example.test")
+        addon.request(flow)
+    assert flow.response.status_code == 500
+    assert _count(metrics, "gateway_internal_errors_total") == 1
