@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import logging.handlers
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -20,12 +25,17 @@ from mitmproxy.master import Master
 
 from addons.hosts import LabHosts
 from addons.inspection import HotTlsConfig
-from addons.upstream import UpstreamErrors
+from addons.enforcement import Enforcer, PolicySnapshot
+from addons.pages import BlockPage
+from addons.request_log import RequestLog
 from certs.clock import utcnow
 from certs.lifecycle import CertificateState, expiry_message
 from proxy import config as cfg
-from proxy.api.app import ApiDeps, create_app
+from policies.access import AccessEngine
+from policies.engine import GatewayEngine
+from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.bootstrap import BootstrapResult, first_start
+from proxy.metrics import Metrics
 from proxy.node import CaNode, IssuerSettings
 from proxy.services.certificates import CertificateService
 from proxy.store import Store
@@ -36,10 +46,10 @@ HEARTBEAT_INTERVAL = timedelta(seconds=10)
 EXPIRY_CHECK_INTERVAL = timedelta(days=1)
 
 
-def build_addons(tls: HotTlsConfig) -> list[Any]:
+def build_addons(tls: HotTlsConfig, enforcer: Enforcer, request_log: RequestLog) -> list[Any]:
     """mitmproxy's default addons with our TLS config in place of its own, then ours."""
     chain = [tls if isinstance(addon, TlsConfig) else addon for addon in default_addons()]
-    return [*chain, LabHosts(), UpstreamErrors()]
+    return [*chain, LabHosts(), enforcer, request_log]
 
 
 @dataclass
@@ -83,27 +93,19 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     service = CertificateService(store, sealer, utcnow)
     boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)
     account_id = boot.account_id
+    metrics = Metrics()
+    node_id = uuid.uuid4().hex
 
-    config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
-    opts = options.Options(
-        listen_host=config.proxy_listen.host,
-        listen_port=config.proxy_listen.port,
-        confdir=str(config.mitmproxy_dir),
-    )
-    master = Master(opts, with_termlog=False)
     tls = HotTlsConfig()
-    master.addons.add(*build_addons(tls))
-    opts.update(
-        connection_strategy="eager",  # upstream TLS first: sniff its names, verify it, block page
-        onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
-        ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
-        gateway_hosts=str(config.hosts_file or ""),
-    )
+    enforcer = Enforcer(metrics)
+    request_log = RequestLog(open_request_log(config.data_dir), node_id=node_id, ca_fingerprint=tls.ca_fingerprint)
+    master = build_master(config, build_addons(tls, enforcer, request_log), trust_bundle)
 
     node = CaNode(
         service,
         tls,
         account_id=account_id,
+        node_id=node_id,
         settings=IssuerSettings(
             public_base_url=config.public_base_url,
             lifetime=config.leaf_lifetime,
@@ -112,9 +114,18 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     )
     node.start(f"gateway {socket.gethostname()} {config.proxy_listen}")
     service.subscribe(node.sync)
+    policies = PolicySync(enforcer, service, account_id)
+    policies.refresh()
+    service.subscribe(policies.refresh)
 
     app = create_app(
-        ApiDeps(store=store, certificates=service, clock=utcnow, public_base_url=config.public_base_url)
+        ApiDeps(
+            store=store,
+            certificates=service,
+            clock=utcnow,
+            public_base_url=config.public_base_url,
+            node=NodeInfo(node_id, f"gateway {config.proxy_listen}"),
+        )
     )
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
@@ -123,13 +134,75 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
         await site.start()
     except OSError as e:
         await runner.cleanup()
+        node.stop()
         store.close()
         raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
     return Gateway(config, store, service, master, node, runner, account_id, boot)
 
 
+def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None) -> Master:
+    """mitmproxy's master on the running loop, with our addons and options."""
+    config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
+    opts = options.Options(
+        listen_host=config.proxy_listen.host,
+        listen_port=config.proxy_listen.port,
+        confdir=str(config.mitmproxy_dir),
+    )
+    master = Master(opts, with_termlog=False)
+    master.addons.add(*addons)
+    opts.update(
+        connection_strategy="eager",  # upstream TLS first: sniff its names, verify it, block page
+        onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
+        ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
+        gateway_hosts=str(config.hosts_file or ""),
+    )
+    return master
+
+
+class PolicySync:
+    """Keeps the enforcer's snapshot (engines, tls_decrypt, block page) in step with the store."""
+
+    def __init__(self, enforcer: Enforcer, certificates: CertificateService, account_id: str) -> None:
+        self._enforcer = enforcer
+        self._certificates = certificates
+        self._account_id = account_id
+        self._empty = EmptyPolicies()
+
+    def refresh(self) -> None:
+        settings = self._certificates.configuration(self._account_id).settings
+        block_page = settings.get("block_page")
+        self._enforcer.use(
+            PolicySnapshot(
+                engines=self._empty,
+                tls_decrypt=self._certificates.tls_decrypt_enabled(self._account_id),
+                block_page=BlockPage.from_settings(block_page if isinstance(block_page, dict) else None),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class EmptyPolicies:
+    gateway: GatewayEngine = dataclasses.field(default_factory=lambda: GatewayEngine.build([]))
+    access: AccessEngine = dataclasses.field(default_factory=lambda: AccessEngine.build([], []))
+
+
+def open_request_log(data_dir: Path) -> Callable[[str], None]:
+    """One JSON line per request in DATA_DIR/requests.jsonl (rotated at 16 MiB, 5 kept)."""
+    log = logging.getLogger("gateway.requests")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    handler = logging.handlers.RotatingFileHandler(data_dir / "requests.jsonl", maxBytes=16 << 20, backupCount=5)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    return log.info
+
+
 async def serve(config: cfg.Config, environ: dict[str, str]) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean stop."""
+    os.umask(0o077)  # every file this process creates is its owner's only
     gateway = await start(config, environ)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

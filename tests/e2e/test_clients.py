@@ -148,17 +148,19 @@ def test_openssl_s_client_leaf_verifies(
     assert foreign.returncode != 0
 
 
-def test_untrusted_upstream_gets_error_page_naming_reason(
+def test_untrusted_upstream_gets_block_page_naming_reason(
     shared_gateway: GatewayProcess, origin: Origin, ca_file: CaFile
 ) -> None:
     ca = ca_file(shared_gateway)
     result = curl.via_proxy(shared_gateway.proxy_port, origin.url("untrusted.test"), cacert=ca)
-    # The client's TLS with the proxy succeeds (leaf from our CA); the answer is the gateway's.
+    # The client's TLS with the proxy succeeds (leaf from our CA); the answer is the gateway's:
+    # with no rule saying otherwise, an untrusted upstream gets a block page (SPEC §4).
     assert result.returncode == 0, result.stderr
-    assert result.status == 502, f"status {result.status}: {result.body[:500]}"
+    assert result.status == 403, f"status {result.status}: {result.body[:500]}"
     assert body_for("untrusted.test") not in result.body
     text = result.body.lower()
-    assert "certificate" in text and "verif" in text, result.body[:1000]
+    assert "certificate of untrusted.test is not trusted" in text, result.body[:1000]
+    assert "unable to get local issuer certificate" in text, result.body[:1000]
 
     # The trusted origin on the same port still answers through the same proxy.
     ok = curl.via_proxy(shared_gateway.proxy_port, origin.url("origin.test"), cacert=ca)
