@@ -146,6 +146,7 @@ def render(result: dict[str, Any]) -> str:
         fmt(head), fmt(["-" * w for w in widths]),
         *(fmt(r) for r in rows),
     ]
+    lines += _render_round_ratios(data, [(n, x, y) for n, x, y in ratio_defs if x in data and y in data], scens)
     lines.append("rates: higher is better; latency and CPU per request: lower is better; "
                  "cores busy = CPU seconds / wall seconds during the timed phase (1.00 = one full core);\n"
                  "other load = CPU used on the machine by processes outside this benchmark during that phase")
@@ -153,6 +154,24 @@ def render(result: dict[str, Any]) -> str:
         lines.append(f"{t}: pending ({why.splitlines()[0][:200] if why else ''})")
     lines += _render_leaf(result.get("leaf"))
     return "\n".join(lines)
+
+
+def _render_round_ratios(data: dict[str, Any], defs: list[tuple[str, str, str]], scens: list[str]) -> list[str]:
+    """Rate ratios paired round by round (targets of one round run minutes apart, under similar load)."""
+    out = []
+    for name, x, y in defs:
+        parts = []
+        for scen in scens:
+            a = data[x].get(scen, {}).get("rate_per_round")
+            b = data[y].get(scen, {}).get("rate_per_round")
+            if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) > 1:
+                ratios = [p / q for p, q in zip(a, b) if p and q]
+                if ratios:
+                    parts.append(f"{scen} " + "/".join(f"{v:.2f}" for v in ratios)
+                                 + f" (median {statistics.median(ratios):.2f})")
+        if parts:
+            out.append(f"{name} rate ratio per round: " + "; ".join(parts))
+    return out
 
 
 def _render_leaf(leaf: dict[str, Any] | None) -> list[str]:
