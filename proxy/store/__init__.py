@@ -1,6 +1,7 @@
 """Persistence: SQLite (WAL, synchronous=FULL, versioned migrations). No SQL lives elsewhere."""
 
 from proxy.store.database import StoreError
+from proxy.store.policies import PolicyLink, StoredApplication, StoredPolicy, StoredRule
 from proxy.store.records import (
     Account,
     ApiToken,
@@ -21,7 +22,11 @@ __all__ = [
     "GatewayConfiguration",
     "Node",
     "NodeLoadedCa",
+    "PolicyLink",
     "Store",
     "StoreError",
+    "StoredApplication",
+    "StoredPolicy",
+    "StoredRule",
     "TokenOrigin",
 ]

@@ -89,8 +89,55 @@ _V1 = (
     "CREATE INDEX node_loaded_cas_by_certificate ON node_loaded_cas(certificate_id)",
 )
 
+# Gateway rules, Access policies and Access applications saved through the API. Each body is the
+# object's API JSON without the columns beside it (id, precedence, policies, timestamps). An
+# application's policies are rows of access_application_policies, in list order; a policy id
+# there may name a policy from the policy files (not in the store), so it has no foreign key:
+# the policy service checks references.
+_V2 = (
+    """CREATE TABLE gateway_rules (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        precedence INTEGER NOT NULL CHECK (precedence >= 0),
+        body TEXT NOT NULL CHECK (json_valid(body) AND json_type(body) = 'object'),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    )""",
+    "CREATE INDEX gateway_rules_by_precedence ON gateway_rules(account_id, precedence)",
+    """CREATE TABLE access_policies (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL CHECK (json_valid(body) AND json_type(body) = 'object'),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    )""",
+    """CREATE TABLE access_applications (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        body TEXT NOT NULL CHECK (json_valid(body) AND json_type(body) = 'object'),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    )""",
+    """CREATE TABLE access_application_policies (
+        account_id TEXT NOT NULL,
+        application_id TEXT NOT NULL,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        policy_id TEXT NOT NULL,
+        precedence INTEGER CHECK (precedence IS NULL OR precedence >= 0),  -- NULL: list position
+        PRIMARY KEY (account_id, application_id, position),
+        FOREIGN KEY (account_id, application_id)
+            REFERENCES access_applications(account_id, id) ON DELETE CASCADE
+    )""",
+    """CREATE INDEX access_application_policies_by_policy
+        ON access_application_policies(account_id, policy_id)""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
+    Migration(2, "gateway rules, Access policies and applications", _V2),
 )
 
 

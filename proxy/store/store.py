@@ -14,6 +14,7 @@ from proxy.store.configuration import Configurations
 from proxy.store.database import MEMORY, Database
 from proxy.store.migrations import current_version, migrate
 from proxy.store.nodes import Nodes
+from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class Store:
         self.certificates = Certificates(db)
         self.configurations = Configurations(db)
         self.nodes = Nodes(db)
+        self.gateway_rules = GatewayRules(db)
+        self.access_policies = AccessPolicies(db)
+        self.access_applications = AccessApplications(db)
 
     @classmethod
     def open(cls, path: Path | str = MEMORY, *, now: datetime | None = None) -> Store:
