@@ -1,0 +1,181 @@
+"""Export and import of a whole account's policies as one policy file (``policies.yaml_io``).
+
+Export writes every object, those of the policy files included, so the file is the complete
+picture and loads with ``gateway policy lint/test``. Import replaces the objects saved through
+the API with the file's: an object equal to one of the policy files (as an export of it is) is
+left to its file, and one that differs from it is refused. Everything is parsed and checked
+before the store is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from policies.access import AccessApplication, AccessPolicy
+from policies.rules import GatewayRule, format_timestamp
+from policies.yaml_io import PolicyFileError, dump, load
+from proxy.services.policy_state import (
+    InvalidPolicy,
+    Item,
+    Managed,
+    PolicyState,
+    application_record,
+    policy_record,
+    rule_record,
+)
+from proxy.store import Store
+
+logger = logging.getLogger(__name__)
+
+SOURCE: Final = "request body"
+MAX_PROBLEMS_SHOWN: Final = 20
+ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def export(state: PolicyState, account_id: str, now: datetime) -> str:
+    from_files = sum(
+        m.read_only for group in (state.rules, state.policies, state.applications) for m in group
+    )
+    header = (
+        f"# Gateway rules and Access policies of account {account_id}, exported "
+        f"{format_timestamp(now)}.\n"
+        f"# {from_files} of these objects come from policy files (read-only through the API);\n"
+        "# importing this file leaves those to their files.\n"
+    )
+    return header + dump(state.policy_set())
+
+
+def problems_message(error: PolicyFileError) -> str:
+    """Every problem (up to a limit) with its line, column and caret, one after the other."""
+    shown = [problem.render() for problem in error.problems[:MAX_PROBLEMS_SHOWN]]
+    more = len(error.problems) - MAX_PROBLEMS_SHOWN
+    if more > 0:
+        shown.append(f"... and {more} more problem{'s' if more > 1 else ''}")
+    return "\n".join(shown)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What the store will hold once the import is written: every API-managed object."""
+
+    state: PolicyState
+    left_to_files: int
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "gateway_rules": len(self.state.rules),
+            "access_policies": len(self.state.policies),
+            "access_applications": len(self.state.applications),
+            "left_to_policy_files": self.left_to_files,
+        }
+
+    def write(self, store: Store, account_id: str) -> None:
+        """Replace the account's API-managed objects (call inside one transaction)."""
+        store.access_applications.delete_all(account_id)
+        store.access_policies.delete_all(account_id)
+        store.gateway_rules.delete_all(account_id)
+        for rule in self.state.rules:
+            store.gateway_rules.save(rule_record(account_id, rule.item))
+        for policy in self.state.policies:
+            store.access_policies.save(policy_record(account_id, policy.item))
+        for application in self.state.applications:
+            store.access_applications.save(application_record(account_id, application.item))
+
+
+def plan_import(text: str, files: PolicyState, stored: PolicyState, now: datetime) -> ImportPlan:
+    """Parse and check the file; InvalidPolicy (or Refused, for a file's object) otherwise."""
+    try:
+        imported = load(text, file=SOURCE)
+    except PolicyFileError as e:
+        raise InvalidPolicy(problems_message(e)) from None
+    stamp = _Stamper(now)
+    sections = _Sections(files)
+    rules = sections.take("gateway_rules", "gateway rule", imported.gateway_rules, files.rule)
+    policies = sections.take(
+        "access_policies", "Access policy", imported.access_policies, files.policy
+    )
+    applications = sections.take(
+        "access_applications", "Access application", imported.access_applications,
+        files.application,
+    )  # fmt: skip
+    state = PolicyState(
+        tuple(Managed(stamp(r, stored.rule(r.id))) for r in rules),
+        tuple(Managed(stamp(p, stored.policy(p.id))) for p in policies),
+        tuple(Managed(stamp(a, stored.application(a.id))) for a in applications),
+    )
+    state = dataclasses.replace(
+        state, rules=tuple(sorted(state.rules, key=lambda m: m.item.precedence))
+    )
+    return ImportPlan(state, sections.left_to_files)
+
+
+class _Sections:
+    """Takes each section's objects: ids given or made, unique; files' objects set aside."""
+
+    def __init__(self, files: PolicyState) -> None:
+        self._files = files
+        self.left_to_files = 0
+
+    def take[T: (GatewayRule, AccessPolicy, AccessApplication)](
+        self,
+        section: str,
+        what: str,
+        items: Sequence[T],
+        in_files: Callable[[str], Managed[T] | None],
+    ) -> list[T]:
+        kept: list[T] = []
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            where = f"{SOURCE}: {section}[{index}] {item.name!r}"
+            file_object = in_files(item.id) if item.id else None
+            if file_object is not None:
+                if _unstamped(file_object.item) == _unstamped(item):
+                    self.left_to_files += 1
+                    continue
+                file_object.refuse_change(what)
+            ident = item.id or str(uuid.uuid4())
+            if not ID.match(ident):
+                raise InvalidPolicy(
+                    f"{where}: id: must be 1-128 letters, digits, '.', '_', ':' or '-' (a UUID), "
+                    f"got {ident!r}",
+                    "id",
+                )
+            if ident in seen:
+                raise InvalidPolicy(f"{where}: id: {ident!r} is used by another {what} above", "id")
+            seen.add(ident)
+            kept.append(dataclasses.replace(item, id=ident))
+        return kept
+
+
+def _unstamped(item: Item) -> Item:
+    return dataclasses.replace(item, created_at=None, updated_at=None)
+
+
+class _Stamper:
+    """Timestamps of an imported object: kept when it is unchanged, ``updated_at`` now when it
+    changed, and for a new one its own ``created_at`` (if the file has one) or now."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+
+    def __call__[T: (GatewayRule, AccessPolicy, AccessApplication)](
+        self, item: T, current: Managed[T] | None
+    ) -> T:
+        if current is None:
+            created = item.created_at or self._now
+            return dataclasses.replace(item, created_at=created, updated_at=self._now)
+        previous = current.item
+        unchanged = _unstamped(previous) == _unstamped(item)
+        return dataclasses.replace(
+            item,
+            created_at=previous.created_at,
+            updated_at=previous.updated_at if unchanged else self._now,
+        )
