@@ -82,6 +82,68 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
     },
     "Configuration": _object({"settings": _ref("Settings"), "created_at": TIME, "updated_at": TIME}),
+    "GatewayRule": _object(
+        {"id": _STR, "name": _STR, "description": _STR, "precedence": {"type": "integer", "minimum": 0},
+         "enabled": _BOOL, "action": {"type": "string", "enum": ["allow", "block", "off", "on", "redirect"]},
+         "filters": {"type": "array", "items": {"type": "string", "enum": ["http"]}},
+         "traffic": {"type": "string", "description": "wirefilter expression; \"\" = no condition"},
+         "identity": {"type": "string", "description": "identity.* fields only"},
+         "device_posture": {"type": "string", "description": "device_posture.* fields only"},
+         "rule_settings": _object({"block_page_enabled": _BOOL, "block_reason": _STR,
+                                   "untrusted_cert": _object({"action": {"type": "string", "enum": ["pass_through", "block", "error"]}}),
+                                   "redirect": _object({"target_uri": _STR, "preserve_path_and_query": _BOOL, "include_context": _BOOL})}),
+         "created_at": TIME, "updated_at": TIME,
+         "read_only": {"type": "boolean", "description": "from a policy file: the API cannot change it"}},
+        required=["action", "enabled", "filters", "name", "precedence", "traffic"],
+    ),
+    "AccessRule": {"type": "object", "description": "one of {everyone: {}}, {email: {email}}, {email_domain: {domain}}, "
+                   "{ip: {ip}}, {device_posture: {integration_uid}}, {certificate: {}}, {common_name: {common_name}}",
+                   "minProperties": 1, "maxProperties": 1},
+    "AccessPolicy": _object(
+        {"id": _STR, "name": _STR, "decision": {"type": "string", "enum": ["allow", "deny", "bypass", "non_identity"]},
+         "include": {"type": "array", "items": _ref("AccessRule"), "minItems": 1},
+         "require": {"type": "array", "items": _ref("AccessRule")},
+         "exclude": {"type": "array", "items": _ref("AccessRule")},
+         "session_duration": {"type": "string", "example": "24h"}, "reusable": _BOOL,
+         "app_count": {"type": "integer"}, "created_at": TIME, "updated_at": TIME, "read_only": _BOOL},
+        required=["name", "decision", "include"],
+    ),
+    "AccessApplication": _object(
+        {"id": _STR, "type": {"type": "string", "enum": ["self_hosted"]}, "name": _STR,
+         "domain": {"type": "string", "example": "intranet.example.com", "description": "a host or *.domain"},
+         "policies": {"type": "array", "description": "in requests: policy ids, or {id, precedence}; in answers: "
+                      "the policy objects, each with its precedence",
+                      "items": {"oneOf": [_STR, _object({"id": _STR, "precedence": {"type": "integer"}}, required=["id"])]}},
+         "session_duration": {"type": "string", "example": "24h"}, "created_at": TIME, "updated_at": TIME,
+         "read_only": _BOOL},
+        required=["type", "domain"],
+    ),
+    "PolicyTest": _object(
+        {"request": _object({"method": {"type": "string", "default": "GET"}, "url": _STR,
+                             "src_ip": {"type": "string", "default": "127.0.0.1"}, "dst_ip": _STR}, required=["url"]),
+         "identity": _object({"email": _STR, "groups": {"type": "array", "items": _STR}, "certificate_cn": _STR}),
+         "posture": _object({"passed": {"type": "array", "items": _STR}, "failed": {"type": "array", "items": _STR}}),
+         "expect": _object({"action": {"type": "string", "enum": ["allow", "block", "off", "redirect"]},
+                            "rule": _STR, "access": {"type": "string", "enum": ["allow", "deny"]}},
+                           required=["action"])},
+        required=["request"],
+    ),
+    "PolicyTestResult": _object(
+        {"action": {"type": "string", "enum": ["allow", "block", "off", "on", "redirect"]},
+         "rule": {"nullable": True, **_object({"id": _STR, "name": _STR, "precedence": {"type": "integer"}})},
+         "stage": {"type": "string", "enum": ["connection", "request"]},
+         "access": {"nullable": True, **_object({"application": _object({"id": _STR, "name": _STR, "domain": _STR}),
+                                                 "policy": {"nullable": True, **_object({"id": _STR, "name": _STR, "decision": _STR})},
+                                                 "allowed": _BOOL})},
+         "summary": _STR, "trace": {"type": "string", "description": "every rule looked at and the clause that decided"},
+         "passed": {"type": "boolean", "description": "only with expect"},
+         "problems": {"type": "array", "items": _STR, "description": "only with expect"}},
+        required=["action", "rule", "stage", "access", "trace"],
+    ),
+    "ImportResult": _object(
+        {k: {"type": "integer"} for k in ("gateway_rules", "access_policies", "access_applications", "left_to_policy_files")},
+    ),
+    "Deleted": _object({"id": _STR}, required=["id"]),
     "Node": _object(
         {"id": _STR, "name": _STR, "started_at": TIME, "last_heartbeat": TIME, "live": _BOOL, "current": _BOOL,
          "loaded_certificates": {"type": "array", "items": _object({"id": _STR, "fingerprint": _STR, "loaded_at": TIME})}},
@@ -206,9 +268,42 @@ _RATE = {
 }
 A = "/client/v4/accounts/{account_id}"
 CERT = A + "/gateway/certificates/{certificate_id}"
+_RULE = _ref("GatewayRule")
+_POLICY = _ref("AccessPolicy")
+_APP = _ref("AccessApplication")
+_DELETED = _ref("Deleted")
+_APP_FILTERS = [
+    _q(name, {"type": "string"}, text)
+    for name, text in (
+        ("name", "part of the name (all of it with exact=true)"),
+        ("domain", "part of the domain (all of it with exact=true)"),
+        ("search", "part of the name or the domain"),
+        ("exact", "true: name and domain must match whole"),
+    )
+]
+
+
+def _text_body(op: dict[str, Any]) -> dict[str, Any]:
+    """A body that is a policy file's text (YAML; JSON is YAML too), not a JSON object."""
+    text = {
+        "schema": {
+            "type": "string",
+            "description": "gateway_rules, access_policies, access_applications",
+        }
+    }
+    op["requestBody"] = {
+        "required": True,
+        "content": {"application/yaml": text, "application/json": text},
+    }
+    return op
+
+
+_YAML = {"200": {"description": "a policy file", "content": {"application/yaml": {}}}}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {"get": _public(_op("health", None, extra={"200": {"description": '{"status": "ok"}'}}))},
+    "/metrics": {"get": _public(_op("counters in Prometheus' text format (404 when none are kept)", None, extra={
+        "200": {"description": "exposition format", "content": {"text/plain": {}}}}))},
     "/pki/ca.pem": {"get": _file("the in-use CA certificate, PEM", "application/x-pem-file")},
     "/pki/ca.crt": {"get": _file("the in-use CA certificate, DER", "application/pkix-cert")},
     "/pki/{certificate_id}.crt": {"get": _file("a CA certificate, DER (AIA caIssuers of leaves)", "application/pkix-cert")},
@@ -239,6 +334,39 @@ PATHS: dict[str, dict[str, Any]] = {
             "type", {"type": "array", "items": {"type": "string", "enum": ["custom", "gateway_managed", "access_managed"]}},
             "repeat the key or separate with commas", explode=True)]),
         "post": _op("upload a CA certificate (optionally with its private key)", _MTLS, body=_CREATE_MTLS),
+    },
+    A + "/gateway/rules": {
+        "get": _op("Gateway rules by precedence (one page; filters are ignored)", _RULE, paged=True, query=_PAGING),
+        "post": _op("create a rule (precedence optional: after every other one)", _RULE, body=_RULE),
+    },
+    A + "/gateway/rules/{rule_id}": {
+        "get": _op("one rule", _RULE),
+        "put": _op("replace a rule (name and action required; a missing precedence is kept)", _RULE, body=_RULE),
+        "delete": _op("delete a rule", _DELETED),
+    },
+    A + "/gateway/rules/export": {"get": _op("our addition: every rule, policy and application as a policy file", None, extra=_YAML)},
+    A + "/gateway/rules/import": {"post": _text_body(_op(
+        "our addition: a policy file (YAML or JSON) replaces everything saved through the API, atomically",
+        _ref("ImportResult")))},
+    A + "/gateway/policy_test": {"post": _op("our addition: dry run of one request (decision and trace)", _ref("PolicyTestResult"), body=_ref("PolicyTest"))},
+    A + "/access/policies": {
+        "get": _op("reusable Access policies, paged (default 25, at most 1000 per page)", _POLICY, paged=True, query=_PAGING),
+        "post": _op("create an Access policy", _POLICY, body=_POLICY),
+    },
+    A + "/access/policies/{policy_id}": {
+        "get": _op("one Access policy", _POLICY),
+        "put": _op("replace an Access policy", _POLICY, body=_POLICY),
+        "delete": _op("delete an Access policy no application uses", _DELETED),
+    },
+    A + "/access/apps": {
+        "get": _op("self-hosted Access applications, paged (default 25, at most 1000 per page)", _APP, paged=True,
+                   query=[*_PAGING, *_APP_FILTERS]),
+        "post": _op("create a self-hosted Access application", _APP, body=_APP),
+    },
+    A + "/access/apps/{app_id}": {
+        "get": _op("one Access application", _APP),
+        "put": _op("replace an Access application", _APP, body=_APP),
+        "delete": _op("delete an Access application", _DELETED),
     },
     A + "/mtls_certificates/{certificate_id}": {
         "get": _op("one uploaded CA certificate", _MTLS),

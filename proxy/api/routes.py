@@ -7,7 +7,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.api import accounts, certificates, configuration, mtls, nodes, openapi, pki
+from proxy.api import (
+    access,
+    accounts,
+    certificates,
+    configuration,
+    dryrun,
+    metrics,
+    mtls,
+    nodes,
+    openapi,
+    pki,
+    rules,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -17,10 +29,14 @@ API = "/client/v4"
 ACCOUNT = f"{API}/accounts/{{account_id}}"
 GATEWAY_CERT = f"{ACCOUNT}/gateway/certificates/{{certificate_id}}"
 MTLS_CERT = f"{ACCOUNT}/mtls_certificates/{{certificate_id}}"
+GATEWAY_RULE = f"{ACCOUNT}/gateway/rules/{{rule_id}}"
+ACCESS_POLICY = f"{ACCOUNT}/access/policies/{{policy_id}}"
+ACCESS_APP = f"{ACCOUNT}/access/apps/{{app_id}}"
 UUID = "{certificate_id:[0-9a-fA-F-]{36}}"
 
 ROUTES: tuple[tuple[str, str, View], ...] = (
     ("GET", "/healthz", pki.healthz),
+    ("GET", "/metrics", metrics.metrics),
     ("GET", "/pki/ca.pem", pki.ca_pem),
     ("GET", "/pki/ca.crt", pki.ca_der),
     ("GET", f"/pki/{UUID}.crt", pki.certificate_der),
@@ -43,6 +59,25 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
     ("POST", f"{ACCOUNT}/mtls_certificates", mtls.create_mtls),
     ("GET", MTLS_CERT, mtls.get_mtls),
     ("DELETE", MTLS_CERT, mtls.delete_mtls),
+    ("GET", f"{ACCOUNT}/gateway/rules", rules.list_rules),
+    ("POST", f"{ACCOUNT}/gateway/rules", rules.create_rule),
+    # before {rule_id}, which would match them too
+    ("GET", f"{ACCOUNT}/gateway/rules/export", rules.export_policies),
+    ("POST", f"{ACCOUNT}/gateway/rules/import", rules.import_policies),
+    ("GET", GATEWAY_RULE, rules.get_rule),
+    ("PUT", GATEWAY_RULE, rules.put_rule),
+    ("DELETE", GATEWAY_RULE, rules.delete_rule),
+    ("POST", f"{ACCOUNT}/gateway/policy_test", dryrun.policy_test),
+    ("GET", f"{ACCOUNT}/access/policies", access.list_policies),
+    ("POST", f"{ACCOUNT}/access/policies", access.create_policy),
+    ("GET", ACCESS_POLICY, access.get_policy),
+    ("PUT", ACCESS_POLICY, access.put_policy),
+    ("DELETE", ACCESS_POLICY, access.delete_policy),
+    ("GET", f"{ACCOUNT}/access/apps", access.list_applications),
+    ("POST", f"{ACCOUNT}/access/apps", access.create_application),
+    ("GET", ACCESS_APP, access.get_application),
+    ("PUT", ACCESS_APP, access.put_application),
+    ("DELETE", ACCESS_APP, access.delete_application),
 )
 
 

@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from certs.clock import Clock
+from proxy.api.errors import NOT_FOUND, ApiError
+from proxy.metrics import Metrics
 from proxy.services.certificates import CertificateService
 from proxy.services.crl import CrlCache
+from proxy.services.policies import PolicyService
 from proxy.store import ApiToken, Store
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,8 @@ class ApiDeps:
     clock: Clock
     public_base_url: str
     node: NodeInfo | None = None
+    policies: PolicyService | None = None  # None: the policy endpoints answer 404
+    metrics: Metrics | None = None  # None: GET /metrics answers 404
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -44,3 +49,10 @@ def deps_of(request: web.Request) -> ApiDeps:
 def account_of(request: web.Request) -> str:
     """The ``{account_id}`` of the path (the middleware checked the token may use it)."""
     return request.match_info["account_id"]
+
+
+def policies_of(request: web.Request) -> PolicyService:
+    service = deps_of(request).policies
+    if service is None:
+        raise ApiError(404, NOT_FOUND, "Gateway rules and Access policies are not enabled here")
+    return service

@@ -1,0 +1,89 @@
+"""Gateway rules: list, create, get, replace, delete; export and import of every policy as YAML."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from policies.rules import GatewayRule
+from proxy.api.bodies import read_object
+from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.errors import INVALID_JSON, ApiError
+from proxy.api.state import account_of, policies_of
+from proxy.services.policy_state import Managed
+
+logger = logging.getLogger(__name__)
+
+SINGLE_PAGE = 1000  # the SDK reads this list as one page (SinglePage): all of it by default
+YAML = "application/yaml"
+
+
+def rule_object(managed: Managed[GatewayRule]) -> dict[str, Any]:
+    """Cloudflare's rule object; always action, enabled, filters, name, precedence, traffic."""
+    api = managed.item.to_api()
+    return {
+        "id": managed.id,
+        "name": api["name"],
+        "description": api["description"],
+        "precedence": api["precedence"],
+        "enabled": api["enabled"],
+        "action": api["action"],
+        "filters": api["filters"],
+        "traffic": api["traffic"],
+        "identity": api["identity"],
+        "device_posture": api["device_posture"],
+        "rule_settings": api.get("rule_settings", {}),
+        "created_at": api["created_at"],
+        "updated_at": api["updated_at"],
+        "read_only": managed.read_only,
+    }
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    """Every rule by precedence; filters the SDK may send (and any other query key) are ignored."""
+    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
+    rules = policies_of(request).rules(account_of(request))
+    return ok_list([rule_object(m) for m in rules], paging)
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    return ok(rule_object(policies_of(request).create_rule(account_of(request), body)))
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    service = policies_of(request)
+    return ok(rule_object(service.rule(account_of(request), request.match_info["rule_id"])))
+
+
+async def put_rule(request: web.Request) -> web.Response:
+    body = await read_object(request)
+    rule_id = request.match_info["rule_id"]
+    return ok(rule_object(policies_of(request).replace_rule(account_of(request), rule_id, body)))
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    await read_object(request)
+    deleted = policies_of(request).delete_rule(account_of(request), request.match_info["rule_id"])
+    return ok({"id": deleted.id})
+
+
+async def export_policies(request: web.Request) -> web.Response:
+    """Our addition: every rule, policy and application as one policy file (YAML)."""
+    text = policies_of(request).export(account_of(request))
+    headers = {"Content-Disposition": 'inline; filename="gateway-policies.yaml"'}
+    return web.Response(text=text, content_type=YAML, charset="utf-8", headers=headers)
+
+
+async def import_policies(request: web.Request) -> web.Response:
+    """Our addition: a policy file (YAML, or the same as JSON) replaces every object saved
+    through the API, atomically; objects of the policy files stay as they are."""
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, INVALID_JSON, "request body is not UTF-8 text") from None
+    counts = policies_of(request).import_policies(account_of(request), text)
+    return ok(counts)
