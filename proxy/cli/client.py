@@ -75,6 +75,10 @@ class AdminClient:
     def delete(self, path: str) -> Reply:
         return self._envelope(self._send("DELETE", path))
 
+    def post_text(self, path: str, text: str, content_type: str) -> Reply:
+        """POST a body that is not JSON (a YAML policy file)."""
+        return self._envelope(self._send("POST", path, text=(text, content_type)))
+
     def download(self, path: str, query: Mapping[str, str] | None = None) -> Download:
         """GET a file; an envelope in answer (``result`` a string) is unwrapped to its text."""
         status, content_type, body = self._send("GET", path, query=query)
@@ -92,15 +96,19 @@ class AdminClient:
         *,
         query: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        text: tuple[str, str] | None = None,
     ) -> tuple[int, str, bytes]:
         url = f"{self.server}{API_PREFIX}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = json.dumps(body if body is not None else {}).encode() if method != "GET" else None
+        content_type = "application/json"
+        if text is not None:
+            data, content_type = text[0].encode("utf-8"), text[1]
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Accept", "application/json")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type)
         # Unredirected: a redirect to another host must not carry the token along.
         request.add_unredirected_header("Authorization", f"Bearer {self._token}")
         logger.debug("%s %s", method, url)

@@ -1,19 +1,26 @@
-"""``gateway policy ...``: lint, test and explain policy files, with no server involved."""
+"""``gateway policy ...``: lint, test and explain policy files, with no server involved; export
+and import a running gateway's policies through its admin API."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from proxy.cli.client import AdminClient
 from proxy.cli.errors import CliError
 
 if TYPE_CHECKING:  # the policy library is imported when a command runs: `gateway --help` stays fast
     from policies.yaml_io import PolicySet
 
 Handler = Callable[[argparse.Namespace], int]
+
+DEFAULT_SERVER = "http://127.0.0.1:8081"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,13 +31,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "access_applications, access_policies, tests) without a running gateway.\n"
         "A directory stands for its *.yaml and *.yml files; all files load as one set.",
         epilog="examples:\n  gateway policy lint policies/\n  gateway policy test policies/examples/*.yaml\n"
-        "  gateway policy explain policies/ --url https://intranet.example.com/ --email ana@example.com",
+        "  gateway policy explain policies/ --url https://intranet.example.com/ --email ana@example.com\n"
+        "  gateway policy export -o policies.yaml\n  gateway policy import policies.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     _add_lint(commands)
     _add_test(commands)
     _add_explain(commands)
+    _add_export(commands)
+    _add_import(commands)
 
 
 def _add_lint(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,6 +122,54 @@ def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     explain.set_defaults(func=_explain)
 
 
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a running gateway's rules, policies and applications as one policy file",
+        description="Fetch every Gateway rule, Access policy and Access application of a running\n"
+        "gateway (those of its --policies files too) as one policy file, through the admin API.\n"
+        "The file loads with `gateway policy lint/test` and back with `gateway policy import`.",
+        epilog="example:\n  gateway policy export -o policies.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
+    )
+    _add_connection(export)
+    export.set_defaults(func=_export)
+
+
+def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    imported = commands.add_parser(
+        "import",
+        help="replace a running gateway's API-managed policies with those of policy files",
+        description="Check the files as `gateway policy lint` does, then send them to a running gateway:\n"
+        "its rules, Access policies and applications saved through the API are replaced by the\n"
+        "files' in one step (nothing changes if the gateway refuses them). Objects that come from\n"
+        "the gateway's own --policies files stay; test cases are not sent.",
+        epilog="example:\n  gateway policy import policies/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_files(imported)
+    _add_connection(imported)
+    imported.set_defaults(func=_import)
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    options = parser.add_argument_group("admin API options")
+    options.add_argument(
+        "--server",
+        metavar="URL",
+        help=f"admin API address (default: $GATEWAY_SERVER or {DEFAULT_SERVER})",
+    )
+    options.add_argument(
+        "--token", metavar="TOKEN", help="admin API token (default: $GATEWAY_ADMIN_TOKEN)"
+    )
+    options.add_argument(
+        "--account", metavar="ID", help="account id (default: the first account the token may use)"
+    )
+
+
 def _add_files(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="policy files or directories")
 
@@ -178,4 +236,54 @@ def _explain(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     outcome = evaluate(policy_set.gateway_engine(), policy_set.access_engine(), facts, explain=True)
     print(outcome.render())
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> tuple[AdminClient, str]:
+    """The admin API client and the account path prefix (``/accounts/ID``)."""
+    server = args.server or os.environ.get("GATEWAY_SERVER") or DEFAULT_SERVER
+    client = AdminClient(server, args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or "")
+    account = args.account
+    if not account:
+        accounts = client.get("/accounts").result
+        first = accounts[0] if isinstance(accounts, list) and accounts else None
+        if not isinstance(first, dict) or not first.get("id"):
+            raise CliError(f"the admin API at {client.server} lists no account for this token")
+        account = str(first["id"])
+    return client, f"/accounts/{urllib.parse.quote(account, safe='')}"
+
+
+def _export(args: argparse.Namespace) -> int:
+    client, account = _connect(args)
+    data = client.download(f"{account}/gateway/rules/export").body
+    if args.output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        args.output.write_bytes(data)
+    except OSError as e:
+        raise CliError(f"cannot write {args.output}: {e.strerror or e}") from None
+    print(f"wrote {args.output} ({len(data)} bytes)", file=sys.stderr)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from policies.yaml_io import PolicySet, dump
+
+    policy_set = _load(args.files)
+    sent = PolicySet(
+        policy_set.gateway_rules, policy_set.access_applications, policy_set.access_policies
+    )
+    client, account = _connect(args)
+    reply = client.post_text(f"{account}/gateway/rules/import", dump(sent), "application/yaml")
+    counts = reply.result if isinstance(reply.result, dict) else {}
+    kept = counts.get("left_to_policy_files", 0)
+    print(
+        f"imported: {counts.get('gateway_rules', 0)} gateway rules, "
+        f"{counts.get('access_policies', 0)} Access policies, "
+        f"{counts.get('access_applications', 0)} Access applications"
+        + (f" ({kept} objects left to the gateway's policy files)" if kept else "")
+    )
     return 0

@@ -40,15 +40,21 @@ ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def export(state: PolicyState, account_id: str, now: datetime) -> str:
-    from_files = sum(
-        m.read_only for group in (state.rules, state.policies, state.applications) for m in group
-    )
+    files = [
+        m.file
+        for group in (state.rules, state.policies, state.applications)
+        for m in group
+        if m.file
+    ]
     header = (
         f"# Gateway rules and Access policies of account {account_id}, exported "
         f"{format_timestamp(now)}.\n"
-        f"# {from_files} of these objects come from policy files (read-only through the API);\n"
-        "# importing this file leaves those to their files.\n"
     )
+    if files:
+        header += (
+            f"# {len(files)} of these objects come from policy files, read-only through the API "
+            f"({', '.join(sorted(set(files)))});\n# importing this file leaves those to their files.\n"
+        )
     return header + dump(state.policy_set())
 
 
