@@ -38,7 +38,30 @@ async def read_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(
             400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}"
         )
+    _refuse_surrogates(value)
     return value
+
+
+def _refuse_surrogates(value: object) -> None:
+    """``"\\ud800"`` is valid JSON but no text: it could be neither stored nor sent back."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(
+                    400,
+                    INVALID_JSON,
+                    "request body holds a lone surrogate escape (such as "
+                    "\\ud800): strings must be valid Unicode text",
+                ) from None
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
 
 
 def type_name(value: object) -> str:

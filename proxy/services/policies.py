@@ -34,6 +34,7 @@ from proxy.services.policy_state import (
     PolicyState,
     application_of,
     application_record,
+    check_storable,
     colliding_ids,
     field_message,
     file_state,
@@ -212,9 +213,11 @@ class PolicyService:
     @staticmethod
     def _parse_rule(body: Mapping[str, Any]) -> GatewayRule:
         try:
-            return GatewayRule.from_api(body, where=BODY)
+            rule = GatewayRule.from_api(body, where=BODY)
         except FieldError as e:
             raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
+        check_storable(rule, f"{BODY} {rule.name!r}")
+        return rule
 
     @staticmethod
     def _rule(state: PolicyState, rule_id: str) -> Managed[GatewayRule]:
@@ -290,9 +293,11 @@ class PolicyService:
     @staticmethod
     def _parse_policy(body: Mapping[str, Any]) -> AccessPolicy:
         try:
-            return AccessPolicy.from_api(body, where=BODY)
+            policy = AccessPolicy.from_api(body, where=BODY)
         except FieldError as e:
             raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
+        check_storable(policy, f"{BODY} {policy.name!r}")
+        return policy
 
     @staticmethod
     def _policy(state: PolicyState, policy_id: str) -> Managed[AccessPolicy]:
@@ -370,7 +375,9 @@ class PolicyService:
             application = AccessApplication.from_api(body, where=BODY)
         except FieldError as e:
             raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
-        state.check_references(application, where=f"{BODY} {application.name!r}")
+        where = f"{BODY} {application.name!r}"
+        check_storable(application, where)
+        state.check_references(application, where=where)
         return application
 
     @staticmethod

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 _COLUMNS = frozenset({"id", "created_at", "updated_at"})
 # The namespace of the ids given to the files' objects that have none.
 _FILE_IDS = uuid.UUID("8f0b6a55-4c1e-4d0e-9a59-2f6d3c1b7e10")
+
+MAX_PRECEDENCE = 2**31 - 1  # Cloudflare's precedences are 32-bit; the store's column takes 64
 
 type Item = GatewayRule | AccessPolicy | AccessApplication
 
@@ -56,6 +59,25 @@ def field_message(error: FieldError, *, where: str | None = None) -> str:
     if expression is not None:
         return f"{where}: {render_path(error.path)}: {expression.render()}"
     return str(FieldError(where, error.path, error.reason, on_key=error.on_key))
+
+
+def check_storable(item: Item, where: str) -> None:
+    """What parsing lets through but the store could not keep: a precedence past 32 bits, or
+    text that is not Unicode (a lone surrogate from a YAML ``\\ud800`` escape)."""
+    too_big = f"must be at most {MAX_PRECEDENCE}"
+    if isinstance(item, GatewayRule) and item.precedence > MAX_PRECEDENCE:
+        raise InvalidPolicy(f"{where}: precedence: {too_big}, got {item.precedence}", "precedence")
+    if isinstance(item, AccessApplication):
+        for index, ref in enumerate(item.policies):
+            if ref.precedence is not None and ref.precedence > MAX_PRECEDENCE:
+                field = f"policies[{index}].precedence"
+                raise InvalidPolicy(f"{where}: {field}: {too_big}, got {ref.precedence}", field)
+    try:
+        json.dumps(item.to_api(), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPolicy(
+            f"{where}: holds a lone surrogate (such as \\ud800): text must be valid Unicode"
+        ) from None
 
 
 @dataclass(frozen=True)

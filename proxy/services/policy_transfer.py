@@ -27,6 +27,7 @@ from proxy.services.policy_state import (
     Managed,
     PolicyState,
     application_record,
+    check_storable,
     policy_record,
     rule_record,
 )
@@ -147,6 +148,7 @@ class _Sections:
                     self.left_to_files += 1
                     continue
                 file_object.refuse_change(what)
+            check_storable(item, where)
             ident = item.id or str(uuid.uuid4())
             if not ID.match(ident):
                 raise InvalidPolicy(

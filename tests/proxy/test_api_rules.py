@@ -178,6 +178,36 @@ async def test_bodies_that_are_not_a_rule(
     assert api.gateway.store.dump() == before
 
 
+async def test_what_the_store_cannot_keep_is_refused(api: Api) -> None:
+    before = api.gateway.store.dump()
+    huge = await api("POST", "gateway/rules", json={**RULE, "precedence": 10**30})
+    assert (huge.status, huge.error) == (
+        400,
+        f"request body 'Block casino': precedence: must be at most 2147483647, got {10**30}",
+    )
+    lone = await api("POST", "gateway/rules", data='{"name": "\\ud800", "action": "block"}')
+    assert (lone.status, lone.body["errors"][0]["code"], lone.error) == (
+        400,
+        1001,
+        (
+            "request body holds a lone surrogate escape (such as \\ud800): strings must be valid "
+            "Unicode text"
+        ),
+    )
+    yaml = 'gateway_rules: [{name: "\\ud800", action: block, precedence: 1}]\n'
+    imported = await api("POST", "gateway/rules/import", data=yaml)
+    assert (imported.status, imported.error) == (
+        400,
+        (
+            "request body: gateway_rules[0] '\\ud800': holds a lone surrogate (such as \\ud800): "
+            "text must be valid Unicode"
+        ),
+    )
+    too_large = await api("POST", "gateway/rules/import", data="#" * (1024 * 1024 + 1))
+    assert (too_large.status, too_large.body["errors"][0]["code"]) == (413, 1008)
+    assert api.gateway.store.dump() == before
+
+
 async def test_put_of_an_unknown_rule_is_404(api: Api) -> None:
     reply = await api("PUT", "gateway/rules/nope", json=RULE)
     assert (reply.status, reply.error) == (404, "no gateway rule with id 'nope' in this account")
