@@ -68,6 +68,7 @@ class Config:
     admin_listen: HostPort = HostPort("127.0.0.1", 8081)
     upstream_ca: Path | None = None
     hosts_file: Path | None = None
+    policy_paths: tuple[Path, ...] = ()
     leaf_lifetime: timedelta = timedelta(days=47)
     leaf_cache_size: int = 10_000
     public_url: str | None = None
@@ -86,6 +87,9 @@ class Config:
         for option, path in (("--upstream-ca", self.upstream_ca), ("--hosts", self.hosts_file)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{option}: no such file: {path}")
+        for path in self.policy_paths:
+            if not path.exists():
+                raise ConfigError(f"--policies: no such file or directory: {path}")
 
     @property
     def public_base_url(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import logging.handlers
 import os
@@ -31,13 +30,13 @@ from addons.request_log import RequestLog
 from certs.clock import utcnow
 from certs.lifecycle import CertificateState, expiry_message
 from proxy import config as cfg
-from policies.access import AccessEngine
-from policies.engine import GatewayEngine
+from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.bootstrap import BootstrapResult, first_start
 from proxy.metrics import Metrics
 from proxy.node import CaNode, IssuerSettings
 from proxy.services.certificates import CertificateService
+from proxy.services.policies import PolicyService
 from proxy.store import Store
 
 logger = logging.getLogger(__name__)
@@ -114,9 +113,11 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     )
     node.start(f"gateway {socket.gethostname()} {config.proxy_listen}")
     service.subscribe(node.sync)
-    policies = PolicySync(enforcer, service, account_id)
-    policies.refresh()
-    service.subscribe(policies.refresh)
+    policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
+    sync = PolicySync(enforcer, service, policies, account_id)
+    sync.refresh()
+    service.subscribe(sync.refresh)
+    policies.subscribe(sync.refresh)
 
     app = create_app(
         ApiDeps(
@@ -125,6 +126,8 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
             clock=utcnow,
             public_base_url=config.public_base_url,
             node=NodeInfo(node_id, f"gateway {config.proxy_listen}"),
+            policies=policies,
+            metrics=metrics,
         )
     )
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -162,28 +165,42 @@ def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path |
 class PolicySync:
     """Keeps the enforcer's snapshot (engines, tls_decrypt, block page) in step with the store."""
 
-    def __init__(self, enforcer: Enforcer, certificates: CertificateService, account_id: str) -> None:
+    def __init__(
+        self, enforcer: Enforcer, certificates: CertificateService, policies: PolicyService, account_id: str
+    ) -> None:
         self._enforcer = enforcer
         self._certificates = certificates
+        self._policies = policies
         self._account_id = account_id
-        self._empty = EmptyPolicies()
 
     def refresh(self) -> None:
         settings = self._certificates.configuration(self._account_id).settings
         block_page = settings.get("block_page")
         self._enforcer.use(
             PolicySnapshot(
-                engines=self._empty,
+                engines=self._policies.engines(self._account_id),
                 tls_decrypt=self._certificates.tls_decrypt_enabled(self._account_id),
                 block_page=BlockPage.from_settings(block_page if isinstance(block_page, dict) else None),
             )
         )
 
 
-@dataclass(frozen=True)
-class EmptyPolicies:
-    gateway: GatewayEngine = dataclasses.field(default_factory=lambda: GatewayEngine.build([]))
-    access: AccessEngine = dataclasses.field(default_factory=lambda: AccessEngine.build([], []))
+def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
+    """The rules of ``--policies``: every problem of every file, or nothing starts."""
+    if not paths:
+        return None
+    try:
+        policy_set = load_files(paths)
+    except PolicyFileError as e:
+        raise cfg.ConfigError("--policies: " + "; ".join(str(p) for p in e.problems)) from e
+    logger.info(
+        "policy files: %d gateway rules, %d Access applications, %d Access policies from %s",
+        len(policy_set.gateway_rules),
+        len(policy_set.access_applications),
+        len(policy_set.access_policies),
+        ", ".join(map(str, paths)),
+    )
+    return policy_set
 
 
 def open_request_log(data_dir: Path) -> Callable[[str], None]:

@@ -12,12 +12,14 @@ from typing import Any
 from certs.errors import CertError
 from proxy.cli.errors import CliError
 from proxy.config import Config, ConfigError, HostPort
+from proxy.services.policy_state import PolicyLoadError
 from proxy.store.database import StoreError
 
 EPILOG = """\
 examples:
   gateway run                                   # embedded defaults: ./var, 127.0.0.1:8080 and :8081
   gateway run --data-dir /srv/gateway --upstream-ca lab-ca.pem --hosts lab.hosts
+  gateway run --policies policies/examples/          # rules and Access from YAML files
 environment:
   GATEWAY_ADMIN_TOKEN   admin API token (otherwise one is made on first start and printed once)
   GATEWAY_MASTER_KEY    base64 of 32 bytes encrypting private keys at rest
@@ -48,6 +50,13 @@ def register(commands: Any) -> None:
         "--hosts", metavar="FILE", help="hosts file resolving upstream names for labs ('*.suffix' wildcards allowed)"
     )
     parser.add_argument(
+        "--policies",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="YAML policy file or directory (repeatable): Gateway rules and Access, read-only through the API",
+    )
+    parser.add_argument(
         "--leaf-lifetime-days", type=int, default=47, metavar="N", help="lifetime of issued leaves (default: 47)"
     )
     parser.add_argument(
@@ -70,6 +79,7 @@ def config_from(args: argparse.Namespace) -> Config:
             admin_listen=HostPort.parse(args.admin_listen, option="--admin-listen"),
             upstream_ca=Path(args.upstream_ca) if args.upstream_ca else None,
             hosts_file=Path(args.hosts) if args.hosts else None,
+            policy_paths=tuple(Path(p) for p in args.policies),
             leaf_lifetime=timedelta(days=args.leaf_lifetime_days),
             leaf_cache_size=args.leaf_cache_size,
             public_url=args.public_url,
@@ -86,5 +96,5 @@ def run(args: argparse.Namespace) -> int:
     runtime.setup_logging(config.log_level)
     try:
         return asyncio.run(runtime.serve(config, dict(os.environ)))
-    except (ConfigError, CertError, StoreError) as e:
+    except (ConfigError, CertError, StoreError, PolicyLoadError) as e:
         raise CliError(str(e)) from e
