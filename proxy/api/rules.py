@@ -72,7 +72,7 @@ async def delete_rule(request: web.Request) -> web.Response:
 
 async def export_policies(request: web.Request) -> web.Response:
     """Our addition: every rule, policy and application as one policy file (YAML)."""
-    text = policies_of(request).export(account_of(request))
+    text = await policies_of(request).export_async(account_of(request))
     headers = {"Content-Disposition": 'inline; filename="gateway-policies.yaml"'}
     return web.Response(text=text, content_type=YAML, charset="utf-8", headers=headers)
 
@@ -85,5 +85,5 @@ async def import_policies(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, INVALID_JSON, "request body is not UTF-8 text") from None
-    counts = policies_of(request).import_policies(account_of(request), text)
+    counts = await policies_of(request).import_policies_async(account_of(request), text)
     return ok(counts)

@@ -20,7 +20,7 @@ from typing import Final
 
 from policies.access import AccessApplication, AccessPolicy
 from policies.rules import GatewayRule, format_timestamp
-from policies.yaml_io import PolicyFileError, dump, load
+from policies.yaml_io import PolicyFileError, PolicySet, dump, load
 from proxy.services.policy_state import (
     InvalidPolicy,
     Item,
@@ -97,12 +97,19 @@ class ImportPlan:
             store.access_applications.save(application_record(account_id, application.item))
 
 
-def plan_import(text: str, files: PolicyState, stored: PolicyState, now: datetime) -> ImportPlan:
-    """Parse and check the file; InvalidPolicy (or Refused, for a file's object) otherwise."""
+def parse(text: str) -> PolicySet:
+    """The policy file's objects, checked together; InvalidPolicy with every problem otherwise.
+    Pure (no store): slow for big files, so callers on the event loop run it in a thread."""
     try:
-        imported = load(text, file=SOURCE)
+        return load(text, file=SOURCE)
     except PolicyFileError as e:
         raise InvalidPolicy(problems_message(e)) from None
+
+
+def plan_import(
+    imported: PolicySet, files: PolicyState, stored: PolicyState, now: datetime
+) -> ImportPlan:
+    """What the store will hold; InvalidPolicy (or Refused, for a file's object) otherwise."""
     stamp = _Stamper(now)
     sections = _Sections(files)
     rules = sections.take("gateway_rules", "gateway rule", imported.gateway_rules, files.rule)

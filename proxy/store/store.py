@@ -54,6 +54,10 @@ class Store:
         with self._db.transaction():
             yield
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` when the current transaction commits (at once outside one)."""
         self._db.after_commit(callback)

@@ -540,3 +540,27 @@ def test_empty_files_change_nothing(gateway: Gateway) -> None:
     assert service.rules(gateway.account_id) == [] and service.export(gateway.account_id).endswith(
         "{}\n"
     )
+
+
+def test_reads_inside_a_rolled_back_transaction_are_not_kept(
+    policies: PolicyService, gateway: Gateway
+) -> None:
+    a = gateway.account_id
+    assert policies.rules(a) == []
+    with pytest.raises(RuntimeError), gateway.store.transaction():
+        policies.create_rule(a, BLOCK)
+        assert len(policies.rules(a)) == 1
+        raise RuntimeError("rolled back")
+    assert policies.rules(a) == []
+
+
+async def test_export_and_import_off_the_event_loop(
+    with_files: PolicyService, gateway: Gateway
+) -> None:
+    a = gateway.account_id
+    with_files.create_rule(a, BLOCK)
+    text = await with_files.export_async(a)
+    assert text == with_files.export(a)
+    before = gateway.store.dump()
+    assert (await with_files.import_policies_async(a, text))["gateway_rules"] == 1
+    assert gateway.store.dump() == before
