@@ -27,6 +27,13 @@ from policies.yaml_io import PolicySet
 from proxy.services import policy_transfer
 from proxy.services.dry_run import dry_run
 from proxy.services.errors import InvalidInput, NotFound, Refused
+from proxy.services.policy_bodies import (
+    check_id,
+    existing,
+    parse_application,
+    parse_policy,
+    parse_rule,
+)
 from proxy.services.policy_state import (
     EngineBuilder,
     InvalidPolicy,
@@ -35,9 +42,7 @@ from proxy.services.policy_state import (
     PolicyLoadError,
     PolicyState,
     application_record,
-    check_storable,
     colliding_ids,
-    field_message,
     file_state,
     merged,
     policy_record,
@@ -48,8 +53,6 @@ from proxy.store import Store
 logger = logging.getLogger(__name__)
 
 __all__ = ["InvalidPolicy", "Managed", "PolicyEngines", "PolicyLoadError", "PolicyService"]
-
-BODY = "request body"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,10 @@ class PolicyService:
             self._check_at_start(account.id)
 
     def _check_at_start(self, account_id: str) -> None:
-        stored = self._stored(account_id)
+        try:
+            stored = self._stored(account_id)
+        except FieldError as e:  # saved by another version of the gateway, now refused
+            raise PolicyLoadError(f"account {account_id}: the store holds {e}") from None
         clashes = colliding_ids(self._files, stored)
         if clashes:
             raise PolicyLoadError(
@@ -175,7 +181,7 @@ class PolicyService:
 
     def rule(self, account_id: str, rule_id: str) -> Managed[GatewayRule]:
         self._account(account_id)
-        return self._rule(self.state(account_id), rule_id)
+        return existing(self.state(account_id).rule(rule_id), "gateway rule", rule_id)
 
     def create_rule(self, account_id: str, body: Mapping[str, Any]) -> Managed[GatewayRule]:
         """A new rule; without a precedence it goes after every other one."""
@@ -185,7 +191,7 @@ class PolicyService:
             state = self._fresh(account_id)
             if body.get("precedence") is None:
                 body = {**body, "precedence": state.next_precedence(self._random_step)}
-            rule = self._parse_rule(body)
+            rule = parse_rule(body)
             rule = dataclasses.replace(rule, id=str(uuid.uuid4()), created_at=now, updated_at=now)
             self._commit(account_id, state.with_rule(rule))
             self._store.gateway_rules.save(rule_record(account_id, rule))
@@ -200,13 +206,13 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = self._rule(state, rule_id)
+            current = existing(state.rule(rule_id), "gateway rule", rule_id)
             current.refuse_change("gateway rule")
-            _check_id(body, rule_id)
+            check_id(body, rule_id)
             if body.get("precedence") is None:
                 body = {**body, "precedence": current.item.precedence}
             rule = dataclasses.replace(
-                self._parse_rule(body), id=rule_id, created_at=current.item.created_at,
+                parse_rule(body), id=rule_id, created_at=current.item.created_at,
                 updated_at=now,
             )  # fmt: skip
             self._commit(account_id, state.with_rule(rule))
@@ -218,28 +224,12 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = self._rule(state, rule_id)
+            current = existing(state.rule(rule_id), "gateway rule", rule_id)
             current.refuse_change("gateway rule")
             self._commit(account_id, state.without_rule(rule_id))
             self._store.gateway_rules.delete(account_id, rule_id)
         logger.info("account %s: deleted gateway rule %s", account_id, rule_id)
         return current
-
-    @staticmethod
-    def _parse_rule(body: Mapping[str, Any]) -> GatewayRule:
-        try:
-            rule = GatewayRule.from_api(body, where=BODY)
-        except FieldError as e:
-            raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
-        check_storable(rule, f"{BODY} {rule.name!r}")
-        return rule
-
-    @staticmethod
-    def _rule(state: PolicyState, rule_id: str) -> Managed[GatewayRule]:
-        found = state.rule(rule_id)
-        if found is None:
-            raise NotFound("gateway rule", rule_id)
-        return found
 
     # -- Access policies ------------------------------------------------------------------------
 
@@ -249,7 +239,7 @@ class PolicyService:
 
     def access_policy(self, account_id: str, policy_id: str) -> Managed[AccessPolicy]:
         self._account(account_id)
-        return self._policy(self.state(account_id), policy_id)
+        return existing(self.state(account_id).policy(policy_id), "Access policy", policy_id)
 
     def create_access_policy(
         self, account_id: str, body: Mapping[str, Any]
@@ -258,7 +248,7 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            policy = self._parse_policy(body)
+            policy = parse_policy(body)
             policy = dataclasses.replace(
                 policy, id=str(uuid.uuid4()), created_at=now, updated_at=now
             )
@@ -274,11 +264,11 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = self._policy(state, policy_id)
+            current = existing(state.policy(policy_id), "Access policy", policy_id)
             current.refuse_change("Access policy")
-            _check_id(body, policy_id)
+            check_id(body, policy_id)
             policy = dataclasses.replace(
-                self._parse_policy(body), id=policy_id, created_at=current.item.created_at,
+                parse_policy(body), id=policy_id, created_at=current.item.created_at,
                 updated_at=now,
             )  # fmt: skip
             self._commit(account_id, state.with_policy(policy))
@@ -291,7 +281,7 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = self._policy(state, policy_id)
+            current = existing(state.policy(policy_id), "Access policy", policy_id)
             current.refuse_change("Access policy")
             users = state.users_of(policy_id)
             if users:
@@ -305,22 +295,6 @@ class PolicyService:
         logger.info("account %s: deleted Access policy %s", account_id, policy_id)
         return current
 
-    @staticmethod
-    def _parse_policy(body: Mapping[str, Any]) -> AccessPolicy:
-        try:
-            policy = AccessPolicy.from_api(body, where=BODY)
-        except FieldError as e:
-            raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
-        check_storable(policy, f"{BODY} {policy.name!r}")
-        return policy
-
-    @staticmethod
-    def _policy(state: PolicyState, policy_id: str) -> Managed[AccessPolicy]:
-        found = state.policy(policy_id)
-        if found is None:
-            raise NotFound("Access policy", policy_id)
-        return found
-
     # -- Access applications --------------------------------------------------------------------
 
     def access_applications(self, account_id: str) -> list[Managed[AccessApplication]]:
@@ -331,7 +305,8 @@ class PolicyService:
         self, account_id: str, application_id: str
     ) -> Managed[AccessApplication]:
         self._account(account_id)
-        return self._application(self.state(account_id), application_id)
+        found = self.state(account_id).application(application_id)
+        return existing(found, "Access application", application_id)
 
     def create_access_application(
         self, account_id: str, body: Mapping[str, Any]
@@ -340,7 +315,7 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            application = self._parse_application(state, body)
+            application = parse_application(state, body)
             application = dataclasses.replace(
                 application, id=str(uuid.uuid4()), created_at=now, updated_at=now
             )
@@ -359,11 +334,13 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = self._application(state, application_id)
+            current = existing(
+                state.application(application_id), "Access application", application_id
+            )
             current.refuse_change("Access application")
-            _check_id(body, application_id)
+            check_id(body, application_id)
             application = dataclasses.replace(
-                self._parse_application(state, body), id=application_id,
+                parse_application(state, body), id=application_id,
                 created_at=current.item.created_at, updated_at=now,
             )  # fmt: skip
             self._commit(account_id, state.with_application(application))
@@ -377,30 +354,14 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = self._application(state, application_id)
+            current = existing(
+                state.application(application_id), "Access application", application_id
+            )
             current.refuse_change("Access application")
             self._commit(account_id, state.without_application(application_id))
             self._store.access_applications.delete(account_id, application_id)
         logger.info("account %s: deleted Access application %s", account_id, application_id)
         return current
-
-    @staticmethod
-    def _parse_application(state: PolicyState, body: Mapping[str, Any]) -> AccessApplication:
-        try:
-            application = AccessApplication.from_api(body, where=BODY)
-        except FieldError as e:
-            raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
-        where = f"{BODY} {application.name!r}"
-        check_storable(application, where)
-        state.check_references(application, where=where)
-        return application
-
-    @staticmethod
-    def _application(state: PolicyState, application_id: str) -> Managed[AccessApplication]:
-        found = state.application(application_id)
-        if found is None:
-            raise NotFound("Access application", application_id)
-        return found
 
     # -- export, import, dry run ----------------------------------------------------------------
 
@@ -447,9 +408,3 @@ class PolicyService:
     def _account(self, account_id: str) -> None:
         if self._store.accounts.get(account_id) is None:
             raise NotFound("account", account_id)
-
-
-def _check_id(body: Mapping[str, Any], ident: str) -> None:
-    given = body.get("id")
-    if given is not None and given != ident:
-        raise InvalidInput("id", f"{given!r} does not match the id in the path ({ident})")

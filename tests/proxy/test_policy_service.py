@@ -16,7 +16,7 @@ from policies.yaml_io import PolicySet, load, load_files
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.policies import PolicyLoadError, PolicyService
 from proxy.services.policy_state import InvalidPolicy
-from proxy.store import Store
+from proxy.store import Store, StoredRule
 from tests.proxy.conftest import START, FakeClock, Gateway
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
@@ -564,3 +564,16 @@ async def test_export_and_import_off_the_event_loop(
     before = gateway.store.dump()
     assert (await with_files.import_policies_async(a, text))["gateway_rules"] == 1
     assert gateway.store.dump() == before
+
+
+def test_a_stored_rule_this_version_refuses_stops_the_start(gateway: Gateway) -> None:
+    record = StoredRule(
+        gateway.account_id, "r1", 5, {"name": "Old", "action": "isolate"}, START, START
+    )
+    gateway.store.gateway_rules.save(record)
+    with pytest.raises(PolicyLoadError) as e:
+        PolicyService(gateway.store, gateway.clock)
+    assert str(e.value) == (
+        f"account {gateway.account_id}: the store holds stored gateway rule r1 'Old': action: "
+        "unknown action 'isolate' (one of: allow, block, off, on, redirect)"
+    )
