@@ -45,9 +45,17 @@ def make_home(home: Path, trusted_ca: Path | None) -> Path:
     return home
 
 
-def load(url: str, *, proxy_port: int, home: Path, timeout: float = 60) -> PageLoad:
+def load(
+    url: str,
+    *,
+    proxy_port: int,
+    home: Path,
+    timeout: float = 60,
+    screenshot: Path | None = None,
+    window_size: tuple[int, int] = (800, 600),
+) -> PageLoad:
     """`chromium --dump-dom url` through the proxy; on a certificate error the DOM is empty and
-    the reason is in the net-log."""
+    the reason is in the net-log. With `screenshot`, the same load also writes a PNG there."""
     chromium = tools.require("chromium")
     netlog = home / "netlog.json"
     profile = home / "profile"
@@ -69,6 +77,8 @@ def load(url: str, *, proxy_port: int, home: Path, timeout: float = 60) -> PageL
         f"--proxy-server=http://127.0.0.1:{proxy_port}",
         "--proxy-bypass-list=<-loopback>",
         f"--log-net-log={netlog}",
+        f"--window-size={window_size[0]},{window_size[1]}",
+        *([f"--screenshot={screenshot}"] if screenshot is not None else []),
         "--dump-dom",
         url,
     ]

@@ -4,7 +4,8 @@
   origin CA, plus `untrusted.test` whose certificate comes from a CA the gateway does not trust.
 - `gateway`: a fresh `gateway run` on its own data dir and ports (stopped with SIGTERM, exit 0
   asserted); `gateway_factory` makes more (unstarted); `shared_gateway` is one process shared by
-  the tests that only read (they must not change its certificates or configuration).
+  the tests that only read (they must not change its certificates or configuration);
+  `policy_lab` is one process with `--policies` (policy_lab.py), shared by the policy tests.
 
 Needs chromium, certutil, curl, openssl and nginx: scripts/install-test-deps installs them."""
 
@@ -18,6 +19,7 @@ import pytest
 from . import tools
 from .gateway_process import GatewayProcess
 from .origin import Origin
+from .policy_lab import PolicyLab, policy_yaml
 
 GatewayFactory = Callable[..., GatewayProcess]
 
@@ -114,3 +116,23 @@ def ca_file(tmp_path: Path) -> Callable[[GatewayProcess], Path]:
         return path
 
     return fetch
+
+
+@pytest.fixture(scope="session")
+def policy_lab(
+    tmp_path_factory: pytest.TempPathFactory, origin: Origin, hosts_file: Path
+) -> Iterator[PolicyLab]:
+    """One gateway run with `--policies` (the lab file of policy_lab.py), shared by the policy
+    tests: each one puts back what it changes through the API (rules, configuration)."""
+    base = tmp_path_factory.mktemp("policy-gateway")
+    policy_file = base / "lab-policies.yaml"
+    policy_file.write_text(policy_yaml(origin.port))
+    gw = _new_gateway(base, origin, hosts_file)
+    gw.extra_args += ["--policies", str(policy_file)]
+    gw.start()
+    yield PolicyLab(gw, policy_file, origin.port)
+    try:
+        if gw.running:
+            gw.stop()
+    finally:
+        gw.kill()

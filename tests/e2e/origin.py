@@ -17,8 +17,13 @@ TRUSTED_SITES = [
     ("*.origin.test", ["*.origin.test"]),
     ("www.example.com", ["www.example.com"]),
 ]
-UNTRUSTED_SITE = ("untrusted.test", ["untrusted.test"])
-HOST_NAMES = ["origin.test", "*.origin.test", "www.example.com", "untrusted.test"]
+UNTRUSTED_SITES = [
+    ("untrusted.test", ["untrusted.test"]),
+    # More names behind the same untrusted CA, for rules that handle each one differently.
+    ("*.untrusted.test", ["*.untrusted.test"]),
+]
+UNTRUSTED_SITE = UNTRUSTED_SITES[0]
+HOST_NAMES = ["origin.test", "*.origin.test", "www.example.com", "untrusted.test", "*.untrusted.test"]
 
 
 def body_for(host: str, protocol: str = "") -> str:
@@ -40,6 +45,8 @@ class Origin:
     ca: Issued = field(default_factory=lambda: make_ca("e2e Origin CA"))
     untrusted_ca: Issued = field(default_factory=lambda: make_ca("e2e Untrusted CA"))
     proc: subprocess.Popen[bytes] | None = None
+    # server_name → the certificate (and key) nginx serves for it, once started
+    site_certs: dict[str, Issued] = field(default_factory=dict)
 
     @property
     def ca_path(self) -> Path:
@@ -56,10 +63,12 @@ class Origin:
         d = self.directory
         servers = []
         sites = [(n, names, self.ca) for n, names in TRUSTED_SITES]
-        sites.append((UNTRUSTED_SITE[0], UNTRUSTED_SITE[1], self.untrusted_ca))
+        sites += [(n, names, self.untrusted_ca) for n, names in UNTRUSTED_SITES]
         for i, (server_name, names, ca) in enumerate(sites):
             stem = f"site{i}"
-            issue_server_cert(ca, names).write(d, stem)
+            issued = issue_server_cert(ca, names)
+            issued.write(d, stem)
+            self.site_certs[server_name] = issued
             default = " default_server" if i == 0 else ""
             servers.append(
                 f"""
