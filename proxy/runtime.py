@@ -92,6 +92,11 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     service = CertificateService(store, sealer, utcnow)
     boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)
     account_id = boot.account_id
+    try:
+        policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
+    except BaseException:
+        store.close()
+        raise
     metrics = Metrics()
     node_id = uuid.uuid4().hex
 
@@ -113,7 +118,6 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     )
     node.start(f"gateway {socket.gethostname()} {config.proxy_listen}")
     service.subscribe(node.sync)
-    policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
     sync = PolicySync(enforcer, service, policies, account_id)
     sync.refresh()
     service.subscribe(sync.refresh)
