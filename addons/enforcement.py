@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +35,7 @@ from policies.rules import Action, UntrustedCertAction
 logger = logging.getLogger(__name__)
 
 DECISION = "gateway.decision"  # flow.metadata key: DecisionRecord
+IDENTITY = "gateway.identity"  # flow.metadata key: the Identity the request was decided with
 CERT_VERIFY_FAILED = "Certificate verify failed"
 UNSPECIFIED = ipaddress.ip_address("0.0.0.0")
 
@@ -83,10 +85,20 @@ class DecisionRecord:
 EMPTY = PolicySnapshot(engines=None)  # type: ignore[arg-type]  # replaced by use() before traffic
 
 
+def _anonymous(client: connection.Client) -> Identity:
+    return ANONYMOUS
+
+
 class Enforcer:
-    def __init__(self, counters: Counters | None = None) -> None:
+    def __init__(
+        self,
+        counters: Counters | None = None,
+        *,
+        identity_of: Callable[[connection.Client], Identity] = _anonymous,
+    ) -> None:
         self._snapshot = EMPTY
         self._counters = counters
+        self._identity_of = identity_of
         # (client id, upstream address) → pass an untrusted upstream through without verification
         self._insecure: set[tuple[str, tuple[str, int]]] = set()
 
@@ -106,7 +118,8 @@ class Enforcer:
             logger.debug("TLS to %s passed through: tls_decrypt is off", data.client_hello.sni)
             return
         try:
-            decision = snapshot.engines.gateway.decide_connection(connection_facts(data.context, data.client_hello.sni))
+            facts = connection_facts(data.context, data.client_hello.sni, self._identity_of(client))
+            decision = snapshot.engines.gateway.decide_connection(facts)
         except Exception:  # fail closed: inspect, so HTTP rules still apply
             logger.exception("Do Not Inspect check failed for client %s; inspecting", client.id)
             self._count("internal_errors")
@@ -149,7 +162,9 @@ class Enforcer:
             )
 
     def _decide(self, flow: http.HTTPFlow, snapshot: PolicySnapshot) -> None:
-        facts = request_facts(flow)
+        identity = self._identity_of(flow.client_conn)
+        flow.metadata[IDENTITY] = identity
+        facts = request_facts(flow, identity)
         decision = snapshot.engines.gateway.decide(facts)
         self._count("decisions", decision.action.value, decision.stage.value)
         if decision.action is Action.BLOCK:

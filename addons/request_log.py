@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from mitmproxy import http
 
-from addons.enforcement import DECISION, DecisionRecord
+from addons.enforcement import DECISION, IDENTITY, DecisionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RequestLog:
     def record(self, flow: http.HTTPFlow) -> dict[str, object]:
         decision: DecisionRecord = flow.metadata.get(DECISION, ALLOWED)
         response = flow.response
-        identity = flow.metadata.get("gateway.identity")
+        identity = flow.metadata.get(IDENTITY)
         line: dict[str, object] = {
             "time": datetime.fromtimestamp(flow.request.timestamp_start, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "node": self._node_id,

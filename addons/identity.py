@@ -1,0 +1,99 @@
+"""Device identity in explicit-proxy mode: ``Proxy-Authorization: Basic <device id>:<secret>``.
+
+The agent's device id and secret identify the device on the CONNECT (and on plain-HTTP proxy
+requests); the header is stripped before anything is forwarded. The identity (user email,
+posture passed/failed) is looked up again for every request, so a posture change reaches the
+next decision; the directory caches it, so the lookup is a dictionary hit. With
+``gateway_require_identity`` an unidentified client gets ``407 Proxy Authentication Required``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from mitmproxy import connection, ctx, http
+from mitmproxy.addonmanager import Loader
+from mitmproxy.addons.proxyauth import parse_http_basic_auth
+
+from policies.facts import ANONYMOUS, Identity
+
+logger = logging.getLogger(__name__)
+
+HEADER = "Proxy-Authorization"
+REALM = "Gateway device"
+
+
+class DeviceDirectory(Protocol):
+    def authenticate(self, device_id: str, secret: str) -> str | None: ...
+
+    def identity(self, device_id: str) -> Identity: ...
+
+
+class DeviceIdentity:
+    def __init__(self, directory: DeviceDirectory | None = None) -> None:
+        self.directory = directory
+        self._devices: dict[str, str] = {}  # client id → device id, from its CONNECT
+
+    def load(self, loader: Loader) -> None:
+        loader.add_option(
+            "gateway_require_identity",
+            bool,
+            False,
+            "Answer 407 to clients that do not identify as an enrolled device (Proxy-Authorization).",
+        )
+
+    # -- who is this client ----------------------------------------------------------------------
+    def identity_of(self, client: connection.Client) -> Identity:
+        """The client's current identity (ANONYMOUS when it did not identify)."""
+        device_id = self._devices.get(client.id)
+        if device_id is None or self.directory is None:
+            return ANONYMOUS
+        return self.directory.identity(device_id)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        device_id = self._authenticate(flow)
+        if device_id is not None:
+            self._devices[flow.client_conn.id] = device_id
+        elif ctx.options.gateway_require_identity:
+            self._challenge(flow)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.request.method == "CONNECT" or flow.response is not None:
+            return
+        device_id = self._devices.get(flow.client_conn.id)
+        if device_id is None and HEADER in flow.request.headers:  # plain HTTP through the proxy
+            device_id = self._authenticate(flow)
+            if device_id is not None:
+                self._devices[flow.client_conn.id] = device_id
+        flow.request.headers.pop(HEADER, None)  # never forwarded upstream
+        if device_id is None and ctx.options.gateway_require_identity and flow.client_conn.tls is False:
+            self._challenge(flow)
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self._devices.pop(client.id, None)
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _authenticate(self, flow: http.HTTPFlow) -> str | None:
+        header = flow.request.headers.get(HEADER)
+        if not header or self.directory is None:
+            return None
+        try:
+            scheme, device, secret = parse_http_basic_auth(header)
+        except ValueError:
+            logger.info("client %s sent a malformed %s header", flow.client_conn.peername, HEADER)
+            return None
+        if scheme.lower() != "basic":
+            return None
+        device_id = self.directory.authenticate(device, secret)
+        if device_id is None:
+            logger.warning("client %s: device %r was not recognised (unknown device or wrong secret)", flow.client_conn.peername, device[:64])
+        return device_id
+
+    def _challenge(self, flow: http.HTTPFlow) -> None:
+        flow.response = http.Response.make(
+            407,
+            b"This gateway needs the device's identity: run the Gateway agent (gateway agent enroll) "
+            b"and send its device id and secret as proxy credentials.\n",
+            {"Proxy-Authenticate": f'Basic realm="{REALM}"', "Content-Type": "text/plain; charset=utf-8"},
+        )

@@ -1,0 +1,106 @@
+import base64
+from dataclasses import dataclass, field
+
+from mitmproxy.test import taddons, tflow, tutils
+
+from addons.enforcement import Enforcer, PolicySnapshot
+from addons.identity import DeviceIdentity
+from policies.access import AccessEngine
+from policies.engine import GatewayEngine
+from policies.facts import ANONYMOUS, Identity
+from policies.yaml_io import load
+
+POSTURE = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7"
+
+
+@dataclass
+class Directory:
+    """An in-memory device directory with the DeviceService interface the addon relies on."""
+
+    secrets: dict[str, str] = field(default_factory=lambda: {"dev-1": "s3cret"})
+    passed: tuple[str, ...] = (POSTURE,)
+
+    def authenticate(self, device_id: str, secret: str) -> str | None:
+        return device_id if self.secrets.get(device_id) == secret else None
+
+    def identity(self, device_id: str) -> Identity:
+        return Identity.of(email="ana@corp.test", device_id=device_id, passed=self.passed)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _connect(header: str | None):
+    flow = tflow.tflow(req=tutils.treq(method=b"CONNECT", host="files.test", port=443, path=b""))
+    if header:
+        flow.request.headers["Proxy-Authorization"] = header
+    return flow
+
+
+def test_connect_credentials_identify_the_client() -> None:
+    addon = DeviceIdentity(Directory())
+    with taddons.context(addon):
+        flow = _connect(_basic("dev-1", "s3cret"))
+        addon.http_connect(flow)
+        identity = addon.identity_of(flow.client_conn)
+    assert identity.device_id == "dev-1" and identity.email == "ana@corp.test"
+    assert identity.posture_passed == (POSTURE,)
+
+
+def test_wrong_secret_is_anonymous_and_can_be_required() -> None:
+    addon = DeviceIdentity(Directory())
+    with taddons.context(addon) as tctx:
+        flow = _connect(_basic("dev-1", "guess"))
+        addon.http_connect(flow)
+        assert addon.identity_of(flow.client_conn) is ANONYMOUS and flow.response is None
+        tctx.configure(addon, gateway_require_identity=True)
+        flow = _connect(None)
+        addon.http_connect(flow)
+    assert flow.response is not None and flow.response.status_code == 407
+    assert flow.response.headers["Proxy-Authenticate"].startswith("Basic")
+
+
+def test_plain_http_credentials_are_used_and_never_forwarded() -> None:
+    addon = DeviceIdentity(Directory())
+    with taddons.context(addon):
+        flow = tflow.tflow(req=tutils.treq(host="files.test", port=80, scheme=b"http"))
+        flow.client_conn.tls = False
+        flow.request.headers["Proxy-Authorization"] = _basic("dev-1", "s3cret")
+        addon.requestheaders(flow)
+        assert "Proxy-Authorization" not in flow.request.headers
+        assert addon.identity_of(flow.client_conn).device_id == "dev-1"
+
+
+POLICIES = f"""
+gateway_rules:
+  - name: Uploads need a managed device
+    precedence: 10
+    action: block
+    traffic: 'http.request.host == "files.test"'
+    device_posture: 'not(any(device_posture.checks.passed[*] in {{"{POSTURE}"}}))'
+"""
+
+
+def test_posture_decides_and_a_change_reaches_the_next_request() -> None:
+    directory = Directory()
+    identity = DeviceIdentity(directory)
+    policy_set = load(POLICIES)
+    engines = type("E", (), {})()
+    engines.gateway = GatewayEngine.build(policy_set.gateway_rules)
+    engines.access = AccessEngine.build((), ())
+    enforcer = Enforcer(identity_of=identity.identity_of)
+    enforcer.use(PolicySnapshot(engines))
+    with taddons.context(identity, enforcer):
+        connect = _connect(_basic("dev-1", "s3cret"))
+        identity.http_connect(connect)
+        allowed = tflow.tflow(client_conn=connect.client_conn, req=tutils.treq(host="files.test", port=443))
+        allowed.request.headers["host"] = "files.test"
+        enforcer.request(allowed)
+        directory.passed = ()  # the agent reported a failure
+        blocked = tflow.tflow(client_conn=connect.client_conn, req=tutils.treq(host="files.test", port=443))
+        blocked.request.headers["host"] = "files.test"
+        enforcer.request(blocked)
+    assert allowed.response is None
+    assert blocked.response is not None and blocked.response.status_code == 403
+    assert blocked.metadata["gateway.identity"].email == "ana@corp.test"
