@@ -148,19 +148,24 @@ def wait_log_lines(lab: PolicyLab, count: int, *, timeout: float = 5) -> list[di
         time.sleep(0.05)
 
 
-def decision_counts(gw: GatewayProcess) -> Counter[tuple[str, str]]:
-    """gateway_decisions_total by (action, stage), from GET /metrics."""
+def metric_counts(gw: GatewayProcess, counter: str, *labels: str) -> Counter[tuple[str, ...]]:
+    """The samples of `counter`_total from GET /metrics, by the values of `labels`."""
     with httpx.Client(trust_env=False, timeout=10) as client:
         response = client.get(f"{gw.admin_url}/metrics")
     assert response.status_code == 200, response.text[:300]
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[str, ...]] = Counter()
     for family in text_string_to_metric_families(response.text):
-        if family.name != "gateway_decisions":
+        if family.name != counter:
             continue
         for sample in family.samples:
-            if sample.name == "gateway_decisions_total":
-                counts[(sample.labels["action"], sample.labels["stage"])] = int(sample.value)
+            if sample.name == f"{counter}_total":
+                counts[tuple(sample.labels[label] for label in labels)] = int(sample.value)
     return counts
+
+
+def decision_counts(gw: GatewayProcess) -> Counter[tuple[str, ...]]:
+    """gateway_decisions_total by (action, stage)."""
+    return metric_counts(gw, "gateway_decisions", "action", "stage")
 
 
 class KeepAlive:

@@ -12,11 +12,13 @@ import glob
 import hashlib
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import curl, sdk, tools
@@ -45,6 +47,7 @@ from .policy_lab import (
     KeepAlive,
     PolicyLab,
     decision_counts,
+    metric_counts,
     redirect_target,
     wait_log_lines,
 )
@@ -67,7 +70,7 @@ def _headers(path: Path) -> dict[str, str]:
 
 
 def _page_time(body: str) -> dt.datetime:
-    found = re.search(r"^time: (\S+)$", body, re.M)
+    found = re.search(r"^time: (\S+)$", body, re.MULTILINE)
     assert found, body
     return dt.datetime.strptime(found.group(1), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
@@ -78,8 +81,8 @@ def _origin_saw(origin: Origin, marker: str) -> bool:
     return log.exists() and marker in log.read_text(errors="replace")
 
 
-def _cert_der(cert: object) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)  # type: ignore[attr-defined]
+def _cert_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 # --- 1. rules and Access from the --policies file, on real traffic -------------------------------
@@ -114,6 +117,13 @@ def test_file_block_rule_answers_text_block_page(
     assert body_for(BLOCKED) not in blocked.body
     # The request never reached the origin.
     assert not _origin_saw(origin, marker)
+
+    # Plain HTTP through the proxy is decided the same way.
+    plain_http = curl.via_proxy(
+        gw.proxy_port, f"http://{BLOCKED}:{policy_lab.origin_port}/{marker}-http", cacert=ca
+    )
+    assert plain_http.status == 403, plain_http.body[:500]
+    assert f"rule: {BLOCK_RULE.name} ({BLOCK_RULE.id})" in plain_http.body.splitlines()
 
     # A host no rule names is allowed: the origin answers (and logs the path, so the check
     # above is a real one).
@@ -377,6 +387,228 @@ def test_tls_decrypt_off_passes_every_connection_through(
     assert blocked.status == 403 and BLOCK_RULE.id in blocked.body, blocked.body[:300]
 
 
+def test_sdk_do_not_inspect_rule_runs_before_block_rules(
+    policy_lab: PolicyLab, origin: Origin, ca_file: CaFile
+) -> None:
+    """An `off` rule decides at the ClientHello, before every HTTP rule whatever the precedence:
+    one created for the blocked host (behind the file's block rule in precedence) makes the
+    next connection pass through to the origin; deleting it brings the block page back."""
+    gw = policy_lab.gateway
+    with sdk.client(gw) as c:
+        account = sdk.account_id(c)
+        rule = c.zero_trust.gateway.rules.create(
+            account_id=account,
+            name="e2e API do not inspect blocked host",
+            action="off",
+            precedence=900,
+            filters=["http"],
+            traffic=f'net.sni.host == "{BLOCKED}"',
+        )
+        assert rule is not None and rule.id
+        try:
+            through = curl.via_proxy(gw.proxy_port, policy_lab.url(BLOCKED), cacert=origin.ca_path)
+            assert through.returncode == 0, through.stderr
+            assert through.status == 200 and body_for(BLOCKED) in through.body, through.body[:300]
+            served = origin.site_certs["*.origin.test"].certificate
+            assert _cert_der(through.certs[0]) == _cert_der(served), describe(through.certs[0])
+        finally:
+            c.zero_trust.gateway.rules.delete(rule.id, account_id=account)
+    blocked = curl.via_proxy(gw.proxy_port, policy_lab.url(BLOCKED), cacert=ca_file(gw))
+    assert blocked.status == 403 and BLOCK_RULE.id in blocked.body, blocked.body[:300]
+
+
+def test_sdk_access_changes_take_effect_on_the_next_request(
+    policy_lab: PolicyLab, ca_file: CaFile
+) -> None:
+    """Access objects made through the SDK decide live traffic at once: a bypass policy for the
+    client's address lets the application's host through; narrowed to another network (PUT) it
+    no longer does (deny by default); with the application deleted the host is unprotected."""
+    gw = policy_lab.gateway
+    ca = ca_file(gw)
+    host = "bypass.origin.test"
+
+    def get() -> curl.CurlResult:
+        return curl.via_proxy(gw.proxy_port, policy_lab.url(host), cacert=ca)
+
+    with sdk.client(gw) as c:
+        account = sdk.account_id(c)
+        access = c.zero_trust.access
+        policy = access.policies.create(
+            account_id=account,
+            name="e2e bypass from loopback",
+            decision="bypass",
+            include=[{"ip": {"ip": "127.0.0.1/32"}}],
+        )
+        assert policy is not None and policy.id
+        app_id: str | None = None
+        try:
+            app = access.applications.create(
+                account_id=account,
+                type="self_hosted",
+                name="e2e bypass app",
+                domain=host,
+                policies=[policy.id],
+            )
+            assert app is not None and app.id
+            app_id = app.id
+            allowed = get()
+            assert allowed.status == 200 and body_for(host) in allowed.body, allowed.body[:300]
+
+            access.policies.update(
+                policy.id,
+                account_id=account,
+                name="e2e bypass from loopback",
+                decision="bypass",
+                include=[{"ip": {"ip": "10.0.0.0/8"}}],
+            )
+            denied = get()
+            assert denied.status == 403, denied.body[:300]
+            assert denied.body.splitlines()[0] == "Access denied", denied.body
+            assert "e2e bypass app" in denied.body, denied.body
+
+            access.applications.delete(app_id, account_id=account)
+            app_id = None
+            open_again = get()
+            assert open_again.status == 200 and body_for(host) in open_again.body
+        finally:
+            if app_id is not None:
+                access.applications.delete(app_id, account_id=account)
+            access.policies.delete(policy.id, account_id=account)
+
+
+def test_redirect_include_context_passes_context_as_query(
+    policy_lab: PolicyLab, ca_file: CaFile, tmp_path: Path
+) -> None:
+    """rule_settings.redirect.include_context (Cloudflare: "pass the context information as
+    query parameters") is accepted, stored and returned: the Location must then carry the
+    context, at least the rule that redirected and the site that was asked for."""
+    gw = policy_lab.gateway
+    host = "context.origin.test"
+    target = "https://www.example.com/landing"
+    with sdk.client(gw) as c:
+        account = sdk.account_id(c)
+        rule = c.zero_trust.gateway.rules.create(
+            account_id=account,
+            name="e2e redirect with context",
+            action="redirect",
+            precedence=60,
+            filters=["http"],
+            traffic=f'http.request.host == "{host}"',
+            rule_settings={"redirect": {"target_uri": target, "include_context": True}},
+        )
+        assert rule is not None and rule.id
+        try:
+            stored = c.zero_trust.gateway.rules.get(rule.id, account_id=account)
+            assert stored is not None and stored.rule_settings is not None
+            assert stored.rule_settings.redirect is not None
+            assert stored.rule_settings.redirect.include_context is True
+            header_file = tmp_path / "headers"
+            moved = curl.via_proxy(
+                gw.proxy_port, policy_lab.url(host, "/page?a=1"), cacert=ca_file(gw),
+                args=("-D", str(header_file)),
+            )  # fmt: skip
+        finally:
+            c.zero_trust.gateway.rules.delete(rule.id, account_id=account)
+    assert moved.status == 307, moved.body[:300]
+    location = _headers(header_file)["location"]
+    parts = urllib.parse.urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == target, location
+    values = [v for _, v in urllib.parse.parse_qsl(parts.query)]
+    assert rule.id in values, f"include_context: true, yet no context in Location {location!r}"
+    assert any(host in v for v in values), location
+
+
+def test_redirect_preserving_path_keeps_the_target_query(
+    policy_lab: PolicyLab, ca_file: CaFile, tmp_path: Path
+) -> None:
+    """preserve_path_and_query appends the request's path and query to target_uri: a query the
+    administrator put in target_uri (a tracking or landing parameter) must survive it."""
+    gw = policy_lab.gateway
+    host = "campaign.origin.test"
+    with sdk.client(gw) as c:
+        account = sdk.account_id(c)
+        rule = c.zero_trust.gateway.rules.create(
+            account_id=account,
+            name="e2e redirect keeping the target query",
+            action="redirect",
+            precedence=61,
+            filters=["http"],
+            traffic=f'http.request.host == "{host}"',
+            rule_settings={
+                "redirect": {
+                    "target_uri": "https://www.example.com/moved?src=gateway",
+                    "preserve_path_and_query": True,
+                }
+            },
+        )
+        assert rule is not None and rule.id
+        try:
+            header_file = tmp_path / "headers"
+            moved = curl.via_proxy(
+                gw.proxy_port, policy_lab.url(host, "/a?b=1"), cacert=ca_file(gw),
+                args=("-D", str(header_file)),
+            )  # fmt: skip
+        finally:
+            c.zero_trust.gateway.rules.delete(rule.id, account_id=account)
+    assert moved.status == 307, moved.body[:300]
+    location = _headers(header_file)["location"]
+    parts = urllib.parse.urlsplit(location)
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "www.example.com", "/moved/a")
+    query = urllib.parse.parse_qs(parts.query)
+    assert query.get("b") == ["1"], location
+    assert query.get("src") == ["gateway"], f"target_uri's own query was dropped: {location!r}"
+
+
+def test_block_page_escapes_rule_text_and_settings(
+    policy_lab: PolicyLab, ca_file: CaFile
+) -> None:
+    """Rule names, reasons and block_page settings are text, never markup: an administrator's
+    (or an attacker with API access's) HTML must not run in every blocked user's browser."""
+    gw = policy_lab.gateway
+    host = "markup.origin.test"
+    name = '<img src=x onerror="alert(1)">'
+    reason = "<script>alert(2)</script>"
+    with sdk.client(gw) as c:
+        account = sdk.account_id(c)
+        rule = c.zero_trust.gateway.rules.create(
+            account_id=account,
+            name=name,
+            action="block",
+            precedence=62,
+            filters=["http"],
+            traffic=f'http.request.host == "{host}"',
+            rule_settings={"block_reason": reason},
+        )
+        assert rule is not None and rule.id
+        c.zero_trust.gateway.configurations.edit(
+            account_id=account,
+            settings={
+                "block_page": {
+                    "header_text": "<b>bold</b>",
+                    "footer_text": "</footer><script>alert(3)</script>",
+                    "background_color": "red}</style><script>alert(4)</script>",
+                }
+            },
+        )
+        try:
+            page = curl.via_proxy(
+                gw.proxy_port, policy_lab.url(host), cacert=ca_file(gw),
+                args=("-H", "Accept: text/html"),
+            )  # fmt: skip
+        finally:
+            c.zero_trust.gateway.configurations.edit(
+                account_id=account, settings={"block_page": None}
+            )
+            c.zero_trust.gateway.rules.delete(rule.id, account_id=account)
+    assert page.status == 403, page.body[:300]
+    html = page.body
+    assert "<script" not in html.lower() and "<img" not in html.lower() and "<b>" not in html, html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html, html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html, html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html, html
+    assert html.count("</style>") == 1, html
+
+
 # --- 4. the request log and the metrics -----------------------------------------------------------
 
 
@@ -429,7 +661,7 @@ def test_request_log_and_metrics_count_each_decision(
         assert line["bytes"] == len(bodies[path].encode()), (line, len(bodies[path].encode()))
         assert line["ca_fingerprint"] == fingerprint, line
         assert line["device"] is None and line["user"] is None, line
-        when = dt.datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
+        when = dt.datetime.fromisoformat(line["time"])
         assert started <= when <= ended, line
         assert "secret" not in str(line["path"]), line  # the query string is not logged
 
@@ -445,6 +677,26 @@ def test_request_log_and_metrics_count_each_decision(
         ("deny", "access"): 1,
         ("off", "connection"): 1,
     }, changed
+
+
+def test_metrics_count_client_handshakes_by_outcome(
+    policy_lab: PolicyLab, origin: Origin, ca_file: CaFile
+) -> None:
+    """gateway_client_handshakes_total says it counts "TLS connections from clients, by outcome
+    (intercepted, passed_through, failed)": each outcome must move when it happens."""
+    gw = policy_lab.gateway
+    before = metric_counts(gw, "gateway_client_handshakes", "outcome")
+    inspected = curl.via_proxy(gw.proxy_port, policy_lab.url(UNMATCHED), cacert=ca_file(gw))
+    assert inspected.status == 200
+    through = curl.via_proxy(gw.proxy_port, policy_lab.url(PASSTHROUGH), cacert=origin.ca_path)
+    assert through.status == 200
+    # A client that does not trust the gateway's CA aborts the intercepted handshake.
+    refused = curl.via_proxy(gw.proxy_port, policy_lab.url(UNMATCHED), cacert=origin.ca_path)
+    assert refused.returncode == CURL_CERT_UNTRUSTED, refused.stderr
+    after = metric_counts(gw, "gateway_client_handshakes", "outcome")
+    after.subtract(before)
+    changed = {k: v for k, v in after.items() if v}
+    assert changed == {("intercepted",): 1, ("passed_through",): 1, ("failed",): 1}, changed
 
 
 # --- 5. the dry run: API and CLI agree ----------------------------------------------------------
@@ -523,7 +775,7 @@ def test_policy_test_runs_the_shipped_examples() -> None:
     ran = tools.run([tools.venv_program("gateway"), "policy", "test", *files], env=child_env())
     out = ran.stdout.decode()
     assert ran.returncode == 0, out + ran.stderr.decode()
-    summary = re.search(r"^(\d+) passed, 0 failed$", out, re.M)
+    summary = re.search(r"^(\d+) passed, 0 failed$", out, re.MULTILINE)
     assert summary and int(summary.group(1)) > 0, out
     assert "FAIL" not in out, out
     assert out.count("PASS ") == int(summary.group(1)), out
