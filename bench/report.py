@@ -46,6 +46,8 @@ def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             else:
                 merged[key] = vals
         merged["rate_per_round"] = [p.get("rate") for p in per]
+        merged["proxy_cpu_us_per_req_per_round"] = [p.get("proxy_cpu_us_per_req") for p in per]
+        merged["other_core_pct_per_round"] = [p.get("other_core_pct") for p in per]
         out[scen] = merged
     return out
 
