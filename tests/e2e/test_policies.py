@@ -81,6 +81,21 @@ def _origin_saw(origin: Origin, marker: str) -> bool:
     return log.exists() and marker in log.read_text(errors="replace")
 
 
+def _origin_log_caught_up(lab: PolicyLab, origin: Origin, ca: Path) -> None:
+    """An allowed request with a fresh marker, waited for in nginx's log (bounded): a request
+    that reached the origin before it would be logged by now, so absent markers mean something."""
+    marker = f"e2e-allowed-{uuid.uuid4().hex}"
+    allowed = curl.via_proxy(
+        lab.gateway.proxy_port, lab.url(UNMATCHED, f"/{marker}"), cacert=ca
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert allowed.status == 200 and body_for(UNMATCHED) in allowed.body, allowed.body[:300]
+    deadline = time.monotonic() + 5
+    while not _origin_saw(origin, marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _origin_saw(origin, marker), "nginx never logged the allowed request"
+
+
 def _cert_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
@@ -115,8 +130,6 @@ def test_file_block_rule_answers_text_block_page(
     assert f"rule: {BLOCK_RULE.name} ({BLOCK_RULE.id})" in lines, blocked.body
     assert before <= _page_time(blocked.body) <= after, blocked.body
     assert body_for(BLOCKED) not in blocked.body
-    # The request never reached the origin.
-    assert not _origin_saw(origin, marker)
 
     # Plain HTTP through the proxy is decided the same way.
     plain_http = curl.via_proxy(
@@ -125,17 +138,10 @@ def test_file_block_rule_answers_text_block_page(
     assert plain_http.status == 403, plain_http.body[:500]
     assert f"rule: {BLOCK_RULE.name} ({BLOCK_RULE.id})" in plain_http.body.splitlines()
 
-    # A host no rule names is allowed: the origin answers (and logs the path, so the check
-    # above is a real one).
-    marker = f"e2e-unmatched-{uuid.uuid4().hex}"
-    plain = curl.via_proxy(gw.proxy_port, policy_lab.url(UNMATCHED, f"/{marker}"), cacert=ca)
-    assert plain.returncode == 0, plain.stderr
-    assert plain.status == 200, plain.body[:500]
-    assert body_for(UNMATCHED) in plain.body
-    deadline = time.monotonic() + 5
-    while not _origin_saw(origin, marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _origin_saw(origin, marker), "nginx never logged the allowed request"
+    # A host no rule names is allowed: the origin answers and logs it. Neither blocked request
+    # reached the origin.
+    _origin_log_caught_up(policy_lab, origin, ca)
+    assert not _origin_saw(origin, marker)
 
 
 def test_file_block_rule_answers_html_to_browsers(
@@ -193,7 +199,8 @@ def test_access_application_denies_request_without_identity(
     assert ACCESS_APP_NAME in denied.body and "no policy allows it" in denied.body, denied.body
     assert f"host: {APP}" in lines, denied.body
     assert body_for(APP) not in denied.body
-    assert not _origin_saw(origin, marker)
+    _origin_log_caught_up(policy_lab, origin, ca_file(gw))
+    assert not _origin_saw(origin, marker), "the denied request reached the origin"
 
 
 def test_do_not_inspect_rule_passes_the_origin_certificate_through(
@@ -270,6 +277,7 @@ def test_file_rules_are_listed_and_read_only_through_the_api(
             assert rule.id in by_id, (rule, sorted(by_id))
             assert by_id[rule.id]["name"] == rule.name
             assert by_id[rule.id]["precedence"] == rule.precedence
+            assert by_id[rule.id]["read_only"] is True, by_id[rule.id]
         block = by_id[BLOCK_RULE.id]
         assert block["action"] == "block"
         assert block["traffic"] == f'http.request.host == "{BLOCKED}"'
@@ -279,12 +287,15 @@ def test_file_rules_are_listed_and_read_only_through_the_api(
         changed["traffic"] = 'http.request.host == "nothing.origin.test"'
         put = api.put(f"{path}/{BLOCK_RULE.id}", json=changed)
         assert put.status_code == 400, put.text
-        message = put.json()["errors"][0]["message"]
+        error = put.json()["errors"][0]
+        assert error["code"] == 1004, error
+        message = error["message"]
         assert str(policy_lab.policy_file) in message and BLOCK_RULE.id in message, message
 
         deleted = api.delete(f"{path}/{BLOCK_RULE.id}")
         assert deleted.status_code == 400, deleted.text
-        assert str(policy_lab.policy_file) in deleted.json()["errors"][0]["message"]
+        error = deleted.json()["errors"][0]
+        assert error["code"] == 1004 and str(policy_lab.policy_file) in error["message"], error
 
         unchanged = api.get(f"{path}/{BLOCK_RULE.id}")
         assert unchanged.status_code == 200, unchanged.text
