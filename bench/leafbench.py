@@ -14,8 +14,9 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pki import Authority
 
@@ -27,7 +28,7 @@ def summary(samples_ns: list[int]) -> dict[str, float]:
     if not samples_ns:
         return {}
     s = sorted(samples_ns)
-    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1000  # noqa: E731
+    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1000
     return {"n": len(s), "median_us": statistics.median(s) / 1000, "p90_us": pick(0.90),
             "p99_us": pick(0.99), "mean_us": statistics.fmean(s) / 1000, "max_us": s[-1] / 1000}
 
@@ -55,8 +56,8 @@ def _run(fn: Callable[[str], Any], n: int, cached_n: int, tag: str,
 def bench_gateway(n: int, cached_n: int) -> dict[str, Any]:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from certs.authority import CertificateAuthority, KeyType  # noqa: PLC0415 - optional, may not exist yet
-    from certs.issuer import LeafIssuer  # noqa: PLC0415
+    from certs.authority import CertificateAuthority, KeyType
+    from certs.issuer import LeafIssuer
 
     ca = CertificateAuthority.generate(common_name="Bench gateway CA", organization="Gateway bench",
                                        key_type=KeyType.EC_P256)
@@ -70,8 +71,8 @@ def bench_gateway(n: int, cached_n: int) -> dict[str, Any]:
 
 
 def bench_mitmproxy(n: int, cached_n: int, workdir: Path) -> dict[str, Any]:
-    from cryptography import x509  # noqa: PLC0415
-    from mitmproxy import certs  # noqa: PLC0415
+    from cryptography import x509
+    from mitmproxy import certs
 
     workdir.mkdir(parents=True, exist_ok=True)
     ca = Authority.generate("Bench mitmproxy CA")

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -36,7 +36,7 @@ class Authority:
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def generate(cls, common_name: str) -> "Authority":
+    def generate(cls, common_name: str) -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name(
             [

@@ -134,16 +134,16 @@ def render(result: dict[str, Any]) -> str:
         if any(errs.values()):
             rows.append(["  errors"] + [str(errs.get(t, "-")) for t in cols] + [""] * len(ratio_defs))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
+    fmt = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
     m = result["machine"]
     a = result["args"]
     lines = [
         f"Gateway proxy benchmark  {result['started']}  commit {m['commit']}{' (dirty)' if m['dirty'] else ''}",
-        f"{m['cpus']} CPU ({m['cpu_model']}), Python {m['python']}, mitmproxy {m['mitmproxy']}, "
-        f"cryptography {m['cryptography']}, nginx {m['nginx']}",
-        f"concurrency {a['concurrency']}, new-host {a['new_host_n']}, same-host {a['same_host_n']}, "
-        f"keep-alive {a['keepalive_n']} requests, <= {a['time_limit']:g} s per scenario, rounds {a['rounds']}, "
-        f"client processes {a['client_procs']}",
+        (f"{m['cpus']} CPU ({m['cpu_model']}), Python {m['python']}, mitmproxy {m['mitmproxy']}, "
+         f"cryptography {m['cryptography']}, nginx {m['nginx']}"),
+        (f"concurrency {a['concurrency']}, new-host {a['new_host_n']}, same-host {a['same_host_n']}, "
+         f"keep-alive {a['keepalive_n']} requests, <= {a['time_limit']:g} s per scenario, rounds {a['rounds']}, "
+         f"client processes {a['client_procs']}"),
         "",
         fmt(head), fmt(["-" * w for w in widths]),
         *(fmt(r) for r in rows),
@@ -180,8 +180,8 @@ def _render_leaf(leaf: dict[str, Any] | None) -> list[str]:
     if not leaf:
         return []
     gw, mp = leaf.get("gateway", {}), leaf.get("mitmproxy", {})
-    lines = ["", f"Leaf issuance, in-process, EC P-256 CA, {leaf['n_new']} new names, "
-                 f"{leaf['n_cached']} cached look-ups (us per call)"]
+    lines = ["", (f"Leaf issuance, in-process, EC P-256 CA, {leaf['n_new']} new names, "
+                  f"{leaf['n_cached']} cached look-ups (us per call)")]
     rows = [["", "gateway LeafIssuer", "mitmproxy CertStore", "gw/mitm"]]
     for label, part, key in (("new host median", "new", "median_us"), ("new host p99", "new", "p99_us"),
                              ("new host median, first 100", "new_first100", "median_us"),

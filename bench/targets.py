@@ -203,7 +203,7 @@ http {{
 def nginx_version() -> str:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     try:
-        out = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10, check=False)
     except OSError:
         return "missing"
     return (out.stderr or out.stdout).strip().replace("nginx version: ", "")
@@ -382,11 +382,15 @@ coredump_dir {d}
 shutdown_lifetime 1 seconds
 """
         (d / "squid.conf").write_text(conf)
-        subprocess.run(["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"],
-                       check=True, capture_output=True, timeout=30)
-        if os.geteuid() == 0:
-            subprocess.run(["chown", "-R", "proxy:proxy", str(d)], check=True, timeout=30)
+        await asyncio.to_thread(self._prepare_dirs, d)
         squid = shutil.which("squid") or "/usr/sbin/squid"
         self.proc = spawn([squid, "-N", "-f", str(d / "squid.conf")], d / "squid.out")
         self.proxy = ("127.0.0.1", port)
         await wait_port("127.0.0.1", port, self.proc, 30, "squid")
+
+    @staticmethod
+    def _prepare_dirs(d: Path) -> None:
+        subprocess.run(["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"],
+                       check=True, capture_output=True, timeout=30)
+        if os.geteuid() == 0:  # the kid and the helpers run as user 'proxy'
+            subprocess.run(["chown", "-R", "proxy:proxy", str(d)], check=True, timeout=30)
