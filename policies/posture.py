@@ -125,8 +125,8 @@ NSS_DATABASES: Final[Mapping[TrustStore, str]] = {
 
 # --- durations ----------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"(?:\d{1,6}[smhd])+")
-_DURATION_PART = re.compile(r"(\d{1,6})([smhd])")
+_DURATION = re.compile(r"(?:\d{1,12}[smhd])+")
+_DURATION_PART = re.compile(r"(\d{1,12})([smhd])")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -136,10 +136,9 @@ def parse_duration(text: str) -> timedelta:
     if not _DURATION.fullmatch(compact):
         raise ValueError(f'must be a duration such as "30s", "5m", "1h" or "1h30m", got {text!r}')
     seconds = sum(int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(compact))
-    value = timedelta(seconds=seconds)
-    if value > MAX_DURATION:
+    if seconds > MAX_DURATION.total_seconds():  # before timedelta(), which overflows
         raise ValueError(f"must be at most {format_duration(MAX_DURATION)}, got {text!r}")
-    return value
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
