@@ -9,7 +9,9 @@ decide with the same code. A certificate passes when:
   certificate's subject and its signature verifies with the signing certificate's key. Chains
   are not followed ("WARP does not evaluate the trust chain; this needs to be the issuing
   certificate"): a device certificate issued by an intermediate fails against the root. The
-  signing certificate itself (or any certificate with its key) is not a device certificate;
+  signing certificate itself (or any certificate with its key), and any CA certificate
+  (basicConstraints CA=true: an intermediate found in a trust store), is not a device
+  certificate: CA certificates are public, so holding one proves nothing;
 - it is valid now (``not_valid_before <= now < not_valid_after``, as ``certs.authority``);
 - its CN equals the filled-in template (exact, case-insensitive), when the rule has one;
 - every listed SAN value equals (case-insensitive) one of its DNS names, email addresses,
@@ -75,7 +77,7 @@ Candidate = tuple[x509.Certificate, PrivateKey | None]
 """A certificate found on the device and its private key, when one was found with it."""
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 ]{1,64})-----")
 _KEY_LABELS: Final = (b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY")
 _ENCRYPTED_KEY = (
     "private key is encrypted: the agent cannot read keys protected by a passphrase; store it "
@@ -276,6 +278,7 @@ def _issuing_signer(
                 f"is the signing certificate {describe_name(signer.subject)} itself, "
                 "not a device certificate it issued"
             )
+    ca_problem = _ca_problem(cert)
     named = [s for s in signing if s.subject == cert.issuer]
     problem = ""
     for signer in named:
@@ -289,7 +292,7 @@ def _issuing_signer(
         except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             problem = f"names {issuer} as its issuer, but its signature cannot be checked: {e}"
         else:
-            return signer, ""
+            return (None, ca_problem) if ca_problem else (signer, "")
     if problem:
         return None, problem
     if len(signing) == 1:
@@ -298,6 +301,22 @@ def _issuing_signer(
         listed = "; ".join(describe_name(s.subject) for s in signing)
         expected = f"any of the signing certificates ({listed})"
     return None, f"issued by {issuer}, not by {expected}"
+
+
+def _ca_problem(cert: x509.Certificate) -> str | None:
+    """CA certificates are public (trust stores hold them), so having one proves nothing."""
+    try:
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    except (ValueError, x509.DuplicateExtension) as e:
+        return f"has a malformed basicConstraints extension: {e}"
+    if basic.ca:
+        return (
+            f"is a CA certificate ({describe_name(cert.subject)}, basicConstraints CA=true), "
+            "not a device certificate"
+        )
+    return None
 
 
 def _validity_problem(cert: x509.Certificate, now: datetime) -> str | None:
@@ -400,7 +419,7 @@ def _key_problem(cert: x509.Certificate, private_key: PrivateKey | None) -> str 
 # --- PEM files on the device --------------------------------------------------------------------
 
 
-def load_candidates(pem: bytes) -> list[Candidate]:
+def load_candidates(pem: bytes | str) -> list[Candidate]:
     """Certificates of one PEM file, each with its private key when the file holds it.
 
     A file may hold certificates and keys in any order (``cat cert.pem key.pem``); each key is
@@ -427,7 +446,9 @@ def load_candidates(pem: bytes) -> list[Candidate]:
     return _pair(certs, keys)
 
 
-def pair_key(certs: Sequence[x509.Certificate | Candidate], key_pem: bytes) -> list[Candidate]:
+def pair_key(
+    certs: Sequence[x509.Certificate | Candidate], key_pem: bytes | str
+) -> list[Candidate]:
     """Pair the key(s) of a separate key file with the certificates they belong to.
 
     ``certs`` are certificates or candidates from :func:`load_candidates`; a key already paired
@@ -463,13 +484,25 @@ def _pair(certs: Sequence[x509.Certificate], keys: Sequence[PrivateKey]) -> list
     return out
 
 
-def _pem_blocks(pem: bytes) -> list[tuple[bytes, bytes]]:
-    data = bytes(pem)
+def _pem_blocks(pem: bytes | str) -> list[tuple[bytes, bytes]]:
+    """(label, block text) of every BEGIN/END pair, in one linear pass (a BEGIN without its END
+    is dropped when the next BEGIN starts)."""
+    data = pem.encode("utf-8", errors="replace") if isinstance(pem, str) else bytes(pem)
     if len(data) > MAX_PEM_FILE_BYTES:
         raise InvalidCertificate(
             f"PEM file is {len(data)} bytes: at most {MAX_PEM_FILE_BYTES} (4 MiB) are read"
         )
-    return [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+    blocks: list[tuple[bytes, bytes]] = []
+    label: bytes | None = None
+    start = 0
+    for marker in _PEM_MARKER.finditer(data):
+        kind, name = marker.group(1), marker.group(2)
+        if kind == b"BEGIN":
+            label, start = name, marker.start()
+        elif name == label:
+            blocks.append((name, data[start : marker.end()] + b"\n"))
+            label = None
+    return blocks
 
 
 def _load_key(block: bytes, number: int) -> PrivateKey:

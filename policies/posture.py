@@ -274,7 +274,7 @@ class ClientCertificateInput:
         out: dict[str, object] = {
             "certificate_id": self.certificate_id,
             "check_private_key": self.check_private_key,
-            "operating_system": (self.operating_system or OperatingSystem.LINUX).value,
+            "operating_system": self.operating_system.value if self.operating_system else "",
         }
         if self.cn:
             out["cn"] = self.cn
@@ -299,6 +299,20 @@ class PostureRule:
     expiration: timedelta = DEFAULT_EXPIRATION
     match: tuple[Platform, ...] = ()
     input: ClientCertificateInput
+
+    def __post_init__(self) -> None:
+        """A rule built in code holds what ``from_api`` would demand (ValueError otherwise)."""
+        if self.type is PostureType.CLIENT_CERTIFICATE:
+            if not self.input.cn:
+                raise ValueError("a client_certificate rule needs input.cn")
+            if self.input != ClientCertificateInput(self.input.certificate_id, self.input.cn):
+                raise ValueError(
+                    "a client_certificate rule takes only input.certificate_id and input.cn"
+                )
+        elif self.input.operating_system is None:
+            raise ValueError("a client_certificate_v2 rule needs input.operating_system")
+        if self.schedule < MIN_SCHEDULE or self.expiration <= timedelta(0):
+            raise ValueError("schedule must be at least 1 minute and expiration longer than 0")
 
     @classmethod
     def from_api(cls, value: object, *, where: str) -> PostureRule:

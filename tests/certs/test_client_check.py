@@ -232,6 +232,13 @@ REJECTIONS: dict[str, tuple[Case, str]] = {
         Case(lambda p: make_device(p.ca, p.ca[1], cn="Corp Device CA")),
         "is the signing certificate CN=Corp Device CA itself",
     ),
+    "an intermediate CA certificate checked against its root": (
+        Case(lambda p: p.intermediate[0], signing=lambda p: [p.root[0]]),
+        (
+            "is a CA certificate (CN=Corp Intermediate CA, basicConstraints CA=true), "
+            "not a device certificate"
+        ),
+    ),
     "expired": (
         Case(
             _dev(
@@ -643,3 +650,19 @@ def test_pair_key_needs_a_key(pki: Pki) -> None:
 def test_huge_files_are_refused() -> None:
     with pytest.raises(InvalidCertificate, match="at most 4194304"):
         load_candidates(b"x" * (4 * 1024 * 1024 + 1))
+
+
+def test_unterminated_blocks_do_not_hide_the_next(pki: Pki) -> None:
+    cert = make_device(pki.ca, pki.device_key)
+    text = b"-----BEGIN CERTIFICATE-----\ntruncated\n" + _pem(cert)
+    assert load_candidates(text) == [(cert, None)]
+    assert load_candidates(text.decode()) == [(cert, None)]
+
+
+def test_many_unterminated_blocks_are_read_in_linear_time() -> None:
+    import time
+
+    text = b"-----BEGIN CERTIFICATE-----\n" * 140_000  # just under 4 MiB
+    started = time.perf_counter()
+    assert load_candidates(text) == []
+    assert time.perf_counter() - started < 2.0

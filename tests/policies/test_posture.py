@@ -562,3 +562,40 @@ def test_rules_are_hashable_values() -> None:
     assert a == b and hash(a) == hash(b)
     with pytest.raises(AttributeError):
         a.name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kind", "input_", "changes", "message"),
+    [
+        (PostureType.CLIENT_CERTIFICATE, ClientCertificateInput(CERT_ID), {}, "needs input.cn"),
+        (
+            PostureType.CLIENT_CERTIFICATE,
+            ClientCertificateInput(CERT_ID, cn="x", check_private_key=True),
+            {},
+            "takes only input.certificate_id and input.cn",
+        ),
+        (
+            PostureType.CLIENT_CERTIFICATE_V2,
+            ClientCertificateInput(CERT_ID),
+            {},
+            "needs input.operating_system",
+        ),
+        (
+            PostureType.CLIENT_CERTIFICATE,
+            ClientCertificateInput(CERT_ID, cn="x"),
+            {"schedule": timedelta(seconds=59)},
+            "schedule must be at least 1 minute",
+        ),
+        (
+            PostureType.CLIENT_CERTIFICATE,
+            ClientCertificateInput(CERT_ID, cn="x"),
+            {"expiration": timedelta(0)},
+            "expiration longer than 0",
+        ),
+    ],
+)
+def test_rules_built_in_code_are_checked(
+    kind: PostureType, input_: ClientCertificateInput, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PostureRule(name="r", type=kind, input=input_, **changes)
