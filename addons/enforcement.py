@@ -30,7 +30,7 @@ from policies.access import AccessDecision
 from policies.engine import Decision, GatewayEngine
 from policies.access import AccessEngine
 from policies.facts import ANONYMOUS, ConnectionFacts, Identity, RequestFacts
-from policies.rules import Action, UntrustedCertAction
+from policies.rules import Action, RedirectSettings, UntrustedCertAction
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,12 @@ class Enforcer:
                 decision.rule.label if decision.rule else "-",
             )
 
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        self._count("handshakes", "intercepted")
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        self._count("handshakes", "failed")
+
     def tls_start_server(self, data: tls.TlsData) -> None:
         server = data.conn
         key = (data.context.client.id, _address(server))
@@ -172,7 +178,7 @@ class Enforcer:
             self._block(flow, snapshot, decision, reason)
             return
         if decision.action is Action.REDIRECT:
-            self._redirect(flow, decision)
+            self._redirect(flow, decision, facts)
             return
         if flow.server_conn.error and self._upstream_failed(flow, snapshot, decision):
             return
@@ -199,17 +205,11 @@ class Enforcer:
             snapshot.block_page,
         )
 
-    def _redirect(self, flow: http.HTTPFlow, decision: Decision) -> None:
+    def _redirect(self, flow: http.HTTPFlow, decision: Decision, facts: RequestFacts) -> None:
         settings = decision.settings.redirect
         assert settings is not None  # the rule model refuses a redirect without a target
-        target = settings.target_uri
-        if settings.preserve_path_and_query:
-            parts = urllib.parse.urlsplit(target)
-            path, _, query = flow.request.path.partition("?")
-            target = urllib.parse.urlunsplit(
-                (parts.scheme, parts.netloc, parts.path.rstrip("/") + path, query, "")
-            )
         flow.metadata[DECISION] = record(decision)
+        target = redirect_target(settings, flow.request.path, facts, decision)
         flow.response = http.Response.make(307, b"", {"location": target, "cache-control": "no-store"})
 
     def _upstream_failed(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, decision: Decision) -> bool:
@@ -224,7 +224,7 @@ class Enforcer:
             )
             return True
         reason = error.removeprefix(CERT_VERIFY_FAILED).lstrip(": ").strip() or error
-        handling = decision.settings.untrusted_cert
+        handling = decision.untrusted_cert
         rule = decision.rule
         if handling is UntrustedCertAction.PASS_THROUGH:
             # Forget the failed connection; the next one to this address skips verification.
@@ -267,6 +267,29 @@ class Enforcer:
             return
         metric = getattr(self._counters, counter)
         (metric.labels(*labels) if labels else metric).inc()
+
+
+def redirect_target(settings: RedirectSettings, request_path: str, facts: RequestFacts, decision: Decision) -> str:
+    """The Location of a redirect: the target, plus the request's path and query when asked
+    (the target's own query kept first), plus context parameters when asked (as Cloudflare's
+    ``cf_*`` names)."""
+    parts = urllib.parse.urlsplit(settings.target_uri)
+    path, query = parts.path, parts.query
+    if settings.preserve_path_and_query:
+        request, _, request_query = request_path.partition("?")
+        path = path.rstrip("/") + request
+        query = "&".join(q for q in (query, request_query) if q)
+    if settings.include_context:
+        context = {
+            "cf_site_uri": facts.url,
+            "cf_rule_id": decision.rule.id if decision.rule else "",
+            "cf_source_ip": str(facts.connection.src_ip),
+            "cf_user_email": facts.identity.email,
+            "cf_device_id": facts.identity.device_id,
+        }
+        extra = urllib.parse.urlencode({k: v for k, v in context.items() if v})
+        query = "&".join(q for q in (query, extra) if q)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
 
 
 def record(decision: Decision, reason: str = "") -> DecisionRecord:

@@ -112,8 +112,9 @@ class Decision:
 
     @property
     def untrusted_cert(self) -> UntrustedCertAction:
-        """What an untrusted upstream certificate gets: the rule's setting, else ``error``."""
-        return self.settings.untrusted_cert or UntrustedCertAction.ERROR
+        """What an untrusted upstream certificate gets: the rule's setting, else the block page
+        (SPEC §4: an untrusted upstream gets a block page unless a rule says pass through)."""
+        return self.settings.untrusted_cert or UntrustedCertAction.BLOCK
 
     @property
     def passes_through(self) -> bool:

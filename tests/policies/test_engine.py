@@ -216,9 +216,9 @@ def test_settings_travel_with_the_decision() -> None:
     blocked = engine.decide(request("https://b.example/"))
     assert (
         blocked.settings.block_reason == "no"
-        and blocked.untrusted_cert is UntrustedCertAction.ERROR
+        and blocked.untrusted_cert is UntrustedCertAction.BLOCK
     )
-    assert engine.decide(request("https://c.example/")).untrusted_cert is UntrustedCertAction.ERROR
+    assert engine.decide(request("https://c.example/")).untrusted_cert is UntrustedCertAction.BLOCK
 
 
 # --- explain ----------------------------------------------------------------------------------------
