@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/client/v4"
 PUBLIC_API_PATHS = frozenset({f"{API_PREFIX}/openapi.json"})
+AGENT_PREFIX = f"{API_PREFIX}/agent/"  # device credentials, checked by proxy/api/agent.py
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -85,6 +86,8 @@ def _needs_token(request: web.Request) -> bool:
         return False
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else ""
+    if request.path.startswith(AGENT_PREFIX):  # device credentials, unless it matched elsewhere
+        return bool(canonical) and not canonical.startswith(AGENT_PREFIX)
     return any(p == API_PREFIX or p.startswith(API_PREFIX + "/") for p in (request.path, canonical))
 
 
@@ -104,7 +107,8 @@ def _presented_token(request: web.Request) -> str:
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bearer token on everything under /client/v4 (but the OpenAPI document); account scope."""
+    """Bearer token on everything under /client/v4 (but the OpenAPI document and the agent's
+    paths, which take device credentials); account scope."""
     if not _needs_token(request):
         return await handler(request)
     store = request.app[DEPS].store

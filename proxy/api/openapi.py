@@ -148,6 +148,67 @@ SCHEMAS: dict[str, Schema] = {
         {"id": _STR, "name": _STR, "started_at": TIME, "last_heartbeat": TIME, "live": _BOOL, "current": _BOOL,
          "loaded_certificates": {"type": "array", "items": _object({"id": _STR, "fingerprint": _STR, "loaded_at": TIME})}},
     ),
+    "PostureRule": _object(
+        {"id": _STR, "name": _STR, "description": _STR,
+         "type": {"type": "string", "enum": ["client_certificate", "client_certificate_v2"]},
+         "schedule": {"type": "string", "example": "5m", "description": "at least 1m"},
+         "expiration": {"type": "string", "example": "10m", "description": "how long a result holds (default 10m)"},
+         "match": {"type": "array", "items": _object({"platform": {"type": "string", "enum": [
+             "windows", "mac", "linux", "android", "ios", "chromeos"]}}), "description": "none: every platform"},
+         "input": _object(
+             {"certificate_id": {"type": "string", "format": "uuid", "description": "an mTLS upload of the account"},
+              "cn": {"type": "string", "example": "${hostname}.corp"}, "check_private_key": _BOOL,
+              "operating_system": {"type": "string", "enum": ["linux", "windows", "mac"]},
+              "extended_key_usage": {"type": "array", "items": {"type": "string", "enum": ["clientAuth", "emailProtection"]}},
+              "locations": _object({"paths": {"type": "array", "items": _STR},
+                                    "trust_stores": {"type": "array", "items": {"type": "string", "enum": ["system", "user"]}}}),
+              "subject_alternative_names": {"type": "array", "items": _STR}},
+             required=["certificate_id"]),
+         "enabled": _BOOL},
+        required=["name", "type", "input"],
+    ),
+    "PostureLogEntry": _object(
+        {"id": {"type": "integer"}, "timestamp": TIME, "device_id": _STR, "device_name": _STR, "email": _STR,
+         "rule_id": {"type": "string", "description": "\"\" when about the device (a refused secret)"},
+         "rule_name": _STR, "outcome": {"type": "string", "enum": ["passed", "failed", "refused"]},
+         "success": _BOOL, "verified": _BOOL, "reason": _STR, "certificate_fingerprint": _STR,
+         "certificate_cn": {"type": "string", "nullable": True}, "expires_at": {**TIME, "nullable": True}},
+    ),
+    "Device": _object(
+        {"id": _STR, "name": _STR, "device_type": {"type": "string", "enum": ["windows", "mac", "linux", "android", "ios", "chromeos"]},
+         "ip": _STR, "last_seen": TIME, "os_version": _STR, "serial_number": _STR, "hostname": _STR,
+         "user": _object({"id": {"type": "string", "description": "UUID 5 of mailto:<email>"}, "email": _STR, "name": _STR}),
+         "created": TIME, "updated": TIME, "created_at": TIME, "updated_at": TIME, "last_seen_at": TIME,
+         "active_registrations": {"type": "integer"}, "tags": {"type": "object"}},
+    ),
+    "EnrollmentTokenRequest": _object(
+        {"email": {"type": "string", "description": "the user of the device it enrolls (else the device names one)"},
+         "expires_in": {"type": "string", "default": "1h", "description": "1m to 30d"}}),
+    "EnrollmentToken": _object(
+        {"id": _STR, "token": {"type": "string", "description": "gwe1.<base64url JSON {u, a, s, f}>: shown once"},
+         "email": _STR, "created_at": TIME, "expires_at": TIME}),
+    "Identity": _object(
+        {"email": _STR, "user_uuid": _STR, "account_id": _STR, "device_id": _STR, "ip": _STR,
+         "is_gateway": _BOOL, "is_warp": _BOOL, "common_name": _STR, "device_sessions": {"type": "object"},
+         "devicePosture": {"type": "object", "description": "by rule id", "additionalProperties": _object(
+             {"id": _STR, "rule_name": _STR, "type": _STR, "success": _BOOL, "timestamp": TIME,
+              "description": _STR, "error": _STR, "verified": _BOOL, "expires_at": TIME, "data": {"type": "object"}})}},
+    ),
+    "EnrollRequest": _object(
+        {k: _STR for k in ("secret", "name", "os", "os_version", "serial_number", "hostname", "email")},
+        required=["secret", "os"]),
+    "Enrolled": _object({"device_id": _STR, "device_secret": {"type": "string", "description": "shown once"},
+                         "account_id": _STR}),
+    "AgentRule": _object({"rule": _ref("PostureRule"), "signing_certificates": {"type": "string", "description": "PEM"}}),
+    "Nonce": _object({"nonce": {"type": "string", "description": "base64 of 32 random bytes; single use"},
+                      "expires_at": TIME}),
+    "AgentResults": _object({"results": {"type": "array", "maxItems": 256, "items": _object(
+        {"rule_id": _STR, "success": _BOOL, "reason": _STR, "nonce": _STR,
+         "certificate": {"type": "string", "description": "PEM, with a pass"},
+         "signature": {"type": "string", "description": "base64 proof over the nonce, device id and rule id"}},
+        required=["rule_id", "success"])}}, required=["results"]),
+    "StoredResult": _object({"rule_id": _STR, "success": _BOOL, "verified": _BOOL, "reason": _STR,
+                             "expires_at": TIME}),
 }  # fmt: skip
 
 
@@ -283,6 +344,25 @@ _APP_FILTERS = [
 ]
 
 
+_POSTURE = _ref("PostureRule")
+_LOG_FILTERS = [
+    _q("device_id", _STR, "one device's entries"),
+    _q("rule_id", _STR, "one rule's entries"),
+    _q("since", _STR, "RFC 3339 time, or a duration such as 10m (that long ago)"),
+]
+
+
+def _agent(op: dict[str, Any], *, auth: bool = True) -> dict[str, Any]:
+    """Agent paths take device credentials (Basic device_id:secret), not the admin token."""
+    op = copy.deepcopy(op)
+    op["security"] = [{"device": []}] if auth else []
+    op["responses"].pop("403", None)
+    op["responses"]["401"]["description"] = (
+        "unknown enrollment secret" if not auth else "unknown device or wrong device secret"
+    )
+    return op
+
+
 def _text_body(op: dict[str, Any]) -> dict[str, Any]:
     """A body that is a policy file's text (YAML; JSON is YAML too), not a JSON object."""
     text = {
@@ -372,6 +452,33 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("one uploaded CA certificate", _MTLS),
         "delete": _op("delete an upload (refused while activated for Gateway)", _MTLS),
     },
+    A + "/devices": {"get": _op("enrolled devices (one page)", _ref("Device"), paged=True, query=_PAGING)},
+    A + "/devices/{device_id}": {
+        "get": _op("one device", _ref("Device")),
+        "delete": _op("our addition: forget a device (its secret stops working at once)", _DELETED),
+    },
+    A + "/devices/posture": {
+        "get": _op("device posture rules (one page)", _POSTURE, paged=True, query=_PAGING),
+        "post": _op("create a client_certificate(_v2) rule; input.certificate_id must be an mTLS upload", _POSTURE, body=_POSTURE),
+    },
+    A + "/devices/posture/{rule_id}": {
+        "get": _op("one posture rule", _POSTURE),
+        "put": _op("replace a rule (results verified against other requirements are dropped)", _POSTURE, body=_POSTURE),
+        "delete": _op("delete a rule and its results", _DELETED),
+    },
+    A + "/devices/posture/logs": {"get": _op("our addition: posture log, newest first (default 100 per page)", _ref("PostureLogEntry"),
+                                             paged=True, query=[*_PAGING, *_LOG_FILTERS])},
+    A + "/devices/enrollment_tokens": {"post": _op("our addition: a single-use enrollment token (1 hour by default)",
+                                                   _ref("EnrollmentToken"), body=_ref("EnrollmentTokenRequest"))},
+    A + "/access/users/{user_id}/last_seen_identity": {"get": _op(
+        "the user's most recently seen device with devicePosture (user id: UUID 5 of mailto:<email>)", _ref("Identity"))},
+    "/client/v4/agent/enroll": {"post": _agent(_op("our addition: enroll with an enrollment token's secret (no auth)",
+                                                    _ref("Enrolled"), body=_ref("EnrollRequest")), auth=False)},
+    "/client/v4/agent/posture_rules": {"get": _agent(_op("our addition: the device's rules with their signing certificates",
+                                                          {"type": "array", "items": _ref("AgentRule")}))},
+    "/client/v4/agent/nonce": {"post": _agent(_op("our addition: a fresh nonce for this device (single use, 2 minutes)", _ref("Nonce")))},
+    "/client/v4/agent/results": {"post": _agent(_op("our addition: results; every pass is verified by the server",
+                                                    {"type": "array", "items": _ref("StoredResult")}, body=_ref("AgentResults")))},
 }  # fmt: skip
 
 
@@ -396,7 +503,10 @@ def build(server_url: str) -> dict[str, Any]:
         "servers": [{"url": server_url}],
         "components": {
             "schemas": copy.deepcopy(SCHEMAS),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "device": {"type": "http", "scheme": "basic", "description": "device_id:secret"},
+            },
         },
         "paths": paths,
     }

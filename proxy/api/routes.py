@@ -10,14 +10,17 @@ from aiohttp import web
 from proxy.api import (
     access,
     accounts,
+    agent,
     certificates,
     configuration,
+    devices,
     dryrun,
     metrics,
     mtls,
     nodes,
     openapi,
     pki,
+    posture,
     rules,
 )
 
@@ -32,6 +35,9 @@ MTLS_CERT = f"{ACCOUNT}/mtls_certificates/{{certificate_id}}"
 GATEWAY_RULE = f"{ACCOUNT}/gateway/rules/{{rule_id}}"
 ACCESS_POLICY = f"{ACCOUNT}/access/policies/{{policy_id}}"
 ACCESS_APP = f"{ACCOUNT}/access/apps/{{app_id}}"
+DEVICE = f"{ACCOUNT}/devices/{{device_id}}"
+POSTURE_RULE = f"{ACCOUNT}/devices/posture/{{rule_id}}"
+AGENT = f"{API}/agent"
 UUID = "{certificate_id:[0-9a-fA-F-]{36}}"
 
 ROUTES: tuple[tuple[str, str, View], ...] = (
@@ -78,6 +84,22 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
     ("GET", ACCESS_APP, access.get_application),
     ("PUT", ACCESS_APP, access.put_application),
     ("DELETE", ACCESS_APP, access.delete_application),
+    ("GET", f"{ACCOUNT}/devices", devices.list_devices),
+    # devices/posture... before devices/{device_id}, and posture/logs before posture/{rule_id}
+    ("GET", f"{ACCOUNT}/devices/posture", posture.list_rules),
+    ("POST", f"{ACCOUNT}/devices/posture", posture.create_rule),
+    ("GET", f"{ACCOUNT}/devices/posture/logs", posture.list_logs),
+    ("GET", POSTURE_RULE, posture.get_rule),
+    ("PUT", POSTURE_RULE, posture.put_rule),
+    ("DELETE", POSTURE_RULE, posture.delete_rule),
+    ("POST", f"{ACCOUNT}/devices/enrollment_tokens", devices.create_enrollment_token),
+    ("GET", DEVICE, devices.get_device),
+    ("DELETE", DEVICE, devices.delete_device),
+    ("GET", f"{ACCOUNT}/access/users/{{user_id}}/last_seen_identity", devices.last_seen_identity),
+    ("POST", f"{AGENT}/enroll", agent.enroll),
+    ("GET", f"{AGENT}/posture_rules", agent.posture_rules),
+    ("POST", f"{AGENT}/nonce", agent.nonce),
+    ("POST", f"{AGENT}/results", agent.results),
 )
 
 

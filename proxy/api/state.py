@@ -12,6 +12,7 @@ from proxy.api.errors import NOT_FOUND, ApiError
 from proxy.metrics import Metrics
 from proxy.services.certificates import CertificateService
 from proxy.services.crl import CrlCache
+from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
 from proxy.store import ApiToken, Store
 
@@ -35,6 +36,7 @@ class ApiDeps:
     node: NodeInfo | None = None
     policies: PolicyService | None = None  # None: the policy endpoints answer 404
     metrics: Metrics | None = None  # None: GET /metrics answers 404
+    devices: DeviceService | None = None  # None: device, posture and agent endpoints answer 404
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -55,4 +57,11 @@ def policies_of(request: web.Request) -> PolicyService:
     service = deps_of(request).policies
     if service is None:
         raise ApiError(404, NOT_FOUND, "Gateway rules and Access policies are not enabled here")
+    return service
+
+
+def devices_of(request: web.Request) -> DeviceService:
+    service = deps_of(request).devices
+    if service is None:
+        raise ApiError(404, NOT_FOUND, "devices and device posture are not enabled here")
     return service

@@ -261,7 +261,8 @@ class CertificateService:
         return record
 
     def delete_mtls(self, account_id: str, cert_id: str) -> CertificateRecord:
-        """Delete an upload, unless it is activated for Gateway (anything but inactive)."""
+        """Delete an upload, unless it is activated for Gateway (anything but inactive) or a
+        device posture rule names it."""
         with self._store.transaction():
             self._settle(account_id)
             record = self.get_mtls(account_id, cert_id)
@@ -271,6 +272,12 @@ class CertificateService:
                     f"certificate {cert_id} is activated as a gateway certificate ({status}"
                     f"{', in use' if record.in_use else ''}): deactivate it through "
                     "gateway/certificates and wait until it is inactive before deleting it"
+                )
+            rules = self._store.posture_rules.using_certificate(account_id, record.id)
+            if rules:
+                raise Refused(
+                    f"certificate {cert_id} signs the device certificates of device posture "
+                    f"rule(s) {', '.join(rules)}: change or delete those rules first"
                 )
             self._store.certificates.delete(record.id)
             self._authorities.pop(record.id, None)

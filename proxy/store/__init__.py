@@ -1,7 +1,15 @@
 """Persistence: SQLite (WAL, synchronous=FULL, versioned migrations). No SQL lives elsewhere."""
 
 from proxy.store.database import StoreError
+from proxy.store.devices import Device, EnrollmentToken, Nonce
 from proxy.store.policies import PolicyLink, StoredApplication, StoredPolicy, StoredRule
+from proxy.store.posture import (
+    LogQuery,
+    Outcome,
+    PostureLogEntry,
+    PostureResult,
+    StoredPostureRule,
+)
 from proxy.store.records import (
     Account,
     ApiToken,
@@ -19,14 +27,22 @@ __all__ = [
     "ApiToken",
     "CertificateKind",
     "CertificateRecord",
+    "Device",
+    "EnrollmentToken",
     "GatewayConfiguration",
+    "LogQuery",
     "Node",
     "NodeLoadedCa",
+    "Nonce",
+    "Outcome",
     "PolicyLink",
+    "PostureLogEntry",
+    "PostureResult",
     "Store",
     "StoreError",
     "StoredApplication",
     "StoredPolicy",
+    "StoredPostureRule",
     "StoredRule",
     "TokenOrigin",
 ]

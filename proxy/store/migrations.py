@@ -135,9 +135,96 @@ _V2 = (
         ON access_application_policies(account_id, policy_id)""",
 )
 
+# Device posture: rules (body as API JSON; ``certificate_id`` mirrors input.certificate_id so that
+# an mTLS certificate a rule uses is not deleted), enrollment tokens and device secrets (SHA-256
+# hashes only), server nonces for proof of possession (single use), the latest result of each
+# rule on each device, and the posture log of every result (and every refused report).
+_V3 = (
+    """CREATE TABLE device_posture_rules (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        certificate_id TEXT,
+        body TEXT NOT NULL CHECK (json_valid(body) AND json_type(body) = 'object'),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    )""",
+    """CREATE INDEX device_posture_rules_by_certificate
+        ON device_posture_rules(account_id, certificate_id)""",
+    """CREATE TABLE enrollment_tokens (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        secret_sha256 BLOB NOT NULL UNIQUE CHECK (length(secret_sha256) = 32),
+        email TEXT NOT NULL,  -- '': the enrolling device names its user
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        device_id TEXT,
+        CHECK ((used_at IS NULL) = (device_id IS NULL))
+    )""",
+    """CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        secret_sha256 BLOB NOT NULL CHECK (length(secret_sha256) = 32),
+        name TEXT NOT NULL,
+        os TEXT NOT NULL,
+        os_version TEXT NOT NULL,
+        serial_number TEXT NOT NULL,
+        hostname TEXT NOT NULL,
+        email TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+    )""",
+    "CREATE INDEX devices_by_account ON devices(account_id, created_at)",
+    "CREATE INDEX devices_by_email ON devices(account_id, email)",
+    """CREATE TABLE posture_nonces (
+        nonce BLOB PRIMARY KEY,
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT
+    ) WITHOUT ROWID""",
+    "CREATE INDEX posture_nonces_by_expiry ON posture_nonces(expires_at)",
+    "CREATE INDEX posture_nonces_by_device ON posture_nonces(device_id)",
+    """CREATE TABLE posture_results (
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        rule_id TEXT NOT NULL,
+        success INTEGER NOT NULL CHECK (success IN (0, 1)),
+        verified INTEGER NOT NULL CHECK (verified IN (0, 1)),
+        reason TEXT NOT NULL,
+        certificate_fingerprint TEXT NOT NULL,
+        certificate_cn TEXT,
+        at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        CHECK (success = 0 OR verified = 1),
+        PRIMARY KEY (device_id, rule_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX posture_results_by_rule ON posture_results(rule_id)",
+    """CREATE TABLE posture_logs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL,  -- no foreign key: the log outlives a deleted device
+        rule_id TEXT NOT NULL,    -- '': about the device, not one rule (a refused secret)
+        rule_name TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('passed', 'failed', 'refused')),
+        verified INTEGER NOT NULL CHECK (verified IN (0, 1)),
+        reason TEXT NOT NULL,
+        certificate_fingerprint TEXT NOT NULL,
+        certificate_cn TEXT,
+        at TEXT NOT NULL,
+        expires_at TEXT
+    )""",
+    "CREATE INDEX posture_logs_by_device ON posture_logs(account_id, device_id, seq)",
+    "CREATE INDEX posture_logs_by_rule ON posture_logs(account_id, rule_id, seq)",
+    "CREATE INDEX posture_logs_by_account ON posture_logs(account_id, seq)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
+    Migration(3, "device posture: rules, enrollment, devices, nonces, results, logs", _V3),
 )
 
 

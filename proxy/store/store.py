@@ -12,9 +12,11 @@ from proxy.store.accounts import Accounts, Tokens
 from proxy.store.certificates import Certificates
 from proxy.store.configuration import Configurations
 from proxy.store.database import MEMORY, Database
+from proxy.store.devices import Devices, EnrollmentTokens, Nonces
 from proxy.store.migrations import current_version, migrate
 from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
+from proxy.store.posture import PostureLogs, PostureResults, PostureRules
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,12 @@ class Store:
         self.gateway_rules = GatewayRules(db)
         self.access_policies = AccessPolicies(db)
         self.access_applications = AccessApplications(db)
+        self.devices = Devices(db)
+        self.enrollment_tokens = EnrollmentTokens(db)
+        self.nonces = Nonces(db)
+        self.posture_rules = PostureRules(db)
+        self.posture_results = PostureResults(db)
+        self.posture_logs = PostureLogs(db)
 
     @classmethod
     def open(cls, path: Path | str = MEMORY, *, now: datetime | None = None) -> Store:

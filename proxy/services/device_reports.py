@@ -1,0 +1,166 @@
+"""Ingest of one agent report: refuse what is not about the device's rules, verify the rest,
+store the verdicts, the posture log and the device's last sighting in one group transaction.
+
+A report whose items name a rule that does not apply to the device (or name one twice) is
+refused whole (400): nothing is stored but a posture-log entry per refused item. Otherwise every
+item is stored, passed or failed (``posture_verify``). Nonces are marked used in the same
+transaction that stores the passes they prove: of two reports racing with one nonce, the second
+finds it used and is stored as failed. One nonce may prove several rules of one report (the
+proof binds the rule id); it cannot serve another report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from policies.posture import PostureRule
+from proxy.services.device_writer import GroupCommit
+from proxy.services.errors import InvalidInput
+from proxy.services.posture_rules import RuleSet
+from proxy.services.posture_verify import Report, Verdict, decode_nonce, judge
+from proxy.store import Device, Nonce, Outcome, PostureLogEntry, PostureResult, Store
+
+logger = logging.getLogger(__name__)
+
+REPLAYED: Final = "nonce was already used (a replayed report)"
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    """What the server stored for one reported result (the agent's answer)."""
+
+    rule_id: str
+    success: bool
+    verified: bool
+    reason: str
+    expires_at: datetime
+
+
+class Ingest:
+    def __init__(
+        self, store: Store, writer: GroupCommit, stored: Callable[[str], None]
+    ) -> None:
+        self._store = store
+        self._writer = writer
+        self._stored = stored  # after commit, with the device id
+
+    async def submit(
+        self, device: Device, rules: RuleSet, reports: Sequence[Report], ip: str, now: datetime
+    ) -> list[StoredOutcome]:
+        applicable = {rule.id: rule for rule in rules.for_platform(device.os)}
+        refused = _refusals(device, rules, applicable, reports)
+        if refused:
+            entries = [_refused_entry(device, rules, rule_id, why, now) for _, rule_id, why in refused]
+            await self._writer.run(lambda: self._store.posture_logs.add(entries))
+            index, rule_id, why = refused[0]
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            logger.warning("device %s: report refused: rule %r: %s", device.id, rule_id, why)
+            raise InvalidInput(f"results[{index}].rule_id", f"{rule_id!r}: {why}{more}")
+        nonces: dict[bytes, Nonce | None] = {}
+        verdicts = []
+        for report in reports:
+            rule = applicable[report.rule_id]
+            nonce = self._nonce(report, nonces)
+            signers = rules.signers.get(rule.certificate_id)
+            verdicts.append(judge(report, rule, device, signers, nonce, now=now))
+        final: list[Verdict] = await self._writer.run(lambda: self._write(device, verdicts, ip, now))
+        for verdict in final:
+            log = logger.debug if verdict.success else logger.info
+            log("device %s rule %s: %s (%s)", device.id, verdict.rule.id,
+                "passed" if verdict.success else "failed", verdict.reason)  # fmt: skip
+        return [
+            StoredOutcome(v.rule.id, v.success, v.verified, v.reason, v.expires_at) for v in final
+        ]
+
+    def _nonce(self, report: Report, seen: dict[bytes, Nonce | None]) -> Nonce | None:
+        if not report.success:
+            return None
+        raw = decode_nonce(report.nonce)
+        if raw is None:
+            return None
+        if raw not in seen:
+            seen[raw] = self._store.nonces.get(raw)
+        return seen[raw]
+
+    def _write(
+        self, device: Device, verdicts: list[Verdict], ip: str, now: datetime
+    ) -> list[Verdict]:
+        """Inside the group transaction: claim the nonces, then store what holds."""
+        claimed: set[bytes] = set()
+        final = []
+        for verdict in verdicts:
+            if verdict.nonce is not None and verdict.nonce not in claimed:
+                if self._store.nonces.use(verdict.nonce, device.id, now):
+                    claimed.add(verdict.nonce)
+                else:
+                    verdict = dataclasses.replace(
+                        verdict, success=False, verified=False, reason=REPLAYED, nonce=None,
+                        fingerprint="", cn=None,
+                    )  # fmt: skip
+            final.append(verdict)
+        self._store.posture_results.save(_result(device, v, now) for v in final)
+        self._store.posture_logs.add(_entry(device, v, now) for v in final)
+        self._store.devices.seen(device.id, ip, now)
+        self._store.after_commit(lambda: self._stored(device.id))
+        return final
+
+
+def _refusals(
+    device: Device, rules: RuleSet, applicable: dict[str, PostureRule], reports: Sequence[Report]
+) -> list[tuple[int, str, str]]:
+    refused = []
+    seen: set[str] = set()
+    for index, report in enumerate(reports):
+        rule_id = report.rule_id
+        if rule_id not in applicable:
+            refused.append((index, rule_id, _not_assigned(device, rules.by_id.get(rule_id))))
+        elif rule_id in seen:
+            refused.append((index, rule_id, "reported twice in one request"))
+        seen.add(rule_id)
+    return refused
+
+
+def _not_assigned(device: Device, rule: PostureRule | None) -> str:
+    if rule is None:
+        return "rule not assigned to this device: the account has no posture rule with this id"
+    platforms = ", ".join(p.value for p in rule.match)
+    return (
+        f"rule not assigned to this device: the rule matches {platforms}; this device is "
+        f"{device.os}"
+    )
+
+
+def _refused_entry(
+    device: Device, rules: RuleSet, rule_id: str, why: str, now: datetime
+) -> PostureLogEntry:
+    rule = rules.by_id.get(rule_id)
+    return PostureLogEntry(
+        account_id=device.account_id, device_id=device.id, rule_id=rule_id[:128],
+        rule_name=rule.name if rule else "", outcome=Outcome.REFUSED, verified=False,
+        reason=why, at=now,
+    )  # fmt: skip
+
+
+def _result(device: Device, verdict: Verdict, now: datetime) -> PostureResult:
+    return PostureResult(
+        device_id=device.id, rule_id=verdict.rule.id, success=verdict.success,
+        verified=verdict.verified, reason=verdict.reason,
+        certificate_fingerprint=verdict.fingerprint, certificate_cn=verdict.cn, at=now,
+        expires_at=verdict.expires_at,
+    )  # fmt: skip
+
+
+def _entry(device: Device, verdict: Verdict, now: datetime) -> PostureLogEntry:
+    return PostureLogEntry(
+        account_id=device.account_id, device_id=device.id, rule_id=verdict.rule.id,
+        rule_name=verdict.rule.name,
+        outcome=Outcome.PASSED if verdict.success else Outcome.FAILED,
+        verified=verdict.verified, reason=verdict.reason, at=now,
+        certificate_fingerprint=verdict.fingerprint, certificate_cn=verdict.cn,
+        expires_at=verdict.expires_at,
+    )  # fmt: skip

@@ -1,0 +1,240 @@
+"""Enrolled devices, the enrollment tokens that admit them, and the nonces they sign.
+
+Secrets (the enrollment token's and the device's) are kept as SHA-256 hashes only; both are 256
+random bits, so a fast hash is enough. Nonces are not secret: they prove freshness, and are
+single use (``used_at``) within their short life.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from proxy.store.database import Database, to_db
+
+logger = logging.getLogger(__name__)
+
+
+def from_db(text: str) -> datetime:
+    """``database.from_db``, faster (device lists and posture logs read several per row)."""
+    return datetime.fromisoformat(text)
+
+
+def _maybe(text: str | None) -> datetime | None:
+    return from_db(text) if text is not None else None
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str  # UUID
+    account_id: str
+    secret_sha256: bytes = field(repr=False)
+    name: str
+    os: str  # a policies.posture.Platform value
+    os_version: str
+    serial_number: str
+    hostname: str
+    email: str
+    ip: str  # the address it last talked to the server from
+    created_at: datetime
+    updated_at: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True)
+class EnrollmentToken:
+    id: str
+    account_id: str
+    secret_sha256: bytes = field(repr=False)
+    email: str  # "": the enrolling device names its user
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    device_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Nonce:
+    nonce: bytes
+    device_id: str
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+_DEVICE_COLUMNS = (
+    "id, account_id, secret_sha256, name, os, os_version, serial_number, hostname, email, ip,"
+    " created_at, updated_at, last_seen"
+)
+
+
+def _device(row: sqlite3.Row) -> Device:
+    return Device(
+        id=row["id"],
+        account_id=row["account_id"],
+        secret_sha256=bytes(row["secret_sha256"]),
+        name=row["name"],
+        os=row["os"],
+        os_version=row["os_version"],
+        serial_number=row["serial_number"],
+        hostname=row["hostname"],
+        email=row["email"],
+        ip=row["ip"],
+        created_at=from_db(row["created_at"]),
+        updated_at=from_db(row["updated_at"]),
+        last_seen=from_db(row["last_seen"]),
+    )
+
+
+class Devices:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, device: Device) -> None:
+        d = device
+        with self._db.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({', '.join('?' * 13)})",
+                (
+                    d.id, d.account_id, d.secret_sha256, d.name, d.os, d.os_version,
+                    d.serial_number, d.hostname, d.email, d.ip, to_db(d.created_at),
+                    to_db(d.updated_at), to_db(d.last_seen),
+                ),
+            )  # fmt: skip
+
+    def get(self, device_id: str, *, account_id: str | None = None) -> Device | None:
+        row = self._db.connection.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ? AND (? IS NULL OR account_id = ?)",
+            (device_id, account_id, account_id),
+        ).fetchone()
+        return _device(row) if row else None
+
+    def list(self, account_id: str) -> builtins.list[Device]:
+        """The account's devices, oldest first."""
+        rows = self._db.connection.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account_id = ? ORDER BY created_at, id",
+            (account_id,),
+        )
+        return [_device(row) for row in rows]
+
+    def with_email(self, account_id: str, email: str) -> builtins.list[Device]:
+        """Devices whose user is ``email`` (compared case-insensitively), last seen first."""
+        rows = self._db.connection.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account_id = ? AND lower(email) = ?"
+            " ORDER BY last_seen DESC, id",
+            (account_id, email.lower()),
+        )
+        return [_device(row) for row in rows]
+
+    def seen(self, device_id: str, ip: str, now: datetime) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE devices SET last_seen = ?, ip = ? WHERE id = ?", (to_db(now), ip, device_id)
+            )
+
+    def delete(self, device_id: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+
+
+def _token(row: sqlite3.Row) -> EnrollmentToken:
+    return EnrollmentToken(
+        id=row["id"],
+        account_id=row["account_id"],
+        secret_sha256=bytes(row["secret_sha256"]),
+        email=row["email"],
+        created_at=from_db(row["created_at"]),
+        expires_at=from_db(row["expires_at"]),
+        used_at=_maybe(row["used_at"]),
+        device_id=row["device_id"],
+    )
+
+
+class EnrollmentTokens:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, token: EnrollmentToken) -> None:
+        t = token
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO enrollment_tokens (id, account_id, secret_sha256, email, created_at,"
+                " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (t.id, t.account_id, t.secret_sha256, t.email, to_db(t.created_at),
+                 to_db(t.expires_at)),
+            )  # fmt: skip
+
+    def by_secret(self, secret_sha256: bytes) -> EnrollmentToken | None:
+        row = self._db.connection.execute(
+            "SELECT * FROM enrollment_tokens WHERE secret_sha256 = ?", (secret_sha256,)
+        ).fetchone()
+        return _token(row) if row else None
+
+    def use(self, token_id: str, device_id: str, now: datetime) -> bool:
+        """Mark the token used by ``device_id``; False when it was used already."""
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE enrollment_tokens SET used_at = ?, device_id = ?"
+                " WHERE id = ? AND used_at IS NULL",
+                (to_db(now), device_id, token_id),
+            )
+        return cursor.rowcount == 1
+
+    def delete_expired(self, before: datetime) -> int:
+        """Forget unused tokens that expired before ``before`` (used ones stay as a record)."""
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM enrollment_tokens WHERE used_at IS NULL AND expires_at < ?",
+                (to_db(before),),
+            )
+        return cursor.rowcount
+
+
+class Nonces:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, nonce: Nonce) -> None:
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO posture_nonces (nonce, device_id, issued_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (nonce.nonce, nonce.device_id, to_db(nonce.issued_at), to_db(nonce.expires_at)),
+            )
+
+    def get(self, nonce: bytes) -> Nonce | None:
+        row = self._db.connection.execute(
+            "SELECT * FROM posture_nonces WHERE nonce = ?", (nonce,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Nonce(
+            nonce=bytes(row["nonce"]),
+            device_id=row["device_id"],
+            issued_at=from_db(row["issued_at"]),
+            expires_at=from_db(row["expires_at"]),
+            used_at=_maybe(row["used_at"]),
+        )
+
+    def use(self, nonce: bytes, device_id: str, now: datetime) -> bool:
+        """Mark the nonce used, if it is this device's, unused and not expired; else False.
+
+        The check and the mark are one statement, so of two reports racing with one nonce
+        exactly one gets it."""
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE posture_nonces SET used_at = ? WHERE nonce = ? AND device_id = ?"
+                " AND used_at IS NULL AND expires_at > ?",
+                (to_db(now), nonce, device_id, to_db(now)),
+            )
+        return cursor.rowcount == 1
+
+    def delete_expired(self, before: datetime) -> int:
+        with self._db.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM posture_nonces WHERE expires_at < ?", (to_db(before),)
+            )
+        return cursor.rowcount
