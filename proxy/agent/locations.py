@@ -2,19 +2,22 @@
 
 **PEM paths** (``input.locations.paths``). As Cloudflare documents for Linux, the rule lists the
 absolute path(s) of the certificate *and* of its private key: one file holding both, or two files
-(``/etc/pki/client.pem`` and ``/etc/pki/client.key``), both listed. Every listed file is read;
-each certificate in it is a candidate, and its private key is whichever unencrypted key in any
-listed file has the same public key. Nothing outside the listed paths is read (no guessed
-``.key`` neighbours). A key protected by a passphrase cannot be used; that is reported.
+(``/etc/pki/client.pem`` and ``/etc/pki/client.key``), both listed. Every listed file is read
+through ``certs.client_check`` (``load_candidates``, then ``pair_key`` for files holding only
+keys): each certificate is a candidate, its private key whichever key in the listed files has
+the same public key. Nothing outside the listed paths is read (no guessed ``.key`` neighbours).
+A key protected by a passphrase cannot be used; that is reported, and the certificates of its
+file are still candidates.
 
-**NSS databases** (``input.locations.trust_stores``): ``"system"`` is ``/etc/pki/nssdb``,
-``"user"`` is ``~/.pki/nssdb``; an absolute directory (optionally written ``sql:DIR``) names any
-other. With no trust store listed, the system database is read. Certificates are listed with
-``certutil -L -d sql:DIR`` and exported with ``certutil -L -n NICK -a``; a certificate with a
-private key in the database shows the ``u`` trust flag. The key itself is exported only when a
-signature or a key check needs it: ``pk12util -o`` to a PKCS#12 file in a fresh 0700 directory,
-protected by a random one-time password kept in a 0600 file (never on a command line), read
-with ``cryptography`` and deleted at once. Only databases with an empty password can be read.
+**NSS databases**: the rule model says which (``Locations.nss_databases()``: the system one,
+``/etc/pki/nssdb``, always, as Cloudflare's Linux client; the user's ``~/.pki/nssdb`` when
+``trust_stores`` lists ``user``). Certificates are listed with ``certutil -L -d sql:DIR`` and
+exported with ``certutil -L -n NICK -a``; one with its private key in the database shows the
+``u`` trust flag (what ``certutil -K`` would list under the same nickname). The key itself is
+exported only when a signature or a key check needs it: ``pk12util -o`` to a PKCS#12 file in a
+fresh 0700 directory, protected by a random one-time password kept in a 0600 file (never on a
+command line), read with ``cryptography`` and deleted at once. Only databases with an empty
+password can be read.
 
 A missing file, database or tool is a ``Problem`` (a reason to show), never an exception.
 """
@@ -38,15 +41,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from certs.client_check import MAX_PEM_FILE_BYTES, load_candidates, pair_key
+from certs.errors import InvalidCertificate
+from certs.keys import PrivateKey
+
 logger = logging.getLogger(__name__)
 
 SYSTEM_NSSDB = Path("/etc/pki/nssdb")
 USER_NSSDB = Path("~/.pki/nssdb")
-MAX_PEM_BYTES = 1024 * 1024
 TOOL_TIMEOUT = 30.0
+NO_DATABASE = "no NSS database here"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
-_KEY_LABELS = {b"PRIVATE KEY", b"EC PRIVATE KEY", b"RSA PRIVATE KEY"}
 _TRUST = re.compile(r"^(?P<nick>.*?\S)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
 
 
@@ -81,14 +87,6 @@ class Inventory:
     problems: tuple[Problem, ...] = ()
 
 
-@dataclass(frozen=True)
-class _PemFile:
-    certificates: tuple[x509.Certificate, ...] = ()
-    keys: tuple[PrivateKeyTypes, ...] = ()
-    encrypted_keys: int = 0
-    problem: str | None = None
-
-
 class NssTools:
     """Runs NSS ``certutil`` and ``pk12util`` (Debian: libnss3-tools) without a terminal."""
 
@@ -105,23 +103,27 @@ class NssTools:
 
 
 class Locator:
-    """Finds candidates; what it read is kept for the life of the object (one check round)."""
+    """Finds candidates; what it read is kept for the life of the object (one check round).
 
-    def __init__(self, *, nss: NssTools | None = None, home: Path | None = None) -> None:
+    ``system_nssdb`` and ``home`` stand in for ``/etc/pki/nssdb`` and ``~`` (tests, labs).
+    """
+
+    def __init__(
+        self, *, nss: NssTools | None = None, home: Path | None = None, system_nssdb: Path | None = None
+    ) -> None:
         self._nss = nss or NssTools()
         self._home = home
-        self._pem: dict[Path, _PemFile] = {}
+        self._system = system_nssdb or SYSTEM_NSSDB
+        self._pem: dict[Path, bytes | Problem] = {}
         self._nssdb: dict[Path, Inventory] = {}
 
-    def find(self, paths: Iterable[str], trust_stores: Iterable[str]) -> Inventory:
-        candidates: list[Candidate] = []
-        problems: list[Problem] = []
-        found = self._pem_candidates(list(paths))
-        candidates += found.candidates
-        problems += found.problems
-        stores = list(trust_stores) or ["system"]
-        for store in dict.fromkeys(stores):
-            directory = self.nss_directory(store)
+    def find(self, paths: Iterable[str], nss_databases: Iterable[str]) -> Inventory:
+        """Candidates from the PEM ``paths`` and the NSS databases (directories; ``~`` expanded;
+        ``/etc/pki/nssdb`` is the system one)."""
+        found = self._pem_candidates(list(dict.fromkeys(paths)))
+        candidates, problems = list(found.candidates), list(found.problems)
+        for name in dict.fromkeys(nss_databases):
+            directory = self.nss_directory(name)
             if isinstance(directory, Problem):
                 problems.append(directory)
                 continue
@@ -132,16 +134,15 @@ class Locator:
             problems += inventory.problems
         return Inventory(tuple(candidates), tuple(problems))
 
-    def nss_directory(self, store: str) -> Path | Problem:
-        name = store.strip()
-        if name.lower() == "system":
-            return SYSTEM_NSSDB
-        if name.lower() == "user":
+    def nss_directory(self, name: str) -> Path | Problem:
+        text = name.strip().removeprefix("sql:")
+        if text.lower() == "system" or Path(text) == SYSTEM_NSSDB:
+            return self._system
+        if text.lower() == "user":
             return self._expand(USER_NSSDB)
-        name = name.removeprefix("sql:")
-        path = self._expand(Path(name))
+        path = self._expand(Path(text))
         if not path.is_absolute():
-            return Problem(f"nss:{store}", 'not a trust store this agent knows: use "system", "user" or an absolute NSS directory')
+            return Problem(f"nss:{name}", 'not an NSS database: use "system", "user" or an absolute directory')
         return path
 
     def _expand(self, path: Path) -> Path:
@@ -149,87 +150,83 @@ class Locator:
             return self._home.joinpath(*path.parts[1:])
         return path.expanduser()
 
+    def _read(self, path: Path) -> bytes | Problem:
+        if path not in self._pem:
+            self._pem[path] = _read_file(path)
+        return self._pem[path]
+
     def _pem_candidates(self, paths: list[str]) -> Inventory:
-        files: list[tuple[str, _PemFile]] = []
+        """Every listed file through ``certs.client_check``: ``load_candidates`` for the
+        certificates (with a key in the same file), ``pair_key`` for files holding only keys."""
         problems: list[Problem] = []
-        for text in dict.fromkeys(paths):
+        found: list[tuple[str, x509.Certificate, PrivateKey | None]] = []
+        key_files: list[tuple[str, bytes]] = []
+        key_trouble: list[str] = []  # why a key could not be used (encrypted, unsupported)
+        for text in paths:
             path = self._expand(Path(text))
             if not path.is_absolute():
                 problems.append(Problem(text, "not an absolute path: location paths must be absolute"))
                 continue
-            pem = self._pem.get(path)
-            if pem is None:
-                pem = self._pem[path] = _read_pem(path)
-            if pem.problem:
-                problems.append(Problem(text, pem.problem))
-            files.append((text, pem))
-        keys = [key for _, pem in files for key in pem.keys]
-        encrypted = [text for text, pem in files if pem.encrypted_keys]
-        candidates: list[Candidate] = []
-        for text, pem in files:
-            many = len(pem.certificates) > 1
-            for index, cert in enumerate(pem.certificates, start=1):
-                source = f"{text} #{index}" if many else text
-                candidates.append(Candidate(source, cert, _pem_key_lookup(cert, keys, encrypted)))
-        return Inventory(tuple(candidates), tuple(problems))
+            data = self._read(path)
+            if isinstance(data, Problem):
+                problems.append(Problem(text, data.reason))
+                continue
+            try:
+                pairs = load_candidates(data)
+            except InvalidCertificate as e:  # an encrypted or unsupported key, a damaged block
+                problems.append(Problem(text, str(e)))
+                key_trouble.append(f"{text}: {e}")
+                pairs = [(cert, None) for cert in _certificates_only(data)]
+            if pairs:
+                many = len(pairs) > 1
+                found += [(f"{text} #{i}" if many else text, cert, key) for i, (cert, key) in enumerate(pairs, start=1)]
+            elif not any(t.startswith(f"{text}: ") for t in key_trouble):
+                key_files.append((text, data))
+        for text, data in key_files:
+            try:
+                paired = pair_key([(cert, key) for _, cert, key in found], data)
+            except InvalidCertificate as e:
+                no_key = str(e).startswith("no private key found")
+                problems.append(Problem(text, "no PEM certificate or private key in it" if no_key else str(e)))
+                if not no_key:
+                    key_trouble.append(f"{text}: {e}")
+                continue
+            found = [(source, cert, key) for (source, _, _), (cert, key) in zip(found, paired, strict=True)]
+        candidates = tuple(Candidate(source, cert, _pem_key(key, key_trouble)) for source, cert, key in found)
+        return Inventory(candidates, tuple(problems))
 
 
-def _read_pem(path: Path) -> _PemFile:
+def _read_file(path: Path) -> bytes | Problem:
     try:
         with path.open("rb") as f:
-            data = f.read(MAX_PEM_BYTES + 1)
+            data = f.read(MAX_PEM_FILE_BYTES + 1)
     except FileNotFoundError:
-        return _PemFile(problem="no such file")
+        return Problem(str(path), "no such file")
     except IsADirectoryError:
-        return _PemFile(problem="a directory, not a PEM file")
+        return Problem(str(path), "a directory, not a PEM file")
     except OSError as e:
-        return _PemFile(problem=f"cannot read: {(e.strerror or str(e)).lower()}")
-    if len(data) > MAX_PEM_BYTES:
-        return _PemFile(problem=f"larger than {MAX_PEM_BYTES // 1024} KiB: not a certificate or key file")
-    certificates: list[x509.Certificate] = []
-    keys: list[PrivateKeyTypes] = []
-    encrypted = 0
-    damaged: list[str] = []
-    for match in _PEM_BLOCK.finditer(data):
-        label, block = match.group(1), match.group(0)
-        if label == b"CERTIFICATE":
-            try:
-                certificates.append(x509.load_pem_x509_certificate(block))
-            except ValueError:
-                damaged.append("a damaged certificate")
-        elif label == b"ENCRYPTED PRIVATE KEY" or (label in _KEY_LABELS and b"ENCRYPTED" in block[:200]):
-            encrypted += 1
-        elif label in _KEY_LABELS:
-            try:
-                keys.append(serialization.load_pem_private_key(block, password=None))
-            except TypeError:  # legacy PEM encryption the header check missed
-                encrypted += 1
-            except (ValueError, UnsupportedAlgorithm):
-                damaged.append("a damaged private key")
-    problem = None
-    if damaged:
-        problem = "holds " + " and ".join(dict.fromkeys(damaged))
-    elif not certificates and not keys and not encrypted:
-        problem = "no PEM certificate or private key in it"
-    elif encrypted and not keys and not certificates:
-        problem = "its private key is encrypted with a passphrase: the agent can use only unencrypted keys"
-    return _PemFile(tuple(certificates), tuple(keys), encrypted, problem)
+        return Problem(str(path), f"cannot read: {(e.strerror or str(e)).lower()}")
+    if len(data) > MAX_PEM_FILE_BYTES:
+        return Problem(str(path), f"larger than {MAX_PEM_FILE_BYTES // (1024 * 1024)} MiB: not a certificate or key file")
+    return data
 
 
-def _pem_key_lookup(
-    cert: x509.Certificate, keys: Sequence[PrivateKeyTypes], encrypted_in: Sequence[str]
-) -> Callable[[], PrivateKeyTypes]:
+def _certificates_only(data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        return []
+
+
+def _pem_key(key: PrivateKey | None, trouble: Sequence[str]) -> Callable[[], PrivateKeyTypes]:
     def lookup() -> PrivateKeyTypes:
-        for key in keys:
-            if same_public_key(cert, key):
-                return key
-        if encrypted_in:
-            raise KeyUnavailable(
-                f"no usable private key: the key in {', '.join(encrypted_in)} is encrypted with a passphrase"
-            )
-        if keys:
-            raise KeyUnavailable("no private key in the listed paths matches this certificate")
-        raise KeyUnavailable("no private key in the listed paths (list the key file too, or put the key in the same file)")
+        if key is not None:
+            return key
+        if trouble:
+            raise KeyUnavailable(f"no usable private key: {'; '.join(trouble)}")
+        raise KeyUnavailable(
+            "no private key for this certificate in the listed paths (list the key file too, or put the key in the certificate's file)"
+        )
 
     return lookup
 
@@ -248,7 +245,7 @@ def same_public_key(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
 def _read_nssdb(directory: Path, tools: NssTools) -> Inventory:
     source = f"nss:{directory}"
     if not directory.is_dir():
-        return Inventory(problems=(Problem(source, "no NSS database here"),))
+        return Inventory(problems=(Problem(source, NO_DATABASE),))
     if not (directory / "cert9.db").is_file():
         reason = "no cert9.db: not an NSS sql database"
         if (directory / "cert8.db").is_file():

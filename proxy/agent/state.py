@@ -36,7 +36,8 @@ class AgentState:
     device_secret: str
     name: str
     email: str = ""
-    serial_number: str | None = None  # given with --serial-number at enrollment; None: read from the system
+    serial_number: str = ""  # what the device enrolled with; the server fills ${serial_number} with it
+    hostname: str = ""  # likewise for ${hostname}
 
     def __repr__(self) -> str:  # never the secret
         return f"AgentState(server={self.server!r}, device_id={self.device_id!r}, account_id={self.account_id!r})"
@@ -93,15 +94,13 @@ def _parse(path: Path, data: bytes) -> AgentState:
         raise AgentError(f"the state file {path} is not JSON: enroll again") from None
     if not isinstance(fields, dict) or fields.get("version") != STATE_VERSION:
         raise AgentError(f"the state file {path} is not a version {STATE_VERSION} agent state file: enroll again")
-    values: dict[str, str | None] = {}
-    for key in ("server", "fingerprint", "account_id", "device_id", "device_secret", "name", "email"):
-        value = fields.get(key, "" if key in ("email", "fingerprint") else None)
-        if not isinstance(value, str) or (not value and key not in ("email", "fingerprint")):
+    values: dict[str, str] = {}
+    optional = ("email", "fingerprint", "serial_number", "hostname")
+    for key in ("server", "device_id", "device_secret", "account_id", "name", *optional):
+        value = fields.get(key, "" if key in optional else None)
+        if not isinstance(value, str) or (not value and key not in optional):
             raise AgentError(f"the state file {path} lacks {key!r}: enroll again")
         values[key] = value
-    serial = fields.get("serial_number")
-    if serial is not None and not isinstance(serial, str):
-        raise AgentError(f"the state file {path} has a bad 'serial_number': enroll again")
     return AgentState(
         server=str(values["server"]),
         fingerprint=str(values["fingerprint"]),
@@ -110,5 +109,6 @@ def _parse(path: Path, data: bytes) -> AgentState:
         device_secret=str(values["device_secret"]),
         name=str(values["name"]),
         email=str(values["email"]),
-        serial_number=serial,
+        serial_number=str(values["serial_number"]),
+        hostname=str(values["hostname"]),
     )

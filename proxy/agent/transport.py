@@ -187,7 +187,7 @@ class Transport:
             )
         if status >= 400 or envelope.get("success") is False:
             message = _first_error(envelope.get("errors"))
-            if status == 401:
+            if status == 401 and self._credentials is not None:
                 message = message or "the device id or secret was refused"
                 raise AgentError(f"{message} (HTTP 401): was this device removed? enroll again", status=status)
             raise AgentError(f"{message or 'the server refused ' + what} (HTTP {status})", status=status)

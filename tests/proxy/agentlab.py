@@ -65,13 +65,17 @@ def make_client(
     eku: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
     sans: tuple[str, ...] = (),
     rsa_key: bool = False,
+    organization: str | None = None,
     valid_from: timedelta = timedelta(hours=-1),
     valid_for: timedelta = timedelta(days=7),
 ) -> Issued:
     key: Key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .subject_name(x509.Name([
+            *([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]))
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -154,3 +158,49 @@ def import_into_nssdb(directory: Path, issued: Issued, nickname: str, *, with_ke
 
 def delete_from_nssdb(directory: Path, nickname: str) -> None:
     subprocess.run(["certutil", "-F", "-d", f"sql:{directory}", "-n", nickname], check=True, capture_output=True)
+
+
+CERT_ID = "2458ce5a-0c35-4c7f-82c7-8e9487d3ff60"
+
+
+def rule_api(
+    rule_id: str,
+    *,
+    name: str | None = None,
+    cn: str | None = "${hostname}.corp",
+    paths: tuple[str, ...] = (),
+    trust_stores: tuple[str, ...] = (),
+    eku: tuple[str, ...] = ("clientAuth",),
+    check_private_key: bool = True,
+    sans: tuple[str, ...] = (),
+    operating_system: str = "linux",
+    match: tuple[str, ...] = ("linux",),
+    schedule: str = "5m",
+    expiration: str = "10m",
+) -> dict[str, object]:
+    """A client_certificate_v2 rule in the API shape."""
+    body: dict[str, object] = {
+        "certificate_id": CERT_ID,
+        "check_private_key": check_private_key,
+        "operating_system": operating_system,
+        "extended_key_usage": list(eku),
+        "locations": {"paths": list(paths), "trust_stores": list(trust_stores)},
+    }
+    if cn:
+        body["cn"] = cn
+    if sans:
+        body["subject_alternative_names"] = list(sans)
+    return {
+        "id": rule_id,
+        "name": name or rule_id,
+        "type": "client_certificate_v2",
+        "schedule": schedule,
+        "expiration": expiration,
+        "match": [{"platform": p} for p in match],
+        "input": body,
+    }
+
+
+def wire_rule(rule: dict[str, object], ca: Issued) -> dict[str, object]:
+    """One entry of GET /agent/posture_rules."""
+    return {"rule": rule, "signing_certificates": ca.cert_pem()}

@@ -38,7 +38,7 @@ def test_one_file_with_certificate_and_key(tmp_path: Path, ca) -> None:  # type:
     assert candidate.source == str(both)
     assert candidate.certificate == client.certificate
     assert same_public_key(client.certificate, candidate.private_key())
-    assert [(p.source, p.reason) for p in found.problems] == [("nss:sql:/nonexistent", "no NSS database here")] or found.problems[0].reason == "no NSS database here"
+    assert [(p.source, p.reason) for p in found.problems] == [("nss:/nonexistent", "no NSS database here")]
 
 
 def test_two_files_both_listed(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
@@ -55,7 +55,7 @@ def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem())
     (candidate,) = _locator().find([str(tmp_path / "client.pem")], [str(tmp_path)]).candidates
-    with pytest.raises(KeyUnavailable, match="no private key in the listed paths"):
+    with pytest.raises(KeyUnavailable, match="no private key for this certificate in the listed paths"):
         candidate.private_key()
 
 
@@ -66,7 +66,7 @@ def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_
     chain.write_text(client.cert_pem() + ca.cert_pem() + other.key_pem())
     found = _locator().find([str(chain)], [str(tmp_path)])
     assert [c.source for c in found.candidates] == [f"{chain} #1", f"{chain} #2"]
-    with pytest.raises(KeyUnavailable, match="no private key in the listed paths matches this certificate"):
+    with pytest.raises(KeyUnavailable, match="no private key for this certificate in the listed paths"):
         found.candidates[0].private_key()
 
 
@@ -76,7 +76,7 @@ def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca) -> None:  # t
     (tmp_path / "client.key").write_text(client.key_pem(password=b"hunter2"))
     found = _locator().find([str(tmp_path / "client.pem"), str(tmp_path / "client.key")], [str(tmp_path)])
     (candidate,) = found.candidates
-    with pytest.raises(KeyUnavailable, match=r"the key in .*client.key is encrypted with a passphrase"):
+    with pytest.raises(KeyUnavailable, match=r"no usable private key: .*client.key: private key is encrypted: the agent cannot read keys protected by a passphrase"):
         candidate.private_key()
     assert any(p.source.endswith("client.key") and "encrypted" in p.reason for p in found.problems)
 
@@ -87,7 +87,7 @@ def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca) -> None:  # t
         (lambda p: None, "no such file"),
         (lambda p: p.mkdir(), "a directory, not a PEM file"),
         (lambda p: p.write_text("hello"), "no PEM certificate or private key in it"),
-        (lambda p: p.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "holds a damaged certificate"),
+        (lambda p: p.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "PEM block 1 (CERTIFICATE) is not a valid X.509 certificate"),
     ],
 )
 def test_unusable_files_are_problems_with_a_reason(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -111,7 +111,7 @@ def test_a_relative_path_and_an_unknown_store_are_problems(tmp_path: Path) -> No
     found = _locator().find(["certs/client.pem"], ["keychain"])
     reasons = {p.source: p.reason for p in found.problems}
     assert reasons["certs/client.pem"] == "not an absolute path: location paths must be absolute"
-    assert "not a trust store this agent knows" in reasons["nss:keychain"]
+    assert reasons["nss:keychain"] == 'not an NSS database: use "system", "user" or an absolute directory'
 
 
 def test_missing_certutil_is_a_reason_not_a_crash(tmp_path: Path) -> None:
@@ -120,14 +120,16 @@ def test_missing_certutil_is_a_reason_not_a_crash(tmp_path: Path) -> None:
     assert [p.reason for p in found.problems] == ["/nonexistent/certutil is not installed (Debian: apt install libnss3-tools)"]
 
 
-def test_default_stores_are_the_system_database_and_user_means_home(tmp_path: Path) -> None:
+def test_system_and_user_databases_and_where_they_are(tmp_path: Path) -> None:
     locator = Locator(home=tmp_path)
     assert str(locator.nss_directory("system")) == "/etc/pki/nssdb"
     assert locator.nss_directory("user") == tmp_path / ".pki" / "nssdb"
     assert locator.nss_directory("sql:/srv/db") == Path("/srv/db")
-    found = Locator(home=tmp_path).find([], [])
-    if not Path("/etc/pki/nssdb").exists():
-        assert [(p.source, p.reason) for p in found.problems] == [("nss:/etc/pki/nssdb", "no NSS database here")]
+    assert locator.nss_directory("~/.pki/nssdb") == tmp_path / ".pki" / "nssdb"
+    elsewhere = Locator(system_nssdb=tmp_path / "etc-nssdb")
+    assert elsewhere.nss_directory("/etc/pki/nssdb") == tmp_path / "etc-nssdb"
+    found = elsewhere.find([], ["/etc/pki/nssdb"])
+    assert [(p.source, p.reason) for p in found.problems] == [(f"nss:{tmp_path}/etc-nssdb", "no NSS database here")]
 
 
 def test_parse_certutil_listing() -> None:

@@ -63,7 +63,7 @@ def test_missing_and_damaged_state_files_say_what_to_do(tmp_path: Path) -> None:
     partial = tmp_path / "partial.json"
     partial.write_text('{"version": 1, "server": "http://127.0.0.1:1"}')
     partial.chmod(0o600)
-    with pytest.raises(AgentError, match="lacks 'fingerprint'|lacks 'account_id'"):
+    with pytest.raises(AgentError, match="lacks .device_id."):
         load_state(partial)
 
 

@@ -1,0 +1,112 @@
+"""Report results: a fresh nonce per passing result, a proof signed with its private key, one POST.
+
+For each passing rule the agent asks ``POST /agent/nonce`` for a single-use nonce, signs
+``certs.proof.proof_message(nonce, device id, rule id)`` with the certificate's private key
+(``certs.proof.sign_proof``) and sends the certificate (PEM), the nonce (base64, as received)
+and the signature (base64). A pass without a usable private key is still sent, without a
+signature and with the reason, so that the server records why it could not be verified. A
+failing rule is sent with its reason. The server answers with what it stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from certs.errors import CertError
+from certs.proof import proof_message, sign_proof
+from proxy.agent.checks import AgentRule, RuleCheck, parse_rules
+from proxy.agent.errors import AgentError
+from proxy.agent.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+RULES_PATH = "/agent/posture_rules"
+NONCE_PATH = "/agent/nonce"
+RESULTS_PATH = "/agent/results"
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One result as the server stored it."""
+
+    rule_id: str
+    success: bool
+    verified: bool
+    reason: str
+
+
+def fetch_rules(transport: Transport) -> list[AgentRule]:
+    return parse_rules(transport.get(RULES_PATH))
+
+
+def fetch_nonce(transport: Transport) -> str:
+    answer = transport.post(NONCE_PATH, {})
+    nonce = answer.get("nonce") if isinstance(answer, dict) else None
+    if not isinstance(nonce, str) or not nonce:
+        raise AgentError("the server's answer to POST /agent/nonce holds no nonce")
+    return nonce
+
+
+def build_result(check: RuleCheck, transport: Transport, *, device_id: str) -> dict[str, Any]:
+    """The wire form of one result; for a pass, with the certificate and the proof."""
+    if not check.passed or check.certificate is None:
+        return {"rule_id": check.rule_id, "success": False, "reason": check.reason[:MAX_REASON_CHARS]}
+    result: dict[str, Any] = {
+        "rule_id": check.rule_id,
+        "success": True,
+        "reason": "",
+        "certificate": check.certificate.public_bytes(serialization.Encoding.PEM).decode(),
+    }
+    if check.key is None:
+        result["reason"] = f"no proof of possession: {check.key_problem}"[:MAX_REASON_CHARS]
+        return result
+    nonce = fetch_nonce(transport)
+    try:
+        raw = base64.b64decode(nonce, validate=True)
+        signature = sign_proof(check.key, proof_message(nonce=raw, device_id=device_id, rule_id=check.rule_id))
+    except (binascii.Error, ValueError):
+        raise AgentError("the server sent a nonce that is not base64") from None
+    except CertError as e:
+        result["reason"] = f"no proof of possession: {e}"[:MAX_REASON_CHARS]
+        return result
+    result["nonce"] = nonce
+    result["signature"] = base64.b64encode(signature).decode("ascii")
+    return result
+
+
+def report(checks: Sequence[RuleCheck], transport: Transport, *, device_id: str) -> list[Stored]:
+    """Send every result that names a rule; the server's record of each."""
+    results = [build_result(check, transport, device_id=device_id) for check in checks if check.rule_id]
+    if not results:
+        return []
+    answer = transport.post(RESULTS_PATH, {"results": results})
+    if isinstance(answer, dict) and isinstance(answer.get("results"), list):
+        answer = answer["results"]
+    if not isinstance(answer, list):
+        raise AgentError("the server's answer to POST /agent/results is not a list of stored results")
+    stored = []
+    for item in answer:
+        if not isinstance(item, dict):
+            raise AgentError("the server's answer to POST /agent/results holds something that is not a result")
+        stored.append(
+            Stored(
+                rule_id=str(item.get("rule_id", "")),
+                success=item.get("success") is True,
+                verified=item.get("verified") is True,
+                reason=str(item.get("reason") or ""),
+            )
+        )
+    for entry in stored:
+        logger.info(
+            "stored: rule %s %s%s%s", entry.rule_id, "pass" if entry.success else "fail",
+            " (verified)" if entry.verified else "", f": {entry.reason}" if entry.reason else "",
+        )  # fmt: skip
+    return stored

@@ -1,0 +1,119 @@
+"""Report and enroll against a stand-in for the server's agent endpoints (real HTTP and HTTPS on
+loopback): the proof the agent signs is one certs.proof.verify_proof accepts."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from certs.proof import proof_message, verify_proof
+from proxy.agent.checks import Device, check_rules, parse_rules
+from proxy.agent.enroll import Enrollment, enroll
+from proxy.agent.errors import AgentError
+from proxy.agent.locations import Locator
+from proxy.agent.report import report
+from proxy.agent.state import load_state
+from proxy.agent.token import parse_token
+from proxy.agent.transport import Credentials, Transport
+from tests.proxy.agent_standin import StandIn, serving
+from tests.proxy.agentlab import (
+    Issued,
+    fingerprint,
+    make_ca,
+    make_client,
+    make_server_cert,
+    make_token,
+    rule_api,
+    wire_rule,
+)
+
+
+@pytest.fixture
+def ca() -> Issued:
+    return make_ca()
+
+
+def _enroll(standin: StandIn, url: str, tmp_path: Path, pin: str = "") -> Transport:
+    token = parse_token(make_token(url, secret=standin.enroll_secret, pin=pin))
+    state = enroll(Enrollment(token, token.server, "laptop", "ann@example.com", "SN-1", "laptop"), tmp_path / "state.json")
+    return Transport(state.server, fingerprint=state.fingerprint, credentials=Credentials(state.device_id, state.device_secret))
+
+
+def test_report_sends_a_proof_that_verify_proof_accepts(tmp_path: Path, ca: Issued) -> None:
+    client = make_client(ca, "laptop.corp", rsa_key=True)
+    (tmp_path / "c.pem").write_text(client.cert_pem() + client.key_pem())
+    standin = StandIn(rules=[
+        wire_rule(rule_api("pass-rule", paths=(str(tmp_path / "c.pem"),)), ca),
+        wire_rule(rule_api("fail-rule", cn="other.corp", paths=(str(tmp_path / "c.pem"),)), ca),
+    ])  # fmt: skip
+    with serving(standin.app) as server:
+        transport = _enroll(standin, server.url, tmp_path)
+        (device_id,) = standin.devices
+        rules = parse_rules(transport.get("/agent/posture_rules"))
+        checks = check_rules(rules, Device("laptop", "SN-1"), locator=Locator(system_nssdb=tmp_path / "none"))
+        stored = report(checks, transport, device_id=device_id)
+    assert [(s.rule_id, s.success, s.verified) for s in stored] == [("pass-rule", True, True), ("fail-rule", False, False)]
+    assert stored[1].reason == "CN 'laptop.corp' does not match 'other.corp'"
+    sent = standin.stored[0]["sent"]
+    assert set(sent) == {"rule_id", "success", "reason", "certificate", "nonce", "signature"}
+    message = proof_message(nonce=base64.b64decode(sent["nonce"]), device_id=device_id, rule_id="pass-rule")
+    verify_proof(x509.load_pem_x509_certificate(sent["certificate"].encode()), message, base64.b64decode(sent["signature"]))
+    assert standin.stored[1]["sent"] == {"rule_id": "fail-rule", "success": False, "reason": stored[1].reason}
+    assert standin.nonces == {}  # one nonce per passing result, used
+
+
+def test_a_pass_without_a_usable_key_is_sent_without_proof(tmp_path: Path, ca: Issued) -> None:
+    client = make_client(ca, "laptop.corp")
+    (tmp_path / "c.pem").write_text(client.cert_pem())
+    standin = StandIn(rules=[wire_rule(rule_api("r", check_private_key=False, paths=(str(tmp_path / "c.pem"),)), ca)])
+    with serving(standin.app) as server:
+        transport = _enroll(standin, server.url, tmp_path)
+        (device_id,) = standin.devices
+        checks = check_rules(parse_rules(transport.get("/agent/posture_rules")), Device("laptop", "SN-1"),
+                             locator=Locator(system_nssdb=tmp_path / "none"))  # fmt: skip
+        (stored,) = report(checks, transport, device_id=device_id)
+    assert (stored.success, stored.verified, stored.reason) == (False, False, "no proof of possession")
+    sent = standin.stored[0]["sent"]
+    assert "signature" not in sent and "nonce" not in sent
+    assert sent["reason"].startswith("no proof of possession: no private key for this certificate")
+
+
+def test_enroll_over_https_pins_the_server_and_saves_0600_state(tmp_path: Path) -> None:
+    issued = make_server_cert()
+    (tmp_path / "s.pem").write_text(issued.cert_pem())
+    (tmp_path / "s.key").write_text(issued.key_pem())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "s.pem", tmp_path / "s.key")
+    standin = StandIn()
+    with serving(standin.app, ssl_context=context) as server:
+        pin = fingerprint(issued.certificate)
+        wrong = make_token(server.url, secret=standin.enroll_secret, pin=":".join(["11"] * 32))
+        with pytest.raises(AgentError, match="not the pinned"):
+            token = parse_token(wrong)
+            enroll(Enrollment(token, token.server, "laptop"), tmp_path / "state.json")
+        assert standin.requests == [] and not (tmp_path / "state.json").exists()
+        transport = _enroll(standin, server.url, tmp_path, pin=pin)
+        assert transport.get("/agent/posture_rules") == []
+    path = tmp_path / "state.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    state = load_state(path)
+    assert (state.server, state.fingerprint, state.serial_number, state.hostname) == (server.url, pin, "SN-1", "laptop")
+    (details,) = standin.devices.values()
+    assert {k: details[k] for k in ("name", "os", "serial_number", "hostname", "email")} == {
+        "name": "laptop", "os": "linux", "serial_number": "SN-1", "hostname": "laptop", "email": "ann@example.com",
+    }  # fmt: skip
+
+
+def test_a_used_token_is_refused_with_the_servers_reason(tmp_path: Path) -> None:
+    standin = StandIn()
+    with serving(standin.app) as server:
+        token = parse_token(make_token(server.url, secret=standin.enroll_secret))
+        enroll(Enrollment(token, token.server, "laptop"), tmp_path / "a.json")
+        with pytest.raises(AgentError, match=r"unknown or used enrollment token \(HTTP 401\)"):
+            enroll(Enrollment(token, token.server, "laptop"), tmp_path / "b.json")
+    assert not (tmp_path / "b.json").exists()
