@@ -82,6 +82,7 @@ class DecisionRecord:
     reason: str = ""
 
 
+ALLOWED = DecisionRecord("allow", "request")
 EMPTY = PolicySnapshot(engines=None)  # type: ignore[arg-type]  # replaced by use() before traffic
 
 
@@ -97,6 +98,7 @@ class Enforcer:
         identity_of: Callable[[connection.Client], Identity] = _anonymous,
     ) -> None:
         self._snapshot = EMPTY
+        self._idle = True  # no rule and no application: allow without building request facts
         self._counters = counters
         self._identity_of = identity_of
         # (client id, upstream address) → pass an untrusted upstream through without verification
@@ -104,6 +106,8 @@ class Enforcer:
 
     def use(self, snapshot: PolicySnapshot) -> None:
         """From the next ClientHello and request on, decide with ``snapshot`` (one assignment)."""
+        engines = snapshot.engines
+        self._idle = engines is None or (engines.gateway.is_empty and engines.access.is_empty)
         self._snapshot = snapshot
 
     # -- connection level ---------------------------------------------------------------------------
@@ -170,6 +174,10 @@ class Enforcer:
     def _decide(self, flow: http.HTTPFlow, snapshot: PolicySnapshot) -> None:
         identity = self._identity_of(flow.client_conn)
         flow.metadata[IDENTITY] = identity
+        if self._idle and not flow.server_conn.error:
+            self._count("decisions", "allow", "request")
+            flow.metadata[DECISION] = ALLOWED
+            return
         facts = request_facts(flow, identity)
         decision = snapshot.engines.gateway.decide(facts)
         self._count("decisions", decision.action.value, decision.stage.value)

@@ -10,12 +10,9 @@ from datetime import UTC, datetime
 
 from mitmproxy import http
 
-from addons.enforcement import DECISION, IDENTITY, DecisionRecord
+from addons.enforcement import ALLOWED, DECISION, IDENTITY, DecisionRecord
 
 logger = logging.getLogger(__name__)
-
-ALLOWED = DecisionRecord("allow", "request")
-
 
 class RequestLog:
     def __init__(

@@ -516,6 +516,11 @@ class AccessEngine:
         self._exact = dict(exact)
         self._wildcard = dict(wildcard)
 
+    @property
+    def is_empty(self) -> bool:
+        """No application: Access decides nothing."""
+        return not (self._exact or self._wildcard)
+
     @classmethod
     def build(
         cls, applications: Iterable[AccessApplication], policies: Iterable[AccessPolicy]

@@ -281,6 +281,11 @@ class GatewayEngine:
         return cls(inspection, http, indexed=indexed)
 
     @property
+    def is_empty(self) -> bool:
+        """No enabled rule: every connection is inspected and every request allowed."""
+        return not (self._connection.rules or self._inspection.rules or self._http.rules)
+
+    @property
     def rules(self) -> tuple[GatewayRule, ...]:
         """The enabled rules in evaluation order."""
         return tuple(c.rule for c in (*self._inspection.rules, *self._http.rules))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
 import os
 import signal
 import socket
@@ -33,6 +32,7 @@ from proxy import config as cfg
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.bootstrap import BootstrapResult, first_start
+from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
 from proxy.node import CaNode, IssuerSettings
 from proxy.services.certificates import CertificateService
@@ -63,11 +63,13 @@ class Gateway:
     runner: web.AppRunner
     account_id: str
     boot: BootstrapResult
+    requests_file: JsonLinesFile
 
     async def stop(self) -> None:
         proxyserver = self.master.addons.get("proxyserver")
         await proxyserver.servers.update([])
         await self.runner.cleanup()
+        self.requests_file.close()
         self.node.stop()
         self.store.close()
 
@@ -102,7 +104,8 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
 
     tls = HotTlsConfig()
     enforcer = Enforcer(metrics)
-    request_log = RequestLog(open_request_log(config.data_dir), node_id=node_id, ca_fingerprint=tls.ca_fingerprint)
+    requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
+    request_log = RequestLog(requests_file.write, node_id=node_id, ca_fingerprint=tls.ca_fingerprint)
     master = build_master(config, build_addons(tls, enforcer, request_log), trust_bundle)
 
     node = CaNode(
@@ -141,10 +144,12 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
         await site.start()
     except OSError as e:
         await runner.cleanup()
+        requests_file.close()
         node.stop()
         store.close()
         raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
-    return Gateway(config, store, service, master, node, runner, account_id, boot)
+    requests_file.start()
+    return Gateway(config, store, service, master, node, runner, account_id, boot, requests_file)
 
 
 def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None) -> Master:
@@ -205,20 +210,6 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
         ", ".join(map(str, paths)),
     )
     return policy_set
-
-
-def open_request_log(data_dir: Path) -> Callable[[str], None]:
-    """One JSON line per request in DATA_DIR/requests.jsonl (rotated at 16 MiB, 5 kept)."""
-    log = logging.getLogger("gateway.requests")
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-    handler = logging.handlers.RotatingFileHandler(data_dir / "requests.jsonl", maxBytes=16 << 20, backupCount=5)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
-    return log.info
 
 
 async def serve(config: cfg.Config, environ: dict[str, str]) -> int:

@@ -201,12 +201,16 @@ def test_tls_decrypt_off_passes_everything_through(engines: Engines) -> None:
     assert hello.ignore_connection is True
 
 
-class Broken:
-    @property
-    def gateway(self):
+class BrokenGateway:
+    is_empty = False
+
+    def decide(self, facts):
         raise RuntimeError("boom")
 
-    access = None
+
+class Broken:
+    gateway = BrokenGateway()
+    access = AccessEngine.build((), ())
 
 
 def test_internal_error_fails_closed_and_is_counted(metrics: Metrics) -> None:

@@ -137,6 +137,20 @@ class PolicyLab:
         return str(in_use[0]["fingerprint"])
 
 
+def settled_log_lines(lab: PolicyLab, *, timeout: float = 5) -> list[dict[str, Any]]:
+    """The request log once it stops growing: the gateway writes it in batches (at most every
+    0.5 s), so lines of earlier requests may still be on their way."""
+    deadline = time.monotonic() + timeout
+    lines = lab.log_lines()
+    while time.monotonic() < deadline:
+        time.sleep(0.7)
+        again = lab.log_lines()
+        if len(again) == len(lines):
+            return again
+        lines = again
+    return lines
+
+
 def wait_log_lines(lab: PolicyLab, count: int, *, timeout: float = 5) -> list[dict[str, Any]]:
     """The log once it holds at least `count` lines (it is written as each response goes out;
     polling only absorbs scheduling noise), bounded by `timeout`."""

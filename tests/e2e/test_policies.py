@@ -49,6 +49,7 @@ from .policy_lab import (
     decision_counts,
     metric_counts,
     redirect_target,
+    settled_log_lines,
     wait_log_lines,
 )
 from .tunnel import client_context
@@ -640,7 +641,7 @@ def test_request_log_and_metrics_count_each_decision(
         (REDIRECTED, f"/log-{tag}/redirected", "redirect", "request", REDIRECT_RULE.id, 307),
         (APP, f"/log-{tag}/app", "block", "access", None, 403),
     ]
-    lines_before = len(policy_lab.log_lines())
+    lines_before = len(settled_log_lines(policy_lab))
     counts_before = decision_counts(gw)
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     bodies = {}
