@@ -15,12 +15,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted Zero Trust gateway: TLS inspection with a managed, hot-swappable root CA.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from proxy.cli import agent, ca, policy, run  # imported here so that `gateway --help` stays fast
+    from proxy.cli import agent, ca, device, policy, run  # imported here so that `gateway --help` stays fast
 
     run.register(commands)
     ca.register(commands)
     policy.register(commands)
     agent.register(commands)
+    device.register(commands)
     return parser
 
 

@@ -1,0 +1,268 @@
+"""``gateway device ...`` (enrollment tokens, enrolled devices) and ``gateway posture logs``,
+through the admin API of a running ``gateway run``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+from proxy.cli.client import AdminClient
+from proxy.cli.errors import CliError
+
+DEFAULT_SERVER = "http://127.0.0.1:8081"
+LOG_PAGE = 1000
+DEFAULT_LOG_LIMIT = 50
+REASON_WIDTH = 100
+
+Handler = Callable[[argparse.Namespace], int]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def register(subparsers: Subparsers) -> None:
+    _register_device(subparsers)
+    _register_posture(subparsers)
+
+
+def _register_device(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "device",
+        help="make enrollment tokens and list enrolled devices",
+        description="Enroll devices and see them: an enrollment token (single use) is what\n"
+        "`gateway agent enroll --token T` needs on the device.",
+        epilog="examples:\n  gateway device token --email ana@example.com --ttl 30m\n"
+        "  gateway device list\n  gateway device delete 3f2a",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
+    token = _command(commands, "token", _token, "make a single-use enrollment token (printed alone on stdout)",
+                     "T=$(gateway device token --email ana@example.com)")  # fmt: skip
+    token.add_argument("--email", metavar="E", help="the user of the device it enrolls (default: the device names one)")
+    token.add_argument("--ttl", metavar="DURATION", help='how long it may be used, such as "30m" or "1d" (default: 1h)')
+    _command(commands, "list", _list, "list enrolled devices", "gateway device list --json")
+    delete = _command(commands, "delete", _delete, "forget a device: its secret stops working at once",
+                      "gateway device delete 3f2a")  # fmt: skip
+    delete.add_argument("device", metavar="DEVICE", help="device id, a unique prefix of it, or its name")
+
+
+def _register_posture(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "posture",
+        help="see device posture results (the posture log)",
+        description="Device posture: every result the agents reported and what the server verified.",
+        epilog="example:\n  gateway posture logs --device laptop-7 --since 10m",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="posture_command", required=True, metavar="COMMAND")
+    logs = _command(commands, "logs", _logs, "posture log, newest first: device, rule, outcome, verified, reason",
+                    "gateway posture logs --rule 'corp certificate' --since 1h")  # fmt: skip
+    logs.add_argument("--device", metavar="ID", help="one device: its id, a unique prefix of it, or its name")
+    logs.add_argument("--rule", metavar="ID", help="one posture rule: its id or its name")
+    logs.add_argument("--since", metavar="WHEN", help='entries since then: a duration ("10m") or an RFC 3339 time')
+    logs.add_argument("--limit", type=int, default=DEFAULT_LOG_LIMIT, metavar="N",
+                      help=f"at most N entries (default: {DEFAULT_LOG_LIMIT})")  # fmt: skip
+
+
+def _command(
+    commands: Subparsers, name: str, body: Callable[[Session, argparse.Namespace], None], summary: str, example: str
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary[0].upper() + summary[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    options = parser.add_argument_group("admin API options")
+    options.add_argument("--server", metavar="URL", help=f"admin API address (default: $GATEWAY_SERVER or {DEFAULT_SERVER})")
+    options.add_argument("--token", metavar="TOKEN", help="admin API token (default: $GATEWAY_ADMIN_TOKEN)")
+    options.add_argument("--account", metavar="ID", help="account id (default: the first account the token may use)")
+    options.add_argument("--json", action="store_true", help="print the API's JSON result instead of a table")
+    parser.set_defaults(func=_handler(body))
+    return parser
+
+
+@dataclass(frozen=True)
+class Session:
+    client: AdminClient
+    account: str
+    as_json: bool
+
+    def url(self, suffix: str) -> str:
+        return f"/accounts/{urllib.parse.quote(self.account, safe='')}{suffix}"
+
+
+def _handler(body: Callable[[Session, argparse.Namespace], None]) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        server = args.server or os.environ.get("GATEWAY_SERVER") or DEFAULT_SERVER
+        client = AdminClient(server, args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or "")
+        account = args.account
+        if not account:
+            accounts = client.get("/accounts").result
+            first = accounts[0] if isinstance(accounts, list) and accounts else None
+            if not isinstance(first, dict) or not first.get("id"):
+                raise CliError(f"the admin API at {client.server} lists no account for this token")
+            account = str(first["id"])
+        session = Session(client, account, bool(args.json))
+        try:
+            body(session, args)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `gateway posture logs | head`: the reader has all it wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (KeyError, TypeError, AttributeError) as e:  # an answer not shaped as documented
+            raise CliError(f"the admin API at {client.server} gave an unexpected answer ({e!r})") from None
+        return 0
+
+    return handler
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+
+def _token(session: Session, args: argparse.Namespace) -> None:
+    body = {key: value for key, value in (("email", args.email), ("expires_in", args.ttl)) if value}
+    issued = session.client.post(session.url("/devices/enrollment_tokens"), body).result
+    if session.as_json:
+        _print_json(issued)
+        return
+    print(issued["token"])
+    user = issued.get("email") or "named by the device"
+    print(
+        f"enrollment token {issued['id']}: single use, expires {issued['expires_at']}, user {user}\n"
+        f"on the device: gateway agent enroll --token <the token above>",
+        file=sys.stderr,
+    )
+
+
+def _list(session: Session, args: argparse.Namespace) -> None:
+    devices = _devices(session)
+    if session.as_json:
+        _print_json(devices)
+    elif not devices:
+        print("no enrolled devices (make a token with `gateway device token`)")
+    else:
+        header = ("ID", "NAME", "OS", "SERIAL", "USER", "IP", "LAST SEEN")
+        rows = [
+            (str(d["id"]), str(d.get("name", "")), str(d.get("device_type", "")), str(d.get("serial_number", "")),
+             str((d.get("user") or {}).get("email", "")), str(d.get("ip", "")), str(d.get("last_seen", "")))
+            for d in devices
+        ]  # fmt: skip
+        print(table(header, rows))
+
+
+def _delete(session: Session, args: argparse.Namespace) -> None:
+    device = resolve_device(_devices(session), args.device)
+    deleted = session.client.delete(session.url(f"/devices/{urllib.parse.quote(str(device['id']), safe='')}")).result
+    if session.as_json:
+        _print_json(deleted)
+    else:
+        print(f"deleted device {device['id']} ({device.get('name', '')})")
+
+
+def _logs(session: Session, args: argparse.Namespace) -> None:
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    query: dict[str, str] = {}
+    if args.device:
+        query["device_id"] = str(resolve_device(_devices(session), args.device)["id"])
+    if args.rule:
+        rules = session.client.get(session.url("/devices/posture")).result or []
+        query["rule_id"] = resolve_rule(rules, args.rule)
+    if args.since:
+        query["since"] = args.since
+    entries: list[dict[str, Any]] = []
+    page = 1
+    while len(entries) < args.limit:
+        per_page = min(LOG_PAGE, args.limit)
+        found = session.client.get(session.url("/devices/posture/logs"), {**query, "page": str(page), "per_page": str(per_page)}).result
+        if not found:
+            break
+        entries.extend(found)
+        page += 1
+    entries = entries[: args.limit]
+    if session.as_json:
+        _print_json(entries)
+    elif not entries:
+        print("no posture log entries" + (" match" if query else " yet"))
+    else:
+        print(format_logs(entries))
+
+
+def _devices(session: Session) -> list[dict[str, Any]]:
+    return [d for d in session.client.get(session.url("/devices")).result or [] if isinstance(d, dict)]
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def resolve_device(devices: Sequence[dict[str, Any]], wanted: str) -> dict[str, Any]:
+    """The device whose id is ``wanted``, starts with it, or whose name is it (one only)."""
+    key = wanted.strip()
+    if not key:
+        raise CliError("empty device id")
+    for rule in (
+        lambda d: str(d.get("id", "")).lower() == key.lower(),
+        lambda d: str(d.get("id", "")).lower().startswith(key.lower()),
+        lambda d: str(d.get("name", "")) == key,
+    ):
+        matches = [d for d in devices if rule(d)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            ids = ", ".join(sorted(str(d["id"]) for d in matches))
+            raise CliError(f"device {wanted!r} is ambiguous: it matches {ids}")
+    raise CliError(f"no device with id, id prefix or name {wanted!r} (see `gateway device list`)")
+
+
+def resolve_rule(rules: Sequence[Any], wanted: str) -> str:
+    for field in ("id", "name"):
+        matches = [r for r in rules if isinstance(r, dict) and r.get(field) == wanted]
+        if len(matches) == 1:
+            return str(matches[0]["id"])
+        if len(matches) > 1:
+            raise CliError(f"several posture rules are named {wanted!r}: give the id")
+    raise CliError(f"no posture rule with id or name {wanted!r}")
+
+
+def format_logs(entries: Sequence[dict[str, Any]]) -> str:
+    header = ("TIME", "DEVICE", "RULE", "OUTCOME", "VERIFIED", "REASON")
+    rows = [
+        (
+            str(e.get("timestamp", "")),
+            str(e.get("device_name") or e.get("device_id", "")),
+            str(e.get("rule_name") or e.get("rule_id") or "-"),
+            str(e.get("outcome", "")),
+            "yes" if e.get("verified") else "no",
+            _short(str(e.get("reason", ""))),
+        )
+        for e in entries
+    ]
+    return table(header, rows)
+
+
+def _short(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= REASON_WIDTH else line[: REASON_WIDTH - 1] + "…"
+
+
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    everything = [header, *rows]
+    widths = [max(len(row[i]) for row in everything) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in everything
+    )
