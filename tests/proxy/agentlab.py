@@ -53,6 +53,14 @@ def make_ca(name: str = "Device CA") -> Issued:
         .not_valid_before(now() - timedelta(hours=1))
         .not_valid_after(now() + timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     return Issued(cert, key)
