@@ -41,6 +41,7 @@ class Stored:
     success: bool
     verified: bool
     reason: str
+    expires_at: str = ""  # RFC 3339, when the server says
 
 
 def fetch_rules(transport: Transport) -> list[AgentRule]:
@@ -102,6 +103,7 @@ def report(checks: Sequence[RuleCheck], transport: Transport, *, device_id: str)
                 success=item.get("success") is True,
                 verified=item.get("verified") is True,
                 reason=str(item.get("reason") or ""),
+                expires_at=str(item.get("expires_at") or ""),
             )
         )
     for entry in stored:

@@ -314,8 +314,8 @@ def format_checks(checks: Sequence[Any]) -> str:
 
 
 def format_stored(stored: Sequence[Any], names: dict[str, str]) -> str:
-    rows = [(names.get(s.rule_id, s.rule_id), _outcome(s), s.reason) for s in stored]
-    return _table(("RULE", "STORED", "REASON"), rows)
+    rows = [(names.get(s.rule_id, s.rule_id), _outcome(s), s.expires_at if s.success else "", s.reason) for s in stored]
+    return _table(("RULE", "STORED", "PASS EXPIRES", "REASON"), rows)
 
 
 def _cn(cert: Any) -> str | None:

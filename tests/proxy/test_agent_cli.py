@@ -76,9 +76,9 @@ def test_enroll_check_report(tmp_path: Path, device: tuple[StandIn, Path], capsy
         assert main(["agent", "report", "--state", str(state)]) == 0
         out = capsys.readouterr().out
         assert out.splitlines() == [
-            "RULE         STORED           REASON",
-            "corp cert    pass (verified)",
-            f"serial cert  fail             CN '{host}.corp' does not match 'SN-9.corp'",
+            "RULE         STORED           PASS EXPIRES          REASON",
+            "corp cert    pass (verified)  2099-01-01T00:00:00Z",
+            f"serial cert  fail                                   CN '{host}.corp' does not match 'SN-9.corp'",
         ]
     assert [(s["rule_id"], s["success"], s["verified"]) for s in standin.stored] == [
         ("r-pass", True, True), ("r-fail", False, False)
@@ -115,7 +115,8 @@ def test_json_output(tmp_path: Path, device: tuple[StandIn, Path], capsys: pytes
     assert [(c["rule_id"], c["passed"], c["certificate"], c["private_key"]) for c in checks] == [
         ("r-pass", True, str(pem), True), ("r-fail", False, None, False)
     ]  # fmt: skip
-    assert stored[0] == {"rule_id": "r-pass", "success": True, "verified": True, "reason": ""}
+    assert stored[0] == {"rule_id": "r-pass", "success": True, "verified": True, "reason": "",
+                         "expires_at": "2099-01-01T00:00:00Z"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import os
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +84,17 @@ async def server(request: pytest.FixtureRequest, gateway: Gateway, tmp_path: Pat
     await runner.cleanup()
 
 
-def _rows(table: str) -> dict[str, str]:
-    """``gateway agent report``'s table by rule name (the rules' order is the server's)."""
+def _rows(table: str) -> dict[str, tuple[str, str, str]]:
+    """``gateway agent report``'s table: (stored, pass expires, reason) by rule name (the rules'
+    order is the server's)."""
     header, *lines = table.splitlines()
-    assert header.split() == ["RULE", "STORED", "REASON"]
-    return {line[:8]: line[10:] for line in lines}
+    starts = [header.index(title) for title in ("STORED", "PASS EXPIRES", "REASON")]
+    return {
+        line[: starts[0]].strip(): (
+            line[starts[0] : starts[1]].strip(), line[starts[1] : starts[2]].strip(), line[starts[2] :]
+        )
+        for line in lines
+    }
 
 
 async def agent(*argv: str) -> int:
@@ -149,9 +155,11 @@ async def test_enroll_check_report_then_fail_and_expire(
     # report: the server verifies both and stores passes
     assert await agent("report", "--state", str(state)) == 0
     stored = _rows(capsys.readouterr().out)
-    assert stored["pem cert"].startswith("pass (verified)  verified: issued by CN=Corp Device CA, valid until ")
-    assert stored["pem cert"].endswith(f"CN '{HOST}.corp'; proof of possession checked")
-    assert stored["nss cert"].startswith("pass (verified)  verified: ")
+    reported_at = server.gateway.clock()
+    assert stored["pem cert"][0] == stored["nss cert"][0] == "pass (verified)"
+    assert datetime.fromisoformat(stored["pem cert"][1]) == reported_at + timedelta(minutes=10)  # the rule's expiration
+    assert stored["pem cert"][2].startswith("verified: issued by CN=Corp Device CA, valid until ")
+    assert stored["pem cert"][2].endswith(f"CN '{HOST}.corp'; proof of possession checked")
     identity = server.devices.identity(device_id)
     assert identity.email == "ann@example.com"
     assert identity.posture_passed == tuple(sorted([pem_rule["id"], nss_rule["id"]]))
@@ -163,8 +171,8 @@ async def test_enroll_check_report_then_fail_and_expire(
     cert_file.unlink()
     assert await agent("report", "--state", str(state)) == 0
     stored = _rows(capsys.readouterr().out)
-    assert stored["pem cert"] == f"fail             no certificate found ({cert_file}: no such file)"
-    assert stored["nss cert"].startswith("pass (verified)")
+    assert stored["pem cert"] == ("fail", "", f"no certificate found ({cert_file}: no such file)")
+    assert stored["nss cert"][0] == "pass (verified)"
     identity = server.devices.identity(device_id)
     assert (identity.posture_passed, identity.posture_failed) == ((nss_rule["id"],), (pem_rule["id"],))
 
