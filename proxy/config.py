@@ -69,6 +69,7 @@ class Config:
     upstream_ca: Path | None = None
     hosts_file: Path | None = None
     policy_paths: tuple[Path, ...] = ()
+    require_device: bool = False
     leaf_lifetime: timedelta = timedelta(days=47)
     leaf_cache_size: int = 10_000
     public_url: str | None = None

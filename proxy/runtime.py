@@ -22,6 +22,7 @@ from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
 
 from addons.hosts import LabHosts
+from addons.identity import DeviceIdentity
 from addons.inspection import HotTlsConfig
 from addons.enforcement import Enforcer, PolicySnapshot
 from addons.pages import BlockPage
@@ -36,6 +37,7 @@ from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
 from proxy.node import CaNode, IssuerSettings
 from proxy.services.certificates import CertificateService
+from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
 from proxy.store import Store
 
@@ -45,10 +47,13 @@ HEARTBEAT_INTERVAL = timedelta(seconds=10)
 EXPIRY_CHECK_INTERVAL = timedelta(days=1)
 
 
-def build_addons(tls: HotTlsConfig, enforcer: Enforcer, request_log: RequestLog) -> list[Any]:
-    """mitmproxy's default addons with our TLS config in place of its own, then ours."""
+def build_addons(
+    tls: HotTlsConfig, identity: DeviceIdentity, enforcer: Enforcer, request_log: RequestLog
+) -> list[Any]:
+    """mitmproxy's default addons with our TLS config in place of its own, then ours: the
+    device is identified before the policies decide, and the log line is written last."""
     chain = [tls if isinstance(addon, TlsConfig) else addon for addon in default_addons()]
-    return [*chain, LabHosts(), enforcer, request_log]
+    return [*chain, LabHosts(), identity, enforcer, request_log]
 
 
 @dataclass
@@ -64,12 +69,14 @@ class Gateway:
     account_id: str
     boot: BootstrapResult
     requests_file: JsonLinesFile
+    devices: DeviceService
 
     async def stop(self) -> None:
         proxyserver = self.master.addons.get("proxyserver")
         await proxyserver.servers.update([])
         await self.runner.cleanup()
         self.requests_file.close()
+        self.devices.close()
         self.node.stop()
         self.store.close()
 
@@ -102,11 +109,13 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     metrics = Metrics()
     node_id = uuid.uuid4().hex
 
+    devices = DeviceService(store, utcnow, public_base_url=config.public_base_url)
     tls = HotTlsConfig()
-    enforcer = Enforcer(metrics)
+    identity = DeviceIdentity(devices)
+    enforcer = Enforcer(metrics, identity_of=identity.identity_of)
     requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
     request_log = RequestLog(requests_file.write, node_id=node_id, ca_fingerprint=tls.ca_fingerprint)
-    master = build_master(config, build_addons(tls, enforcer, request_log), trust_bundle)
+    master = build_master(config, build_addons(tls, identity, enforcer, request_log), trust_bundle)
 
     node = CaNode(
         service,
@@ -135,6 +144,7 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
             node=NodeInfo(node_id, f"gateway {config.proxy_listen}"),
             policies=policies,
             metrics=metrics,
+            devices=devices,
         )
     )
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -149,7 +159,7 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
         store.close()
         raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
     requests_file.start()
-    return Gateway(config, store, service, master, node, runner, account_id, boot, requests_file)
+    return Gateway(config, store, service, master, node, runner, account_id, boot, requests_file, devices)
 
 
 def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None) -> Master:
@@ -167,6 +177,7 @@ def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path |
         onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
         ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
         gateway_hosts=str(config.hosts_file or ""),
+        gateway_require_identity=config.require_device,
     )
     return master
 

@@ -57,6 +57,11 @@ def register(commands: Any) -> None:
         help="YAML policy file or directory (repeatable): Gateway rules and Access, read-only through the API",
     )
     parser.add_argument(
+        "--require-device",
+        action="store_true",
+        help="answer 407 to clients that do not send an enrolled device's id and secret as proxy credentials",
+    )
+    parser.add_argument(
         "--leaf-lifetime-days", type=int, default=47, metavar="N", help="lifetime of issued leaves (default: 47)"
     )
     parser.add_argument(
@@ -80,6 +85,7 @@ def config_from(args: argparse.Namespace) -> Config:
             upstream_ca=Path(args.upstream_ca) if args.upstream_ca else None,
             hosts_file=Path(args.hosts) if args.hosts else None,
             policy_paths=tuple(Path(p) for p in args.policies),
+            require_device=args.require_device,
             leaf_lifetime=timedelta(days=args.leaf_lifetime_days),
             leaf_cache_size=args.leaf_cache_size,
             public_url=args.public_url,
