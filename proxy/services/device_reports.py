@@ -15,14 +15,22 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from policies.posture import PostureRule
 from proxy.services.device_writer import GroupCommit
 from proxy.services.errors import InvalidInput
 from proxy.services.posture_rules import RuleSet
-from proxy.services.posture_verify import Report, Verdict, decode_nonce, judge
+from proxy.services.posture_nonces import NonceMinter
+from proxy.services.posture_verify import (
+    CertificateChecks,
+    NonceStatus,
+    Report,
+    Verdict,
+    decode_nonce,
+    judge,
+)
 from proxy.store import Device, Nonce, Outcome, PostureLogEntry, PostureResult, Store
 
 logger = logging.getLogger(__name__)
@@ -43,32 +51,52 @@ class StoredOutcome:
 
 class Ingest:
     def __init__(
-        self, store: Store, writer: GroupCommit, stored: Callable[[str], None]
+        self, store: Store, writer: GroupCommit, minter: NonceMinter, stored: Callable[[str], None]
     ) -> None:
         self._store = store
         self._writer = writer
-        self._stored = stored  # after commit, with the device id
+        self._minter = minter
+        self._stored = stored  # after the commit, with the device id
+        self.checks = CertificateChecks()
 
     async def submit(
-        self, device: Device, rules: RuleSet, reports: Sequence[Report], ip: str, now: datetime
+        self,
+        device: Device,
+        rules: RuleSet,
+        reports: Sequence[Report],
+        ip: str,
+        now: datetime,
+        *,
+        seen: bool = True,
+        prune: bool = False,
     ) -> list[StoredOutcome]:
+        """``seen``: also record the device's last sighting (address and time); ``prune``: also
+        forget redeemed nonces that expired (they would be refused as stale anyway)."""
         applicable = {rule.id: rule for rule in rules.for_platform(device.os)}
         refused = _refusals(device, rules, applicable, reports)
         if refused:
             entries = [_refused_entry(device, rules, rule_id, why, now) for _, rule_id, why in refused]
-            await self._writer.run(lambda: self._store.posture_logs.add(entries))
+            await self._writer.run(lambda store: store.posture_logs.add(entries))
             index, rule_id, why = refused[0]
             more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
             logger.warning("device %s: report refused: rule %r: %s", device.id, rule_id, why)
             raise InvalidInput(f"results[{index}].rule_id", f"{rule_id!r}: {why}{more}")
-        nonces: dict[bytes, Nonce | None] = {}
+        nonces: dict[bytes, NonceStatus] = {}
         verdicts = []
         for report in reports:
             rule = applicable[report.rule_id]
-            nonce = self._nonce(report, nonces)
+            nonce = self._nonce(report, device, nonces, now)
             signers = rules.signers.get(rule.certificate_id)
-            verdicts.append(judge(report, rule, device, signers, nonce, now=now))
-        final: list[Verdict] = await self._writer.run(lambda: self._write(device, verdicts, ip, now))
+            verdicts.append(judge(report, rule, device, signers, nonce, now=now, checks=self.checks))
+        lifetime = self._minter.lifetime
+
+        def write(store: Store) -> list[Verdict]:
+            if prune:
+                store.nonces.delete_expired(now - lifetime)
+            return _write(store, device, verdicts, ip, now, seen, lifetime)
+
+        final = await self._writer.run(write)
+        self._stored(device.id)
         for verdict in final:
             log = logger.debug if verdict.success else logger.info
             log("device %s rule %s: %s (%s)", device.id, verdict.rule.id,
@@ -77,37 +105,50 @@ class Ingest:
             StoredOutcome(v.rule.id, v.success, v.verified, v.reason, v.expires_at) for v in final
         ]
 
-    def _nonce(self, report: Report, seen: dict[bytes, Nonce | None]) -> Nonce | None:
+    def _nonce(
+        self, report: Report, device: Device, seen: dict[bytes, NonceStatus], now: datetime
+    ) -> NonceStatus | None:
         if not report.success:
             return None
         raw = decode_nonce(report.nonce)
         if raw is None:
             return None
         if raw not in seen:
-            seen[raw] = self._store.nonces.get(raw)
+            problem = self._minter.problem(raw, device.id, now)
+            used = problem is None and self._store.nonces.get(raw) is not None
+            seen[raw] = NonceStatus(problem, used)
         return seen[raw]
 
-    def _write(
-        self, device: Device, verdicts: list[Verdict], ip: str, now: datetime
-    ) -> list[Verdict]:
-        """Inside the group transaction: claim the nonces, then store what holds."""
-        claimed: set[bytes] = set()
-        final = []
-        for verdict in verdicts:
-            if verdict.nonce is not None and verdict.nonce not in claimed:
-                if self._store.nonces.use(verdict.nonce, device.id, now):
-                    claimed.add(verdict.nonce)
-                else:
-                    verdict = dataclasses.replace(
-                        verdict, success=False, verified=False, reason=REPLAYED, nonce=None,
-                        fingerprint="", cn=None,
-                    )  # fmt: skip
-            final.append(verdict)
-        self._store.posture_results.save(_result(device, v, now) for v in final)
-        self._store.posture_logs.add(_entry(device, v, now) for v in final)
-        self._store.devices.seen(device.id, ip, now)
-        self._store.after_commit(lambda: self._stored(device.id))
-        return final
+
+def _write(
+    store: Store,
+    device: Device,
+    verdicts: list[Verdict],
+    ip: str,
+    now: datetime,
+    seen: bool,
+    lifetime: timedelta,
+) -> list[Verdict]:
+    """In the group transaction (the writer's thread): redeem the nonces, store what holds."""
+    claimed: set[bytes] = set()
+    final = []
+    for verdict in verdicts:
+        if verdict.nonce is not None and verdict.nonce not in claimed:
+            expires = NonceMinter.expires_at(verdict.nonce)
+            redeemed = Nonce(verdict.nonce, device.id, expires - lifetime, expires, used_at=now)
+            if store.nonces.claim(redeemed):
+                claimed.add(verdict.nonce)
+            else:
+                verdict = dataclasses.replace(
+                    verdict, success=False, verified=False, reason=REPLAYED, nonce=None,
+                    fingerprint="", cn=None,
+                )  # fmt: skip
+        final.append(verdict)
+    store.posture_results.save(_result(device, v, now) for v in final)
+    store.posture_logs.add(_entry(device, v, now) for v in final)
+    if seen:
+        store.devices.seen(device.id, ip, now)
+    return final
 
 
 def _refusals(

@@ -41,6 +41,7 @@ from proxy.services.device_identity import Posture, posture_of
 from proxy.services.device_reports import Ingest, StoredOutcome
 from proxy.services.device_writer import GroupCommit
 from proxy.services.errors import InvalidInput, NotFound, Refused, ServiceError
+from proxy.services.posture_nonces import IssuedNonce, NonceMinter
 from proxy.services.posture_rules import (
     MAX_RULES,
     RuleSet,
@@ -55,7 +56,6 @@ from proxy.store import (
     Device,
     EnrollmentToken,
     LogQuery,
-    Nonce,
     Outcome,
     PostureLogEntry,
     PostureResult,
@@ -68,8 +68,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["DeviceService", "Enrolled", "IssuedToken", "StoredOutcome", "Unauthenticated"]
 
 NONCE_LIFETIME: Final = timedelta(minutes=2)
-NONCE_BYTES: Final = 32
 REFUSAL_LOG_INTERVAL: Final = timedelta(minutes=1)  # per device: refused secrets in the log
+SEEN_INTERVAL: Final = timedelta(minutes=1)  # last_seen is written at most this often (or new IP)
 _DUMMY_HASH: Final = bytes(32)
 MAX_ID_CHARS: Final = 128
 MAX_SECRET_CHARS: Final = 512
@@ -117,23 +117,30 @@ class DeviceService:
         public_base_url: str,
         server_fingerprint: str = "",
         nonce_lifetime: timedelta = NONCE_LIFETIME,
+        nonce_key: bytes | None = None,
     ) -> None:
         """``public_base_url``: the admin server's URL as devices reach it (it goes into
         enrollment tokens); ``server_fingerprint``: SHA-256 colon hex of its TLS certificate,
-        ``""`` when it serves plain HTTP (loopback)."""
+        ``""`` when it serves plain HTTP (loopback); ``nonce_key``: the key nonces are minted
+        with (``posture_nonces.nonce_key_from_master``; random per process when None)."""
         self._store = store
         self._clock = clock
         self._public_base_url = public_base_url.rstrip("/")
         self._server_fingerprint = server_fingerprint
-        self._nonce_lifetime = nonce_lifetime
+        self._minter = NonceMinter(nonce_key, nonce_lifetime)
         self.writer = GroupCommit(store)
-        self._ingest = Ingest(store, self.writer, self._results_stored)
+        self._ingest = Ingest(store, self.writer, self._minter, self._results_stored)
         self._subscribers: list[Callable[[], None]] = []
         self._rule_sets: dict[str, RuleSet] = {}  # by account
         self._devices: dict[str, Device] = {}  # by id: credentials and attributes
         self._postures: dict[str, _CachedPosture] = {}  # by device id
         self._refusals_logged: dict[str, datetime] = {}
+        self._seen: dict[str, tuple[str, datetime]] = {}  # device id: last written (ip, time)
         self._pruned_at: datetime | None = None
+
+    def close(self) -> None:
+        """Stop the group-commit writer (its thread and connection); call at shutdown."""
+        self.writer.close()
 
     # -- subscribers ----------------------------------------------------------------------------
 
@@ -356,7 +363,7 @@ class DeviceService:
         logger.warning("agent API: refused device %r from %s: %s", device_id[:64], ip, reason)
         if known is not None and self._refusal_due(known.id):
             entry = self._log_entry(known, None, Outcome.REFUSED, f"{reason} (from {ip})")
-            await self.writer.run(lambda: self._store.posture_logs.add([entry]))
+            await self.writer.run(lambda store: store.posture_logs.add([entry]))
         raise Unauthenticated(f"{reason}: check the agent's device id and secret, or enroll again")
 
     async def log_refused(self, device: Device, reason: str) -> None:
@@ -364,7 +371,7 @@ class DeviceService:
         malformed body, say): into the posture log."""
         logger.warning("device %s: %s", device.id, reason)
         entry = self._log_entry(device, None, Outcome.REFUSED, reason[:1000])
-        await self.writer.run(lambda: self._store.posture_logs.add([entry]))
+        await self.writer.run(lambda store: store.posture_logs.add([entry]))
 
     def _refusal_due(self, device_id: str) -> bool:
         now = self._clock()
@@ -382,30 +389,38 @@ class DeviceService:
             for rule in rules.for_platform(device.os)
         ]
 
-    async def issue_nonce(self, device: Device, ip: str) -> Nonce:
-        """A fresh random nonce for this device only: single use, valid for 2 minutes."""
+    async def issue_nonce(self, device: Device, ip: str) -> IssuedNonce:
+        """A fresh nonce for this device only: single use, valid for 2 minutes (no write:
+        ``posture_nonces``)."""
         now = self._clock()
-        nonce = Nonce(secrets.token_bytes(NONCE_BYTES), device.id, now, now + self._nonce_lifetime)
+        issued = self._minter.issue(device.id, now)
+        if self._seen_due(device.id, ip, now):
+            await self.writer.run(lambda store: store.devices.seen(device.id, ip, now))
+        return issued
 
-        def write() -> None:
-            self._store.nonces.add(nonce)
-            self._store.devices.seen(device.id, ip, now)
-            self._prune(now)
+    def _seen_due(self, device_id: str, ip: str, now: datetime) -> bool:
+        """Write the device's last sighting when its address changed or a minute went by (a
+        write per agent request would cost more than the rest of a nonce)."""
+        last = self._seen.get(device_id)
+        if last is not None and last[0] == ip and now - last[1] < SEEN_INTERVAL:
+            return False
+        self._seen[device_id] = (ip, now)
+        return True
 
-        await self.writer.run(write)
-        return nonce
-
-    def _prune(self, now: datetime) -> None:
-        """Nonces past their life (used or not) are forgotten, once a minute at most."""
+    def _prune_due(self, now: datetime) -> bool:
+        """Once a minute at most."""
         if self._pruned_at is not None and now - self._pruned_at < timedelta(minutes=1):
-            return
+            return False
         self._pruned_at = now
-        self._store.nonces.delete_expired(now - self._nonce_lifetime)
+        return True
 
     async def submit(self, device: Device, reports: Sequence[Report], ip: str) -> list[StoredOutcome]:
         """Verify and store the device's results (``device_reports.Ingest``)."""
         now = self._clock()
-        return await self._ingest.submit(device, self._rules(device.account_id), reports, ip, now)
+        rules = self._rules(device.account_id)
+        seen = self._seen_due(device.id, ip, now)
+        prune = self._prune_due(now)
+        return await self._ingest.submit(device, rules, reports, ip, now, seen=seen, prune=prune)
 
     # -- devices --------------------------------------------------------------------------------
 
@@ -431,6 +446,7 @@ class DeviceService:
 
     def _forget(self, device_id: str) -> None:
         self._devices.pop(device_id, None)
+        self._seen.pop(device_id, None)
         self._postures.pop(device_id, None)
         self._notify()
 

@@ -13,6 +13,11 @@ only when every check holds:
 
 Anything else is stored as failed, with the reason. A pass expires after the rule's
 ``expiration``, or when the certificate does, whichever comes first.
+
+Agents present the same certificate report after report, so :class:`CertificateChecks` keeps
+the outcome of step 2 for a (certificate, requirements) pair: that outcome depends on the time
+only through the validity period, which is checked again on every use. The proof (step 3) is
+verified every time: the nonce is new.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -33,7 +39,7 @@ from certs.errors import CertError
 from certs.proof import MAX_NONCE_BYTES, proof_message, verify_proof
 from policies.posture import PostureRule
 from proxy.services.posture_rules import Signers
-from proxy.store import Device, Nonce
+from proxy.store import Device
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +76,15 @@ class Verdict:
     nonce: bytes | None = None  # to mark used when the verdict is stored (passes only)
 
 
+@dataclass(frozen=True)
+class NonceStatus:
+    """What the server knows of a report's nonce: ``problem`` from the minter (not ours, another
+    device's, stale), ``used`` from the store."""
+
+    problem: str | None
+    used: bool = False
+
+
 class Refusal(Exception):
     """The claim does not hold; the message is the stored reason."""
 
@@ -85,8 +100,50 @@ def decode_nonce(text: str | None) -> bytes | None:
 
 
 def fingerprint(cert: x509.Certificate) -> str:
-    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A certificate that passed step 2, and what the server stores of it."""
+
+    certificate: x509.Certificate
+    reason: str
+    fingerprint: str
+    cn: str | None
+    not_before: datetime
+    not_after: datetime
+
+
+class CertificateChecks:
+    """Step 2 with a bounded cache of the certificates that passed (module docstring)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._passed: OrderedDict[tuple[object, ...], Checked] = OrderedDict()
+        self.hits = 0
+
+    def check(
+        self, pem: str | None, rule: PostureRule, device: Device, signers: Signers | None, now: datetime
+    ) -> Checked:
+        """The certificate and what it passed on; Refusal naming the first problem."""
+        if signers is None:
+            raise Refusal(f"the rule's mTLS certificate {rule.certificate_id} is gone")
+        key = (pem, signers.pem, rule.cn_template, rule.san_templates, rule.extended_key_usage,
+               device.hostname, device.serial_number)  # fmt: skip
+        cached = self._passed.get(key)
+        if cached is not None and cached.not_before <= now < cached.not_after:
+            self._passed.move_to_end(key)
+            self.hits += 1
+            return cached
+        cert = _certificate(pem)
+        reason = _check(cert, rule, device, signers, now)
+        passed = Checked(cert, reason, fingerprint(cert), common_name(cert),
+                         cert.not_valid_before_utc, cert.not_valid_after_utc)  # fmt: skip
+        self._passed[key] = passed
+        if len(self._passed) > self._size:
+            self._passed.popitem(last=False)
+        return passed
 
 
 def judge(
@@ -94,48 +151,45 @@ def judge(
     rule: PostureRule,
     device: Device,
     signers: Signers | None,
-    nonce: Nonce | None,
+    nonce: NonceStatus | None,
     *,
     now: datetime,
+    checks: CertificateChecks | None = None,
 ) -> Verdict:
-    """The verdict on one report; ``nonce`` is the store's record of the report's nonce."""
+    """The verdict on one report; ``nonce`` is what the server knows of its nonce (None when
+    the report has none, or it is not base64)."""
     expires = now + rule.expiration
     if not report.success:
         reason = _clip(report.reason.strip()) or "the agent reported a failure without a reason"
         return Verdict(rule, False, False, reason, expires)
     try:
-        raw_nonce = _check_nonce(report, device, nonce, now)
-        cert = _certificate(report.certificate)
-        passed = _check(cert, rule, device, signers, now)
-        _check_proof(report.signature, cert, raw_nonce, device.id, rule.id)
+        raw_nonce = _check_nonce(report, nonce)
+        checked = (checks or CertificateChecks(0)).check(
+            report.certificate, rule, device, signers, now
+        )
+        _check_proof(report.signature, checked.certificate, raw_nonce, device.id, rule.id)
     except Refusal as e:
         return Verdict(rule, False, False, _clip(str(e)), expires)
-    reason = f"verified: {passed}; proof of possession checked"
-    expires = min(expires, cert.not_valid_after_utc)
-    return Verdict(
-        rule, True, True, reason, expires, fingerprint(cert), common_name(cert), raw_nonce
-    )
+    reason = f"verified: {checked.reason}; proof of possession checked"
+    expires = min(expires, checked.not_after)
+    return Verdict(rule, True, True, reason, expires, checked.fingerprint, checked.cn, raw_nonce)
 
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
 
 
-def _check_nonce(report: Report, device: Device, nonce: Nonce | None, now: datetime) -> bytes:
+def _check_nonce(report: Report, nonce: NonceStatus | None) -> bytes:
     if not report.nonce or not report.certificate or not report.signature:
         said = report.reason.strip()
         raise Refusal(f"{NO_PROOF} (the agent said: {said})" if said else NO_PROOF)
     raw = decode_nonce(report.nonce)
-    if raw is None:
+    if raw is None or nonce is None:
         raise Refusal("nonce is not base64 of a nonce this server issues")
-    if nonce is None:
-        raise Refusal("nonce was not issued by this server (or expired long ago)")
-    if nonce.device_id != device.id:
-        raise Refusal("nonce was issued to another device")
-    if nonce.used_at is not None:
+    if nonce.problem:
+        raise Refusal(nonce.problem)
+    if nonce.used:
         raise Refusal("nonce was already used (a replayed report)")
-    if nonce.expires_at <= now:
-        raise Refusal(f"nonce is stale: it expired at {nonce.expires_at:%Y-%m-%dT%H:%M:%SZ}")
     return raw
 
 
@@ -152,10 +206,8 @@ def _certificate(pem: str | None) -> x509.Certificate:
 
 
 def _check(
-    cert: x509.Certificate, rule: PostureRule, device: Device, signers: Signers | None, now: datetime
+    cert: x509.Certificate, rule: PostureRule, device: Device, signers: Signers, now: datetime
 ) -> str:
-    if signers is None:
-        raise Refusal(f"the rule's mTLS certificate {rule.certificate_id} is gone")
     try:
         requirements = ClientCertRequirements.from_templates(
             signers.certificates,

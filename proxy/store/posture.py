@@ -18,8 +18,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from proxy.store.database import Database, to_db
-from proxy.store.devices import from_db
+from proxy.store.database import Database
+from proxy.store.devices import from_db, to_db, writing
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class PostureRules:
 
     def list(self, account_id: str) -> builtins.list[StoredPostureRule]:
         rows = self._db.connection.execute(
-            "SELECT * FROM device_posture_rules WHERE account_id = ? ORDER BY created_at, id",
+            "SELECT * FROM device_posture_rules WHERE account_id = ? ORDER BY created_at, rowid",
             (account_id,),
         )
         return [_rule(row) for row in rows]
@@ -169,7 +169,7 @@ class PostureResults:
              r.certificate_fingerprint, r.certificate_cn, to_db(r.at), to_db(r.expires_at))
             for r in results
         ]  # fmt: skip
-        with self._db.transaction() as conn:
+        with writing(self._db) as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO posture_results (device_id, rule_id, success, verified,"
                 " reason, certificate_fingerprint, certificate_cn, at, expires_at)"
@@ -232,7 +232,7 @@ class PostureLogs:
              to_db(e.expires_at) if e.expires_at is not None else None)
             for e in entries
         ]  # fmt: skip
-        with self._db.transaction() as conn:
+        with writing(self._db) as conn:
             conn.executemany(
                 "INSERT INTO posture_logs (account_id, device_id, rule_id, rule_name, outcome,"
                 " verified, reason, certificate_fingerprint, certificate_cn, at, expires_at)"

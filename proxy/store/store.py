@@ -75,5 +75,11 @@ class Store:
         return list(self._db.connection.iterdump())
 
     @property
+    def path(self) -> str:
+        """The database file, or ``""`` for an in-memory store."""
+        row = self._db.connection.execute("PRAGMA database_list").fetchone()
+        return str(row[2] or "")
+
+    @property
     def schema_version(self) -> int:
         return current_version(self._db)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json as _json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -24,8 +24,10 @@ AGENT = "/client/v4/agent"
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Lab:
-    return make_lab(gateway)
+def lab(gateway: Gateway) -> Iterator[Lab]:
+    lab = make_lab(gateway)
+    yield lab
+    lab.service.close()
 
 
 @pytest.fixture
@@ -223,7 +225,7 @@ async def test_bad_proof_over_http_is_stored_failed(client: Client, lab: Lab) ->
     reply = await agent_call(client, "POST", "/results", headers=basic(device_id, secret), json={"results": [result]})
     assert reply.status == 200
     assert reply.result[0]["success"] is False and reply.result[0]["verified"] is False
-    assert reply.result[0]["reason"].startswith("nonce was not issued by this server")
+    assert reply.result[0]["reason"].startswith("nonce was not issued to this device by this server")
 
 
 async def test_agent_paths_answer_404_without_the_device_service(gateway: Gateway) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import cloudflare
 import pytest
@@ -23,8 +23,10 @@ Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Lab:
-    return make_lab(gateway)
+def lab(gateway: Gateway) -> Iterator[Lab]:
+    lab = make_lab(gateway)
+    yield lab
+    lab.service.close()
 
 
 @pytest.fixture

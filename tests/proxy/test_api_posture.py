@@ -3,7 +3,7 @@ the posture log (our addition) with filters and paging."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import cloudflare
@@ -21,8 +21,10 @@ Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Lab:
-    return make_lab(gateway)
+def lab(gateway: Gateway) -> Iterator[Lab]:
+    lab = make_lab(gateway)
+    yield lab
+    lab.service.close()
 
 
 @pytest.fixture

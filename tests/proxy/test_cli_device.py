@@ -41,6 +41,7 @@ async def server(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         yield Server(f"http://{host}:{port}", lab)
     finally:
         await runner.cleanup()
+        lab.service.close()
 
 
 async def test_device_token_prints_the_token_alone(server: Server, capsys: pytest.CaptureFixture[str]) -> None:

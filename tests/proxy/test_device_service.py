@@ -4,6 +4,7 @@ through an injected clock, and the cache)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,14 +14,16 @@ from proxy.services.device_enrollment import DeviceDetails, user_id
 from proxy.services.devices import DeviceService, Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.posture_verify import Report
-from proxy.store import LogQuery, Outcome
+from proxy.store import LogQuery, Outcome, Store
 from tests.proxy.conftest import Gateway
 from tests.proxy.device_lab import EMAIL, Lab, make_lab, pem, rule_body, token_secret
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Lab:
-    return make_lab(gateway)
+def lab(gateway: Gateway) -> Iterator[Lab]:
+    lab = make_lab(gateway)
+    yield lab
+    lab.service.close()
 
 
 def _details(**changes: str) -> DeviceDetails:
@@ -258,13 +261,12 @@ async def test_concurrent_reports_share_transactions(lab: Lab) -> None:
 
 async def test_a_failing_job_rolls_back_alone(lab: Lab) -> None:
     writer = lab.service.writer
-    store = lab.gateway.store
 
-    def boom() -> None:
+    def boom(store: Store) -> None:
         store.posture_logs.add([])
         raise RuntimeError("boom")
 
-    ok_job = writer.run(lambda: 42)
+    ok_job = writer.run(lambda store: 42)
     bad_job = writer.run(boom)
     results = await asyncio.gather(ok_job, bad_job, return_exceptions=True)
     assert results[0] == 42 and isinstance(results[1], RuntimeError)

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import dataclasses
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
 import pytest
@@ -22,8 +22,10 @@ from tests.proxy.device_lab import HOSTNAME, DeviceCa, Lab, make_lab, pem, rule_
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Lab:
-    return make_lab(gateway)
+def lab(gateway: Gateway) -> Iterator[Lab]:
+    lab = make_lab(gateway)
+    yield lab
+    lab.service.close()
 
 
 BadReport = Callable[[Lab], Awaitable[Report]]
@@ -147,8 +149,8 @@ CASES = [
     (_signing_ca_itself, "certificate: is the signing certificate CN=Device CA itself"),
     (_stale_nonce, "nonce is stale: it expired at 2026-03-01T12:02:00Z"),
     (_replayed_nonce, "nonce was already used (a replayed report)"),
-    (_nonce_of_another_device, "nonce was issued to another device"),
-    (_nonce_never_issued, "nonce was not issued by this server"),
+    (_nonce_of_another_device, "nonce was not issued to this device by this server (another device's"),
+    (_nonce_never_issued, "nonce was not issued to this device by this server"),
     (_proof_for_another_rule, PROOF_FAILED),
     (_proof_for_another_device, PROOF_FAILED),
     (_no_proof, f"{NO_PROOF} (the agent said: no key found)"),
@@ -241,9 +243,46 @@ async def test_pass_stores_what_was_verified(lab: Lab) -> None:
     assert lab.gateway.store.devices.get(device.id).ip == "10.2.2.2"  # type: ignore[union-attr]
 
 
-async def test_expired_nonces_are_pruned(lab: Lab) -> None:
+async def test_redeemed_nonces_are_kept_until_they_expire(lab: Lab) -> None:
     device, _ = lab.enroll()
-    old = (await lab.service.issue_nonce(device, "h")).nonce
+    cert, key = lab.ca.issue(lab.now)
+    first = await lab.passing(device, cert, key)
+    await lab.service.submit(device, [first], "h")
+    redeemed = base64.b64decode(first.nonce or "")
+    assert lab.gateway.store.nonces.get(redeemed) is not None
     lab.gateway.clock.advance(minutes=5)
-    await lab.service.issue_nonce(device, "h")
-    assert lab.gateway.store.nonces.get(old) is None
+    await lab.service.submit(device, [await lab.passing(device, cert, key)], "h")
+    assert lab.gateway.store.nonces.get(redeemed) is None  # expired: refused as stale anyway
+    (again,) = await lab.service.submit(device, [first], "h")
+    assert again.reason.startswith("nonce is stale")
+
+
+async def test_nonces_need_no_write_and_expire_in_two_minutes(lab: Lab) -> None:
+    device, _ = lab.enroll()
+    await lab.service.issue_nonce(device, "h")  # the first sighting is written
+    commits = lab.service.writer.commits
+    issued = await lab.service.issue_nonce(device, "h")
+    assert lab.service.writer.commits == commits
+    assert len(issued.nonce) == 32 and issued.expires_at == lab.now + timedelta(minutes=2)
+    assert len({(await lab.service.issue_nonce(device, "h")).nonce for _ in range(50)}) == 50
+
+
+async def test_a_certificate_checked_before_is_checked_for_validity_again(lab: Lab) -> None:
+    device, _ = lab.enroll()
+    cert, key = lab.ca.issue(lab.now, valid_from=timedelta(days=-1), valid_for=timedelta(days=1, minutes=20))
+    (first,) = await lab.service.submit(device, [await lab.passing(device, cert, key)], "h")
+    (second,) = await lab.service.submit(device, [await lab.passing(device, cert, key)], "h")
+    assert first.success and second.success  # the second one from the cache
+    lab.gateway.clock.advance(minutes=20)
+    (later,) = await lab.service.submit(device, [await lab.passing(device, cert, key)], "h")
+    assert not later.success and later.reason.startswith("certificate: expired on")
+
+
+async def test_a_passing_certificate_does_not_pass_for_another_device(lab: Lab) -> None:
+    device, _ = lab.enroll()
+    cert, key = lab.ca.issue(lab.now)
+    (first,) = await lab.service.submit(device, [await lab.passing(device, cert, key)], "h")
+    other, _ = lab.enroll(hostname="other")  # its CN template fills to other.corp
+    (second,) = await lab.service.submit(other, [await lab.passing(other, cert, key)], "h")
+    assert first.success and not second.success
+    assert "CN 'laptop-7.corp' does not match 'other.corp'" in second.reason
