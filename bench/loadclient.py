@@ -14,6 +14,13 @@ Spec (JSON on stdin):
   host_fmt, host_start  names host_fmt.format(host_start + i), one per request (new-host)
   cafile       CA the client trusts (proxy CA when intercepting, origin CA when direct)
   concurrency, count, time_limit, op_timeout
+
+Mode "ab" (several proxies, keep-alive slices in turn): ``proxies`` [[host, port], ...],
+``cafiles`` [ca0, ...], ``order`` a list of proxy indexes (which proxy each slice loads), ``slice_s``.
+``concurrency`` persistent connections are opened to each proxy before ``START``; then, per slice,
+``SLICE i k`` is printed, only proxy k's connections send requests until ``slice_s`` has passed
+(requests in flight finish), and ``SLICE_END i k`` is printed. The result lists each slice's
+requests, elapsed time and latency percentiles.
 """
 
 from __future__ import annotations
@@ -174,9 +181,63 @@ class Run:
         }
 
 
+class AbRun(Run):
+    """Keep-alive against two proxies, one slice at a time."""
+
+    async def main(self) -> dict[str, Any]:
+        spec = self.spec
+        conc, host = spec["concurrency"], spec["host"]
+        conns: list[list[Any]] = [[] for _ in spec["proxies"]]
+        for k in range(len(conns)):
+            sub = dict(spec, proxy=spec["proxies"][k])
+            ctx = make_context(spec["cafiles"][k])
+            for _ in range(conc):
+                async with asyncio.timeout(spec["op_timeout"]):
+                    conns[k].append(await open_tls(sub, ctx, host))
+        request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        slices = []
+        print("START", flush=True)
+        cpu0 = time.process_time()
+
+        async def worker(conn, deadline: float, lat: list[int]) -> None:
+            r, w = conn
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter_ns()
+                try:
+                    async with asyncio.timeout(spec["op_timeout"]):
+                        w.write(request)
+                        await read_response(r)
+                except Exception as e:
+                    self.error(e)  # counted and reported; a broken connection ends the run
+                    raise
+                lat.append((time.perf_counter_ns() - t0) // 1000)
+
+        try:
+            for i, k in enumerate(spec["order"]):
+                print(f"SLICE {i} {k}", flush=True)
+                lat: list[int] = []
+                t0 = time.perf_counter()
+                await asyncio.gather(*(worker(c, t0 + spec["slice_s"], lat) for c in conns[k]))
+                elapsed = time.perf_counter() - t0
+                print(f"SLICE_END {i} {k}", flush=True)
+                lat.sort()
+                slices.append({"slice": i, "proxy": k, "ok": len(lat), "elapsed_s": elapsed,
+                               "latency_p50_ms": lat[len(lat) // 2] / 1000 if lat else None,
+                               "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] / 1000 if lat else None})
+        except Exception:  # noqa: BLE001, S110 - already counted in self.errors, reported in the result
+            pass
+        finally:
+            for side in conns:
+                for _, w in side:
+                    w.transport.abort()
+        print("END", flush=True)
+        return {"slices": slices, "errors": dict(self.errors), "error_samples": self.samples,
+                "client_cpu_s": time.process_time() - cpu0}
+
+
 def main() -> None:
     spec = json.load(sys.stdin)
-    result = asyncio.run(Run(spec).main())
+    result = asyncio.run((AbRun if spec["mode"] == "ab" else Run)(spec).main())
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
     sys.stdout.flush()
 

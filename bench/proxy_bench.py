@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from typing import Any
 
 import leafbench
 import report
+import rulegen
 import targets as T
 from pki import Authority, write_host_certs
 
@@ -71,6 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
                    help="before each target, wait up to S seconds for the machine's other load to drop "
                         "below 0.25 cores (shared machines; default 0 = don't wait)")
+    p.add_argument("--interleave", default="mitmdump,gateway,gateway-rules", metavar="LIST",
+                   help="keep-alive through these proxies, all up at once, in rotating slices from one client: "
+                        "paired ratios robust to other load (default: %(default)s; '' = skip)")
+    p.add_argument("--rules", type=int, default=1000, metavar="N",
+                   help="generated rules loaded with --policies into the gateway-rules proxy (default %(default)s)")
+    p.add_argument("--policy-load", action="store_true",
+                   help="only the interleaved gateway vs gateway-rules comparison (issue 3), 30 rounds")
+    p.add_argument("--slice-rounds", type=int, default=0, metavar="K",
+                   help="interleaved rounds, one slice per proxy each, in rotating order (default 6: each order of 3 proxies once; 30 with --policy-load)")
+    p.add_argument("--slice-s", type=float, default=2.0, metavar="S",
+                   help="seconds per interleaved slice (default %(default)s)")
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     p.add_argument("--render", metavar="JSON", help="only print the table of an earlier result file, then exit")
     p.add_argument("--no-install", action="store_true", help="never apt-get install missing tools")
@@ -82,7 +95,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = set(names) - {"direct", "mitmdump", "gateway", "squid"}
     if bad:
         p.error(f"unknown target(s): {', '.join(sorted(bad))}")
-    args.target_list = names
+    args.target_list = [] if args.policy_load else names
+    if args.policy_load:
+        args.interleave = "gateway,gateway-rules"
+    args.interleave_list = [t.strip() for t in args.interleave.split(",") if t.strip()]
+    bad = set(args.interleave_list) - {"mitmdump", "gateway", "gateway-rules"}
+    if bad or len(set(args.interleave_list)) != len(args.interleave_list) or len(args.interleave_list) == 1:
+        p.error("--interleave: two or three distinct names from mitmdump,gateway,gateway-rules")
+    if "gateway-rules" in args.interleave_list and args.rules < 20:
+        p.error("--rules: at least 20 (the fixed part of the generated set)")
+    if not args.slice_rounds:
+        args.slice_rounds = 30 if args.policy_load else 6
     if not (1 <= args.concurrency <= 1000) or args.client_procs < 1 or args.rounds < 1:
         p.error("need 1 <= concurrency <= 1000, client-procs >= 1, rounds >= 1")
     if not args.origin_ip.startswith("127."):
@@ -130,9 +153,10 @@ class Bench:
 
     # ---- client ---------------------------------------------------------------------------
     async def load(self, target: T.Target, mode: str, count: int, *, host: str | None = None,
-                   host_start: int = 0) -> dict[str, Any]:
+                   host_start: int = 0, time_limit: float | None = None) -> dict[str, Any]:
         """Run the load client(s) against ``target``; CPU of proxy and origin sampled at START/END."""
         a = self.args
+        time_limit = a.time_limit if time_limit is None else time_limit
         procs_n = min(a.client_procs, a.concurrency, max(1, count))
         specs = []
         start = host_start
@@ -141,7 +165,7 @@ class Bench:
             spec = {"mode": mode, "proxy": list(target.proxy) if target.proxy else None,
                     "origin": [self.origin.ip, self.origin.port], "cafile": str(target.cafile),
                     "concurrency": a.concurrency // procs_n + (1 if k < a.concurrency % procs_n else 0),
-                    "count": share, "time_limit": a.time_limit, "op_timeout": a.op_timeout}
+                    "count": share, "time_limit": time_limit, "op_timeout": a.op_timeout}
             if host:
                 spec["host"] = host
             else:
@@ -158,7 +182,7 @@ class Bench:
             proc.stdin.write(json.dumps(spec).encode())
             proc.stdin.close()
         try:
-            async with asyncio.timeout(a.time_limit + 2 * a.op_timeout + 30):
+            async with asyncio.timeout(time_limit + 2 * a.op_timeout + 30):
                 return await self._collect(target, clients)
         finally:
             for proc in clients:
@@ -293,6 +317,151 @@ class Bench:
         out["info"] = target.info
         return out
 
+    async def ab_load(self, pair: list[T.Target], order: list[int], slice_s: float) -> list[dict[str, Any]]:
+        """Keep-alive slices rotating between running proxies, one client process holding
+        connections to all (loadclient mode "ab"); each slice's CPU of every proxy (schedstat, ns),
+        of the origin and of the machine is sampled at its start and end."""
+        a = self.args
+        spec = {"mode": "ab", "proxies": [list(t.proxy) for t in pair], "cafiles": [str(t.cafile) for t in pair],
+                "origin": [self.origin.ip, self.origin.port], "host": SAME_HOST, "concurrency": a.concurrency,
+                "cafile": str(pair[0].cafile), "order": order, "slice_s": slice_s, "op_timeout": a.op_timeout}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(BENCH / "loadclient.py"), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        T.CLIENT_PIDS.add(proc.pid)
+        proc.stdin.write(json.dumps(spec).encode())
+        proc.stdin.close()
+
+        def sample() -> tuple[float, ...]:
+            busy, _ = T.system_cpu()
+            return (time.perf_counter(), T.tree_cpu_seconds(self.origin.pid), T.proc_cpu_ns(proc.pid) / 1e9, busy,
+                    *(T.proc_cpu_ns(t.pid) / 1e9 for t in pair))
+
+        marks: dict[int, list[tuple[float, ...]]] = {}
+        result: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(len(order) * (slice_s + a.op_timeout) + 60):
+                while line := await proc.stdout.readline():
+                    word, *rest = line.decode().split()
+                    if word in ("SLICE", "SLICE_END"):
+                        marks.setdefault(int(rest[0]), []).append(sample())
+                    elif word == "RESULT":
+                        result = json.loads(line.split(b" ", 1)[1])
+                await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            T.CLIENT_PIDS.discard(proc.pid)
+        if result.get("errors"):
+            raise RuntimeError(f"rules comparison: client errors {result['errors']} {result.get('error_samples')}")
+        slices = result.get("slices", [])
+        if len(slices) != len(order):
+            raise RuntimeError(f"rules comparison: {len(slices)} of {len(order)} slices done")
+        for sl in slices:
+            s0, s1 = marks[sl["slice"]][:2]
+            wall = s1[0] - s0[0]
+            k = sl["proxy"]
+            proxies = [s1[4 + j] - s0[4 + j] for j in range(len(pair))]
+            cpu, idle_cpu = proxies[k], sum(proxies) - proxies[k]
+            origin, client, busy = s1[1] - s0[1], s1[2] - s0[2], s1[3] - s0[3]
+            sl.update({
+                "rate": sl["ok"] / sl["elapsed_s"] if sl["elapsed_s"] else 0.0,
+                "proxy_cpu_s": cpu, "proxy_cpu_us_per_req": cpu / sl["ok"] * 1e6 if sl["ok"] else None,
+                "proxy_core_pct": 100 * cpu / wall, "idle_proxy_cpu_s": idle_cpu,
+                "origin_core_pct": 100 * origin / wall, "client_core_pct": 100 * client / wall,
+                "other_core_pct": 100 * max(0.0, busy - cpu - idle_cpu - origin - client) / wall,
+                "errors": {},
+            })
+        return slices
+
+    # ---- interleaved keep-alive: mitmdump / gateway / gateway with N rules ------------------
+    async def interleaved(self, names: list[str], origin_ca: Path,
+                          profile: tuple[str, int, Path] | None = None) -> dict[str, Any]:
+        """Keep-alive through 2-3 proxies started side by side, in rounds of one slice each
+        (rotating order: every permutation in turn) from one client holding connections to all;
+        only one proxy is loaded at a time, the others idle. Ratios are paired within a round.
+        ``profile`` = (py-spy executable, samples/s, directory): sample every proxy during the slices
+        (bench/profile_proxy.py), raw collapsed stacks in DIRECTORY/NAME.txt."""
+        a = self.args
+        out: dict[str, Any] = {"names": names, "rules": a.rules if "gateway-rules" in names else 0}
+        rules_file = None
+        if "gateway-rules" in names:
+            rules_file = self.tmp / f"rules-{a.rules}.yaml"
+            out["file"] = rulegen.write(rules_file, a.rules)
+            out["check"] = await asyncio.to_thread(rulegen.check, rules_file)
+        procs: dict[str, T.Target] = {}
+        for name in names:
+            work = self.tmp / f"il-{name}"
+            work.mkdir()
+            if name == "mitmdump":
+                procs[name] = T.Mitmdump(name=name, workdir=work, origin_ca=origin_ca, mitmdump=a.mitmdump,
+                                         origin_ip=self.origin.ip)
+            else:
+                procs[name] = T.Gateway(name=name, workdir=work, origin_ca=origin_ca, gateway=a.gateway,
+                                        origin_ip=self.origin.ip, extra_args=a.gateway_arg,
+                                        startup_timeout=a.gateway_startup_timeout,
+                                        policies=rules_file if name == "gateway-rules" else None)
+        try:
+            for name, t in procs.items():
+                await t.start()
+            for name, t in procs.items():  # warm each: handshakes, then keep-alive (code paths, caches)
+                warm = await self.load(t, "close", 2 * a.concurrency, host=SAME_HOST)
+                warm_ka = await self.load(t, "keepalive", 10 * a.concurrency, host=SAME_HOST, time_limit=5)
+                if not warm["ok"] or not warm_ka["ok"]:
+                    raise RuntimeError(f"{name}: warm-up failed: {warm['errors']} {warm_ka['errors']}")
+                if isinstance(t, T.Gateway):  # one rule of the file blocks ctl.bench.test
+                    out.setdefault("control_status", {})[name] = await asyncio.to_thread(
+                        T.probe_status, t.proxy, self.origin.port, rulegen.CONTROL_HOST, t.cafile)
+            control = out.get("control_status", {})
+            if control.get("gateway", 200) != 200 or control.get("gateway-rules", 403) != 403:
+                raise RuntimeError(f"control request to {rulegen.CONTROL_HOST}: {control} "
+                                   "(expected 200 without rules, 403 with)")
+            if "gateway-rules" in procs:
+                loaded = procs["gateway-rules"].log_lines("policy files:")
+                out["gateway_log"] = loaded[-1][-200:] if loaded else None
+            gws = {n: t for n, t in procs.items() if isinstance(t, T.Gateway)}
+            before = {n: await t.decisions() for n, t in gws.items()}
+            perms = list(itertools.permutations(range(len(names))))
+            order = [k for r in range(a.slice_rounds) for k in perms[r % len(perms)]]
+            spies = [await self._spy(profile, name, t) for name, t in procs.items()] if profile else []
+            try:
+                slices = await self.ab_load(list(procs.values()), order, a.slice_s)
+            finally:
+                for spy in spies:
+                    if spy.returncode is None:
+                        spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+                    try:
+                        await asyncio.wait_for(spy.wait(), 60)
+                    except TimeoutError:
+                        spy.kill()
+                        await spy.wait()
+                    T.CLIENT_PIDS.discard(spy.pid)
+            after = {n: await t.decisions() for n, t in gws.items()}
+        finally:
+            for name, t in procs.items():
+                await t.stop()
+                out.setdefault("exit_codes", {})[name] = t.info.get("exit_code")
+        for sl in slices:
+            sl["target"] = names[sl["proxy"]]
+            sl["round"] = sl["slice"] // len(names)
+        out["slices"] = slices
+        out["decisions_during_slices"] = {
+            n: {k: v - before[n].get(k, 0.0) for k, v in after[n].items() if v != before[n].get(k, 0.0)} for n in gws}
+        out["summary"] = report.summarize_interleaved(slices, names)
+        return out
+
+    @staticmethod
+    async def _spy(profile: tuple[str, int, Path], name: str, target: T.Target) -> asyncio.subprocess.Process:
+        py_spy, rate, out_dir = profile
+        spy = await asyncio.create_subprocess_exec(
+            py_spy, "record", "-p", str(target.pid), "-f", "raw", "--nolineno", "-r", str(rate),
+            "-o", str(out_dir / f"{name}.txt"), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        T.CLIENT_PIDS.add(spy.pid)
+        await asyncio.sleep(1.0)  # attached before the first slice
+        return spy
+
     # ---- whole run ------------------------------------------------------------------------
     async def main(self) -> dict[str, Any]:
         a = self.args
@@ -307,6 +476,10 @@ class Bench:
                 wanted.remove("gateway")
                 result["pending"]["gateway"] = why
                 print(f"bench: gateway column pending: {why}", file=sys.stderr)
+        if any(n.startswith("gateway") for n in a.interleave_list) and "gateway" not in wanted:
+            ok, why = gateway_available(a.gateway)
+            if not ok:
+                result["pending"]["gateway"] = why
         if "squid" in wanted and not ensure_tool("squid", "squid-openssl", a):
             wanted.remove("squid")
             result["pending"]["squid"] = "squid-openssl not installed"
@@ -320,7 +493,7 @@ class Bench:
         port = a.origin_port or (443 if T.port_is_free(ip, 443) else T.free_port(ip))
         self.origin = T.Origin(origin_dir, ip, port, workers=a.nginx_workers)
         n_names = a.rounds * len(wanted) * a.new_host_n
-        self.all_names = [SAME_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
+        self.all_names = [SAME_HOST, rulegen.CONTROL_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
         ca = Authority.generate("Bench origin CA")
         origin_ca = self.tmp / "origin-ca.pem"
         origin_ca.write_bytes(ca.cert_pem())
@@ -334,7 +507,7 @@ class Bench:
                   file=sys.stderr)
             a.hey = False
 
-        if a.leaf_n > 0:
+        if a.leaf_n > 0 and not a.policy_load:
             print(f"bench: leaf issuance microbenchmark ({a.leaf_n} names) ...", file=sys.stderr)
             result["leaf"] = leafbench.run(a.leaf_n, max(1000, a.leaf_n), self.tmp / "leafbench")
 
@@ -353,6 +526,18 @@ class Bench:
         for name, rs in runs.items():
             if rs:
                 result["targets"][name] = report.combine_rounds(rs)
+        il = [n for n in a.interleave_list if n == "mitmdump" or "gateway" not in result["pending"]]
+        if len(il) > 1:
+            print(f"bench: interleaved keep-alive {', '.join(il)}: {a.slice_rounds} rounds of {len(il)} slices "
+                  f"of {a.slice_s:g} s ...", file=sys.stderr)
+            t1 = time.perf_counter()
+            try:
+                result["interleaved"] = await self.interleaved(il, origin_ca)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                print(f"bench: interleaved comparison failed: {e}", file=sys.stderr)
+                result["pending"]["interleaved"] = f"failed: {e}"[:2000]
+            else:
+                print(f"bench:   done in {time.perf_counter() - t1:.1f} s", file=sys.stderr)
         result["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         return result
 
@@ -422,10 +607,12 @@ def main(argv: list[str] | None = None) -> int:
         result["table"] = text
         path.write_text(json.dumps(result, indent=1, default=str))
         print(f"\nJSON: {path}   (print again: bench/run --render {path})")
-        code = 0 if result["targets"] else 1
+        code = 0 if result["targets"] or result.get("interleaved") else 1
     except KeyboardInterrupt:
         print("bench: interrupted, cleaning up", file=sys.stderr)
         code = 130
+    except RuntimeError as e:
+        print(f"bench: {e}", file=sys.stderr)
     finally:
         T.kill_all()
         if args.keep_temp:

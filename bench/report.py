@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from typing import Any
@@ -86,6 +87,8 @@ def _ratio(a: Any, b: Any) -> str:
 
 def render(result: dict[str, Any]) -> str:
     cols = [t for t in ORDER if t in result["targets"] or t in result.get("pending", {})]
+    if not cols:  # --policy-load: only the rules comparison
+        return "\n".join(_render_header(result) + _render_interleaved(result.get("interleaved"), result))
     data = result["targets"]
     ratio_defs = [("gw/mitm", "gateway", "mitmdump"), ("mitm/dir", "mitmdump", "direct"),
                   ("gw/dir", "gateway", "direct")]
@@ -135,12 +138,9 @@ def render(result: dict[str, Any]) -> str:
             rows.append(["  errors"] + [str(errs.get(t, "-")) for t in cols] + [""] * len(ratio_defs))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
-    m = result["machine"]
     a = result["args"]
     lines = [
-        f"Gateway proxy benchmark  {result['started']}  commit {m['commit']}{' (dirty)' if m['dirty'] else ''}",
-        (f"{m['cpus']} CPU ({m['cpu_model']}), Python {m['python']}, mitmproxy {m['mitmproxy']}, "
-         f"cryptography {m['cryptography']}, nginx {m['nginx']}"),
+        *_render_header(result),
         (f"concurrency {a['concurrency']}, new-host {a['new_host_n']}, same-host {a['same_host_n']}, "
          f"keep-alive {a['keepalive_n']} requests, <= {a['time_limit']:g} s per scenario, rounds {a['rounds']}, "
          f"client processes {a['client_procs']}"),
@@ -154,8 +154,139 @@ def render(result: dict[str, Any]) -> str:
                  "other load = CPU used on the machine by processes outside this benchmark during that phase")
     for t, why in result.get("pending", {}).items():
         lines.append(f"{t}: pending ({why.splitlines()[0][:200] if why else ''})")
+    lines += _render_interleaved(result.get("interleaved"), result)
     lines += _render_leaf(result.get("leaf"))
     return "\n".join(lines)
+
+
+def _render_header(result: dict[str, Any]) -> list[str]:
+    m = result["machine"]
+    return [
+        f"Gateway proxy benchmark  {result['started']}  commit {m['commit']}{' (dirty)' if m['dirty'] else ''}",
+        (f"{m['cpus']} CPU ({m['cpu_model']}), Python {m['python']}, mitmproxy {m['mitmproxy']}, "
+         f"cryptography {m['cryptography']}, nginx {m['nginx']}"),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+LOSS_TARGET = 0.05  # issue 3: <= 5 % loss of proxy throughput at 1,000 rules
+CONTROL = "ctl.bench.test"
+
+
+RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"))
+
+
+def _geo(vals: list[float]) -> dict[str, float | None]:
+    """Median, geometric mean and a ~95 % interval (mean of logs +- 2 standard errors), min, max."""
+    vals = [v for v in vals if isinstance(v, (int, float)) and v > 0]
+    if not vals:
+        return {"median": None, "geomean": None, "low": None, "high": None, "min": None, "max": None, "n": 0}
+    logs = [math.log(v) for v in vals]
+    mean = statistics.fmean(logs)
+    se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else 0.0
+    return {"median": statistics.median(vals), "geomean": math.exp(mean), "low": math.exp(mean - 2 * se),
+            "high": math.exp(mean + 2 * se), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Per proxy: pooled rate and CPU per request; per pair of proxies: the ratio within each round
+    (slices of one round run seconds apart), summarized by its geometric mean and interval."""
+    by_round: dict[int, dict[str, dict[str, Any]]] = {}
+    for sl in slices:
+        by_round.setdefault(sl["round"], {})[sl["target"]] = sl
+    per: dict[str, Any] = {}
+    for name in names:
+        sel = [sl for sl in slices if sl["target"] == name]
+        ok = sum(sl["ok"] for sl in sel)
+        elapsed = sum(sl["elapsed_s"] for sl in sel)
+        cpu = sum(sl["proxy_cpu_s"] or 0 for sl in sel)
+        p50 = [sl["latency_p50_ms"] for sl in sel if sl.get("latency_p50_ms") is not None]
+        p99 = [sl["latency_p99_ms"] for sl in sel if sl.get("latency_p99_ms") is not None]
+        other = [sl["other_core_pct"] for sl in sel if sl.get("other_core_pct") is not None]
+        per[name] = {"requests": ok, "slices": len(sel), "rate": ok / elapsed if elapsed else None,
+                     "cpu_us_per_req": cpu / ok * 1e6 if ok else None,
+                     "median_p50_ms": statistics.median(p50) if p50 else None,
+                     "median_p99_ms": statistics.median(p99) if p99 else None,
+                     "median_other_cores": statistics.median(other) / 100 if other else None}
+    ratios: dict[str, Any] = {}
+    for x, y in RATIO_PAIRS:
+        if x not in names or y not in names:
+            continue
+        rate, cpu = [], []
+        for rnd in sorted(by_round):
+            r = by_round[rnd]
+            if x in r and y in r:
+                rate.append(r[x]["rate"] / r[y]["rate"] if r[y]["rate"] else None)
+                cx, cy = r[x]["proxy_cpu_us_per_req"], r[y]["proxy_cpu_us_per_req"]
+                cpu.append(cx / cy if cx and cy else None)
+        ratios[f"{x}/{y}"] = {
+            "rate_per_round": rate, "cpu_per_round": cpu, "rate": _geo(rate), "cpu": _geo(cpu),
+            "pooled_rate": per[x]["rate"] / per[y]["rate"] if per[x]["rate"] and per[y]["rate"] else None,
+            "pooled_cpu": (per[x]["cpu_us_per_req"] / per[y]["cpu_us_per_req"]
+                           if per[x]["cpu_us_per_req"] and per[y]["cpu_us_per_req"] else None),
+        }
+    return {"per_proxy": per, "ratios": ratios, "rounds": len(by_round)}
+
+
+def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
+    if not il:
+        why = result.get("pending", {}).get("interleaved")
+        return ["", f"interleaved keep-alive: {why}"] if why else []
+    a = result["args"]
+    s = il["summary"]
+    names = il["names"]
+    label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules"}
+    lines = ["", (f"Interleaved keep-alive: {', '.join(label[n] for n in names)} up at once; {s['rounds']} rounds of one "
+                  f"{a['slice_s']:g} s slice each (rotating order), {a['concurrency']} connections per proxy, one client")]
+    per = s["per_proxy"]
+    rows = [["", *(label[n] for n in names)]]
+    for title, key, digits in (("keep-alive requests (req/s, pooled)", "rate", 0),
+                               ("  proxy CPU per req (us, pooled)", "cpu_us_per_req", 0),
+                               ("  latency p50 (ms, median of slices)", "median_p50_ms", 1),
+                               ("  latency p99 (ms, median of slices)", "median_p99_ms", 1),
+                               ("  requests", "requests", 0),
+                               ("  other load (cores, median of slices)", "median_other_cores", 2)):
+        rows.append([title, *(_num(per[n][key], digits) for n in names)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
+    for pair, r in s["ratios"].items():
+        x, y = pair.split("/")
+        for what, key in (("rate", "rate"), ("CPU per request", "cpu")):
+            st = r[key]
+            if st["geomean"] is None:
+                continue
+            per_round = " ".join(f"{v:.2f}" if v else "-" for v in r[f"{key}_per_round"])
+            lines.append(f"{label[x]} / {label[y]}, {what}: geometric mean {st['geomean']:.3f} "
+                         f"(~95% interval {st['low']:.3f}-{st['high']:.3f}), median {st['median']:.3f}; "
+                         f"per round: {per_round}")
+    if "file" in il:
+        f, c = il["file"], il["check"]
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(f.get("kinds", {}).items(), key=lambda kv: -kv[1]))
+        lines.append(f"rules file: {f['rules']} Gateway rules ({kinds}), {f['access_applications']} Access "
+                     f"applications, {f['access_policies']} Access policies; the benchmark host is a candidate for "
+                     f"{c['candidates_for_bench_host']} of the rules (the host index rules out the others)")
+        dec = il.get("decisions_during_slices", {}).get("gateway-rules", {})
+        lines.append(f"check: {CONTROL} (blocked by one rule) got {il['control_status'].get('gateway-rules')} with the "
+                     f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
+                     + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no")
+                     + f" decisions for {per['gateway-rules']['requests']:,} requests")
+    for pair, r in s["ratios"].items():
+        rate, cpu = r["rate"]["geomean"], r["cpu"]["geomean"]
+        if rate is None or cpu is None:
+            continue
+        if pair == "gateway/mitmdump":
+            lines.append(f"target gateway >= 1.0x mitmdump (keep-alive): rate {rate:.3f}x "
+                         f"({'met' if rate >= 1 else 'NOT met'}), CPU per request {cpu:.3f}x "
+                         f"({'met' if cpu <= 1 else 'NOT met'})")
+        elif pair == "gateway-rules/gateway":
+            lines.append(f"target <= {LOSS_TARGET:.0%} throughput loss at {il['rules']} rules: rate {rate:.3f}x of no "
+                         f"rules ({'met' if rate >= 1 - LOSS_TARGET else 'NOT met'}), CPU per request {cpu:.3f}x "
+                         f"({'met' if 1 / cpu >= 1 - LOSS_TARGET else 'NOT met'})")
+    return lines
+
+
+def _fmt_ratio(v: Any) -> str:
+    return f"{v:.3f}x" if isinstance(v, (int, float)) else "-"
 
 
 def _render_round_ratios(data: dict[str, Any], defs: list[tuple[str, str, str]], scens: list[str]) -> list[str]:

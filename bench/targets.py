@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -134,6 +136,24 @@ def tree_cpu_seconds(pid: int | None) -> float:
             total += sum(stats[p])
         todo.extend(children.get(p, ()))
     return total / CLK_TCK
+
+
+def proc_cpu_ns(pid: int | None) -> int:
+    """CPU time (ns) of every thread of ``pid``, from ``/proc/PID/task/*/schedstat``: exact, where
+    ``/proc/PID/stat`` counts 10 ms ticks. 0 when the process is gone."""
+    if pid is None:
+        return 0
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def system_cpu() -> tuple[float, float]:
@@ -284,6 +304,8 @@ class Gateway(Target):
     origin_ip: str = "127.0.0.1"
     extra_args: list[str] = field(default_factory=list)
     startup_timeout: float = 90.0
+    policies: Path | None = None  # --policies FILE
+    admin: str = ""
 
     async def start(self) -> None:
         data = self.workdir / "data"
@@ -297,12 +319,13 @@ class Gateway(Target):
         env = dict(os.environ, GATEWAY_ADMIN_TOKEN=token)
         argv = [self.gateway, "run", "--data-dir", str(data), "--proxy-listen", f"127.0.0.1:{pport}",
                 "--admin-listen", f"127.0.0.1:{aport}", "--upstream-ca", str(self.origin_ca),
-                "--hosts", str(hosts), *self.extra_args]
+                "--hosts", str(hosts), *(["--policies", str(self.policies)] if self.policies else []),
+                *self.extra_args]
         self.info["argv"] = argv
         self.log = self.workdir / "gateway.log"
         t0 = time.monotonic()
         self.proc = spawn(argv, self.log, env=env)
-        admin = f"http://127.0.0.1:{aport}"
+        admin = self.admin = f"http://127.0.0.1:{aport}"
         await self._wait_healthy(admin, t0)
         self.info["startup_s"] = round(time.monotonic() - t0, 2)
         pem = await asyncio.to_thread(_http_get, f"{admin}/pki/ca.pem")
@@ -331,6 +354,43 @@ class Gateway(Target):
             self.info["log_bytes"] = self.log.stat().st_size
         except (AttributeError, OSError):
             pass
+
+    async def decisions(self) -> dict[str, float]:
+        """``gateway_decisions_total`` by "action/stage", from the public ``GET /metrics``."""
+        text = (await asyncio.to_thread(_http_get, f"{self.admin}/metrics")).decode()
+        found = re.findall(r'^gateway_decisions_total\{action="([^"]*)",stage="([^"]*)"\} (\S+)$', text, re.MULTILINE)
+        return {f"{action}/{stage}": float(value) for action, stage, value in found}
+
+    def log_lines(self, word: str) -> list[str]:
+        try:
+            return [line for line in self.log.read_text(errors="replace").splitlines() if word in line]
+        except OSError:
+            return []
+
+
+def probe_status(proxy: tuple[str, int], port: int, host: str, cafile: Path, timeout: float = 15.0) -> int:
+    """One ``GET https://host:port/`` through the proxy (CONNECT, TLS checked against ``cafile``):
+    the HTTP status the client gets."""
+    with socket.create_connection(proxy, timeout=timeout) as raw:
+        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = raw.recv(4096)
+            if not chunk:
+                raise OSError("proxy closed the connection after CONNECT")
+            head += chunk
+        if b" 200" not in head.split(b"\r\n", 1)[0]:
+            raise OSError(f"CONNECT answered {head[:60]!r}")
+        with ssl.create_default_context(cafile=str(cafile)).wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            first = b""
+            while b"\r\n" not in first:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                first += chunk
+    parts = first.split(b" ", 2)
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 def _http_get(url: str, timeout: float = 10.0) -> bytes:
