@@ -5,6 +5,7 @@ device deletion."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -90,7 +91,7 @@ async def create_enrollment_token(request: web.Request) -> web.Response:
     return ok(token_object(issued))
 
 
-def identity_object(seen: SeenIdentity, account_id: str, now: Any) -> dict[str, Any]:
+def identity_object(seen: SeenIdentity, account_id: str, now: datetime) -> dict[str, Any]:
     """Cloudflare's Access identity, with ``devicePosture`` (camelCase, as Cloudflare spells it)
     keyed by rule id; ``verified`` and ``expires_at`` are our additions."""
     device = seen.device

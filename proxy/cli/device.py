@@ -10,10 +10,7 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
+from typing import Any
 
 from proxy.cli.client import AdminClient
 from proxy.cli.errors import CliError
@@ -24,7 +21,7 @@ DEFAULT_LOG_LIMIT = 50
 REASON_WIDTH = 100
 
 Handler = Callable[[argparse.Namespace], int]
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+type Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def register(subparsers: Subparsers) -> None:
@@ -214,11 +211,12 @@ def resolve_device(devices: Sequence[dict[str, Any]], wanted: str) -> dict[str, 
     key = wanted.strip()
     if not key:
         raise CliError("empty device id")
-    for rule in (
+    rules: tuple[Callable[[dict[str, Any]], bool], ...] = (
         lambda d: str(d.get("id", "")).lower() == key.lower(),
         lambda d: str(d.get("id", "")).lower().startswith(key.lower()),
         lambda d: str(d.get("name", "")) == key,
-    ):
+    )
+    for rule in rules:
         matches = [d for d in devices if rule(d)]
         if len(matches) == 1:
             return matches[0]

@@ -21,8 +21,8 @@ from typing import Final
 from policies.posture import PostureRule
 from proxy.services.device_writer import GroupCommit
 from proxy.services.errors import InvalidInput
-from proxy.services.posture_rules import RuleSet
 from proxy.services.posture_nonces import NonceMinter
+from proxy.services.posture_rules import RuleSet
 from proxy.services.posture_verify import (
     CertificateChecks,
     NonceStatus,

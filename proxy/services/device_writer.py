@@ -105,5 +105,5 @@ class GroupCommit:
         try:
             with store.transaction():  # a savepoint: a failing job rolls back alone
                 return job(store), None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- handed to the job's request, which raises it
             return None, e

@@ -74,7 +74,7 @@ async def test_sdk_creates_lists_gets_updates_and_deletes_rules(sdk: AsyncCloudf
         name="corp cert v2",
         type="client_certificate_v2",
         input={"certificate_id": lab.ca_id, "check_private_key": True, "operating_system": "linux",
-               "extended_key_usage": ["clientAuth", "emailProtection"]},  # fmt: skip
+               "extended_key_usage": ["clientAuth", "emailProtection"]},
     )
     assert updated is not None and updated.name == "corp cert v2" and updated.schedule == "5m"
     assert updated.input.extended_key_usage == ["clientAuth", "emailProtection"]  # type: ignore[union-attr]

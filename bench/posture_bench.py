@@ -1,0 +1,401 @@
+"""Posture ingest with server-side verification: results/s through the real admin API on loopback.
+
+A server process serves the admin API (``proxy.api.create_app`` with a ``DeviceService`` over a
+SQLite store on disk: WAL, synchronous=FULL, as ``gateway run``). Setup goes through the API as
+an admin and agents would: upload a device CA (``mtls_certificates``), create RULES posture rules,
+make an enrollment token per device and enroll it (``/agent/enroll``). Then DEVICES simulated
+agents, each with its own aiohttp session (keep-alive), loop as ``gateway agent report`` does:
+one ``POST /agent/nonce`` per passing rule, a real ECDSA P-256 proof of possession per result
+(``certs.proof.sign_proof``), then one ``POST /agent/results`` with every rule's result. The
+server verifies each: nonce (issued to this device, unused, fresh), certificate (issuer, validity,
+CN from the device's host name, EKU) and the signature, and stores result + posture log.
+
+Figures: results/s stored as verified passes (all of them must pass), latency of a whole report
+(nonces + results POST) at p50/p99, and the group-commit batching (results per transaction).
+Client processes (``--clients``) share the load generation; the server is one process, as the
+gateway is.
+
+Run:  .venv/bin/python bench/posture_bench.py [--devices 64] [--rules 2] [--seconds 10] [--clients 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certs.proof import proof_message, sign_proof
+
+API = "/client/v4"
+
+
+# --- the server process -----------------------------------------------------------------------------
+
+
+def serve(data_dir: Path) -> None:
+    """The admin API with devices, on a free loopback port; prints {"port", "token", "account"}."""
+    import logging
+
+    from aiohttp import web
+
+    from certs.clock import utcnow
+    from certs.sealing import KeySealer
+    from proxy.api import ApiDeps, create_app
+    from proxy.bootstrap import first_start
+    from proxy.services.certificates import CertificateService
+    from proxy.services.devices import DeviceService
+    from proxy.store import Store
+
+    logging.basicConfig(level=logging.WARNING)
+    store = Store.open(data_dir / "gateway.sqlite3")
+    certificates = CertificateService(store, KeySealer(KeySealer.generate_master_key()), utcnow)
+    boot = first_start(store, certificates, admin_token_env=None, clock=utcnow)
+    devices = DeviceService(store, utcnow, public_base_url="http://127.0.0.1")
+    deps = ApiDeps(store=store, certificates=certificates, clock=utcnow,
+                   public_base_url="http://127.0.0.1", devices=devices)  # fmt: skip
+
+    async def main() -> None:
+        runner = web.AppRunner(create_app(deps), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
+        port = runner.addresses[0][1]
+        print(json.dumps({"port": port, "token": boot.new_admin_token, "account": boot.account_id}), flush=True)
+        while True:  # report the batching when asked (stdin line), until stdin closes
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            if not line:
+                break
+            writer = devices.writer
+            print(json.dumps({"commits": writer.commits, "jobs": writer.jobs, "cpu": time.process_time(),
+                              "loop_cpu": time.thread_time()}), flush=True)  # fmt: skip
+        await runner.cleanup()
+        store.close()
+
+    profile_to = os.environ.get("POSTURE_BENCH_PROFILE")
+    if profile_to:  # a cProfile dump of the server process, for finding where the time goes
+        import cProfile
+
+        cProfile.runctx("asyncio.run(main())", globals(), {"main": main, "asyncio": asyncio}, profile_to)
+    else:
+        asyncio.run(main())
+
+
+# --- certificates -----------------------------------------------------------------------------------
+
+
+def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench Device CA")])
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage, critical=True).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert, key
+
+
+def _device_certificate(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], hostname: str) -> tuple[str, ec.EllipticCurvePrivateKey]:
+    now = datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{hostname}.corp")]))
+        .issuer_name(ca[0].subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=7))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca[1], hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()  # fmt: skip
+
+
+# --- setup through the API --------------------------------------------------------------------------
+
+
+async def _admin(session: aiohttp.ClientSession, method: str, path: str, token: str, body: Any = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.request(method, API + path, json=body, headers=headers) as response:
+        answer = await response.json()
+        if response.status >= 400:
+            raise SystemExit(f"setup: {method} {path}: HTTP {response.status}: {answer['errors']}")
+        return answer["result"]
+
+
+async def setup(base: str, token: str, account: str, devices: int, rules: int) -> dict[str, Any]:
+    ca = _ca()
+    async with aiohttp.ClientSession(base) as session:
+        upload = await _admin(session, "POST", f"/accounts/{account}/mtls_certificates", token,
+                              {"name": "bench devices", "certificates": _pem(ca[0]), "ca": True})  # fmt: skip
+        rule_ids = []
+        for i in range(rules):
+            rule = await _admin(session, "POST", f"/accounts/{account}/devices/posture", token, {
+                "name": f"bench certificate {i}", "type": "client_certificate_v2", "expiration": "10m",
+                "match": [{"platform": "linux"}],
+                "input": {"certificate_id": upload["id"], "check_private_key": True, "operating_system": "linux",
+                          "cn": "${hostname}.corp", "extended_key_usage": ["clientAuth"]},
+            })  # fmt: skip
+            rule_ids.append(rule["id"])
+        enrolled = []
+        for i in range(devices):
+            hostname = f"bench-{i:05d}"
+            made = await _admin(session, "POST", f"/accounts/{account}/devices/enrollment_tokens", token,
+                                {"email": f"user{i}@example.com"})  # fmt: skip
+            fields = json.loads(base64.urlsafe_b64decode(made["token"][5:] + "=" * (-len(made["token"][5:]) % 4)))
+            body = {"secret": fields["s"], "name": hostname, "os": "linux", "hostname": hostname,
+                    "serial_number": f"SN{i}"}  # fmt: skip
+            async with session.post(f"{API}/agent/enroll", json=body) as response:
+                result = (await response.json())["result"]
+            cert_pem, key = _device_certificate(ca, hostname)
+            enrolled.append({"id": result["device_id"], "secret": result["device_secret"],
+                             "certificate": cert_pem, "key": _key_pem(key)})  # fmt: skip
+    return {"rules": rule_ids, "devices": enrolled}
+
+
+# --- the agents ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    results: int = 0
+    failed: int = 0
+    errors: int = 0
+    latencies: list[float] | None = None
+
+
+class Connection:
+    """A minimal keep-alive HTTP/1.1 client over one loopback connection: the load generator
+    should cost as little as it can, so that the figures are the server's (aiohttp's client costs
+    several times the server's work per request)."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self._host, self._port = host, port
+        self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any) -> Any:
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+        assert self._reader is not None
+        data = json.dumps(body).encode()
+        self._writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\n{self._head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        answer = json.loads(await self._reader.readexactly(length))
+        if status >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {status}: {answer['errors']}")
+        return answer["result"]
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def _agent(base: str, device: dict[str, Any], rules: list[str], start: float, stop: float, tally: Tally,
+                 nonce_per_report: bool) -> None:  # fmt: skip
+    key = serialization.load_pem_private_key(device["key"].encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    auth = base64.b64encode(f"{device['id']}:{device['secret']}".encode()).decode()
+    host, port = base.removeprefix("http://").split(":")
+    connection = Connection(host, int(port), {"Authorization": f"Basic {auth}"})
+    try:
+        while True:
+            began = time.perf_counter()
+            if began >= stop:
+                return
+            results = []
+            try:
+                nonce_text = ""
+                for rule_id in rules:  # one nonce per passing result, as the agent does
+                    if not nonce_text or not nonce_per_report:
+                        nonce_text = (await connection.request("POST", f"{API}/agent/nonce", {}))["nonce"]
+                    message = proof_message(nonce=base64.b64decode(nonce_text), device_id=device["id"], rule_id=rule_id)
+                    results.append({"rule_id": rule_id, "success": True, "nonce": nonce_text,
+                                    "certificate": device["certificate"],
+                                    "signature": base64.b64encode(sign_proof(key, message)).decode()})  # fmt: skip
+                stored = await connection.request("POST", f"{API}/agent/results", {"results": results})
+            except (OSError, RuntimeError, asyncio.IncompleteReadError, KeyError, TypeError):
+                tally.errors += 1
+                connection.close()
+                connection = Connection(host, int(port), {"Authorization": f"Basic {auth}"})
+                continue
+            done = time.perf_counter()
+            if began >= start:
+                tally.results += sum(1 for s in stored if s["success"] and s["verified"])
+                tally.failed += sum(1 for s in stored if not s["success"])
+                assert tally.latencies is not None
+                tally.latencies.append(done - began)
+    finally:
+        connection.close()
+
+
+def client_process(base: str, devices: list[dict[str, Any]], rules: list[str], start: float, stop: float,
+                   nonce_per_report: bool, out: Any) -> None:  # fmt: skip
+    tally = Tally(latencies=[])
+
+    async def main() -> None:
+        await asyncio.gather(*(_agent(base, d, rules, start, stop, tally, nonce_per_report) for d in devices))
+
+    asyncio.run(main())
+    out.send({"results": tally.results, "failed": tally.failed, "errors": tally.errors, "latencies": tally.latencies,
+              "cpu": time.process_time()})
+    out.close()
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="posture-bench-") as data_dir:
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve", data_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert server.stdout is not None and server.stdin is not None
+            info = json.loads(server.stdout.readline())
+            base = f"http://127.0.0.1:{info['port']}"
+            prepared = asyncio.run(setup(base, info["token"], info["account"], args.devices, args.rules))
+            server.stdin.write("\n")
+            server.stdin.flush()
+            before = json.loads(server.stdout.readline())
+            start = time.time() + 2.0 + args.warmup  # perf_counter is per process: share wall time
+            stop = start + args.seconds
+            shares = [prepared["devices"][i :: args.clients] for i in range(args.clients)]
+            context = multiprocessing.get_context("spawn")
+            pipes, processes = [], []
+            for share in shares:
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_client_entry,
+                    args=(base, share, prepared["rules"], start, stop, args.nonce_per_report, send),
+                )
+                process.start()
+                pipes.append(receive)
+                processes.append(process)
+            tallies = [pipe.recv() for pipe in pipes]
+            for process in processes:
+                process.join()
+            server.stdin.write("\n")
+            server.stdin.flush()
+            after = json.loads(server.stdout.readline())
+        finally:
+            if server.stdin:
+                server.stdin.close()
+            server.wait(timeout=30)
+    latencies = [x for t in tallies for x in t["latencies"]]
+    results = sum(t["results"] for t in tallies)
+    commits = after["commits"] - before["commits"]
+    jobs = after["jobs"] - before["jobs"]
+    return {
+        "devices": args.devices,
+        "rules_per_device": args.rules,
+        "client_processes": args.clients,
+        "seconds": args.seconds,
+        "verified_results": results,
+        "failed_results": sum(t["failed"] for t in tallies),
+        "errors": sum(t["errors"] for t in tallies),
+        "results_per_second": round(results / args.seconds),
+        "report_p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+        "report_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
+        "nonce_per_report": args.nonce_per_report,
+        "requests_per_result": round(((1 if args.nonce_per_report else args.rules) + 1) / args.rules, 2),
+        "write_jobs_per_commit": round(jobs / commits, 1) if commits else None,
+        "server_cpu_us_per_result": round((after["cpu"] - before["cpu"]) / max(1, results) * 1e6),
+        "server_loop_cpu_us_per_result": round((after["loop_cpu"] - before["loop_cpu"]) / max(1, results) * 1e6),
+        "client_cpu_us_per_result": round(sum(t["cpu"] for t in tallies) / max(1, results) * 1e6),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _client_entry(base: str, devices: list[dict[str, Any]], rules: list[str], start: float, stop: float,
+                  nonce_per_report: bool, out: Any) -> None:  # fmt: skip
+    # wall-clock start/stop converted to this process's perf_counter
+    offset = time.perf_counter() - time.time()
+    client_process(base, devices, rules, start + offset, stop + offset, nonce_per_report, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=64, help="simulated agents posting at once (default 64)")
+    parser.add_argument("--rules", type=int, default=2, help="posture rules per device (default 2)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured time (default 10)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before (default 1)")
+    parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
+    parser.add_argument("--nonce-per-report", action="store_true",
+                        help="one nonce proves every rule of a report (the server accepts it; today's agent "
+                        "fetches one per passing result)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(Path(args.serve))
+        return
+    figures = run(args)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    print(
+        f"posture ingest: {figures['results_per_second']} verified results/s "
+        f"({figures['devices']} devices x {figures['rules_per_device']} rules, {figures['client_processes']} client "
+        f"process(es), {figures['seconds']:g} s)\n"
+        f"  report latency (nonces + results POST): p50 {figures['report_p50_ms']} ms, p99 {figures['report_p99_ms']} ms\n"
+        f"  {figures['requests_per_result']} HTTP requests per result; {figures['write_jobs_per_commit']} write jobs per "
+        f"transaction (group commit)\n"
+        f"  CPU per verified result: server {figures['server_cpu_us_per_result']} µs (measured window and setup-free), "
+        f"clients {figures['client_cpu_us_per_result']} µs (whole run)\n"
+        f"  failed: {figures['failed_results']}, transport errors: {figures['errors']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
