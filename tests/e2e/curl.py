@@ -22,6 +22,7 @@ class CurlResult:
     http_version: str
     certs: list[x509.Certificate]  # as presented to curl: leaf first
     stderr: str
+    connect_status: int = 0  # the proxy's answer to CONNECT (0: no CONNECT was answered)
 
 
 def via_proxy(
@@ -32,14 +33,14 @@ def via_proxy(
         curl, "-sS", "--max-time", str(int(timeout) - 5),
         "-x", f"http://127.0.0.1:{proxy_port}",
         "--cacert", str(cacert),
-        "-w", _MARK + "%{http_code} %{http_version}\n%{certs}",
+        "-w", _MARK + "%{http_code} %{http_version} %{http_connect}\n%{certs}",
         *args, url,
     ]  # fmt: skip
     result = tools.run(argv, timeout=timeout, env=child_env())
     out = result.stdout.decode(errors="replace")
     body, _, written = out.partition(_MARK)
     first, _, certs = written.partition("\n")
-    code, _, version = first.partition(" ")
+    code, version, connect = (first.split(" ") + ["", "", ""])[:3]
     return CurlResult(
         returncode=result.returncode,
         body=body,
@@ -47,4 +48,5 @@ def via_proxy(
         http_version=version.strip(),
         certs=load_pems(certs) if "BEGIN CERTIFICATE" in certs else [],
         stderr=result.stderr.decode(errors="replace"),
+        connect_status=int(connect or 0),
     )

@@ -1,6 +1,10 @@
 """The HTTPS origin: nginx in its own process on loopback, one server block per test host so the
 certificate is chosen by SNI, HTTP/1.1 and HTTP/2, answering `GET /` with a page naming the host
-and the protocol nginx spoke (so a test can see HTTP/2 reached the origin)."""
+and the protocol nginx spoke (so a test can see HTTP/2 reached the origin).
+
+`GET /e2e-headers` echoes the request headers a proxy must not forward (Proxy-Authorization),
+and the access log records that header too; a plain-HTTP listener on `http_port` serves the
+same for requests a proxy forwards without TLS."""
 
 from __future__ import annotations
 
@@ -32,6 +36,17 @@ def body_for(host: str, protocol: str = "") -> str:
     return f"{text} via {protocol}" if protocol else text
 
 
+# The headers a proxy must strip, as the origin received them ("[]" when absent).
+HEADERS_PATH = "/e2e-headers"
+_HEADERS = "proxy-authorization=[$http_proxy_authorization] host=$host\\n"
+
+
+def echoed_proxy_authorization(body: str) -> str:
+    """The Proxy-Authorization value the origin's /e2e-headers page reports ("" when none)."""
+    start = body.index("proxy-authorization=[") + len("proxy-authorization=[")
+    return body[start : body.index("] host=", start)]
+
+
 _PAGE = (
     '<!doctype html><html><head><title>origin</title></head><body><h1 id="origin">'
     "hello from $host via $server_protocol</h1></body></html>\\n"
@@ -45,6 +60,7 @@ class Origin:
     ca: Issued = field(default_factory=lambda: make_ca("e2e Origin CA"))
     untrusted_ca: Issued = field(default_factory=lambda: make_ca("e2e Untrusted CA"))
     proc: subprocess.Popen[bytes] | None = None
+    http_port: int = field(default_factory=tools.free_port)  # plain HTTP, every host name
     # server_name → the certificate (and key) nginx serves for it, once started
     site_certs: dict[str, Issued] = field(default_factory=dict)
 
@@ -54,6 +70,9 @@ class Origin:
 
     def url(self, host: str = "origin.test", path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
+
+    def http_url(self, host: str = "origin.test", path: str = "/") -> str:
+        return f"http://{host}:{self.http_port}{path}"
 
     def write_hosts_file(self, path: Path) -> Path:
         path.write_text("# e2e lab names\n127.0.0.1 " + " ".join(HOST_NAMES) + "\n")
@@ -77,9 +96,19 @@ class Origin:
     server_name {server_name};
     ssl_certificate {d}/{stem}.pem;
     ssl_certificate_key {d}/{stem}.key;
+    location = {HEADERS_PATH} {{ return 200 '{_HEADERS}'; }}
     location / {{ return 200 '{_PAGE}'; }}
   }}"""
             )
+        servers.append(
+            f"""
+  server {{
+    listen 127.0.0.1:{self.http_port} default_server;
+    server_name _;
+    location = {HEADERS_PATH} {{ return 200 '{_HEADERS}'; }}
+    location / {{ return 200 '{_PAGE}'; }}
+  }}"""
+        )
         temp = "\n".join(
             f"  {k}_temp_path {d}/tmp/{k};"
             for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -90,7 +119,9 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-  access_log {d}/access.log;
+  log_format e2e '$remote_addr - $remote_user [$time_local] "$request" $status '
+                 '$body_bytes_sent "$http_user_agent" proxy_authorization="$http_proxy_authorization"';
+  access_log {d}/access.log e2e;
   default_type text/html;
   keepalive_timeout 120s;
   keepalive_requests 100000;
@@ -115,7 +146,10 @@ http {{
                 stderr=stderr,
                 start_new_session=True,
             )
-        if not tools.wait_for_port(self.port, timeout=10, proc=self.proc):
+        if not all(
+            tools.wait_for_port(port, timeout=10, proc=self.proc)
+            for port in (self.port, self.http_port)
+        ):
             self.stop()
             raise RuntimeError(
                 f"nginx origin did not listen on {self.port}:\n"

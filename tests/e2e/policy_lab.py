@@ -185,9 +185,13 @@ def decision_counts(gw: GatewayProcess) -> Counter[tuple[str, ...]]:
 class KeepAlive:
     """One HTTPS connection through the proxy (CONNECT tunnel), reused for every request."""
 
-    def __init__(self, proxy_port: int, host: str, port: int, ctx: ssl.SSLContext) -> None:
+    def __init__(
+        self, proxy_port: int, host: str, port: int, ctx: ssl.SSLContext,
+        *, proxy_headers: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """`proxy_headers` go on the CONNECT only (such as Proxy-Authorization)."""
         self.conn = http.client.HTTPSConnection("127.0.0.1", proxy_port, timeout=10, context=ctx)
-        self.conn.set_tunnel(host, port)
+        self.conn.set_tunnel(host, port, headers=proxy_headers)
         self.host = host
 
     def get(self, path: str = "/") -> tuple[int, str]:
