@@ -176,15 +176,37 @@ CONTROL = "ctl.bench.test"
 RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"))
 
 
+def _median_interval(vals: list[float]) -> tuple[float, float] | None:
+    """A distribution-free ~95 % interval for the median: order statistics k and n+1-k, with k the
+    largest such that P(Binomial(n, 1/2) < k) <= 2.5 % (None below 6 values)."""
+    n = len(vals)
+    if n < 6:
+        return None
+    s = sorted(vals)
+    below, k = 0.0, 0
+    while True:
+        below += math.comb(n, k) / 2**n  # P(X <= k)
+        if below > 0.025:
+            break
+        k += 1
+    k = max(k, 1)  # P(X < k) <= 2.5 %
+    return s[k - 1], s[n - k]
+
+
 def _geo(vals: list[float]) -> dict[str, float | None]:
-    """Median, geometric mean and a ~95 % interval (mean of logs +- 2 standard errors), min, max."""
+    """Median (with its distribution-free ~95 % interval), geometric mean (with mean of logs +- 2
+    standard errors), min, max: per-round ratios on a noisy machine have outliers, the median
+    resists them."""
     vals = [v for v in vals if isinstance(v, (int, float)) and v > 0]
     if not vals:
-        return {"median": None, "geomean": None, "low": None, "high": None, "min": None, "max": None, "n": 0}
+        return {"median": None, "median_low": None, "median_high": None, "geomean": None, "low": None,
+                "high": None, "min": None, "max": None, "n": 0}
     logs = [math.log(v) for v in vals]
     mean = statistics.fmean(logs)
     se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else 0.0
-    return {"median": statistics.median(vals), "geomean": math.exp(mean), "low": math.exp(mean - 2 * se),
+    mi = _median_interval(vals)
+    return {"median": statistics.median(vals), "median_low": mi[0] if mi else None,
+            "median_high": mi[1] if mi else None, "geomean": math.exp(mean), "low": math.exp(mean - 2 * se),
             "high": math.exp(mean + 2 * se), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
@@ -256,9 +278,9 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
             if st["geomean"] is None:
                 continue
             per_round = " ".join(f"{v:.2f}" if v else "-" for v in r[f"{key}_per_round"])
-            lines.append(f"{label[x]} / {label[y]}, {what}: geometric mean {st['geomean']:.3f} "
-                         f"(~95% interval {st['low']:.3f}-{st['high']:.3f}), median {st['median']:.3f}; "
-                         f"per round: {per_round}")
+            mi = (f" ({st['median_low']:.3f}-{st['median_high']:.3f})" if st.get("median_low") else "")
+            lines.append(f"{label[x]} / {label[y]}, {what}: median {st['median']:.3f}{mi}, geometric mean "
+                         f"{st['geomean']:.3f} ({st['low']:.3f}-{st['high']:.3f}); per round: {per_round}")
     if "file" in il:
         f, c = il["file"], il["check"]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(f.get("kinds", {}).items(), key=lambda kv: -kv[1]))
@@ -270,8 +292,11 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
                      f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
                      + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no")
                      + f" decisions for {per['gateway-rules']['requests']:,} requests")
+    if s["ratios"]:
+        lines.append("(ratios: paired within each round; in brackets ~95% intervals, distribution-free for the "
+                     "median; targets judged on the median)")
     for pair, r in s["ratios"].items():
-        rate, cpu = r["rate"]["geomean"], r["cpu"]["geomean"]
+        rate, cpu = r["rate"]["median"], r["cpu"]["median"]
         if rate is None or cpu is None:
             continue
         if pair == "gateway/mitmdump":
