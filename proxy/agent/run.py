@@ -7,6 +7,11 @@ lapses between two reports. Every wait is cut short by SIGINT or SIGTERM (set ``
 server that cannot be reached is retried within 30 s; a refused device secret (401)
 ends the loop. ``interval_scale`` multiplies every interval (tests and labs), ``max_rounds``
 stops after that many rounds of reports.
+
+With ``ca_sync`` (``trust.TrustSync.run``) the loop also keeps the device's trust stores in step
+with the gateway's root CAs: a sync at start, before the first round of reports, then every
+``CA_SYNC`` (60 s, scaled like the rest), again within 30 s after a failure; a 401 ends the loop
+there too. ``on_sync`` gets each sync's report.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from proxy.agent.checks import AgentRule, RuleCheck
 from proxy.agent.errors import AgentError
@@ -28,6 +34,7 @@ logger = logging.getLogger(__name__)
 REFETCH = timedelta(seconds=60)
 RETRY = timedelta(seconds=30)
 DEFAULT_SCHEDULE = timedelta(minutes=5)
+CA_SYNC = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,8 @@ class AgentLoop:
         stop: threading.Event | None = None,
         on_round: Callable[[Round], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        ca_sync: Callable[[], Any] | None = None,
+        on_sync: Callable[[Any], None] | None = None,
     ) -> None:
         if interval_scale <= 0:
             raise AgentError("--interval-scale must be more than 0")
@@ -68,6 +77,10 @@ class AgentLoop:
         self._due: dict[str, float] = {}
         self._next_fetch = 0.0
         self.rounds = 0
+        self.ca_sync = ca_sync
+        self.on_sync = on_sync or (lambda _: None)
+        self._next_sync = 0.0 if ca_sync is not None else float("inf")
+        self.syncs = 0
 
     def seconds(self, value: timedelta) -> float:
         return value.total_seconds() * self.scale
@@ -76,16 +89,32 @@ class AgentLoop:
         """Loop until stopped or ``max_rounds``; the number of rounds reported."""
         while not self.stop.is_set() and (self.max_rounds is None or self.rounds < self.max_rounds):
             now = self._now()
+            if now >= self._next_sync:
+                self._sync(now)
             if now >= self._next_fetch:
                 self._refresh(now)
             due = [rule for rule_id, rule in self._rules.items() if self._due[rule_id] <= now]
             if due:
                 self._round(due, now)
                 continue
-            wake = min([self._next_fetch, *self._due.values()])
+            wake = min([self._next_fetch, self._next_sync, *self._due.values()])
             self.stop.wait(max(0.0, wake - self._now()))
         logger.info("agent loop ends after %d round(s)", self.rounds)
         return self.rounds
+
+    def _sync(self, now: float) -> None:
+        assert self.ca_sync is not None
+        try:
+            report = self.ca_sync()
+        except AgentError as e:
+            if e.status == 401:
+                raise
+            logger.warning("cannot sync the root certificates: %s (trying again soon)", e)
+            self._next_sync = now + min(self.seconds(RETRY), self.seconds(CA_SYNC))
+            return
+        self.syncs += 1
+        self._next_sync = now + self.seconds(CA_SYNC)
+        self.on_sync(report)
 
     def _refresh(self, now: float) -> None:
         try:

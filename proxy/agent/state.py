@@ -3,16 +3,28 @@
 Default ``~/.config/gateway-agent/state.json`` (``$XDG_CONFIG_HOME`` is honoured). The file holds
 the device secret, so it is written atomically with mode 0600 in a 0700 directory, and a file
 that others may read is refused rather than used.
+
+It also holds the trust-store part of the agent (issue 5): ``trust_stores``, which stores the
+CA sync uses (``TrustStoresConfig``), and ``trust_installed``, every root certificate this agent
+installed itself (store, fingerprint, NSS nickname or file path). Only those are ever removed.
+Both are optional: a state file written before them reads as "every store on, nothing installed".
+Changes to ``trust_installed`` go through ``update_trust_installed``, which holds an exclusive
+lock (``<state>.lock``) and re-reads the file, so that ``sync-ca`` beside a running ``run`` loses
+no record.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import stat
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from proxy.agent.errors import AgentError
 
@@ -28,6 +40,24 @@ def default_state_path() -> Path:
 
 
 @dataclass(frozen=True)
+class TrustStoresConfig:
+    """Which trust stores the CA sync keeps in step (``"trust_stores"`` in the state file)."""
+
+    system: bool = True  # /usr/local/share/ca-certificates (+ update-ca-certificates), or RHEL's anchors
+    nss: bool = True  # the default NSS databases: ~/.pki/nssdb and /etc/pki/nssdb
+    nss_databases: tuple[str, ...] = ()  # more NSS database directories (absolute, ``~`` expanded)
+
+
+@dataclass(frozen=True)
+class InstalledCertificate:
+    """One root certificate this agent put into one store (``"trust_installed"``)."""
+
+    store: str  # "system:/usr/local/share/ca-certificates" or "nss:/home/ann/.pki/nssdb" (real paths)
+    fingerprint: str  # SHA-256, upper-case colon hex
+    name: str  # the file written (system) or the NSS nickname
+
+
+@dataclass(frozen=True)
 class AgentState:
     server: str
     fingerprint: str  # pinned SHA-256 of the server's certificate; "" for http on loopback
@@ -38,6 +68,8 @@ class AgentState:
     email: str = ""
     serial_number: str = ""  # what the device enrolled with; the server fills ${serial_number} with it
     hostname: str = ""  # likewise for ${hostname}
+    trust_stores: TrustStoresConfig = field(default_factory=TrustStoresConfig)
+    trust_installed: tuple[InstalledCertificate, ...] = ()
 
     def __repr__(self) -> str:  # never the secret
         return f"AgentState(server={self.server!r}, device_id={self.device_id!r}, account_id={self.account_id!r})"
@@ -46,7 +78,7 @@ class AgentState:
 def save_state(path: Path, state: AgentState) -> None:
     """Write atomically: a 0600 temporary file beside ``path``, then rename over it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data = json.dumps({"version": STATE_VERSION, **asdict(state)}, indent=2).encode() + b"\n"
+    data = json.dumps(state_to_json(state), indent=2).encode() + b"\n"
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -102,6 +134,8 @@ def _parse(path: Path, data: bytes) -> AgentState:
             raise AgentError(f"the state file {path} lacks {key!r}: enroll again")
         values[key] = value
     return AgentState(
+        trust_stores=_parse_trust_stores(path, fields.get("trust_stores")),
+        trust_installed=_parse_installed(path, fields.get("trust_installed")),
         server=str(values["server"]),
         fingerprint=str(values["fingerprint"]),
         account_id=str(values["account_id"]),
@@ -112,3 +146,75 @@ def _parse(path: Path, data: bytes) -> AgentState:
         serial_number=str(values["serial_number"]),
         hostname=str(values["hostname"]),
     )
+
+
+def _parse_trust_stores(path: Path, value: object) -> TrustStoresConfig:
+    if value is None:
+        return TrustStoresConfig()
+    bad = AgentError(
+        f'the state file {path} has a bad "trust_stores": expected {{"system": true|false, "nss": true|false, '
+        '"nss_databases": ["/absolute/dir", ...]}'
+    )
+    if not isinstance(value, dict) or set(value) - {"system", "nss", "nss_databases"}:
+        raise bad
+    system, nss, databases = value.get("system", True), value.get("nss", True), value.get("nss_databases", [])
+    if not isinstance(system, bool) or not isinstance(nss, bool) or not isinstance(databases, list):
+        raise bad
+    if not all(isinstance(d, str) and d.strip() for d in databases):
+        raise bad
+    return TrustStoresConfig(system=system, nss=nss, nss_databases=tuple(d.strip() for d in databases))
+
+
+def _parse_installed(path: Path, value: object) -> tuple[InstalledCertificate, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise AgentError(f'the state file {path} has a bad "trust_installed": expected a list')
+    records = []
+    for item in value:
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(key), str) and item[key] for key in ("store", "fingerprint", "name")
+        ):
+            raise AgentError(
+                f'the state file {path} has a bad "trust_installed" entry: expected {{"store", "fingerprint", "name"}}'
+            )
+        records.append(InstalledCertificate(item["store"], item["fingerprint"], item["name"]))
+    return tuple(records)
+
+
+@contextmanager
+def state_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<state>.lock`` (0600, beside the state file) for as long as held."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise AgentError(f"cannot open the lock file {lock}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_state(path: Path, change: Callable[[AgentState], AgentState]) -> AgentState:
+    """Re-read the state file, apply ``change`` and save the result (if it differs); the saved state.
+
+    Call it inside ``state_lock(path)``: then no other agent process changes the file between the
+    read and the write (the trust sync records each certificate it installs or removes this way)."""
+    state = load_state(path)
+    updated = change(state)
+    if updated != state:
+        save_state(path, updated)
+    return updated
+
+
+def update_trust_installed(
+    path: Path, change: Callable[[tuple[InstalledCertificate, ...]], tuple[InstalledCertificate, ...]]
+) -> AgentState:
+    """``update_state`` for the records of installed certificates only."""
+    return update_state(path, lambda state: replace(state, trust_installed=change(state.trust_installed)))
+
+
+def state_to_json(state: AgentState) -> dict[str, Any]:
+    return {"version": STATE_VERSION, **asdict(state)}

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "GATEWAY_ENROLL_TOKEN"
 EXIT_FAILED_RULE = 3
+EXIT_TRUST_TROUBLE = 3
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -30,12 +31,16 @@ examples:
   gateway agent enroll --token gwe1.eyJ1Ijoi... --email ann@example.com
   gateway agent check
   gateway agent report
+  gateway agent sync-ca
   gateway agent run
 
 files:
   state   ~/.config/gateway-agent/state.json (0600): device id and secret, server URL,
-          pinned server certificate fingerprint, account (--state FILE for another)
+          pinned server certificate fingerprint, account, trust store options and the
+          root certificates this agent installed (--state FILE for another)
   reads   the PEM paths each rule lists, /etc/pki/nssdb and ~/.pki/nssdb (NSS certutil)
+  writes  (sync-ca, run) the gateway's root CAs into /usr/local/share/ca-certificates
+          (+ update-ca-certificates), ~/.pki/nssdb and /etc/pki/nssdb (certutil)
 see docs/agent.md"""
 
 
@@ -101,6 +106,42 @@ def _add_run(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--max-rounds", type=int, metavar="N", help="stop after N rounds of reports")
     parser.add_argument("--once", action="store_true", help="one round of every rule, then stop (as report)")
+    _add_stores(parser)
+
+
+def _add_stores(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "trust stores",
+        "Where the gateway's root CAs are installed. Default: the state file's \"trust_stores\"\n"
+        "(all on when absent); these options override it for this run.",
+    )
+    group.add_argument(
+        "--root", type=Path, metavar="DIR",
+        help="put every store under DIR (DIR/usr/local/share/ca-certificates, DIR/$HOME/.pki/nssdb, ...): "
+        "nothing outside DIR is changed",
+    )  # fmt: skip
+    group.add_argument(
+        "--system", action=argparse.BooleanOptionalAction, default=None,
+        help="the system store: /usr/local/share/ca-certificates + update-ca-certificates (Debian), or "
+        "/etc/pki/ca-trust/source/anchors + update-ca-trust (RHEL); needs root",
+    )  # fmt: skip
+    group.add_argument(
+        "--nss", action=argparse.BooleanOptionalAction, default=None,
+        help="the default NSS databases: ~/.pki/nssdb (Chromium) and /etc/pki/nssdb",
+    )  # fmt: skip
+    group.add_argument(
+        "--nss-db", action="append", metavar="DIR", dest="nss_db",
+        help="another NSS database (absolute directory; repeat for more; replaces the configured list)",
+    )  # fmt: skip
+
+
+def _add_sync_ca(parser: argparse.ArgumentParser) -> None:
+    _add_output(parser)
+    _add_stores(parser)
+    parser.add_argument(
+        "--save", action="store_true",
+        help="remember --system/--nss/--nss-db in the state file for later runs (not --root)",
+    )  # fmt: skip
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -147,6 +188,41 @@ def _session(args: argparse.Namespace) -> Any:
 # --- commands -------------------------------------------------------------------------------------
 
 
+def _store_options(args: argparse.Namespace, state: Any) -> Any:
+    from proxy.agent.trust import StoreOptions
+
+    root = None
+    if args.root is not None:
+        root = Path(os.path.abspath(args.root))
+        if not root.is_dir():
+            raise CliError(f"--root {args.root}: no such directory")
+    databases = None
+    if args.nss_db is not None:
+        databases = tuple(d.strip() for d in args.nss_db)
+        for directory in databases:
+            if not (directory.startswith("/") or directory.startswith("~")):
+                raise CliError(f"--nss-db {directory}: give the NSS database's absolute directory")
+    return StoreOptions.from_config(
+        state.trust_stores, system=args.system, nss=args.nss, nss_databases=databases, root=root
+    )
+
+
+def _trust_sync(args: argparse.Namespace, session: Any, options: Any) -> Any:
+    from proxy.agent.trust import Ledger, TrustSync, build_stores
+
+    return TrustSync(session.transport, Ledger(_state_path(args)), lambda: build_stores(options))
+
+
+def _previous_state(path: Path) -> Any:
+    from proxy.agent.errors import AgentError
+    from proxy.agent.state import load_state
+
+    try:
+        return load_state(path) if path.exists() else None
+    except AgentError:
+        return None
+
+
 def _enroll(args: argparse.Namespace) -> int:
     from proxy.agent import device
     from proxy.agent.enroll import Enrollment, enroll
@@ -170,7 +246,18 @@ def _enroll(args: argparse.Namespace) -> int:
         serial_number=(args.serial_number.strip() if args.serial_number else device.serial_number()),
         hostname=hostname,
     )
+    previous = _previous_state(path)
     state = enroll(request, path, timeout=args.timeout)
+    if previous is not None and (previous.trust_installed or previous.trust_stores != state.trust_stores):
+        # enrolling again forgets neither the store options nor the roots this agent installed:
+        # those are still on the device, and only the records let a later sync remove them
+        from dataclasses import replace
+
+        from proxy.agent.state import state_lock, update_state
+
+        with state_lock(path):
+            state = update_state(path, lambda s: replace(
+                s, trust_stores=previous.trust_stores, trust_installed=previous.trust_installed))  # fmt: skip
     pin = f", server certificate pinned to {state.fingerprint}" if state.fingerprint else ""
     print(f"enrolled as device {state.device_id} ({state.name}) with {state.server}{pin}")
     print(f"state saved to {path} (0600)")
@@ -205,12 +292,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync_ca(args: argparse.Namespace) -> int:
+    session = _session(args)
+    options = _store_options(args, session.state)
+    if args.save:
+        from proxy.agent.trust import save_store_options
+
+        save_store_options(_state_path(args), options)
+    if not options.enabled():
+        raise CliError("no trust store is enabled: drop --no-system/--no-nss, or name one with --nss-db DIR")
+    report = _trust_sync(args, session, options).run()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_sync(report))
+        if args.save:
+            print(f"store options saved to {_state_path(args)}")
+    return EXIT_TRUST_TROUBLE if report.trouble else 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from proxy.agent.run import AgentLoop, Round
 
     if args.max_rounds is not None and args.max_rounds < 1:
         raise CliError("--max-rounds must be at least 1")
     session = _session(args)
+    options = _store_options(args, session.state)
+    ca_sync = _trust_sync(args, session, options).run if options.enabled() else None
     stop = threading.Event()
     names: dict[str, str] = {}
 
@@ -223,8 +331,25 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{stamp} {names.get(entry.rule_id, entry.rule_id)}: {_outcome(entry)}"
                   + (f": {entry.reason}" if entry.reason else ""), flush=True)  # fmt: skip
 
+    told: dict[str, str] = {}  # what was last said on stderr about each store or certificate
+
+    def show_sync(report: Any) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for line in sync_changes(report):
+            print(f"{stamp} CA sync: {line}", flush=True)
+        problems = {f"certificate {c.id}": f"not installed: {c.refused}" for c in report.refused}
+        problems |= {f"store {s.store}": s.error for s in report.stores if s.trouble}
+        for what, text in problems.items():
+            if told.get(what) != text:
+                print(f"warning: CA sync: {what}: {text}", file=sys.stderr, flush=True)
+        told.clear()
+        told.update(problems)
+
     max_rounds = 1 if args.once else args.max_rounds
-    loop = AgentLoop(session, interval_scale=args.interval_scale, max_rounds=max_rounds, stop=stop, on_round=show)
+    loop = AgentLoop(
+        session, interval_scale=args.interval_scale, max_rounds=max_rounds, stop=stop, on_round=show,
+        ca_sync=ca_sync, on_sync=show_sync,
+    )  # fmt: skip
     if not args.verbose:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s: %(message)s")
     with _stop_on_signals(stop):
@@ -266,9 +391,19 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentP
      "signature over a fresh server nonce made with its private key. Prints what the server\n"
      "stored (a pass counts only when the server verified it)."),
      "gateway agent report", _add_output),
+    ("sync-ca", _command(_sync_ca), "install the gateway's root CAs in this device's trust stores, once",
+     ("Fetch the gateway's root certificates (every available one, the one in use included),\n"
+     "install each that is a CA and matches its listed SHA-256 fingerprint into every enabled\n"
+     "trust store, remove the ones this agent installed that are no longer listed (never any\n"
+     "other root), list the stores again and report what they hold to the server.\n"
+     "A store that is missing or not writable is reported, not fatal.\n"
+     f"Exit status {EXIT_TRUST_TROUBLE} when a certificate was refused or a store has a problem."),
+     "gateway agent sync-ca --root /tmp/sandbox --no-system", _add_sync_ca),
     ("run", _command(_run), "check and report each rule on its schedule until stopped",
      ("Check and report each rule on its own schedule (sooner if its results would expire\n"
-     "first), fetching the rules again every minute. SIGINT or SIGTERM stops it cleanly."),
+     "first), fetching the rules again every minute, and keep the trust stores in step with\n"
+     "the gateway's root CAs (as sync-ca, at start and every minute; off when no store is\n"
+     "enabled). SIGINT or SIGTERM stops it cleanly."),
      "gateway agent run --interval-scale 0.01 --max-rounds 3", _add_run),
 )
 
@@ -335,3 +470,44 @@ def _check_json(check: Any) -> dict[str, Any]:
         "private_key": check.key is not None,
         "rejected": [{"source": r.source, "cn": r.cn, "reason": r.reason} for r in check.rejected],
     }
+
+
+def _short(fingerprint: str) -> str:
+    from proxy.agent.trust import fp16
+
+    return fp16(fingerprint) or "-"
+
+
+def sync_changes(report: Any) -> list[str]:
+    """One line per store that changed: ``STORE: +FP16 -FP16``."""
+    lines = []
+    for store in report.stores:
+        changes = [f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed]
+        if changes:
+            lines.append(f"{store.store}: {' '.join(changes)}")
+    return lines
+
+
+def format_sync(report: Any) -> str:
+    rows = []
+    for cert in report.certificates:
+        status = ", ".join([cert.binding_status or "?", *(["in use"] if cert.in_use else [])])
+        rows.append((cert.id, _short(cert.fingerprint), status, "ok" if cert.accepted else f"refused: {cert.refused}"))
+    lines = [_table(("CERTIFICATE", "FINGERPRINT", "STATUS", "CHECK"), rows) if rows
+             else "the server lists no root certificate"]  # fmt: skip
+    store_rows = []
+    for store in report.stores:
+        installed = " ".join(_short(fp) for fp in store.installed) or ("-" if store.errors else "none")
+        changes = " ".join([f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed])
+        store_rows.append((store.store, installed, changes, store.error))
+    lines += ["", _table(("STORE", "INSTALLED", "CHANGES", "ERROR"), store_rows)]
+    notes = [f"note: {store.store}: {note}" for store in report.stores for note in store.notes]
+    if notes:
+        lines += ["", *notes]
+    if report.server is not None:
+        stores, installed = report.server.get("stores"), report.server.get("installed")
+        if stores is not None and installed is not None:
+            lines += ["", f"reported to the server: {stores} stores, {installed} installed"]
+        else:
+            lines += ["", "reported to the server"]
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """A minimal stand-in for the server's agent endpoints (docs/architecture.md, "Wire protocol
-between agent and server"), served for real on loopback from its own thread, so that the
-synchronous agent and CLI can be tested before and apart from the real DeviceService.
+between agent and server", and "CA installation by the agent (issue 5)": root_certificates and
+trust_stores), served for real on loopback from its own thread, so that the synchronous agent
+and CLI can be tested before and apart from the real DeviceService.
 
 It verifies what a real server must: the one-time enrollment secret, Basic auth, single-use
 nonces it issued, and the proof of possession over ``certs.proof.proof_message``.
@@ -36,6 +37,10 @@ class StandIn:
     nonces: dict[bytes, str] = field(default_factory=dict)  # raw nonce -> device id (unused ones)
     stored: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    # issue 5: GET /agent/root_certificates lists these as they are (tests may put wrong ones in);
+    # every POST /agent/trust_stores body is kept, by device
+    roots: list[dict[str, Any]] = field(default_factory=list)
+    trust_reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -43,7 +48,35 @@ class StandIn:
         app.router.add_get("/client/v4/agent/posture_rules", self.posture_rules)
         app.router.add_post("/client/v4/agent/nonce", self.nonce)
         app.router.add_post("/client/v4/agent/results", self.results)
+        app.router.add_get("/client/v4/agent/root_certificates", self.root_certificates)
+        app.router.add_post("/client/v4/agent/trust_stores", self.trust_stores)
         return app
+
+    def latest_trust_report(self) -> dict[str, list[str]]:
+        """store -> installed fingerprints, from the last POST /agent/trust_stores."""
+        assert self.trust_reports, "no trust store report received"
+        return {entry["store"]: entry["installed"] for entry in self.trust_reports[-1][1]["stores"]}
+
+    async def root_certificates(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        if self._device(request) is None:
+            return self.error(401, "unknown device or wrong secret")
+        return self.ok(self.roots)
+
+    async def trust_stores(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path))
+        device_id = self._device(request)
+        if device_id is None:
+            return self.error(401, "unknown device or wrong secret")
+        body = await request.json()
+        stores = body.get("stores") if isinstance(body, dict) else None
+        if not isinstance(stores, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("store"), str) and isinstance(e.get("installed"), list)
+            and isinstance(e.get("error"), str) for e in stores
+        ):  # fmt: skip
+            return self.error(400, "expected {\"stores\": [{\"store\", \"installed\", \"error\"}]}")
+        self.trust_reports.append((device_id, body))
+        return self.ok({"stores": len(stores), "installed": sum(len(e["installed"]) for e in stores)})
 
     @staticmethod
     def ok(result: Any) -> web.Response:
