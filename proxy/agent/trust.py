@@ -281,8 +281,14 @@ class SyncReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "certificates": [
-                {"id": c.id, "fingerprint": c.fingerprint, "binding_status": c.binding_status, "in_use": c.in_use,
-                 "accepted": c.accepted, "reason": c.refused}  # fmt: skip
+                {
+                    "id": c.id,
+                    "fingerprint": c.fingerprint,
+                    "binding_status": c.binding_status,
+                    "in_use": c.in_use,
+                    "accepted": c.accepted,
+                    "reason": c.refused,
+                }
                 for c in self.certificates
             ],
             "stores": [s.to_json() for s in self.stores],

@@ -42,6 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from proxy.agent.state import InstalledCertificate
+from proxy.agent.transport import fingerprint_of
 from proxy.agent.trust import (
     Entry,
     RootCertificate,
@@ -53,7 +54,6 @@ from proxy.agent.trust import (
     last_line_of,
 )
 from proxy.agent.trust_nss import der_fingerprints
-from proxy.agent.transport import fingerprint_of
 
 logger = logging.getLogger(__name__)
 

@@ -200,7 +200,7 @@ def _store_options(args: argparse.Namespace, state: Any) -> Any:
     if args.nss_db is not None:
         databases = tuple(d.strip() for d in args.nss_db)
         for directory in databases:
-            if not (directory.startswith("/") or directory.startswith("~")):
+            if not directory.startswith(("/", "~")):
                 raise CliError(f"--nss-db {directory}: give the NSS database's absolute directory")
     return StoreOptions.from_config(
         state.trust_stores, system=args.system, nss=args.nss, nss_databases=databases, root=root

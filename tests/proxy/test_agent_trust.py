@@ -45,8 +45,13 @@ UPDATE = shutil.which("update-ca-certificates", path=os.pathsep.join([os.environ
 
 def listed(*cas: Issued, fingerprint_of: Issued | None = None, status: str = "available") -> list[dict[str, Any]]:
     return [
-        {"id": f"cert-{i}", "fingerprint": fingerprint((fingerprint_of or ca).certificate), "certificate": ca.cert_pem(),
-         "binding_status": status, "in_use": i == 0}  # fmt: skip
+        {
+            "id": f"cert-{i}",
+            "fingerprint": fingerprint((fingerprint_of or ca).certificate),
+            "certificate": ca.cert_pem(),
+            "binding_status": status,
+            "in_use": i == 0,
+        }
         for i, ca in enumerate(cas)
     ]
 
@@ -292,14 +297,19 @@ def test_rhel_anchors_under_root_are_written_and_the_refresh_skipped_with_a_note
     anchors = tmp_path / "etc/pki/ca-trust/source/anchors"
     anchors.mkdir(parents=True)
     calls: list[Sequence[str]] = []
-    store = detect_system_store(StoreOptions(root=tmp_path), which=lambda name: f"/usr/bin/{name}",
-                                runner=lambda argv: calls.append(argv))  # type: ignore[arg-type,func-returns-value]  # fmt: skip
+
+    def runner(argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(list(argv), 0, b"", b"")
+
+    store = detect_system_store(StoreOptions(root=tmp_path), which=lambda name: f"/usr/bin/{name}", runner=runner)
     assert isinstance(store, SystemStore) and store.flavor is RHEL
     report = sync_store(store, parse_root_certificates(listed(CA)), Ledger(None))
     assert calls == []  # update-ca-trust cannot be pointed at a root: not run
     assert report.installed == [fingerprint(CA.certificate)] and report.error == ""
-    assert report.notes == [f"update-ca-trust was not run: it cannot be pointed at --root {tmp_path}; "
-                            f"installed means present in {anchors}"]  # fmt: skip
+    assert report.notes == [
+        f"update-ca-trust was not run: it cannot be pointed at --root {tmp_path}; installed means present in {anchors}"
+    ]
 
 
 def test_an_update_ca_certificates_without_path_options_is_not_run_under_root(root: Path, tmp_path: Path) -> None:
