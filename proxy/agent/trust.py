@@ -359,7 +359,7 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
     for entry in entries:
         by_fingerprint.setdefault(entry.fingerprint, []).append(entry)
         by_name.setdefault(entry.name, set()).add(entry.fingerprint)
-    changed = removed = False
+    changed = removed = attempted = False  # attempted: a store operation ran (it may have failed)
 
     for root in roots:
         if not root.accepted:
@@ -368,6 +368,7 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
         if any(e.trusted for e in found):
             continue
         if found:
+            attempted = True
             try:
                 fixed_as, why = store.reinstall(root, found)
             except StoreError as e:
@@ -384,6 +385,7 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
         if by_name.get(name, set()) - {root.fingerprint}:
             report.errors.append(f"{fp16(root.fingerprint)}: {name} already holds another certificate: left as is")
             continue
+        attempted = True
         try:
             installed_as = store.install(root)
         except StoreError as e:
@@ -404,6 +406,7 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
             if holds:
                 report.notes.append(f"{record.name} now holds another certificate: left as is, no longer recorded")
             continue
+        attempted = True
         try:
             store.remove(record)
         except StoreError as e:
@@ -418,14 +421,22 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
     if trouble:
         report.errors.append(trouble)
     report.notes += store.notes()
-    _list_installed(store, listed, ledger, report)
+    # what the report says is what a listing shows: a fresh one after any change (or attempt)
+    _list_installed(store, listed, ledger, report, None if attempted or changed else entries)
     return report
 
 
-def _list_installed(store: TrustStore, listed: Sequence[str], ledger: Ledger, report: StoreReport) -> None:
-    """What the store holds *now*, listed again: of the fingerprints listed or recorded, those it trusts."""
+def _list_installed(
+    store: TrustStore,
+    listed: Sequence[str],
+    ledger: Ledger,
+    report: StoreReport,
+    entries: Sequence[Entry] | None = None,
+) -> None:
+    """What the store holds: of the fingerprints listed or recorded, those it trusts. ``entries``
+    is a listing made during this sync with nothing done to the store since; else it is listed again."""
     try:
-        trusted = {e.fingerprint for e in store.inventory() if e.trusted}
+        trusted = {e.fingerprint for e in (store.inventory() if entries is None else entries) if e.trusted}
     except StoreError as e:
         report.errors.append(f"cannot list the store after the sync: {e}")
         return
