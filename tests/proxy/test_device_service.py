@@ -9,13 +9,16 @@ from datetime import timedelta
 
 import pytest
 
+from certs.sealing import KeySealer
 from policies.facts import ANONYMOUS
+from proxy.bootstrap import first_start
+from proxy.services.certificates import CertificateService
 from proxy.services.device_enrollment import DeviceDetails, user_id
 from proxy.services.devices import DeviceService, Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.posture_verify import Report
 from proxy.store import LogQuery, Outcome, Store
-from tests.proxy.conftest import Gateway
+from tests.proxy.conftest import FakeClock, Gateway
 from tests.proxy.device_lab import EMAIL, Lab, make_lab, pem, rule_body, token_secret
 
 
@@ -292,3 +295,20 @@ def test_service_takes_a_fingerprint_for_tokens(gateway: Gateway) -> None:
     assert fields["u"] == "https://gw.example:8443" and fields["f"] == fingerprint
     assert fields["a"] == gateway.account_id and len(fields["s"]) >= 43
 
+
+
+async def test_an_in_memory_store_commits_in_the_loop(clock: FakeClock, sealer: KeySealer) -> None:
+    store = Store.open(now=clock())
+    try:
+        certificates = CertificateService(store, sealer, clock)
+        boot = first_start(store, certificates, admin_token_env=None, clock=clock)
+        gateway = Gateway(store, certificates, clock, boot.account_id, "", boot.generated_ca_id or "")
+        lab = make_lab(gateway)
+        device, _ = lab.enroll()
+        cert, key = lab.ca.issue(lab.now)
+        (stored,) = await lab.service.submit(device, [await lab.passing(device, cert, key)], "h")
+        assert stored.success and lab.service.identity(device.id).posture_passed == (lab.rule_id,)
+        assert lab.service.writer.commits == 2  # first sighting (nonce), then the result
+        lab.service.close()
+    finally:
+        store.close()
