@@ -129,7 +129,10 @@ async def results(request: web.Request) -> web.Response:
     except ApiError as e:
         await devices_of(request).log_refused(device, f"report refused: {e.message}")
         raise
-    stored = await devices_of(request).submit(device, reports, _ip(request))
+    try:
+        stored = await devices_of(request).submit(device, reports, _ip(request))
+    except Unauthenticated as e:
+        raise _unauthenticated(str(e)) from None
     return ok(
         [
             {

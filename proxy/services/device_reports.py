@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 from policies.posture import PostureRule
+from proxy.services.device_errors import Unauthenticated
 from proxy.services.device_writer import GroupCommit
 from proxy.services.errors import InvalidInput
 from proxy.services.posture_nonces import NonceMinter
@@ -95,7 +97,10 @@ class Ingest:
                 store.nonces.delete_expired(now - lifetime)
             return _write(store, device, verdicts, ip, now, seen, lifetime)
 
-        final = await self._writer.run(write)
+        try:
+            final = await self._writer.run(write)
+        except sqlite3.IntegrityError:  # the device was deleted while its report was checked
+            raise Unauthenticated(f"device {device.id} was deleted: enroll again") from None
         self._stored(device.id)
         for verdict in final:
             log = logger.debug if verdict.success else logger.info

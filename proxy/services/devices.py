@@ -37,10 +37,11 @@ from proxy.services.device_enrollment import (
     token_lifetime,
     user_id,
 )
+from proxy.services.device_errors import Unauthenticated
 from proxy.services.device_identity import Posture, posture_of
 from proxy.services.device_reports import Ingest, StoredOutcome
 from proxy.services.device_writer import GroupCommit
-from proxy.services.errors import InvalidInput, NotFound, Refused, ServiceError
+from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.posture_nonces import IssuedNonce, NonceMinter
 from proxy.services.posture_rules import (
     MAX_RULES,
@@ -73,10 +74,6 @@ SEEN_INTERVAL: Final = timedelta(minutes=1)  # last_seen is written at most this
 _DUMMY_HASH: Final = bytes(32)
 MAX_ID_CHARS: Final = 128
 MAX_SECRET_CHARS: Final = 512
-
-
-class Unauthenticated(ServiceError):
-    """A device id and secret, or an enrollment secret, that the server does not accept: 401."""
 
 
 @dataclass(frozen=True)

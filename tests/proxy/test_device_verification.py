@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certs.proof import PROOF_FAILED, proof_message, sign_proof
+from proxy.services.device_errors import Unauthenticated
 from proxy.services.errors import InvalidInput
 from proxy.services.posture_verify import NO_PROOF, Report
 from proxy.store import LogQuery, Outcome
@@ -286,3 +287,11 @@ async def test_a_passing_certificate_does_not_pass_for_another_device(lab: Lab) 
     (second,) = await lab.service.submit(other, [await lab.passing(other, cert, key)], "h")
     assert first.success and not second.success
     assert "CN 'laptop-7.corp' does not match 'other.corp'" in second.reason
+
+
+async def test_a_device_deleted_while_reporting_is_refused_not_a_500(lab: Lab) -> None:
+    device, _ = lab.enroll()
+    report = await lab.passing(device, *lab.ca.issue(lab.now))
+    lab.service.delete_device(lab.account, device.id)
+    with pytest.raises(Unauthenticated, match="was deleted: enroll again"):
+        await lab.service.submit(device, [report], "h")
