@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from certs.authority import DEFAULT_VALIDITY_DAYS, MAX_VALIDITY_DAYS, KeyType
-from proxy.api import objects
+from proxy.api import agent_trust, objects
 from proxy.api.bodies import choice, optional_int, read_object, reject_unknown
 from proxy.api.envelope import Paging, ok, ok_list
 from proxy.api.errors import invalid_field
@@ -48,7 +48,9 @@ async def create_certificate(request: web.Request) -> web.Response:
 async def get_certificate(request: web.Request) -> web.Response:
     service = deps_of(request).certificates
     record = service.get(account_of(request), request.match_info["certificate_id"])
-    return ok(objects.gateway_certificate(record), notes=service.expiry_messages([record]))
+    body = objects.gateway_certificate(record)
+    body["gateway_devices"] = agent_trust.gateway_devices(request, record)  # our field (issue 5)
+    return ok(body, notes=service.expiry_messages([record]))
 
 
 async def delete_certificate(request: web.Request) -> web.Response:

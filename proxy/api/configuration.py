@@ -1,4 +1,5 @@
-"""GET/PUT/PATCH gateway/configuration: settings; ``settings.certificate.id`` turns a CA on."""
+"""GET/PUT/PATCH gateway/configuration: settings; ``settings.certificate.id`` turns a CA on (with a
+warning in ``messages`` when reporting devices have not installed it: ``agent_trust``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy.api import objects
+from proxy.api import agent_trust, objects
 from proxy.api.bodies import read_object, reject_unknown
 from proxy.api.envelope import ok
 from proxy.api.errors import invalid_field
@@ -32,12 +33,14 @@ async def get_configuration(request: web.Request) -> web.Response:
 async def put_configuration(request: web.Request) -> web.Response:
     settings = await _settings(request)
     service = deps_of(request).certificates
+    turning_on = agent_trust.turning_on(request, settings)
     configuration = service.replace_configuration(account_of(request), settings)
-    return ok(objects.configuration(configuration))
+    return agent_trust.ok_warned(request, objects.configuration(configuration), turning_on)
 
 
 async def patch_configuration(request: web.Request) -> web.Response:
     settings = await _settings(request)
     service = deps_of(request).certificates
+    turning_on = agent_trust.turning_on(request, settings)
     configuration = service.update_configuration(account_of(request), settings)
-    return ok(objects.configuration(configuration))
+    return agent_trust.ok_warned(request, objects.configuration(configuration), turning_on)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.api import agent_trust
 from proxy.api.bodies import optional_str, read_object, reject_unknown
 from proxy.api.envelope import Paging, ok, ok_list, timestamp
 from proxy.api.state import account_of, devices_of
@@ -58,7 +59,8 @@ async def list_devices(request: web.Request) -> web.Response:
 
 async def get_device(request: web.Request) -> web.Response:
     device = devices_of(request).device(account_of(request), request.match_info["device_id"])
-    return ok(device_object(device))
+    trust_stores = agent_trust.device_trust_stores(request, device)  # our field (issue 5)
+    return ok({**device_object(device), "trust_stores": trust_stores})
 
 
 async def delete_device(request: web.Request) -> web.Response:

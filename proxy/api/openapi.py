@@ -57,7 +57,10 @@ SCHEMAS: dict[str, Schema] = {
         {"id": {"type": "string", "format": "uuid"}, "type": {"type": "string", "enum": ["gateway_managed", "custom"]},
          "binding_status": STATUS, "in_use": _BOOL, "certificate": {"type": "string", "description": "CA certificate, PEM"},
          "fingerprint": {"type": "string", "description": "SHA-256, colon hex"}, "issuer_org": _STR, "issuer_raw": _STR,
-         "created_at": TIME, "updated_at": TIME, "uploaded_on": TIME, "expires_on": TIME},
+         "created_at": TIME, "updated_at": TIME, "uploaded_on": TIME, "expires_on": TIME,
+         "gateway_devices": {**_object({k: {"type": "integer", "minimum": 0} for k in ("installed", "missing", "reporting")}),
+                             "description": "our addition, on GET of one certificate: of the devices whose agent reported "
+                             "its trust stores in the last 7 days, how many have it installed (in at least one store)"}},
     ),
     "MtlsCertificate": _object(
         {"id": {"type": "string", "format": "uuid"}, "name": _STR, "ca": _BOOL,
@@ -179,8 +182,27 @@ SCHEMAS: dict[str, Schema] = {
          "ip": _STR, "last_seen": TIME, "os_version": _STR, "serial_number": _STR, "hostname": _STR,
          "user": _object({"id": {"type": "string", "description": "UUID 5 of mailto:<email>"}, "email": _STR, "name": _STR}),
          "created": TIME, "updated": TIME, "created_at": TIME, "updated_at": TIME, "last_seen_at": TIME,
-         "active_registrations": {"type": "integer"}, "tags": {"type": "object"}},
+         "active_registrations": {"type": "integer"}, "tags": {"type": "object"},
+         "trust_stores": {"type": "array", "description": "our addition, on GET of one device: its agent's latest "
+                          "trust store report", "items": _ref("DeviceTrustStore")}},
     ),
+    "DeviceTrustStore": _object(
+        {"store": {"type": "string", "example": "nss:/home/ann/.pki/nssdb", "description": "system or nss:<absolute path>"},
+         "installed": {"type": "array", "items": {"type": "string", "description": "SHA-256, colon hex"}},
+         "error": _STR, "reported_at": TIME}),
+    "CertificateDevice": _object(
+        {"device_id": _STR, "name": _STR, "installed": {"type": "boolean", "description": "in at least one store"},
+         "stores": {"type": "array", "items": _STR}, "reported_at": {**TIME, "nullable": True},
+         "reporting": {"type": "boolean", "description": "reported in the last 7 days (counted in gateway_devices)"}}),
+    "RootCertificate": _object(
+        {"id": _STR, "fingerprint": {"type": "string", "description": "SHA-256, colon hex"},
+         "certificate": {"type": "string", "description": "PEM"}, "binding_status": STATUS, "in_use": _BOOL}),
+    "TrustStoresReport": _object({"stores": {"type": "array", "maxItems": 64, "items": _object(
+        {"store": {"type": "string", "description": "system or nss:<absolute path>, each once"},
+         "installed": {"type": "array", "maxItems": 256, "items": {"type": "string", "description": "SHA-256, colon hex"}},
+         "error": {"type": "string", "maxLength": 1000, "default": ""}},
+        required=["store", "installed"])}}, required=["stores"]),
+    "TrustStoresStored": _object({"stores": {"type": "integer"}, "installed": {"type": "integer"}}),
     "EnrollmentTokenRequest": _object(
         {"email": {"type": "string", "description": "the user of the device it enrolls (else the device names one)"},
          "expires_in": {"type": "string", "default": "1h", "description": "1m to 30d"}}),
@@ -219,7 +241,7 @@ def _envelope(result: Schema, *, paged: bool = False) -> Schema:
         "messages": {
             "type": "array",
             "items": _ref("Message"),
-            "description": "warnings (certificate expiry)",
+            "description": "warnings (certificate expiry; 10100: devices lack the certificate turned on)",
         },
         "result": {"type": "array", "items": result} if paged else result,
     }
@@ -403,10 +425,14 @@ PATHS: dict[str, dict[str, Any]] = {
         _q("format", {"type": "string", "enum": ["pem", "der"], "default": "pem"}, "PEM or DER")],
         extra={"200": {"description": "the file", "content": {
             "application/x-pem-file": {}, "application/pkix-cert": {}}}})},
+    CERT + "/devices": {"get": _op("our addition: every device, and whether its agent reported the certificate installed",
+                                   _ref("CertificateDevice"), paged=True, query=_PAGING)},
     A + "/gateway/configuration": {
         "get": _op("Gateway settings", _ref("Configuration")),
-        "put": _op("replace the settings", _ref("Configuration"), body=_SETTINGS_BODY),
-        "patch": _op("merge settings per top-level key", _ref("Configuration"), body=_SETTINGS_BODY),
+        "put": _op("replace the settings (turning on a certificate reporting devices lack: warning 10100)",
+                   _ref("Configuration"), body=_SETTINGS_BODY),
+        "patch": _op("merge settings per top-level key (turning on a certificate reporting devices lack: warning 10100)",
+                     _ref("Configuration"), body=_SETTINGS_BODY),
     },
     A + "/gateway/nodes": {"get": _op("our addition: proxy nodes and their loaded CAs", _ref("Node"), paged=True, query=_PAGING)},
     A + "/mtls_certificates": {
@@ -479,6 +505,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/client/v4/agent/nonce": {"post": _agent(_op("our addition: a fresh nonce for this device (single use, 2 minutes)", _ref("Nonce")))},
     "/client/v4/agent/results": {"post": _agent(_op("our addition: results; every pass is verified by the server",
                                                     {"type": "array", "items": _ref("StoredResult")}, body=_ref("AgentResults")))},
+    "/client/v4/agent/root_certificates": {"get": _agent(_op(
+        "our addition: the root CAs to trust (available and pending_deployment)", {"type": "array", "items": _ref("RootCertificate")}))},
+    "/client/v4/agent/trust_stores": {"post": _agent(_op(
+        "our addition: what each trust store holds (a full report: replaces the last one)", _ref("TrustStoresStored"),
+        body=_ref("TrustStoresReport")))},
 }  # fmt: skip
 
 

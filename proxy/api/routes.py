@@ -11,6 +11,7 @@ from proxy.api import (
     access,
     accounts,
     agent,
+    agent_trust,
     certificates,
     configuration,
     devices,
@@ -57,6 +58,7 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
     ("POST", f"{GATEWAY_CERT}/activate", certificates.activate_certificate),
     ("POST", f"{GATEWAY_CERT}/deactivate", certificates.deactivate_certificate),
     ("GET", f"{GATEWAY_CERT}/download", certificates.download_certificate),
+    ("GET", f"{GATEWAY_CERT}/devices", agent_trust.certificate_devices),
     ("GET", f"{ACCOUNT}/gateway/configuration", configuration.get_configuration),
     ("PUT", f"{ACCOUNT}/gateway/configuration", configuration.put_configuration),
     ("PATCH", f"{ACCOUNT}/gateway/configuration", configuration.patch_configuration),
@@ -100,6 +102,8 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
     ("GET", f"{AGENT}/posture_rules", agent.posture_rules),
     ("POST", f"{AGENT}/nonce", agent.nonce),
     ("POST", f"{AGENT}/results", agent.results),
+    ("GET", f"{AGENT}/root_certificates", agent_trust.root_certificates),
+    ("POST", f"{AGENT}/trust_stores", agent_trust.trust_stores),
 )
 
 

@@ -88,6 +88,20 @@ def _add_turn_on(parser: argparse.ArgumentParser, what: str) -> None:
         "--use", action="store_true",
         help=f"activate the {what} certificate, wait until it is available and turn it on",
     )
+    _add_force(parser, "with --use, turn it on")
+
+
+def _add_force(parser: argparse.ArgumentParser, what: str = "turn it on") -> None:
+    parser.add_argument(
+        "--force", action="store_true",
+        help=f"{what} even when devices whose agent reports its trust stores have not installed it "
+        "(TLS breaks for them until their agent syncs)",
+    )
+
+
+def _add_use(parser: argparse.ArgumentParser) -> None:
+    _add_id(parser)
+    _add_force(parser)
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
@@ -226,7 +240,7 @@ def _finish(session: Session, args: argparse.Namespace, cert: dict[str, Any]) ->
     if args.activate or args.use:
         cert = _activate_id(session, cert["id"])
     if args.use:
-        cert = _use_id(session, cert["id"])
+        cert = _use_id(session, cert["id"], force=args.force)
     if session.as_json:
         _print_json(cert)
 
@@ -254,18 +268,21 @@ def _deactivate(session: Session, args: argparse.Namespace) -> None:
 
 
 def _use(session: Session, args: argparse.Namespace) -> None:
-    cert = _use_id(session, resolve(session, args.id)["id"])
+    cert = _use_id(session, resolve(session, args.id)["id"], force=args.force)
     if session.as_json:
         _print_json(cert)
 
 
-def _use_id(session: Session, cert_id: str) -> dict[str, Any]:
-    """Turn a certificate on; say which one is in use now and which went back to available."""
+def _use_id(session: Session, cert_id: str, *, force: bool = False) -> dict[str, Any]:
+    """Turn a certificate on; say which one is in use now and which went back to available.
+    Refused (unless ``force``) while reporting devices have not installed it."""
     before = session.list_certificates()
     previous = next((c["id"] for c in before if c.get("in_use")), None)
     if previous == cert_id:
         _say(session, f"{cert_id} is already in use")
         return next(c for c in before if c["id"] == cert_id)
+    if not force:
+        _check_devices(session, cert_id)
     _wait_until_available(session, cert_id, before)
     body = {"settings": {"certificate": {"id": cert_id}}}
     session.keep(session.client.patch(session.url("/gateway/configuration"), body))
@@ -276,6 +293,22 @@ def _use_id(session: Session, cert_id: str) -> dict[str, Any]:
     else:
         _say(session, f"back to {after.get(previous, {}).get('binding_status', 'available')}: {previous}")
     return after.get(cert_id) or {"id": cert_id, "in_use": True}
+
+
+def _check_devices(session: Session, cert_id: str) -> None:
+    """Ask the API how many reporting devices lack the certificate (``gateway_devices``, issue 5)
+    and refuse when some do. A server that does not answer with the field refuses nothing."""
+    from proxy.services.device_trust import missing_message
+
+    devices = session.client.get(session.certificate(cert_id)).result.get("gateway_devices")
+    if not isinstance(devices, dict):
+        return
+    missing, reporting = devices.get("missing"), devices.get("reporting")
+    if isinstance(missing, int) and isinstance(reporting, int) and missing > 0:
+        raise CliError(
+            f"{missing_message(missing, reporting, cert_id)}; wait until their agents have synced, "
+            "or pass --force to turn it on now"
+        )
 
 
 def _wait_until_available(session: Session, cert_id: str, certificates: Sequence[dict[str, Any]]) -> None:
@@ -338,7 +371,7 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, Callable[[argparse.ArgumentParser
     ("deactivate", _command(_deactivate), "withdraw an available certificate from the nodes",
      "gateway ca deactivate 3f2a", _add_id),
     ("use", _command(_use), "turn an available certificate on: new connections get leaves signed by it",
-     "gateway ca use 3f2a", _add_id),
+     "gateway ca use 3f2a", _add_use),
     ("download", _command(_download), "download a certificate (never its key) to install in trust stores",
      "gateway ca download in-use --format der -o gateway-ca.crt", _add_download),
     ("delete", _command(_delete), "delete an inactive certificate",

@@ -21,12 +21,14 @@ from proxy.store.records import (
     TokenOrigin,
 )
 from proxy.store.store import Store
+from proxy.store.trust import Coverage, TrustReport, TrustStoreEntry
 
 __all__ = [
     "Account",
     "ApiToken",
     "CertificateKind",
     "CertificateRecord",
+    "Coverage",
     "Device",
     "EnrollmentToken",
     "GatewayConfiguration",
@@ -45,4 +47,6 @@ __all__ = [
     "StoredPostureRule",
     "StoredRule",
     "TokenOrigin",
+    "TrustReport",
+    "TrustStoreEntry",
 ]

@@ -221,10 +221,39 @@ _V3 = (
     "CREATE INDEX posture_logs_by_account ON posture_logs(account_id, seq)",
 )
 
+# CA installation by the agent (issue 5): each device's latest trust store report, replaced whole
+# by the next one. One row per report (when), one per store in it (in report order, with the
+# store's error), one per fingerprint installed in a store (SHA-256, upper-case colon hex).
+# Deleting the device deletes its report; fingerprints have no foreign key: a report may name a
+# certificate the server no longer has (one the agent installed and could not remove yet).
+_V4 = (
+    """CREATE TABLE device_trust_reports (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        reported_at TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE device_trust_stores (
+        device_id TEXT NOT NULL REFERENCES device_trust_reports(device_id) ON DELETE CASCADE,
+        store TEXT NOT NULL CHECK (store = 'system' OR store GLOB 'nss:/?*'),
+        position INTEGER NOT NULL CHECK (position >= 0),
+        error TEXT NOT NULL,
+        PRIMARY KEY (device_id, store),
+        UNIQUE (device_id, position)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE device_trust_installed (
+        device_id TEXT NOT NULL,
+        store TEXT NOT NULL,
+        fingerprint TEXT NOT NULL CHECK (length(fingerprint) = 95),
+        PRIMARY KEY (device_id, store, fingerprint),
+        FOREIGN KEY (device_id, store)
+            REFERENCES device_trust_stores(device_id, store) ON DELETE CASCADE
+    ) WITHOUT ROWID""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
     Migration(3, "device posture: rules, enrollment, devices, nonces, results, logs", _V3),
+    Migration(4, "device trust stores: the agent's report of installed root CAs", _V4),
 )
 
 

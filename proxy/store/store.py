@@ -17,6 +17,7 @@ from proxy.store.migrations import current_version, migrate
 from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
 from proxy.store.posture import PostureLogs, PostureResults, PostureRules
+from proxy.store.trust import TrustReports
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Store:
         self.posture_rules = PostureRules(db)
         self.posture_results = PostureResults(db)
         self.posture_logs = PostureLogs(db)
+        self.trust_reports = TrustReports(db)
 
     @classmethod
     def open(cls, path: Path | str = MEMORY, *, now: datetime | None = None) -> Store:
