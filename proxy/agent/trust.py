@@ -61,7 +61,8 @@ ROOTS_PATH = "/agent/root_certificates"
 STORES_PATH = "/agent/trust_stores"
 NICKNAME_PREFIX = "Gateway "
 FILE_PREFIX = "gateway-"
-MAX_ERROR_CHARS = 1000
+MAX_ERROR_CHARS = 1000  # the server's limits (proxy/services/device_trust.py)
+MAX_STORE_CHARS = 4096
 
 
 def fp16(fingerprint: str) -> str:
@@ -255,6 +256,16 @@ class StoreReport:
     @property
     def trouble(self) -> bool:
         return bool(self.errors) and not (self.missing and self.optional)
+
+    @property
+    def reportable(self) -> bool:
+        """A name the server takes: ``system``, or ``nss:`` and an absolute path without control
+        characters (a misconfigured relative directory is shown here, not sent)."""
+        if self.store == "system":
+            return True
+        path = self.store.removeprefix("nss:")
+        return (self.store.startswith("nss:/") and len(self.store) <= MAX_STORE_CHARS
+                and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in path))  # fmt: skip
 
     def wire(self) -> dict[str, Any]:
         return {"store": self.store, "installed": list(self.installed), "error": self.error}
@@ -460,7 +471,7 @@ class TrustSync:
             for store in self.stores():
                 reports.append(sync_store(store, roots, self.ledger))
         result = SyncReport(roots, reports)
-        answer = self.transport.post(STORES_PATH, {"stores": [r.wire() for r in reports]})
+        answer = self.transport.post(STORES_PATH, {"stores": [r.wire() for r in reports if r.reportable]})
         result.server = answer if isinstance(answer, dict) else {"answer": answer}
         return result
 

@@ -281,6 +281,8 @@ def test_a_missing_or_unusable_store_is_reported_not_fatal(root: Path) -> None:
     assert (default.error, default.missing, default.trouble) == ("no NSS database here", True, False)  # a default one: normal
     assert reports[f"nss:{plain}"].error == "no cert9.db: not an NSS sql database"  # --root prefixes configured paths too
     assert reports["nss:relative/db"].error == "not an absolute directory: configure NSS databases by absolute path"
+    # shown, but not sent: the server takes "system" and "nss:/absolute" only
+    assert [name for name, r in reports.items() if not r.reportable] == ["nss:relative/db"]
     # the system store without its tool: the file is written, and the missing rebuild is said
     assert reports["system"].installed == [fingerprint(ca.certificate)]
     assert reports["system"].error.startswith("update-ca-certificates is not installed: the files in")
