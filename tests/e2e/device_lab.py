@@ -107,8 +107,10 @@ def import_into_nssdb(directory: Path, issued: Issued, nickname: str) -> None:
         password_file.unlink(missing_ok=True)
 
 
-def delete_from_nssdb(directory: Path, nickname: str) -> None:
+def delete_from_nssdb(directory: Path, nickname: str, *, missing_ok: bool = False) -> None:
     """`certutil -F` removes the certificate and its private key."""
+    if missing_ok and nickname not in nss_nicknames(directory):
+        return
     tools.run(
         [tools.require("certutil"), "-F", "-d", f"sql:{directory}", "-n", nickname],
         env=child_env(),

@@ -1,23 +1,25 @@
 """Device posture end to end (issue 4) on loopback with the real `gateway run`, the real
-`gateway agent` commands, curl through the proxy, nginx as the origin, and NSS `certutil` /
-`pk12util` for a real NSS database.
+`gateway agent` and admin CLI commands, curl through the proxy, nginx as the origin, and NSS
+`certutil` / `pk12util` for a real NSS database.
 
 One gateway (the `lab` fixture) serves the module. Setup: a device signing CA made with
 `cryptography` and uploaded with the SDK (`mtls_certificates.create`, no key), two
 `client_certificate_v2` rules made with the SDK (one reads PEM files, one the agent user's NSS
-database `$HOME/.pki/nssdb`, the only way docs/agent.md offers to point the agent at a
-non-default database), a Gateway rule blocking `origin.test` unless the PEM rule passes, and the
-agent enrolled with a token from `gateway device token`. Each test reports again before it needs
-a fresh pass and puts back what it changes; the `--require-device` test restarts the gateway and
-runs last.
+database `$HOME/.pki/nssdb`: docs/agent.md offers no other way to point the agent at a
+non-default database, and the API refuses a directory in `trust_stores`), two Gateway rules
+(block `origin.test` unless the PEM rule passed; block `failed.origin.test` when it failed), and
+the agent enrolled with a token from `gateway device token`.
 
-The PEM rule's results expire after PEM_EXPIRATION (short, for the expiry test); the NSS rule's
-after NSS_EXPIRATION."""
+Each test reports again before it needs a fresh pass and puts back what it changes, except the
+`--require-device` test, which restarts the gateway with the flag and runs last. The PEM rule's
+results expire after PEM_EXPIRATION seconds (for the expiry test), the NSS rule's after
+NSS_EXPIRATION."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import http.client
 import json
 import re
 import secrets
@@ -64,8 +66,11 @@ NSS_EXPIRATION = "2m"
 NSS_NICKNAME = "e2e corp device"
 BLOCK_REASON = "origin.test needs a managed device (e2e)."
 GATEWAY_RULE = "e2e block origin.test without the PEM device certificate"
+FAILED_HOST = "failed.origin.test"
+FAILED_RULE = "e2e block failed.origin.test when the PEM check failed"
 REPORT_COLUMNS = ("STORED", "PASS EXPIRES", "REASON")
 CHECK_COLUMNS = ("OUTCOME", "CERTIFICATE OR REASON")
+SHORT_CERT_SECONDS = 8  # a certificate that expires long before the NSS rule's results do
 DECISION_DELAY = 1.0  # a stored result reaches the proxy's decisions within this (issue 4)
 
 
@@ -87,6 +92,7 @@ class PostureLab:
     pem_rule_id: str
     nss_rule_id: str
     gateway_rule_id: str
+    failed_rule_id: str
     serial: str
     enroll_stdout: str
     enroll_stderr: str
@@ -177,6 +183,19 @@ def block_rule_blocked(result: curl.CurlResult, lab: PostureLab) -> bool:
         and f"rule: {GATEWAY_RULE} ({lab.gateway_rule_id})" in lines
         and BLOCK_REASON in lines
     )
+
+
+def wait_status(lab: PostureLab, url: str, status: int, *, within: float = DECISION_DELAY) -> curl.CurlResult:
+    """Request `url` as the device until it answers `status` (bounded); the last answer."""
+    deadline = time.monotonic() + within
+    while (got := lab.get(url)).status != status and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert got.status == status, (url, got.status, got.body[:300])
+    return got
+
+
+def failed_rule_blocked(result: curl.CurlResult, lab: PostureLab) -> bool:
+    return result.status == 403 and f"rule: {FAILED_RULE} ({lab.failed_rule_id})" in result.body.splitlines()
 
 
 def wait_decision(lab: PostureLab, url: str, *, blocked: bool, within: float) -> tuple[float, curl.CurlResult]:
@@ -272,6 +291,17 @@ def _setup(gw: GatewayProcess, origin: Origin, base: Path) -> PostureLab:
             rule_settings={"block_page_enabled": True, "block_reason": BLOCK_REASON},
         )
         assert gateway_rule is not None and gateway_rule.id
+        # device_posture.checks.failed: a failed (or expired) PEM result blocks this host.
+        failed_rule = c.zero_trust.gateway.rules.create(
+            account_id=account,
+            name=FAILED_RULE,
+            action="block",
+            precedence=120,
+            filters=["http"],
+            traffic=f'http.request.host == "{FAILED_HOST}"',
+            device_posture=f'any(device_posture.checks.failed[*] in {{"{pem_rule_id}"}})',
+        )
+        assert failed_rule is not None and failed_rule.id
 
     # An enrollment token from the CLI, then the agent enrolls with it.
     made = admin_cli(gw, "device", "token", "--email", EMAIL, "--ttl", "10m")
@@ -287,6 +317,7 @@ def _setup(gw: GatewayProcess, origin: Origin, base: Path) -> PostureLab:
         pem_client=pem_client, nss_client=nss_client, pem_cert=pem_cert, pem_key=pem_key,
         nssdb=nssdb, agent=agent, account=account, upload_id=upload.id,
         pem_rule_id=pem_rule_id, nss_rule_id=nss_rule_id, gateway_rule_id=gateway_rule.id,
+        failed_rule_id=failed_rule.id,
         serial=serial, enroll_stdout=enrolled.stdout.decode(),
         enroll_stderr=enrolled.stderr.decode(), token=token,
     )  # fmt: skip
@@ -486,6 +517,22 @@ def test_gateway_rule_allows_only_the_passing_device(lab: PostureLab) -> None:
     assert lab.agent.device_secret not in access_log
     assert all('proxy_authorization="-"' in line for line in mine), mine
 
+    # identity.email decides too: a rule for the device's user blocks it, not an anonymous client.
+    with sdk.client(lab.gw) as c:
+        email_rule = c.zero_trust.gateway.rules.create(
+            account_id=lab.account, name="e2e block ann on email.origin.test", action="block",
+            precedence=110, filters=["http"], traffic='http.request.host == "email.origin.test"',
+            identity=f'identity.email == "{EMAIL}"',
+        )  # fmt: skip
+        assert email_rule is not None and email_rule.id
+        try:
+            mine_blocked = lab.get(lab.origin.url("email.origin.test", f"/{tag}"))
+            assert mine_blocked.status == 403 and email_rule.id in mine_blocked.body, mine_blocked.body[:300]
+            theirs = lab.get(lab.origin.url("email.origin.test", f"/{tag}"), as_device=False)
+            assert theirs.status == 200 and body_for("email.origin.test") in theirs.body, theirs.body[:300]
+        finally:
+            c.zero_trust.gateway.rules.delete(email_rule.id, account_id=lab.account)
+
     # The request log names the device and its user; the anonymous request carries neither.
     (line,) = lab.logged(f"/device-{tag}")
     assert (line["device"], line["user"], line["action"], line["status"]) == (
@@ -495,6 +542,9 @@ def test_gateway_rule_allows_only_the_passing_device(lab: PostureLab) -> None:
     assert (line["device"], line["user"], line["action"], line["rule_id"]) == (
         None, None, "block", lab.gateway_rule_id,
     ), line  # fmt: skip
+    # The device secret is in no log of the gateway's.
+    for log in (lab.gw.data_dir / "requests.jsonl", lab.gw.stderr_path(), lab.gw.stdout_path()):
+        assert lab.agent.device_secret not in log.read_text(errors="replace"), log
 
 
 # --- 4. the certificate is removed ------------------------------------------------------------
@@ -504,6 +554,7 @@ def test_removed_certificate_blocks_after_the_next_report(lab: PostureLab) -> No
     lab.report_passing()
     url = lab.origin.url("origin.test", "/removed")
     assert lab.get(url).status == 200
+    assert lab.get(lab.origin.url(FAILED_HOST, "/removed")).status == 200
     # A connection opened (and identified) before the change must see it on its next request.
     keep = lab.keep_alive()
     kept = lab.pem_cert.read_bytes()
@@ -522,6 +573,8 @@ def test_removed_certificate_blocks_after_the_next_report(lab: PostureLab) -> No
         status, body = keep.get("/removed-keep-alive")
         assert keep.socket_id == sock, "the client reconnected"
         assert status == 403 and lab.gateway_rule_id in body, (status, body[:400])
+        failed = lab.get(lab.origin.url(FAILED_HOST, "/removed"))
+        assert failed_rule_blocked(failed, lab), (failed.status, failed.body[:400])
 
         cli = admin_cli(lab.gw, "posture", "logs", "--device", lab.agent.device_id,
                         "--rule", PEM_RULE, "--json", "--limit", "1")  # fmt: skip
@@ -546,6 +599,7 @@ def test_an_expired_pass_counts_as_failed(lab: PostureLab) -> None:
     until = parse_time(rows[PEM_RULE][1])
     first = lab.get(url)
     assert first.status == 200 and body_for("origin.test") in first.body, first.body[:400]
+    assert lab.get(lab.origin.url(FAILED_HOST, "/expiry")).status == 200
     # No report from here on: allowed until the pass expires, blocked right after.
     remaining = (until - dt.datetime.now(dt.UTC)).total_seconds()
     assert 0 < remaining <= PEM_EXPIRATION, (until, remaining)
@@ -559,6 +613,8 @@ def test_an_expired_pass_counts_as_failed(lab: PostureLab) -> None:
     assert block_rule_blocked(got, lab), (until, got.status, got.body[:400])
     assert late <= DECISION_DELAY + 1, f"blocked {late:.1f} s after the pass expired at {until}"
 
+    failed = lab.get(lab.origin.url(FAILED_HOST, "/expiry"))
+    assert failed_rule_blocked(failed, lab), ("expired, yet not in checks.failed", failed.status, failed.body[:300])
     posture = lab.identity()["devicePosture"][lab.pem_rule_id]
     assert posture["success"] is False, posture
     assert posture["error"].startswith("result expired at"), posture
@@ -601,44 +657,35 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
             assert denied.body.splitlines()[0] == "Access denied", denied.body
             assert body_for(host) not in denied.body
 
-            # The NSS certificate goes: the device is denied after its next report, and allowed
-            # again once it is back.
+            # The NSS certificate goes: the device is denied after its next report.
             delete_from_nssdb(lab.nssdb, NSS_NICKNAME)
             try:
                 rows = lab.report()
                 assert rows[NSS_RULE][0] == "fail", rows
-                time.sleep(DECISION_DELAY)
-                gone = lab.get(url)
-                assert gone.status == 403 and gone.body.startswith("Access denied"), gone.body[:400]
-            finally:
-                import_into_nssdb(lab.nssdb, lab.nss_client, NSS_NICKNAME)
-            lab.report_passing()
-            time.sleep(DECISION_DELAY)
-            back = lab.get(url)
-            assert back.status == 200 and body_for(host) in back.body, back.body[:400]
+                gone = wait_status(lab, url, 403)
+                assert gone.body.startswith("Access denied"), gone.body[:400]
 
-            # A pass lasts no longer than its certificate: one that expires in a few seconds
-            # (long before the rule's 2m) stops allowing the device when it expires.
-            short = issue_client_cert(
-                lab.signing_ca, CN, not_before=dt.timedelta(hours=-1),
-                lifetime=dt.timedelta(hours=1, seconds=4),
-            )  # fmt: skip
-            delete_from_nssdb(lab.nssdb, NSS_NICKNAME)
-            import_into_nssdb(lab.nssdb, short, NSS_NICKNAME)
-            try:
+                # A certificate is back, one that expires in a few seconds (long before the
+                # rule's 2m): allowed after the next report, until the certificate expires.
+                short = issue_client_cert(
+                    lab.signing_ca, CN, not_before=dt.timedelta(hours=-1),
+                    lifetime=dt.timedelta(hours=1, seconds=SHORT_CERT_SECONDS),
+                )  # fmt: skip
+                import_into_nssdb(lab.nssdb, short, NSS_NICKNAME)
                 rows = lab.report_passing()
                 not_after = short.certificate.not_valid_after_utc
                 assert parse_time(rows[NSS_RULE][1]) == not_after, (rows[NSS_RULE], not_after)
-                assert lab.get(url).status == 200
-                time.sleep(max(0.0, (not_after - dt.datetime.now(dt.UTC)).total_seconds()))
-                deadline = time.monotonic() + DECISION_DELAY + 1
-                while (lapsed := lab.get(url)).status == 200 and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                assert lapsed.status == 403 and lapsed.body.startswith("Access denied"), lapsed.body[:300]
+                back = wait_status(lab, url, 200)
+                left = (not_after - dt.datetime.now(dt.UTC)).total_seconds()
+                assert back.status == 200 and body_for(host) in back.body, (
+                    f"{left:.1f} s before the certificate expires", back.body[:300],
+                )  # fmt: skip
+                time.sleep(max(0.0, left))
+                lapsed = wait_status(lab, url, 403, within=DECISION_DELAY + 1)
+                assert lapsed.body.startswith("Access denied"), lapsed.body[:300]
             finally:
-                delete_from_nssdb(lab.nssdb, NSS_NICKNAME)
+                delete_from_nssdb(lab.nssdb, NSS_NICKNAME, missing_ok=True)
                 import_into_nssdb(lab.nssdb, lab.nss_client, NSS_NICKNAME)
-            lab.report_passing()
         finally:
             if app_id is not None:
                 access.applications.delete(app_id, account_id=lab.account)
@@ -783,6 +830,67 @@ def _bad_agent_input(lab: PostureLab, windows_rule: str) -> None:
     assert ok.status == 200, ok.body[:300]
 
 
+def test_do_not_inspect_rule_decides_with_posture_at_the_client_hello(lab: PostureLab) -> None:
+    """An `off` rule is decided at the ClientHello with the identity of the CONNECT: a passing
+    device's connection passes through (the origin's own certificate); an anonymous client's is
+    inspected (the gateway's leaf)."""
+    host = "dni.origin.test"
+    both_cas = lab.base / "both-cas.pem"
+    both_cas.write_text(lab.gateway_ca.read_text() + lab.origin.ca_path.read_text())
+    served = lab.origin.site_certs["*.origin.test"].certificate
+    with sdk.client(lab.gw) as c:
+        rule = c.zero_trust.gateway.rules.create(
+            account_id=lab.account, name="e2e do not inspect managed devices", action="off",
+            precedence=130, filters=["http"], traffic=f'net.sni.host == "{host}"',
+            device_posture=f'any(device_posture.checks.passed[*] in {{"{lab.nss_rule_id}"}})',
+        )  # fmt: skip
+        assert rule is not None and rule.id
+        try:
+            lab.report_passing()
+            device = curl.via_proxy(
+                lab.gw.proxy_port, lab.origin.url(host), cacert=both_cas,
+                args=("--proxy-user", lab.agent.proxy_user),
+            )  # fmt: skip
+            anonymous = curl.via_proxy(lab.gw.proxy_port, lab.origin.url(host), cacert=both_cas)
+        finally:
+            c.zero_trust.gateway.rules.delete(rule.id, account_id=lab.account)
+    assert device.status == 200 and body_for(host) in device.body, (device.stderr, device.body[:300])
+    assert anonymous.status == 200 and body_for(host) in anonymous.body, anonymous.body[:300]
+    assert device.certs and device.certs[0] == served, "the passing device's connection was inspected"
+    assert anonymous.certs and anonymous.certs[0] != served, "the anonymous connection passed through"
+
+
+def test_plain_http_proxy_credentials_count_per_request(lab: PostureLab) -> None:
+    """Plain-HTTP proxy requests each carry their own Proxy-Authorization (RFC 9110 11.7.2: the
+    credentials are for the request). On one keep-alive connection, a request with a wrong
+    secret, or with none, must not borrow the identity of an earlier request: on a fresh
+    connection the same requests get the block page."""
+    lab.report_passing()
+    url = lab.origin.http_url("origin.test", HEADERS_PATH)
+    fresh = {
+        "wrong secret": lab.get(url, proxy_user=f"{lab.agent.device_id}:wrong").status,
+        "no credentials": lab.get(url, as_device=False).status,
+    }
+    assert fresh == {"wrong secret": 403, "no credentials": 403}, fresh
+    conn = http.client.HTTPConnection("127.0.0.1", lab.gw.proxy_port, timeout=10)
+    seen = {}
+    try:
+        for name, header in (
+            ("valid", lab.agent.basic_auth()),
+            ("wrong secret", lab.agent.basic_auth(secret="wrong")),
+            ("no credentials", None),
+        ):
+            conn.request("GET", url, headers={"Proxy-Authorization": header} if header else {})
+            response = conn.getresponse()
+            response.read()
+            seen[name] = response.status
+    finally:
+        conn.close()
+    assert seen == {"valid": 200, "wrong secret": 403, "no credentials": 403}, (
+        f"on one connection, after a valid request: {seen}"
+    )
+
+
 def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
     """A second device enrolls (token from the API) and passes; a nonce issued to the first
     device does not prove anything for it; once deleted (`gateway device delete`), its
@@ -792,9 +900,16 @@ def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
         made = api.post(f"/accounts/{lab.account}/devices/enrollment_tokens", json={"email": "bob@example.com", "expires_in": "10m"})
     assert made.status_code == 200, made.text
     second = Agent(state=lab.base / "second-agent" / "state.json", home=lab.agent.home)
-    enrolled = second.run("enroll", "--token", made.json()["result"]["token"], "--serial-number", "E2E-SECOND")
+    enrolled = second.run(
+        "enroll", "--token", made.json()["result"]["token"], "--serial-number", "E2E-SECOND",
+        "--email", "ceo@example.com",
+    )  # fmt: skip
     assert enrolled.returncode == 0, enrolled.stderr.decode()
     assert second.device_id != lab.agent.device_id
+    # The user is the one the admin's token names, not whoever the device claims to be.
+    with lab.gw.api() as api:
+        listed = api.get(f"/accounts/{lab.account}/devices/{second.device_id}").json()["result"]
+    assert listed["user"]["email"] == "bob@example.com", listed["user"]
 
     with httpx.Client(base_url=f"{lab.gw.api_base}/agent", trust_env=False, timeout=15) as http:
         theirs = http.post("/nonce", headers={"Authorization": lab.agent.basic_auth()}, json={})
@@ -836,49 +951,35 @@ def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
 
 
 def test_require_device_answers_407_to_unidentified_clients(lab: PostureLab) -> None:
-    """Restarts the lab gateway with --require-device (the device and its secret survive it),
-    then puts the flag back."""
+    """Restarts the lab gateway with --require-device (the device and its secret survive it).
+    It runs last in this module and leaves the flag on: the fixture stops the gateway next."""
     gw = lab.gw
     gw.extra_args.append("--require-device")
-    try:
-        gw.restart()
-        # What was stored survives the restart: the device, its secret, its NSS pass (2m).
-        posture = lab.identity()["devicePosture"]
-        assert posture[lab.nss_rule_id]["success"] is True, posture
-        lab.report_passing()
-        https, plain = lab.origin.url("www.example.com", "/"), lab.origin.http_url("www.example.com", "/")
+    gw.restart()
+    # What was stored survives the restart: the device, its secret, its NSS pass (2m).
+    posture = lab.identity()["devicePosture"]
+    assert posture[lab.nss_rule_id]["success"] is True, posture
+    lab.report_passing()
+    https, plain = lab.origin.url("www.example.com", "/"), lab.origin.http_url("www.example.com", "/")
 
-        anonymous = lab.get(https, as_device=False)
-        assert anonymous.connect_status == 407, (anonymous.connect_status, anonymous.stderr)
-        assert body_for("www.example.com") not in anonymous.body
-        plain_anonymous = lab.get(plain, as_device=False, args=("-D", str(lab.base / "407.headers")))
-        assert plain_anonymous.status == 407, plain_anonymous.body[:300]
-        headers = (lab.base / "407.headers").read_text().lower()
-        assert 'proxy-authenticate: basic realm="gateway device"' in headers, headers
-        wrong = lab.get(https, proxy_user=f"{lab.agent.device_id}:wrong-secret")
-        assert wrong.connect_status == 407, (wrong.connect_status, wrong.stderr)
-        plain_wrong = lab.get(plain, proxy_user=f"{lab.agent.device_id}:wrong-secret")
-        assert plain_wrong.status == 407, plain_wrong.body[:300]
+    anonymous = lab.get(https, as_device=False)
+    assert anonymous.connect_status == 407, (anonymous.connect_status, anonymous.stderr)
+    assert body_for("www.example.com") not in anonymous.body
+    plain_anonymous = lab.get(plain, as_device=False, args=("-D", str(lab.base / "407.headers")))
+    assert plain_anonymous.status == 407, plain_anonymous.body[:300]
+    headers = (lab.base / "407.headers").read_text().lower()
+    assert 'proxy-authenticate: basic realm="gateway device"' in headers, headers
+    wrong = lab.get(https, proxy_user=f"{lab.agent.device_id}:wrong-secret")
+    assert wrong.connect_status == 407, (wrong.connect_status, wrong.stderr)
+    plain_wrong = lab.get(plain, proxy_user=f"{lab.agent.device_id}:wrong-secret")
+    assert plain_wrong.status == 407, plain_wrong.body[:300]
 
-        identified = lab.get(https)
-        assert identified.returncode == 0, identified.stderr
-        assert identified.status == 200 and body_for("www.example.com") in identified.body
-        plain_identified = lab.get(lab.origin.http_url("www.example.com", HEADERS_PATH))
-        assert plain_identified.status == 200, plain_identified.body[:300]
-        assert echoed_proxy_authorization(plain_identified.body) == "", plain_identified.body
-        # Posture still decides for the identified device.
-        gated = lab.get(lab.origin.url("origin.test", "/required"))
-        assert gated.status == 200 and body_for("origin.test") in gated.body, gated.body[:300]
-    finally:
-        gw.extra_args.remove("--require-device")
-        gw.restart()
-        wait_started(gw)
-
-
-def wait_started(gw: GatewayProcess, timeout: float = 10) -> None:
-    """Until the banner is out: /healthz answers before `gateway run` has finished starting, and
-    a SIGTERM in that window ends it with exit 1 ("the proxy could not listen"), not 0."""
-    deadline = time.monotonic() + timeout
-    while "Gateway is running" not in gw.stdout() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert "Gateway is running" in gw.stdout(), gw.stderr_tail()
+    identified = lab.get(https)
+    assert identified.returncode == 0, identified.stderr
+    assert identified.status == 200 and body_for("www.example.com") in identified.body
+    plain_identified = lab.get(lab.origin.http_url("www.example.com", HEADERS_PATH))
+    assert plain_identified.status == 200, plain_identified.body[:300]
+    assert echoed_proxy_authorization(plain_identified.body) == "", plain_identified.body
+    # Posture still decides for the identified device.
+    gated = lab.get(lab.origin.url("origin.test", "/required"))
+    assert gated.status == 200 and body_for("origin.test") in gated.body, gated.body[:300]
