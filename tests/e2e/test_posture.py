@@ -431,6 +431,13 @@ def test_enroll_check_and_report_store_verified_passes(lab: PostureLab) -> None:
             name, "passed", True, True,
         ), entry  # fmt: skip
         assert (entry["certificate_cn"], entry["email"]) == (CN, EMAIL), entry
+    assert lab.posture_logs(device_id=device_id, since="1m"), "since=1m lost the fresh entries"
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert lab.posture_logs(device_id=device_id, since=later) == []
+    assert {e["rule_id"] for e in lab.posture_logs(rule_id=lab.nss_rule_id)} == {lab.nss_rule_id}
+    with lab.gw.api() as api:
+        bad_since = api.get(f"/accounts/{lab.account}/devices/posture/logs", params={"since": "yesterday"})
+    assert bad_since.status_code == 400 and "since" in bad_since.text, bad_since.text
     # ... and the CLI.
     cli = admin_cli(lab.gw, "posture", "logs", "--device", device_id, "--json", "--limit", "2")
     assert cli.returncode == 0, cli.stderr.decode()
@@ -656,6 +663,7 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
             assert denied.status == 403, denied.body[:400]
             assert denied.body.splitlines()[0] == "Access denied", denied.body
             assert body_for(host) not in denied.body
+            _service_auth_by_certificate(lab, access)
 
             # The NSS certificate goes: the device is denied after its next report.
             delete_from_nssdb(lab.nssdb, NSS_NICKNAME)
@@ -690,6 +698,33 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
             if app_id is not None:
                 access.applications.delete(app_id, account_id=lab.account)
             access.policies.delete(policy.id, account_id=lab.account)
+
+
+def _service_auth_by_certificate(lab: PostureLab, access: Any) -> None:
+    """A non_identity policy on the verified certificate (`certificate`, `common_name`): the
+    device whose pass the server verified gets in; an anonymous client does not."""
+    host = "svc.origin.test"
+    policy = access.policies.create(
+        account_id=lab.account, name="e2e verified device certificate", decision="non_identity",
+        include=[{"certificate": {}}], require=[{"common_name": {"common_name": CN.upper()}}],
+    )  # fmt: skip
+    assert policy is not None and policy.id
+    app_id = None
+    try:
+        app = access.applications.create(
+            account_id=lab.account, type="self_hosted", name="e2e service app", domain=host,
+            policies=[policy.id],
+        )  # fmt: skip
+        assert app is not None and app.id
+        app_id = app.id
+        device = lab.get(lab.origin.url(host))
+        assert device.status == 200 and body_for(host) in device.body, device.body[:300]
+        anonymous = lab.get(lab.origin.url(host), as_device=False)
+        assert anonymous.status == 403 and anonymous.body.startswith("Access denied"), anonymous.body[:300]
+    finally:
+        if app_id is not None:
+            access.applications.delete(app_id, account_id=lab.account)
+        access.policies.delete(policy.id, account_id=lab.account)
 
 
 # --- 7. bad input against the real process ------------------------------------------------------
@@ -796,6 +831,17 @@ def _bad_agent_input(lab: PostureLab, windows_rule: str) -> None:
                 cases[f"{name} {path}"] = got.status_code
                 assert got.status_code == 401, (name, path, got.status_code, got.text)
                 assert got.json()["success"] is False and got.json()["errors"][0]["message"], got.text
+
+        # Enrollment: an unknown secret is 401, a malformed or huge body 400/413.
+        for name, body, status in (
+            ("enroll with an unknown secret", json.dumps({"secret": "not-a-token-secret", "name": "x", "os": "linux"}).encode(), 401),
+            ("enroll malformed JSON", b'{"secret": ', 400),
+            ("enroll unknown field", json.dumps({"secret": "x", "admin": True}).encode(), 400),
+            ("enroll huge body", b'{"secret": "' + b"a" * (2 * 1024 * 1024) + b'"}', 413),
+        ):  # fmt: skip
+            got = http.post("/enroll", content=body, headers={"Content-Type": "application/json"})
+            cases[name] = got.status_code
+            assert got.status_code == status, (name, got.status_code, got.text[:300])
 
         # Malformed or unacceptable bodies: 400 (413 for a huge one), each with the reason.
         bodies: dict[str, tuple[bytes, int]] = {
