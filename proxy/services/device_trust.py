@@ -233,7 +233,10 @@ class DeviceTrustService:
         """Replace the device's report with ``stores`` (from :func:`parse_report`).
         Unauthenticated when the device was deleted meanwhile (nothing is written)."""
         now = self._clock()
-        entries = tuple(stores)
+        entries = tuple(  # upper case, each once: as parse_report leaves them
+            TrustStoreEntry(e.store, tuple(dict.fromkeys(fp.upper() for fp in e.installed)), e.error)
+            for e in stores
+        )
 
         def job(store: Store) -> bool:
             if store.devices.get(device.id) is None:
