@@ -285,8 +285,9 @@ def _use_id(session: Session, cert_id: str, *, force: bool = False) -> dict[str,
         _check_devices(session, cert_id)
     _wait_until_available(session, cert_id, before)
     body = {"settings": {"certificate": {"id": cert_id}}}
-    session.keep(session.client.patch(session.url("/gateway/configuration"), body))
+    turned_on = session.client.patch(session.url("/gateway/configuration"), body)
     after = {c["id"]: c for c in session.list_certificates(warn=True)}
+    session.keep(turned_on)  # its warning (devices lacking it, with --force) outlives the listing's
     _say(session, f"in use now: {cert_id}")
     if previous is None:
         _say(session, "no certificate was in use before")

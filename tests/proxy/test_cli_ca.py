@@ -73,6 +73,10 @@ class FakeApi:
     in_use: str | None = None
     pending_reads: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None, bytes]] = field(default_factory=list)
+    # issue 5: gateway_devices on GET of one certificate ({installed, missing, reporting}), by id;
+    # new_devices is what every certificate made from now on gets
+    devices: dict[str, dict[str, int]] = field(default_factory=dict)
+    new_devices: dict[str, int] | None = None
 
     def add(self, cert: x509.Certificate, *, kind: str = "gateway_managed", status: str = "inactive") -> dict[str, Any]:
         cert_id = str(uuid.uuid4())
@@ -93,7 +97,18 @@ class FakeApi:
             "uploaded_on": now,
             "expires_on": rfc3339(cert.not_valid_after_utc),
         }
+        if self.new_devices is not None:
+            self.devices[cert_id] = dict(self.new_devices)
         return self.certs[cert_id]
+
+    def lacking(self, cert_id: str) -> list[dict[str, Any]]:
+        """The real API's warning (code 10100) when turning on a certificate devices lack."""
+        counts = self.devices.get(cert_id)
+        if not counts or not counts["missing"]:
+            return []
+        message = (f"{counts['missing']} of {counts['reporting']} reporting devices have not installed certificate "
+                   f"{cert_id} yet: turning it on breaks TLS for them until their agent syncs")  # fmt: skip
+        return [{"code": 10100, "message": message}]
 
     def view(self, cert_id: str) -> dict[str, Any]:
         cert = self.certs[cert_id]
@@ -161,7 +176,9 @@ def make_app(api: FakeApi) -> web.Application:
         return envelope(api.add(cert))
 
     async def get_cert(request: web.Request) -> web.Response:
-        return envelope(api.view(cert_id(request)))
+        i = cert_id(request)
+        extra = {"gateway_devices": api.devices[i]} if i in api.devices else {}
+        return envelope({**api.view(i), **extra})
 
     async def activate(request: web.Request) -> web.Response:
         i = cert_id(request)
@@ -198,7 +215,7 @@ def make_app(api: FakeApi) -> web.Application:
         if wanted not in api.certs or api.certs[wanted]["binding_status"] != "available":
             raise ApiRefusal(400, f"settings.certificate.id: certificate {wanted} is not available")
         api.in_use = wanted
-        return envelope({"settings": {"certificate": {"id": wanted}}})
+        return envelope({"settings": {"certificate": {"id": wanted}}}, api.lacking(wanted))
 
     async def upload(request: web.Request) -> web.Response:
         body = await request.json()
@@ -393,6 +410,76 @@ async def test_use_warns_about_the_state_after_the_switch(server: Server, capsys
     out, err = capsys.readouterr()
     assert json.loads(out)["in_use"] is True
     assert err.splitlines() == [f"in use now: {soon}", "no certificate was in use before", f"warning: certificate {soon} expires in 9 days"]
+
+
+# --- use: devices that have not installed the certificate (issue 5) ----------------------------------
+
+
+def lacking_line(missing: int, reporting: int, cert_id: str) -> str:
+    return (f"{missing} of {reporting} reporting devices have not installed certificate {cert_id} yet: "
+            "turning it on breaks TLS for them until their agent syncs")  # fmt: skip
+
+
+async def test_use_refuses_without_force_while_devices_lack_the_certificate(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = server.api.add(make_ca(100)[0], status="available")["id"]
+    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    server.api.in_use = old
+    server.api.devices[new] = {"installed": 1, "missing": 2, "reporting": 3}
+    assert await server.run("use", new[:6]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"gateway: error: {lacking_line(2, 3, new)}; wait until their agents have synced, "
+                   "or pass --force to turn it on now\n")  # fmt: skip
+    assert server.api.in_use == old
+    assert not [r for r in server.api.requests if r[0] == "PATCH"]
+    gets = [path for method, path, _, _ in server.api.requests if method == "GET"]
+    assert f"/client/v4/accounts/{ACCOUNT}/gateway/certificates/{new}" in gets  # it asked the API
+
+    # --json changes nothing: still refused, one line
+    assert await server.run("use", new[:6], "--json") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and lacking_line(2, 3, new) in err
+
+
+async def test_use_with_force_turns_it_on_and_prints_the_api_warning(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = server.api.add(make_ca(100)[0], status="available")["id"]
+    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    server.api.in_use = old
+    server.api.devices[new] = {"installed": 0, "missing": 1, "reporting": 1}
+    assert await server.run("use", new[:6], "--force") == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"in use now: {new}", f"back to available: {old}"]
+    assert err == f"warning: {lacking_line(1, 1, new)}\n"
+    assert server.api.in_use == new
+
+
+async def test_use_goes_ahead_when_every_reporting_device_has_it(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    server.api.devices[new] = {"installed": 4, "missing": 0, "reporting": 4}
+    assert await server.run("use", new) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == f"in use now: {new}" and err == ""
+    assert server.api.in_use == new
+
+
+async def test_generate_use_asks_for_force_too(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    server.api.new_devices = {"installed": 0, "missing": 3, "reporting": 3}
+    assert await server.run("generate", "--use") == 1
+    out, err = capsys.readouterr()
+    (new,) = set(ids(out))
+    assert err == (f"gateway: error: {lacking_line(3, 3, new)}; wait until their agents have synced, "
+                   "or pass --force to turn it on now\n")  # fmt: skip
+    assert server.api.in_use is None
+    assert await server.run("generate", "--use", "--force") == 0
+    out, err = capsys.readouterr()
+    (newer,) = set(ids(out))
+    assert server.api.in_use == newer and err == f"warning: {lacking_line(3, 3, newer)}\n"
 
 
 def test_table_columns_and_flags_with_a_fixed_clock() -> None:

@@ -8,6 +8,7 @@ certificates a moment after every change, so activation really passes through
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -26,6 +27,9 @@ from certs.sealing import KeySealer
 from proxy.api.app import ApiDeps, create_app
 from proxy.bootstrap import first_start
 from proxy.services.certificates import CertificateService
+from proxy.services.device_enrollment import DeviceDetails
+from proxy.services.device_trust import DeviceTrustService, parse_report
+from proxy.services.devices import DeviceService
 from proxy.store import Store
 
 from .test_cli_ca import cli
@@ -40,6 +44,7 @@ class Gateway:
     url: str
     account: str
     service: CertificateService
+    store: Store | None = None
 
     async def run(self, *argv: str) -> int:
         return await asyncio.to_thread(cli, "ca", "--server", self.url, "--token", TOKEN, *argv)
@@ -74,7 +79,7 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
     try:
-        yield Gateway(f"http://{host}:{port}", account, service)
+        yield Gateway(f"http://{host}:{port}", account, service, store)
     finally:
         for handle in pending:
             handle.cancel()
@@ -202,3 +207,47 @@ async def test_list_flags_a_certificate_near_expiry_with_the_api_warning(
     (row,) = [line for line in out.splitlines() if line.startswith(soon)]
     assert re.search(r" \d{4}-\d\d-\d\d \(expires in 9 days\) ", row)
     assert re.fullmatch(rf"warning: certificate {soon} expires in 9 days on \S+\n", err)
+
+
+async def test_use_asks_for_force_while_a_reporting_device_lacks_the_certificate(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 5 through the real API: a device's agent reported its trust stores without the new
+    certificate; `gateway ca use` refuses (one line, exit 1) until --force, which turns it on and
+    prints the API's warning."""
+    assert gateway.store is not None
+    first = gateway.service.in_use(gateway.account)
+    assert first is not None
+    devices = DeviceService(gateway.store, utcnow, public_base_url="http://127.0.0.1")
+    issued = devices.create_enrollment_token(gateway.account, email="ann@example.com")
+    body = issued.token.removeprefix("gwe1.")
+    secret = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["s"]
+    device = devices.enroll(secret, DeviceDetails.from_api({"name": "ann-laptop", "os": "linux"}), "127.0.0.1").device
+    trust = DeviceTrustService(gateway.store, gateway.service, utcnow)
+    await trust.report(device, parse_report({"stores": [{"store": "system", "installed": [first.fingerprint]}]}))
+
+    assert await gateway.run("generate", "--activate") == 0
+    new = only_id(capsys.readouterr().out)
+    await asyncio.sleep(NODE_DELAY * 3)
+    assert gateway.status(new) == ("available", False)
+    lacking = (f"1 of 1 reporting devices have not installed certificate {new} yet: "
+               "turning it on breaks TLS for them until their agent syncs")  # fmt: skip
+
+    assert await gateway.run("use", new[:8]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"gateway: error: {lacking}; wait until their agents have synced, or pass --force to turn it on now\n"
+    assert gateway.status(new) == ("available", False)
+
+    assert await gateway.run("use", new[:8], "--force") == 0
+    out, err = capsys.readouterr()
+    assert out == f"in use now: {new}\nback to available: {first.id}\n"
+    assert err == f"warning: {lacking}\n"
+    assert gateway.status(new) == ("available", True)
+
+    # once the agent reports it installed, going back and forth needs no --force
+    await trust.report(device, parse_report({"stores": [{"store": "system", "installed": [first.fingerprint, gateway.service.get(gateway.account, new).fingerprint]}]}))
+    assert await gateway.run("use", first.id[:8]) == 0
+    assert await gateway.run("use", new[:8]) == 0
+    assert capsys.readouterr().err == ""
+    devices.close()
