@@ -172,8 +172,9 @@ class Enforcer:
             )
 
     def _decide(self, flow: http.HTTPFlow, snapshot: PolicySnapshot) -> None:
-        identity = self._identity_of(flow.client_conn)
-        flow.metadata[IDENTITY] = identity
+        identity = flow.metadata.get(IDENTITY)  # set per request for plain-HTTP proxy credentials
+        if identity is None:
+            identity = flow.metadata[IDENTITY] = self._identity_of(flow.client_conn)
         if self._idle and not flow.server_conn.error:
             self._count("decisions", "allow", "request")
             flow.metadata[DECISION] = ALLOWED

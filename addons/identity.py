@@ -16,6 +16,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.addonmanager import Loader
 from mitmproxy.addons.proxyauth import parse_http_basic_auth
 
+from addons.enforcement import IDENTITY
 from policies.facts import ANONYMOUS, Identity
 
 logger = logging.getLogger(__name__)
@@ -45,11 +46,8 @@ class DeviceIdentity:
 
     # -- who is this client ----------------------------------------------------------------------
     def identity_of(self, client: connection.Client) -> Identity:
-        """The client's current identity (ANONYMOUS when it did not identify)."""
-        device_id = self._devices.get(client.id)
-        if device_id is None or self.directory is None:
-            return ANONYMOUS
-        return self.directory.identity(device_id)
+        """The identity of the client's CONNECT tunnel (ANONYMOUS when it did not identify)."""
+        return self._identity(self._devices.get(client.id))
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         device_id = self._authenticate(flow)
@@ -59,21 +57,31 @@ class DeviceIdentity:
             self._challenge(flow)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Inside a CONNECT tunnel the tunnel's device counts; a plain-HTTP proxy request carries
+        its own credentials (RFC 9110 §11.7.2), so it is identified by them alone: a request
+        without them, or with a wrong secret, never borrows an earlier request's device."""
         if flow.request.method == "CONNECT" or flow.response is not None:
             return
-        device_id = self._devices.get(flow.client_conn.id)
-        if device_id is None and HEADER in flow.request.headers:  # plain HTTP through the proxy
+        if flow.client_conn.tls:
+            device_id = self._devices.get(flow.client_conn.id)
+        else:
             device_id = self._authenticate(flow)
-            if device_id is not None:
-                self._devices[flow.client_conn.id] = device_id
+            flow.metadata[IDENTITY] = self._identity(device_id)
+            if device_id is None and ctx.options.gateway_require_identity:
+                self._challenge(flow)
         flow.request.headers.pop(HEADER, None)  # never forwarded upstream
-        if device_id is None and ctx.options.gateway_require_identity and flow.client_conn.tls is False:
-            self._challenge(flow)
+        if device_id is not None:
+            flow.metadata.setdefault(IDENTITY, self._identity(device_id))
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._devices.pop(client.id, None)
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _identity(self, device_id: str | None) -> Identity:
+        if device_id is None or self.directory is None:
+            return ANONYMOUS
+        return self.directory.identity(device_id)
+
     def _authenticate(self, flow: http.HTTPFlow) -> str | None:
         header = flow.request.headers.get(HEADER)
         if not header or self.directory is None:

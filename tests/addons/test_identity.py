@@ -61,15 +61,19 @@ def test_wrong_secret_is_anonymous_and_can_be_required() -> None:
     assert flow.response.headers["Proxy-Authenticate"].startswith("Basic")
 
 
-def test_plain_http_credentials_are_used_and_never_forwarded() -> None:
+def test_plain_http_credentials_count_per_request_and_are_never_forwarded() -> None:
     addon = DeviceIdentity(Directory())
     with taddons.context(addon):
-        flow = tflow.tflow(req=tutils.treq(host="files.test", port=80, scheme=b"http"))
-        flow.client_conn.tls = False
-        flow.request.headers["Proxy-Authorization"] = _basic("dev-1", "s3cret")
-        addon.requestheaders(flow)
-        assert "Proxy-Authorization" not in flow.request.headers
-        assert addon.identity_of(flow.client_conn).device_id == "dev-1"
+        first = tflow.tflow(req=tutils.treq(host="files.test", port=80, scheme=b"http"))
+        first.client_conn.tls = False
+        first.request.headers["Proxy-Authorization"] = _basic("dev-1", "s3cret")
+        addon.requestheaders(first)
+        # The next request on the same connection without credentials borrows nothing.
+        second = tflow.tflow(client_conn=first.client_conn, req=tutils.treq(host="files.test", port=80, scheme=b"http"))
+        addon.requestheaders(second)
+    assert "Proxy-Authorization" not in first.request.headers
+    assert first.metadata["gateway.identity"].device_id == "dev-1"
+    assert second.metadata["gateway.identity"] is ANONYMOUS
 
 
 POLICIES = f"""
