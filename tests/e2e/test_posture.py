@@ -23,7 +23,9 @@ import http.client
 import json
 import re
 import secrets
+import signal
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,7 +37,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from . import curl, sdk
+from . import curl, sdk, tools
+from .conftest import GatewayFactory
 from .device_lab import (
     Agent,
     admin_cli,
@@ -48,7 +51,7 @@ from .device_lab import (
     passing_claim,
     table_rows,
 )
-from .gateway_process import GatewayProcess
+from .gateway_process import GatewayProcess, child_env
 from .origin import HEADERS_PATH, Origin, body_for, echoed_proxy_authorization
 from .pki import Issued, make_ca
 from .policy_lab import KeepAlive
@@ -994,6 +997,47 @@ def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
         assert api.get(f"/accounts/{lab.account}/devices/{second.device_id}").status_code == 404
     again = second.run("report")
     assert again.returncode == 1 and "enroll again" in again.stderr.decode(), again.stderr.decode()
+
+
+def test_sigterm_right_after_healthz_exits_0(gateway_factory: GatewayFactory) -> None:
+    """Found restarting the lab under --require-device: `gateway run` answers /healthz before
+    it has finished starting, and a SIGTERM then (a supervisor stopping a just-started gateway,
+    a test tearing down) must still be a clean stop: exit 0, as docs/architecture.md says, not
+    exit 1 with "the proxy could not listen (see log)" and nothing about it in the log."""
+    gw = gateway_factory()
+    gw.log_dir.mkdir(parents=True, exist_ok=True)
+    assert gw.token
+    stderr_path = gw.log_dir / "sigterm.stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            gw.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            env=child_env({"GATEWAY_ADMIN_TOKEN": gw.token}), start_new_session=True,
+        )  # fmt: skip
+    try:
+        healthy = _healthz_at_once(gw.admin_port, proc)
+        assert healthy, tools.tail(stderr_path)
+        assert proc.poll() is None, tools.tail(stderr_path)
+        code = tools.stop(proc, sig=signal.SIGTERM, timeout=20)
+    finally:
+        tools.kill_group(proc)
+        proc.wait(10)
+    assert code == 0, f"SIGTERM right after /healthz: exit {code}\n{tools.tail(stderr_path, 5)}"
+
+
+def _healthz_at_once(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> bool:
+    """Poll GET /healthz every few milliseconds (raw HTTP/1.0: no client overhead); True at the
+    first 200, False when the process exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                if sock.recv(64).startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.003)
+    return False
 
 
 def test_require_device_answers_407_to_unidentified_clients(lab: PostureLab) -> None:
