@@ -117,6 +117,12 @@ def chromium_loads(gw: GatewayProcess, origin: Origin, home: Path, host: str) ->
     assert not cert_errors, (cert_errors, page.stderr[-1500:])
 
 
+def chromium_refuses(gw: GatewayProcess, origin: Origin, home: Path, host: str) -> None:
+    page = chromium.load(origin.url(host), proxy_port=gw.proxy_port, home=home)
+    assert body_for(host) not in page.dom, page.dom[:300]
+    assert "ERR_CERT_AUTHORITY_INVALID" in page.net_errors, (page.net_errors, page.stderr[-1500:])
+
+
 def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
     gateway: GatewayProcess, origin: Origin, tmp_path: Path
 ) -> None:
@@ -137,7 +143,8 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
     assert made.returncode == 0, made.stderr.decode()
     token = made.stdout.decode().strip()
     agent = Agent(state=tmp_path / "agent" / "state.json", home=agent_home)
-    enrolled = agent.run("enroll", "--token", token, "--serial-number", f"E2E-{secrets.token_hex(4)}")
+    serial = f"E2E-{secrets.token_hex(4)}"
+    enrolled = agent.run("enroll", "--token", token, "--serial-number", serial)
     assert enrolled.returncode == 0, enrolled.stderr.decode()
 
     with sdk.client(gw) as c:
@@ -145,6 +152,7 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
         first_id = next(i for i, cert in sdk.certificates(c, account).items() if cert.in_use)
 
         # --- 1. the first sync installs the in-use CA in both stores ---------------------------
+        chromium_refuses(gw, origin, browser_home, "before-sync.origin.test")  # the DB is empty
         sync(agent, root)
         assert_stores(root, db, {first_fp}, set())
         assert nss_pem(db, f"Gateway {first_fp}") == first
@@ -170,7 +178,7 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
         assert_stores(root, db, {first_fp, second_fp}, set())
         assert nss_pem(db, f"Gateway {second_fp}") == second_ca
         assert devices_of(c, account, second.id) == {"installed": 1, "missing": 0, "reporting": 1}
-        listed = c.get(
+        listed: Any = c.get(
             f"/accounts/{account}/gateway/certificates/{second.id}/devices", cast_to=object
         )
         rows = listed["result"] if isinstance(listed, dict) else listed
@@ -203,8 +211,8 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
         assert_stores(root, db, {second_fp}, {first_fp})
         assert nss_trust(db).get(HAND_ADDED, "").startswith("C"), nss_trust(db)
         assert nss_pem(db, HAND_ADDED) == hand.certificate
-        recorded = {r["fingerprint"].replace(":", "")[:16].upper() for r in agent.saved()["trust_installed"]}
-        assert recorded == {second_fp}, agent.saved()["trust_installed"]
+        records = agent.saved()["trust_installed"]
+        assert {r["fingerprint"].replace(":", "")[:16] for r in records} == {second_fp}, records
         chromium_loads(gw, origin, browser_home, "after-removal.origin.test")
 
         # --- 6. `gateway ca use` on a CA the device lacks: refused unless --force -------------
@@ -213,8 +221,15 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
         assert refused.returncode == 1, (refused.stdout, refused.stderr)
         said = (refused.stdout + refused.stderr).decode()
         assert "1 of 1" in said and "--force" in said, said
+        assert len(said.strip().splitlines()) == 1, said
         assert not sdk.certificates(c, account)[third.id].in_use
         forced = admin_cli(gw, "ca", "use", third.id, "--force")
         assert forced.returncode == 0, (forced.stdout, forced.stderr)
         assert "1 of 1" in (forced.stdout + forced.stderr).decode(), forced
         assert sdk.certificates(c, account)[third.id].in_use
+        # ... and the warning was true: the device breaks until its agent syncs, then works.
+        chromium_refuses(gw, origin, browser_home, "forced.origin.test")
+        sync(agent, root)
+        assert_stores(root, db, {second_fp, fp16(load_pem(third.certificate))}, {first_fp})
+        assert devices_of(c, account, third.id) == {"installed": 1, "missing": 0, "reporting": 1}
+        chromium_loads(gw, origin, browser_home, "forced.origin.test")
