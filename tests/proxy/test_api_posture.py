@@ -15,7 +15,7 @@ from cloudflare import AsyncCloudflare
 from proxy.api import create_app
 from proxy.services.posture_verify import Report
 from tests.proxy.conftest import Gateway, call
-from tests.proxy.device_lab import Lab, make_lab, rule_body
+from tests.proxy.device_lab import DeviceCa, Lab, make_lab, pem, rule_body
 
 Client = TestClient[web.Request, web.Application]
 
@@ -82,6 +82,22 @@ async def test_sdk_creates_lists_gets_updates_and_deletes_rules(sdk: AsyncCloudf
     assert deleted is not None and deleted.id == created.id
     with pytest.raises(cloudflare.NotFoundError):
         await posture.get(created.id, account_id=lab.account)
+
+
+async def test_rule_on_a_ca_uploaded_through_the_sdk(sdk: AsyncCloudflare, lab: Lab) -> None:
+    ca = DeviceCa.generate(lab.now, name="Uploaded Device CA")
+    upload = await sdk.mtls_certificates.create(account_id=lab.account, ca=True, certificates=pem(ca.certificate),
+                                                name="devices")  # fmt: skip
+    assert upload is not None and upload.id
+    rule = await sdk.zero_trust.devices.posture.create(
+        account_id=lab.account, name="uploaded", type="client_certificate_v2",
+        input={"certificate_id": upload.id, "check_private_key": True, "operating_system": "linux"},
+    )  # fmt: skip
+    assert rule is not None and rule.id
+    device, _ = lab.enroll()
+    assert [r.id for r, _ in lab.service.agent_rules(device)] == [lab.rule_id, rule.id]
+    (stored,) = await lab.service.submit(device, [await lab.passing(device, *ca.issue(lab.now), rule_id=rule.id)], "h")
+    assert stored.success and stored.verified
 
 
 async def test_sdk_sees_refusals_as_400(sdk: AsyncCloudflare, lab: Lab) -> None:
