@@ -13,10 +13,11 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from proxy.api.bodies import read_object, reject_unknown, required_str, type_name
+from proxy.api.bodies import read_object, reject_unknown, required_str
 from proxy.api.envelope import ok, timestamp
 from proxy.api.errors import AUTHENTICATION, ApiError, invalid_field
 from proxy.api.state import devices_of
+from proxy.json_types import type_name
 from proxy.services.device_enrollment import DeviceDetails
 from proxy.services.devices import Unauthenticated
 from proxy.services.posture_verify import Report

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api.errors import INVALID_JSON, ApiError, invalid_field
+from proxy.json_types import type_name
 
 logger = logging.getLogger(__name__)
 
@@ -62,20 +63,6 @@ def _refuse_surrogates(value: object) -> None:
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-
-
-def type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def reject_unknown(body: Mapping[str, Any], known: Collection[str]) -> None:

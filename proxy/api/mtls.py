@@ -12,11 +12,11 @@ from proxy.api.bodies import (
     read_object,
     reject_unknown,
     required_str,
-    type_name,
 )
 from proxy.api.envelope import Paging, ok, ok_list
 from proxy.api.errors import invalid_field
 from proxy.api.state import account_of, deps_of
+from proxy.json_types import type_name
 
 logger = logging.getLogger(__name__)
 

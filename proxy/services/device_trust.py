@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from certs.clock import Clock
+from proxy.json_types import type_name
 from proxy.services.certificates import LOADABLE, CertificateService
 from proxy.services.device_writer import GroupCommit
 from proxy.services.devices import Unauthenticated
@@ -76,22 +77,6 @@ def missing_message(missing: int, reporting: int, certificate_id: str) -> str:
 # --- the report -----------------------------------------------------------------------------
 
 
-def _type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def parse_report(body: dict[str, Any]) -> list[TrustStoreEntry]:
     """``{"stores": [{"store", "installed", "error"}]}`` checked; InvalidInput names the field.
 
@@ -106,7 +91,7 @@ def parse_report(body: dict[str, Any]) -> list[TrustStoreEntry]:
         )
     stores = body["stores"]
     if not isinstance(stores, list):
-        raise InvalidInput("stores", f"must be an array of stores, got {_type(stores)}")
+        raise InvalidInput("stores", f"must be an array of stores, got {type_name(stores)}")
     if len(stores) > MAX_STORES:
         raise InvalidInput("stores", f"at most {MAX_STORES} stores per report, got {len(stores)}")
     entries: list[TrustStoreEntry] = []
@@ -124,7 +109,7 @@ def parse_report(body: dict[str, Any]) -> list[TrustStoreEntry]:
 
 def _entry(item: object, where: str) -> TrustStoreEntry:
     if not isinstance(item, dict):
-        raise InvalidInput(where, f"must be an object {{store, installed, error}}, got {_type(item)}")
+        raise InvalidInput(where, f"must be an object {{store, installed, error}}, got {type_name(item)}")
     for key in item:
         if key not in STORE_FIELDS:
             raise InvalidInput(
@@ -134,7 +119,7 @@ def _entry(item: object, where: str) -> TrustStoreEntry:
     installed = _installed(item.get("installed"), f"{where}.installed", "installed" in item)
     error = item.get("error", "")
     if not isinstance(error, str):
-        raise InvalidInput(f"{where}.error", f"must be a string (\"\" for none), got {_type(error)}")
+        raise InvalidInput(f"{where}.error", f"must be a string (\"\" for none), got {type_name(error)}")
     if len(error) > MAX_ERROR_CHARS:
         raise InvalidInput(
             f"{where}.error", f"at most {MAX_ERROR_CHARS} characters, got {len(error)}"
@@ -147,7 +132,7 @@ def _store(value: object, where: str) -> str:
     if value is None:
         raise InvalidInput(where, f"required: {expected}")
     if not isinstance(value, str):
-        raise InvalidInput(where, f"must be {expected}, got {_type(value)}")
+        raise InvalidInput(where, f"must be {expected}, got {type_name(value)}")
     if len(value) > MAX_STORE_CHARS:
         raise InvalidInput(where, f"at most {MAX_STORE_CHARS} characters, got {len(value)}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
@@ -164,13 +149,13 @@ def _installed(value: object, where: str, given: bool) -> tuple[str, ...]:
     if not given:
         raise InvalidInput(where, "required: the SHA-256 fingerprints the store trusts ([] for none)")
     if not isinstance(value, list):
-        raise InvalidInput(where, f"must be an array of SHA-256 fingerprints, got {_type(value)}")
+        raise InvalidInput(where, f"must be an array of SHA-256 fingerprints, got {type_name(value)}")
     if len(value) > MAX_INSTALLED:
         raise InvalidInput(where, f"at most {MAX_INSTALLED} fingerprints per store, got {len(value)}")
     found: dict[str, None] = {}
     for index, item in enumerate(value):
         if not isinstance(item, str) or not _FINGERPRINT.fullmatch(item):
-            shown = repr(item[:120]) if isinstance(item, str) else _type(item)
+            shown = repr(item[:120]) if isinstance(item, str) else type_name(item)
             raise InvalidInput(
                 f"{where}[{index}]",
                 f"must be a SHA-256 fingerprint as 32 colon-separated hex bytes, got {shown}",

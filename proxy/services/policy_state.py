@@ -21,7 +21,13 @@ from typing import Any
 
 from policies.access import AccessApplication, AccessEngine, AccessPolicy, PolicyRef
 from policies.engine import GatewayEngine
-from policies.rules import CompiledRule, ConflictError, FieldError, GatewayRule, render_path
+from policies.rules import (
+    CompiledRule,
+    ConflictError,
+    FieldError,
+    GatewayRule,
+    render_path,
+)
 from policies.yaml_io import PolicySet
 from proxy.services.errors import InvalidInput, Refused, ServiceError
 from proxy.store import PolicyLink, StoredApplication, StoredPolicy, StoredRule

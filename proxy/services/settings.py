@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.json_types import type_name
 from proxy.services.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
     In a PATCH a ``null`` value removes that key (back to its default).
     """
     if not isinstance(value, Mapping):
-        raise InvalidInput("settings", f"must be an object, got {_json_type(value)}")
+        raise InvalidInput("settings", f"must be an object, got {type_name(value)}")
     settings: dict[str, Any] = {}
     certificate_id: str | None = None
     for key, item in value.items():
@@ -66,10 +67,10 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
             settings[key] = None
         elif key in INTEGER_SETTINGS:
             if isinstance(item, bool) or not isinstance(item, int) or item < 0:
-                raise InvalidInput(field, f"must be a non-negative integer, got {_json_type(item)}")
+                raise InvalidInput(field, f"must be a non-negative integer, got {type_name(item)}")
             settings[key] = item
         elif not isinstance(item, Mapping):
-            raise InvalidInput(field, f"must be an object, got {_json_type(item)}")
+            raise InvalidInput(field, f"must be an object, got {type_name(item)}")
         else:
             settings[key] = copy.deepcopy(dict(item))
     _check_tls_decrypt(settings.get("tls_decrypt"))
@@ -82,7 +83,7 @@ def _check_tls_decrypt(tls_decrypt: object) -> None:
     if not isinstance(tls_decrypt["enabled"], bool):
         raise InvalidInput(
             "settings.tls_decrypt.enabled",
-            f"must be true or false, got {_json_type(tls_decrypt['enabled'])}",
+            f"must be true or false, got {type_name(tls_decrypt['enabled'])}",
         )
 
 
@@ -92,11 +93,11 @@ def _certificate_id(certificate: object) -> str:
         raise InvalidInput("settings.certificate", NIL_CERTIFICATE_REFUSED)
     if not isinstance(certificate, Mapping):
         raise InvalidInput(
-            "settings.certificate", f"must be an object with an id, got {_json_type(certificate)}"
+            "settings.certificate", f"must be an object with an id, got {type_name(certificate)}"
         )
     cert_id = certificate.get("id")
     if not isinstance(cert_id, str):
-        raise InvalidInput(field, f"required: a certificate UUID string, got {_json_type(cert_id)}")
+        raise InvalidInput(field, f"required: a certificate UUID string, got {type_name(cert_id)}")
     try:
         parsed = uuid.UUID(cert_id)
     except ValueError:
@@ -143,15 +144,3 @@ def tls_decrypt_enabled(stored: Mapping[str, Any]) -> bool:
     return bool(with_defaults(stored)["tls_decrypt"]["enabled"])
 
 
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
