@@ -15,12 +15,14 @@ Spec (JSON on stdin):
   cafile       CA the client trusts (proxy CA when intercepting, origin CA when direct)
   concurrency, count, time_limit, op_timeout
 
-Mode "ab" (several proxies, keep-alive slices in turn): ``proxies`` [[host, port], ...],
-``cafiles`` [ca0, ...], ``order`` a list of proxy indexes (which proxy each slice loads), ``slice_s``.
-``concurrency`` persistent connections are opened to each proxy before ``START``; then, per slice,
-``SLICE i k`` is printed, only proxy k's connections send requests until ``slice_s`` has passed
-(requests in flight finish), and ``SLICE_END i k`` is printed. The result lists each slice's
-requests, elapsed time and latency percentiles.
+Mode "ab" (several proxies, slices in turn): ``proxies`` [[host, port], ...], ``cafiles`` [ca0,
+...], ``order`` a list of proxy indexes (which proxy each slice loads), ``slice_s``, ``scenario``
+"keep-alive" (``concurrency`` persistent connections opened to each proxy before ``START``),
+"same-host" (new connections to ``host``) or "new-host" (a new name per connection:
+``host_fmt.format(host_start + slice * names_per_slice + j)``). Per slice, ``SLICE i k`` is
+printed, only proxy k gets work until ``slice_s`` has passed (operations in flight finish), and
+``SLICE_END i k`` is printed. The result lists each slice's operations, elapsed time and latency
+percentiles.
 """
 
 from __future__ import annotations
@@ -182,24 +184,26 @@ class Run:
 
 
 class AbRun(Run):
-    """Keep-alive against two proxies, one slice at a time."""
+    """Several proxies, one slice at a time: keep-alive requests, or new connections (same host, or
+    a new host name per connection from the slice's own range of names)."""
 
     async def main(self) -> dict[str, Any]:
         spec = self.spec
-        conc, host = spec["concurrency"], spec["host"]
-        conns: list[list[Any]] = [[] for _ in spec["proxies"]]
-        for k in range(len(conns)):
-            sub = dict(spec, proxy=spec["proxies"][k])
-            ctx = make_context(spec["cafiles"][k])
-            for _ in range(conc):
-                async with asyncio.timeout(spec["op_timeout"]):
-                    conns[k].append(await open_tls(sub, ctx, host))
-        request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        conc, scenario = spec["concurrency"], spec.get("scenario", "keep-alive")
+        subs = [dict(spec, proxy=proxy) for proxy in spec["proxies"]]
+        ctxs = [make_context(cafile) for cafile in spec["cafiles"]]
+        conns: list[list[Any]] = [[] for _ in subs]
+        if scenario == "keep-alive":
+            for k in range(len(subs)):
+                for _ in range(conc):
+                    async with asyncio.timeout(spec["op_timeout"]):
+                        conns[k].append(await open_tls(subs[k], ctxs[k], spec["host"]))
+        request = f"GET / HTTP/1.1\r\nHost: {spec['host']}\r\n\r\n".encode()
         slices = []
         print("START", flush=True)
         cpu0 = time.process_time()
 
-        async def worker(conn, deadline: float, lat: list[int]) -> None:
+        async def keepalive(conn, deadline: float, lat: list[int]) -> None:
             r, w = conn
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter_ns()
@@ -212,12 +216,37 @@ class AbRun(Run):
                     raise
                 lat.append((time.perf_counter_ns() - t0) // 1000)
 
+        async def connections(k: int, names: Any, deadline: float, lat: list[int]) -> None:
+            while time.perf_counter() < deadline and (host := next(names, None)) is not None:
+                t0 = time.perf_counter_ns()
+                try:
+                    async with asyncio.timeout(spec["op_timeout"]):
+                        r, w = await open_tls(subs[k], ctxs[k], host)
+                        try:
+                            w.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                            await read_response(r)
+                        finally:
+                            w.transport.abort()
+                except Exception as e:
+                    self.error(e)
+                    raise
+                lat.append((time.perf_counter_ns() - t0) // 1000)
+
         try:
             for i, k in enumerate(spec["order"]):
                 print(f"SLICE {i} {k}", flush=True)
                 lat: list[int] = []
                 t0 = time.perf_counter()
-                await asyncio.gather(*(worker(c, t0 + spec["slice_s"], lat) for c in conns[k]))
+                deadline = t0 + spec["slice_s"]
+                if scenario == "keep-alive":
+                    await asyncio.gather(*(keepalive(c, deadline, lat) for c in conns[k]))
+                else:
+                    if scenario == "new-host":  # names never used before, a range per slice
+                        first = spec["host_start"] + i * spec["names_per_slice"]
+                        names = iter([spec["host_fmt"].format(first + j) for j in range(spec["names_per_slice"])])
+                    else:
+                        names = iter([spec["host"]] * 10**6)
+                    await asyncio.gather(*(connections(k, names, deadline, lat) for _ in range(conc)))
                 elapsed = time.perf_counter() - t0
                 print(f"SLICE_END {i} {k}", flush=True)
                 lat.sort()

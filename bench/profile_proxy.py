@@ -121,7 +121,8 @@ def bench_args(a: argparse.Namespace) -> argparse.Namespace:
     venv = Path(sys.executable).parent
     return argparse.Namespace(concurrency=a.concurrency, client_procs=1, time_limit=12.0, op_timeout=15.0,
                               quiet_wait=0, gateway_arg=[], gateway=str(venv / "gateway"), mitmdump=str(venv / "mitmdump"),
-                              gateway_startup_timeout=90.0, rules=a.rules, slice_rounds=a.rounds, slice_s=a.slice_s)
+                              gateway_startup_timeout=90.0, rules=a.rules, slice_rounds=a.rounds, slice_s=a.slice_s,
+                              interleave_scenario_list=["keep-alive"])
 
 
 def read_raw(path: Path) -> Counter[tuple[str, ...]]:
@@ -237,7 +238,7 @@ async def main_async(a: argparse.Namespace, tmp: Path, out_dir: Path) -> dict[st
         raw = out_dir / f"{name}.txt"
         if not raw.exists():
             raise RuntimeError(f"py-spy wrote no profile for {name} (ptrace permission?)")
-        per = il["summary"]["per_proxy"][name]
+        per = il["scenarios"]["keep-alive"]["summary"]["per_proxy"][name]
         runs[name] = {"stacks": read_raw(raw), "load": {"ok": per["requests"], "rate": per["rate"],
                                                         "proxy_cpu_us_per_req": per["cpu_us_per_req"]}}
     return {"runs": runs, "interleaved": il}
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = asyncio.run(main_async(a, tmp, out_dir))
         text, data = analyse(out["runs"], a.top)
-        ratios = out["interleaved"]["summary"]["ratios"]
+        ratios = out["interleaved"]["scenarios"]["keep-alive"]["summary"]["ratios"]
         text += "\nCPU per request ratios from the same slices (geometric mean of rounds, ~95% interval):\n" + "\n".join(
             f"  {pair}: {r['cpu']['geomean']:.3f} ({r['cpu']['low']:.3f}-{r['cpu']['high']:.3f})"
             for pair, r in ratios.items() if r["cpu"]["geomean"])

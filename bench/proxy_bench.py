@@ -46,6 +46,16 @@ NEW_FMT = "h{:06d}." + T.BENCH_SUFFIX
 SCENARIOS = ("new-host", "same-host", "keep-alive")
 
 
+# Interleaved handshake slices keep fewer connections in flight: with 20, a handshake waits ~1 s in
+# the proxy's queue and draining the last ones stretches a 2 s slice by half; 8 still saturate it.
+HANDSHAKE_CONCURRENCY = 8
+
+
+def names_per_slice(slice_s: float) -> int:
+    """New host names available to one interleaved new-host slice (rates here stay below ~100/s)."""
+    return max(50, int(150 * slice_s))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interleave", default="mitmdump,gateway,gateway-rules", metavar="LIST",
                    help="keep-alive through these proxies, all up at once, in rotating slices from one client: "
                         "paired ratios robust to other load (default: %(default)s; '' = skip)")
+    p.add_argument("--interleave-scenarios", default="keep-alive", metavar="LIST",
+                   help="scenarios of the interleaved comparison, from keep-alive,same-host,new-host "
+                        "(default: %(default)s; all three add about 2 minutes)")
     p.add_argument("--rules", type=int, default=1000, metavar="N",
                    help="generated rules loaded with --policies into the gateway-rules proxy (default %(default)s)")
     p.add_argument("--policy-load", action="store_true",
@@ -97,7 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown target(s): {', '.join(sorted(bad))}")
     args.target_list = [] if args.policy_load else names
     if args.policy_load:
-        args.interleave = "gateway,gateway-rules"
+        args.interleave, args.interleave_scenarios = "gateway,gateway-rules", "keep-alive"
+    args.interleave_scenario_list = [t.strip() for t in args.interleave_scenarios.split(",") if t.strip()]
+    if set(args.interleave_scenario_list) - set(SCENARIOS):
+        p.error(f"--interleave-scenarios: names from {','.join(SCENARIOS)}")
     args.interleave_list = [t.strip() for t in args.interleave.split(",") if t.strip()]
     bad = set(args.interleave_list) - {"mitmdump", "gateway", "gateway-rules"}
     if bad or len(set(args.interleave_list)) != len(args.interleave_list) or len(args.interleave_list) == 1:
@@ -317,14 +333,19 @@ class Bench:
         out["info"] = target.info
         return out
 
-    async def ab_load(self, pair: list[T.Target], order: list[int], slice_s: float) -> list[dict[str, Any]]:
-        """Keep-alive slices rotating between running proxies, one client process holding
-        connections to all (loadclient mode "ab"); each slice's CPU of every proxy (schedstat, ns),
-        of the origin and of the machine is sampled at its start and end."""
+    async def ab_load(self, pair: list[T.Target], order: list[int], slice_s: float, scenario: str = "keep-alive",
+                      host_start: int = 0) -> list[dict[str, Any]]:
+        """Slices of one scenario rotating between running proxies, from one client process
+        (loadclient mode "ab"); each slice's CPU of every proxy (schedstat, ns), of the origin and
+        of the machine is sampled at its start and end. new-host: names from ``host_start`` on,
+        ``NAMES_PER_SLICE`` per slice."""
         a = self.args
         spec = {"mode": "ab", "proxies": [list(t.proxy) for t in pair], "cafiles": [str(t.cafile) for t in pair],
-                "origin": [self.origin.ip, self.origin.port], "host": SAME_HOST, "concurrency": a.concurrency,
-                "cafile": str(pair[0].cafile), "order": order, "slice_s": slice_s, "op_timeout": a.op_timeout}
+                "origin": [self.origin.ip, self.origin.port], "host": SAME_HOST,
+                "concurrency": a.concurrency if scenario == "keep-alive" else min(a.concurrency, HANDSHAKE_CONCURRENCY),
+                "cafile": str(pair[0].cafile), "order": order, "slice_s": slice_s, "op_timeout": a.op_timeout,
+                "scenario": scenario, "host_fmt": NEW_FMT, "host_start": host_start,
+                "names_per_slice": names_per_slice(slice_s)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(BENCH / "loadclient.py"), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, start_new_session=True)
@@ -378,9 +399,9 @@ class Bench:
     # ---- interleaved keep-alive: mitmdump / gateway / gateway with N rules ------------------
     async def interleaved(self, names: list[str], origin_ca: Path,
                           profile: tuple[str, int, Path] | None = None) -> dict[str, Any]:
-        """Keep-alive through 2-3 proxies started side by side, in rounds of one slice each
-        (rotating order: every permutation in turn) from one client holding connections to all;
-        only one proxy is loaded at a time, the others idle. Ratios are paired within a round.
+        """2-3 proxies started side by side; per scenario (keep-alive, same-host, new-host), rounds
+        of one slice each (rotating order: every permutation in turn) from one client; only one
+        proxy is loaded at a time, the others idle. Ratios are paired within a round.
         ``profile`` = (py-spy executable, samples/s, directory): sample every proxy during the slices
         (bench/profile_proxy.py), raw collapsed stacks in DIRECTORY/NAME.txt."""
         a = self.args
@@ -425,8 +446,17 @@ class Bench:
             perms = list(itertools.permutations(range(len(names))))
             order = [k for r in range(a.slice_rounds) for k in perms[r % len(perms)]]
             spies = [await self._spy(profile, name, t) for name, t in procs.items()] if profile else []
+            out["scenarios"] = {}
             try:
-                slices = await self.ab_load(list(procs.values()), order, a.slice_s)
+                for scen in a.interleave_scenario_list:
+                    print(f"bench:   interleaved {scen} ...", file=sys.stderr)
+                    slices = await self.ab_load(list(procs.values()), order, a.slice_s, scen, self.name_cursor)
+                    if scen == "new-host":
+                        self.name_cursor += len(order) * names_per_slice(a.slice_s)
+                    for sl in slices:
+                        sl["target"] = names[sl["proxy"]]
+                        sl["round"] = sl["slice"] // len(names)
+                    out["scenarios"][scen] = {"slices": slices, "summary": report.summarize_interleaved(slices, names)}
             finally:
                 for spy in spies:
                     if spy.returncode is None:
@@ -442,13 +472,10 @@ class Bench:
             for name, t in procs.items():
                 await t.stop()
                 out.setdefault("exit_codes", {})[name] = t.info.get("exit_code")
-        for sl in slices:
-            sl["target"] = names[sl["proxy"]]
-            sl["round"] = sl["slice"] // len(names)
-        out["slices"] = slices
-        out["decisions_during_slices"] = {
+        out["decisions"] = {
             n: {k: v - before[n].get(k, 0.0) for k, v in after[n].items() if v != before[n].get(k, 0.0)} for n in gws}
-        out["summary"] = report.summarize_interleaved(slices, names)
+        out["requests"] = {n: sum(sc["summary"]["per_proxy"][n]["requests"] for sc in out["scenarios"].values())
+                           for n in names}
         return out
 
     @staticmethod
@@ -493,6 +520,8 @@ class Bench:
         port = a.origin_port or (443 if T.port_is_free(ip, 443) else T.free_port(ip))
         self.origin = T.Origin(origin_dir, ip, port, workers=a.nginx_workers)
         n_names = a.rounds * len(wanted) * a.new_host_n
+        if "new-host" in a.interleave_scenario_list and len(a.interleave_list) > 1:
+            n_names += a.slice_rounds * len(a.interleave_list) * names_per_slice(a.slice_s)
         self.all_names = [SAME_HOST, rulegen.CONTROL_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
         ca = Authority.generate("Bench origin CA")
         origin_ca = self.tmp / "origin-ca.pem"

@@ -253,60 +253,65 @@ def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dic
 def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
     if not il:
         why = result.get("pending", {}).get("interleaved")
-        return ["", f"interleaved keep-alive: {why}"] if why else []
+        return ["", f"interleaved comparison: {why}"] if why else []
     a = result["args"]
-    s = il["summary"]
     names = il["names"]
     label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules"}
-    lines = ["", (f"Interleaved keep-alive: {', '.join(label[n] for n in names)} up at once; {s['rounds']} rounds of one "
-                  f"{a['slice_s']:g} s slice each (rotating order), {a['concurrency']} connections per proxy, one client")]
-    per = s["per_proxy"]
+    scenarios = il.get("scenarios") or {"keep-alive": {"summary": il["summary"]}}  # older results: keep-alive only
+    rounds = next(iter(scenarios.values()))["summary"]["rounds"]
+    lines = ["", (f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "
+                  f"{a['slice_s']:g} s slice per proxy (rotating order), one client; in flight: {a['concurrency']} keep-alive, "
+                  f"{min(a['concurrency'], 8)} handshakes; ratios paired within each round")]
     rows = [["", *(label[n] for n in names)]]
-    for title, key, digits in (("keep-alive requests (req/s, pooled)", "rate", 0),
-                               ("  proxy CPU per req (us, pooled)", "cpu_us_per_req", 0),
-                               ("  latency p50 (ms, median of slices)", "median_p50_ms", 1),
-                               ("  latency p99 (ms, median of slices)", "median_p99_ms", 1),
-                               ("  requests", "requests", 0),
-                               ("  other load (cores, median of slices)", "median_other_cores", 2)):
-        rows.append([title, *(_num(per[n][key], digits) for n in names)])
+    for scen, sc in scenarios.items():
+        per = sc["summary"]["per_proxy"]
+        for title, key, digits in ((f"{TITLES[scen]} ({UNITS[scen]}, pooled)", "rate", 0),
+                                   ("  proxy CPU per req (us, pooled)", "cpu_us_per_req", 0),
+                                   ("  latency p50 (ms, median of slices)", "median_p50_ms", 1),
+                                   ("  latency p99 (ms, median of slices)", "median_p99_ms", 1),
+                                   ("  operations", "requests", 0),
+                                   ("  other load (cores, median of slices)", "median_other_cores", 2)):
+            rows.append([title, *(_num(per[n][key], digits) for n in names)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
-    for pair, r in s["ratios"].items():
-        x, y = pair.split("/")
-        for what, key in (("rate", "rate"), ("CPU per request", "cpu")):
-            st = r[key]
-            if st["geomean"] is None:
-                continue
-            per_round = " ".join(f"{v:.2f}" if v else "-" for v in r[f"{key}_per_round"])
-            mi = (f" ({st['median_low']:.3f}-{st['median_high']:.3f})" if st.get("median_low") else "")
-            lines.append(f"{label[x]} / {label[y]}, {what}: median {st['median']:.3f}{mi}, geometric mean "
-                         f"{st['geomean']:.3f} ({st['low']:.3f}-{st['high']:.3f}); per round: {per_round}")
+    lines.append("ratios, per round (median with its ~95% interval, distribution-free; geometric mean with mean of "
+                 "logs +- 2 standard errors):")
+    for scen, sc in scenarios.items():
+        for pair, r in sc["summary"]["ratios"].items():
+            x, y = pair.split("/")
+            for what, key in (("rate", "rate"), ("CPU/op", "cpu")):
+                st = r[key]
+                if st["geomean"] is None:
+                    continue
+                per_round = " ".join(f"{v:.2f}" if v else "-" for v in r[f"{key}_per_round"])
+                mi = f" ({st['median_low']:.2f}-{st['median_high']:.2f})" if st.get("median_low") else ""
+                lines.append(f"  {scen} {label[x]} / {label[y]} {what}: median {st['median']:.3f}{mi}, geomean "
+                             f"{st['geomean']:.3f} ({st['low']:.2f}-{st['high']:.2f}); rounds {per_round}")
     if "file" in il:
         f, c = il["file"], il["check"]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(f.get("kinds", {}).items(), key=lambda kv: -kv[1]))
         lines.append(f"rules file: {f['rules']} Gateway rules ({kinds}), {f['access_applications']} Access "
                      f"applications, {f['access_policies']} Access policies; the benchmark host is a candidate for "
                      f"{c['candidates_for_bench_host']} of the rules (the host index rules out the others)")
-        dec = il.get("decisions_during_slices", {}).get("gateway-rules", {})
+        dec = (il.get("decisions") or il.get("decisions_during_slices") or {}).get("gateway-rules", {})
+        requests = (il.get("requests") or {}).get("gateway-rules")
         lines.append(f"check: {CONTROL} (blocked by one rule) got {il['control_status'].get('gateway-rules')} with the "
                      f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
-                     + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no")
-                     + f" decisions for {per['gateway-rules']['requests']:,} requests")
-    if s["ratios"]:
-        lines.append("(ratios: paired within each round; in brackets ~95% intervals, distribution-free for the "
-                     "median; targets judged on the median)")
-    for pair, r in s["ratios"].items():
-        rate, cpu = r["rate"]["median"], r["cpu"]["median"]
-        if rate is None or cpu is None:
-            continue
-        if pair == "gateway/mitmdump":
-            lines.append(f"target gateway >= 1.0x mitmdump (keep-alive): rate {rate:.3f}x "
-                         f"({'met' if rate >= 1 else 'NOT met'}), CPU per request {cpu:.3f}x "
-                         f"({'met' if cpu <= 1 else 'NOT met'})")
-        elif pair == "gateway-rules/gateway":
-            lines.append(f"target <= {LOSS_TARGET:.0%} throughput loss at {il['rules']} rules: rate {rate:.3f}x of no "
-                         f"rules ({'met' if rate >= 1 - LOSS_TARGET else 'NOT met'}), CPU per request {cpu:.3f}x "
-                         f"({'met' if 1 / cpu >= 1 - LOSS_TARGET else 'NOT met'})")
+                     + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no") + " decisions"
+                     + (f" for {requests:,} requests" if requests else ""))
+    for scen, sc in scenarios.items():
+        for pair, r in sc["summary"]["ratios"].items():
+            rate, cpu = r["rate"]["median"], r["cpu"]["median"]
+            if rate is None or cpu is None:
+                continue
+            if pair == "gateway/mitmdump":
+                lines.append(f"target gateway >= 1.0x mitmdump, {scen}: rate {rate:.3f}x "
+                             f"({'met' if rate >= 1 else 'NOT met'}), CPU per op {cpu:.3f}x "
+                             f"({'met' if cpu <= 1 else 'NOT met'}) (medians)")
+            elif pair == "gateway-rules/gateway" and scen == "keep-alive":
+                lines.append(f"target <= {LOSS_TARGET:.0%} throughput loss at {il['rules']} rules: rate {rate:.3f}x of "
+                             f"no rules ({'met' if rate >= 1 - LOSS_TARGET else 'NOT met'}), CPU per request "
+                             f"{cpu:.3f}x ({'met' if 1 / cpu >= 1 - LOSS_TARGET else 'NOT met'}) (medians)")
     return lines
 
 
