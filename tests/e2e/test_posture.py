@@ -501,6 +501,15 @@ def test_gateway_rule_allows_only_the_passing_device(lab: PostureLab) -> None:
         )  # fmt: skip
         assert block_rule_blocked(odd, lab), (header[:20], odd.status, odd.body[:300])
 
+    # The origin's echo works (a header sent to it directly comes back), so an empty echo
+    # through the proxy means the proxy stripped it.
+    with httpx.Client(trust_env=False, timeout=5) as direct:
+        control = direct.get(
+            f"http://127.0.0.1:{lab.origin.http_port}{HEADERS_PATH}",
+            headers={"Host": "origin.test", "Proxy-Authorization": "Basic e2e-control"},
+        )
+    assert echoed_proxy_authorization(control.text) == "Basic e2e-control", control.text
+
     # The origin never sees the proxy credentials: HTTPS (sent on the CONNECT) and plain HTTP
     # (sent on every request, which the proxy forwards itself).
     echo = lab.get(lab.origin.url("origin.test", HEADERS_PATH))
