@@ -224,21 +224,28 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
 
 
 async def serve(config: cfg.Config, environ: dict[str, str]) -> int:
-    """Run until SIGINT/SIGTERM; 0 on a clean stop."""
+    """Run until SIGINT/SIGTERM; 0 on a clean stop (also when stopped while starting)."""
     os.umask(0o077)  # every file this process creates is its owner's only
     gateway = await start(config, environ)
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        stopping.set()
+        gateway.master.shutdown()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, gateway.master.shutdown)
+        loop.add_signal_handler(sig, stop)
     run = asyncio.create_task(gateway.master.run())
-    await _wait_listening(gateway, run)
-    print(banner(gateway), flush=True)
-    warn_expiring(gateway)
-    timers = [
-        asyncio.create_task(_every(HEARTBEAT_INTERVAL, gateway.node.sync)),
-        asyncio.create_task(_every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway))),
-    ]
+    timers: list[asyncio.Task[None]] = []
     try:
+        if await _wait_listening(gateway, run, stopping):
+            print(banner(gateway), flush=True)
+            warn_expiring(gateway)
+            timers = [
+                asyncio.create_task(_every(HEARTBEAT_INTERVAL, gateway.node.sync)),
+                asyncio.create_task(_every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway))),
+            ]
         await run
     finally:
         for timer in timers:
@@ -248,15 +255,19 @@ async def serve(config: cfg.Config, environ: dict[str, str]) -> int:
     return 0
 
 
-async def _wait_listening(gateway: Gateway, run: asyncio.Task[None]) -> None:
+async def _wait_listening(gateway: Gateway, run: asyncio.Task[None], stopping: asyncio.Event) -> bool:
+    """True once the proxy listens; False when a signal asked to stop first."""
     proxyserver = gateway.master.addons.get("proxyserver")
     for _ in range(200):
-        if proxyserver.listen_addrs() or run.done():
+        if proxyserver.listen_addrs() or run.done() or stopping.is_set():
             break
         await asyncio.sleep(0.025)
+    if stopping.is_set():
+        return False
     if run.done() or not proxyserver.listen_addrs():
-        await gateway.stop()
+        gateway.master.shutdown()
         raise cfg.ConfigError(f"--proxy-listen {gateway.config.proxy_listen}: the proxy could not listen (see log)")
+    return True
 
 
 async def _every(interval: timedelta, job: Any) -> None:
