@@ -1,4 +1,5 @@
-"""Enrollment: the token an admin hands to a device, and what the device says about itself.
+"""Enrollment: the token an admin hands to a device, what the device says about itself, and
+:class:`Enrollment`, which issues tokens and admits devices with them.
 
 Token (docs/architecture.md): ``"gwe1." + base64url(JSON {"u": server URL, "a": account id,
 "s": one-time secret, "f": SHA-256 fingerprint of the server's TLS certificate or ""})``. The
@@ -12,14 +13,18 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
+from certs.clock import Clock
 from policies.posture import Platform, parse_duration
-from proxy.services.errors import InvalidInput
+from proxy.services.device_errors import Unauthenticated
+from proxy.services.errors import InvalidInput, Refused
+from proxy.store import Device, EnrollmentToken, Store
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +34,7 @@ MIN_TOKEN_LIFETIME: Final = timedelta(minutes=1)
 MAX_TOKEN_LIFETIME: Final = timedelta(days=30)
 MAX_FIELD_CHARS: Final = 255
 MAX_EMAIL_CHARS: Final = 320
+MAX_SECRET_CHARS: Final = 512
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 # What agents may call their operating system, and the platform (Cloudflare's names) it is.
@@ -132,3 +138,98 @@ def _platform(value: str) -> Platform:
             "os", f"unknown operating system {value!r} (one of {', '.join(p.value for p in Platform)})"
         )
     return platform
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: str
+    token: str  # shown once; the store keeps the secret's hash
+    email: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    device: Device
+    secret: str  # shown once
+
+
+class Enrollment:
+    """Enrollment tokens (single use, expiring) and the devices they admit."""
+
+    def __init__(self, store: Store, clock: Clock, *, server_url: str, fingerprint: str) -> None:
+        self._store = store
+        self._clock = clock
+        self._server_url = server_url
+        self._fingerprint = fingerprint
+
+    def issue(self, account_id: str, *, email: str = "", expires_in: str | None = None) -> IssuedToken:
+        email = check_email(email) if email.strip() else ""
+        lifetime = token_lifetime(expires_in)
+        secret = secrets.token_urlsafe(32)
+        now = self._clock()
+        record = EnrollmentToken(
+            id=str(uuid.uuid4()), account_id=account_id, secret_sha256=secret_hash(secret),
+            email=email, created_at=now, expires_at=now + lifetime,
+        )  # fmt: skip
+        with self._store.transaction():
+            self._store.enrollment_tokens.delete_expired(now - timedelta(days=1))
+            self._store.enrollment_tokens.add(record)
+        token = encode_token(
+            server_url=self._server_url, account_id=account_id, secret=secret,
+            fingerprint=self._fingerprint,
+        )  # fmt: skip
+        logger.info(
+            "account %s: enrollment token %s made (user %s, expires %s)",
+            account_id, record.id, email or "named by the device", record.expires_at,
+        )  # fmt: skip
+        return IssuedToken(record.id, token, email, now, record.expires_at)
+
+    def admit(self, secret: str, details: DeviceDetails, ip: str) -> Enrolled:
+        now = self._clock()
+        token = self._token(secret, ip, now)
+        email = token.email or details.email
+        if not email:
+            raise InvalidInput(
+                "email", "required: the enrollment token names no user, so the device must"
+            )
+        device_secret = secrets.token_urlsafe(32)
+        device = Device(
+            id=str(uuid.uuid4()), account_id=token.account_id,
+            secret_sha256=secret_hash(device_secret), name=details.name, os=details.os.value,
+            os_version=details.os_version, serial_number=details.serial_number,
+            hostname=details.hostname, email=email, ip=ip, created_at=now, updated_at=now,
+            last_seen=now,
+        )  # fmt: skip
+        with self._store.transaction():
+            if not self._store.enrollment_tokens.use(token.id, device.id, now):
+                raise Refused(f"enrollment token {token.id} was already used")
+            self._store.devices.add(device)
+        logger.info(
+            "account %s: enrolled device %s %r (%s, user %s) from %s with token %s",
+            device.account_id, device.id, device.name, device.os, email, ip, token.id,
+        )  # fmt: skip
+        return Enrolled(device, device_secret)
+
+    def _token(self, secret: str, ip: str, now: datetime) -> EnrollmentToken:
+        """The unused, unexpired token of ``secret``; else the refusal, logged."""
+        token = self._store.enrollment_tokens.by_secret(secret_hash(secret[:MAX_SECRET_CHARS]))
+        if token is None or len(secret) > MAX_SECRET_CHARS:
+            logger.warning("enrollment from %s refused: unknown enrollment secret", ip)
+            raise Unauthenticated(
+                "secret: not a valid enrollment token (make one with `gateway device token`)"
+            )
+        if token.used_at is not None:
+            logger.warning("enrollment from %s refused: token %s already used", ip, token.id)
+            raise Refused(
+                f"enrollment token {token.id} was already used (by device {token.device_id}): "
+                "tokens are single use; make a new one with `gateway device token`"
+            )
+        if token.expires_at <= now:
+            logger.warning("enrollment from %s refused: token %s expired", ip, token.id)
+            raise Refused(
+                f"enrollment token {token.id} expired at {token.expires_at:%Y-%m-%dT%H:%M:%SZ}: "
+                "make a new one with `gateway device token`"
+            )
+        return token

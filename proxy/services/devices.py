@@ -16,11 +16,8 @@ Every result, and every refused report about a known device, goes to the posture
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import logging
-import secrets
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,39 +27,23 @@ from certs.clock import Clock
 from policies.facts import ANONYMOUS, Identity
 from policies.posture import PostureRule
 from proxy.services.device_enrollment import (
+    MAX_SECRET_CHARS,
     DeviceDetails,
-    check_email,
-    encode_token,
+    Enrolled,
+    Enrollment,
+    IssuedToken,
     secret_hash,
-    token_lifetime,
     user_id,
 )
 from proxy.services.device_errors import Unauthenticated
 from proxy.services.device_identity import Posture, posture_of
 from proxy.services.device_reports import Ingest, StoredOutcome
 from proxy.services.device_writer import GroupCommit
-from proxy.services.errors import InvalidInput, NotFound, Refused
+from proxy.services.errors import NotFound
 from proxy.services.posture_nonces import IssuedNonce, NonceMinter
-from proxy.services.posture_rules import (
-    MAX_RULES,
-    RuleSet,
-    check_certificate_id,
-    load_rule,
-    load_rule_set,
-    parse_rule,
-    stored_body,
-)
+from proxy.services.posture_rules import RuleBook, RuleSet
 from proxy.services.posture_verify import Report
-from proxy.store import (
-    Device,
-    EnrollmentToken,
-    LogQuery,
-    Outcome,
-    PostureLogEntry,
-    PostureResult,
-    Store,
-    StoredPostureRule,
-)
+from proxy.store import Device, LogQuery, Outcome, PostureLogEntry, PostureResult, Store
 
 logger = logging.getLogger(__name__)
 
@@ -73,22 +54,6 @@ REFUSAL_LOG_INTERVAL: Final = timedelta(minutes=1)  # per device: refused secret
 SEEN_INTERVAL: Final = timedelta(minutes=1)  # last_seen is written at most this often (or new IP)
 _DUMMY_HASH: Final = bytes(32)
 MAX_ID_CHARS: Final = 128
-MAX_SECRET_CHARS: Final = 512
-
-
-@dataclass(frozen=True)
-class IssuedToken:
-    id: str
-    token: str  # shown once; the store keeps the secret's hash
-    email: str
-    created_at: datetime
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Enrolled:
-    device: Device
-    secret: str  # shown once
 
 
 @dataclass(frozen=True)
@@ -122,13 +87,14 @@ class DeviceService:
         with (``posture_nonces.nonce_key_from_master``; random per process when None)."""
         self._store = store
         self._clock = clock
-        self._public_base_url = public_base_url.rstrip("/")
-        self._server_fingerprint = server_fingerprint
+        self._rulebook = RuleBook(store, clock, self._rules_changed)
+        self._enrollment = Enrollment(
+            store, clock, server_url=public_base_url.rstrip("/"), fingerprint=server_fingerprint
+        )
         self._minter = NonceMinter(nonce_key, nonce_lifetime)
         self.writer = GroupCommit(store)
         self._ingest = Ingest(store, self.writer, self._minter, self._results_stored)
         self._subscribers: list[Callable[[], None]] = []
-        self._rule_sets: dict[str, RuleSet] = {}  # by account
         self._devices: dict[str, Device] = {}  # by id: credentials and attributes
         self._postures: dict[str, _CachedPosture] = {}  # by device id
         self._refusals_logged: dict[str, datetime] = {}
@@ -157,7 +123,6 @@ class DeviceService:
         self._notify()
 
     def _rules_changed(self, account_id: str) -> None:
-        self._rule_sets.pop(account_id, None)
         self._postures.clear()
         self._notify()
 
@@ -191,73 +156,28 @@ class DeviceService:
 
     def rules(self, account_id: str) -> list[PostureRule]:
         self._account(account_id)
-        return list(self._rules(account_id).rules)
+        return list(self._rulebook.rule_set(account_id).rules)
 
     def rule(self, account_id: str, rule_id: str) -> PostureRule:
         self._account(account_id)
-        found = self._rules(account_id).by_id.get(rule_id)
-        if found is None:
-            raise NotFound("device posture rule", rule_id)
-        return found
+        return self._rulebook.get(account_id, rule_id)
 
     def create_rule(self, account_id: str, body: dict[str, Any]) -> PostureRule:
-        rule = parse_rule({**body, "id": ""})
-        now = self._clock()
-        with self._store.transaction():
-            self._account(account_id)
-            if len(self._store.posture_rules.list(account_id)) >= MAX_RULES:
-                raise Refused(f"an account has at most {MAX_RULES} device posture rules")
-            check_certificate_id(self._store, account_id, rule)
-            rule = dataclasses.replace(rule, id=str(uuid.uuid4()))
-            self._save_rule(account_id, rule, created_at=now, now=now)
-        logger.info("account %s: created device posture rule %s %r", account_id, rule.id, rule.name)
-        return rule
+        self._account(account_id)
+        return self._rulebook.create(account_id, body)
 
     def replace_rule(self, account_id: str, rule_id: str, body: dict[str, Any]) -> PostureRule:
         """PUT: the body replaces the rule. Results verified against other requirements (type
         or input changed) are dropped: devices report again under the new ones."""
-        given = body.get("id")
-        if given is not None and given != rule_id:
-            raise InvalidInput("id", f"{given!r} does not match the id in the path ({rule_id})")
-        rule = dataclasses.replace(parse_rule({**body, "id": ""}), id=rule_id)
-        now = self._clock()
-        with self._store.transaction():
-            self._account(account_id)
-            stored = self._store.posture_rules.get(account_id, rule_id)
-            if stored is None:
-                raise NotFound("device posture rule", rule_id)
-            check_certificate_id(self._store, account_id, rule)
-            before = load_rule(stored)
-            if (before.type, before.input) != (rule.type, rule.input):
-                self._store.posture_results.delete_for_rule(rule_id)
-                logger.info("device posture rule %s: requirements changed, results dropped", rule_id)
-            self._save_rule(account_id, rule, created_at=stored.created_at, now=now)
-        logger.info("account %s: replaced device posture rule %s", account_id, rule_id)
-        return rule
+        self._account(account_id)
+        return self._rulebook.replace(account_id, rule_id, body)
 
     def delete_rule(self, account_id: str, rule_id: str) -> PostureRule:
-        with self._store.transaction():
-            rule = self.rule(account_id, rule_id)
-            self._store.posture_rules.delete(account_id, rule_id)
-            self._store.posture_results.delete_for_rule(rule_id)
-            self._store.after_commit(lambda: self._rules_changed(account_id))
-        logger.info("account %s: deleted device posture rule %s", account_id, rule_id)
-        return rule
-
-    def _save_rule(
-        self, account_id: str, rule: PostureRule, *, created_at: datetime, now: datetime
-    ) -> None:
-        stored = StoredPostureRule(account_id, rule.id, stored_body(rule), created_at, now)
-        self._store.posture_rules.save(stored)
-        self._store.after_commit(lambda: self._rules_changed(account_id))
+        self._account(account_id)
+        return self._rulebook.delete(account_id, rule_id)
 
     def _rules(self, account_id: str) -> RuleSet:
-        cached = self._rule_sets.get(account_id)
-        if cached is None:
-            cached = load_rule_set(self._store, account_id)
-            if not self._store.in_transaction:  # read what may yet roll back: do not keep it
-                self._rule_sets[account_id] = cached
-        return cached
+        return self._rulebook.rule_set(account_id)
 
     # -- enrollment -----------------------------------------------------------------------------
 
@@ -266,75 +186,13 @@ class DeviceService:
     ) -> IssuedToken:
         """A single-use token; ``email`` (optional) becomes the user of the device it enrolls."""
         self._account(account_id)
-        email = check_email(email) if email.strip() else ""
-        lifetime = token_lifetime(expires_in)
-        secret = secrets.token_urlsafe(32)
-        now = self._clock()
-        record = EnrollmentToken(
-            id=str(uuid.uuid4()),
-            account_id=account_id,
-            secret_sha256=secret_hash(secret),
-            email=email,
-            created_at=now,
-            expires_at=now + lifetime,
-        )
-        with self._store.transaction():
-            self._store.enrollment_tokens.delete_expired(now - timedelta(days=1))
-            self._store.enrollment_tokens.add(record)
-        token = encode_token(
-            server_url=self._public_base_url, account_id=account_id, secret=secret,
-            fingerprint=self._server_fingerprint,
-        )  # fmt: skip
-        logger.info(
-            "account %s: enrollment token %s made (user %s, expires %s)",
-            account_id, record.id, email or "named by the device", record.expires_at,
-        )  # fmt: skip
-        return IssuedToken(record.id, token, email, now, record.expires_at)
+        return self._enrollment.issue(account_id, email=email, expires_in=expires_in)
 
     def enroll(self, secret: str, details: DeviceDetails, ip: str) -> Enrolled:
         """Admit a device with an enrollment token's secret (single use, not expired)."""
-        now = self._clock()
-        token = self._store.enrollment_tokens.by_secret(secret_hash(secret[:MAX_SECRET_CHARS]))
-        if token is None or len(secret) > MAX_SECRET_CHARS:
-            logger.warning("enrollment from %s refused: unknown enrollment secret", ip)
-            raise Unauthenticated(
-                "secret: not a valid enrollment token (make one with `gateway device token`)"
-            )
-        if token.used_at is not None:
-            logger.warning("enrollment from %s refused: token %s already used", ip, token.id)
-            raise Refused(
-                f"enrollment token {token.id} was already used (by device {token.device_id}): "
-                "tokens are single use; make a new one with `gateway device token`"
-            )
-        if token.expires_at <= now:
-            logger.warning("enrollment from %s refused: token %s expired", ip, token.id)
-            raise Refused(
-                f"enrollment token {token.id} expired at {token.expires_at:%Y-%m-%dT%H:%M:%SZ}: "
-                "make a new one with `gateway device token`"
-            )
-        email = token.email or details.email
-        if not email:
-            raise InvalidInput(
-                "email", "required: the enrollment token names no user, so the device must"
-            )
-        device_secret = secrets.token_urlsafe(32)
-        device = Device(
-            id=str(uuid.uuid4()), account_id=token.account_id,
-            secret_sha256=secret_hash(device_secret), name=details.name, os=details.os.value,
-            os_version=details.os_version, serial_number=details.serial_number,
-            hostname=details.hostname, email=email, ip=ip, created_at=now, updated_at=now,
-            last_seen=now,
-        )  # fmt: skip
-        with self._store.transaction():
-            if not self._store.enrollment_tokens.use(token.id, device.id, now):
-                raise Refused(f"enrollment token {token.id} was already used")
-            self._store.devices.add(device)
-            self._store.after_commit(self._notify)
-        logger.info(
-            "account %s: enrolled device %s %r (%s, user %s) from %s with token %s",
-            device.account_id, device.id, device.name, device.os, email, ip, token.id,
-        )  # fmt: skip
-        return Enrolled(device, device_secret)
+        enrolled = self._enrollment.admit(secret, details, ip)
+        self._notify()
+        return enrolled
 
     # -- the agent's calls ----------------------------------------------------------------------
 

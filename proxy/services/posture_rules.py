@@ -1,21 +1,26 @@
-"""Device posture rules: API bodies read into ``policies.posture.PostureRule`` values, and the
-per-account set of rules with their signing certificates parsed once (cached between changes).
+"""Device posture rules: API bodies read into ``policies.posture.PostureRule`` values, the
+per-account set of rules with their signing certificates parsed once, and :class:`RuleBook`, which
+changes them and caches the sets between changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 from cryptography import x509
 
 from certs.authority import parse_certificates
+from certs.clock import Clock
 from certs.errors import CertError
 from policies.posture import PostureRule
 from policies.rules import FieldError
-from proxy.services.errors import InvalidInput
+from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.policy_state import InvalidPolicy, field_message
 from proxy.store import CertificateKind, Store, StoredPostureRule
 
@@ -108,3 +113,79 @@ def check_certificate_id(store: Store, account_id: str, rule: PostureRule) -> No
             f"no mTLS certificate with id {rule.certificate_id!r} in this account: upload the "
             "CA that signs the device certificates through mtls_certificates first",
         )
+
+
+class RuleBook:
+    """Every account's rules: each change in one transaction, validated first; the rule sets
+    cached between changes. ``changed(account_id)`` runs after each committed change."""
+
+    def __init__(self, store: Store, clock: Clock, changed: Callable[[str], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._changed = changed
+        self._sets: dict[str, RuleSet] = {}
+
+    def rule_set(self, account_id: str) -> RuleSet:
+        cached = self._sets.get(account_id)
+        if cached is None:
+            cached = load_rule_set(self._store, account_id)
+            if not self._store.in_transaction:  # read what may yet roll back: do not keep it
+                self._sets[account_id] = cached
+        return cached
+
+    def get(self, account_id: str, rule_id: str) -> PostureRule:
+        found = self.rule_set(account_id).by_id.get(rule_id)
+        if found is None:
+            raise NotFound("device posture rule", rule_id)
+        return found
+
+    def create(self, account_id: str, body: Mapping[str, Any]) -> PostureRule:
+        rule = parse_rule({**body, "id": ""})
+        now = self._clock()
+        with self._store.transaction():
+            if len(self._store.posture_rules.list(account_id)) >= MAX_RULES:
+                raise Refused(f"an account has at most {MAX_RULES} device posture rules")
+            check_certificate_id(self._store, account_id, rule)
+            rule = dataclasses.replace(rule, id=str(uuid.uuid4()))
+            self._save(account_id, rule, created_at=now, now=now)
+        logger.info("account %s: created device posture rule %s %r", account_id, rule.id, rule.name)
+        return rule
+
+    def replace(self, account_id: str, rule_id: str, body: Mapping[str, Any]) -> PostureRule:
+        """The body replaces the rule; results verified against other requirements (type or
+        input changed) are dropped."""
+        given = body.get("id")
+        if given is not None and given != rule_id:
+            raise InvalidInput("id", f"{given!r} does not match the id in the path ({rule_id})")
+        rule = dataclasses.replace(parse_rule({**body, "id": ""}), id=rule_id)
+        now = self._clock()
+        with self._store.transaction():
+            stored = self._store.posture_rules.get(account_id, rule_id)
+            if stored is None:
+                raise NotFound("device posture rule", rule_id)
+            check_certificate_id(self._store, account_id, rule)
+            before = load_rule(stored)
+            if (before.type, before.input) != (rule.type, rule.input):
+                self._store.posture_results.delete_for_rule(rule_id)
+                logger.info("device posture rule %s: requirements changed, results dropped", rule_id)
+            self._save(account_id, rule, created_at=stored.created_at, now=now)
+        logger.info("account %s: replaced device posture rule %s", account_id, rule_id)
+        return rule
+
+    def delete(self, account_id: str, rule_id: str) -> PostureRule:
+        with self._store.transaction():
+            rule = self.get(account_id, rule_id)
+            self._store.posture_rules.delete(account_id, rule_id)
+            self._store.posture_results.delete_for_rule(rule_id)
+            self._store.after_commit(lambda: self._forget(account_id))
+        logger.info("account %s: deleted device posture rule %s", account_id, rule_id)
+        return rule
+
+    def _save(self, account_id: str, rule: PostureRule, *, created_at: datetime, now: datetime) -> None:
+        stored = StoredPostureRule(account_id, rule.id, stored_body(rule), created_at, now)
+        self._store.posture_rules.save(stored)
+        self._store.after_commit(lambda: self._forget(account_id))
+
+    def _forget(self, account_id: str) -> None:
+        self._sets.pop(account_id, None)
+        self._changed(account_id)
