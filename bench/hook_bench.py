@@ -62,6 +62,7 @@ def make_flow() -> Any:
     req.headers["host"] = HOST
     flow.client_conn.peername = ("127.0.0.1", 50123)
     flow.client_conn.sni = HOST
+    flow.client_conn.tls = True  # inside a CONNECT tunnel, as the benchmark client
     flow.server_conn.address = (HOST, 443)
     flow.server_conn.peername = ("127.0.0.1", 443)
     return flow

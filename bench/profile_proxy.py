@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     a = p.parse_args(argv)
     a.target_list = [t.strip() for t in a.targets.split(",") if t.strip()]
-    bad = set(a.target_list) - {"mitmdump", "gateway", "gateway-rules"}
+    bad = set(a.target_list) - {"mitmdump", "gateway", "gateway-rules", "gateway-pruned"}
     if bad:
         p.error(f"unknown target(s): {', '.join(sorted(bad))}")
     if not Path(a.py_spy).exists():

@@ -115,9 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if set(args.interleave_scenario_list) - set(SCENARIOS):
         p.error(f"--interleave-scenarios: names from {','.join(SCENARIOS)}")
     args.interleave_list = [t.strip() for t in args.interleave.split(",") if t.strip()]
-    bad = set(args.interleave_list) - {"mitmdump", "gateway", "gateway-rules"}
+    bad = set(args.interleave_list) - {"mitmdump", "gateway", "gateway-rules", "gateway-pruned"}
     if bad or len(set(args.interleave_list)) != len(args.interleave_list) or len(args.interleave_list) == 1:
-        p.error("--interleave: two or three distinct names from mitmdump,gateway,gateway-rules")
+        p.error("--interleave: two to four distinct names from mitmdump,gateway,gateway-rules,gateway-pruned "
+                "(gateway-pruned: an experiment, see bench/gateway_variant.py)")
     if "gateway-rules" in args.interleave_list and args.rules < 20:
         p.error("--rules: at least 20 (the fixed part of the generated set)")
     if not args.slice_rounds:
@@ -419,10 +420,13 @@ class Bench:
                 procs[name] = T.Mitmdump(name=name, workdir=work, origin_ca=origin_ca, mitmdump=a.mitmdump,
                                          origin_ip=self.origin.ip)
             else:
+                variant = name.split("-", 1)[1] if name.startswith("gateway-") and name != "gateway-rules" else None
                 procs[name] = T.Gateway(name=name, workdir=work, origin_ca=origin_ca, gateway=a.gateway,
                                         origin_ip=self.origin.ip, extra_args=a.gateway_arg,
                                         startup_timeout=a.gateway_startup_timeout,
-                                        policies=rules_file if name == "gateway-rules" else None)
+                                        policies=rules_file if name == "gateway-rules" else None,
+                                        launcher=[sys.executable, str(BENCH / "gateway_variant.py"), variant]
+                                        if variant else [])
         try:
             for name, t in procs.items():
                 await t.start()

@@ -173,7 +173,8 @@ LOSS_TARGET = 0.05  # issue 3: <= 5 % loss of proxy throughput at 1,000 rules
 CONTROL = "ctl.bench.test"
 
 
-RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"))
+RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"),
+               ("gateway-pruned", "gateway"), ("gateway-pruned", "mitmdump"))
 
 
 def _median_interval(vals: list[float]) -> tuple[float, float] | None:
@@ -256,7 +257,8 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         return ["", f"interleaved comparison: {why}"] if why else []
     a = result["args"]
     names = il["names"]
-    label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules"}
+    label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules",
+             "gateway-pruned": "gateway pruned (experiment)"}
     scenarios = il.get("scenarios") or {"keep-alive": {"summary": il["summary"]}}  # older results: keep-alive only
     rounds = next(iter(scenarios.values()))["summary"]["rounds"]
     lines = ["", (f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "

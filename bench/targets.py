@@ -306,6 +306,7 @@ class Gateway(Target):
     startup_timeout: float = 90.0
     policies: Path | None = None  # --policies FILE
     admin: str = ""
+    launcher: list[str] = field(default_factory=list)  # instead of ``gateway`` (bench/gateway_variant.py)
 
     async def start(self) -> None:
         data = self.workdir / "data"
@@ -317,7 +318,7 @@ class Gateway(Target):
             aport = free_port()
         token = secrets.token_urlsafe(24)
         env = dict(os.environ, GATEWAY_ADMIN_TOKEN=token)
-        argv = [self.gateway, "run", "--data-dir", str(data), "--proxy-listen", f"127.0.0.1:{pport}",
+        argv = [*(self.launcher or [self.gateway]), "run", "--data-dir", str(data), "--proxy-listen", f"127.0.0.1:{pport}",
                 "--admin-listen", f"127.0.0.1:{aport}", "--upstream-ca", str(self.origin_ca),
                 "--hosts", str(hosts), *(["--policies", str(self.policies)] if self.policies else []),
                 *self.extra_args]

@@ -1,0 +1,56 @@
+"""`gateway` with an experimental change applied in-process, to measure a suggested fix before it is
+made in the product. Nothing here is the product: ``bench/run --interleave ...,gateway-pruned``
+starts ``python bench/gateway_variant.py pruned run ARGS...`` next to the real ``gateway run``.
+
+Variants:
+  pruned   mitmproxy's default addons cut to those ``gateway run`` uses (Core, Block, Onboarding
+           (off, but its option is set), Proxyserver, DnsResolver, NextLayer, the TLS config,
+           DisableH2C) plus the gateway's own. Every hook event is offered to every addon of the
+           chain (mitmproxy's AddonManager: a safecall context manager, a coroutine and a generator
+           per addon and event), so addons that do nothing still cost CPU per request; MapLocal
+           even formats the request URL on every request with no mapping configured.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+KEEP = {"Core", "Block", "Onboarding", "Proxyserver", "DnsResolver", "NextLayer", "TlsConfig", "DisableH2C"}
+
+
+def pruned() -> None:
+    from mitmproxy.addons import default_addons
+    from mitmproxy.addons.tlsconfig import TlsConfig
+
+    from addons.hosts import LabHosts
+    from proxy import runtime
+
+    def build_addons(tls: Any, identity: Any, enforcer: Any, request_log: Any) -> list[Any]:
+        chain = [tls if isinstance(a, TlsConfig) else a for a in default_addons() if type(a).__name__ in KEEP]
+        return [*chain, LabHosts(), identity, enforcer, request_log]
+
+    runtime.build_addons = build_addons
+
+
+VARIANTS = {"pruned": pruned}
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in VARIANTS:
+        print(f"usage: gateway_variant.py {{{','.join(VARIANTS)}}} run [ARGS...]", file=sys.stderr)
+        return 2
+    VARIANTS[sys.argv.pop(1)]()
+    from proxy.cli.main import main as gateway_main
+
+    sys.argv[0] = "gateway"
+    return gateway_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
