@@ -118,10 +118,8 @@ class Ingest:
         raw = decode_nonce(report.nonce)
         if raw is None:
             return None
-        if raw not in seen:
-            problem = self._minter.problem(raw, device.id, now)
-            used = problem is None and self._store.nonces.get(raw) is not None
-            seen[raw] = NonceStatus(problem, used)
+        if raw not in seen:  # whether it was used is found when it is claimed (``_write``)
+            seen[raw] = NonceStatus(self._minter.problem(raw, device.id, now))
         return seen[raw]
 
 

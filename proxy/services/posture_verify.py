@@ -4,7 +4,8 @@ A failing result is stored as the agent says (``verified`` false). A passing one
 the server checks it with the certificate and the signature the agent sent, and stores a pass
 only when every check holds:
 
-1. the nonce is one this server issued to this device, unused and not expired;
+1. the nonce is one this server issued to this device, not expired, and not used before (the
+   last is settled when the verdict is stored, in the transaction that claims the nonce);
 2. the certificate parses and passes ``certs.client_check.check_certificate`` against the
    rule's signing certificates, with the CN and SAN templates filled in from the device's
    *registered* host name and serial number (the agent cannot choose them);
@@ -78,11 +79,11 @@ class Verdict:
 
 @dataclass(frozen=True)
 class NonceStatus:
-    """What the server knows of a report's nonce: ``problem`` from the minter (not ours, another
-    device's, stale), ``used`` from the store."""
+    """What the minter says of a report's nonce: ``problem`` when it is not ours, another
+    device's, or stale. Whether it was used before is settled when the verdict is stored: the
+    store claims each nonce once (``device_reports``)."""
 
     problem: str | None
-    used: bool = False
 
 
 class Refusal(Exception):
@@ -188,8 +189,6 @@ def _check_nonce(report: Report, nonce: NonceStatus | None) -> bytes:
         raise Refusal("nonce is not base64 of a nonce this server issues")
     if nonce.problem:
         raise Refusal(nonce.problem)
-    if nonce.used:
-        raise Refusal("nonce was already used (a replayed report)")
     return raw
 
 
