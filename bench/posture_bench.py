@@ -15,7 +15,13 @@ Figures: results/s stored as verified passes (all of them must pass), latency of
 Client processes (``--clients``) share the load generation; the server is one process, as the
 gateway is.
 
-Run:  .venv/bin/python bench/posture_bench.py [--devices 64] [--rules 2] [--seconds 10] [--clients 1] [--json]
+The agents talk HTTP/1.1 with a minimal keep-alive client of their own (``--aiohttp-client``: aiohttp
+sessions instead, which cost the client about twice what the request costs the server, on the same
+two cores). ``--nonce-per-report``: one nonce proves every rule of a report, which the server
+accepts; today's agent asks one per passing result.
+
+Run:  .venv/bin/python bench/posture_bench.py [--devices 64] [--rules 2] [--seconds 10] [--clients 1]
+                                             [--nonce-per-report] [--aiohttp-client] [--json]
 """
 
 from __future__ import annotations
@@ -236,13 +242,36 @@ class Connection:
             self._writer.close()
 
 
+class SessionConnection:
+    """The same calls through an aiohttp ``ClientSession`` (keep-alive), for comparison: it costs
+    the client several times what it costs the server."""
+
+    def __init__(self, base: str, headers: dict[str, str]) -> None:
+        self._session = aiohttp.ClientSession(base, headers=headers, connector=aiohttp.TCPConnector(limit=1))
+
+    async def request(self, method: str, path: str, body: Any) -> Any:
+        async with self._session.request(method, path, json=body) as response:
+            answer = await response.json()
+            if response.status >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {response.status}: {answer['errors']}")
+            return answer["result"]
+
+    def close(self) -> None:
+        asyncio.get_running_loop().create_task(self._session.close())
+
+
 async def _agent(base: str, device: dict[str, Any], rules: list[str], start: float, stop: float, tally: Tally,
-                 nonce_per_report: bool, warm_from: float) -> None:  # fmt: skip
+                 nonce_per_report: bool, warm_from: float, aiohttp_client: bool) -> None:  # fmt: skip
     key = serialization.load_pem_private_key(device["key"].encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     auth = base64.b64encode(f"{device['id']}:{device['secret']}".encode()).decode()
     host, port = base.removeprefix("http://").split(":")
-    connection = Connection(host, int(port), {"Authorization": f"Basic {auth}"})
+
+    def connect() -> Connection | SessionConnection:
+        headers = {"Authorization": f"Basic {auth}"}
+        return SessionConnection(base, headers) if aiohttp_client else Connection(host, int(port), headers)
+
+    connection = connect()
     await asyncio.sleep(max(0.0, warm_from - time.perf_counter()))  # every agent starts together
     try:
         while True:
@@ -260,10 +289,10 @@ async def _agent(base: str, device: dict[str, Any], rules: list[str], start: flo
                                     "certificate": device["certificate"],
                                     "signature": base64.b64encode(sign_proof(key, message)).decode()})  # fmt: skip
                 stored = await connection.request("POST", f"{API}/agent/results", {"results": results})
-            except (OSError, RuntimeError, asyncio.IncompleteReadError, KeyError, TypeError):
+            except (OSError, RuntimeError, asyncio.IncompleteReadError, aiohttp.ClientError, KeyError, TypeError):
                 tally.errors += 1
                 connection.close()
-                connection = Connection(host, int(port), {"Authorization": f"Basic {auth}"})
+                connection = connect()
                 continue
             done = time.perf_counter()
             if tally.cpu_started is None and done >= start:
@@ -280,13 +309,14 @@ async def _agent(base: str, device: dict[str, Any], rules: list[str], start: flo
 
 
 def client_process(base: str, devices: list[dict[str, Any]], rules: list[str], start: float, stop: float,
-                   nonce_per_report: bool, warm_from: float, out: Any) -> None:  # fmt: skip
+                   nonce_per_report: bool, warm_from: float, aiohttp_client: bool, out: Any) -> None:  # fmt: skip
     tally = Tally(latencies=[])
 
     async def main() -> None:
         await asyncio.gather(
-            *(_agent(base, d, rules, start, stop, tally, nonce_per_report, warm_from) for d in devices)
+            *(_agent(base, d, rules, start, stop, tally, nonce_per_report, warm_from, aiohttp_client) for d in devices)
         )
+        await asyncio.sleep(0.1)  # let sessions close
 
     asyncio.run(main())
     out.send({"results": tally.results, "failed": tally.failed, "errors": tally.errors, "latencies": tally.latencies,
@@ -324,7 +354,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_client_entry,
-                    args=(base, share, prepared["rules"], start, stop, args.nonce_per_report, warm_from, send),
+                    args=(base, share, prepared["rules"], start, stop, args.nonce_per_report, warm_from,
+                          args.aiohttp_client, send),
                 )
                 process.start()
                 pipes.append(receive)
@@ -360,6 +391,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "report_p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
         "report_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
         "nonce_per_report": args.nonce_per_report,
+        "client": "aiohttp" if args.aiohttp_client else "minimal",
         "requests_per_result": round(((1 if args.nonce_per_report else args.rules) + 1) / args.rules, 2),
         "write_jobs_per_commit": round(jobs / commits, 1) if commits else None,
         "server_cpu_us_per_result": round((after["cpu"] - before["cpu"]) / max(1, results) * 1e6),
@@ -370,10 +402,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _client_entry(base: str, devices: list[dict[str, Any]], rules: list[str], start: float, stop: float,
-                  nonce_per_report: bool, warm_from: float, out: Any) -> None:  # fmt: skip
+                  nonce_per_report: bool, warm_from: float, aiohttp_client: bool, out: Any) -> None:  # fmt: skip
     # wall-clock times converted to this process's perf_counter
     offset = time.perf_counter() - time.time()
-    client_process(base, devices, rules, start + offset, stop + offset, nonce_per_report, warm_from + offset, out)
+    client_process(base, devices, rules, start + offset, stop + offset, nonce_per_report, warm_from + offset,
+                   aiohttp_client, out)  # fmt: skip
 
 
 def identity_lookup(calls: int = 200_000) -> float:
@@ -435,6 +468,9 @@ def main() -> None:
     parser.add_argument("--nonce-per-report", action="store_true",
                         help="one nonce proves every rule of a report (the server accepts it; today's agent "
                         "fetches one per passing result)")
+    parser.add_argument("--aiohttp-client", action="store_true",
+                        help="agents use aiohttp ClientSessions instead of the minimal HTTP/1.1 client "
+                        "(on 2 cores the clients then take most of the CPU)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
