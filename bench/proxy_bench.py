@@ -11,7 +11,11 @@ client in its own process:
 
 and records rate, latency percentiles and the CPU used by proxy, origin and client during the
 timed phase. An in-process leaf issuance microbenchmark (certs.LeafIssuer vs mitmproxy CertStore)
-runs first. Output: a table on stdout and a JSON file in bench/results/.
+runs first. Then the interleaved comparison (--interleave): mitmdump, gateway and gateway with N
+generated rules (bench/rulegen.py) all up at once, loaded one at a time in rounds of short slices
+from one client, so that each round gives ratios the machine's drift barely touches
+(--policy-load: only gateway vs gateway with rules, issue 3). Output: a table on stdout and a
+JSON file in bench/results/.
 """
 
 from __future__ import annotations
