@@ -69,7 +69,8 @@ class DeviceIdentity:
             flow.metadata[IDENTITY] = self._identity(device_id)
             if device_id is None and ctx.options.gateway_require_identity:
                 self._challenge(flow)
-        flow.request.headers.pop(HEADER, None)  # never forwarded upstream
+        if HEADER in flow.request.headers:
+            del flow.request.headers[HEADER]  # never forwarded upstream
         if device_id is not None:
             flow.metadata.setdefault(IDENTITY, self._identity(device_id))
 

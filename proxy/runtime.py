@@ -47,13 +47,29 @@ HEARTBEAT_INTERVAL = timedelta(seconds=10)
 EXPIRY_CHECK_INTERVAL = timedelta(days=1)
 
 
+# mitmproxy's default addons a gateway needs; every event is offered to every addon, so the
+# other ~20 (playback, map/modify, save, sticky cookies, ...) would cost about a millisecond
+# per keep-alive request for nothing (measured: docs/performance.md).
+NEEDED_DEFAULT_ADDONS = frozenset(
+    {"core", "block", "onboarding", "proxyserver", "dnsresolver", "nextlayer", "tlsconfig", "disableh2c"}
+)
+
+
 def build_addons(
     tls: HotTlsConfig, identity: DeviceIdentity, enforcer: Enforcer, request_log: RequestLog
 ) -> list[Any]:
-    """mitmproxy's default addons with our TLS config in place of its own, then ours: the
-    device is identified before the policies decide, and the log line is written last."""
-    chain = [tls if isinstance(addon, TlsConfig) else addon for addon in default_addons()]
+    """The default addons a gateway needs, with our TLS config in place of mitmproxy's, then
+    ours: the device is identified before the policies decide, and the log line comes last."""
+    chain = [
+        tls if isinstance(addon, TlsConfig) else addon
+        for addon in default_addons()
+        if _addon_name(addon) in NEEDED_DEFAULT_ADDONS
+    ]
     return [*chain, LabHosts(), identity, enforcer, request_log]
+
+
+def _addon_name(addon: Any) -> str:
+    return str(getattr(addon, "name", type(addon).__name__)).lower()
 
 
 @dataclass
