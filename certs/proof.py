@@ -74,6 +74,10 @@ def proof_message(*, nonce: bytes, device_id: str, rule_id: str) -> bytes:
             raise CertError(f"{what} must not contain a line break")
         if len(value) > MAX_ID_CHARS:
             raise CertError(f"{what} is {len(value)} characters: at most {MAX_ID_CHARS}")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise CertError(f"{what} is not valid Unicode text (a lone surrogate)") from None
     return b"".join(
         (PROOF_PREFIX, bytes(nonce), b"\n", device_id.encode(), b"\n", rule_id.encode())
     )
