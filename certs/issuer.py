@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_CACHE_SIZE",
     "DV_POLICY_OID",
     "normalize_names",
+    "general_names",
     "renewal_margin",
 ]
 
@@ -242,7 +243,7 @@ class LeafIssuer:
             self._template.serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=True)
+            .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=True)
             .sign(self._ca_key, self._hash)
         )
         leaf = Leaf(certificate=certificate, private_key=self._leaf_key, chain=self._chain)
@@ -322,7 +323,8 @@ def _looks_like_ip(name: str) -> bool:
     return ":" in name or name[-1:].isdigit()
 
 
-def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
+def general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
+    """SAN entries for names already normalized (``normalize_names``): IP literals as IPAddress."""
     result: list[x509.GeneralName] = []
     for name in names:
         if _looks_like_ip(name):

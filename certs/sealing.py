@@ -3,6 +3,9 @@
 Sealed format: ``b"v1" || nonce (12 random bytes) || ciphertext+tag``. The caller's ``context``
 (for example the certificate id) is bound as associated data, so a sealed key copied onto
 another record does not decrypt.
+
+``derive(purpose=...)`` gives a secret of its own to each other use of the master key (HKDF-SHA256,
+the purpose as ``info``), such as the password of the admin API's TLS key file.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import logging
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from certs.errors import CertError
 
@@ -28,7 +33,7 @@ _TAG_BYTES = 16
 class KeySealer:
     """Seals and unseals secrets with one master key. Holds the key; never shows it."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_master_key")
 
     def __init__(self, master_key: bytes) -> None:
         if not isinstance(master_key, (bytes, bytearray)):
@@ -42,6 +47,7 @@ class KeySealer:
                 f"got {len(master_key)} bytes"
             )
         self._aead = AESGCM(bytes(master_key))
+        self._master_key = bytes(master_key)
 
     def __repr__(self) -> str:
         return "KeySealer(<master key hidden>)"
@@ -50,6 +56,14 @@ class KeySealer:
     def generate_master_key() -> bytes:
         """32 random bytes from the OS CSPRNG."""
         return AESGCM.generate_key(bit_length=MASTER_KEY_BYTES * 8)
+
+    def derive(self, *, purpose: bytes, length: int = 32) -> bytes:
+        """A secret for one ``purpose`` (HKDF-SHA256 over the master key, ``purpose`` as info):
+        the same for the same master key and purpose, unrelated to any other purpose's."""
+        if not purpose:
+            raise CertError("a derived secret needs a purpose")
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=b"gateway/" + purpose)
+        return hkdf.derive(self._master_key)
 
     def seal(self, plaintext: bytes, *, context: bytes) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)

@@ -7,6 +7,7 @@ import binascii
 import ipaddress
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +46,14 @@ class HostPort:
         return cls(host, port)
 
     @property
+    def is_wildcard(self) -> bool:
+        """Every interface (``0.0.0.0`` or ``::``): clients reach it by the machine's names."""
+        try:
+            return ipaddress.ip_address(self.host).is_unspecified
+        except ValueError:
+            return False
+
+    @property
     def is_loopback(self) -> bool:
         if self.host == "localhost":
             return True
@@ -74,13 +83,12 @@ class Config:
     leaf_cache_size: int = 10_000
     public_url: str | None = None
     log_level: str = "info"
+    admin_tls_auto: bool = False  # --admin-tls auto: a self-signed certificate kept in data_dir
+    admin_tls_cert: Path | None = None  # --admin-tls FILE: certificate chain (and key)
+    admin_tls_key: Path | None = None  # --admin-tls-key FILE
 
     def __post_init__(self) -> None:
-        if not self.admin_listen.is_loopback:
-            raise ConfigError(
-                f"--admin-listen {self.admin_listen}: the admin API listens on loopback only "
-                "until TLS for it is supported; use 127.0.0.1 and an SSH tunnel or a TLS reverse proxy"
-            )
+        self._check_admin_tls()
         if not timedelta(days=1) <= self.leaf_lifetime <= timedelta(days=398):
             raise ConfigError("--leaf-lifetime-days must be between 1 and 398")
         if self.leaf_cache_size < 1:
@@ -92,10 +100,41 @@ class Config:
             if not path.exists():
                 raise ConfigError(f"--policies: no such file or directory: {path}")
 
+    def _check_admin_tls(self) -> None:
+        if self.admin_tls_auto and self.admin_tls_cert is not None:
+            raise ConfigError("--admin-tls: give either auto or a certificate file, not both")
+        if self.admin_tls_key is not None and self.admin_tls_cert is None:
+            raise ConfigError(
+                "--admin-tls-key needs --admin-tls FILE (with --admin-tls auto the gateway keeps its own key)"
+            )
+        for option, path in (("--admin-tls", self.admin_tls_cert), ("--admin-tls-key", self.admin_tls_key)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{option}: no such file: {path}")
+        if not self.admin_listen.is_loopback and not self.admin_tls:
+            raise ConfigError(
+                f"--admin-listen {self.admin_listen}: off loopback the admin API needs TLS: add "
+                "--admin-tls auto (a self-signed certificate the gateway makes and keeps) "
+                "or --admin-tls FILE (your certificate and key)"
+            )
+
+    @property
+    def admin_tls(self) -> bool:
+        return self.admin_tls_auto or self.admin_tls_cert is not None
+
+    @property
+    def admin_url(self) -> str:
+        """The admin API's URL as clients reach it: https with TLS; the machine's host name when
+        it listens on every interface."""
+        scheme = "https" if self.admin_tls else "http"
+        if self.admin_listen.is_wildcard:
+            return HostPort(socket.gethostname(), self.admin_listen.port).url(scheme)
+        return self.admin_listen.url(scheme)
+
     @property
     def public_base_url(self) -> str:
-        """Where clients fetch the CA certificate and CRL named in leaves (AIA, CRL DP)."""
-        return (self.public_url or self.admin_listen.url()).rstrip("/")
+        """The admin server as clients reach it: the base of the CA and CRL links in leaves (AIA,
+        CRL DP) and the URL in enrollment tokens."""
+        return (self.public_url or self.admin_url).rstrip("/")
 
     @property
     def database_path(self) -> Path:

@@ -30,6 +30,7 @@ from addons.request_log import RequestLog
 from certs.clock import utcnow
 from certs.lifecycle import CertificateState, expiry_message
 from proxy import config as cfg
+from proxy.admin_tls import AdminTls, load_admin_tls
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.bootstrap import BootstrapResult, first_start
@@ -86,6 +87,7 @@ class Gateway:
     boot: BootstrapResult
     requests_file: JsonLinesFile
     devices: DeviceService
+    admin_tls: AdminTls | None = None
 
     async def stop(self) -> None:
         proxyserver = self.master.addons.get("proxyserver")
@@ -112,6 +114,7 @@ def setup_logging(level: str) -> None:
 async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     cfg.prepare_data_dir(config.data_dir)
     sealer = cfg.load_master_key(config.data_dir, environ)
+    admin_tls = load_admin_tls(config, sealer)
     trust_bundle = cfg.upstream_trust_bundle(config.data_dir, config.upstream_ca)
     store = Store.open(config.database_path)
     service = CertificateService(store, sealer, utcnow)
@@ -125,7 +128,12 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     metrics = Metrics()
     node_id = uuid.uuid4().hex
 
-    devices = DeviceService(store, utcnow, public_base_url=config.public_base_url)
+    devices = DeviceService(
+        store,
+        utcnow,
+        public_base_url=config.public_base_url,
+        server_fingerprint=admin_tls.fingerprint if admin_tls else "",
+    )
     tls = HotTlsConfig()
     identity = DeviceIdentity(devices)
     enforcer = Enforcer(metrics, identity_of=identity.identity_of)
@@ -165,7 +173,12 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
     )
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.admin_listen.host, config.admin_listen.port)
+    site = web.TCPSite(
+        runner,
+        config.admin_listen.host,
+        config.admin_listen.port,
+        ssl_context=admin_tls.context if admin_tls else None,
+    )
     try:
         await site.start()
     except OSError as e:
@@ -175,7 +188,9 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
         store.close()
         raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
     requests_file.start()
-    return Gateway(config, store, service, master, node, runner, account_id, boot, requests_file, devices)
+    return Gateway(
+        config, store, service, master, node, runner, account_id, boot, requests_file, devices, admin_tls
+    )
 
 
 def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None) -> Master:
@@ -307,13 +322,20 @@ def warn_expiring(gateway: Gateway) -> None:
 def banner(gateway: Gateway) -> str:
     config = gateway.config
     proxy_url = config.proxy_listen.url()
-    admin = config.admin_listen.url()
+    admin = config.admin_url
     ca_url = f"{config.public_base_url}/pki/ca.pem"
     lines: Sequence[str] = [
         "Gateway is running",
         f"  proxy        {proxy_url}   (explicit HTTP proxy; HTTPS is intercepted)",
         f"  admin API    {admin}/client/v4   (account {gateway.account_id})",
     ]
+    curl = "curl"
+    if gateway.admin_tls:
+        lines = [*lines, f"  admin TLS    SHA-256 {gateway.admin_tls.fingerprint}   (agents pin it)"]
+        if config.admin_tls_auto:
+            cacert = gateway.admin_tls.certificate_file
+            curl = f"curl --cacert {cacert}"
+            lines = [*lines, f"               self-signed: trust it with --cacert {cacert}"]
     if gateway.boot.new_admin_token:
         lines = [
             *lines,
@@ -325,7 +347,7 @@ def banner(gateway: Gateway) -> str:
         *lines,
         f"  root CA      {ca_url}   (in use: {in_use or 'none'})",
         "Trust the root CA on clients:",
-        f"  curl -o gateway-ca.pem {ca_url}",
+        f"  {curl} -o gateway-ca.pem {ca_url}",
         f"  curl -x {proxy_url} --cacert gateway-ca.pem https://example.com/",
         '  certutil -d sql:$HOME/.pki/nssdb -A -t "C,," -n "Gateway root CA" -i gateway-ca.pem   # Chromium, Firefox (NSS)',
         "Stop with Ctrl-C.",

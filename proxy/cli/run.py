@@ -20,6 +20,7 @@ examples:
   gateway run                                   # embedded defaults: ./var, 127.0.0.1:8080 and :8081
   gateway run --data-dir /srv/gateway --upstream-ca lab-ca.pem --hosts lab.hosts
   gateway run --policies policies/examples/          # rules and Access from YAML files
+  gateway run --admin-listen 0.0.0.0:8081 --admin-tls auto   # admin API for other machines, over TLS
 environment:
   GATEWAY_ADMIN_TOKEN   admin API token (otherwise one is made on first start and printed once)
   GATEWAY_MASTER_KEY    base64 of 32 bytes encrypting private keys at rest
@@ -41,7 +42,20 @@ def register(commands: Any) -> None:
         "--proxy-listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="explicit proxy (default: 127.0.0.1:8080)"
     )
     parser.add_argument(
-        "--admin-listen", default="127.0.0.1:8081", metavar="HOST:PORT", help="admin API, loopback only (default: 127.0.0.1:8081)"
+        "--admin-listen",
+        default="127.0.0.1:8081",
+        metavar="HOST:PORT",
+        help="admin API (default: 127.0.0.1:8081); off loopback (0.0.0.0 included) it needs --admin-tls",
+    )
+    parser.add_argument(
+        "--admin-tls",
+        metavar="auto|FILE",
+        help="serve the admin API over TLS: 'auto' makes a self-signed certificate on first start and keeps it "
+        "(DATA_DIR/admin-tls.crt; agents pin its fingerprint), or FILE is a PEM certificate chain "
+        "(with its unencrypted key, or see --admin-tls-key)",
+    )
+    parser.add_argument(
+        "--admin-tls-key", metavar="FILE", help="the unencrypted PEM private key of --admin-tls FILE, when not in that file"
     )
     parser.add_argument(
         "--upstream-ca", metavar="FILE", help="extra CA (PEM) trusted for upstream servers, besides the public roots"
@@ -68,7 +82,9 @@ def register(commands: Any) -> None:
         "--leaf-cache-size", type=int, default=10_000, metavar="N", help="leaves kept in memory (default: 10000)"
     )
     parser.add_argument(
-        "--public-url", metavar="URL", help="base URL clients use for the CA and CRL links in leaves (default: admin URL)"
+        "--public-url",
+        metavar="URL",
+        help="base URL clients use for the CA and CRL links in leaves and in enrollment tokens (default: admin URL)",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default: info)"
@@ -90,6 +106,9 @@ def config_from(args: argparse.Namespace) -> Config:
             leaf_cache_size=args.leaf_cache_size,
             public_url=args.public_url,
             log_level=args.log_level,
+            admin_tls_auto=args.admin_tls == "auto",
+            admin_tls_cert=Path(args.admin_tls) if args.admin_tls and args.admin_tls != "auto" else None,
+            admin_tls_key=Path(args.admin_tls_key) if args.admin_tls_key else None,
         )
     except ConfigError as e:
         raise CliError(str(e), exit_code=2) from e
