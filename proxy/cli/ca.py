@@ -15,12 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from proxy.cli.client import AdminClient, Reply
+from proxy.cli.client import AdminClient, Reply, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SERVER = "http://127.0.0.1:8081"
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
 EXPIRY_WARNING = timedelta(days=30)
 IN_USE = "in-use"
@@ -59,18 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _add_connection_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
     """On the group and on every subcommand; a subcommand's copy overrides only when given."""
     options = parser.add_argument_group("admin API options")
-    options.add_argument(
-        "--server", metavar="URL", default=default,
-        help=f"admin API address (default: $GATEWAY_SERVER or {DEFAULT_SERVER})",
-    )
-    options.add_argument(
-        "--token", metavar="TOKEN", default=default,
-        help="admin API token (default: $GATEWAY_ADMIN_TOKEN)",
-    )
-    options.add_argument(
-        "--account", metavar="ID", default=default,
-        help="account id (default: the first account the token may use)",
-    )
+    add_admin_options(options, default=default)
     options.add_argument(
         "--json", action="store_true", default=default if default is argparse.SUPPRESS else False,
         help="print the API's JSON result instead of a table or summary",
@@ -162,17 +150,8 @@ class Session:
 
 
 def _session(args: argparse.Namespace) -> Session:
-    server = args.server or os.environ.get("GATEWAY_SERVER") or DEFAULT_SERVER
-    token = args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or ""
-    client = AdminClient(server, token)
-    account = args.account
-    if not account:
-        accounts = client.get("/accounts").result
-        first = accounts[0] if isinstance(accounts, list) and accounts else None
-        if not isinstance(first, dict) or not first.get("id"):
-            raise CliError(f"the admin API at {client.server} lists no account for this token")
-        account = str(first["id"])
-    return Session(client, account, bool(args.json))
+    client = connect(args)
+    return Session(client, account_of(client, args.account), bool(args.json))
 
 
 def _command(body: Callable[[Session, argparse.Namespace], None]) -> Handler:

@@ -3,12 +3,19 @@
 Every failure becomes a ``CliError`` with one line that says what went wrong; the token is sent
 only in the ``Authorization`` header of requests to the configured server and never appears in a
 message.
+
+Over https the server's certificate is verified with host names as usual: against the system's
+roots, or against ``--cacert FILE`` / ``GATEWAY_ADMIN_CACERT`` alone (a gateway's self-signed
+``DATA_DIR/admin-tls.crt`` is its own trust anchor). ``add_admin_options`` and ``connect`` are
+the one place the commands' ``--server``, ``--token``, ``--cacert`` and ``--account`` live.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import socket
 import ssl
 import urllib.error
@@ -16,6 +23,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from proxy.cli.errors import CliError
@@ -25,6 +33,53 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/client/v4"
 DEFAULT_TIMEOUT = 30.0
 TOKEN_REFUSED = "the admin token was refused (set --token or GATEWAY_ADMIN_TOKEN)"
+DEFAULT_SERVER = "http://127.0.0.1:8081"
+SERVER_ENV = "GATEWAY_SERVER"
+TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
+CACERT_ENV = "GATEWAY_ADMIN_CACERT"
+CACERT_HINT = f"pass --cacert DATA_DIR/admin-tls.crt (or set {CACERT_ENV}) for a gateway's own certificate"
+
+
+def add_admin_options(group: argparse._ArgumentGroup, *, default: Any = None) -> None:
+    """``--server``, ``--token``, ``--cacert`` and ``--account`` on a command's option group
+    (``default=argparse.SUPPRESS`` on a subcommand leaves the group's value when not given)."""
+    group.add_argument(
+        "--server", metavar="URL", default=default,
+        help=f"admin API address (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
+    )  # fmt: skip
+    group.add_argument(
+        "--token", metavar="TOKEN", default=default, help=f"admin API token (default: ${TOKEN_ENV})"
+    )
+    group.add_argument(
+        "--cacert", metavar="FILE", default=default,
+        help="trust this certificate (PEM) for an https admin API instead of the system's roots, "
+        f"such as the gateway's own DATA_DIR/admin-tls.crt (default: ${CACERT_ENV})",
+    )  # fmt: skip
+    group.add_argument(
+        "--account", metavar="ID", default=default,
+        help="account id (default: the first account the token may use)",
+    )  # fmt: skip
+
+
+def connect(args: argparse.Namespace) -> AdminClient:
+    """The client for the options of ``add_admin_options`` and their environment variables."""
+    cacert = getattr(args, "cacert", None) or os.environ.get(CACERT_ENV) or None
+    return AdminClient(
+        getattr(args, "server", None) or os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
+        getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or "",
+        cacert=Path(cacert) if cacert else None,
+    )
+
+
+def account_of(client: AdminClient, account: str | None) -> str:
+    """``account`` when given, else the first account the token may use."""
+    if account:
+        return account
+    accounts = client.get("/accounts").result
+    first = accounts[0] if isinstance(accounts, list) and accounts else None
+    if not isinstance(first, dict) or not first.get("id"):
+        raise CliError(f"the admin API at {client.server} lists no account for this token")
+    return str(first["id"])
 
 
 @dataclass(frozen=True)
@@ -46,7 +101,9 @@ class Download:
 class AdminClient:
     """Calls ``{server}/client/v4{path}`` with a bearer token; ``path`` starts with ``/``."""
 
-    def __init__(self, server: str, token: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, server: str, token: str, *, cacert: Path | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         parsed = urllib.parse.urlsplit(server)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise CliError(f"invalid server URL {server!r}: expected http://HOST:PORT or https://HOST:PORT")
@@ -57,8 +114,11 @@ class AdminClient:
         self.server = server.rstrip("/")
         self._token = token
         self._timeout = timeout
+        self._cacert = cacert
         # The admin API is reached directly: HTTP(S)_PROXY often points at this very gateway.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_tls_context(cacert))
+        )
 
     def __repr__(self) -> str:
         return f"AdminClient({self.server!r})"
@@ -123,7 +183,8 @@ class AdminClient:
         except (TimeoutError, socket.timeout) as e:
             raise self._unreachable(e) from None
         except (ConnectionError, OSError) as e:  # reset mid-answer, bad status line, ...
-            raise CliError(f"the admin API at {self.server} broke off the answer: {e}") from None
+            hint = " (does it serve https? then use an https:// --server)" if self.server.startswith("http:") else ""
+            raise CliError(f"the admin API at {self.server} broke off the answer: {e}{hint}") from None
 
     def _envelope(self, response: tuple[int, str, bytes]) -> Reply:
         status, content_type, body = response
@@ -149,11 +210,32 @@ class AdminClient:
         if isinstance(reason, TimeoutError | socket.timeout):
             return CliError(f"the admin API at {self.server} did not answer within {self._timeout:g} s")
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return CliError(f"cannot reach the admin API at {self.server}: its TLS certificate is not trusted ({reason.verify_message})")
+            trusted = f"--cacert {self._cacert}" if self._cacert else "the system's roots"
+            hint = "check --server and --cacert" if self._cacert else CACERT_HINT
+            return CliError(
+                f"cannot reach the admin API at {self.server}: its TLS certificate is not trusted "
+                f"by {trusted} ({reason.verify_message}): {hint}"
+            )
+        if isinstance(reason, ssl.SSLError):
+            return CliError(f"cannot reach the admin API at {self.server}: TLS failed ({reason.reason or reason})")
         if isinstance(reason, socket.gaierror):
             return CliError(f"cannot reach the admin API at {self.server}: unknown host")
         detail = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
         return CliError(f"cannot reach the admin API at {self.server}: {detail}")
+
+
+def _tls_context(cacert: Path | None) -> ssl.SSLContext:
+    """Host names verified; with ``cacert``, that file is the only trust anchor."""
+    if cacert is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=str(cacert))
+    except FileNotFoundError:
+        raise CliError(f"--cacert {cacert}: no such file") from None
+    except ssl.SSLError:
+        raise CliError(f"--cacert {cacert}: no PEM certificate in the file") from None
+    except OSError as e:
+        raise CliError(f"--cacert {cacert}: cannot read it: {e.strerror or e}") from None
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -12,10 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.cli.client import AdminClient
+from proxy.cli.client import AdminClient, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
-DEFAULT_SERVER = "http://127.0.0.1:8081"
 LOG_PAGE = 1000
 DEFAULT_LOG_LIMIT = 50
 REASON_WIDTH = 100
@@ -79,9 +78,7 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     options = parser.add_argument_group("admin API options")
-    options.add_argument("--server", metavar="URL", help=f"admin API address (default: $GATEWAY_SERVER or {DEFAULT_SERVER})")
-    options.add_argument("--token", metavar="TOKEN", help="admin API token (default: $GATEWAY_ADMIN_TOKEN)")
-    options.add_argument("--account", metavar="ID", help="account id (default: the first account the token may use)")
+    add_admin_options(options)
     options.add_argument("--json", action="store_true", help="print the API's JSON result instead of a table")
     parser.set_defaults(func=_handler(body))
     return parser
@@ -99,16 +96,8 @@ class Session:
 
 def _handler(body: Callable[[Session, argparse.Namespace], None]) -> Handler:
     def handler(args: argparse.Namespace) -> int:
-        server = args.server or os.environ.get("GATEWAY_SERVER") or DEFAULT_SERVER
-        client = AdminClient(server, args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or "")
-        account = args.account
-        if not account:
-            accounts = client.get("/accounts").result
-            first = accounts[0] if isinstance(accounts, list) and accounts else None
-            if not isinstance(first, dict) or not first.get("id"):
-                raise CliError(f"the admin API at {client.server} lists no account for this token")
-            account = str(first["id"])
-        session = Session(client, account, bool(args.json))
+        client = connect(args)
+        session = Session(client, account_of(client, args.account), bool(args.json))
         try:
             body(session, args)
             sys.stdout.flush()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.cli.client import AdminClient
+from proxy.cli.client import AdminClient, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
 if TYPE_CHECKING:  # the policy library is imported when a command runs: `gateway --help` stays fast
@@ -20,7 +19,6 @@ if TYPE_CHECKING:  # the policy library is imported when a command runs: `gatewa
 
 Handler = Callable[[argparse.Namespace], int]
 
-DEFAULT_SERVER = "http://127.0.0.1:8081"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,18 +154,7 @@ def _add_import(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _add_connection(parser: argparse.ArgumentParser) -> None:
-    options = parser.add_argument_group("admin API options")
-    options.add_argument(
-        "--server",
-        metavar="URL",
-        help=f"admin API address (default: $GATEWAY_SERVER or {DEFAULT_SERVER})",
-    )
-    options.add_argument(
-        "--token", metavar="TOKEN", help="admin API token (default: $GATEWAY_ADMIN_TOKEN)"
-    )
-    options.add_argument(
-        "--account", metavar="ID", help="account id (default: the first account the token may use)"
-    )
+    add_admin_options(parser.add_argument_group("admin API options"))
 
 
 def _add_files(parser: argparse.ArgumentParser) -> None:
@@ -241,15 +228,8 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _connect(args: argparse.Namespace) -> tuple[AdminClient, str]:
     """The admin API client and the account path prefix (``/accounts/ID``)."""
-    server = args.server or os.environ.get("GATEWAY_SERVER") or DEFAULT_SERVER
-    client = AdminClient(server, args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or "")
-    account = args.account
-    if not account:
-        accounts = client.get("/accounts").result
-        first = accounts[0] if isinstance(accounts, list) and accounts else None
-        if not isinstance(first, dict) or not first.get("id"):
-            raise CliError(f"the admin API at {client.server} lists no account for this token")
-        account = str(first["id"])
+    client = connect(args)
+    account = account_of(client, args.account)
     return client, f"/accounts/{urllib.parse.quote(account, safe='')}"
 
 
