@@ -35,6 +35,7 @@ REFETCH = timedelta(seconds=60)
 RETRY = timedelta(seconds=30)
 DEFAULT_SCHEDULE = timedelta(minutes=5)
 CA_SYNC = timedelta(seconds=60)
+WAIT_SLICE = 0.5  # seconds: the longest the loop sleeps before it looks at ``stop`` again
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,10 @@ class AgentLoop:
                 self._round(due, now)
                 continue
             wake = min([self._next_fetch, self._next_sync, *self._due.values()])
-            self.stop.wait(max(0.0, wake - self._now()))
+            # In slices: a signal that lands just before the thread blocks in ``wait`` does not
+            # interrupt it (CPython runs handlers between bytecodes), so a long wait could
+            # outlast a SIGTERM by a whole interval.
+            self.stop.wait(min(WAIT_SLICE, max(0.0, wake - self._now())))
         logger.info("agent loop ends after %d round(s)", self.rounds)
         return self.rounds
 

@@ -357,11 +357,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_after_signal(stop: threading.Event, signum: int) -> None:
+    logger.info("signal %d: stopping", signum)
+    stop.set()
+
+
 @contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %d: stopping", signum)
-        stop.set()
+        # A signal handler runs in the main thread between two bytecodes, possibly while that
+        # thread holds the lock inside ``stop`` (in ``Event.wait``): calling ``stop.set()`` here
+        # would deadlock. Another thread sets it once the main thread lets go of the lock.
+        threading.Thread(target=_stop_after_signal, args=(stop, signum), daemon=True).start()
 
     if threading.current_thread() is not threading.main_thread():  # embedded (tests): the caller stops it
         yield
