@@ -113,3 +113,20 @@ def test_messages_never_contain_the_plaintext(sealer: KeySealer) -> None:
     with pytest.raises(CertError) as caught:
         KeySealer(KeySealer.generate_master_key()).unseal(blob, context=CONTEXT)
     assert SECRET.decode() not in str(caught.value) and b"MIGH" not in str(caught.value).encode()
+
+
+def test_derive_is_stable_per_master_key_and_purpose() -> None:
+    master = KeySealer.generate_master_key()
+    one, again = KeySealer(master), KeySealer(master)
+    assert one.derive(purpose=b"admin-tls") == again.derive(purpose=b"admin-tls")
+    assert len(one.derive(purpose=b"admin-tls")) == 32
+    assert one.derive(purpose=b"admin-tls") != one.derive(purpose=b"other")
+    assert KeySealer(KeySealer.generate_master_key()).derive(purpose=b"admin-tls") != one.derive(
+        purpose=b"admin-tls"
+    )
+    assert master not in one.derive(purpose=b"admin-tls", length=64)
+
+
+def test_derive_needs_a_purpose(sealer: KeySealer) -> None:
+    with pytest.raises(CertError, match="needs a purpose"):
+        sealer.derive(purpose=b"")
