@@ -16,12 +16,12 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final
 
 from policies.posture import PostureRule
 from proxy.services.device_errors import Unauthenticated
-from proxy.services.device_writer import GroupCommit
+from proxy.services.device_writer import Batch, GroupCommit
 from proxy.services.errors import InvalidInput
 from proxy.services.posture_nonces import NonceMinter
 from proxy.services.posture_rules import RuleSet
@@ -60,6 +60,7 @@ class Ingest:
         self._minter = minter
         self._stored = stored  # after the commit, with the device id
         self.checks = CertificateChecks()
+        self._batch = Batch("posture results", self._write_all)
 
     async def submit(
         self,
@@ -90,15 +91,9 @@ class Ingest:
             nonce = self._nonce(report, device, nonces, now)
             signers = rules.signers.get(rule.certificate_id)
             verdicts.append(judge(report, rule, device, signers, nonce, now=now, checks=self.checks))
-        lifetime = self._minter.lifetime
-
-        def write(store: Store) -> list[Verdict]:
-            if prune:
-                store.nonces.delete_expired(now - lifetime)
-            return _write(store, device, verdicts, ip, now, seen, lifetime)
-
+        write = _Write(device, verdicts, ip, now, seen, prune)
         try:
-            final = await self._writer.run(write)
+            final = await self._writer.add(self._batch, write)
         except sqlite3.IntegrityError:  # the device was deleted while its report was checked
             raise Unauthenticated(f"device {device.id} was deleted: enroll again") from None
         self._stored(device.id)
@@ -109,6 +104,37 @@ class Ingest:
         return [
             StoredOutcome(v.rule.id, v.success, v.verified, v.reason, v.expires_at) for v in final
         ]
+
+    def _write_all(self, store: Store, writes: list[_Write]) -> list[list[Verdict]]:
+        """In the group transaction (the writer's thread), for every report queued at once:
+        redeem the nonces (a replayed one fails its results), store the results, the posture log
+        and the sightings, with one statement per table."""
+        lifetime = self._minter.lifetime
+        if any(write.prune for write in writes):
+            store.nonces.delete_expired(writes[-1].now - lifetime)
+        wanted = []
+        for write in writes:
+            for raw in dict.fromkeys(v.nonce for v in write.verdicts if v.nonce is not None):
+                expires = NonceMinter.expires_at(raw)
+                wanted.append(Nonce(raw, write.device.id, expires - lifetime, expires, used_at=write.now))
+        claimed = store.nonces.claim_many(wanted)
+        owner: dict[bytes, int] = {}  # of reports sharing a nonce, the first redeems it
+        for index, write in enumerate(writes):
+            for verdict in write.verdicts:
+                if verdict.nonce in claimed:
+                    owner.setdefault(verdict.nonce, index)
+        finals = [
+            [v if v.nonce is None or owner.get(v.nonce) == index else _replayed(v) for v in write.verdicts]
+            for index, write in enumerate(writes)
+        ]
+        store.posture_results.save(
+            _result(write.device, v, write.now) for write, final in zip(writes, finals) for v in final
+        )
+        store.posture_logs.add(
+            _entry(write.device, v, write.now) for write, final in zip(writes, finals) for v in final
+        )
+        store.devices.seen_many((w.device.id, w.ip, w.now) for w in writes if w.seen)
+        return finals
 
     def _nonce(
         self, report: Report, device: Device, seen: dict[bytes, NonceStatus], now: datetime
@@ -123,35 +149,22 @@ class Ingest:
         return seen[raw]
 
 
-def _write(
-    store: Store,
-    device: Device,
-    verdicts: list[Verdict],
-    ip: str,
-    now: datetime,
-    seen: bool,
-    lifetime: timedelta,
-) -> list[Verdict]:
-    """In the group transaction (the writer's thread): redeem the nonces, store what holds."""
-    claimed: set[bytes] = set()
-    final = []
-    for verdict in verdicts:
-        if verdict.nonce is not None and verdict.nonce not in claimed:
-            expires = NonceMinter.expires_at(verdict.nonce)
-            redeemed = Nonce(verdict.nonce, device.id, expires - lifetime, expires, used_at=now)
-            if store.nonces.claim(redeemed):
-                claimed.add(verdict.nonce)
-            else:
-                verdict = dataclasses.replace(
-                    verdict, success=False, verified=False, reason=REPLAYED, nonce=None,
-                    fingerprint="", cn=None,
-                )  # fmt: skip
-        final.append(verdict)
-    store.posture_results.save(_result(device, v, now) for v in final)
-    store.posture_logs.add(_entry(device, v, now) for v in final)
-    if seen:
-        store.devices.seen(device.id, ip, now)
-    return final
+@dataclass(frozen=True)
+class _Write:
+    """One report's verdicts, waiting for the group transaction."""
+
+    device: Device
+    verdicts: list[Verdict]
+    ip: str
+    now: datetime
+    seen: bool  # record the device's sighting
+    prune: bool  # forget redeemed nonces that expired
+
+
+def _replayed(verdict: Verdict) -> Verdict:
+    return dataclasses.replace(
+        verdict, success=False, verified=False, reason=REPLAYED, nonce=None, fingerprint="", cn=None
+    )
 
 
 def _refusals(

@@ -2,7 +2,11 @@
 
 One connection, used from the event loop's thread. ``synchronous=FULL`` with WAL makes every
 committed transaction durable before ``COMMIT`` returns, so an acknowledged write survives
-the process being killed (and, with FULL, a power cut).
+the process being killed and a power cut. A connection opened with ``power_safe=False``
+(``synchronous=NORMAL``) does not wait for the disk at each commit: its commits still survive
+the process being killed (they are in the WAL, in the kernel's hands), but the last ones may be
+lost in a power cut or a kernel crash. Only agent telemetry is written that way
+(``services.device_writer``).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ class Database:
         self._after_commit: list[Callable[[], None]] = []
 
     @classmethod
-    def open(cls, path: Path | str) -> Database:
+    def open(cls, path: Path | str, *, power_safe: bool = True) -> Database:
         if str(path) != MEMORY:
             _create_private_file(Path(path))
         connection = sqlite3.connect(
@@ -71,7 +75,7 @@ class Database:
         if str(path) != MEMORY and mode != "wal":
             connection.close()
             raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA synchronous=FULL" if power_safe else "PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
         return cls(connection)
 

@@ -11,7 +11,7 @@ import builtins
 import functools
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from proxy.store.database import Database
 
 logger = logging.getLogger(__name__)
+
+_MAX_VARIABLES = 500  # host parameters per statement (SQLite's floor is 999)
 
 
 def from_db(text: str) -> datetime:
@@ -157,9 +159,14 @@ class Devices:
         return [_device(row) for row in rows]
 
     def seen(self, device_id: str, ip: str, now: datetime) -> None:
+        self.seen_many([(device_id, ip, now)])
+
+    def seen_many(self, sightings: Iterable[tuple[str, str, datetime]]) -> None:
+        """Each ``(device id, ip, time)``: the device's last sighting."""
         with writing(self._db) as conn:
-            conn.execute(
-                "UPDATE devices SET last_seen = ?, ip = ? WHERE id = ?", (to_db(now), ip, device_id)
+            conn.executemany(
+                "UPDATE devices SET last_seen = ?, ip = ? WHERE id = ?",
+                [(to_db(now), ip, device_id) for device_id, ip, now in sightings],
             )
 
     def delete(self, device_id: str) -> None:
@@ -254,6 +261,29 @@ class Nonces:
                  to_db(nonce.used_at or nonce.issued_at)),
             )  # fmt: skip
         return cursor.rowcount == 1
+
+    def claim_many(self, nonces: Iterable[Nonce]) -> set[bytes]:
+        """Record every nonce not redeemed before (the first of equal ones); the set of those
+        recorded. Two statements for any number: a look-up and an insert. Call it inside a
+        write transaction (``BEGIN IMMEDIATE``), so that no other writer claims in between."""
+        fresh: dict[bytes, Nonce] = {}
+        for nonce in nonces:
+            fresh.setdefault(nonce.nonce, nonce)
+        conn = self._db.connection
+        keys = list(fresh)
+        for start in range(0, len(keys), _MAX_VARIABLES):
+            chunk = keys[start : start + _MAX_VARIABLES]
+            marks = ", ".join("?" * len(chunk))
+            for (used,) in conn.execute(f"SELECT nonce FROM posture_nonces WHERE nonce IN ({marks})", chunk):
+                del fresh[bytes(used)]
+        with writing(self._db) as conn:
+            conn.executemany(
+                "INSERT INTO posture_nonces (nonce, device_id, issued_at, expires_at, used_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(n.nonce, n.device_id, to_db(n.issued_at), to_db(n.expires_at),
+                  to_db(n.used_at or n.issued_at)) for n in fresh.values()],
+            )  # fmt: skip
+        return set(fresh)
 
     def delete_expired(self, before: datetime) -> int:
         with writing(self._db) as conn:

@@ -45,9 +45,13 @@ class Store:
         self.trust_reports = TrustReports(db)
 
     @classmethod
-    def open(cls, path: Path | str = MEMORY, *, now: datetime | None = None) -> Store:
-        """Open (creating 0600 if needed) and migrate the database at ``path``."""
-        db = Database.open(path)
+    def open(
+        cls, path: Path | str = MEMORY, *, now: datetime | None = None, power_safe: bool = True
+    ) -> Store:
+        """Open (creating 0600 if needed) and migrate the database at ``path``;
+        ``power_safe=False``: commits survive the process being killed, not a power cut
+        (``database`` module)."""
+        db = Database.open(path, power_safe=power_safe)
         try:
             version = migrate(db, now or datetime.now(UTC))
         except BaseException:

@@ -14,6 +14,7 @@ from policies.facts import ANONYMOUS
 from proxy.bootstrap import first_start
 from proxy.services.certificates import CertificateService
 from proxy.services.device_enrollment import DeviceDetails, user_id
+from proxy.services.device_writer import Batch
 from proxy.services.devices import DeviceService, Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.posture_verify import Report
@@ -273,6 +274,38 @@ async def test_a_failing_job_rolls_back_alone(lab: Lab) -> None:
     bad_job = writer.run(boom)
     results = await asyncio.gather(ok_job, bad_job, return_exceptions=True)
     assert results[0] == 42 and isinstance(results[1], RuntimeError)
+
+
+async def test_a_batch_item_that_fails_is_applied_again_alone(lab: Lab) -> None:
+    writer = lab.service.writer
+    calls: list[list[str]] = []
+
+    def apply(store: Store, items: list[str]) -> list[str]:
+        calls.append(list(items))
+        store.posture_logs.add([])
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [f"{item}!" for item in items]
+
+    batch = Batch("test", apply)
+    before = writer.commits
+    results = await asyncio.gather(*(writer.add(batch, i) for i in ("a", "bad", "c")), return_exceptions=True)
+    assert results[0] == "a!" and results[2] == "c!"
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad item"
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    assert writer.commits - before == 1
+
+
+async def test_reports_of_many_devices_are_written_together(lab: Lab) -> None:
+    devices = [lab.enroll(hostname=f"laptop-{i}")[0] for i in range(5)]
+    reports = [await lab.passing(d, *lab.ca.issue(lab.now, cn=f"laptop-{i}.corp")) for i, d in enumerate(devices)]
+    before = lab.service.writer.commits
+    stored = await asyncio.gather(*(lab.service.submit(d, [r], "h") for d, r in zip(devices, reports, strict=True)))
+    assert [(s.success, s.verified) for (s,) in stored] == [(True, True)] * 5
+    assert lab.service.writer.commits - before == 1
+    for device in devices:
+        (result,) = lab.gateway.store.posture_results.for_device(device.id)
+        assert result.success and result.verified
 
 
 def test_user_ids_are_stable_uuid5_of_the_email() -> None:

@@ -57,6 +57,16 @@ def test_pragmas_wal_full_sync_foreign_keys(store: Store) -> None:
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
+def test_a_store_that_is_not_power_safe_syncs_normally(db_path: Path) -> None:
+    telemetry = Store.open(db_path, power_safe=False)
+    try:
+        conn = telemetry._db.connection
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        telemetry.close()
+
+
 def test_migrations_are_recorded_and_idempotent(db_path: Path, clock: FakeClock) -> None:
     Store.open(db_path).close()
     Store.open(db_path).close()
