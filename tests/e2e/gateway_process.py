@@ -1,6 +1,10 @@
 """The real `gateway run` process on loopback ports: start it, wait for /healthz, fetch its CA,
 stop it with SIGTERM (exit 0 expected) and start it again on the same data directory.
 
+With `admin_tls=True` it runs with `--admin-tls auto` (and may listen on `admin_host`, such as
+0.0.0.0); the tests still talk to it on 127.0.0.1 only, over https, trusting the certificate it
+made for itself (`admin_cert`, DATA_DIR/admin-tls.crt).
+
 `GATEWAY_E2E_COMMAND` (a path) replaces `.venv/bin/gateway`, e.g. to test an installed build."""
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -52,13 +57,26 @@ class GatewayProcess:
     proxy_port: int = field(default_factory=tools.free_port)
     admin_port: int = field(default_factory=tools.free_port)
     extra_args: list[str] = field(default_factory=list)
+    admin_host: str = "127.0.0.1"  # where it listens; the tests connect to 127.0.0.1 regardless
+    admin_tls: bool = False  # --admin-tls auto
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     # --- addresses --------------------------------------------------------------------------
     @property
     def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{'https' if self.admin_tls else 'http'}://127.0.0.1:{self.admin_port}"
+
+    @property
+    def admin_cert(self) -> Path:
+        """The admin API's own certificate (`--admin-tls auto`), its clients' trust anchor."""
+        return self.data_dir / "admin-tls.crt"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify` for the admin API: its own certificate alone when it serves TLS."""
+        if not self.admin_tls:
+            return True
+        return ssl.create_default_context(cafile=str(self.admin_cert))
 
     @property
     def api_base(self) -> str:
@@ -74,7 +92,8 @@ class GatewayProcess:
             "run",
             "--data-dir", str(self.data_dir),
             "--proxy-listen", f"127.0.0.1:{self.proxy_port}",
-            "--admin-listen", f"127.0.0.1:{self.admin_port}",
+            "--admin-listen", f"{self.admin_host}:{self.admin_port}",
+            *(["--admin-tls", "auto"] if self.admin_tls else []),
             "--upstream-ca", str(self.upstream_ca),
             "--hosts", str(self.hosts),
             *self.extra_args,
@@ -116,22 +135,26 @@ class GatewayProcess:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         last = "no answer"
-        with httpx.Client(trust_env=False, timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    pytest.fail(
-                        f"gateway exited with {self.proc.returncode} before /healthz answered\n"
-                        f"argv: {' '.join(self.argv())}\n--- stderr tail ---\n{self.stderr_tail()}",
-                        pytrace=False,
-                    )
-                try:
-                    response = client.get(f"{self.admin_url}/healthz")
-                    if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}"
-                except httpx.HTTPError as e:
-                    last = repr(e)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(
+                    f"gateway exited with {self.proc.returncode} before /healthz answered\n"
+                    f"argv: {' '.join(self.argv())}\n--- stderr tail ---\n{self.stderr_tail()}",
+                    pytrace=False,
+                )
+            if self.admin_tls and not self.admin_cert.exists():
+                last = f"no {self.admin_cert} yet"
                 time.sleep(0.1)
+                continue
+            try:
+                with httpx.Client(trust_env=False, timeout=2, verify=self.verify()) as client:
+                    response = client.get(f"{self.admin_url}/healthz")
+                if response.status_code == 200:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as e:
+                last = repr(e)
+            time.sleep(0.1)
         tools.kill_group(self.proc)
         self.proc.wait(10)
         pytest.fail(
@@ -175,7 +198,7 @@ class GatewayProcess:
     # --- talking to it ----------------------------------------------------------------------
     def ca_pem(self) -> str:
         """The in-use CA as the gateway publishes it."""
-        with httpx.Client(trust_env=False, timeout=10) as client:
+        with httpx.Client(trust_env=False, timeout=10, verify=self.verify()) as client:
             response = client.get(f"{self.admin_url}/pki/ca.pem")
         assert response.status_code == 200, (
             f"/pki/ca.pem: {response.status_code} {response.text[:300]}"
@@ -188,5 +211,6 @@ class GatewayProcess:
         use = self.token if token == "default" else token
         headers = {"Authorization": f"Bearer {use}"} if use else {}
         return httpx.Client(
-            base_url=self.api_base, headers=headers, trust_env=False, timeout=timeout
-        )
+            base_url=self.api_base, headers=headers, trust_env=False, timeout=timeout,
+            verify=self.verify(),
+        )  # fmt: skip
