@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs.authority import BACKDATE, fingerprint_of, parse_certificates
 from certs.clock import Clock, utcnow
-from certs.errors import InvalidCertificate
+from certs.errors import CertError, InvalidCertificate
 from certs.issuer import general_names, normalize_names
 from certs.keys import PrivateKey, describe_key
 
@@ -85,7 +85,10 @@ class ServerCertificate:
         """Self-signed, for ``names`` (DNS names or IP literals; the first is the subject CN)."""
         if not 1 <= validity_days <= 3650:
             raise InvalidCertificate(f"validity_days must be 1-3650, got {validity_days}")
-        normalized = normalize_names(names)
+        try:
+            normalized = normalize_names(names)
+        except CertError as e:
+            raise InvalidCertificate(str(e)) from None
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, normalized[0][:64])])
         start = clock() - BACKDATE
