@@ -131,17 +131,14 @@ def test_the_key_password_comes_from_the_master_key(sealer: KeySealer) -> None:
     assert key_password(sealer).isascii()
 
 
-def test_auto_keeps_the_same_certificate_across_restarts(tmp_path: Path, sealer: KeySealer) -> None:
+def test_auto_keeps_the_same_certificate_across_restarts(tmp_path: Path) -> None:
+    master_key = KeySealer.generate_master_key()  # a restart reads the same one from master.key
     config = _config(tmp_path, "0.0.0.0:8081", admin_tls_auto=True)
-    first = load_admin_tls(config, sealer)
-    second = load_admin_tls(config, KeySealer(_master_key_of(sealer)))
+    first = load_admin_tls(config, KeySealer(master_key))
+    second = load_admin_tls(config, KeySealer(master_key))
     assert first is not None and second is not None
     assert second.fingerprint == first.fingerprint
     assert (tmp_path / CERT_FILE).read_bytes() == first.server.certificate_pem()
-
-
-def _master_key_of(sealer: KeySealer) -> bytes:
-    return sealer._master_key  # the same master key, as a restart reads it from master.key
 
 
 def test_auto_warns_about_a_host_it_does_not_cover_and_keeps_the_certificate(
