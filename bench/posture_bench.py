@@ -5,7 +5,7 @@ SQLite store on disk: WAL, synchronous=FULL, as ``gateway run``). Setup goes thr
 an admin and agents would: upload a device CA (``mtls_certificates``), create RULES posture rules,
 make an enrollment token per device and enroll it (``/agent/enroll``). Then DEVICES simulated
 agents, each with its own aiohttp session (keep-alive), loop as ``gateway agent report`` does:
-one ``POST /agent/nonce`` per passing rule, a real ECDSA P-256 proof of possession per result
+a nonce (see ``--protocol``), a real ECDSA P-256 proof of possession per result
 (``certs.proof.sign_proof``), then one ``POST /agent/results`` with every rule's result. The
 server verifies each: nonce (issued to this device, unused, fresh), certificate (issuer, validity,
 CN from the device's host name, EKU) and the signature, and stores result + posture log.
@@ -17,11 +17,14 @@ gateway is.
 
 The agents talk HTTP/1.1 with a minimal keep-alive client of their own (``--aiohttp-client``: aiohttp
 sessions instead, which cost the client about twice what the request costs the server, on the same
-two cores). ``--nonce-per-report``: one nonce proves every rule of a report, which the server
-accepts; today's agent asks one per passing result.
+two cores). ``--protocol``: ``offered`` (default, as the agent does): a report is proven with the
+nonce the previous answer offered (``Gateway-Nonce``), so a report is one request; ``per-report``:
+one ``POST /agent/nonce`` per report; ``per-result``: one per passing result (the agent before
+2026-11-23).
 
 Run:  .venv/bin/python bench/posture_bench.py [--devices 64] [--rules 2] [--seconds 10] [--clients 1]
-                                             [--nonce-per-report] [--aiohttp-client] [--json]
+                                             [--protocol offered|per-report|per-result]
+                                             [--aiohttp-client] [--json]
 """
 
 from __future__ import annotations
@@ -200,6 +203,7 @@ async def setup(base: str, token: str, account: str, devices: int, rules: int) -
 class Tally:
     results: int = 0
     failed: int = 0
+    requests: int = 0
     errors: int = 0
     latencies: list[float] | None = None
     cpu_started: float | None = None  # process CPU time when the measured window began
@@ -216,6 +220,7 @@ class Connection:
         self._head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.offered: str | None = None  # the nonce the last answer offered (Gateway-Nonce)
 
     async def request(self, method: str, path: str, body: Any) -> Any:
         if self._writer is None:
@@ -229,9 +234,12 @@ class Connection:
         head = await self._reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0
+        self.offered = None
         for line in head.split(b"\r\n")[1:]:
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
+            elif line[:14].lower() == b"gateway-nonce:":
+                self.offered = line[14:].strip().decode()
         answer = json.loads(await self._reader.readexactly(length))
         if status >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {status}: {answer['errors']}")
@@ -248,10 +256,12 @@ class SessionConnection:
 
     def __init__(self, base: str, headers: dict[str, str]) -> None:
         self._session = aiohttp.ClientSession(base, headers=headers, connector=aiohttp.TCPConnector(limit=1))
+        self.offered: str | None = None
 
     async def request(self, method: str, path: str, body: Any) -> Any:
         async with self._session.request(method, path, json=body) as response:
             answer = await response.json()
+            self.offered = response.headers.get("Gateway-Nonce")
             if response.status >= 400:
                 raise RuntimeError(f"{method} {path}: HTTP {response.status}: {answer['errors']}")
             return answer["result"]
@@ -261,7 +271,7 @@ class SessionConnection:
 
 
 async def _agent(base: str, device: dict[str, Any], rules: list[str], start: float, stop: float, tally: Tally,
-                 nonce_per_report: bool, warm_from: float, aiohttp_client: bool) -> None:  # fmt: skip
+                 protocol: str, warm_from: float, aiohttp_client: bool) -> None:  # fmt: skip
     key = serialization.load_pem_private_key(device["key"].encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     auth = base64.b64encode(f"{device['id']}:{device['secret']}".encode()).decode()
@@ -280,10 +290,14 @@ async def _agent(base: str, device: dict[str, Any], rules: list[str], start: flo
                 return
             results = []
             try:
-                nonce_text = ""
-                for rule_id in rules:  # one nonce per passing result, as the agent does
-                    if not nonce_text or not nonce_per_report:
+                # as the agent does: the nonce the last answer offered, else POST /agent/nonce;
+                # the older protocols: one requested nonce per report, or per passing result
+                nonce_text = connection.offered if protocol == "offered" else None
+                made = 1  # the results POST
+                for rule_id in rules:
+                    if not nonce_text or protocol == "per-result":
                         nonce_text = (await connection.request("POST", f"{API}/agent/nonce", {}))["nonce"]
+                        made += 1
                     message = proof_message(nonce=base64.b64decode(nonce_text), device_id=device["id"], rule_id=rule_id)
                     results.append({"rule_id": rule_id, "success": True, "nonce": nonce_text,
                                     "certificate": device["certificate"],
@@ -302,6 +316,7 @@ async def _agent(base: str, device: dict[str, Any], rules: list[str], start: flo
             if start <= done < stop:  # stored within the measured window
                 tally.results += sum(1 for s in stored if s["success"] and s["verified"])
                 tally.failed += sum(1 for s in stored if not s["success"])
+                tally.requests += made
                 assert tally.latencies is not None
                 tally.latencies.append(done - began)
     finally:
@@ -309,17 +324,17 @@ async def _agent(base: str, device: dict[str, Any], rules: list[str], start: flo
 
 
 def client_process(base: str, devices: list[dict[str, Any]], rules: list[str], start: float, stop: float,
-                   nonce_per_report: bool, warm_from: float, aiohttp_client: bool, out: Any) -> None:  # fmt: skip
+                   protocol: str, warm_from: float, aiohttp_client: bool, out: Any) -> None:  # fmt: skip
     tally = Tally(latencies=[])
 
     async def main() -> None:
         await asyncio.gather(
-            *(_agent(base, d, rules, start, stop, tally, nonce_per_report, warm_from, aiohttp_client) for d in devices)
+            *(_agent(base, d, rules, start, stop, tally, protocol, warm_from, aiohttp_client) for d in devices)
         )
         await asyncio.sleep(0.1)  # let sessions close
 
     asyncio.run(main())
-    out.send({"results": tally.results, "failed": tally.failed, "errors": tally.errors, "latencies": tally.latencies,
+    out.send({"results": tally.results, "failed": tally.failed, "requests": tally.requests, "errors": tally.errors, "latencies": tally.latencies,
               "cpu": tally.cpu})
     out.close()
 
@@ -354,7 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_client_entry,
-                    args=(base, share, prepared["rules"], start, stop, args.nonce_per_report, warm_from,
+                    args=(base, share, prepared["rules"], start, stop, args.protocol, warm_from,
                           args.aiohttp_client, send),
                 )
                 process.start()
@@ -377,6 +392,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.wait(timeout=30)
     latencies = [x for t in tallies for x in t["latencies"]]
     results = sum(t["results"] for t in tallies)
+    failed = sum(t["failed"] for t in tallies)
+    requests = sum(t["requests"] for t in tallies)
     commits = after["commits"] - before["commits"]
     jobs = after["jobs"] - before["jobs"]
     return {
@@ -385,14 +402,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "client_processes": args.clients,
         "seconds": args.seconds,
         "verified_results": results,
-        "failed_results": sum(t["failed"] for t in tallies),
+        "failed_results": failed,
         "errors": sum(t["errors"] for t in tallies),
         "results_per_second": round(results / args.seconds),
         "report_p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
         "report_p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
-        "nonce_per_report": args.nonce_per_report,
+        "protocol": args.protocol,
         "client": "aiohttp" if args.aiohttp_client else "minimal",
-        "requests_per_result": round(((1 if args.nonce_per_report else args.rules) + 1) / args.rules, 2),
+        "requests_per_result": round(requests / max(1, results + failed), 2),
         "write_jobs_per_commit": round(jobs / commits, 1) if commits else None,
         "server_cpu_us_per_result": round((after["cpu"] - before["cpu"]) / max(1, results) * 1e6),
         "server_loop_cpu_us_per_result": round((after["loop_cpu"] - before["loop_cpu"]) / max(1, results) * 1e6),
@@ -402,10 +419,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _client_entry(base: str, devices: list[dict[str, Any]], rules: list[str], start: float, stop: float,
-                  nonce_per_report: bool, warm_from: float, aiohttp_client: bool, out: Any) -> None:  # fmt: skip
+                  protocol: str, warm_from: float, aiohttp_client: bool, out: Any) -> None:  # fmt: skip
     # wall-clock times converted to this process's perf_counter
     offset = time.perf_counter() - time.time()
-    client_process(base, devices, rules, start + offset, stop + offset, nonce_per_report, warm_from + offset,
+    client_process(base, devices, rules, start + offset, stop + offset, protocol, warm_from + offset,
                    aiohttp_client, out)  # fmt: skip
 
 
@@ -465,9 +482,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before (default 1)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
-    parser.add_argument("--nonce-per-report", action="store_true",
-                        help="one nonce proves every rule of a report (the server accepts it; today's agent "
-                        "fetches one per passing result)")
+    parser.add_argument("--protocol", choices=("offered", "per-report", "per-result"), default="offered",
+                        help="where a report's nonce comes from: the one the last answer offered, as the agent "
+                        "does (default); a POST /agent/nonce per report; or one per passing result")
     parser.add_argument("--aiohttp-client", action="store_true",
                         help="agents use aiohttp ClientSessions instead of the minimal HTTP/1.1 client "
                         "(on 2 cores the clients then take most of the CPU)")
@@ -486,7 +503,7 @@ def main() -> None:
         f"posture ingest: {figures['results_per_second']} verified results/s "
         f"({figures['devices']} devices x {figures['rules_per_device']} rules, {figures['client_processes']} client "
         f"process(es), {figures['seconds']:g} s)\n"
-        f"  report latency (nonces + results POST): p50 {figures['report_p50_ms']} ms, p99 {figures['report_p99_ms']} ms\n"
+        f"  report latency (nonce + results POST): p50 {figures['report_p50_ms']} ms, p99 {figures['report_p99_ms']} ms\n"
         f"  {figures['requests_per_result']} HTTP requests per result; {figures['write_jobs_per_commit']} write jobs per "
         f"transaction (group commit)\n"
         f"  CPU per verified result (measured window): server {figures['server_cpu_us_per_result']} µs "

@@ -44,9 +44,11 @@ __all__ = [
     "MAX_NONCE_BYTES",
     "MIN_NONCE_BYTES",
     "PROOF_PREFIX",
+    "proof_key",
     "proof_message",
     "sign_proof",
     "verify_proof",
+    "verify_proof_with",
 ]
 
 PROOF_PREFIX: Final = b"gateway-posture-proof-v1\n"
@@ -109,7 +111,17 @@ def verify_proof(cert: x509.Certificate, message: bytes, signature: bytes) -> No
     Returns None on success; raises CertError otherwise: ``PROOF_FAILED`` when the signature
     does not verify, or a reason naming the unsupported key.
     """
-    key = _public_key(cert)
+    verify_proof_with(proof_key(cert), message, signature)
+
+
+def proof_key(cert: x509.Certificate) -> PublicKey:
+    """The certificate's public key, if it can make proofs (CertError naming it otherwise);
+    a verifier that sees the same certificate often keeps it for :func:`verify_proof_with`."""
+    return _public_key(cert)
+
+
+def verify_proof_with(key: PublicKey, message: bytes, signature: bytes) -> None:
+    """:func:`verify_proof` with the key from :func:`proof_key`."""
     if not signature or len(signature) > MAX_SIGNATURE_BYTES:
         raise CertError(f"{PROOF_FAILED} (signature of {len(signature)} bytes)")
     try:

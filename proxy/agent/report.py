@@ -1,11 +1,15 @@
-"""Report results: a fresh nonce per passing result, a proof signed with its private key, one POST.
+"""Report results: one fresh nonce per report, a proof per passing result, one POST.
 
-For each passing rule the agent asks ``POST /agent/nonce`` for a single-use nonce, signs
+The answers to the agent's requests carry a fresh single-use nonce (``Gateway-Nonce``); the
+agent proves a report with the one it was last offered, if that stays valid long enough, and
+otherwise asks ``POST /agent/nonce`` for one. For each passing rule it signs
 ``certs.proof.proof_message(nonce, device id, rule id)`` with the certificate's private key
 (``certs.proof.sign_proof``) and sends the certificate (PEM), the nonce (base64, as received)
-and the signature (base64). A pass without a usable private key is still sent, without a
-signature and with the reason, so that the server records why it could not be verified. A
-failing rule is sent with its reason. The server answers with what it stored.
+and the signature (base64): the rule id in the message keeps one nonce from proving a rule it
+was not signed for, and the server redeems it once, for the whole report. A pass without a
+usable private key is still sent, without a signature and with the reason, so that the server
+records why it could not be verified. A failing rule is sent with its reason. The server
+answers with what it stored.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +60,23 @@ def fetch_nonce(transport: Transport) -> str:
     return nonce
 
 
-def build_result(check: RuleCheck, transport: Transport, *, device_id: str) -> dict[str, Any]:
-    """The wire form of one result; for a pass, with the certificate and the proof."""
+class ReportNonce:
+    """The report's nonce, got when the first proof needs it: the one the server last offered,
+    or a new one from ``POST /agent/nonce``."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._nonce: str | None = None
+
+    def __call__(self) -> str:
+        if self._nonce is None:
+            self._nonce = self._transport.take_nonce() or fetch_nonce(self._transport)
+        return self._nonce
+
+
+def build_result(check: RuleCheck, nonce: Callable[[], str], *, device_id: str) -> dict[str, Any]:
+    """The wire form of one result; for a pass, with the certificate and the proof over
+    ``nonce()``."""
     if not check.passed or check.certificate is None:
         return {"rule_id": check.rule_id, "success": False, "reason": check.reason[:MAX_REASON_CHARS]}
     result: dict[str, Any] = {
@@ -69,23 +88,24 @@ def build_result(check: RuleCheck, transport: Transport, *, device_id: str) -> d
     if check.key is None:
         result["reason"] = f"no proof of possession: {check.key_problem}"[:MAX_REASON_CHARS]
         return result
-    nonce = fetch_nonce(transport)
+    nonce_text = nonce()
     try:
-        raw = base64.b64decode(nonce, validate=True)
+        raw = base64.b64decode(nonce_text, validate=True)
         signature = sign_proof(check.key, proof_message(nonce=raw, device_id=device_id, rule_id=check.rule_id))
     except (binascii.Error, ValueError):
         raise AgentError("the server sent a nonce that is not base64") from None
     except CertError as e:
         result["reason"] = f"no proof of possession: {e}"[:MAX_REASON_CHARS]
         return result
-    result["nonce"] = nonce
+    result["nonce"] = nonce_text
     result["signature"] = base64.b64encode(signature).decode("ascii")
     return result
 
 
 def report(checks: Sequence[RuleCheck], transport: Transport, *, device_id: str) -> list[Stored]:
     """Send every result that names a rule; the server's record of each."""
-    results = [build_result(check, transport, device_id=device_id) for check in checks if check.rule_id]
+    nonce = ReportNonce(transport)
+    results = [build_result(check, nonce, device_id=device_id) for check in checks if check.rule_id]
     if not results:
         return []
     answer = transport.post(RESULTS_PATH, {"results": results})

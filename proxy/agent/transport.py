@@ -17,6 +17,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 API_PREFIX = "/client/v4"
 DEFAULT_TIMEOUT = 30.0
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+NONCE_MARGIN = 20.0  # seconds an offered nonce must stay valid for the agent to use it
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,21 @@ class PinMismatch(AgentError):
         )
 
 
+NONCE_HEADER = "Gateway-Nonce"
+NONCE_EXPIRES_HEADER = "Gateway-Nonce-Expires-In"
+
+
+@dataclass(frozen=True)
+class OfferedNonce:
+    """A nonce the server handed out with an answer, and until when (``time.monotonic``)."""
+
+    nonce: str
+    deadline: float
+
+
 class Transport:
-    """Calls ``{server}/client/v4{path}``; answers are Cloudflare v4 envelopes."""
+    """Calls ``{server}/client/v4{path}``; answers are Cloudflare v4 envelopes. The last nonce
+    the server offered with an answer (``Gateway-Nonce``) is kept for :meth:`take_nonce`."""
 
     def __init__(
         self,
@@ -116,6 +131,7 @@ class Transport:
         self._pin = normalize_fingerprint(fingerprint)
         self._credentials = credentials
         self._timeout = timeout
+        self._offered: OfferedNonce | None = None
         if self._scheme == "http" and not is_loopback_host(self._host):
             raise AgentError(
                 f"refusing plain HTTP to {self.server}: off loopback the agent talks to the server over HTTPS only"
@@ -135,6 +151,22 @@ class Transport:
     def post(self, path: str, body: Mapping[str, Any]) -> Any:
         return self._call("POST", path, body)
 
+    def take_nonce(self, *, margin: float = NONCE_MARGIN) -> str | None:
+        """The nonce the server last offered, if it stays valid ``margin`` seconds more; each is
+        handed out once."""
+        offered, self._offered = self._offered, None
+        if offered is None or time.monotonic() + margin >= offered.deadline:
+            return None
+        return offered.nonce
+
+    def _keep_offered_nonce(self, response: http.client.HTTPResponse, started: float) -> None:
+        nonce = response.getheader(NONCE_HEADER)
+        seconds = response.getheader(NONCE_EXPIRES_HEADER, "")
+        if not nonce or not seconds.isdigit():
+            return
+        # counted from when the request left: the server's clock is never compared with ours
+        self._offered = OfferedNonce(nonce.strip(), started + int(seconds))
+
     def _connection(self) -> http.client.HTTPConnection:
         if self._scheme == "https":
             return _PinnedHTTPSConnection(self._host, self._port, pin=self._pin, timeout=self._timeout)
@@ -151,11 +183,14 @@ class Transport:
         url = f"{API_PREFIX}{path}"
         logger.debug("%s %s%s", method, self.server, url)
         connection = self._connection()
+        started = time.monotonic()
         try:
             connection.request(method, url, body=data, headers=headers)
             response = connection.getresponse()
             status, content_type = response.status, response.getheader("Content-Type", "")
             answer = response.read(MAX_ANSWER_BYTES + 1)
+            if status < 400:
+                self._keep_offered_nonce(response, started)
         except AgentError:
             raise
         except ssl.SSLError as e:

@@ -26,6 +26,8 @@ from proxy.store import Device
 logger = logging.getLogger(__name__)
 
 MAX_RESULTS: Final = 256
+NONCE_HEADER: Final = "Gateway-Nonce"
+NONCE_EXPIRES_HEADER: Final = "Gateway-Nonce-Expires-In"
 REALM: Final = 'Basic realm="Gateway device"'
 ENROLL_FIELDS: Final = frozenset(
     {"secret", "name", "os", "os_version", "serial_number", "hostname", "email"}
@@ -33,6 +35,17 @@ ENROLL_FIELDS: Final = frozenset(
 RESULT_FIELDS: Final = frozenset(
     {"rule_id", "success", "reason", "nonce", "certificate", "signature"}
 )
+
+
+def _offer_nonce(request: web.Request, device: Device, response: web.Response) -> web.Response:
+    """The answers with the rules and with the stored results carry a fresh nonce for the next
+    report (``Gateway-Nonce``, base64, valid ``Gateway-Nonce-Expires-In`` seconds), as ACME's
+    ``Replay-Nonce`` does: an agent that reports soon after needs no ``POST /agent/nonce``."""
+    service = devices_of(request)
+    issued = service.offer_nonce(device)
+    response.headers[NONCE_HEADER] = base64.b64encode(issued.nonce).decode("ascii")
+    response.headers[NONCE_EXPIRES_HEADER] = str(int(service.nonce_lifetime.total_seconds()))
+    return response
 
 
 def _unauthenticated(message: str) -> ApiError:
@@ -92,7 +105,8 @@ async def posture_rules(request: web.Request) -> web.Response:
     certificates that sign its device certificates."""
     device = await _device(request)
     rules = devices_of(request).agent_rules(device)
-    return ok([{"rule": rule.to_api(), "signing_certificates": pem} for rule, pem in rules])
+    answer = ok([{"rule": rule.to_api(), "signing_certificates": pem} for rule, pem in rules])
+    return _offer_nonce(request, device, answer)
 
 
 async def _body(request: web.Request, device: Device) -> dict[str, Any]:
@@ -134,7 +148,7 @@ async def results(request: web.Request) -> web.Response:
         stored = await devices_of(request).submit(device, reports, _ip(request))
     except Unauthenticated as e:
         raise _unauthenticated(str(e)) from None
-    return ok(
+    answer = ok(
         [
             {
                 "rule_id": s.rule_id,
@@ -146,6 +160,7 @@ async def results(request: web.Request) -> web.Response:
             for s in stored
         ]
     )
+    return _offer_nonce(request, device, answer)
 
 
 def parse_reports(value: Any) -> list[Report]:

@@ -21,11 +21,8 @@ JSON = "application/json"
 
 def timestamp(moment: datetime) -> str:
     """RFC 3339 UTC with ``Z``; fractional seconds only when there are some."""
-    utc = moment.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}"
-    return text + "Z"
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds" if utc.microsecond else "seconds") + "Z"
 
 
 def messages(texts: Sequence[str], *, code: int = 0) -> list[dict[str, Any]]:

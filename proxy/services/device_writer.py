@@ -34,7 +34,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from proxy.store import Store
 
@@ -72,11 +72,11 @@ class GroupCommit:
 
     async def run[T](self, job: Callable[[Store], T]) -> T:
         """Run ``job(store)`` inside the next group transaction; its value once that committed."""
-        return await self._queue(job)
+        return cast(T, await self._queue(job))
 
     async def add[I, R](self, batch: Batch[I, R], item: I) -> R:
         """Queue ``item`` for ``batch``; its value from ``batch.apply`` once that committed."""
-        return await self._queue(_Item(batch, item))
+        return cast(R, await self._queue(_Item(batch, item)))
 
     async def _queue(self, job: Job | _Item) -> Any:
         loop = asyncio.get_running_loop()
@@ -155,7 +155,7 @@ class GroupCommit:
                     raise RuntimeError(f"batch {batch.name}: {len(values)} values for {len(items)} items")
         except Exception:  # noqa: BLE001 -- some item is at fault (rolled back): find which, alone
             logger.debug("batch %s of %d items failed: applying them one by one", batch.name, len(items))
-            return [cls._one(lambda s, item=item: batch.apply(s, [item])[0], store) for item in items]
+            return [cls._one(_alone(batch, item), store) for item in items]
         return [(value, None) for value in values]
 
     @staticmethod
@@ -165,3 +165,7 @@ class GroupCommit:
                 return job(store), None
         except Exception as e:  # noqa: BLE001 -- handed to the job's request, which raises it
             return None, e
+
+
+def _alone(batch: Batch[Any, Any], item: Any) -> Job:
+    return lambda store: batch.apply(store, [item])[0]

@@ -253,6 +253,15 @@ class DeviceService:
             await self.writer.run(lambda store: store.devices.seen(device.id, ip, now))
         return issued
 
+    def offer_nonce(self, device: Device) -> IssuedNonce:
+        """A fresh nonce handed out with another answer (no write at all): the agent proves its
+        next report with it and saves a ``POST /agent/nonce``."""
+        return self._minter.issue(device.id, self._clock())
+
+    @property
+    def nonce_lifetime(self) -> timedelta:
+        return self._minter.lifetime
+
     def _seen_due(self, device_id: str, ip: str, now: datetime) -> bool:
         """Write the device's last sighting when its address changed or a minute went by (a
         write per agent request would cost more than the rest of a nonce)."""

@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives import hashes
 from certs.authority import parse_certificates
 from certs.client_check import ClientCertRequirements, check_certificate, common_name
 from certs.errors import CertError
-from certs.proof import MAX_NONCE_BYTES, proof_message, verify_proof
+from certs.keys import PublicKey
+from certs.proof import MAX_NONCE_BYTES, proof_key, proof_message, verify_proof_with
 from policies.posture import PostureRule
 from proxy.services.posture_rules import Signers
 from proxy.store import Device
@@ -109,6 +110,7 @@ class Checked:
     """A certificate that passed step 2, and what the server stores of it."""
 
     certificate: x509.Certificate
+    key: PublicKey  # the one proofs are verified with
     reason: str
     fingerprint: str
     cn: str | None
@@ -139,7 +141,11 @@ class CertificateChecks:
             return cached
         cert = _certificate(pem)
         reason = _check(cert, rule, device, signers, now)
-        passed = Checked(cert, reason, fingerprint(cert), common_name(cert),
+        try:
+            public_key = proof_key(cert)
+        except CertError as e:
+            raise Refusal(str(e)) from None
+        passed = Checked(cert, public_key, reason, fingerprint(cert), common_name(cert),
                          cert.not_valid_before_utc, cert.not_valid_after_utc)  # fmt: skip
         self._passed[key] = passed
         if len(self._passed) > self._size:
@@ -168,7 +174,7 @@ def judge(
         checked = (checks or CertificateChecks(0)).check(
             report.certificate, rule, device, signers, now
         )
-        _check_proof(report.signature, checked.certificate, raw_nonce, device.id, rule.id)
+        _check_proof(report.signature, checked.key, raw_nonce, device.id, rule.id)
     except Refusal as e:
         return Verdict(rule, False, False, _clip(str(e)), expires)
     reason = f"verified: {checked.reason}; proof of possession checked"
@@ -227,13 +233,13 @@ def _check(
 
 
 def _check_proof(
-    signature: str | None, cert: x509.Certificate, nonce: bytes, device_id: str, rule_id: str
+    signature: str | None, key: PublicKey, nonce: bytes, device_id: str, rule_id: str
 ) -> None:
     try:
         raw = base64.b64decode(signature or "", validate=True)
     except (binascii.Error, ValueError):
         raise Refusal("signature is not base64") from None
     try:
-        verify_proof(cert, proof_message(nonce=nonce, device_id=device_id, rule_id=rule_id), raw)
+        verify_proof_with(key, proof_message(nonce=nonce, device_id=device_id, rule_id=rule_id), raw)
     except CertError as e:
         raise Refusal(str(e)) from None

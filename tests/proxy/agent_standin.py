@@ -41,6 +41,9 @@ class StandIn:
     # every POST /agent/trust_stores body is kept, by device
     roots: list[dict[str, Any]] = field(default_factory=list)
     trust_reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # the real server offers a nonce with the rules and results answers (Gateway-Nonce headers)
+    offer_nonces: bool = False
+    offer_seconds: int = 120
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -111,9 +114,18 @@ class StandIn:
 
     async def posture_rules(self, request: web.Request) -> web.Response:
         self.requests.append((request.method, request.path))
-        if self._device(request) is None:
+        device_id = self._device(request)
+        if device_id is None:
             return self.error(401, "unknown device or wrong secret")
-        return self.ok(self.rules)
+        return self._offer(device_id, self.ok(self.rules))
+
+    def _offer(self, device_id: str, response: web.Response) -> web.Response:
+        if self.offer_nonces:
+            raw = secrets.token_bytes(32)
+            self.nonces[raw] = device_id
+            response.headers["Gateway-Nonce"] = base64.b64encode(raw).decode()
+            response.headers["Gateway-Nonce-Expires-In"] = str(self.offer_seconds)
+        return response
 
     async def nonce(self, request: web.Request) -> web.Response:
         self.requests.append((request.method, request.path))
@@ -130,22 +142,24 @@ class StandIn:
         if device_id is None:
             return self.error(401, "unknown device or wrong secret")
         answer = []
+        redeemed: set[bytes] = set()  # one nonce may prove every rule of one report
         for item in (await request.json())["results"]:
             success, verified, reason = False, False, item.get("reason", "")
             if item.get("success"):
-                success, verified, reason = self._verify(device_id, item)
+                success, verified, reason = self._verify(device_id, item, redeemed)
             record = {"rule_id": item["rule_id"], "success": success, "verified": verified, "reason": reason,
                       "expires_at": "2099-01-01T00:00:00Z"}  # fmt: skip
             self.stored.append({**record, "sent": item})
             answer.append(record)
-        return self.ok(answer)
+        return self._offer(device_id, self.ok(answer))
 
-    def _verify(self, device_id: str, item: dict[str, Any]) -> tuple[bool, bool, str]:
+    def _verify(self, device_id: str, item: dict[str, Any], redeemed: set[bytes]) -> tuple[bool, bool, str]:
         if not (item.get("nonce") and item.get("certificate") and item.get("signature")):
             return False, False, "no proof of possession"
         raw = base64.b64decode(item["nonce"])
-        if self.nonces.pop(raw, None) != device_id:
+        if raw not in redeemed and self.nonces.pop(raw, None) != device_id:
             return False, False, "nonce not issued to this device, or used"
+        redeemed.add(raw)
         cert = x509.load_pem_x509_certificate(item["certificate"].encode())
         message = proof_message(nonce=raw, device_id=device_id, rule_id=item["rule_id"])
         try:

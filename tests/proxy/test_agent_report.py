@@ -7,6 +7,7 @@ import base64
 import ssl
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -65,6 +66,48 @@ def test_report_sends_a_proof_that_verify_proof_accepts(tmp_path: Path, ca: Issu
     verify_proof(x509.load_pem_x509_certificate(sent["certificate"].encode()), message, base64.b64decode(sent["signature"]))
     assert standin.stored[1]["sent"] == {"rule_id": "fail-rule", "success": False, "reason": stored[1].reason}
     assert standin.nonces == {}  # one nonce per passing result, used
+    assert standin.requests.count(("POST", "/client/v4/agent/nonce")) == 1
+
+
+def _two_passing_rules(tmp_path: Path, ca: Issued, **options: Any) -> StandIn:
+    client = make_client(ca, "laptop.corp")
+    (tmp_path / "c.pem").write_text(client.cert_pem() + client.key_pem())
+    rules = [wire_rule(rule_api(name, paths=(str(tmp_path / "c.pem"),)), ca) for name in ("rule-a", "rule-b")]
+    return StandIn(rules=rules, **options)
+
+
+def _report_twice(standin: StandIn, tmp_path: Path) -> list[list[tuple[bool, bool]]]:
+    rounds = []
+    with serving(standin.app) as server:
+        transport = _enroll(standin, server.url, tmp_path)
+        (device_id,) = standin.devices
+        checks = check_rules(parse_rules(transport.get("/agent/posture_rules")), Device("laptop", "SN-1"),
+                             locator=Locator(system_nssdb=tmp_path / "none"))  # fmt: skip
+        for _ in range(2):
+            stored = report(checks, transport, device_id=device_id)
+            rounds.append([(s.success, s.verified) for s in stored])
+    return rounds
+
+
+def test_one_nonce_proves_every_rule_of_a_report(tmp_path: Path, ca: Issued) -> None:
+    standin = _two_passing_rules(tmp_path, ca)
+    assert _report_twice(standin, tmp_path) == [[(True, True)] * 2] * 2
+    assert standin.requests.count(("POST", "/client/v4/agent/nonce")) == 2  # one per report
+    first, second = (entry["sent"]["nonce"] for entry in standin.stored[:2])
+    assert first == second
+
+
+def test_the_nonce_the_server_offers_saves_a_request(tmp_path: Path, ca: Issued) -> None:
+    standin = _two_passing_rules(tmp_path, ca, offer_nonces=True)
+    assert _report_twice(standin, tmp_path) == [[(True, True)] * 2] * 2
+    assert ("POST", "/client/v4/agent/nonce") not in standin.requests
+    assert len({entry["sent"]["nonce"] for entry in standin.stored}) == 2  # each report its own
+
+
+def test_an_offered_nonce_about_to_expire_is_not_used(tmp_path: Path, ca: Issued) -> None:
+    standin = _two_passing_rules(tmp_path, ca, offer_nonces=True, offer_seconds=5)  # under the margin
+    assert _report_twice(standin, tmp_path) == [[(True, True)] * 2] * 2
+    assert standin.requests.count(("POST", "/client/v4/agent/nonce")) == 2
 
 
 def test_a_pass_without_a_usable_key_is_sent_without_proof(tmp_path: Path, ca: Issued) -> None:

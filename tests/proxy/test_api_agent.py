@@ -106,6 +106,32 @@ async def test_enroll_check_and_report_with_proof(client: Client, lab: Lab) -> N
     assert "already used" in replay.result[0]["reason"]
 
 
+async def test_answers_offer_the_nonce_for_the_next_report(client: Client, lab: Lab) -> None:
+    device_id, secret = await enroll(client, lab)
+    auth = basic(device_id, secret)
+    cert, key = lab.ca.issue(lab.now)
+
+    def proven(nonce: str) -> dict[str, Any]:
+        message = proof_message(nonce=base64.b64decode(nonce), device_id=device_id, rule_id=lab.rule_id)
+        return {"rule_id": lab.rule_id, "success": True, "nonce": nonce, "certificate": pem(cert),
+                "signature": base64.b64encode(sign_proof(key, message)).decode()}  # fmt: skip
+
+    rules = await agent_call(client, "GET", "/posture_rules", headers=auth)
+    offered = rules.headers["Gateway-Nonce"]
+    assert rules.headers["Gateway-Nonce-Expires-In"] == "120" and len(base64.b64decode(offered)) == 32
+    first = await agent_call(client, "POST", "/results", headers=auth, json={"results": [proven(offered)]})
+    assert (first.result[0]["success"], first.result[0]["verified"]) == (True, True)
+    following = first.headers["Gateway-Nonce"]
+    assert following != offered
+    replay = await agent_call(client, "POST", "/results", headers=auth, json={"results": [proven(offered)]})
+    assert "already used" in replay.result[0]["reason"]
+    lab.gateway.clock.advance(seconds=121)  # an offered nonce expires as a requested one does
+    stale = await agent_call(client, "POST", "/results", headers=auth, json={"results": [proven(following)]})
+    assert stale.result[0]["success"] is False and "nonce is stale" in stale.result[0]["reason"]
+    refused = await agent_call(client, "POST", "/results", headers=basic(device_id, "wrong"), json={"results": []})
+    assert refused.status == 401 and "Gateway-Nonce" not in refused.headers
+
+
 async def test_enrollment_refusals(client: Client, lab: Lab) -> None:
     made = await call(
         client, "POST", f"/client/v4/accounts/{lab.account}/devices/enrollment_tokens",
