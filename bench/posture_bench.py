@@ -63,7 +63,18 @@ API = "/client/v4"
 # --- the server process -----------------------------------------------------------------------------
 
 
-def serve(data_dir: Path) -> None:
+def _child_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of a child process so far, from /proc; 0 without one."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serve(data_dir: Path, proof_worker: bool) -> None:
     """The admin API with devices, on a free loopback port; prints {"port", "token", "account"}."""
     import logging
 
@@ -81,7 +92,7 @@ def serve(data_dir: Path) -> None:
     store = Store.open(data_dir / "gateway.sqlite3")
     certificates = CertificateService(store, KeySealer(KeySealer.generate_master_key()), utcnow)
     boot = first_start(store, certificates, admin_token_env=None, clock=utcnow)
-    devices = DeviceService(store, utcnow, public_base_url="http://127.0.0.1")
+    devices = DeviceService(store, utcnow, public_base_url="http://127.0.0.1", proof_worker=proof_worker)
     deps = ApiDeps(store=store, certificates=certificates, clock=utcnow,
                    public_base_url="http://127.0.0.1", devices=devices)  # fmt: skip
 
@@ -96,9 +107,11 @@ def serve(data_dir: Path) -> None:
             if not line:
                 break
             writer = devices.writer
+            worker = devices.proofs._process.pid if devices.proofs and devices.proofs._process else None
             print(json.dumps({"commits": writer.commits, "jobs": writer.jobs, "cpu": time.process_time(),
-                              "loop_cpu": time.thread_time()}), flush=True)  # fmt: skip
+                              "loop_cpu": time.thread_time(), "worker_cpu": _child_cpu(worker)}), flush=True)  # fmt: skip
         await runner.cleanup()
+        await devices.aclose()
         store.close()
 
     profile_to = os.environ.get("POSTURE_BENCH_PROFILE")
@@ -352,7 +365,8 @@ def _percentile(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="posture-bench-") as data_dir:
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", data_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, __file__, "--serve", data_dir, *(["--no-proof-worker"] if args.no_proof_worker else [])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         try:
             assert server.stdout is not None and server.stdin is not None
@@ -411,7 +425,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "client": "aiohttp" if args.aiohttp_client else "minimal",
         "requests_per_result": round(requests / max(1, results + failed), 2),
         "write_jobs_per_commit": round(jobs / commits, 1) if commits else None,
-        "server_cpu_us_per_result": round((after["cpu"] - before["cpu"]) / max(1, results) * 1e6),
+        "server_cpu_us_per_result": round(
+            (after["cpu"] - before["cpu"] + after["worker_cpu"] - before["worker_cpu"]) / max(1, results) * 1e6
+        ),
+        "proof_worker_cpu_us_per_result": round((after["worker_cpu"] - before["worker_cpu"]) / max(1, results) * 1e6),
+        "proof_worker": not args.no_proof_worker,
         "server_loop_cpu_us_per_result": round((after["loop_cpu"] - before["loop_cpu"]) / max(1, results) * 1e6),
         "client_cpu_us_per_result": round(sum(t["cpu"] or 0 for t in tallies) / max(1, results) * 1e6),
         "cpus": os.cpu_count(),
@@ -489,10 +507,12 @@ def main() -> None:
                         help="agents use aiohttp ClientSessions instead of the minimal HTTP/1.1 client "
                         "(on 2 cores the clients then take most of the CPU)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--no-proof-worker", action="store_true",
+                        help="verify proof signatures in the server's own process, not in its proof worker")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(Path(args.serve))
+        serve(Path(args.serve), proof_worker=not args.no_proof_worker)
         return
     figures = run(args)
     figures["identity_cached_us"] = round(identity_lookup(), 2)
@@ -507,7 +527,8 @@ def main() -> None:
         f"  {figures['requests_per_result']} HTTP requests per result; {figures['write_jobs_per_commit']} write jobs per "
         f"transaction (group commit)\n"
         f"  CPU per verified result (measured window): server {figures['server_cpu_us_per_result']} µs "
-        f"(event loop {figures['server_loop_cpu_us_per_result']} µs, the rest the group-commit thread), "
+        f"(event loop {figures['server_loop_cpu_us_per_result']} µs, proof worker "
+        f"{figures['proof_worker_cpu_us_per_result']} µs, the rest the group-commit thread), "
         f"clients {figures['client_cpu_us_per_result']} µs\n"
         f"  failed: {figures['failed_results']}, transport errors: {figures['errors']}\n"
         f"  DeviceService.identity() of a cached device: {figures['identity_cached_us']} µs per call"

@@ -94,7 +94,7 @@ class Gateway:
         await proxyserver.servers.update([])
         await self.runner.cleanup()
         self.requests_file.close()
-        self.devices.close()
+        await self.devices.aclose()
         self.node.stop()
         self.store.close()
 
@@ -133,6 +133,7 @@ async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
         utcnow,
         public_base_url=config.public_base_url,
         server_fingerprint=admin_tls.fingerprint if admin_tls else "",
+        proof_worker=(os.cpu_count() or 1) > 1,  # proof signatures checked off the event loop
     )
     tls = HotTlsConfig()
     identity = DeviceIdentity(devices)

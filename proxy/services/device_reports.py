@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+from certs.keys import PublicKey
 from policies.posture import PostureRule
 from proxy.services.device_errors import Unauthenticated
 from proxy.services.device_writer import Batch, GroupCommit
@@ -28,11 +29,14 @@ from proxy.services.posture_rules import RuleSet
 from proxy.services.posture_verify import (
     CertificateChecks,
     NonceStatus,
+    Proof,
     Report,
     Verdict,
+    assess,
     decode_nonce,
-    judge,
+    settle,
 )
+from proxy.services.proof_worker import ProofWorker, verify_items
 from proxy.store import Device, Nonce, Outcome, PostureLogEntry, PostureResult, Store
 
 logger = logging.getLogger(__name__)
@@ -53,14 +57,22 @@ class StoredOutcome:
 
 class Ingest:
     def __init__(
-        self, store: Store, writer: GroupCommit, minter: NonceMinter, stored: Callable[[str], None]
+        self,
+        store: Store,
+        writer: GroupCommit,
+        minter: NonceMinter,
+        stored: Callable[[str], None],
+        proofs: ProofWorker | None = None,
     ) -> None:
+        """``proofs``: the process that verifies signatures; None: verify them here."""
         self._store = store
         self._writer = writer
         self._minter = minter
         self._stored = stored  # after the commit, with the device id
         self.checks = CertificateChecks()
         self._batch = Batch("posture results", self._write_all)
+        self._proofs = proofs
+        self._keys: dict[bytes, PublicKey] = {}  # loaded keys, when verifying here
 
     async def submit(
         self,
@@ -85,12 +97,13 @@ class Ingest:
             logger.warning("device %s: report refused: rule %r: %s", device.id, rule_id, why)
             raise InvalidInput(f"results[{index}].rule_id", f"{rule_id!r}: {why}{more}")
         nonces: dict[bytes, NonceStatus] = {}
-        verdicts = []
+        found: list[Verdict | Proof] = []
         for report in reports:
             rule = applicable[report.rule_id]
             nonce = self._nonce(report, device, nonces, now)
             signers = rules.signers.get(rule.certificate_id)
-            verdicts.append(judge(report, rule, device, signers, nonce, now=now, checks=self.checks))
+            found.append(assess(report, rule, device, signers, nonce, now=now, checks=self.checks))
+        verdicts = await self._settle(found)
         write = _Write(device, verdicts, ip, now, seen, prune)
         try:
             final = await self._writer.add(self._batch, write)
@@ -104,6 +117,18 @@ class Ingest:
         return [
             StoredOutcome(v.rule.id, v.success, v.verified, v.reason, v.expires_at) for v in final
         ]
+
+    async def _settle(self, found: list[Verdict | Proof]) -> list[Verdict]:
+        """Verify the signatures of the proofs (in the proof worker when there is one)."""
+        proofs = [f for f in found if isinstance(f, Proof)]
+        if not proofs:
+            return [f for f in found if isinstance(f, Verdict)]
+        if self._proofs is not None:
+            problems = await self._proofs.verify([p.item for p in proofs])
+        else:
+            problems = verify_items([p.item for p in proofs], self._keys)
+        settled = iter(settle(p, problem) for p, problem in zip(proofs, problems, strict=True))
+        return [f if isinstance(f, Verdict) else next(settled) for f in found]
 
     def _write_all(self, store: Store, writes: list[_Write]) -> list[list[Verdict]]:
         """In the group transaction (the writer's thread), for every report queued at once:

@@ -43,6 +43,7 @@ from proxy.services.errors import NotFound
 from proxy.services.posture_nonces import IssuedNonce, NonceMinter
 from proxy.services.posture_rules import RuleBook, RuleSet
 from proxy.services.posture_verify import Report
+from proxy.services.proof_worker import ProofWorker
 from proxy.store import Device, LogQuery, Outcome, PostureLogEntry, PostureResult, Store
 
 logger = logging.getLogger(__name__)
@@ -80,11 +81,14 @@ class DeviceService:
         server_fingerprint: str = "",
         nonce_lifetime: timedelta = NONCE_LIFETIME,
         nonce_key: bytes | None = None,
+        proof_worker: bool = False,
     ) -> None:
         """``public_base_url``: the admin server's URL as devices reach it (it goes into
         enrollment tokens); ``server_fingerprint``: SHA-256 colon hex of its TLS certificate,
         ``""`` when it serves plain HTTP (loopback); ``nonce_key``: the key nonces are minted
-        with (``posture_nonces.nonce_key_from_master``; random per process when None)."""
+        with (``posture_nonces.nonce_key_from_master``; random per process when None);
+        ``proof_worker``: verify proof signatures in a child process (``proof_worker``), off the
+        event loop, rather than in this one."""
         self._store = store
         self._clock = clock
         self._rulebook = RuleBook(store, clock, self._rules_changed)
@@ -93,7 +97,8 @@ class DeviceService:
         )
         self._minter = NonceMinter(nonce_key, nonce_lifetime)
         self.writer = GroupCommit(store)
-        self._ingest = Ingest(store, self.writer, self._minter, self._results_stored)
+        self.proofs = ProofWorker() if proof_worker else None
+        self._ingest = Ingest(store, self.writer, self._minter, self._results_stored, self.proofs)
         self._subscribers: list[Callable[[], None]] = []
         self._devices: dict[str, Device] = {}  # by id: credentials and attributes
         self._postures: dict[str, _CachedPosture] = {}  # by device id
@@ -104,6 +109,12 @@ class DeviceService:
     def close(self) -> None:
         """Stop the group-commit writer (its thread and connection); call at shutdown."""
         self.writer.close()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, and stop the proof worker's process."""
+        if self.proofs is not None:
+            await self.proofs.close()
+        self.close()
 
     # -- subscribers ----------------------------------------------------------------------------
 

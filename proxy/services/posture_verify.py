@@ -33,6 +33,7 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from certs.authority import parse_certificates
 from certs.client_check import ClientCertRequirements, check_certificate, common_name
@@ -79,6 +80,24 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class Proof:
+    """A pass whose signature (step 3) is still to be verified: ``verdict`` is stored when it
+    verifies, a failure with the reason otherwise (:func:`settle`)."""
+
+    key_der: bytes  # the certificate's SubjectPublicKeyInfo
+    key: PublicKey
+    message: bytes
+    signature: bytes
+    verdict: Verdict
+    expires_if_failed: datetime
+
+    @property
+    def item(self) -> tuple[bytes, bytes, bytes]:
+        """What ``proof_worker`` verifies."""
+        return self.key_der, self.message, self.signature
+
+
+@dataclass(frozen=True)
 class NonceStatus:
     """What the minter says of a report's nonce: ``problem`` when it is not ours, another
     device's, or stale. Whether it was used before is settled when the verdict is stored: the
@@ -111,6 +130,7 @@ class Checked:
 
     certificate: x509.Certificate
     key: PublicKey  # the one proofs are verified with
+    key_der: bytes  # the same, as SubjectPublicKeyInfo DER
     reason: str
     fingerprint: str
     cn: str | None
@@ -145,7 +165,8 @@ class CertificateChecks:
             public_key = proof_key(cert)
         except CertError as e:
             raise Refusal(str(e)) from None
-        passed = Checked(cert, public_key, reason, fingerprint(cert), common_name(cert),
+        der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        passed = Checked(cert, public_key, der, reason, fingerprint(cert), common_name(cert),
                          cert.not_valid_before_utc, cert.not_valid_after_utc)  # fmt: skip
         self._passed[key] = passed
         if len(self._passed) > self._size:
@@ -165,6 +186,27 @@ def judge(
 ) -> Verdict:
     """The verdict on one report; ``nonce`` is what the server knows of its nonce (None when
     the report has none, or it is not base64)."""
+    found = assess(report, rule, device, signers, nonce, now=now, checks=checks)
+    if isinstance(found, Verdict):
+        return found
+    try:
+        verify_proof_with(found.key, found.message, found.signature)
+    except CertError as e:
+        return settle(found, str(e))
+    return settle(found, None)
+
+
+def assess(
+    report: Report,
+    rule: PostureRule,
+    device: Device,
+    signers: Signers | None,
+    nonce: NonceStatus | None,
+    *,
+    now: datetime,
+    checks: CertificateChecks | None = None,
+) -> Verdict | Proof:
+    """Steps 1 and 2 of :func:`judge`: a failed verdict, or the proof still to verify."""
     expires = now + rule.expiration
     if not report.success:
         reason = _clip(report.reason.strip()) or "the agent reported a failure without a reason"
@@ -174,12 +216,23 @@ def judge(
         checked = (checks or CertificateChecks(0)).check(
             report.certificate, rule, device, signers, now
         )
-        _check_proof(report.signature, checked.key, raw_nonce, device.id, rule.id)
+        signature = _signature(report.signature)
+        message = _message(raw_nonce, device.id, rule.id)
     except Refusal as e:
         return Verdict(rule, False, False, _clip(str(e)), expires)
     reason = f"verified: {checked.reason}; proof of possession checked"
-    expires = min(expires, checked.not_after)
-    return Verdict(rule, True, True, reason, expires, checked.fingerprint, checked.cn, raw_nonce)
+    passed = Verdict(
+        rule, True, True, reason, min(expires, checked.not_after), checked.fingerprint, checked.cn,
+        raw_nonce,
+    )  # fmt: skip
+    return Proof(checked.key_der, checked.key, message, signature, passed, expires)
+
+
+def settle(proof: Proof, problem: str | None) -> Verdict:
+    """The verdict once the proof's signature was checked: ``problem`` None when it verified."""
+    if problem is None:
+        return proof.verdict
+    return Verdict(proof.verdict.rule, False, False, _clip(problem), proof.expires_if_failed)
 
 
 def _clip(text: str) -> str:
@@ -232,14 +285,15 @@ def _check(
     return result.reason
 
 
-def _check_proof(
-    signature: str | None, key: PublicKey, nonce: bytes, device_id: str, rule_id: str
-) -> None:
+def _signature(text: str | None) -> bytes:
     try:
-        raw = base64.b64decode(signature or "", validate=True)
+        return base64.b64decode(text or "", validate=True)
     except (binascii.Error, ValueError):
         raise Refusal("signature is not base64") from None
+
+
+def _message(nonce: bytes, device_id: str, rule_id: str) -> bytes:
     try:
-        verify_proof_with(key, proof_message(nonce=nonce, device_id=device_id, rule_id=rule_id), raw)
+        return proof_message(nonce=nonce, device_id=device_id, rule_id=rule_id)
     except CertError as e:
         raise Refusal(str(e)) from None

@@ -177,9 +177,11 @@ def token_secret(token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["s"])
 
 
-def make_lab(gateway: Gateway) -> Lab:
+def make_lab(gateway: Gateway, *, proof_worker: bool = False) -> Lab:
     ca = DeviceCa.generate(gateway.clock())
     upload = gateway.service.create_mtls(gateway.account_id, certificates=pem(ca.certificate), name="devices")
-    service = DeviceService(gateway.store, gateway.clock, public_base_url="http://127.0.0.1:8081")
+    service = DeviceService(
+        gateway.store, gateway.clock, public_base_url="http://127.0.0.1:8081", proof_worker=proof_worker
+    )
     rule = service.create_rule(gateway.account_id, rule_body(upload.id))
     return Lab(gateway, service, ca, upload.id, rule.id)
