@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,7 +50,7 @@ class NonceMinter:
     def issue(self, device_id: str, now: datetime) -> IssuedNonce:
         expires = now + self.lifetime
         micros = (expires - _EPOCH) // timedelta(microseconds=1)
-        body = micros.to_bytes(8, "big") + secrets.token_bytes(8)
+        body = micros.to_bytes(8, "big") + os.urandom(8)
         return IssuedNonce(body + self._mac(device_id, body), _EPOCH + timedelta(microseconds=micros))
 
     def problem(self, nonce: bytes, device_id: str, now: datetime) -> str | None:
@@ -74,4 +75,4 @@ class NonceMinter:
 
     def _mac(self, device_id: str, body: bytes) -> bytes:
         message = _LABEL + device_id.encode("utf-8", "surrogatepass") + b"\n" + body
-        return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC_BYTES]
+        return hmac.digest(self._key, message, "sha256")[:_MAC_BYTES]
