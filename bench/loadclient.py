@@ -9,6 +9,7 @@ Spec (JSON on stdin):
   mode         "close"     -- one new connection per request: [CONNECT] -> TLS(SNI) -> GET -> read to EOF
                "keepalive" -- `concurrency` persistent connections, each sending sequential GETs
   proxy        [host, port] or null (null = direct TLS to `origin`)
+  proxy_headers  optional {name: value} sent on each CONNECT (e.g. a device's Proxy-Authorization)
   origin       [ip, port]   where the origin listens (used directly, or as the CONNECT port)
   host         one name for every request (same-host / keep-alive), or
   host_fmt, host_start  names host_fmt.format(host_start + i), one per request (new-host)
@@ -18,6 +19,7 @@ Spec (JSON on stdin):
 Mode "ab" (several proxies, slices in turn): ``proxies`` [[host, port], ...], ``cafiles`` [ca0,
 ...], ``order`` a list of proxy indexes (which proxy each slice loads), ``slice_s``, ``scenario``
 "keep-alive" (``concurrency`` persistent connections opened to each proxy before ``START``),
+optionally ``proxies_headers`` [{name: value}, ...] (each proxy's CONNECT headers),
 "same-host" (new connections to ``host``) or "new-host" (a new name per connection:
 ``host_fmt.format(host_start + slice * names_per_slice + j)``). Per slice, ``SLICE i k`` is
 printed, only proxy k gets work until ``slice_s`` has passed (operations in flight finish), and
@@ -54,7 +56,8 @@ async def open_tls(spec: dict[str, Any], ctx: ssl.SSLContext, host: str):
         return await asyncio.open_connection(o_ip, o_port, ssl=ctx, server_hostname=host)
     p_host, p_port = spec["proxy"]
     r, w = await asyncio.open_connection(p_host, p_port)
-    w.write(f"CONNECT {host}:{o_port} HTTP/1.1\r\nHost: {host}:{o_port}\r\n\r\n".encode())
+    extra = "".join(f"{k}: {v}\r\n" for k, v in spec.get("proxy_headers", {}).items())
+    w.write(f"CONNECT {host}:{o_port} HTTP/1.1\r\nHost: {host}:{o_port}\r\n{extra}\r\n".encode())
     status = await r.readline()
     if b" 200" not in status:
         w.close()
@@ -190,7 +193,8 @@ class AbRun(Run):
     async def main(self) -> dict[str, Any]:
         spec = self.spec
         conc, scenario = spec["concurrency"], spec.get("scenario", "keep-alive")
-        subs = [dict(spec, proxy=proxy) for proxy in spec["proxies"]]
+        headers = spec.get("proxies_headers") or [{} for _ in spec["proxies"]]
+        subs = [dict(spec, proxy=proxy, proxy_headers=h) for proxy, h in zip(spec["proxies"], headers, strict=True)]
         ctxs = [make_context(cafile) for cafile in spec["cafiles"]]
         conns: list[list[Any]] = [[] for _ in subs]
         if scenario == "keep-alive":

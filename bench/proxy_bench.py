@@ -14,8 +14,9 @@ timed phase. An in-process leaf issuance microbenchmark (certs.LeafIssuer vs mit
 runs first. Then the interleaved comparison (--interleave): mitmdump, gateway and gateway with N
 generated rules (bench/rulegen.py) all up at once, loaded one at a time in rounds of short slices
 from one client, so that each round gives ratios the machine's drift barely touches
-(--policy-load: only gateway vs gateway with rules, issue 3). Output: a table on stdout and a
-JSON file in bench/results/.
+(--policy-load: only gateway vs gateway with rules, issue 3; gateway-device: a gateway with one
+enrolled device whose client identifies on every CONNECT, issue 4, see bench/device.py). Output:
+a table on stdout and a JSON file in bench/results/.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import device
 import leafbench
 import report
 import rulegen
@@ -48,6 +50,7 @@ VENV_BIN = Path(sys.executable).parent
 SAME_HOST = f"same.{T.BENCH_SUFFIX}"
 NEW_FMT = "h{:06d}." + T.BENCH_SUFFIX
 SCENARIOS = ("new-host", "same-host", "keep-alive")
+INTERLEAVE_TARGETS = ("mitmdump", "gateway", "gateway-rules", "gateway-device", "gateway-pruned")
 
 
 # Interleaved handshake slices keep fewer connections in flight: with 20, a handshake waits ~1 s in
@@ -89,7 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "below 0.25 cores (shared machines; default 0 = don't wait)")
     p.add_argument("--interleave", default="mitmdump,gateway,gateway-rules", metavar="LIST",
                    help="keep-alive through these proxies, all up at once, in rotating slices from one client: "
-                        "paired ratios robust to other load (default: %(default)s; '' = skip)")
+                        f"paired ratios robust to other load; from {','.join(INTERLEAVE_TARGETS)} "
+                        "(gateway-device: gateway run with one enrolled device holding a verified posture pass and "
+                        "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
+                        "issue 4; gateway-pruned: an experiment, bench/gateway_variant.py) "
+                        "(default: %(default)s; '' = skip)")
     p.add_argument("--interleave-scenarios", default="keep-alive", metavar="LIST",
                    help="scenarios of the interleaved comparison, from keep-alive,same-host,new-host "
                         "(default: %(default)s; all three add about 2 minutes)")
@@ -119,9 +126,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if set(args.interleave_scenario_list) - set(SCENARIOS):
         p.error(f"--interleave-scenarios: names from {','.join(SCENARIOS)}")
     args.interleave_list = [t.strip() for t in args.interleave.split(",") if t.strip()]
-    bad = set(args.interleave_list) - {"mitmdump", "gateway", "gateway-rules", "gateway-pruned"}
+    bad = set(args.interleave_list) - set(INTERLEAVE_TARGETS)
     if bad or len(set(args.interleave_list)) != len(args.interleave_list) or len(args.interleave_list) == 1:
-        p.error("--interleave: two to four distinct names from mitmdump,gateway,gateway-rules,gateway-pruned "
+        p.error(f"--interleave: two or more distinct names from {','.join(INTERLEAVE_TARGETS)} "
                 "(gateway-pruned: an experiment, see bench/gateway_variant.py)")
     if "gateway-rules" in args.interleave_list and args.rules < 20:
         p.error("--rules: at least 20 (the fixed part of the generated set)")
@@ -184,6 +191,7 @@ class Bench:
         for k in range(procs_n):
             share = count // procs_n + (1 if k < count % procs_n else 0)
             spec = {"mode": mode, "proxy": list(target.proxy) if target.proxy else None,
+                    "proxy_headers": target.proxy_headers,
                     "origin": [self.origin.ip, self.origin.port], "cafile": str(target.cafile),
                     "concurrency": a.concurrency // procs_n + (1 if k < a.concurrency % procs_n else 0),
                     "count": share, "time_limit": time_limit, "op_timeout": a.op_timeout}
@@ -346,6 +354,7 @@ class Bench:
         ``NAMES_PER_SLICE`` per slice."""
         a = self.args
         spec = {"mode": "ab", "proxies": [list(t.proxy) for t in pair], "cafiles": [str(t.cafile) for t in pair],
+                "proxies_headers": [t.proxy_headers for t in pair],
                 "origin": [self.origin.ip, self.origin.port], "host": SAME_HOST,
                 "concurrency": a.concurrency if scenario == "keep-alive" else min(a.concurrency, HANDSHAKE_CONCURRENCY),
                 "cafile": str(pair[0].cafile), "order": order, "slice_s": slice_s, "op_timeout": a.op_timeout,
@@ -424,7 +433,7 @@ class Bench:
                 procs[name] = T.Mitmdump(name=name, workdir=work, origin_ca=origin_ca, mitmdump=a.mitmdump,
                                          origin_ip=self.origin.ip)
             else:
-                variant = name.split("-", 1)[1] if name.startswith("gateway-") and name != "gateway-rules" else None
+                variant = name.removeprefix("gateway-") if name == "gateway-pruned" else None
                 procs[name] = T.Gateway(name=name, workdir=work, origin_ca=origin_ca, gateway=a.gateway,
                                         origin_ip=self.origin.ip, extra_args=a.gateway_arg,
                                         startup_timeout=a.gateway_startup_timeout,
@@ -434,6 +443,8 @@ class Bench:
         try:
             for name, t in procs.items():
                 await t.start()
+            if "gateway-device" in procs:
+                out["device"] = await self._enroll_device(procs["gateway-device"])
             for name, t in procs.items():  # warm each: handshakes, then keep-alive (code paths, caches)
                 warm = await self.load(t, "close", 2 * a.concurrency, host=SAME_HOST)
                 warm_ka = await self.load(t, "keepalive", 10 * a.concurrency, host=SAME_HOST, time_limit=5)
@@ -446,6 +457,8 @@ class Bench:
             if control.get("gateway", 200) != 200 or control.get("gateway-rules", 403) != 403:
                 raise RuntimeError(f"control request to {rulegen.CONTROL_HOST}: {control} "
                                    "(expected 200 without rules, 403 with)")
+            if "gateway-device" in procs:
+                out["device"]["probe"] = await self._probe_device(procs["gateway-device"])
             if "gateway-rules" in procs:
                 loaded = procs["gateway-rules"].log_lines("policy files:")
                 out["gateway_log"] = loaded[-1][-200:] if loaded else None
@@ -484,7 +497,39 @@ class Bench:
             n: {k: v - before[n].get(k, 0.0) for k, v in after[n].items() if v != before[n].get(k, 0.0)} for n in gws}
         out["requests"] = {n: sum(sc["summary"]["per_proxy"][n]["requests"] for sc in out["scenarios"].values())
                            for n in names}
+        if "gateway-device" in procs:  # the log is flushed at stop: every request of the load carried the device
+            out["device"]["request_log"] = await asyncio.to_thread(
+                device.check_identified, procs["gateway-device"].workdir / "data" / "requests.jsonl",
+                out["device"]["device_id"], SAME_HOST)
+            if out["device"]["request_log"]["identified"] < out["requests"]["gateway-device"]:
+                raise RuntimeError(f"gateway-device: {out['device']['request_log']} logged requests with the device "
+                                   f"for {out['requests']['gateway-device']} measured")
         return out
+
+    async def _enroll_device(self, t: T.Gateway) -> dict[str, Any]:
+        """Enroll one device with a verified posture pass (bench/device.py); the client identifies as it."""
+        dev = await asyncio.to_thread(device.enroll, t.admin, t.token)
+        t.proxy_headers = dev.proxy_headers
+        return {"device_id": dev.device_id, "posture_rule_id": dev.posture_rule_id,
+                "gateway_rule_id": dev.gateway_rule_id}
+
+    async def _probe_device(self, t: T.Gateway) -> dict[str, int]:
+        """posture.bench.test is blocked unless the device's posture passed: 200 as the device (the
+        stored pass reaches the proxy's decisions within ~1 s), 403 without its credentials."""
+        port = self.origin.port
+        deadline = time.monotonic() + 10
+        while True:
+            as_device = await asyncio.to_thread(T.probe_status, t.proxy, port, device.POSTURE_HOST, t.cafile,
+                                                headers=t.proxy_headers)
+            if as_device == 200 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        anonymous = await asyncio.to_thread(T.probe_status, t.proxy, port, device.POSTURE_HOST, t.cafile)
+        if (as_device, anonymous) != (200, 403):
+            raise RuntimeError(f"gateway-device: {device.POSTURE_HOST} answered {as_device} as the device and "
+                               f"{anonymous} without it (expected 200 and 403): the device's identity or posture "
+                               "is not attached, the comparison would measure nothing")
+        return {"as_device": as_device, "anonymous": anonymous}
 
     @staticmethod
     async def _spy(profile: tuple[str, int, Path], name: str, target: T.Target) -> asyncio.subprocess.Process:
@@ -530,7 +575,7 @@ class Bench:
         n_names = a.rounds * len(wanted) * a.new_host_n
         if "new-host" in a.interleave_scenario_list and len(a.interleave_list) > 1:
             n_names += a.slice_rounds * len(a.interleave_list) * names_per_slice(a.slice_s)
-        self.all_names = [SAME_HOST, rulegen.CONTROL_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
+        self.all_names = [SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
         ca = Authority.generate("Bench origin CA")
         origin_ca = self.tmp / "origin-ca.pem"
         origin_ca.write_bytes(ca.cert_pem())

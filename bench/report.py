@@ -171,10 +171,12 @@ def _render_header(result: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 LOSS_TARGET = 0.05  # issue 3: <= 5 % loss of proxy throughput at 1,000 rules
 CONTROL = "ctl.bench.test"
+DEVICE_HOST = "posture.bench.test"  # bench/device.py POSTURE_HOST
 
 
 RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"),
-               ("gateway-pruned", "gateway"), ("gateway-pruned", "mitmdump"))
+               ("gateway-pruned", "gateway"), ("gateway-pruned", "mitmdump"), ("gateway-device", "gateway"),
+               ("gateway-device", "mitmdump"))
 
 
 def _median_interval(vals: list[float]) -> tuple[float, float] | None:
@@ -258,7 +260,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
     a = result["args"]
     names = il["names"]
     label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules",
-             "gateway-pruned": "gateway pruned (experiment)"}
+             "gateway-pruned": "gateway pruned (experiment)", "gateway-device": "gateway + device"}
     scenarios = il.get("scenarios") or {"keep-alive": {"summary": il["summary"]}}  # older results: keep-alive only
     rounds = next(iter(scenarios.values()))["summary"]["rounds"]
     lines = ["", (f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "
@@ -301,6 +303,13 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
                      f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
                      + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no") + " decisions"
                      + (f" for {requests:,} requests" if requests else ""))
+    if "device" in il:
+        d = il["device"]
+        probe, logged = d.get("probe", {}), d.get("request_log", {})
+        lines.append(f"check: device {d['device_id']} (verified posture pass, one posture rule): "
+                     f"{DEVICE_HOST} got {probe.get('as_device')} as the device, {probe.get('anonymous')} without; "
+                     f"{logged.get('identified', '-'):,} of {logged.get('logged', '-'):,} logged requests to the bench "
+                     "host carry the device")
     for scen, sc in scenarios.items():
         for pair, r in sc["summary"]["ratios"].items():
             rate, cpu = r["rate"]["median"], r["cpu"]["median"]

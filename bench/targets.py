@@ -240,6 +240,7 @@ class Target:
     cafile: Path | None = None
     proc: subprocess.Popen | None = None
     info: dict = field(default_factory=dict)
+    proxy_headers: dict[str, str] = field(default_factory=dict)  # sent on every CONNECT (device identity)
 
     @property
     def pid(self) -> int | None:
@@ -306,6 +307,7 @@ class Gateway(Target):
     startup_timeout: float = 90.0
     policies: Path | None = None  # --policies FILE
     admin: str = ""
+    token: str = ""  # GATEWAY_ADMIN_TOKEN of this process
     launcher: list[str] = field(default_factory=list)  # instead of ``gateway`` (bench/gateway_variant.py)
 
     async def start(self) -> None:
@@ -316,7 +318,7 @@ class Gateway(Target):
         pport, aport = free_port(), free_port()
         while aport == pport:
             aport = free_port()
-        token = secrets.token_urlsafe(24)
+        token = self.token = secrets.token_urlsafe(24)
         env = dict(os.environ, GATEWAY_ADMIN_TOKEN=token)
         argv = [*(self.launcher or [self.gateway]), "run", "--data-dir", str(data), "--proxy-listen", f"127.0.0.1:{pport}",
                 "--admin-listen", f"127.0.0.1:{aport}", "--upstream-ca", str(self.origin_ca),
@@ -369,11 +371,13 @@ class Gateway(Target):
             return []
 
 
-def probe_status(proxy: tuple[str, int], port: int, host: str, cafile: Path, timeout: float = 15.0) -> int:
-    """One ``GET https://host:port/`` through the proxy (CONNECT, TLS checked against ``cafile``):
-    the HTTP status the client gets."""
+def probe_status(proxy: tuple[str, int], port: int, host: str, cafile: Path, timeout: float = 15.0,
+                 headers: dict[str, str] | None = None) -> int:
+    """One ``GET https://host:port/`` through the proxy (CONNECT with ``headers``, TLS checked
+    against ``cafile``): the HTTP status the client gets."""
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     with socket.create_connection(proxy, timeout=timeout) as raw:
-        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = raw.recv(4096)
