@@ -15,8 +15,9 @@ runs first. Then the interleaved comparison (--interleave): mitmdump, gateway an
 generated rules (bench/rulegen.py) all up at once, loaded one at a time in rounds of short slices
 from one client, so that each round gives ratios the machine's drift barely touches
 (--policy-load: only gateway vs gateway with rules, issue 3; gateway-device: a gateway with one
-enrolled device whose client identifies on every CONNECT, issue 4, see bench/device.py). Output:
-a table on stdout and a JSON file in bench/results/.
+enrolled device whose client identifies on every CONNECT, and gateway-device-anon, the same setup
+with a client that does not identify, issue 4, see bench/device.py). Output: a table on stdout
+and a JSON file in bench/results/.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ VENV_BIN = Path(sys.executable).parent
 SAME_HOST = f"same.{T.BENCH_SUFFIX}"
 NEW_FMT = "h{:06d}." + T.BENCH_SUFFIX
 SCENARIOS = ("new-host", "same-host", "keep-alive")
-INTERLEAVE_TARGETS = ("mitmdump", "gateway", "gateway-rules", "gateway-device", "gateway-pruned")
+INTERLEAVE_TARGETS = ("mitmdump", "gateway", "gateway-rules", "gateway-device", "gateway-device-anon", "gateway-pruned")
+DEVICE_TARGETS = {"gateway-device": True, "gateway-device-anon": False}  # name: the client identifies as the device
 
 
 # Interleaved handshake slices keep fewer connections in flight: with 20, a handshake waits ~1 s in
@@ -95,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"paired ratios robust to other load; from {','.join(INTERLEAVE_TARGETS)} "
                         "(gateway-device: gateway run with one enrolled device holding a verified posture pass and "
                         "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
-                        "issue 4; gateway-pruned: an experiment, bench/gateway_variant.py) "
+                        "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py) "
                         "(default: %(default)s; '' = skip)")
     p.add_argument("--interleave-scenarios", default="keep-alive", metavar="LIST",
                    help="scenarios of the interleaved comparison, from keep-alive,same-host,new-host "
@@ -178,6 +180,7 @@ class Bench:
         self.tmp = tmp
         self.origin: T.Origin | None = None
         self.name_cursor = 0  # next unused new-host name index: never reused within a run
+        self.device_headers: dict[str, dict[str, str]] = {}  # gateway-device*: the device's CONNECT headers
 
     # ---- client ---------------------------------------------------------------------------
     async def load(self, target: T.Target, mode: str, count: int, *, host: str | None = None,
@@ -443,8 +446,8 @@ class Bench:
         try:
             for name, t in procs.items():
                 await t.start()
-            if "gateway-device" in procs:
-                out["device"] = await self._enroll_device(procs["gateway-device"])
+            for name in [n for n in procs if n in DEVICE_TARGETS]:
+                out.setdefault("devices", {})[name] = await self._enroll_device(procs[name], DEVICE_TARGETS[name])
             for name, t in procs.items():  # warm each: handshakes, then keep-alive (code paths, caches)
                 warm = await self.load(t, "close", 2 * a.concurrency, host=SAME_HOST)
                 warm_ka = await self.load(t, "keepalive", 10 * a.concurrency, host=SAME_HOST, time_limit=5)
@@ -457,8 +460,8 @@ class Bench:
             if control.get("gateway", 200) != 200 or control.get("gateway-rules", 403) != 403:
                 raise RuntimeError(f"control request to {rulegen.CONTROL_HOST}: {control} "
                                    "(expected 200 without rules, 403 with)")
-            if "gateway-device" in procs:
-                out["device"]["probe"] = await self._probe_device(procs["gateway-device"])
+            for name in out.get("devices", {}):
+                out["devices"][name]["probe"] = await self._probe_device(procs[name])
             if "gateway-rules" in procs:
                 loaded = procs["gateway-rules"].log_lines("policy files:")
                 out["gateway_log"] = loaded[-1][-200:] if loaded else None
@@ -497,20 +500,24 @@ class Bench:
             n: {k: v - before[n].get(k, 0.0) for k, v in after[n].items() if v != before[n].get(k, 0.0)} for n in gws}
         out["requests"] = {n: sum(sc["summary"]["per_proxy"][n]["requests"] for sc in out["scenarios"].values())
                            for n in names}
-        if "gateway-device" in procs:  # the log is flushed at stop: every request of the load carried the device
-            out["device"]["request_log"] = await asyncio.to_thread(
-                device.check_identified, procs["gateway-device"].workdir / "data" / "requests.jsonl",
-                out["device"]["device_id"], SAME_HOST)
-            if out["device"]["request_log"]["identified"] < out["requests"]["gateway-device"]:
-                raise RuntimeError(f"gateway-device: {out['device']['request_log']} logged requests with the device "
-                                   f"for {out['requests']['gateway-device']} measured")
+        for name, d in out.get("devices", {}).items():  # the log is flushed at stop
+            d["request_log"] = logged = await asyncio.to_thread(
+                device.logged_with, procs[name].workdir / "data" / "requests.jsonl", d["device_id"], SAME_HOST)
+            want = logged["logged"] if DEVICE_TARGETS[name] else 0
+            if logged["identified"] != want or logged["logged"] < out["requests"][name]:
+                raise RuntimeError(f"{name}: {logged['identified']} of {logged['logged']} logged requests to {SAME_HOST} "
+                                   f"carry the device ({want} expected, {out['requests'][name]} measured): "
+                                   "the comparison did not measure what it says")
         return out
 
-    async def _enroll_device(self, t: T.Gateway) -> dict[str, Any]:
-        """Enroll one device with a verified posture pass (bench/device.py); the client identifies as it."""
+    async def _enroll_device(self, t: T.Gateway, identify: bool) -> dict[str, Any]:
+        """Enroll one device with a verified posture pass (bench/device.py); when ``identify``, the
+        load client identifies as it on every CONNECT."""
         dev = await asyncio.to_thread(device.enroll, t.admin, t.token)
-        t.proxy_headers = dev.proxy_headers
-        return {"device_id": dev.device_id, "posture_rule_id": dev.posture_rule_id,
+        self.device_headers[t.name] = dev.proxy_headers  # for the probe
+        if identify:
+            t.proxy_headers = dev.proxy_headers
+        return {"device_id": dev.device_id, "identifies": identify, "posture_rule_id": dev.posture_rule_id,
                 "gateway_rule_id": dev.gateway_rule_id}
 
     async def _probe_device(self, t: T.Gateway) -> dict[str, int]:
@@ -520,13 +527,13 @@ class Bench:
         deadline = time.monotonic() + 10
         while True:
             as_device = await asyncio.to_thread(T.probe_status, t.proxy, port, device.POSTURE_HOST, t.cafile,
-                                                headers=t.proxy_headers)
+                                                headers=self.device_headers[t.name])
             if as_device == 200 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
         anonymous = await asyncio.to_thread(T.probe_status, t.proxy, port, device.POSTURE_HOST, t.cafile)
         if (as_device, anonymous) != (200, 403):
-            raise RuntimeError(f"gateway-device: {device.POSTURE_HOST} answered {as_device} as the device and "
+            raise RuntimeError(f"{t.name}: {device.POSTURE_HOST} answered {as_device} as the device and "
                                f"{anonymous} without it (expected 200 and 403): the device's identity or posture "
                                "is not attached, the comparison would measure nothing")
         return {"as_device": as_device, "anonymous": anonymous}

@@ -176,6 +176,7 @@ DEVICE_HOST = "posture.bench.test"  # bench/device.py POSTURE_HOST
 
 RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"),
                ("gateway-pruned", "gateway"), ("gateway-pruned", "mitmdump"), ("gateway-device", "gateway"),
+               ("gateway-device", "gateway-device-anon"), ("gateway-device-anon", "gateway"),
                ("gateway-device", "mitmdump"))
 
 
@@ -260,7 +261,8 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
     a = result["args"]
     names = il["names"]
     label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules",
-             "gateway-pruned": "gateway pruned (experiment)", "gateway-device": "gateway + device"}
+             "gateway-pruned": "gateway pruned (experiment)", "gateway-device": "gateway + device",
+             "gateway-device-anon": "gateway + device, anon client"}
     scenarios = il.get("scenarios") or {"keep-alive": {"summary": il["summary"]}}  # older results: keep-alive only
     rounds = next(iter(scenarios.values()))["summary"]["rounds"]
     lines = ["", (f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "
@@ -303,10 +305,9 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
                      f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
                      + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no") + " decisions"
                      + (f" for {requests:,} requests" if requests else ""))
-    if "device" in il:
-        d = il["device"]
+    for name, d in il.get("devices", {}).items():
         probe, logged = d.get("probe", {}), d.get("request_log", {})
-        lines.append(f"check: device {d['device_id']} (verified posture pass, one posture rule): "
+        lines.append(f"check: {label[name]}: device {d['device_id'][:8]}.. (verified posture pass, one posture rule): "
                      f"{DEVICE_HOST} got {probe.get('as_device')} as the device, {probe.get('anonymous')} without; "
                      f"{logged.get('identified', '-'):,} of {logged.get('logged', '-'):,} logged requests to the bench "
                      "host carry the device")
