@@ -34,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import device
 import proxy_bench as PB
 import rulegen
 import targets as T
@@ -108,7 +109,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     a = p.parse_args(argv)
     a.target_list = [t.strip() for t in a.targets.split(",") if t.strip()]
-    bad = set(a.target_list) - {"mitmdump", "gateway", "gateway-rules", "gateway-pruned"}
+    bad = set(a.target_list) - set(PB.INTERLEAVE_TARGETS)
     if bad:
         p.error(f"unknown target(s): {', '.join(sorted(bad))}")
     if not Path(a.py_spy).exists():
@@ -225,7 +226,8 @@ async def main_async(a: argparse.Namespace, tmp: Path, out_dir: Path) -> dict[st
     ca = Authority.generate("Bench origin CA")
     origin_ca = tmp / "origin-ca.pem"
     origin_ca.write_bytes(ca.cert_pem())
-    write_host_certs(ca, [PB.SAME_HOST, rulegen.CONTROL_HOST], origin_dir / "certs", origin_dir / "host.key")
+    write_host_certs(ca, [PB.SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST], origin_dir / "certs",
+                     origin_dir / "host.key")
     await bench.origin.start()
     try:
         print(f"profile: {', '.join(a.target_list)} up at once, {a.rounds} rounds of {a.slice_s:g} s slices, "
