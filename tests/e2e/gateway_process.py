@@ -25,6 +25,7 @@ from . import tools
 
 HEALTH_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+BANNER_END = "Stop with Ctrl-C."  # the last line of the banner `gateway run` prints once it serves
 _ENV_DROPPED = ("GATEWAY_ADMIN_TOKEN", "GATEWAY_MASTER_KEY")
 
 
@@ -132,6 +133,7 @@ class GatewayProcess:
         self._wait_healthy(timeout)
 
     def _wait_healthy(self, timeout: float) -> None:
+        """Until /healthz answers 200 and the start-up banner is out."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         last = "no answer"
@@ -149,9 +151,9 @@ class GatewayProcess:
             try:
                 with httpx.Client(trust_env=False, timeout=2, verify=self.verify()) as client:
                     response = client.get(f"{self.admin_url}/healthz")
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
+                if response.status_code == 200 and BANNER_END in self.stdout():
+                    return  # the banner comes a moment after the admin API answers
+                last = f"HTTP {response.status_code}" + ("" if BANNER_END in self.stdout() else ", no banner yet")
             except httpx.HTTPError as e:
                 last = repr(e)
             time.sleep(0.1)
