@@ -10,8 +10,8 @@ answers, for each, None or the reason it failed.
 
 Frames on the child's stdin and stdout: a 4-byte big-endian length, then a pickle of a list
 (a batch of triples one way, of answers the other). Only the gateway and its own child write
-them. If the child dies or cannot start, the worker logs it once and verifies in the gateway's
-process from then on: a proof is never passed unchecked.
+them. If the child dies, cannot start or does not answer a batch within 10 s, the worker logs it
+once and verifies in the gateway's process from then on: a proof is never passed unchecked.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 Item = tuple[bytes, bytes, bytes]  # SubjectPublicKeyInfo DER, message, signature
 _LENGTH: Final = struct.Struct(">I")
 _MAX_KEYS: Final = 10_000
+ANSWER_TIMEOUT: Final = 10.0  # seconds for a batch; a worker that takes longer is stopped
 
 
 def verify_items(items: Sequence[Item], keys: dict[bytes, PublicKey] | None = None) -> list[str | None]:
@@ -103,7 +104,7 @@ class ProofWorker:
                 items = [item for items, _ in batch for item in items]
                 try:
                     answers = await self._round_trip(items)
-                except (OSError, EOFError, asyncio.IncompleteReadError, pickle.PickleError, ValueError) as e:
+                except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError, pickle.PickleError, ValueError) as e:
                     self._fail(e)
                     answers = verify_items(items, self._keys)
                 at = 0
@@ -120,8 +121,13 @@ class ProofWorker:
         payload = pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
         process.stdin.write(_LENGTH.pack(len(payload)) + payload)
         await process.stdin.drain()
-        (length,) = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))
-        answers = pickle.loads(await process.stdout.readexactly(length))
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                (length,) = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))
+                answers = pickle.loads(await process.stdout.readexactly(length))
+        except TimeoutError:
+            process.kill()
+            raise TimeoutError(f"no answer within {ANSWER_TIMEOUT:g} s (the worker was stopped)") from None
         if not isinstance(answers, list) or len(answers) != len(items):
             raise ValueError("the proof worker answered with something else than one answer per proof")
         self.batches += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -90,3 +91,16 @@ async def test_device_service_with_the_worker_verifies_reports(gateway: Gateway)
         assert lab.service.proofs is not None and lab.service.proofs.batches == 2
     finally:
         await lab.service.aclose()
+
+
+async def test_a_child_that_does_not_answer_is_stopped(
+    worker: ProofWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    assert await worker.verify([_item(key)]) == [None]
+    process = worker._process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)  # alive, but silent
+    monkeypatch.setattr("proxy.services.proof_worker.ANSWER_TIMEOUT", 0.5)
+    assert await worker.verify([_item(key, forged=True), _item(key)]) == [PROOF_FAILED, None]
+    assert await asyncio.wait_for(process.wait(), 5) == -signal.SIGKILL
