@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from proxy.store.database import Database
-from proxy.store.devices import from_db, to_db, writing
+from proxy.store.devices import from_db, insert_rows, to_db, writing
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +170,10 @@ class PostureResults:
             for r in results
         ]  # fmt: skip
         with writing(self._db) as conn:
-            conn.executemany(
+            insert_rows(
+                conn,
                 "INSERT OR REPLACE INTO posture_results (device_id, rule_id, success, verified,"
-                " reason, certificate_fingerprint, certificate_cn, at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " reason, certificate_fingerprint, certificate_cn, at, expires_at) VALUES",
                 rows,
             )
 
@@ -233,10 +233,10 @@ class PostureLogs:
             for e in entries
         ]  # fmt: skip
         with writing(self._db) as conn:
-            conn.executemany(
+            insert_rows(
+                conn,
                 "INSERT INTO posture_logs (account_id, device_id, rule_id, rule_name, outcome,"
-                " verified, reason, certificate_fingerprint, certificate_cn, at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " verified, reason, certificate_fingerprint, certificate_cn, at, expires_at) VALUES",
                 rows,
             )
 

@@ -13,6 +13,7 @@ import pytest
 from certs.lifecycle import BindingStatus
 from proxy.store import Account, CertificateKind, CertificateRecord, Store, StoreError
 from proxy.store.database import Database
+from proxy.store.devices import insert_rows
 from proxy.store.migrations import MIGRATIONS, Migration, migrate
 from tests.proxy.conftest import START, FakeClock
 
@@ -65,6 +66,19 @@ def test_a_store_that_is_not_power_safe_syncs_normally(db_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         telemetry.close()
+
+
+def test_insert_rows_writes_every_row_in_multi_row_statements() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT)")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    rows: list[tuple[object, ...]] = [(i, f"v{i}") for i in range(1200)]
+    insert_rows(conn, "INSERT INTO t (a, b) VALUES", rows)
+    insert_rows(conn, "INSERT INTO t (a, b) VALUES", [])
+    assert conn.execute("SELECT count(*), min(a), max(a), max(b) FROM t").fetchone() == (1200, 0, 1199, "v999")
+    inserts = [sql for sql in statements if sql.startswith("INSERT")]
+    assert len(inserts) == 3  # 495 rows of 2 parameters per statement
 
 
 def test_migrations_are_recorded_and_idempotent(db_path: Path, clock: FakeClock) -> None:
