@@ -38,8 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from certs.authority import parse_certificates
 from certs.client_check import ClientCertRequirements, check_certificate, common_name
 from certs.errors import CertError
-from certs.keys import PublicKey
-from certs.proof import MAX_NONCE_BYTES, proof_key, proof_message, verify_proof_with
+from certs.proof import MAX_NONCE_BYTES, proof_key, proof_message
 from policies.posture import PostureRule
 from proxy.services.posture_rules import Signers
 from proxy.store import Device
@@ -85,7 +84,6 @@ class Proof:
     verifies, a failure with the reason otherwise (:func:`settle`)."""
 
     key_der: bytes  # the certificate's SubjectPublicKeyInfo
-    key: PublicKey
     message: bytes
     signature: bytes
     verdict: Verdict
@@ -129,8 +127,7 @@ class Checked:
     """A certificate that passed step 2, and what the server stores of it."""
 
     certificate: x509.Certificate
-    key: PublicKey  # the one proofs are verified with
-    key_der: bytes  # the same, as SubjectPublicKeyInfo DER
+    key_der: bytes  # the key proofs are verified with (SubjectPublicKeyInfo DER)
     reason: str
     fingerprint: str
     cn: str | None
@@ -166,34 +163,12 @@ class CertificateChecks:
         except CertError as e:
             raise Refusal(str(e)) from None
         der = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        passed = Checked(cert, public_key, der, reason, fingerprint(cert), common_name(cert),
+        passed = Checked(cert, der, reason, fingerprint(cert), common_name(cert),
                          cert.not_valid_before_utc, cert.not_valid_after_utc)  # fmt: skip
         self._passed[key] = passed
         if len(self._passed) > self._size:
             self._passed.popitem(last=False)
         return passed
-
-
-def judge(
-    report: Report,
-    rule: PostureRule,
-    device: Device,
-    signers: Signers | None,
-    nonce: NonceStatus | None,
-    *,
-    now: datetime,
-    checks: CertificateChecks | None = None,
-) -> Verdict:
-    """The verdict on one report; ``nonce`` is what the server knows of its nonce (None when
-    the report has none, or it is not base64)."""
-    found = assess(report, rule, device, signers, nonce, now=now, checks=checks)
-    if isinstance(found, Verdict):
-        return found
-    try:
-        verify_proof_with(found.key, found.message, found.signature)
-    except CertError as e:
-        return settle(found, str(e))
-    return settle(found, None)
 
 
 def assess(
@@ -206,7 +181,10 @@ def assess(
     now: datetime,
     checks: CertificateChecks | None = None,
 ) -> Verdict | Proof:
-    """Steps 1 and 2 of :func:`judge`: a failed verdict, or the proof still to verify."""
+    """The verdict on one report as far as steps 1 and 2 go (module docstring): a failed
+    verdict, or the proof whose signature (step 3) is still to verify, by
+    ``proof_worker.verify_items`` or the proof worker, before :func:`settle`. ``nonce`` is what
+    the server knows of the report's nonce (None when it has none, or it is not base64)."""
     expires = now + rule.expiration
     if not report.success:
         reason = _clip(report.reason.strip()) or "the agent reported a failure without a reason"
@@ -225,7 +203,7 @@ def assess(
         rule, True, True, reason, min(expires, checked.not_after), checked.fingerprint, checked.cn,
         raw_nonce,
     )  # fmt: skip
-    return Proof(checked.key_der, checked.key, message, signature, passed, expires)
+    return Proof(checked.key_der, message, signature, passed, expires)
 
 
 def settle(proof: Proof, problem: str | None) -> Verdict:

@@ -11,7 +11,7 @@ import builtins
 import functools
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +52,7 @@ def writing(db: Database) -> Iterator[sqlite3.Connection]:
             yield conn
 
 
-def insert_rows(conn: sqlite3.Connection, statement: str, rows: list[tuple[object, ...]]) -> None:
+def insert_rows(conn: sqlite3.Connection, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
     """``statement`` (``INSERT ... VALUES``) for every row, as multi-row statements of at most
     ``_MAX_VARIABLES`` host parameters. SQLite runs each in one step, so Python's sqlite3 lets go
     of the GIL once per statement rather than once per row as ``executemany`` does: in the
