@@ -20,7 +20,14 @@ from cryptography.x509.oid import NameOID
 
 from certs.clock import Clock, as_utc, format_time, utcnow
 from certs.errors import InvalidCertificate
-from certs.keys import KeyType, PrivateKey, check_public_key, describe_key, signature_hash
+from certs.keys import (
+    KeyType,
+    PrivateKey,
+    check_key_pair,
+    check_public_key,
+    describe_key,
+    signature_hash,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +68,7 @@ class CertificateAuthority:
     """Issuers above an uploaded (intermediate) CA, in order, as uploaded; empty for a root."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-            raise InvalidCertificate(
-                f"{describe_key(self.private_key)} private keys are not supported: "
-                "use an EC P-256/P-384 or RSA key"
-            )
-        if self.certificate.public_key() != self.private_key.public_key():
-            raise InvalidCertificate("private key does not match the certificate")
+        check_key_pair(self.certificate, self.private_key, accepted="an EC P-256/P-384 or RSA key")
         if not isinstance(self.chain, tuple):
             object.__setattr__(self, "chain", tuple(self.chain))
 

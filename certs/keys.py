@@ -11,6 +11,7 @@ import logging
 from enum import Enum
 from typing import TypeAlias
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -29,6 +30,7 @@ __all__ = [
     "PublicKey",
     "MIN_RSA_BITS",
     "MAX_RSA_BITS",
+    "check_key_pair",
     "check_public_key",
     "describe_key",
     "signature_hash",
@@ -125,3 +127,16 @@ def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)) or key.curve.name != "secp384r1":
         return hashes.SHA256()
     return hashes.SHA384()
+
+
+def check_key_pair(
+    certificate: x509.Certificate, private_key: PrivateKeyTypes, *, accepted: str
+) -> None:
+    """InvalidCertificate unless ``private_key`` is an EC or RSA key and the certificate's
+    (``accepted`` says which keys would be, in the refusal)."""
+    if not isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise InvalidCertificate(
+            f"{describe_key(private_key)} private keys are not supported: use {accepted}"
+        )
+    if certificate.public_key() != private_key.public_key():
+        raise InvalidCertificate("private key does not match the certificate")

@@ -29,7 +29,7 @@ from certs.authority import BACKDATE, fingerprint_of, parse_certificates
 from certs.clock import Clock, utcnow
 from certs.errors import CertError, InvalidCertificate
 from certs.issuer import general_names, normalize_names
-from certs.keys import PrivateKey, describe_key
+from certs.keys import PrivateKey, check_key_pair, describe_key
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +64,7 @@ class ServerCertificate:
     chain: tuple[x509.Certificate, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-            raise InvalidCertificate(
-                f"{describe_key(self.private_key)} private keys are not supported: "
-                "use an EC or RSA key"
-            )
-        if self.certificate.public_key() != self.private_key.public_key():
-            raise InvalidCertificate("the private key does not match the certificate")
+        check_key_pair(self.certificate, self.private_key, accepted="an EC or RSA key")
 
     # -- construction -------------------------------------------------------------------------
 
