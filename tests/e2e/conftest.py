@@ -97,13 +97,8 @@ def shared_gateway(
     127.0.0.1 with that Host, as a client resolving PUBLIC_HOST to the gateway would."""
     gw = _new_gateway(tmp_path_factory.mktemp("shared-gateway"), origin, hosts_file)
     gw.extra_args += ["--public-url", f"http://{PUBLIC_HOST}:{gw.admin_port}"]
-    gw.start()
-    yield gw
-    try:
-        if gw.running:
-            gw.stop()
-    finally:
-        gw.kill()
+    with gw.serving():
+        yield gw
 
 
 @pytest.fixture
@@ -129,10 +124,5 @@ def policy_lab(
     policy_file.write_text(policy_yaml(origin.port))
     gw = _new_gateway(base, origin, hosts_file)
     gw.extra_args += ["--policies", str(policy_file)]
-    gw.start()
-    yield PolicyLab(gw, policy_file, origin.port)
-    try:
-        if gw.running:
-            gw.stop()
-    finally:
-        gw.kill()
+    with gw.serving():
+        yield PolicyLab(gw, policy_file, origin.port)

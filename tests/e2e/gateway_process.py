@@ -15,6 +15,8 @@ import signal
 import ssl
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +188,20 @@ class GatewayProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @contextmanager
+    def serving(self) -> Iterator[GatewayProcess]:
+        """Started for the ``with`` block; then SIGTERM (exit 0 asserted) if it still runs, and
+        killed whatever happened, so that nothing is left behind."""
+        self.start()
+        try:
+            yield self
+        finally:
+            try:
+                if self.running:
+                    self.stop()
+            finally:
+                self.kill()
 
     def kill(self) -> None:
         """Cleanup only: make sure nothing is left running."""

@@ -38,13 +38,8 @@ def tls_gateway(
         data_dir=base / "data", log_dir=base / "logs", upstream_ca=origin.ca_path, hosts=hosts_file,
         admin_host="0.0.0.0", admin_tls=True,
     )  # fmt: skip
-    gw.start()
-    yield gw
-    try:
-        if gw.running:
-            gw.stop()
-    finally:
-        gw.kill()
+    with gw.serving():
+        yield gw
 
 
 def fingerprint(gw: GatewayProcess) -> str:

@@ -226,15 +226,8 @@ def lab(
     gw = GatewayProcess(
         data_dir=base / "data", log_dir=base / "logs", upstream_ca=origin.ca_path, hosts=hosts_file
     )
-    gw.start()
-    try:
+    with gw.serving():
         yield _setup(gw, origin, base)
-    finally:
-        try:
-            if gw.running:
-                gw.stop()
-        finally:
-            gw.kill()
 
 
 def _setup(gw: GatewayProcess, origin: Origin, base: Path) -> PostureLab:
