@@ -1,6 +1,6 @@
 # Gateway: the two commands a fresh machine needs, and a few for developers.
 # Every target installs what it needs first (scripts/bootstrap is quick when nothing changed).
-.PHONY: run test test-unit test-e2e bench lint help
+.PHONY: run test test-unit test-e2e bench lint format help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -9,14 +9,32 @@ run: ## install into .venv and start the gateway on embedded defaults (./var, 12
 	@scripts/bootstrap
 	.venv/bin/gateway run $(ARGS)
 
-test: ## install everything the tests need (pip and Debian packages) and run the whole suite
+test: ## install everything the tests need (pip and Debian packages), lint, and run the whole suite
 	@scripts/bootstrap test
 	@scripts/install-test-deps
+	@$(MAKE) --no-print-directory lint
 	.venv/bin/python -m pytest $(ARGS)
+
+lint: ## mypy strict on every package, ruff lint + format check, the layering test
+	@scripts/bootstrap test
+	.venv/bin/mypy
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/python -m pytest -q -p no:cacheprovider tests/test_layering.py
+
+format: ## apply ruff's fixes and formatting
+	@scripts/bootstrap test
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
 
 test-unit: ## the suite without the end-to-end tests
 	@scripts/bootstrap test
 	.venv/bin/python -m pytest -m "not e2e" $(ARGS)
+
+test-e2e: ## only the end-to-end tests (real processes on loopback)
+	@scripts/bootstrap test
+	@scripts/install-test-deps
+	.venv/bin/python -m pytest -m e2e $(ARGS)
 
 bench: ## benchmarks against mitmdump and a direct connection (see docs/performance.md)
 	@scripts/bootstrap test

@@ -26,9 +26,8 @@ from mitmproxy import connection, http, tls
 from OpenSSL import SSL
 
 from addons.pages import BlockPage, PageFacts, render
-from policies.access import AccessDecision
+from policies.access import AccessDecision, AccessEngine
 from policies.engine import Decision, GatewayEngine
-from policies.access import AccessEngine
 from policies.facts import ANONYMOUS, ConnectionFacts, Identity, RequestFacts
 from policies.rules import Action, RedirectSettings, UntrustedCertAction
 
@@ -153,7 +152,9 @@ class Enforcer:
             logger.info("connecting to %s without certificate verification (rule: pass_through)", key[1][0])
 
     def client_disconnected(self, client: connection.Client) -> None:
-        self._insecure = {k for k in self._insecure if k[0] != client.id} if self._insecure else self._insecure
+        self._insecure = (
+            {k for k in self._insecure if k[0] != client.id} if self._insecure else self._insecure
+        )
 
     # -- request level ----------------------------------------------------------------------------------
     def request(self, flow: http.HTTPFlow) -> None:
@@ -168,7 +169,11 @@ class Enforcer:
             flow.response = render(
                 flow,
                 500,
-                PageFacts("The gateway could not decide this request", "An internal error occurred; it was logged.", flow.request.pretty_host),
+                PageFacts(
+                    "The gateway could not decide this request",
+                    "An internal error occurred; it was logged.",
+                    flow.request.pretty_host,
+                ),
                 self._snapshot.block_page,
             )
 
@@ -230,7 +235,12 @@ class Enforcer:
             self._count("upstream_errors", "unreachable")
             flow.metadata[DECISION] = DecisionRecord("error", "upstream", reason=error)
             flow.response = render(
-                flow, 502, PageFacts("The origin could not be reached", f"Gateway could not connect to {host}: {error}.", host), snapshot.block_page
+                flow,
+                502,
+                PageFacts(
+                    "The origin could not be reached", f"Gateway could not connect to {host}: {error}.", host
+                ),
+                snapshot.block_page,
             )
             return True
         reason = error.removeprefix(CERT_VERIFY_FAILED).lstrip(": ").strip() or error
@@ -241,26 +251,54 @@ class Enforcer:
             self._insecure.add((flow.client_conn.id, _address(flow.server_conn)))
             flow.server_conn.error = None
             self._count("upstream_errors", "pass_through")
-            logger.info("untrusted certificate of %s passed through by rule %s: %s", host, rule.label if rule else "-", reason)
+            logger.info(
+                "untrusted certificate of %s passed through by rule %s: %s",
+                host,
+                rule.label if rule else "-",
+                reason,
+            )
             return False
         detail = f"The certificate of {host} is not trusted: {reason}."
         if handling is UntrustedCertAction.ERROR:
             self._count("upstream_errors", "error")
-            flow.metadata[DECISION] = DecisionRecord("error", "upstream", rule.id if rule else "", rule.name if rule else "", reason)
-            flow.response = render(flow, 526, PageFacts("Invalid origin certificate", detail, host, rule.name if rule else "", rule.id if rule else ""), snapshot.block_page)
+            flow.metadata[DECISION] = DecisionRecord(
+                "error", "upstream", rule.id if rule else "", rule.name if rule else "", reason
+            )
+            flow.response = render(
+                flow,
+                526,
+                PageFacts(
+                    "Invalid origin certificate",
+                    detail,
+                    host,
+                    rule.name if rule else "",
+                    rule.id if rule else "",
+                ),
+                snapshot.block_page,
+            )
             return True
         self._count("upstream_errors", "block")
-        flow.metadata[DECISION] = DecisionRecord("block", "upstream", rule.id if rule else "", rule.name if rule else "", reason)
+        flow.metadata[DECISION] = DecisionRecord(
+            "block", "upstream", rule.id if rule else "", rule.name if rule else "", reason
+        )
         flow.response = render(
-            flow, 403, PageFacts("Blocked: untrusted origin certificate", detail, host, rule.name if rule else "", rule.id if rule else ""), snapshot.block_page
+            flow,
+            403,
+            PageFacts(
+                "Blocked: untrusted origin certificate",
+                detail,
+                host,
+                rule.name if rule else "",
+                rule.id if rule else "",
+            ),
+            snapshot.block_page,
         )
         return True
 
     def _deny(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, verdict: AccessDecision) -> None:
         policy = verdict.policy
-        detail = (
-            f"Access application {verdict.application.name!r} denies this request"
-            + (f" by policy {policy.name!r}." if policy else ": no policy allows it.")
+        detail = f"Access application {verdict.application.name!r} denies this request" + (
+            f" by policy {policy.name!r}." if policy else ": no policy allows it."
         )
         flow.metadata[DECISION] = DecisionRecord(
             "block", "access", policy.id if policy else "", policy.name if policy else "", detail
@@ -268,7 +306,13 @@ class Enforcer:
         flow.response = render(
             flow,
             403,
-            PageFacts("Access denied", detail, flow.request.pretty_host, policy.name if policy else "", policy.id if policy else ""),
+            PageFacts(
+                "Access denied",
+                detail,
+                flow.request.pretty_host,
+                policy.name if policy else "",
+                policy.id if policy else "",
+            ),
             snapshot.block_page,
         )
 
@@ -285,7 +329,9 @@ class Enforcer:
         child.inc()
 
 
-def redirect_target(settings: RedirectSettings, request_path: str, facts: RequestFacts, decision: Decision) -> str:
+def redirect_target(
+    settings: RedirectSettings, request_path: str, facts: RequestFacts, decision: Decision
+) -> str:
     """The Location of a redirect: the target, plus the request's path and query when asked
     (the target's own query kept first), plus context parameters when asked (as Cloudflare's
     ``cf_*`` names)."""
@@ -310,7 +356,13 @@ def redirect_target(settings: RedirectSettings, request_path: str, facts: Reques
 
 def record(decision: Decision, reason: str = "") -> DecisionRecord:
     rule = decision.rule
-    return DecisionRecord(decision.action.value, decision.stage.value, rule.id if rule else "", rule.name if rule else "", reason)
+    return DecisionRecord(
+        decision.action.value,
+        decision.stage.value,
+        rule.id if rule else "",
+        rule.name if rule else "",
+        reason,
+    )
 
 
 def connection_facts(context: object, sni: str | None, identity: Identity = ANONYMOUS) -> ConnectionFacts:

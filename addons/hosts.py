@@ -84,7 +84,9 @@ class LabHosts:
             self.hosts = HostsMap.parse(Path(path).read_text(), source=path)
         except (OSError, ValueError) as e:
             raise exceptions.OptionsError(f"cannot use hosts file {path}: {e}") from e
-        logger.info("lab hosts: %d names, %d wildcards from %s", len(self.hosts.exact), len(self.hosts.suffixes), path)
+        logger.info(
+            "lab hosts: %d names, %d wildcards from %s", len(self.hosts.exact), len(self.hosts.suffixes), path
+        )
 
     def server_connect(self, data: ServerConnectionHookData) -> None:
         if data.server.address is None:

@@ -96,7 +96,11 @@ class DeviceIdentity:
             return None
         device_id = self.directory.authenticate(device, secret)
         if device_id is None:
-            logger.warning("client %s: device %r was not recognised (unknown device or wrong secret)", flow.client_conn.peername, device[:64])
+            logger.warning(
+                "client %s: device %r was not recognised (unknown device or wrong secret)",
+                flow.client_conn.peername,
+                device[:64],
+            )
         return device_id
 
     def _challenge(self, flow: http.HTTPFlow) -> None:

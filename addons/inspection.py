@@ -63,7 +63,9 @@ class HotTlsConfig(tlsconfig.TlsConfig):
         previous = self._issuer
         self._issuer = issuer
         self._refresh_certstore()
-        if issuer is not None and (previous is None or previous.authority.fingerprint != issuer.authority.fingerprint):
+        if issuer is not None and (
+            previous is None or previous.authority.fingerprint != issuer.authority.fingerprint
+        ):
             logger.info("signing leaves with CA %s (%s)", issuer.authority.fingerprint, _subject(issuer))
         elif issuer is None and previous is not None:
             logger.warning("no certificate in use: TLS interception is refused until one is turned on")
@@ -76,7 +78,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
             raise exceptions.OptionsError(
                 "option 'certs' is not supported by Gateway: upload a CA through the admin API instead"
             )
-        super().configure(names - _CERTSTORE_OPTIONS)
+        super().configure(names - _CERTSTORE_OPTIONS)  # type: ignore[no-untyped-call]
         if "confdir" in names or self._dhparams is None:
             confdir = Path(ctx.options.confdir).expanduser()
             confdir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
         self._ca_by_client[conn_context.client.id] = issuer.fingerprint
         return certs.CertStoreEntry(
             cert=certs.Cert(leaf.certificate),
-            privatekey=leaf.private_key,  # type: ignore[arg-type]  # mitmproxy annotates RSA only
+            privatekey=leaf.private_key,
             chain_file=self._chain_file(issuer),
             chain_certs=[certs.Cert(c) for c in leaf.chain],
         )
@@ -121,7 +123,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
             return
         authority = self._issuer.authority
         self.certstore = certs.CertStore(
-            default_privatekey=authority.private_key,  # type: ignore[arg-type]
+            default_privatekey=authority.private_key,
             default_ca=certs.Cert(authority.certificate),
             default_chain_file=None,
             default_crl=b"",
@@ -139,7 +141,10 @@ class HotTlsConfig(tlsconfig.TlsConfig):
                 self._chain_dir = Path(tempfile.mkdtemp(prefix="gateway-chains-"))
             path = self._chain_dir / (authority.fingerprint.replace(":", "") + ".pem")
             path.write_bytes(
-                b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (authority.certificate, *authority.chain))
+                b"".join(
+                    c.public_bytes(serialization.Encoding.PEM)
+                    for c in (authority.certificate, *authority.chain)
+                )
             )
             self._chain_files[authority.fingerprint] = path
         return path
@@ -148,7 +153,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
 def refuse_forbidden_options() -> None:
     """Options that sign with a key we do not own are an error, whatever else is configured."""
     for option in _FORBIDDEN_OPTIONS:
-        if option in ctx.options.keys() and getattr(ctx.options, option):
+        if option in ctx.options and getattr(ctx.options, option):
             raise exceptions.OptionsError(
                 f"option {option!r} signs leaves with a publicly leaked third-party key; "
                 "Gateway refuses it: leaves are signed only by your own CA"

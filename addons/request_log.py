@@ -14,6 +14,7 @@ from addons.enforcement import ALLOWED, DECISION, IDENTITY, DecisionRecord
 
 logger = logging.getLogger(__name__)
 
+
 class RequestLog:
     def __init__(
         self,
@@ -43,7 +44,9 @@ class RequestLog:
         response = flow.response
         identity = flow.metadata.get(IDENTITY)
         line: dict[str, object] = {
-            "time": datetime.fromtimestamp(flow.request.timestamp_start, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": datetime.fromtimestamp(flow.request.timestamp_start, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "node": self._node_id,
             "device": getattr(identity, "device_id", "") or None,
             "user": getattr(identity, "email", "") or None,
@@ -57,7 +60,9 @@ class RequestLog:
             "rule_id": decision.rule_id or None,
             "status": response.status_code if response is not None else None,
             "bytes": len(response.raw_content or b"") if response is not None else 0,
-            "ca_fingerprint": self._ca_fingerprint(flow.client_conn.id) if flow.request.scheme == "https" else None,
+            "ca_fingerprint": self._ca_fingerprint(flow.client_conn.id)
+            if flow.request.scheme == "https"
+            else None,
         }
         if decision.reason:
             line["reason"] = decision.reason

@@ -60,14 +60,17 @@ class Device:
 def _call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
     """One JSON request; the envelope's ``result``, or RuntimeError naming the call and the errors."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy env var
     try:
         with opener.open(request, timeout=15) as resp:
             return json.loads(resp.read())["result"]
     except urllib.error.HTTPError as e:
-        raise RuntimeError(f"gateway-device setup: {method} {url}: HTTP {e.code}: {e.read()[:400]!r}") from None
+        raise RuntimeError(
+            f"gateway-device setup: {method} {url}: HTTP {e.code}: {e.read()[:400]!r}"
+        ) from None
 
 
 def _device_certificate(ca: Authority, hostname: str) -> tuple[str, ec.EllipticCurvePrivateKey]:
@@ -77,9 +80,11 @@ def _device_certificate(ca: Authority, hostname: str) -> tuple[str, ec.EllipticC
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{hostname}.corp")]))
-        .issuer_name(ca.certificate.subject).public_key(key.public_key())
+        .issuer_name(ca.certificate.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca.key, hashes.SHA256())
     )
@@ -97,33 +102,73 @@ def enroll(admin: str, token: str) -> Device:
     account = accounts[0]["id"]
     acct = f"{base}/accounts/{account}"
     ca = Authority.generate("Bench device signing CA")
-    upload = _call("POST", f"{acct}/mtls_certificates", {"name": "bench devices", "ca": True,
-                                                          "certificates": ca.cert_pem().decode()}, bearer)
-    rule = _call("POST", f"{acct}/devices/posture", {
-        "name": "bench device certificate", "type": "client_certificate_v2", "expiration": "1h",
-        "match": [{"platform": "linux"}],
-        "input": {"certificate_id": upload["id"], "check_private_key": True, "operating_system": "linux",
-                  "cn": "${hostname}.corp", "extended_key_usage": ["clientAuth"]},
-    }, bearer)
-    gateway_rule = _call("POST", f"{acct}/gateway/rules", {
-        "name": "bench posture", "action": "block", "filters": ["http"], "enabled": True, "precedence": 1,
-        "traffic": f'http.request.host == "{POSTURE_HOST}"',
-        "device_posture": f'not(any(device_posture.checks.passed[*] in {{"{rule["id"]}"}}))',
-    }, bearer)
+    upload = _call(
+        "POST",
+        f"{acct}/mtls_certificates",
+        {"name": "bench devices", "ca": True, "certificates": ca.cert_pem().decode()},
+        bearer,
+    )
+    rule = _call(
+        "POST",
+        f"{acct}/devices/posture",
+        {
+            "name": "bench device certificate",
+            "type": "client_certificate_v2",
+            "expiration": "1h",
+            "match": [{"platform": "linux"}],
+            "input": {
+                "certificate_id": upload["id"],
+                "check_private_key": True,
+                "operating_system": "linux",
+                "cn": "${hostname}.corp",
+                "extended_key_usage": ["clientAuth"],
+            },
+        },
+        bearer,
+    )
+    gateway_rule = _call(
+        "POST",
+        f"{acct}/gateway/rules",
+        {
+            "name": "bench posture",
+            "action": "block",
+            "filters": ["http"],
+            "enabled": True,
+            "precedence": 1,
+            "traffic": f'http.request.host == "{POSTURE_HOST}"',
+            "device_posture": f'not(any(device_posture.checks.passed[*] in {{"{rule["id"]}"}}))',
+        },
+        bearer,
+    )
     made = _call("POST", f"{acct}/devices/enrollment_tokens", {"email": "bench@example.com"}, bearer)
     body = made["token"].removeprefix("gwe1.")
     secret = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["s"]
-    enrolled = _call("POST", f"{base}/agent/enroll", {"secret": secret, "name": HOSTNAME, "os": "linux",
-                                                      "hostname": HOSTNAME, "serial_number": "BENCH-1"})
+    enrolled = _call(
+        "POST",
+        f"{base}/agent/enroll",
+        {"secret": secret, "name": HOSTNAME, "os": "linux", "hostname": HOSTNAME, "serial_number": "BENCH-1"},
+    )
     device = Device(enrolled["device_id"], enrolled["device_secret"], account, rule["id"], gateway_rule["id"])
     basic = {"Authorization": device.proxy_headers["Proxy-Authorization"]}
     nonce = _call("POST", f"{base}/agent/nonce", {}, basic)["nonce"]
     cert_pem, key = _device_certificate(ca, HOSTNAME)
     message = proof_message(nonce=base64.b64decode(nonce), device_id=device.device_id, rule_id=rule["id"])
-    stored = _call("POST", f"{base}/agent/results", {"results": [{
-        "rule_id": rule["id"], "success": True, "nonce": nonce, "certificate": cert_pem,
-        "signature": base64.b64encode(sign_proof(key, message)).decode(),
-    }]}, basic)
+    stored = _call(
+        "POST",
+        f"{base}/agent/results",
+        {
+            "results": [
+                {
+                    "rule_id": rule["id"],
+                    "success": True,
+                    "nonce": nonce,
+                    "certificate": cert_pem,
+                    "signature": base64.b64encode(sign_proof(key, message)).decode(),
+                }
+            ]
+        },
+        basic,
+    )
     if not (len(stored) == 1 and stored[0]["success"] and stored[0]["verified"]):
         raise RuntimeError(f"gateway-device setup: the passing result was not stored as verified: {stored}")
     return device

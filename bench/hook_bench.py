@@ -102,8 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         enforcers[key] = Enforcer(Metrics(), identity_of=identity.identity_of)
         enforcers[key].use(PolicySnapshot(engines=eng))
 
-    runs: dict[str, list[float]] = {"identity": [], "enforcer none": [], "enforcer rules": [], "request log": [],
-                                    "facts": [], "gateway decide": [], "access decide": [], "pretty_host": []}
+    runs: dict[str, list[float]] = {
+        "identity": [],
+        "enforcer none": [],
+        "enforcer rules": [],
+        "request log": [],
+        "facts": [],
+        "gateway decide": [],
+        "access decide": [],
+        "pretty_host": [],
+    }
     with taddons.context(identity):
         flow = make_flow()
         responded = make_flow()
@@ -120,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             def once() -> None:
                 flow.metadata.clear()
                 enforcer.request(flow)
+
             return once
 
         for _ in range(a.repeat):  # interleaved, so slow and fast moments of the machine hit all alike
@@ -130,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             # parts of "enforcer rules": building the facts, the Gateway rules, the Access lookup
             facts = request_facts(flow)
             runs["facts"].append(per_call(lambda: request_facts(flow), a.calls))
-            runs["gateway decide"].append(per_call(lambda f=facts: engines["rules"].gateway.decide(f), a.calls))
+            runs["gateway decide"].append(
+                per_call(lambda f=facts: engines["rules"].gateway.decide(f), a.calls)
+            )
             runs["access decide"].append(per_call(lambda f=facts: engines["rules"].access.decide(f), a.calls))
             runs["pretty_host"].append(per_call(lambda: flow.request.pretty_host, a.calls))
         decision = flow.metadata.get("gateway.decision")
@@ -141,27 +152,43 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in runs.items()}
     extra = med["enforcer rules"] - med["enforcer none"]
     total_none = med["identity"] + med["enforcer none"] + med["request log"]
-    result = {"rules": a.rules, "calls": a.calls, "repeat": a.repeat, "median_us": med, "runs_us": runs,
-              "rules_extra_us": extra, "gateway_hooks_no_rules_us": total_none,
-              "gateway_hooks_rules_us": total_none + extra,
-              "candidates_for_bench_host": len(engines["rules"].gateway.candidates(HOST, HOST))}
+    result = {
+        "rules": a.rules,
+        "calls": a.calls,
+        "repeat": a.repeat,
+        "median_us": med,
+        "runs_us": runs,
+        "rules_extra_us": extra,
+        "gateway_hooks_no_rules_us": total_none,
+        "gateway_hooks_rules_us": total_none + extra,
+        "candidates_for_bench_host": len(engines["rules"].gateway.candidates(HOST, HOST)),
+    }
     if a.json:
         print(json.dumps(result, indent=1))
         return 0
     print(f"Gateway per-request hooks, in-process, CPU us per call (median of {a.repeat} x {a.calls} calls)")
-    for key, label in (("identity", "DeviceIdentity.requestheaders"), ("enforcer none", "Enforcer.request, no rules"),
-                       ("enforcer rules", f"Enforcer.request, {a.rules} rules"), ("request log", "RequestLog.response")):
+    for key, label in (
+        ("identity", "DeviceIdentity.requestheaders"),
+        ("enforcer none", "Enforcer.request, no rules"),
+        ("enforcer rules", f"Enforcer.request, {a.rules} rules"),
+        ("request log", "RequestLog.response"),
+    ):
         spread = f"{min(runs[key]):.1f}-{max(runs[key]):.1f}"
         print(f"  {label:<36} {med[key]:8.1f}   (runs {spread})")
-    for key, label in (("facts", "  of which request_facts()"), ("gateway decide", "  of which GatewayEngine.decide()"),
-                       ("access decide", "  of which AccessEngine.decide()"),
-                       ("pretty_host", "mitmproxy Request.pretty_host (1 call)")):
+    for key, label in (
+        ("facts", "  of which request_facts()"),
+        ("gateway decide", "  of which GatewayEngine.decide()"),
+        ("access decide", "  of which AccessEngine.decide()"),
+        ("pretty_host", "mitmproxy Request.pretty_host (1 call)"),
+    ):
         print(f"  {label:<36} {med[key]:8.1f}   (runs {min(runs[key]):.1f}-{max(runs[key]):.1f})")
     print(f"  {'all three, no rules':<36} {total_none:8.1f}")
     print(f"  {'all three, ' + str(a.rules) + ' rules':<36} {total_none + extra:8.1f}")
-    print(f"extra per request with {a.rules} rules: {extra:.1f} us ({result['candidates_for_bench_host']} of the rules "
-          f"are candidates for {HOST}); as a share of the proxy's CPU per keep-alive request (bench/run): "
-          f"{extra / 3500:.1%} at 3,500 us, {extra / 2500:.1%} at 2,500 us")
+    print(
+        f"extra per request with {a.rules} rules: {extra:.1f} us ({result['candidates_for_bench_host']} of the rules "
+        f"are candidates for {HOST}); as a share of the proxy's CPU per keep-alive request (bench/run): "
+        f"{extra / 3500:.1%} at 3,500 us, {extra / 2500:.1%} at 2,500 us"
+    )
     return 0
 
 

@@ -28,9 +28,18 @@ def summary(samples_ns: list[int]) -> dict[str, float]:
     if not samples_ns:
         return {}
     s = sorted(samples_ns)
-    pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1000
-    return {"n": len(s), "median_us": statistics.median(s) / 1000, "p90_us": pick(0.90),
-            "p99_us": pick(0.99), "mean_us": statistics.fmean(s) / 1000, "max_us": s[-1] / 1000}
+
+    def pick(q: float) -> float:
+        return s[min(len(s) - 1, int(q * len(s)))] / 1000
+
+    return {
+        "n": len(s),
+        "median_us": statistics.median(s) / 1000,
+        "p90_us": pick(0.90),
+        "p99_us": pick(0.99),
+        "mean_us": statistics.fmean(s) / 1000,
+        "max_us": s[-1] / 1000,
+    }
 
 
 def _time_calls(fn: Callable[[str], Any], names: list[str]) -> list[int]:
@@ -42,13 +51,14 @@ def _time_calls(fn: Callable[[str], Any], names: list[str]) -> list[int]:
     return out
 
 
-def _run(fn: Callable[[str], Any], n: int, cached_n: int, tag: str,
-         reset: Callable[[], None] = lambda: None) -> dict[str, Any]:
+def _run(
+    fn: Callable[[str], Any], n: int, cached_n: int, tag: str, reset: Callable[[], None] = lambda: None
+) -> dict[str, Any]:
     _time_calls(fn, [f"w{i:06d}.warm.{tag}.bench.test" for i in range(WARMUP)])
     reset()  # start the timed part with an empty cache (mitmproxy's fills at 100)
     names = [f"l{i:06d}.leaf.{tag}.bench.test" for i in range(n)]
     new = _time_calls(fn, names)
-    recent = names[-min(100, n):]  # within both caches (mitmproxy keeps 100)
+    recent = names[-min(100, n) :]  # within both caches (mitmproxy keeps 100)
     cached = _time_calls(fn, [recent[i % len(recent)] for i in range(cached_n)])
     return {"new": summary(new), "new_first100": summary(new[:100]), "cached": summary(cached)}
 
@@ -59,8 +69,9 @@ def bench_gateway(n: int, cached_n: int) -> dict[str, Any]:
     from certs.authority import CertificateAuthority, KeyType
     from certs.issuer import LeafIssuer
 
-    ca = CertificateAuthority.generate(common_name="Bench gateway CA", organization="Gateway bench",
-                                       key_type=KeyType.EC_P256)
+    ca = CertificateAuthority.generate(
+        common_name="Bench gateway CA", organization="Gateway bench", key_type=KeyType.EC_P256
+    )
     issuer = LeafIssuer(ca)
     result = _run(lambda name: issuer.leaf_for([name]), n, cached_n, "gw")
     result["cache_info"] = repr(issuer.cache_info())
@@ -79,6 +90,7 @@ def bench_mitmproxy(n: int, cached_n: int, workdir: Path) -> dict[str, Any]:
     ca_file = workdir / "mitmproxy-ca.pem"
     ca_file.write_bytes(ca.key_pem() + ca.cert_pem())
     store = certs.CertStore.from_files(ca_file, workdir / "mitmproxy-dhparam.pem")
+
     def reset() -> None:
         store.certs.clear()
         store.expire_queue.clear()

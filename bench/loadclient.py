@@ -194,7 +194,10 @@ class AbRun(Run):
         spec = self.spec
         conc, scenario = spec["concurrency"], spec.get("scenario", "keep-alive")
         headers = spec.get("proxies_headers") or [{} for _ in spec["proxies"]]
-        subs = [dict(spec, proxy=proxy, proxy_headers=h) for proxy, h in zip(spec["proxies"], headers, strict=True)]
+        subs = [
+            dict(spec, proxy=proxy, proxy_headers=h)
+            for proxy, h in zip(spec["proxies"], headers, strict=True)
+        ]
         ctxs = [make_context(cafile) for cafile in spec["cafiles"]]
         conns: list[list[Any]] = [[] for _ in subs]
         if scenario == "keep-alive":
@@ -247,25 +250,40 @@ class AbRun(Run):
                 else:
                     if scenario == "new-host":  # names never used before, a range per slice
                         first = spec["host_start"] + i * spec["names_per_slice"]
-                        names = iter([spec["host_fmt"].format(first + j) for j in range(spec["names_per_slice"])])
+                        names = iter(
+                            [spec["host_fmt"].format(first + j) for j in range(spec["names_per_slice"])]
+                        )
                     else:
                         names = iter([spec["host"]] * 10**6)
                     await asyncio.gather(*(connections(k, names, deadline, lat) for _ in range(conc)))
                 elapsed = time.perf_counter() - t0
                 print(f"SLICE_END {i} {k}", flush=True)
                 lat.sort()
-                slices.append({"slice": i, "proxy": k, "ok": len(lat), "elapsed_s": elapsed,
-                               "latency_p50_ms": lat[len(lat) // 2] / 1000 if lat else None,
-                               "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] / 1000 if lat else None})
-        except Exception:  # noqa: BLE001, S110 - already counted in self.errors, reported in the result
+                slices.append(
+                    {
+                        "slice": i,
+                        "proxy": k,
+                        "ok": len(lat),
+                        "elapsed_s": elapsed,
+                        "latency_p50_ms": lat[len(lat) // 2] / 1000 if lat else None,
+                        "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] / 1000
+                        if lat
+                        else None,
+                    }
+                )
+        except Exception:  # noqa: BLE001 - already counted in self.errors, reported in the result
             pass
         finally:
             for side in conns:
                 for _, w in side:
                     w.transport.abort()
         print("END", flush=True)
-        return {"slices": slices, "errors": dict(self.errors), "error_samples": self.samples,
-                "client_cpu_s": time.process_time() - cpu0}
+        return {
+            "slices": slices,
+            "errors": dict(self.errors),
+            "error_samples": self.samples,
+            "client_cpu_s": time.process_time() - cpu0,
+        }
 
 
 def main() -> None:

@@ -93,16 +93,12 @@ def make_rules(count: int, rng: random.Random) -> tuple[list[GatewayRule], list[
         elif kind == "posture":
             body["traffic"] = f'any(http.request.domains[*] == "p{i}.example")'
             if i % 2:
-                body["device_posture"] = (
-                    f'not(any(device_posture.checks.passed[*] in {{"{POSTURE}"}}))'
-                )
+                body["device_posture"] = f'not(any(device_posture.checks.passed[*] in {{"{POSTURE}"}}))'
             else:
                 body["identity"] = 'not(any(identity.groups.name[*] in {"engineering" "sales"}))'
             hosts.append(f"app.p{i}.example")
         elif kind == "sni":
-            body["traffic"] = (
-                f'net.sni.host == "s{i}.example" or any(http.conn.domains[*] == "c{i}.example")'
-            )
+            body["traffic"] = f'net.sni.host == "s{i}.example" or any(http.conn.domains[*] == "c{i}.example")'
             hosts.append(f"s{i}.example")
         else:
             body.update(OPEN[opened % len(OPEN)])
@@ -141,11 +137,7 @@ def make_requests(hosts: list[str], rng: random.Random) -> list[RequestFacts]:
     paths = ["/", "/index.html", "/api/v2/users/7", "/download/tool.exe", "/search?q=x"]
     out = []
     for i in range(REQUESTS):
-        host = (
-            rng.choice(hosts)
-            if hosts and i % 2
-            else f"www.unknown{rng.randrange(5000)}.example.net"
-        )
+        host = rng.choice(hosts) if hosts and i % 2 else f"www.unknown{rng.randrange(5000)}.example.net"
         out.append(
             RequestFacts.from_url(
                 f"https://{host}{rng.choice(paths)}",
@@ -178,12 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--seconds", type=float, default=2.0, help="time per rule count (default: 2)"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of a table"
-    )
+    parser.add_argument("--seconds", type=float, default=2.0, help="time per rule count (default: 2)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     results: dict[str, dict[str, float]] = {}
     for size in SIZES:
@@ -194,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = GatewayEngine.build(rules)
         build_ms = (time.perf_counter() - built) * 1000
         indexed = measure(engine, requests, args.seconds)
-        linear = measure(
-            GatewayEngine.build(rules, indexed=False), requests, min(args.seconds, 1.0)
-        )
+        linear = measure(GatewayEngine.build(rules, indexed=False), requests, min(args.seconds, 1.0))
         results[str(size)] = {
             "decisions_per_s": indexed,
             "unindexed_decisions_per_s": linear,
@@ -211,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(summary, indent=2))
         return 0
-    print(
-        f"{'rules':>6} {'decisions/s':>12} {'µs/decision':>12} {'no index/s':>11} {'build ms':>9}"
-    )
+    print(f"{'rules':>6} {'decisions/s':>12} {'µs/decision':>12} {'no index/s':>11} {'build ms':>9}")
     for size, row in results.items():
         rate = row["decisions_per_s"]
         print(

@@ -28,8 +28,10 @@ def rounds_of(result: dict[str, Any]) -> dict[tuple[str, str], dict[str, list[fl
     out: dict[tuple[str, str], dict[str, list[float]]] = {}
     for scen, sc in scenarios.items():
         for pair, r in (sc.get("summary") or {}).get("ratios", {}).items():
-            out[(scen, pair)] = {"rate": [v for v in r["rate_per_round"] if v],
-                                 "cpu": [v for v in r["cpu_per_round"] if v]}
+            out[(scen, pair)] = {
+                "rate": [v for v in r["rate_per_round"] if v],
+                "cpu": [v for v in r["cpu_per_round"] if v],
+            }
     return out
 
 
@@ -50,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             entry["rate"] += vals["rate"]
             entry["cpu"] += vals["cpu"]
             entry["runs"].append(f"{f.name} ({result['machine']['commit']}, {len(vals['cpu'])} rounds)")
-    out = {f"{scen} {pair}": {"runs": e["runs"], "rate": report._geo(e["rate"]), "cpu": report._geo(e["cpu"])}
-           for (scen, pair), e in sorted(pooled.items())}
+    out = {
+        f"{scen} {pair}": {"runs": e["runs"], "rate": report._geo(e["rate"]), "cpu": report._geo(e["cpu"])}
+        for (scen, pair), e in sorted(pooled.items())
+    }
     if a.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -62,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             if st["median"] is None:
                 continue
             mi = f" ({st['median_low']:.3f}-{st['median_high']:.3f})" if st["median_low"] else ""
-            print(f"  {what:<4} median {st['median']:.3f}{mi}, geomean {st['geomean']:.3f} "
-                  f"({st['low']:.3f}-{st['high']:.3f}), range {st['min']:.2f}-{st['max']:.2f}")
+            print(
+                f"  {what:<4} median {st['median']:.3f}{mi}, geomean {st['geomean']:.3f} "
+                f"({st['low']:.3f}-{st['high']:.3f}), range {st['min']:.2f}-{st['max']:.2f}"
+            )
     return 0
 
 

@@ -101,7 +101,9 @@ def serve(data_dir: Path, proof_worker: bool) -> None:
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
         port = runner.addresses[0][1]
-        print(json.dumps({"port": port, "token": boot.new_admin_token, "account": boot.account_id}), flush=True)
+        print(
+            json.dumps({"port": port, "token": boot.new_admin_token, "account": boot.account_id}), flush=True
+        )
         while True:  # report the batching when asked (stdin line), until stdin closes
             line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             if not line:
@@ -144,7 +146,9 @@ def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     return cert, key
 
 
-def _device_certificate(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], hostname: str) -> tuple[str, ec.EllipticCurvePrivateKey]:
+def _device_certificate(
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], hostname: str
+) -> tuple[str, ec.EllipticCurvePrivateKey]:
     now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
@@ -198,7 +202,9 @@ async def setup(base: str, token: str, account: str, devices: int, rules: int) -
             hostname = f"bench-{i:05d}"
             made = await _admin(session, "POST", f"/accounts/{account}/devices/enrollment_tokens", token,
                                 {"email": f"user{i}@example.com"})  # fmt: skip
-            fields = json.loads(base64.urlsafe_b64decode(made["token"][5:] + "=" * (-len(made["token"][5:]) % 4)))
+            fields = json.loads(
+                base64.urlsafe_b64decode(made["token"][5:] + "=" * (-len(made["token"][5:]) % 4))
+            )
             body = {"secret": fields["s"], "name": hostname, "os": "linux", "hostname": hostname,
                     "serial_number": f"SN{i}"}  # fmt: skip
             async with session.post(f"{API}/agent/enroll", json=body) as response:
@@ -242,7 +248,8 @@ class Connection:
         data = json.dumps(body).encode()
         self._writer.write(
             f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\n{self._head}"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
         )
         head = await self._reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -311,12 +318,21 @@ async def _agent(base: str, device: dict[str, Any], rules: list[str], start: flo
                     if not nonce_text or protocol == "per-result":
                         nonce_text = (await connection.request("POST", f"{API}/agent/nonce", {}))["nonce"]
                         made += 1
-                    message = proof_message(nonce=base64.b64decode(nonce_text), device_id=device["id"], rule_id=rule_id)
+                    message = proof_message(
+                        nonce=base64.b64decode(nonce_text), device_id=device["id"], rule_id=rule_id
+                    )
                     results.append({"rule_id": rule_id, "success": True, "nonce": nonce_text,
                                     "certificate": device["certificate"],
                                     "signature": base64.b64encode(sign_proof(key, message)).decode()})  # fmt: skip
                 stored = await connection.request("POST", f"{API}/agent/results", {"results": results})
-            except (OSError, RuntimeError, asyncio.IncompleteReadError, aiohttp.ClientError, KeyError, TypeError):
+            except (
+                OSError,
+                RuntimeError,
+                asyncio.IncompleteReadError,
+                aiohttp.ClientError,
+                KeyError,
+                TypeError,
+            ):
                 tally.errors += 1
                 connection.close()
                 connection = connect()
@@ -342,13 +358,24 @@ def client_process(base: str, devices: list[dict[str, Any]], rules: list[str], s
 
     async def main() -> None:
         await asyncio.gather(
-            *(_agent(base, d, rules, start, stop, tally, protocol, warm_from, aiohttp_client) for d in devices)
+            *(
+                _agent(base, d, rules, start, stop, tally, protocol, warm_from, aiohttp_client)
+                for d in devices
+            )
         )
         await asyncio.sleep(0.1)  # let sessions close
 
     asyncio.run(main())
-    out.send({"results": tally.results, "failed": tally.failed, "requests": tally.requests, "errors": tally.errors, "latencies": tally.latencies,
-              "cpu": tally.cpu})
+    out.send(
+        {
+            "results": tally.results,
+            "failed": tally.failed,
+            "requests": tally.requests,
+            "errors": tally.errors,
+            "latencies": tally.latencies,
+            "cpu": tally.cpu,
+        }
+    )
     out.close()
 
 
@@ -365,8 +392,16 @@ def _percentile(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="posture-bench-") as data_dir:
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", data_dir, *(["--no-proof-worker"] if args.no_proof_worker else [])],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                data_dir,
+                *(["--no-proof-worker"] if args.no_proof_worker else []),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert server.stdout is not None and server.stdin is not None
@@ -383,8 +418,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_client_entry,
-                    args=(base, share, prepared["rules"], start, stop, args.protocol, warm_from,
-                          args.aiohttp_client, send),
+                    args=(
+                        base,
+                        share,
+                        prepared["rules"],
+                        start,
+                        stop,
+                        args.protocol,
+                        warm_from,
+                        args.aiohttp_client,
+                        send,
+                    ),
                 )
                 process.start()
                 pipes.append(receive)
@@ -426,11 +470,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "requests_per_result": round(requests / max(1, results + failed), 2),
         "write_jobs_per_commit": round(jobs / commits, 1) if commits else None,
         "server_cpu_us_per_result": round(
-            (after["cpu"] - before["cpu"] + after["worker_cpu"] - before["worker_cpu"]) / max(1, results) * 1e6
+            (after["cpu"] - before["cpu"] + after["worker_cpu"] - before["worker_cpu"])
+            / max(1, results)
+            * 1e6
         ),
-        "proof_worker_cpu_us_per_result": round((after["worker_cpu"] - before["worker_cpu"]) / max(1, results) * 1e6),
+        "proof_worker_cpu_us_per_result": round(
+            (after["worker_cpu"] - before["worker_cpu"]) / max(1, results) * 1e6
+        ),
         "proof_worker": not args.no_proof_worker,
-        "server_loop_cpu_us_per_result": round((after["loop_cpu"] - before["loop_cpu"]) / max(1, results) * 1e6),
+        "server_loop_cpu_us_per_result": round(
+            (after["loop_cpu"] - before["loop_cpu"]) / max(1, results) * 1e6
+        ),
         "client_cpu_us_per_result": round(sum(t["cpu"] or 0 for t in tallies) / max(1, results) * 1e6),
         "cpus": os.cpu_count(),
     }
@@ -495,20 +545,32 @@ def identity_lookup(calls: int = 200_000) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--devices", type=int, default=64, help="simulated agents posting at once (default 64)")
+    parser.add_argument(
+        "--devices", type=int, default=64, help="simulated agents posting at once (default 64)"
+    )
     parser.add_argument("--rules", type=int, default=2, help="posture rules per device (default 2)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time (default 10)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured time before (default 1)")
     parser.add_argument("--clients", type=int, default=1, help="client processes (default 1)")
-    parser.add_argument("--protocol", choices=("offered", "per-report", "per-result"), default="offered",
-                        help="where a report's nonce comes from: the one the last answer offered, as the agent "
-                        "does (default); a POST /agent/nonce per report; or one per passing result")
-    parser.add_argument("--aiohttp-client", action="store_true",
-                        help="agents use aiohttp ClientSessions instead of the minimal HTTP/1.1 client "
-                        "(on 2 cores the clients then take most of the CPU)")
+    parser.add_argument(
+        "--protocol",
+        choices=("offered", "per-report", "per-result"),
+        default="offered",
+        help="where a report's nonce comes from: the one the last answer offered, as the agent "
+        "does (default); a POST /agent/nonce per report; or one per passing result",
+    )
+    parser.add_argument(
+        "--aiohttp-client",
+        action="store_true",
+        help="agents use aiohttp ClientSessions instead of the minimal HTTP/1.1 client "
+        "(on 2 cores the clients then take most of the CPU)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    parser.add_argument("--no-proof-worker", action="store_true",
-                        help="verify proof signatures in the server's own process, not in its proof worker")
+    parser.add_argument(
+        "--no-proof-worker",
+        action="store_true",
+        help="verify proof signatures in the server's own process, not in its proof worker",
+    )
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:

@@ -44,22 +44,50 @@ BENCH = Path(__file__).resolve().parent
 
 # Functions whose inclusive cost is reported, by (function name without class, file).
 MITMPROXY_MACHINERY = {
-    ("handle_hook", "mitmproxy/proxy/mode_servers.py"), ("hook_task", "mitmproxy/proxy/server.py"),
-    ("handle_lifecycle", "mitmproxy/addonmanager.py"), ("trigger_event", "mitmproxy/addonmanager.py"),
-    ("invoke_addon", "mitmproxy/addonmanager.py"), ("invoke_addon_sync", "mitmproxy/addonmanager.py"),
-    ("_iter_hooks", "mitmproxy/addonmanager.py"), ("safecall", "mitmproxy/addonmanager.py"),
-    ("args", "mitmproxy/hooks.py"), ("server_event", "mitmproxy/proxy/server.py"),
-    ("handle_connection", "mitmproxy/proxy/server.py"), ("receive_data", "mitmproxy/proxy/layers/tls.py"),
-    ("send_data", "mitmproxy/proxy/layers/tls.py"), ("tls_interact", "mitmproxy/proxy/layers/tls.py"),
-    ("_handle_event", "mitmproxy/proxy/layers/http/__init__.py"), ("read_headers", "mitmproxy/proxy/layers/http/_http1.py"),
-    ("send", "mitmproxy/proxy/layers/http/_http1.py"), ("read_request_head", "mitmproxy/net/http/http1/read.py"),
-    ("read_response_head", "mitmproxy/net/http/http1/read.py"), ("__init__", "mitmproxy/http.py"),
-    ("__post_init__", "mitmproxy/http.py"), ("write", "asyncio/selector_events.py"),
+    ("handle_hook", "mitmproxy/proxy/mode_servers.py"),
+    ("hook_task", "mitmproxy/proxy/server.py"),
+    ("handle_lifecycle", "mitmproxy/addonmanager.py"),
+    ("trigger_event", "mitmproxy/addonmanager.py"),
+    ("invoke_addon", "mitmproxy/addonmanager.py"),
+    ("invoke_addon_sync", "mitmproxy/addonmanager.py"),
+    ("_iter_hooks", "mitmproxy/addonmanager.py"),
+    ("safecall", "mitmproxy/addonmanager.py"),
+    ("args", "mitmproxy/hooks.py"),
+    ("server_event", "mitmproxy/proxy/server.py"),
+    ("handle_connection", "mitmproxy/proxy/server.py"),
+    ("receive_data", "mitmproxy/proxy/layers/tls.py"),
+    ("send_data", "mitmproxy/proxy/layers/tls.py"),
+    ("tls_interact", "mitmproxy/proxy/layers/tls.py"),
+    ("_handle_event", "mitmproxy/proxy/layers/http/__init__.py"),
+    ("read_headers", "mitmproxy/proxy/layers/http/_http1.py"),
+    ("send", "mitmproxy/proxy/layers/http/_http1.py"),
+    ("read_request_head", "mitmproxy/net/http/http1/read.py"),
+    ("read_response_head", "mitmproxy/net/http/http1/read.py"),
+    ("__init__", "mitmproxy/http.py"),
+    ("__post_init__", "mitmproxy/http.py"),
+    ("write", "asyncio/selector_events.py"),
 }
 OURS = ("addons/", "proxy/", "policies/", "certs/")
-ROOTS = {"main (proxy/cli/main.py)", "run (proxy/cli/run.py)", "serve (proxy/runtime.py)", "<module> (gateway)"}
-PACKAGES = ("mitmproxy/", "OpenSSL/", "cryptography/", "h11/", "h2/", "hyperframe/", "aiohttp/", "wsproto/",
-            "addons/", "policies/", "proxy/", "certs/")
+ROOTS = {
+    "main (proxy/cli/main.py)",
+    "run (proxy/cli/run.py)",
+    "serve (proxy/runtime.py)",
+    "<module> (gateway)",
+}
+PACKAGES = (
+    "mitmproxy/",
+    "OpenSSL/",
+    "cryptography/",
+    "h11/",
+    "h2/",
+    "hyperframe/",
+    "aiohttp/",
+    "wsproto/",
+    "addons/",
+    "policies/",
+    "proxy/",
+    "certs/",
+)
 
 
 def area(frames: tuple[str, ...]) -> str:
@@ -72,7 +100,13 @@ def area(frames: tuple[str, ...]) -> str:
             continue
         if path.startswith(OURS) or path.startswith("mitmproxy/addons/") or path.endswith("resolve_addon.py"):
             owner = name.split(".")[0] if "." in name else name
-            who = "mitmproxy addon" if path.startswith("mitmproxy/") else "bench addon" if "resolve" in path else "gateway"
+            who = (
+                "mitmproxy addon"
+                if path.startswith("mitmproxy/")
+                else "bench addon"
+                if "resolve" in path
+                else "gateway"
+            )
             return f"{who} {owner} ({path})"
     if any(split_frame(f)[1] in ("mitmproxy/addonmanager.py", "mitmproxy/hooks.py") for f in frames):
         return "mitmproxy hook dispatch (addonmanager: every hook offered to every addon)"
@@ -85,8 +119,9 @@ def area(frames: tuple[str, ...]) -> str:
             return "TLS (pyOpenSSL, mitmproxy TLS layer)"
         if path.startswith(("h11/", "mitmproxy/net/http/")) or path.endswith("_http1.py"):
             return "HTTP/1 reading and writing (mitmproxy http1, h11)"
-        if path in ("mitmproxy/http.py", "mitmproxy/flow.py") or path.startswith(("mitmproxy/coretypes/",
-                                                                                  "mitmproxy/utils/")):
+        if path in ("mitmproxy/http.py", "mitmproxy/flow.py") or path.startswith(
+            ("mitmproxy/coretypes/", "mitmproxy/utils/")
+        ):
             return "HTTP flow objects (Request, Response, Headers, typecheck)"
         if leaf.startswith(("asyncio/", "selectors.py", "socket.py")):
             return "asyncio event loop and socket I/O"
@@ -102,7 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=12, help="rounds of one slice per target (default 12)")
     p.add_argument("--slice-s", type=float, default=2.0, help="seconds per slice (default 2)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second (default 250)")
-    p.add_argument("--rules", type=int, default=1000, help="rules for the gateway-rules target (default 1000)")
+    p.add_argument(
+        "--rules", type=int, default=1000, help="rules for the gateway-rules target (default 1000)"
+    )
     p.add_argument("--top", type=int, default=25, help="rows in the self-time list (default 25)")
     p.add_argument("-c", "--concurrency", type=int, default=20)
     p.add_argument("--py-spy", default=str(Path(sys.executable).parent / "py-spy"))
@@ -120,10 +157,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def bench_args(a: argparse.Namespace) -> argparse.Namespace:
     """What ``proxy_bench.Bench.load`` and ``Bench.interleaved`` read."""
     venv = Path(sys.executable).parent
-    return argparse.Namespace(concurrency=a.concurrency, client_procs=1, time_limit=12.0, op_timeout=15.0,
-                              quiet_wait=0, gateway_arg=[], gateway=str(venv / "gateway"), mitmdump=str(venv / "mitmdump"),
-                              gateway_startup_timeout=90.0, rules=a.rules, slice_rounds=a.rounds, slice_s=a.slice_s,
-                              interleave_scenario_list=["keep-alive"])
+    return argparse.Namespace(
+        concurrency=a.concurrency,
+        client_procs=1,
+        time_limit=12.0,
+        op_timeout=15.0,
+        quiet_wait=0,
+        gateway_arg=[],
+        gateway=str(venv / "gateway"),
+        mitmdump=str(venv / "mitmdump"),
+        gateway_startup_timeout=90.0,
+        rules=a.rules,
+        slice_rounds=a.rounds,
+        slice_s=a.slice_s,
+        interleave_scenario_list=["keep-alive"],
+    )
 
 
 def read_raw(path: Path) -> Counter[tuple[str, ...]]:
@@ -167,19 +215,26 @@ def analyse(runs: dict[str, dict[str, Any]], top: int) -> tuple[str, dict[str, A
         per_sample[name] = cpu / total if total else 0.0
         incl[name] = inclusive(run["stacks"])
         selft[name] = self_time(run["stacks"])
-        head.append(f"{name}: {run['load']['ok']:,} requests, {run['load']['rate']:.0f} req/s, "
-                    f"{cpu:,.0f} us CPU per request, {total:,} samples")
+        head.append(
+            f"{name}: {run['load']['ok']:,} requests, {run['load']['rate']:.0f} req/s, "
+            f"{cpu:,.0f} us CPU per request, {total:,} samples"
+        )
     names = list(runs)
-    lines = ["Keep-alive request cost by function, inclusive (us per request = share of samples x CPU per request)",
-             *head, ""]
+    lines = [
+        "Keep-alive request cost by function, inclusive (us per request = share of samples x CPU per request)",
+        *head,
+        "",
+    ]
 
     def table(title: str, frames: list[str], counters: dict[str, Counter[str]]) -> None:
         rows = [[title, *names]]
         for frame in frames:
             rows.append([frame[:90], *(f"{counters[n][frame] * per_sample[n]:,.1f}" for n in names)])
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines.extend("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
-                     for r in rows)
+        lines.extend(
+            "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+            for r in rows
+        )
         lines.append("")
 
     areas: dict[str, Counter[str]] = {}
@@ -187,22 +242,36 @@ def analyse(runs: dict[str, dict[str, Any]], top: int) -> tuple[str, dict[str, A
         areas[n] = Counter()
         for frames, count in runs[n]["stacks"].items():
             areas[n][area(frames)] += count
-    every_area = sorted(set().union(*(c.keys() for c in areas.values())),
-                        key=lambda f: -max(areas[n][f] * per_sample[n] for n in names))
+    every_area = sorted(
+        set().union(*(c.keys() for c in areas.values())),
+        key=lambda f: -max(areas[n][f] * per_sample[n] for n in names),
+    )
     table("where the time goes (each sample once)", every_area, areas)
     every = set().union(*(c.keys() for c in incl.values()))
-    machinery = [f for f in every if (split_frame(f)[0].rsplit(".", 1)[-1], split_frame(f)[1]) in MITMPROXY_MACHINERY]
+    machinery = [
+        f for f in every if (split_frame(f)[0].rsplit(".", 1)[-1], split_frame(f)[1]) in MITMPROXY_MACHINERY
+    ]
     machinery.sort(key=lambda f: -max(incl[n][f] * per_sample[n] for n in names))
     table("mitmproxy machinery (inclusive)", machinery, incl)
     ours = [f for f in every if any(split_frame(f)[1].startswith(p) for p in OURS) and f not in ROOTS]
     ours.sort(key=lambda f: -max(incl[n][f] * per_sample[n] for n in names))
-    table("our code, every function seen (inclusive)", [f for f in ours
-                                                         if max(incl[n][f] * per_sample[n] for n in names) >= 1.0], incl)
-    hooks = [f for f in every if split_frame(f)[1].startswith(("mitmproxy/addons/", "addons/", "resolve_addon"))
-             or "resolve_addon" in f]
+    table(
+        "our code, every function seen (inclusive)",
+        [f for f in ours if max(incl[n][f] * per_sample[n] for n in names) >= 1.0],
+        incl,
+    )
+    hooks = [
+        f
+        for f in every
+        if split_frame(f)[1].startswith(("mitmproxy/addons/", "addons/", "resolve_addon"))
+        or "resolve_addon" in f
+    ]
     hooks.sort(key=lambda f: -max(incl[n][f] * per_sample[n] for n in names))
-    table("addon hooks (mitmproxy's and ours, inclusive)", [f for f in hooks
-                                                            if max(incl[n][f] * per_sample[n] for n in names) >= 1.0], incl)
+    table(
+        "addon hooks (mitmproxy's and ours, inclusive)",
+        [f for f in hooks if max(incl[n][f] * per_sample[n] for n in names) >= 1.0],
+        incl,
+    )
     tops: list[str] = []
     for n in names:
         for f, _ in selft[n].most_common(top):
@@ -210,10 +279,16 @@ def analyse(runs: dict[str, dict[str, Any]], top: int) -> tuple[str, dict[str, A
                 tops.append(f)
     tops.sort(key=lambda f: -max(selft[n][f] * per_sample[n] for n in names))
     table(f"self time (top {top} of each)", tops, selft)
-    data = {n: {"per_sample_us": per_sample[n], "load": runs[n]["load"],
-                "areas_us": {f: v * per_sample[n] for f, v in areas[n].items()},
-                "inclusive_us": {f: incl[n][f] * per_sample[n] for f in every if incl[n][f]},
-                "self_us": {f: v * per_sample[n] for f, v in selft[n].items()}} for n in names}
+    data = {
+        n: {
+            "per_sample_us": per_sample[n],
+            "load": runs[n]["load"],
+            "areas_us": {f: v * per_sample[n] for f, v in areas[n].items()},
+            "inclusive_us": {f: incl[n][f] * per_sample[n] for f in every if incl[n][f]},
+            "self_us": {f: v * per_sample[n] for f, v in selft[n].items()},
+        }
+        for n in names
+    }
     return "\n".join(lines), data
 
 
@@ -226,12 +301,19 @@ async def main_async(a: argparse.Namespace, tmp: Path, out_dir: Path) -> dict[st
     ca = Authority.generate("Bench origin CA")
     origin_ca = tmp / "origin-ca.pem"
     origin_ca.write_bytes(ca.cert_pem())
-    write_host_certs(ca, [PB.SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST], origin_dir / "certs",
-                     origin_dir / "host.key")
+    write_host_certs(
+        ca,
+        [PB.SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST],
+        origin_dir / "certs",
+        origin_dir / "host.key",
+    )
     await bench.origin.start()
     try:
-        print(f"profile: {', '.join(a.target_list)} up at once, {a.rounds} rounds of {a.slice_s:g} s slices, "
-              f"py-spy at {a.rate}/s ...", file=sys.stderr)
+        print(
+            f"profile: {', '.join(a.target_list)} up at once, {a.rounds} rounds of {a.slice_s:g} s slices, "
+            f"py-spy at {a.rate}/s ...",
+            file=sys.stderr,
+        )
         il = await bench.interleaved(a.target_list, origin_ca, profile=(a.py_spy, a.rate, out_dir))
     finally:
         await T.stop(bench.origin.proc)
@@ -241,8 +323,14 @@ async def main_async(a: argparse.Namespace, tmp: Path, out_dir: Path) -> dict[st
         if not raw.exists():
             raise RuntimeError(f"py-spy wrote no profile for {name} (ptrace permission?)")
         per = il["scenarios"]["keep-alive"]["summary"]["per_proxy"][name]
-        runs[name] = {"stacks": read_raw(raw), "load": {"ok": per["requests"], "rate": per["rate"],
-                                                        "proxy_cpu_us_per_req": per["cpu_us_per_req"]}}
+        runs[name] = {
+            "stacks": read_raw(raw),
+            "load": {
+                "ok": per["requests"],
+                "rate": per["rate"],
+                "proxy_cpu_us_per_req": per["cpu_us_per_req"],
+            },
+        }
     return {"runs": runs, "interleaved": il}
 
 
@@ -258,18 +346,29 @@ def main(argv: list[str] | None = None) -> int:
         out = asyncio.run(main_async(a, tmp, out_dir))
         text, data = analyse(out["runs"], a.top)
         ratios = out["interleaved"]["scenarios"]["keep-alive"]["summary"]["ratios"]
-        text += "\nCPU per request ratios from the same slices (geometric mean of rounds, ~95% interval):\n" + "\n".join(
-            f"  {pair}: {r['cpu']['geomean']:.3f} ({r['cpu']['low']:.3f}-{r['cpu']['high']:.3f})"
-            for pair, r in ratios.items() if r["cpu"]["geomean"])
+        text += (
+            "\nCPU per request ratios from the same slices (geometric mean of rounds, ~95% interval):\n"
+            + "\n".join(
+                f"  {pair}: {r['cpu']['geomean']:.3f} ({r['cpu']['low']:.3f}-{r['cpu']['high']:.3f})"
+                for pair, r in ratios.items()
+                if r["cpu"]["geomean"]
+            )
+        )
         machine = PB.machine_info()
-        header = (f"py-spy keep-alive profile  {stamp}  commit {machine['commit']}"
-                  f"{' (dirty)' if machine['dirty'] else ''}, {a.rate} samples/s, {a.rounds} rounds of "
-                  f"{a.slice_s:g} s slices per target, interleaved\n")
+        header = (
+            f"py-spy keep-alive profile  {stamp}  commit {machine['commit']}"
+            f"{' (dirty)' if machine['dirty'] else ''}, {a.rate} samples/s, {a.rounds} rounds of "
+            f"{a.slice_s:g} s slices per target, interleaved\n"
+        )
         print(header + text)
         (out_dir / "summary.txt").write_text(header + text)
-        (out_dir / "summary.json").write_text(json.dumps(
-            {"machine": machine, "args": vars(a), "targets": data, "interleaved": out["interleaved"]},
-            indent=1, default=str))
+        (out_dir / "summary.json").write_text(
+            json.dumps(
+                {"machine": machine, "args": vars(a), "targets": data, "interleaved": out["interleaved"]},
+                indent=1,
+                default=str,
+            )
+        )
         print(f"\nraw stacks and summary: {out_dir}")
         return 0
     except KeyboardInterrupt:

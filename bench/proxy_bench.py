@@ -51,8 +51,18 @@ VENV_BIN = Path(sys.executable).parent
 SAME_HOST = f"same.{T.BENCH_SUFFIX}"
 NEW_FMT = "h{:06d}." + T.BENCH_SUFFIX
 SCENARIOS = ("new-host", "same-host", "keep-alive")
-INTERLEAVE_TARGETS = ("mitmdump", "gateway", "gateway-rules", "gateway-device", "gateway-device-anon", "gateway-pruned")
-DEVICE_TARGETS = {"gateway-device": True, "gateway-device-anon": False}  # name: the client identifies as the device
+INTERLEAVE_TARGETS = (
+    "mitmdump",
+    "gateway",
+    "gateway-rules",
+    "gateway-device",
+    "gateway-device-anon",
+    "gateway-pruned",
+)
+DEVICE_TARGETS = {
+    "gateway-device": True,
+    "gateway-device-anon": False,
+}  # name: the client identifies as the device
 
 
 # Interleaved handshake slices keep fewer connections in flight: with 20, a handshake waits ~1 s in
@@ -66,52 +76,112 @@ def names_per_slice(slice_s: float) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--targets", default="direct,mitmdump,gateway",
-                   help="comma list from direct,mitmdump,gateway,squid (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--targets",
+        default="direct,mitmdump,gateway",
+        help="comma list from direct,mitmdump,gateway,squid (default: %(default)s)",
+    )
     p.add_argument("--with-squid", action="store_true", help="add Squid ssl-bump (apt squid-openssl)")
     p.add_argument("-c", "--concurrency", type=int, default=20, help="connections in flight (default 20)")
-    p.add_argument("--new-host-n", type=int, default=600, help="new-host connections per target (default 600)")
-    p.add_argument("--same-host-n", type=int, default=600, help="same-host connections per target (default 600)")
-    p.add_argument("--keepalive-n", type=int, default=6000, help="keep-alive requests per target (default 6000)")
+    p.add_argument(
+        "--new-host-n", type=int, default=600, help="new-host connections per target (default 600)"
+    )
+    p.add_argument(
+        "--same-host-n", type=int, default=600, help="same-host connections per target (default 600)"
+    )
+    p.add_argument(
+        "--keepalive-n", type=int, default=6000, help="keep-alive requests per target (default 6000)"
+    )
     p.add_argument("--time-limit", type=float, default=12.0, help="seconds per scenario, max (default 12)")
-    p.add_argument("--op-timeout", type=float, default=15.0, help="seconds per connection/request (default 15)")
-    p.add_argument("--rounds", type=int, default=1, help="repeat all targets N times, report medians (default 1)")
+    p.add_argument(
+        "--op-timeout", type=float, default=15.0, help="seconds per connection/request (default 15)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=1, help="repeat all targets N times, report medians (default 1)"
+    )
     p.add_argument("--client-procs", type=int, default=1, help="load client processes (default 1)")
-    p.add_argument("--hey", action="store_true", help="also measure keep-alive with `hey` (needs origin on :443)")
-    p.add_argument("--leaf-n", type=int, default=2000, help="leaf microbenchmark names, 0 = skip (default 2000)")
+    p.add_argument(
+        "--hey", action="store_true", help="also measure keep-alive with `hey` (needs origin on :443)"
+    )
+    p.add_argument(
+        "--leaf-n", type=int, default=2000, help="leaf microbenchmark names, 0 = skip (default 2000)"
+    )
     p.add_argument("--nginx-workers", type=int, default=1, help="origin worker processes (default 1)")
-    p.add_argument("--origin-ip", default="127.0.0.1", help="loopback address for the origin (default 127.0.0.1)")
-    p.add_argument("--origin-port", type=int, default=0, help="origin port (default: 443 if free, else a free one)")
+    p.add_argument(
+        "--origin-ip", default="127.0.0.1", help="loopback address for the origin (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "--origin-port", type=int, default=0, help="origin port (default: 443 if free, else a free one)"
+    )
     p.add_argument("--mitmdump", default=str(VENV_BIN / "mitmdump"), help="mitmdump executable")
     p.add_argument("--gateway", default=str(VENV_BIN / "gateway"), help="gateway executable")
-    p.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `gateway run` (repeatable), e.g. --gateway-arg=--log-level=warning")
+    p.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `gateway run` (repeatable), e.g. --gateway-arg=--log-level=warning",
+    )
     p.add_argument("--gateway-startup-timeout", type=float, default=90.0)
-    p.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
-                   help="before each target, wait up to S seconds for the machine's other load to drop "
-                        "below 0.25 cores (shared machines; default 0 = don't wait)")
-    p.add_argument("--interleave", default="mitmdump,gateway,gateway-rules", metavar="LIST",
-                   help="keep-alive through these proxies, all up at once, in rotating slices from one client: "
-                        f"paired ratios robust to other load; from {','.join(INTERLEAVE_TARGETS)} "
-                        "(gateway-device: gateway run with one enrolled device holding a verified posture pass and "
-                        "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
-                        "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py) "
-                        "(default: %(default)s; '' = skip)")
-    p.add_argument("--interleave-scenarios", default="keep-alive", metavar="LIST",
-                   help="scenarios of the interleaved comparison, from keep-alive,same-host,new-host "
-                        "(default: %(default)s; all three add about 2 minutes)")
-    p.add_argument("--rules", type=int, default=1000, metavar="N",
-                   help="generated rules loaded with --policies into the gateway-rules proxy (default %(default)s)")
-    p.add_argument("--policy-load", action="store_true",
-                   help="only the interleaved gateway vs gateway-rules comparison (issue 3), 30 rounds")
-    p.add_argument("--slice-rounds", type=int, default=0, metavar="K",
-                   help="interleaved rounds, one slice per proxy each, in rotating order (default 6: each order of 3 proxies once; 30 with --policy-load)")
-    p.add_argument("--slice-s", type=float, default=2.0, metavar="S",
-                   help="seconds per interleaved slice (default %(default)s)")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each target, wait up to S seconds for the machine's other load to drop "
+        "below 0.25 cores (shared machines; default 0 = don't wait)",
+    )
+    p.add_argument(
+        "--interleave",
+        default="mitmdump,gateway,gateway-rules",
+        metavar="LIST",
+        help="keep-alive through these proxies, all up at once, in rotating slices from one client: "
+        f"paired ratios robust to other load; from {','.join(INTERLEAVE_TARGETS)} "
+        "(gateway-device: gateway run with one enrolled device holding a verified posture pass and "
+        "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
+        "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py) "
+        "(default: %(default)s; '' = skip)",
+    )
+    p.add_argument(
+        "--interleave-scenarios",
+        default="keep-alive",
+        metavar="LIST",
+        help="scenarios of the interleaved comparison, from keep-alive,same-host,new-host "
+        "(default: %(default)s; all three add about 2 minutes)",
+    )
+    p.add_argument(
+        "--rules",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="generated rules loaded with --policies into the gateway-rules proxy (default %(default)s)",
+    )
+    p.add_argument(
+        "--policy-load",
+        action="store_true",
+        help="only the interleaved gateway vs gateway-rules comparison (issue 3), 30 rounds",
+    )
+    p.add_argument(
+        "--slice-rounds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="interleaved rounds, one slice per proxy each, in rotating order (default 6: each order of 3 proxies once; 30 with --policy-load)",
+    )
+    p.add_argument(
+        "--slice-s",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds per interleaved slice (default %(default)s)",
+    )
     p.add_argument("--results-dir", default=str(BENCH / "results"))
-    p.add_argument("--render", metavar="JSON", help="only print the table of an earlier result file, then exit")
+    p.add_argument(
+        "--render", metavar="JSON", help="only print the table of an earlier result file, then exit"
+    )
     p.add_argument("--no-install", action="store_true", help="never apt-get install missing tools")
     p.add_argument("--keep-temp", action="store_true", help="keep the temp dir (configs, logs) for debugging")
     args = p.parse_args(argv)
@@ -130,8 +200,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.interleave_list = [t.strip() for t in args.interleave.split(",") if t.strip()]
     bad = set(args.interleave_list) - set(INTERLEAVE_TARGETS)
     if bad or len(set(args.interleave_list)) != len(args.interleave_list) or len(args.interleave_list) == 1:
-        p.error(f"--interleave: two or more distinct names from {','.join(INTERLEAVE_TARGETS)} "
-                "(gateway-pruned: an experiment, see bench/gateway_variant.py)")
+        p.error(
+            f"--interleave: two or more distinct names from {','.join(INTERLEAVE_TARGETS)} "
+            "(gateway-pruned: an experiment, see bench/gateway_variant.py)"
+        )
     if "gateway-rules" in args.interleave_list and args.rules < 20:
         p.error("--rules: at least 20 (the fixed part of the generated set)")
     if not args.slice_rounds:
@@ -147,16 +219,28 @@ def ensure_tool(binary: str, package: str, args: argparse.Namespace) -> bool:
     if shutil.which(binary) or Path(f"/usr/sbin/{binary}").exists():
         return True
     if args.no_install or os.geteuid() != 0:
-        print(f"bench: {binary} is missing; install it with: apt-get install -y --no-install-recommends {package}",
-              file=sys.stderr)
+        print(
+            f"bench: {binary} is missing; install it with: apt-get install -y --no-install-recommends {package}",
+            file=sys.stderr,
+        )
         return False
-    print(f"bench: {binary} is missing; installing Debian package {package} with apt-get ...", file=sys.stderr)
-    rc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
-                        stdout=subprocess.DEVNULL, timeout=600, check=False).returncode
+    print(
+        f"bench: {binary} is missing; installing Debian package {package} with apt-get ...", file=sys.stderr
+    )
+    rc = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", package],
+        stdout=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    ).returncode
     if rc != 0:
         subprocess.run(["apt-get", "update"], stdout=subprocess.DEVNULL, timeout=600, check=False)
-        rc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", package],
-                            stdout=subprocess.DEVNULL, timeout=600, check=False).returncode
+        rc = subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", package],
+            stdout=subprocess.DEVNULL,
+            timeout=600,
+            check=False,
+        ).returncode
     return rc == 0 and bool(shutil.which(binary) or Path(f"/usr/sbin/{binary}").exists())
 
 
@@ -183,8 +267,16 @@ class Bench:
         self.device_headers: dict[str, dict[str, str]] = {}  # gateway-device*: the device's CONNECT headers
 
     # ---- client ---------------------------------------------------------------------------
-    async def load(self, target: T.Target, mode: str, count: int, *, host: str | None = None,
-                   host_start: int = 0, time_limit: float | None = None) -> dict[str, Any]:
+    async def load(
+        self,
+        target: T.Target,
+        mode: str,
+        count: int,
+        *,
+        host: str | None = None,
+        host_start: int = 0,
+        time_limit: float | None = None,
+    ) -> dict[str, Any]:
         """Run the load client(s) against ``target``; CPU of proxy and origin sampled at START/END."""
         a = self.args
         time_limit = a.time_limit if time_limit is None else time_limit
@@ -193,11 +285,17 @@ class Bench:
         start = host_start
         for k in range(procs_n):
             share = count // procs_n + (1 if k < count % procs_n else 0)
-            spec = {"mode": mode, "proxy": list(target.proxy) if target.proxy else None,
-                    "proxy_headers": target.proxy_headers,
-                    "origin": [self.origin.ip, self.origin.port], "cafile": str(target.cafile),
-                    "concurrency": a.concurrency // procs_n + (1 if k < a.concurrency % procs_n else 0),
-                    "count": share, "time_limit": time_limit, "op_timeout": a.op_timeout}
+            spec = {
+                "mode": mode,
+                "proxy": list(target.proxy) if target.proxy else None,
+                "proxy_headers": target.proxy_headers,
+                "origin": [self.origin.ip, self.origin.port],
+                "cafile": str(target.cafile),
+                "concurrency": a.concurrency // procs_n + (1 if k < a.concurrency % procs_n else 0),
+                "count": share,
+                "time_limit": time_limit,
+                "op_timeout": a.op_timeout,
+            }
             if host:
                 spec["host"] = host
             else:
@@ -207,8 +305,12 @@ class Bench:
         clients = []
         for spec in specs:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(BENCH / "loadclient.py"), stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, start_new_session=True)
+                sys.executable,
+                str(BENCH / "loadclient.py"),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
             clients.append(proc)
             T.CLIENT_PIDS.add(proc.pid)
             proc.stdin.write(json.dumps(spec).encode())
@@ -254,11 +356,15 @@ class Bench:
         client_cpu = sum(r["client_cpu_s"] for r in results)
         other = (last[3] - first[3]) - proxy_cpu - origin_cpu - client_cpu
         return {
-            "ok": ok, "attempted": sum(r["attempted"] for r in results), "errors": errors,
+            "ok": ok,
+            "attempted": sum(r["attempted"] for r in results),
+            "errors": errors,
             "error_samples": [s for r in results for s in r["error_samples"]][:5],
-            "elapsed_s": round(elapsed, 3), "rate": ok / elapsed if elapsed > 0 else 0.0,
+            "elapsed_s": round(elapsed, 3),
+            "rate": ok / elapsed if elapsed > 0 else 0.0,
             "hit_time_limit": any(r["hit_time_limit"] for r in results),
-            **report.percentiles(lat, "latency"), **report.percentiles(tls, "tls"),
+            **report.percentiles(lat, "latency"),
+            **report.percentiles(tls, "tls"),
             "proxy_cpu_s": round(proxy_cpu, 3) if target.pid else None,
             "proxy_cpu_us_per_req": proxy_cpu / ok * 1e6 if ok and target.pid else None,
             "proxy_core_pct": 100 * proxy_cpu / wall if wall > 0 and target.pid else None,
@@ -271,16 +377,32 @@ class Bench:
     def sample(self, target: T.Target) -> tuple[float, ...]:
         """(wall, proxy CPU, origin CPU, machine busy CPU, machine steal), seconds."""
         busy, steal = T.system_cpu()
-        return (time.perf_counter(), T.tree_cpu_seconds(target.pid), T.tree_cpu_seconds(self.origin.pid),
-                busy, steal)
+        return (
+            time.perf_counter(),
+            T.tree_cpu_seconds(target.pid),
+            T.tree_cpu_seconds(self.origin.pid),
+            busy,
+            steal,
+        )
 
     async def hey(self, target: T.Target) -> dict[str, Any]:
         a = self.args
-        url = f"https://{SAME_HOST}/" if self.origin.port == 443 else f"https://{SAME_HOST}:{self.origin.port}/"
-        argv = ["hey", "-n", str(a.keepalive_n), "-c", str(a.concurrency), "-x",
-                f"http://{target.proxy[0]}:{target.proxy[1]}", url]
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        url = (
+            f"https://{SAME_HOST}/" if self.origin.port == 443 else f"https://{SAME_HOST}:{self.origin.port}/"
+        )
+        argv = [
+            "hey",
+            "-n",
+            str(a.keepalive_n),
+            "-c",
+            str(a.concurrency),
+            "-x",
+            f"http://{target.proxy[0]}:{target.proxy[1]}",
+            url,
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
+        )
         c0 = self.sample(target)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), a.time_limit)
@@ -312,8 +434,13 @@ class Bench:
         if name == "mitmdump":
             return T.Mitmdump(**common, mitmdump=self.args.mitmdump, origin_ip=self.origin.ip)
         if name == "gateway":
-            return T.Gateway(**common, gateway=self.args.gateway, origin_ip=self.origin.ip,
-                             extra_args=self.args.gateway_arg, startup_timeout=self.args.gateway_startup_timeout)
+            return T.Gateway(
+                **common,
+                gateway=self.args.gateway,
+                origin_ip=self.origin.ip,
+                extra_args=self.args.gateway_arg,
+                startup_timeout=self.args.gateway_startup_timeout,
+            )
         return T.Squid(**common, origin_ip=self.origin.ip, origin_port=self.origin.port, names=self.all_names)
 
     async def wait_quiet(self) -> dict[str, float]:
@@ -349,31 +476,58 @@ class Bench:
         out["info"] = target.info
         return out
 
-    async def ab_load(self, pair: list[T.Target], order: list[int], slice_s: float, scenario: str = "keep-alive",
-                      host_start: int = 0) -> list[dict[str, Any]]:
+    async def ab_load(
+        self,
+        pair: list[T.Target],
+        order: list[int],
+        slice_s: float,
+        scenario: str = "keep-alive",
+        host_start: int = 0,
+    ) -> list[dict[str, Any]]:
         """Slices of one scenario rotating between running proxies, from one client process
         (loadclient mode "ab"); each slice's CPU of every proxy (schedstat, ns), of the origin and
         of the machine is sampled at its start and end. new-host: names from ``host_start`` on,
         ``NAMES_PER_SLICE`` per slice."""
         a = self.args
-        spec = {"mode": "ab", "proxies": [list(t.proxy) for t in pair], "cafiles": [str(t.cafile) for t in pair],
-                "proxies_headers": [t.proxy_headers for t in pair],
-                "origin": [self.origin.ip, self.origin.port], "host": SAME_HOST,
-                "concurrency": a.concurrency if scenario == "keep-alive" else min(a.concurrency, HANDSHAKE_CONCURRENCY),
-                "cafile": str(pair[0].cafile), "order": order, "slice_s": slice_s, "op_timeout": a.op_timeout,
-                "scenario": scenario, "host_fmt": NEW_FMT, "host_start": host_start,
-                "names_per_slice": names_per_slice(slice_s)}
+        spec = {
+            "mode": "ab",
+            "proxies": [list(t.proxy) for t in pair],
+            "cafiles": [str(t.cafile) for t in pair],
+            "proxies_headers": [t.proxy_headers for t in pair],
+            "origin": [self.origin.ip, self.origin.port],
+            "host": SAME_HOST,
+            "concurrency": a.concurrency
+            if scenario == "keep-alive"
+            else min(a.concurrency, HANDSHAKE_CONCURRENCY),
+            "cafile": str(pair[0].cafile),
+            "order": order,
+            "slice_s": slice_s,
+            "op_timeout": a.op_timeout,
+            "scenario": scenario,
+            "host_fmt": NEW_FMT,
+            "host_start": host_start,
+            "names_per_slice": names_per_slice(slice_s),
+        }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(BENCH / "loadclient.py"), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+            sys.executable,
+            str(BENCH / "loadclient.py"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         T.CLIENT_PIDS.add(proc.pid)
         proc.stdin.write(json.dumps(spec).encode())
         proc.stdin.close()
 
         def sample() -> tuple[float, ...]:
             busy, _ = T.system_cpu()
-            return (time.perf_counter(), T.tree_cpu_seconds(self.origin.pid), T.proc_cpu_ns(proc.pid) / 1e9, busy,
-                    *(T.proc_cpu_ns(t.pid) / 1e9 for t in pair))
+            return (
+                time.perf_counter(),
+                T.tree_cpu_seconds(self.origin.pid),
+                T.proc_cpu_ns(proc.pid) / 1e9,
+                busy,
+                *(T.proc_cpu_ns(t.pid) / 1e9 for t in pair),
+            )
 
         marks: dict[int, list[tuple[float, ...]]] = {}
         result: dict[str, Any] = {}
@@ -392,7 +546,9 @@ class Bench:
                 await proc.wait()
             T.CLIENT_PIDS.discard(proc.pid)
         if result.get("errors"):
-            raise RuntimeError(f"rules comparison: client errors {result['errors']} {result.get('error_samples')}")
+            raise RuntimeError(
+                f"rules comparison: client errors {result['errors']} {result.get('error_samples')}"
+            )
         slices = result.get("slices", [])
         if len(slices) != len(order):
             raise RuntimeError(f"rules comparison: {len(slices)} of {len(order)} slices done")
@@ -403,19 +559,25 @@ class Bench:
             proxies = [s1[4 + j] - s0[4 + j] for j in range(len(pair))]
             cpu, idle_cpu = proxies[k], sum(proxies) - proxies[k]
             origin, client, busy = s1[1] - s0[1], s1[2] - s0[2], s1[3] - s0[3]
-            sl.update({
-                "rate": sl["ok"] / sl["elapsed_s"] if sl["elapsed_s"] else 0.0,
-                "proxy_cpu_s": cpu, "proxy_cpu_us_per_req": cpu / sl["ok"] * 1e6 if sl["ok"] else None,
-                "proxy_core_pct": 100 * cpu / wall, "idle_proxy_cpu_s": idle_cpu,
-                "origin_core_pct": 100 * origin / wall, "client_core_pct": 100 * client / wall,
-                "other_core_pct": 100 * max(0.0, busy - cpu - idle_cpu - origin - client) / wall,
-                "errors": {},
-            })
+            sl.update(
+                {
+                    "rate": sl["ok"] / sl["elapsed_s"] if sl["elapsed_s"] else 0.0,
+                    "proxy_cpu_s": cpu,
+                    "proxy_cpu_us_per_req": cpu / sl["ok"] * 1e6 if sl["ok"] else None,
+                    "proxy_core_pct": 100 * cpu / wall,
+                    "idle_proxy_cpu_s": idle_cpu,
+                    "origin_core_pct": 100 * origin / wall,
+                    "client_core_pct": 100 * client / wall,
+                    "other_core_pct": 100 * max(0.0, busy - cpu - idle_cpu - origin - client) / wall,
+                    "errors": {},
+                }
+            )
         return slices
 
     # ---- interleaved keep-alive: mitmdump / gateway / gateway with N rules ------------------
-    async def interleaved(self, names: list[str], origin_ca: Path,
-                          profile: tuple[str, int, Path] | None = None) -> dict[str, Any]:
+    async def interleaved(
+        self, names: list[str], origin_ca: Path, profile: tuple[str, int, Path] | None = None
+    ) -> dict[str, Any]:
         """2-3 proxies started side by side; per scenario (keep-alive, same-host, new-host), rounds
         of one slice each (rotating order: every permutation in turn) from one client; only one
         proxy is loaded at a time, the others idle. Ratios are paired within a round.
@@ -433,21 +595,33 @@ class Bench:
             work = self.tmp / f"il-{name}"
             work.mkdir()
             if name == "mitmdump":
-                procs[name] = T.Mitmdump(name=name, workdir=work, origin_ca=origin_ca, mitmdump=a.mitmdump,
-                                         origin_ip=self.origin.ip)
+                procs[name] = T.Mitmdump(
+                    name=name,
+                    workdir=work,
+                    origin_ca=origin_ca,
+                    mitmdump=a.mitmdump,
+                    origin_ip=self.origin.ip,
+                )
             else:
                 variant = name.removeprefix("gateway-") if name == "gateway-pruned" else None
-                procs[name] = T.Gateway(name=name, workdir=work, origin_ca=origin_ca, gateway=a.gateway,
-                                        origin_ip=self.origin.ip, extra_args=a.gateway_arg,
-                                        startup_timeout=a.gateway_startup_timeout,
-                                        policies=rules_file if name == "gateway-rules" else None,
-                                        launcher=[sys.executable, str(BENCH / "gateway_variant.py"), variant]
-                                        if variant else [])
+                procs[name] = T.Gateway(
+                    name=name,
+                    workdir=work,
+                    origin_ca=origin_ca,
+                    gateway=a.gateway,
+                    origin_ip=self.origin.ip,
+                    extra_args=a.gateway_arg,
+                    startup_timeout=a.gateway_startup_timeout,
+                    policies=rules_file if name == "gateway-rules" else None,
+                    launcher=[sys.executable, str(BENCH / "gateway_variant.py"), variant] if variant else [],
+                )
         try:
-            for name, t in procs.items():
+            for t in procs.values():
                 await t.start()
             for name in [n for n in procs if n in DEVICE_TARGETS]:
-                out.setdefault("devices", {})[name] = await self._enroll_device(procs[name], DEVICE_TARGETS[name])
+                out.setdefault("devices", {})[name] = await self._enroll_device(
+                    procs[name], DEVICE_TARGETS[name]
+                )
             for name, t in procs.items():  # warm each: handshakes, then keep-alive (code paths, caches)
                 warm = await self.load(t, "close", 2 * a.concurrency, host=SAME_HOST)
                 warm_ka = await self.load(t, "keepalive", 10 * a.concurrency, host=SAME_HOST, time_limit=5)
@@ -455,11 +629,14 @@ class Bench:
                     raise RuntimeError(f"{name}: warm-up failed: {warm['errors']} {warm_ka['errors']}")
                 if isinstance(t, T.Gateway):  # one rule of the file blocks ctl.bench.test
                     out.setdefault("control_status", {})[name] = await asyncio.to_thread(
-                        T.probe_status, t.proxy, self.origin.port, rulegen.CONTROL_HOST, t.cafile)
+                        T.probe_status, t.proxy, self.origin.port, rulegen.CONTROL_HOST, t.cafile
+                    )
             control = out.get("control_status", {})
             if control.get("gateway", 200) != 200 or control.get("gateway-rules", 403) != 403:
-                raise RuntimeError(f"control request to {rulegen.CONTROL_HOST}: {control} "
-                                   "(expected 200 without rules, 403 with)")
+                raise RuntimeError(
+                    f"control request to {rulegen.CONTROL_HOST}: {control} "
+                    "(expected 200 without rules, 403 with)"
+                )
             for name in out.get("devices", {}):
                 out["devices"][name]["probe"] = await self._probe_device(procs[name])
             if "gateway-rules" in procs:
@@ -474,13 +651,18 @@ class Bench:
             try:
                 for scen in a.interleave_scenario_list:
                     print(f"bench:   interleaved {scen} ...", file=sys.stderr)
-                    slices = await self.ab_load(list(procs.values()), order, a.slice_s, scen, self.name_cursor)
+                    slices = await self.ab_load(
+                        list(procs.values()), order, a.slice_s, scen, self.name_cursor
+                    )
                     if scen == "new-host":
                         self.name_cursor += len(order) * names_per_slice(a.slice_s)
                     for sl in slices:
                         sl["target"] = names[sl["proxy"]]
                         sl["round"] = sl["slice"] // len(names)
-                    out["scenarios"][scen] = {"slices": slices, "summary": report.summarize_interleaved(slices, names)}
+                    out["scenarios"][scen] = {
+                        "slices": slices,
+                        "summary": report.summarize_interleaved(slices, names),
+                    }
             finally:
                 for spy in spies:
                     if spy.returncode is None:
@@ -497,17 +679,24 @@ class Bench:
                 await t.stop()
                 out.setdefault("exit_codes", {})[name] = t.info.get("exit_code")
         out["decisions"] = {
-            n: {k: v - before[n].get(k, 0.0) for k, v in after[n].items() if v != before[n].get(k, 0.0)} for n in gws}
-        out["requests"] = {n: sum(sc["summary"]["per_proxy"][n]["requests"] for sc in out["scenarios"].values())
-                           for n in names}
+            n: {k: v - before[n].get(k, 0.0) for k, v in after[n].items() if v != before[n].get(k, 0.0)}
+            for n in gws
+        }
+        out["requests"] = {
+            n: sum(sc["summary"]["per_proxy"][n]["requests"] for sc in out["scenarios"].values())
+            for n in names
+        }
         for name, d in out.get("devices", {}).items():  # the log is flushed at stop
             d["request_log"] = logged = await asyncio.to_thread(
-                device.logged_with, procs[name].workdir / "data" / "requests.jsonl", d["device_id"], SAME_HOST)
+                device.logged_with, procs[name].workdir / "data" / "requests.jsonl", d["device_id"], SAME_HOST
+            )
             want = logged["logged"] if DEVICE_TARGETS[name] else 0
             if logged["identified"] != want or logged["logged"] < out["requests"][name]:
-                raise RuntimeError(f"{name}: {logged['identified']} of {logged['logged']} logged requests to {SAME_HOST} "
-                                   f"carry the device ({want} expected, {out['requests'][name]} measured): "
-                                   "the comparison did not measure what it says")
+                raise RuntimeError(
+                    f"{name}: {logged['identified']} of {logged['logged']} logged requests to {SAME_HOST} "
+                    f"carry the device ({want} expected, {out['requests'][name]} measured): "
+                    "the comparison did not measure what it says"
+                )
         return out
 
     async def _enroll_device(self, t: T.Gateway, identify: bool) -> dict[str, Any]:
@@ -517,8 +706,12 @@ class Bench:
         self.device_headers[t.name] = dev.proxy_headers  # for the probe
         if identify:
             t.proxy_headers = dev.proxy_headers
-        return {"device_id": dev.device_id, "identifies": identify, "posture_rule_id": dev.posture_rule_id,
-                "gateway_rule_id": dev.gateway_rule_id}
+        return {
+            "device_id": dev.device_id,
+            "identifies": identify,
+            "posture_rule_id": dev.posture_rule_id,
+            "gateway_rule_id": dev.gateway_rule_id,
+        }
 
     async def _probe_device(self, t: T.Gateway) -> dict[str, int]:
         """posture.bench.test is blocked unless the device's posture passed: 200 as the device (the
@@ -526,25 +719,45 @@ class Bench:
         port = self.origin.port
         deadline = time.monotonic() + 10
         while True:
-            as_device = await asyncio.to_thread(T.probe_status, t.proxy, port, device.POSTURE_HOST, t.cafile,
-                                                headers=self.device_headers[t.name])
+            as_device = await asyncio.to_thread(
+                T.probe_status,
+                t.proxy,
+                port,
+                device.POSTURE_HOST,
+                t.cafile,
+                headers=self.device_headers[t.name],
+            )
             if as_device == 200 or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
         anonymous = await asyncio.to_thread(T.probe_status, t.proxy, port, device.POSTURE_HOST, t.cafile)
         if (as_device, anonymous) != (200, 403):
-            raise RuntimeError(f"{t.name}: {device.POSTURE_HOST} answered {as_device} as the device and "
-                               f"{anonymous} without it (expected 200 and 403): the device's identity or posture "
-                               "is not attached, the comparison would measure nothing")
+            raise RuntimeError(
+                f"{t.name}: {device.POSTURE_HOST} answered {as_device} as the device and "
+                f"{anonymous} without it (expected 200 and 403): the device's identity or posture "
+                "is not attached, the comparison would measure nothing"
+            )
         return {"as_device": as_device, "anonymous": anonymous}
 
     @staticmethod
     async def _spy(profile: tuple[str, int, Path], name: str, target: T.Target) -> asyncio.subprocess.Process:
         py_spy, rate, out_dir = profile
         spy = await asyncio.create_subprocess_exec(
-            py_spy, "record", "-p", str(target.pid), "-f", "raw", "--nolineno", "-r", str(rate),
-            "-o", str(out_dir / f"{name}.txt"), stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+            py_spy,
+            "record",
+            "-p",
+            str(target.pid),
+            "-f",
+            "raw",
+            "--nolineno",
+            "-r",
+            str(rate),
+            "-o",
+            str(out_dir / f"{name}.txt"),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         T.CLIENT_PIDS.add(spy.pid)
         await asyncio.sleep(1.0)  # attached before the first slice
         return spy
@@ -553,9 +766,13 @@ class Bench:
     async def main(self) -> dict[str, Any]:
         a = self.args
         started = datetime.datetime.now(datetime.UTC)
-        result: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "machine": machine_info(),
-                                  "args": {k: v for k, v in vars(a).items() if k != "target_list"},
-                                  "targets": {}, "pending": {}}
+        result: dict[str, Any] = {
+            "started": started.isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "args": {k: v for k, v in vars(a).items() if k != "target_list"},
+            "targets": {},
+            "pending": {},
+        }
         wanted = list(a.target_list)
         if "gateway" in wanted:
             ok, why = gateway_available(a.gateway)
@@ -582,18 +799,25 @@ class Bench:
         n_names = a.rounds * len(wanted) * a.new_host_n
         if "new-host" in a.interleave_scenario_list and len(a.interleave_list) > 1:
             n_names += a.slice_rounds * len(a.interleave_list) * names_per_slice(a.slice_s)
-        self.all_names = [SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST] + [NEW_FMT.format(i) for i in range(n_names)]
+        self.all_names = [SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST] + [
+            NEW_FMT.format(i) for i in range(n_names)
+        ]
         ca = Authority.generate("Bench origin CA")
         origin_ca = self.tmp / "origin-ca.pem"
         origin_ca.write_bytes(ca.cert_pem())
         t0 = time.perf_counter()
         write_host_certs(ca, self.all_names, origin_dir / "certs", origin_dir / "host.key")
-        print(f"bench: origin nginx on {ip}:{port}, {len(self.all_names)} host certificates "
-              f"({time.perf_counter() - t0:.1f} s); targets: {', '.join(wanted)}", file=sys.stderr)
+        print(
+            f"bench: origin nginx on {ip}:{port}, {len(self.all_names)} host certificates "
+            f"({time.perf_counter() - t0:.1f} s); targets: {', '.join(wanted)}",
+            file=sys.stderr,
+        )
         await self.origin.start()
         if a.hey and port != 443:
-            print("bench: --hey skipped: hey sends the port in SNI unless the origin is on :443, which is taken",
-                  file=sys.stderr)
+            print(
+                "bench: --hey skipped: hey sends the port in SNI unless the origin is on :443, which is taken",
+                file=sys.stderr,
+            )
             a.hey = False
 
         if a.leaf_n > 0 and not a.policy_load:
@@ -617,8 +841,11 @@ class Bench:
                 result["targets"][name] = report.combine_rounds(rs)
         il = [n for n in a.interleave_list if n == "mitmdump" or "gateway" not in result["pending"]]
         if len(il) > 1:
-            print(f"bench: interleaved keep-alive {', '.join(il)}: {a.slice_rounds} rounds of {len(il)} slices "
-                  f"of {a.slice_s:g} s ...", file=sys.stderr)
+            print(
+                f"bench: interleaved keep-alive {', '.join(il)}: {a.slice_rounds} rounds of {len(il)} slices "
+                f"of {a.slice_s:g} s ...",
+                file=sys.stderr,
+            )
             t1 = time.perf_counter()
             try:
                 result["interleaved"] = await self.interleaved(il, origin_ca)
@@ -648,22 +875,30 @@ def machine_info() -> dict[str, Any]:
 
     def git(*cmd: str) -> str:
         try:
-            return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True,
-                                  timeout=10, check=False).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(REPO), *cmd], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             return "?"
 
     try:
         from OpenSSL import SSL
+
         pyopenssl = SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode()
     except Exception:  # noqa: BLE001
         pyopenssl = "?"
     return {
-        "cpus": os.cpu_count(), "cpu_model": cpu, "kernel": platform.release(),
-        "python": platform.python_version(), "mitmproxy": mitmproxy.version.VERSION,
-        "cryptography": cryptography.__version__, "openssl_mitmproxy": pyopenssl,
-        "openssl_client": ssl.OPENSSL_VERSION, "nginx": T.nginx_version(),
-        "commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".")),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mitmproxy": mitmproxy.version.VERSION,
+        "cryptography": cryptography.__version__,
+        "openssl_mitmproxy": pyopenssl,
+        "openssl_client": ssl.OPENSSL_VERSION,
+        "nginx": T.nginx_version(),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--", ".")),
         "loadavg_at_start": os.getloadavg(),
     }
 

@@ -9,8 +9,12 @@ from typing import Any
 
 ORDER = ("direct", "mitmdump", "gateway", "squid")
 UNITS = {"new-host": "conn/s", "same-host": "conn/s", "keep-alive": "req/s", "keep-alive-hey": "req/s"}
-TITLES = {"new-host": "new-host intercepts", "same-host": "same-host handshakes",
-          "keep-alive": "keep-alive requests", "keep-alive-hey": "keep-alive (hey)"}
+TITLES = {
+    "new-host": "new-host intercepts",
+    "same-host": "same-host handshakes",
+    "keep-alive": "keep-alive requests",
+    "keep-alive-hey": "keep-alive (hey)",
+}
 
 
 def percentiles(samples_us: list[int], prefix: str) -> dict[str, float | None]:
@@ -18,8 +22,10 @@ def percentiles(samples_us: list[int], prefix: str) -> dict[str, float | None]:
     if not samples_us:
         return {f"{prefix}_{k}_ms": None for k in keys}
     s = sorted(samples_us)
-    out = {f"{prefix}_{k}_ms": s[min(len(s) - 1, int(q * len(s)))] / 1000
-           for k, q in zip(keys, (0.50, 0.90, 0.99))}
+    out = {
+        f"{prefix}_{k}_ms": s[min(len(s) - 1, int(q * len(s)))] / 1000
+        for k, q in zip(keys, (0.50, 0.90, 0.99), strict=False)
+    }
     out[f"{prefix}_mean_ms"] = statistics.fmean(s) / 1000
     return out
 
@@ -62,12 +68,21 @@ def parse_hey(text: str) -> dict[str, Any]:
     total = sum(int(n) for n in re.findall(r"\[\d+\]\s+(\d+) responses", text))
     p50, p99 = grab(r"50% in ([\d.]+) secs"), grab(r"99% in ([\d.]+) secs")
     elapsed = grab(r"Total:\s+([\d.]+) secs")
-    errors = re.findall(r"\[(\d+)\]\t(.+)", text.split("Error distribution:", 1)[1]) if "Error distribution:" in text else []
-    return {"ok": ok, "non_200": total - ok, "elapsed_s": elapsed,
-            "rate": ok / elapsed if elapsed else 0.0,
-            "latency_p50_ms": p50 * 1000 if p50 is not None else None,
-            "latency_p99_ms": p99 * 1000 if p99 is not None else None,
-            "errors": {msg[:120]: int(n) for n, msg in errors}, "raw_tail": text[-600:] if not ok else ""}
+    errors = (
+        re.findall(r"\[(\d+)\]\t(.+)", text.split("Error distribution:", 1)[1])
+        if "Error distribution:" in text
+        else []
+    )
+    return {
+        "ok": ok,
+        "non_200": total - ok,
+        "elapsed_s": elapsed,
+        "rate": ok / elapsed if elapsed else 0.0,
+        "latency_p50_ms": p50 * 1000 if p50 is not None else None,
+        "latency_p99_ms": p99 * 1000 if p99 is not None else None,
+        "errors": {msg[:120]: int(n) for n, msg in errors},
+        "raw_tail": text[-600:] if not ok else "",
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,8 +105,11 @@ def render(result: dict[str, Any]) -> str:
     if not cols:  # --policy-load: only the rules comparison
         return "\n".join(_render_header(result) + _render_interleaved(result.get("interleaved"), result))
     data = result["targets"]
-    ratio_defs = [("gw/mitm", "gateway", "mitmdump"), ("mitm/dir", "mitmdump", "direct"),
-                  ("gw/dir", "gateway", "direct")]
+    ratio_defs = [
+        ("gw/mitm", "gateway", "mitmdump"),
+        ("mitm/dir", "mitmdump", "direct"),
+        ("gw/dir", "gateway", "direct"),
+    ]
     if "squid" in cols:
         ratio_defs += [("squid/dir", "squid", "direct")]
     head = ["", *cols, *(r[0] for r in ratio_defs)]
@@ -132,26 +150,39 @@ def render(result: dict[str, Any]) -> str:
             v = data.get(t, {}).get(scen, {}).get("other_core_pct")
             other.append(f"{v / 100:.2f}" if isinstance(v, (int, float)) else "-")
         rows.append(other + [""] * len(ratio_defs))
-        errs = {t: sum((data[t][scen].get("errors") or {}).values()) + (data[t][scen].get("non_200") or 0)
-                for t in cols if t in data and scen in data[t]}
+        errs = {
+            t: sum((data[t][scen].get("errors") or {}).values()) + (data[t][scen].get("non_200") or 0)
+            for t in cols
+            if t in data and scen in data[t]
+        }
         if any(errs.values()):
             rows.append(["  errors"] + [str(errs.get(t, "-")) for t in cols] + [""] * len(ratio_defs))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+
     a = result["args"]
     lines = [
         *_render_header(result),
-        (f"concurrency {a['concurrency']}, new-host {a['new_host_n']}, same-host {a['same_host_n']}, "
-         f"keep-alive {a['keepalive_n']} requests, <= {a['time_limit']:g} s per scenario, rounds {a['rounds']}, "
-         f"client processes {a['client_procs']}"),
+        (
+            f"concurrency {a['concurrency']}, new-host {a['new_host_n']}, same-host {a['same_host_n']}, "
+            f"keep-alive {a['keepalive_n']} requests, <= {a['time_limit']:g} s per scenario, rounds {a['rounds']}, "
+            f"client processes {a['client_procs']}"
+        ),
         "",
-        fmt(head), fmt(["-" * w for w in widths]),
+        fmt(head),
+        fmt(["-" * w for w in widths]),
         *(fmt(r) for r in rows),
     ]
-    lines += _render_round_ratios(data, [(n, x, y) for n, x, y in ratio_defs if x in data and y in data], scens)
-    lines.append("rates: higher is better; latency and CPU per request: lower is better; "
-                 "cores busy = CPU seconds / wall seconds during the timed phase (1.00 = one full core);\n"
-                 "other load = CPU used on the machine by processes outside this benchmark during that phase")
+    lines += _render_round_ratios(
+        data, [(n, x, y) for n, x, y in ratio_defs if x in data and y in data], scens
+    )
+    lines.append(
+        "rates: higher is better; latency and CPU per request: lower is better; "
+        "cores busy = CPU seconds / wall seconds during the timed phase (1.00 = one full core);\n"
+        "other load = CPU used on the machine by processes outside this benchmark during that phase"
+    )
     for t, why in result.get("pending", {}).items():
         lines.append(f"{t}: pending ({why.splitlines()[0][:200] if why else ''})")
     lines += _render_interleaved(result.get("interleaved"), result)
@@ -163,8 +194,10 @@ def _render_header(result: dict[str, Any]) -> list[str]:
     m = result["machine"]
     return [
         f"Gateway proxy benchmark  {result['started']}  commit {m['commit']}{' (dirty)' if m['dirty'] else ''}",
-        (f"{m['cpus']} CPU ({m['cpu_model']}), Python {m['python']}, mitmproxy {m['mitmproxy']}, "
-         f"cryptography {m['cryptography']}, nginx {m['nginx']}"),
+        (
+            f"{m['cpus']} CPU ({m['cpu_model']}), Python {m['python']}, mitmproxy {m['mitmproxy']}, "
+            f"cryptography {m['cryptography']}, nginx {m['nginx']}"
+        ),
     ]
 
 
@@ -174,10 +207,17 @@ CONTROL = "ctl.bench.test"
 DEVICE_HOST = "posture.bench.test"  # bench/device.py POSTURE_HOST
 
 
-RATIO_PAIRS = (("gateway", "mitmdump"), ("gateway-rules", "gateway"), ("gateway-rules", "mitmdump"),
-               ("gateway-pruned", "gateway"), ("gateway-pruned", "mitmdump"), ("gateway-device", "gateway"),
-               ("gateway-device", "gateway-device-anon"), ("gateway-device-anon", "gateway"),
-               ("gateway-device", "mitmdump"))
+RATIO_PAIRS = (
+    ("gateway", "mitmdump"),
+    ("gateway-rules", "gateway"),
+    ("gateway-rules", "mitmdump"),
+    ("gateway-pruned", "gateway"),
+    ("gateway-pruned", "mitmdump"),
+    ("gateway-device", "gateway"),
+    ("gateway-device", "gateway-device-anon"),
+    ("gateway-device-anon", "gateway"),
+    ("gateway-device", "mitmdump"),
+)
 
 
 def _median_interval(vals: list[float]) -> tuple[float, float] | None:
@@ -203,15 +243,32 @@ def _geo(vals: list[float]) -> dict[str, float | None]:
     resists them."""
     vals = [v for v in vals if isinstance(v, (int, float)) and v > 0]
     if not vals:
-        return {"median": None, "median_low": None, "median_high": None, "geomean": None, "low": None,
-                "high": None, "min": None, "max": None, "n": 0}
+        return {
+            "median": None,
+            "median_low": None,
+            "median_high": None,
+            "geomean": None,
+            "low": None,
+            "high": None,
+            "min": None,
+            "max": None,
+            "n": 0,
+        }
     logs = [math.log(v) for v in vals]
     mean = statistics.fmean(logs)
     se = statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else 0.0
     mi = _median_interval(vals)
-    return {"median": statistics.median(vals), "median_low": mi[0] if mi else None,
-            "median_high": mi[1] if mi else None, "geomean": math.exp(mean), "low": math.exp(mean - 2 * se),
-            "high": math.exp(mean + 2 * se), "min": min(vals), "max": max(vals), "n": len(vals)}
+    return {
+        "median": statistics.median(vals),
+        "median_low": mi[0] if mi else None,
+        "median_high": mi[1] if mi else None,
+        "geomean": math.exp(mean),
+        "low": math.exp(mean - 2 * se),
+        "high": math.exp(mean + 2 * se),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+    }
 
 
 def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
@@ -229,11 +286,15 @@ def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dic
         p50 = [sl["latency_p50_ms"] for sl in sel if sl.get("latency_p50_ms") is not None]
         p99 = [sl["latency_p99_ms"] for sl in sel if sl.get("latency_p99_ms") is not None]
         other = [sl["other_core_pct"] for sl in sel if sl.get("other_core_pct") is not None]
-        per[name] = {"requests": ok, "slices": len(sel), "rate": ok / elapsed if elapsed else None,
-                     "cpu_us_per_req": cpu / ok * 1e6 if ok else None,
-                     "median_p50_ms": statistics.median(p50) if p50 else None,
-                     "median_p99_ms": statistics.median(p99) if p99 else None,
-                     "median_other_cores": statistics.median(other) / 100 if other else None}
+        per[name] = {
+            "requests": ok,
+            "slices": len(sel),
+            "rate": ok / elapsed if elapsed else None,
+            "cpu_us_per_req": cpu / ok * 1e6 if ok else None,
+            "median_p50_ms": statistics.median(p50) if p50 else None,
+            "median_p99_ms": statistics.median(p99) if p99 else None,
+            "median_other_cores": statistics.median(other) / 100 if other else None,
+        }
     ratios: dict[str, Any] = {}
     for x, y in RATIO_PAIRS:
         if x not in names or y not in names:
@@ -246,10 +307,16 @@ def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dic
                 cx, cy = r[x]["proxy_cpu_us_per_req"], r[y]["proxy_cpu_us_per_req"]
                 cpu.append(cx / cy if cx and cy else None)
         ratios[f"{x}/{y}"] = {
-            "rate_per_round": rate, "cpu_per_round": cpu, "rate": _geo(rate), "cpu": _geo(cpu),
+            "rate_per_round": rate,
+            "cpu_per_round": cpu,
+            "rate": _geo(rate),
+            "cpu": _geo(cpu),
             "pooled_rate": per[x]["rate"] / per[y]["rate"] if per[x]["rate"] and per[y]["rate"] else None,
-            "pooled_cpu": (per[x]["cpu_us_per_req"] / per[y]["cpu_us_per_req"]
-                           if per[x]["cpu_us_per_req"] and per[y]["cpu_us_per_req"] else None),
+            "pooled_cpu": (
+                per[x]["cpu_us_per_req"] / per[y]["cpu_us_per_req"]
+                if per[x]["cpu_us_per_req"] and per[y]["cpu_us_per_req"]
+                else None
+            ),
         }
     return {"per_proxy": per, "ratios": ratios, "rounds": len(by_round)}
 
@@ -260,28 +327,46 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         return ["", f"interleaved comparison: {why}"] if why else []
     a = result["args"]
     names = il["names"]
-    label = {"mitmdump": "mitmdump", "gateway": "gateway", "gateway-rules": f"gateway {il['rules']} rules",
-             "gateway-pruned": "gateway pruned (experiment)", "gateway-device": "gateway + device",
-             "gateway-device-anon": "gateway + device, anon client"}
-    scenarios = il.get("scenarios") or {"keep-alive": {"summary": il["summary"]}}  # older results: keep-alive only
+    label = {
+        "mitmdump": "mitmdump",
+        "gateway": "gateway",
+        "gateway-rules": f"gateway {il['rules']} rules",
+        "gateway-pruned": "gateway pruned (experiment)",
+        "gateway-device": "gateway + device",
+        "gateway-device-anon": "gateway + device, anon client",
+    }
+    scenarios = il.get("scenarios") or {
+        "keep-alive": {"summary": il["summary"]}
+    }  # older results: keep-alive only
     rounds = next(iter(scenarios.values()))["summary"]["rounds"]
-    lines = ["", (f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "
-                  f"{a['slice_s']:g} s slice per proxy (rotating order), one client; in flight: {a['concurrency']} keep-alive, "
-                  f"{min(a['concurrency'], 8)} handshakes; ratios paired within each round")]
+    lines = [
+        "",
+        (
+            f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "
+            f"{a['slice_s']:g} s slice per proxy (rotating order), one client; in flight: {a['concurrency']} keep-alive, "
+            f"{min(a['concurrency'], 8)} handshakes; ratios paired within each round"
+        ),
+    ]
     rows = [["", *(label[n] for n in names)]]
     for scen, sc in scenarios.items():
         per = sc["summary"]["per_proxy"]
-        for title, key, digits in ((f"{TITLES[scen]} ({UNITS[scen]}, pooled)", "rate", 0),
-                                   ("  proxy CPU per req (us, pooled)", "cpu_us_per_req", 0),
-                                   ("  latency p50 (ms, median of slices)", "median_p50_ms", 1),
-                                   ("  latency p99 (ms, median of slices)", "median_p99_ms", 1),
-                                   ("  operations", "requests", 0),
-                                   ("  other load (cores, median of slices)", "median_other_cores", 2)):
+        for title, key, digits in (
+            (f"{TITLES[scen]} ({UNITS[scen]}, pooled)", "rate", 0),
+            ("  proxy CPU per req (us, pooled)", "cpu_us_per_req", 0),
+            ("  latency p50 (ms, median of slices)", "median_p50_ms", 1),
+            ("  latency p99 (ms, median of slices)", "median_p99_ms", 1),
+            ("  operations", "requests", 0),
+            ("  other load (cores, median of slices)", "median_other_cores", 2),
+        ):
             rows.append([title, *(_num(per[n][key], digits) for n in names)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows]
-    lines.append("ratios, per round (median with its ~95% interval, distribution-free; geometric mean with mean of "
-                 "logs +- 2 standard errors):")
+    lines += [
+        "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows
+    ]
+    lines.append(
+        "ratios, per round (median with its ~95% interval, distribution-free; geometric mean with mean of "
+        "logs +- 2 standard errors):"
+    )
     for scen, sc in scenarios.items():
         for pair, r in sc["summary"]["ratios"].items():
             x, y = pair.split("/")
@@ -291,39 +376,52 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
                     continue
                 per_round = " ".join(f"{v:.2f}" if v else "-" for v in r[f"{key}_per_round"])
                 mi = f" ({st['median_low']:.2f}-{st['median_high']:.2f})" if st.get("median_low") else ""
-                lines.append(f"  {scen} {label[x]} / {label[y]} {what}: median {st['median']:.3f}{mi}, geomean "
-                             f"{st['geomean']:.3f} ({st['low']:.2f}-{st['high']:.2f}); rounds {per_round}")
+                lines.append(
+                    f"  {scen} {label[x]} / {label[y]} {what}: median {st['median']:.3f}{mi}, geomean "
+                    f"{st['geomean']:.3f} ({st['low']:.2f}-{st['high']:.2f}); rounds {per_round}"
+                )
     if "file" in il:
         f, c = il["file"], il["check"]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(f.get("kinds", {}).items(), key=lambda kv: -kv[1]))
-        lines.append(f"rules file: {f['rules']} Gateway rules ({kinds}), {f['access_applications']} Access "
-                     f"applications, {f['access_policies']} Access policies; the benchmark host is a candidate for "
-                     f"{c['candidates_for_bench_host']} of the rules (the host index rules out the others)")
+        lines.append(
+            f"rules file: {f['rules']} Gateway rules ({kinds}), {f['access_applications']} Access "
+            f"applications, {f['access_policies']} Access policies; the benchmark host is a candidate for "
+            f"{c['candidates_for_bench_host']} of the rules (the host index rules out the others)"
+        )
         dec = (il.get("decisions") or il.get("decisions_during_slices") or {}).get("gateway-rules", {})
         requests = (il.get("requests") or {}).get("gateway-rules")
-        lines.append(f"check: {CONTROL} (blocked by one rule) got {il['control_status'].get('gateway-rules')} with the "
-                     f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
-                     + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no") + " decisions"
-                     + (f" for {requests:,} requests" if requests else ""))
+        lines.append(
+            f"check: {CONTROL} (blocked by one rule) got {il['control_status'].get('gateway-rules')} with the "
+            f"rules, {il['control_status'].get('gateway', '-')} without; the rules gateway counted "
+            + (", ".join(f"{k} {v:,.0f}" for k, v in dec.items()) or "no")
+            + " decisions"
+            + (f" for {requests:,} requests" if requests else "")
+        )
     for name, d in il.get("devices", {}).items():
         probe, logged = d.get("probe", {}), d.get("request_log", {})
-        lines.append(f"check: {label[name]}: device {d['device_id'][:8]}.. (verified posture pass, one posture rule): "
-                     f"{DEVICE_HOST} got {probe.get('as_device')} as the device, {probe.get('anonymous')} without; "
-                     f"{logged.get('identified', '-'):,} of {logged.get('logged', '-'):,} logged requests to the bench "
-                     "host carry the device")
+        lines.append(
+            f"check: {label[name]}: device {d['device_id'][:8]}.. (verified posture pass, one posture rule): "
+            f"{DEVICE_HOST} got {probe.get('as_device')} as the device, {probe.get('anonymous')} without; "
+            f"{logged.get('identified', '-'):,} of {logged.get('logged', '-'):,} logged requests to the bench "
+            "host carry the device"
+        )
     for scen, sc in scenarios.items():
         for pair, r in sc["summary"]["ratios"].items():
             rate, cpu = r["rate"]["median"], r["cpu"]["median"]
             if rate is None or cpu is None:
                 continue
             if pair == "gateway/mitmdump":
-                lines.append(f"target gateway >= 1.0x mitmdump, {scen}: rate {rate:.3f}x "
-                             f"({'met' if rate >= 1 else 'NOT met'}), CPU per op {cpu:.3f}x "
-                             f"({'met' if cpu <= 1 else 'NOT met'}) (medians)")
+                lines.append(
+                    f"target gateway >= 1.0x mitmdump, {scen}: rate {rate:.3f}x "
+                    f"({'met' if rate >= 1 else 'NOT met'}), CPU per op {cpu:.3f}x "
+                    f"({'met' if cpu <= 1 else 'NOT met'}) (medians)"
+                )
             elif pair == "gateway-rules/gateway" and scen == "keep-alive":
-                lines.append(f"target <= {LOSS_TARGET:.0%} throughput loss at {il['rules']} rules: rate {rate:.3f}x of "
-                             f"no rules ({'met' if rate >= 1 - LOSS_TARGET else 'NOT met'}), CPU per request "
-                             f"{cpu:.3f}x ({'met' if 1 / cpu >= 1 - LOSS_TARGET else 'NOT met'}) (medians)")
+                lines.append(
+                    f"target <= {LOSS_TARGET:.0%} throughput loss at {il['rules']} rules: rate {rate:.3f}x of "
+                    f"no rules ({'met' if rate >= 1 - LOSS_TARGET else 'NOT met'}), CPU per request "
+                    f"{cpu:.3f}x ({'met' if 1 / cpu >= 1 - LOSS_TARGET else 'NOT met'}) (medians)"
+                )
     return lines
 
 
@@ -331,7 +429,9 @@ def _fmt_ratio(v: Any) -> str:
     return f"{v:.3f}x" if isinstance(v, (int, float)) else "-"
 
 
-def _render_round_ratios(data: dict[str, Any], defs: list[tuple[str, str, str]], scens: list[str]) -> list[str]:
+def _render_round_ratios(
+    data: dict[str, Any], defs: list[tuple[str, str, str]], scens: list[str]
+) -> list[str]:
     """Rate ratios paired round by round (targets of one round run minutes apart, under similar load)."""
     out = []
     for name, x, y in defs:
@@ -340,10 +440,13 @@ def _render_round_ratios(data: dict[str, Any], defs: list[tuple[str, str, str]],
             a = data[x].get(scen, {}).get("rate_per_round")
             b = data[y].get(scen, {}).get("rate_per_round")
             if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) > 1:
-                ratios = [p / q for p, q in zip(a, b) if p and q]
+                ratios = [p / q for p, q in zip(a, b, strict=False) if p and q]
                 if ratios:
-                    parts.append(f"{scen} " + "/".join(f"{v:.2f}" for v in ratios)
-                                 + f" (median {statistics.median(ratios):.2f})")
+                    parts.append(
+                        f"{scen} "
+                        + "/".join(f"{v:.2f}" for v in ratios)
+                        + f" (median {statistics.median(ratios):.2f})"
+                    )
         if parts:
             out.append(f"{name} rate ratio per round: " + "; ".join(parts))
     return out
@@ -353,12 +456,21 @@ def _render_leaf(leaf: dict[str, Any] | None) -> list[str]:
     if not leaf:
         return []
     gw, mp = leaf.get("gateway", {}), leaf.get("mitmproxy", {})
-    lines = ["", (f"Leaf issuance, in-process, EC P-256 CA, {leaf['n_new']} new names, "
-                  f"{leaf['n_cached']} cached look-ups (us per call)")]
+    lines = [
+        "",
+        (
+            f"Leaf issuance, in-process, EC P-256 CA, {leaf['n_new']} new names, "
+            f"{leaf['n_cached']} cached look-ups (us per call)"
+        ),
+    ]
     rows = [["", "gateway LeafIssuer", "mitmproxy CertStore", "gw/mitm"]]
-    for label, part, key in (("new host median", "new", "median_us"), ("new host p99", "new", "p99_us"),
-                             ("new host median, first 100", "new_first100", "median_us"),
-                             ("cached median", "cached", "median_us"), ("cached p99", "cached", "p99_us")):
+    for label, part, key in (
+        ("new host median", "new", "median_us"),
+        ("new host p99", "new", "p99_us"),
+        ("new host median, first 100", "new_first100", "median_us"),
+        ("cached median", "cached", "median_us"),
+        ("cached p99", "cached", "p99_us"),
+    ):
         g = gw.get(part, {}).get(key) if "pending" not in gw else None
         v = mp.get(part, {}).get(key)
         rows.append([label, "pending" if "pending" in gw else _num(g, 1), _num(v, 1), _ratio(g, v)])
@@ -370,6 +482,10 @@ def _render_leaf(leaf: dict[str, Any] | None) -> list[str]:
     else:
         med = gw.get("new", {}).get("median_us")
         if med is not None:
-            lines.append(f"target new-host median <= 1000 us: {'met' if med <= 1000 else 'NOT met'} ({med:.0f} us)")
-    lines.append(f"mitmproxy CertStore keeps {mp.get('store_cap')} leaves (FIFO); misses past that also evict.")
+            lines.append(
+                f"target new-host median <= 1000 us: {'met' if med <= 1000 else 'NOT met'} ({med:.0f} us)"
+            )
+    lines.append(
+        f"mitmproxy CertStore keeps {mp.get('store_cap')} leaves (FIFO); misses past that also evict."
+    )
     return lines

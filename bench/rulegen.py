@@ -39,23 +39,60 @@ if str(REPO) not in sys.path:
 BENCH_HOST = "same.bench.test"
 CONTROL_HOST = "ctl.bench.test"  # one rule blocks it: proof that the file is enforced
 POSTURE = ["6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7", "0b7e4c1d-2a3f-4b5c-8d6e-7f8091a2b3c4"]
-WORDS = ("mail", "files", "crm", "wiki", "chat", "video", "shop", "news", "ads", "cdn", "api", "auth",
-         "games", "bet", "social", "drive", "photos", "music", "travel", "jobs", "dev", "status")
+WORDS = (
+    "mail",
+    "files",
+    "crm",
+    "wiki",
+    "chat",
+    "video",
+    "shop",
+    "news",
+    "ads",
+    "cdn",
+    "api",
+    "auth",
+    "games",
+    "bet",
+    "social",
+    "drive",
+    "photos",
+    "music",
+    "travel",
+    "jobs",
+    "dev",
+    "status",
+)
 TLDS = ("com", "net", "org", "io", "example", "co.uk", "de", "fr")
 
 # Rules no index can narrow: a real set holds a handful (each runs for every request).
 UNINDEXED: list[dict[str, Any]] = [
-    {"name": "Block executable downloads", "action": "block",
-     "traffic": r'lower(http.request.uri.path) matches "\.(exe|msi|scr|bat)$"',
-     "rule_settings": {"block_page_enabled": True, "block_reason": "Executables come from the software portal."}},
-    {"name": "Block WordPress admin probes", "action": "block",
-     "traffic": 'http.request.uri.path matches "^/wp-(admin|login)"'},
-    {"name": "Quarantined devices", "action": "block",
-     "device_posture": f'any(device_posture.checks.failed[*] == "{POSTURE[1]}")'},
+    {
+        "name": "Block executable downloads",
+        "action": "block",
+        "traffic": r'lower(http.request.uri.path) matches "\.(exe|msi|scr|bat)$"',
+        "rule_settings": {
+            "block_page_enabled": True,
+            "block_reason": "Executables come from the software portal.",
+        },
+    },
+    {
+        "name": "Block WordPress admin probes",
+        "action": "block",
+        "traffic": 'http.request.uri.path matches "^/wp-(admin|login)"',
+    },
+    {
+        "name": "Quarantined devices",
+        "action": "block",
+        "device_posture": f'any(device_posture.checks.failed[*] == "{POSTURE[1]}")',
+    },
     {"name": "No TRACE", "action": "block", "traffic": 'http.request.method in {"TRACE" "TRACK"}'},
-    {"name": "Contractors: no uploads anywhere", "action": "block",
-     "traffic": 'http.request.method in {"POST" "PUT"}',
-     "identity": 'any(identity.groups.name[*] == "contractors")'},
+    {
+        "name": "Contractors: no uploads anywhere",
+        "action": "block",
+        "traffic": 'http.request.method in {"POST" "PUT"}',
+        "identity": 'any(identity.groups.name[*] == "contractors")',
+    },
 ]
 
 
@@ -81,23 +118,48 @@ def make(count: int, seed: int = 1000) -> dict[str, Any]:
     n_off = max(2, count // 100)
     for k in range(n_off):
         if k % 2:
-            fixed.append({"name": f"Do not inspect bank {k}", "action": "off",
-                          "traffic": f'any(http.conn.domains[*] in {_set([f"bank{k}.example", f"bank{k}.example.org"])})'})
+            fixed.append(
+                {
+                    "name": f"Do not inspect bank {k}",
+                    "action": "off",
+                    "traffic": f"any(http.conn.domains[*] in {_set([f'bank{k}.example', f'bank{k}.example.org'])})",
+                }
+            )
         else:
-            fixed.append({"name": f"Do not inspect pinned app {k}", "action": "off",
-                          "traffic": f'net.sni.host in {_set([f"updates.pinned{k}.example", f"api.pinned{k}.example"])}'})
-    fixed.insert(0, {"name": "Inspect the bank's marketing site", "action": "on",
-                     "traffic": 'net.sni.host == "promo.bank1.example"'})
+            fixed.append(
+                {
+                    "name": f"Do not inspect pinned app {k}",
+                    "action": "off",
+                    "traffic": f"net.sni.host in {_set([f'updates.pinned{k}.example', f'api.pinned{k}.example'])}",
+                }
+            )
+    fixed.insert(
+        0,
+        {
+            "name": "Inspect the bank's marketing site",
+            "action": "on",
+            "traffic": 'net.sni.host == "promo.bank1.example"',
+        },
+    )
     fixed += [dict(r) for r in UNINDEXED]
     fixed += [
-        {"name": "Bench host: uploads need a managed device", "action": "block",
-         "traffic": f'http.request.host == "{BENCH_HOST}" and http.request.method in {{"POST" "PUT" "DELETE"}}',
-         "device_posture": f'not(any(device_posture.checks.passed[*] in {_set(POSTURE[:1])}))'},
-        {"name": "Bench domain: no admin paths", "action": "block",
-         "traffic": 'any(http.request.domains[*] == "bench.test") and http.request.uri.path matches "^/(admin|internal)/"'},
-        {"name": "Control: block the control host", "action": "block",
-         "traffic": f'http.request.host == "{CONTROL_HOST}"',
-         "rule_settings": {"block_page_enabled": True, "block_reason": "bench control rule"}},
+        {
+            "name": "Bench host: uploads need a managed device",
+            "action": "block",
+            "traffic": f'http.request.host == "{BENCH_HOST}" and http.request.method in {{"POST" "PUT" "DELETE"}}',
+            "device_posture": f"not(any(device_posture.checks.passed[*] in {_set(POSTURE[:1])}))",
+        },
+        {
+            "name": "Bench domain: no admin paths",
+            "action": "block",
+            "traffic": 'any(http.request.domains[*] == "bench.test") and http.request.uri.path matches "^/(admin|internal)/"',
+        },
+        {
+            "name": "Control: block the control host",
+            "action": "block",
+            "traffic": f'http.request.host == "{CONTROL_HOST}"',
+            "rule_settings": {"block_page_enabled": True, "block_reason": "bench control rule"},
+        },
     ]
     rest = max(0, count - len(fixed))
     shares = list(zip(KINDS, (35, 30, 12, 10, 6, 3, 1), strict=True))
@@ -111,28 +173,37 @@ def make(count: int, seed: int = 1000) -> dict[str, Any]:
             if i % 3 == 0:
                 body["traffic"] = f'http.request.host == "{host}" and http.request.method in {{"POST" "PUT"}}'
             elif i % 3 == 1:
-                body["traffic"] = f'http.request.host in {_set([host] + [_host(rng, i) for _ in range(rng.randint(1, 4))])}'
+                body["traffic"] = (
+                    f"http.request.host in {_set([host] + [_host(rng, i) for _ in range(rng.randint(1, 4))])}"
+                )
             else:
                 body["traffic"] = f'http.request.host == "{host}"'
         elif kind == "domains":
             domains = [_domain(rng, i, j) for j in range(rng.randint(2, 6))]
             body["traffic"] = f"any(http.request.domains[*] in {_set(domains)})"
         elif kind == "regex":
-            body["traffic"] = (f'http.request.host == "{host}" and '
-                               f'http.request.uri.path matches "^/(api|v[0-9]+)/(users|admin|export)/[0-9]+{i}$"')
+            body["traffic"] = (
+                f'http.request.host == "{host}" and '
+                f'http.request.uri.path matches "^/(api|v[0-9]+)/(users|admin|export)/[0-9]+{i}$"'
+            )
         elif kind == "posture":
             body["action"] = "block"
             body["traffic"] = f'any(http.request.domains[*] == "{_domain(rng, i)}")'
             body["device_posture"] = f"not(any(device_posture.checks.passed[*] in {_set(POSTURE)}))"
         elif kind == "identity":
             body["action"] = "block"
-            body["traffic"] = f'any(http.request.domains[*] in {_set([_domain(rng, i), _domain(rng, i, 1)])})'
+            body["traffic"] = f"any(http.request.domains[*] in {_set([_domain(rng, i), _domain(rng, i, 1)])})"
             body["identity"] = 'not(any(identity.groups.name[*] in {"engineering" "sales" "marketing"}))'
         elif kind == "redirect":
             body["action"] = "redirect"
             body["traffic"] = f'http.request.host == "{host}"'
-            body["rule_settings"] = {"redirect": {"target_uri": f"https://new-{host}",
-                                                  "preserve_path_and_query": True, "include_context": False}}
+            body["rule_settings"] = {
+                "redirect": {
+                    "target_uri": f"https://new-{host}",
+                    "preserve_path_and_query": True,
+                    "include_context": False,
+                }
+            }
         else:
             body["action"] = "allow"
             body["traffic"] = f'any(http.request.domains[*] == "lab{i}.internal.example")'
@@ -140,31 +211,63 @@ def make(count: int, seed: int = 1000) -> dict[str, Any]:
         bodies.append(body)
     rng.shuffle(bodies)
     # Do Not Inspect first (the `on` exception before the `off` rules), then the rest, precedence by 10s
-    ordered = fixed[: n_off + 1] + _interleave(fixed[n_off + 1:], bodies, rng)
+    ordered = fixed[: n_off + 1] + _interleave(fixed[n_off + 1 :], bodies, rng)
     rules = [{**body, "precedence": 10 * (p + 1)} for p, body in enumerate(ordered[:count])]
 
     policies = [
-        {"id": "5a0e8c1f-0000-4000-8000-00000000b001", "name": "Employees on managed devices", "decision": "allow",
-         "include": [{"email_domain": {"domain": "corp.example"}}],
-         "require": [{"device_posture": {"integration_uid": POSTURE[0]}}],
-         "exclude": [{"email": {"email": "former@corp.example"}}]},
-        {"id": "5a0e8c1f-0000-4000-8000-00000000b002", "name": "Contractors", "decision": "deny",
-         "include": [{"email_domain": {"domain": "contractor.example"}}]},
-        {"id": "5a0e8c1f-0000-4000-8000-00000000b003", "name": "Health checks", "decision": "bypass",
-         "include": [{"ip": {"ip": "10.40.0.0/16"}}]},
-        {"id": "5a0e8c1f-0000-4000-8000-00000000b004", "name": "Robots", "decision": "non_identity",
-         "include": [{"common_name": {"common_name": "ci.corp.example"}}], "require": [{"certificate": {}}]},
+        {
+            "id": "5a0e8c1f-0000-4000-8000-00000000b001",
+            "name": "Employees on managed devices",
+            "decision": "allow",
+            "include": [{"email_domain": {"domain": "corp.example"}}],
+            "require": [{"device_posture": {"integration_uid": POSTURE[0]}}],
+            "exclude": [{"email": {"email": "former@corp.example"}}],
+        },
+        {
+            "id": "5a0e8c1f-0000-4000-8000-00000000b002",
+            "name": "Contractors",
+            "decision": "deny",
+            "include": [{"email_domain": {"domain": "contractor.example"}}],
+        },
+        {
+            "id": "5a0e8c1f-0000-4000-8000-00000000b003",
+            "name": "Health checks",
+            "decision": "bypass",
+            "include": [{"ip": {"ip": "10.40.0.0/16"}}],
+        },
+        {
+            "id": "5a0e8c1f-0000-4000-8000-00000000b004",
+            "name": "Robots",
+            "decision": "non_identity",
+            "include": [{"common_name": {"common_name": "ci.corp.example"}}],
+            "require": [{"certificate": {}}],
+        },
     ]
     apps = []
-    for k, domain in enumerate(["intranet.corp.example", "*.apps.corp.example", "git.corp.example",
-                                "health.intranet.corp.example", "*.admin.corp.example"]):
-        apps.append({"id": f"7d3b9e20-0000-4000-8000-00000000a00{k + 1}", "type": "self_hosted",
-                     "name": f"App {k + 1} ({domain})", "domain": domain,
-                     "policies": [p["id"] for p in policies[: 2 + k % 3]]})
+    for k, domain in enumerate(
+        [
+            "intranet.corp.example",
+            "*.apps.corp.example",
+            "git.corp.example",
+            "health.intranet.corp.example",
+            "*.admin.corp.example",
+        ]
+    ):
+        apps.append(
+            {
+                "id": f"7d3b9e20-0000-4000-8000-00000000a00{k + 1}",
+                "type": "self_hosted",
+                "name": f"App {k + 1} ({domain})",
+                "domain": domain,
+                "policies": [p["id"] for p in policies[: 2 + k % 3]],
+            }
+        )
     return {"gateway_rules": rules, "access_policies": policies, "access_applications": apps}
 
 
-def _interleave(few: list[dict[str, Any]], many: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+def _interleave(
+    few: list[dict[str, Any]], many: list[dict[str, Any]], rng: random.Random
+) -> list[dict[str, Any]]:
     """``many`` with ``few`` spread at random places (real sets are not sorted by kind)."""
     out = list(many)
     for body in few:
@@ -174,16 +277,23 @@ def _interleave(few: list[dict[str, Any]], many: list[dict[str, Any]], rng: rand
 
 def write(path: Path, count: int, seed: int = 1000) -> dict[str, Any]:
     data = make(count, seed)
-    header = (f"# {count} Gateway rules for the proxy benchmark (bench/rulegen.py, seed {seed}); none matches "
-              f"{BENCH_HOST}.\n")
+    header = (
+        f"# {count} Gateway rules for the proxy benchmark (bench/rulegen.py, seed {seed}); none matches "
+        f"{BENCH_HOST}.\n"
+    )
     path.write_text(header + yaml.safe_dump(data, sort_keys=False, width=400, allow_unicode=True))
     kinds: dict[str, int] = {}
     for rule in data["gateway_rules"]:
         first = rule["name"].split(" ")[0]
         kind = rule["action"] if rule["action"] in ("off", "on") else first if first in KINDS else "other"
         kinds[kind] = kinds.get(kind, 0) + 1
-    return {"rules": len(data["gateway_rules"]), "access_applications": len(data["access_applications"]),
-            "access_policies": len(data["access_policies"]), "bytes": path.stat().st_size, "kinds": kinds}
+    return {
+        "rules": len(data["gateway_rules"]),
+        "access_applications": len(data["access_applications"]),
+        "access_policies": len(data["access_policies"]),
+        "bytes": path.stat().st_size,
+        "kinds": kinds,
+    }
 
 
 def check(path: Path) -> dict[str, Any]:
@@ -206,15 +316,21 @@ def check(path: Path) -> dict[str, Any]:
         raise RuntimeError(f"rule file: the benchmark request is not allowed by default: {decision}")
     if access.decide(facts) is not None:
         raise RuntimeError("rule file: an Access application covers the benchmark host")
-    if not gateway.decide_connection(ConnectionFacts(BENCH_HOST, facts.connection.src_ip)).action.value == "on":
+    if (
+        not gateway.decide_connection(ConnectionFacts(BENCH_HOST, facts.connection.src_ip)).action.value
+        == "on"
+    ):
         raise RuntimeError("rule file: the benchmark host is not inspected")
     control = gateway.decide(RequestFacts.from_url(f"https://{CONTROL_HOST}/", dst_ip="127.0.0.1"))
     if control.action.value != "block":
         raise RuntimeError(f"rule file: the control host is not blocked: {control}")
-    return {"rules_loaded": len(policy_set.gateway_rules),
-            "access_applications": len(policy_set.access_applications),
-            "candidates_for_bench_host": len(gateway.candidates(BENCH_HOST, BENCH_HOST)),
-            "load_s": round(t1 - t0, 2), "build_s": round(t2 - t1, 2)}
+    return {
+        "rules_loaded": len(policy_set.gateway_rules),
+        "access_applications": len(policy_set.access_applications),
+        "candidates_for_bench_host": len(gateway.candidates(BENCH_HOST, BENCH_HOST)),
+        "load_s": round(t1 - t0, 2),
+        "build_s": round(t2 - t1, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,11 +55,18 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def spawn(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, cwd=cwd,
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            cwd=cwd,
         )
     REGISTRY.append(proc)
     return proc
@@ -180,7 +187,8 @@ class Origin:
             (d / sub).mkdir(exist_ok=True)
         user = "user root;\n" if os.geteuid() == 0 else ""
         temp = "".join(
-            f"  {kind}_temp_path {d}/tmp/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            f"  {kind}_temp_path {d}/tmp/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         conf = f"""{user}worker_processes {self.workers};
 pid {d}/nginx.pid;
@@ -210,8 +218,17 @@ http {{
     async def start(self) -> None:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         conf = self.write_config()
-        argv = [nginx, "-p", str(self.workdir), "-c", str(conf), "-e", str(self.workdir / "logs/error.log"),
-                "-g", "daemon off;"]
+        argv = [
+            nginx,
+            "-p",
+            str(self.workdir),
+            "-c",
+            str(conf),
+            "-e",
+            str(self.workdir / "logs/error.log"),
+            "-g",
+            "daemon off;",
+        ]
         self.proc = spawn(argv, self.workdir / "logs/stdout.log")
         await wait_port(self.ip, self.port, self.proc, 15, "nginx")
 
@@ -290,9 +307,20 @@ class Mitmdump(Target):
         addon = self.workdir / "resolve_addon.py"
         addon.write_text(MITM_ADDON.format(suffix=BENCH_SUFFIX, ip=self.origin_ip))
         port = free_port()
-        argv = [self.mitmdump, "--listen-host", "127.0.0.1", "--listen-port", str(port),
-                "--set", f"confdir={conf}", "--set", f"ssl_verify_upstream_trusted_ca={self.origin_ca}",
-                "-s", str(addon), "-q"]
+        argv = [
+            self.mitmdump,
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            str(port),
+            "--set",
+            f"confdir={conf}",
+            "--set",
+            f"ssl_verify_upstream_trusted_ca={self.origin_ca}",
+            "-s",
+            str(addon),
+            "-q",
+        ]
         self.proc = spawn(argv, self.workdir / "mitmdump.log")
         self.proxy = ("127.0.0.1", port)
         await wait_port("127.0.0.1", port, self.proc, 30, "mitmdump")
@@ -320,10 +348,22 @@ class Gateway(Target):
             aport = free_port()
         token = self.token = secrets.token_urlsafe(24)
         env = dict(os.environ, GATEWAY_ADMIN_TOKEN=token)
-        argv = [*(self.launcher or [self.gateway]), "run", "--data-dir", str(data), "--proxy-listen", f"127.0.0.1:{pport}",
-                "--admin-listen", f"127.0.0.1:{aport}", "--upstream-ca", str(self.origin_ca),
-                "--hosts", str(hosts), *(["--policies", str(self.policies)] if self.policies else []),
-                *self.extra_args]
+        argv = [
+            *(self.launcher or [self.gateway]),
+            "run",
+            "--data-dir",
+            str(data),
+            "--proxy-listen",
+            f"127.0.0.1:{pport}",
+            "--admin-listen",
+            f"127.0.0.1:{aport}",
+            "--upstream-ca",
+            str(self.origin_ca),
+            "--hosts",
+            str(hosts),
+            *(["--policies", str(self.policies)] if self.policies else []),
+            *self.extra_args,
+        ]
         self.info["argv"] = argv
         self.log = self.workdir / "gateway.log"
         t0 = time.monotonic()
@@ -361,7 +401,9 @@ class Gateway(Target):
     async def decisions(self) -> dict[str, float]:
         """``gateway_decisions_total`` by "action/stage", from the public ``GET /metrics``."""
         text = (await asyncio.to_thread(_http_get, f"{self.admin}/metrics")).decode()
-        found = re.findall(r'^gateway_decisions_total\{action="([^"]*)",stage="([^"]*)"\} (\S+)$', text, re.MULTILINE)
+        found = re.findall(
+            r'^gateway_decisions_total\{action="([^"]*)",stage="([^"]*)"\} (\S+)$', text, re.MULTILINE
+        )
         return {f"{action}/{stage}": float(value) for action, stage, value in found}
 
     def log_lines(self, word: str) -> list[str]:
@@ -371,8 +413,14 @@ class Gateway(Target):
             return []
 
 
-def probe_status(proxy: tuple[str, int], port: int, host: str, cafile: Path, timeout: float = 15.0,
-                 headers: dict[str, str] | None = None) -> int:
+def probe_status(
+    proxy: tuple[str, int],
+    port: int,
+    host: str,
+    cafile: Path,
+    timeout: float = 15.0,
+    headers: dict[str, str] | None = None,
+) -> int:
     """One ``GET https://host:port/`` through the proxy (CONNECT with ``headers``, TLS checked
     against ``cafile``): the HTTP status the client gets."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
@@ -455,7 +503,11 @@ shutdown_lifetime 1 seconds
 
     @staticmethod
     def _prepare_dirs(d: Path) -> None:
-        subprocess.run(["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["/usr/lib/squid/security_file_certgen", "-c", "-s", str(d / "ssl_db"), "-M", "16MB"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         if os.geteuid() == 0:  # the kid and the helpers run as user 'proxy'
             subprocess.run(["chown", "-R", "proxy:proxy", str(d)], check=True, timeout=30)

@@ -32,16 +32,16 @@ from certs.keys import (
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CertificateAuthority",
-    "KeyType",
+    "DEFAULT_VALIDITY_DAYS",
     "MAX_PEM_BYTES",
     "MAX_VALIDITY_DAYS",
-    "DEFAULT_VALIDITY_DAYS",
-    "parse_certificates",
-    "validate_ca_certificate",
-    "is_self_signed",
+    "CertificateAuthority",
+    "KeyType",
     "describe_name",
     "fingerprint_of",
+    "is_self_signed",
+    "parse_certificates",
+    "validate_ca_certificate",
 ]
 
 MAX_PEM_BYTES = 64 * 1024
@@ -91,8 +91,7 @@ class CertificateAuthority:
         """
         if isinstance(validity_days, bool) or not 1 <= validity_days <= MAX_VALIDITY_DAYS:
             raise InvalidCertificate(
-                f"validity_period_days must be between 1 and {MAX_VALIDITY_DAYS}, "
-                f"got {validity_days!r}"
+                f"validity_period_days must be between 1 and {MAX_VALIDITY_DAYS}, got {validity_days!r}"
             )
         subject = _subject(common_name=common_name, organization=organization, country=country)
         now = as_utc(clock(), what="clock()")
@@ -189,9 +188,7 @@ class CertificateAuthority:
             ext = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             return ext.value.key_identifier
         except x509.ExtensionNotFound:
-            return x509.SubjectKeyIdentifier.from_public_key(
-                self.private_key.public_key()
-            ).key_identifier
+            return x509.SubjectKeyIdentifier.from_public_key(self.private_key.public_key()).key_identifier
 
     def is_expired(self, now: datetime) -> bool:
         return as_utc(now) >= self.not_after
@@ -278,9 +275,7 @@ def parse_certificates(pem: str | bytes) -> list[x509.Certificate]:
         ) from None
 
 
-def validate_ca_certificate(
-    cert: x509.Certificate, *, now: datetime, label: str = "certificate"
-) -> None:
+def validate_ca_certificate(cert: x509.Certificate, *, now: datetime, label: str = "certificate") -> None:
     """Check that ``cert`` can act as a CA now; raise InvalidCertificate naming the problem.
 
     The checks of an upload without its key (mTLS signing CAs): basicConstraints present,
@@ -295,16 +290,12 @@ def validate_ca_certificate(
     try:
         basic = extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:
-        raise InvalidCertificate(
-            f"{label} is not a CA: basicConstraints extension missing"
-        ) from None
+        raise InvalidCertificate(f"{label} is not a CA: basicConstraints extension missing") from None
     if not basic.value.ca:
         raise InvalidCertificate(f"{label} is not a CA: basicConstraints CA=false")
     if not basic.critical:
         # RFC 5280 §4.2.1.9; webpki verifiers (cryptography, Chromium's) reject the path.
-        raise InvalidCertificate(
-            f"{label} is not usable as a CA: basicConstraints must be marked critical"
-        )
+        raise InvalidCertificate(f"{label} is not usable as a CA: basicConstraints must be marked critical")
     try:
         key_usage = extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -396,9 +387,7 @@ def _load_private_key(pem: str | bytes) -> PrivateKey:
 def _as_bytes(pem: str | bytes, *, what: str) -> bytes:
     data = pem.encode("utf-8", errors="replace") if isinstance(pem, str) else bytes(pem)
     if len(data) > MAX_PEM_BYTES:
-        raise InvalidCertificate(
-            f"{what} is {len(data)} bytes: at most {MAX_PEM_BYTES} (64 KiB) accepted"
-        )
+        raise InvalidCertificate(f"{what} is {len(data)} bytes: at most {MAX_PEM_BYTES} (64 KiB) accepted")
     return data
 
 

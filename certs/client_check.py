@@ -178,9 +178,7 @@ def fill_template(template: str, *, hostname: str, serial_number: str) -> str:
             )
         if not values[name].strip():
             what = "host name" if name == "hostname" else "serial number"
-            raise InvalidCertificate(
-                f"{template!r} uses ${{{name}}}, but the device reported no {what}"
-            )
+            raise InvalidCertificate(f"{template!r} uses ${{{name}}}, but the device reported no {what}")
     rest = _VARIABLE.sub("", template)
     if "${" in rest:
         raise InvalidCertificate(
@@ -255,9 +253,7 @@ def _common_names(cert: x509.Certificate) -> list[str]:
 
 def _spki(key: x509.Certificate | PrivateKey) -> bytes:
     public = key.public_key()
-    return public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _same_key(cert: x509.Certificate, other: x509.Certificate) -> bool:
@@ -446,9 +442,7 @@ def load_candidates(pem: bytes | str) -> list[Candidate]:
     return _pair(certs, keys)
 
 
-def pair_key(
-    certs: Sequence[x509.Certificate | Candidate], key_pem: bytes | str
-) -> list[Candidate]:
+def pair_key(certs: Sequence[x509.Certificate | Candidate], key_pem: bytes | str) -> list[Candidate]:
     """Pair the key(s) of a separate key file with the certificates they belong to.
 
     ``certs`` are certificates or candidates from :func:`load_candidates`; a key already paired

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Clock", "ManualClock", "utcnow", "as_utc", "format_time"]
+__all__ = ["Clock", "ManualClock", "as_utc", "format_time", "utcnow"]
 
 Clock = Callable[[], datetime]
 """A callable returning the current time as an aware UTC datetime."""
@@ -20,7 +20,7 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def as_utc(value: datetime, *, what: str = "datetime") -> datetime:
@@ -31,7 +31,7 @@ def as_utc(value: datetime, *, what: str = "datetime") -> datetime:
     """
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def format_time(value: datetime) -> str:

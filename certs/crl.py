@@ -19,7 +19,7 @@ from certs.keys import signature_hash
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["empty_crl", "DEFAULT_CRL_VALIDITY"]
+__all__ = ["DEFAULT_CRL_VALIDITY", "empty_crl"]
 
 DEFAULT_CRL_VALIDITY = timedelta(days=7)
 

@@ -44,14 +44,14 @@ from certs.keys import KeyType, PrivateKey, PublicKey, signature_hash
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_LIFETIME",
+    "DV_POLICY_OID",
+    "CacheInfo",
     "Leaf",
     "LeafIssuer",
-    "CacheInfo",
-    "DEFAULT_LIFETIME",
-    "DEFAULT_CACHE_SIZE",
-    "DV_POLICY_OID",
-    "normalize_names",
     "general_names",
+    "normalize_names",
     "renewal_margin",
 ]
 
@@ -236,7 +236,9 @@ class LeafIssuer:
 
     def _issue(self, names: tuple[str, ...], *, now: datetime) -> _Entry:
         not_before = max(now - BACKDATE, self._ca_not_before)
-        wanted_not_after = not_before + self._lifetime  # validity period = not_after - not_before (CA/B Forum)
+        wanted_not_after = (
+            not_before + self._lifetime
+        )  # validity period = not_after - not_before (CA/B Forum)
         capped = wanted_not_after >= self._ca_not_after
         not_after = self._ca_not_after if capped else wanted_not_after
         certificate = (

@@ -25,11 +25,11 @@ from certs.errors import InvalidCertificate
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
     "KeyType",
     "PrivateKey",
     "PublicKey",
-    "MIN_RSA_BITS",
-    "MAX_RSA_BITS",
     "check_key_pair",
     "check_public_key",
     "describe_key",
@@ -129,9 +129,7 @@ def signature_hash(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384
     return hashes.SHA384()
 
 
-def check_key_pair(
-    certificate: x509.Certificate, private_key: PrivateKeyTypes, *, accepted: str
-) -> None:
+def check_key_pair(certificate: x509.Certificate, private_key: PrivateKeyTypes, *, accepted: str) -> None:
     """InvalidCertificate unless ``private_key`` is an EC or RSA key and the certificate's
     (``accepted`` says which keys would be, in the refusal)."""
     if not isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):

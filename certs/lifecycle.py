@@ -25,18 +25,18 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ACTIVE_STATUSES",
-    "BindingStatus",
-    "CertificateState",
+    "EXPIRY_WARNING",
+    "GENERATION_WINDOW",
     "MAX_AVAILABLE",
     "MAX_GENERATIONS",
-    "GENERATION_WINDOW",
-    "EXPIRY_WARNING",
-    "check_generation_allowed",
+    "BindingStatus",
+    "CertificateState",
     "activate",
-    "deactivate",
-    "turn_on",
     "check_delete",
+    "check_generation_allowed",
+    "deactivate",
     "expiry_message",
+    "turn_on",
 ]
 
 MAX_AVAILABLE = 10
@@ -80,9 +80,7 @@ def check_generation_allowed(previous: Sequence[datetime], now: datetime) -> Non
     """
     now = as_utc(now, what="now")
     window_start = now - GENERATION_WINDOW
-    recent = sorted(
-        t for t in (as_utc(p, what="generation time") for p in previous) if t > window_start
-    )
+    recent = sorted(t for t in (as_utc(p, what="generation time") for p in previous) if t > window_start)
     if len(recent) < MAX_GENERATIONS:
         return
     # The (len - MAX + 1)-th oldest must leave the window before one more fits in it.
@@ -95,9 +93,7 @@ def check_generation_allowed(previous: Sequence[datetime], now: datetime) -> Non
     raise LimitExceeded(message, retry_after=retry_after)
 
 
-def activate(
-    cert: CertificateState, others: Sequence[CertificateState], now: datetime
-) -> BindingStatus:
+def activate(cert: CertificateState, others: Sequence[CertificateState], now: datetime) -> BindingStatus:
     """inactive → pending_deployment; refuses active, deactivating, expired or over-limit."""
     status = cert.binding_status
     if status in ACTIVE_STATUSES:
@@ -109,8 +105,7 @@ def activate(
         )
     if cert.is_expired(now):
         raise LifecycleError(
-            f"certificate {cert.id} expired on {format_time(cert.not_after)}: "
-            "it cannot be activated"
+            f"certificate {cert.id} expired on {format_time(cert.not_after)}: it cannot be activated"
         )
     active = sum(1 for o in others if o.id != cert.id and o.binding_status in ACTIVE_STATUSES)
     if active >= MAX_AVAILABLE:
@@ -130,9 +125,7 @@ def deactivate(cert: CertificateState) -> BindingStatus:
     if status is BindingStatus.INACTIVE:
         raise LifecycleError(f"certificate {cert.id} is not active (inactive)")
     if status is BindingStatus.PENDING_DELETION:
-        raise LifecycleError(
-            f"certificate {cert.id} is already being deactivated (pending_deletion)"
-        )
+        raise LifecycleError(f"certificate {cert.id} is already being deactivated (pending_deletion)")
     logger.info("certificate %s: %s -> pending_deletion", cert.id, status)
     return BindingStatus.PENDING_DELETION
 
@@ -149,9 +142,7 @@ def turn_on(cert: CertificateState, now: datetime) -> None:
             "(pending_deployment): wait until it is available"
         )
     if status is BindingStatus.INACTIVE:
-        raise LifecycleError(
-            f"certificate {cert.id} is inactive: activate it and wait until it is available"
-        )
+        raise LifecycleError(f"certificate {cert.id} is inactive: activate it and wait until it is available")
     if status is BindingStatus.PENDING_DELETION:
         raise LifecycleError(
             f"certificate {cert.id} is being deactivated (pending_deletion): "
@@ -159,8 +150,7 @@ def turn_on(cert: CertificateState, now: datetime) -> None:
         )
     if cert.is_expired(now):
         raise LifecycleError(
-            f"certificate {cert.id} expired on {format_time(cert.not_after)}: "
-            "it cannot be turned on"
+            f"certificate {cert.id} expired on {format_time(cert.not_after)}: it cannot be turned on"
         )
 
 

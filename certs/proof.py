@@ -58,17 +58,13 @@ MAX_NONCE_BYTES: Final = 64
 MAX_SIGNATURE_BYTES: Final = 1024
 MAX_ID_CHARS: Final = 256
 
-PROOF_FAILED: Final = (
-    "proof of possession failed: signature does not verify with the certificate's key"
-)
+PROOF_FAILED: Final = "proof of possession failed: signature does not verify with the certificate's key"
 
 
 def proof_message(*, nonce: bytes, device_id: str, rule_id: str) -> bytes:
     """The bytes the device signs; CertError for a nonce outside 16..64 bytes or a bad id."""
     if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
-        raise CertError(
-            f"nonce must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes, got {len(nonce)}"
-        )
+        raise CertError(f"nonce must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes, got {len(nonce)}")
     for what, value in (("device id", device_id), ("rule id", rule_id)):
         if not value or not value.strip():
             raise CertError(f"{what} must not be empty")
@@ -80,9 +76,7 @@ def proof_message(*, nonce: bytes, device_id: str, rule_id: str) -> bytes:
             value.encode()
         except UnicodeEncodeError:
             raise CertError(f"{what} is not valid Unicode text (a lone surrogate)") from None
-    return b"".join(
-        (PROOF_PREFIX, bytes(nonce), b"\n", device_id.encode(), b"\n", rule_id.encode())
-    )
+    return b"".join((PROOF_PREFIX, bytes(nonce), b"\n", device_id.encode(), b"\n", rule_id.encode()))
 
 
 def _pss() -> padding.PSS:

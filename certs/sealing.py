@@ -22,7 +22,7 @@ from certs.errors import CertError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KeySealer", "MASTER_KEY_BYTES"]
+__all__ = ["MASTER_KEY_BYTES", "KeySealer"]
 
 MASTER_KEY_BYTES = 32
 _VERSION = b"v1"
@@ -43,8 +43,7 @@ class KeySealer:
             )
         if len(master_key) != MASTER_KEY_BYTES:
             raise CertError(
-                f"master key must be exactly {MASTER_KEY_BYTES} bytes (AES-256), "
-                f"got {len(master_key)} bytes"
+                f"master key must be exactly {MASTER_KEY_BYTES} bytes (AES-256), got {len(master_key)} bytes"
             )
         self._aead = AESGCM(bytes(master_key))
         self._master_key = bytes(master_key)
@@ -72,9 +71,7 @@ class KeySealer:
     def unseal(self, blob: bytes, *, context: bytes) -> bytes:
         """The plaintext; CertError when the master key or context is wrong or data was altered."""
         if not blob.startswith(_VERSION):
-            raise CertError(
-                "could not decrypt private key: unknown sealed format (expected version v1)"
-            )
+            raise CertError("could not decrypt private key: unknown sealed format (expected version v1)")
         if len(blob) < len(_VERSION) + _NONCE_BYTES + _TAG_BYTES:
             raise CertError("could not decrypt private key: sealed data is truncated")
         nonce = blob[len(_VERSION) : len(_VERSION) + _NONCE_BYTES]
@@ -82,6 +79,4 @@ class KeySealer:
             return self._aead.decrypt(nonce, blob[len(_VERSION) + _NONCE_BYTES :], context)
         except InvalidTag:
             logger.warning("could not decrypt a sealed private key (context %r)", context)
-            raise CertError(
-                "could not decrypt private key: wrong master key or corrupted data"
-            ) from None
+            raise CertError("could not decrypt private key: wrong master key or corrupted data") from None

@@ -33,14 +33,12 @@ from certs.keys import PrivateKey, check_key_pair, describe_key
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServerCertificate", "SERVER_CERT_VALIDITY_DAYS"]
+__all__ = ["SERVER_CERT_VALIDITY_DAYS", "ServerCertificate"]
 
 SERVER_CERT_VALIDITY_DAYS = 1825
 """Five years: clients pin the certificate, they do not chain it (see the module docstring)."""
 
-_KEY_BLOCK = re.compile(
-    rb"-----BEGIN ((?:[A-Z]+ )*PRIVATE KEY)-----\r?\n.*?-----END \1-----", re.DOTALL
-)
+_KEY_BLOCK = re.compile(rb"-----BEGIN ((?:[A-Z]+ )*PRIVATE KEY)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
 _SERVER_KEY_USAGE = x509.KeyUsage(
     digital_signature=True,
@@ -123,11 +121,7 @@ class ServerCertificate:
         key = load_private_key(private_key_pem, password=password)
         if certificates[0].public_key() != key.public_key():
             others = [c for c in certificates[1:] if c.public_key() == key.public_key()]
-            hint = (
-                ": it belongs to a later certificate (put the server certificate first)"
-                if others
-                else ""
-            )
+            hint = ": it belongs to a later certificate (put the server certificate first)" if others else ""
             raise InvalidCertificate(f"the private key does not match the certificate{hint}")
         return cls(certificates[0], key, tuple(certificates[1:]))
 
@@ -166,9 +160,7 @@ class ServerCertificate:
 
     def certificate_pem(self) -> bytes:
         """The certificate, then its chain: what a client may trust or a server sends."""
-        return b"".join(
-            c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain)
-        )
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (self.certificate, *self.chain))
 
     def private_key_pem(self, *, password: bytes) -> bytes:
         """PKCS#8, encrypted with ``password`` (PBES2: PBKDF2 and AES-256-CBC)."""
@@ -203,9 +195,7 @@ def load_private_key(pem: bytes, *, password: bytes | None = None) -> PrivateKey
     except UnsupportedAlgorithm:
         raise InvalidCertificate("could not load the private key: unsupported key type") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise InvalidCertificate(
-            f"{describe_key(key)} private keys are not supported: use an EC or RSA key"
-        )
+        raise InvalidCertificate(f"{describe_key(key)} private keys are not supported: use an EC or RSA key")
     return key
 
 

@@ -47,9 +47,7 @@ class PolicyDecision(StrEnum):
     NON_IDENTITY = "non_identity"
 
 
-LETS_THROUGH: Final = frozenset(
-    {PolicyDecision.ALLOW, PolicyDecision.BYPASS, PolicyDecision.NON_IDENTITY}
-)
+LETS_THROUGH: Final = frozenset({PolicyDecision.ALLOW, PolicyDecision.BYPASS, PolicyDecision.NON_IDENTITY})
 EVALUATED_FIRST: Final = frozenset({PolicyDecision.BYPASS, PolicyDecision.NON_IDENTITY})
 
 
@@ -171,9 +169,7 @@ class AccessRule:
         return self.kind.value if not self.value else f"{self.kind.value} {self.value}"
 
 
-def _in_network(
-    address: IPAddress, network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
-) -> bool:
+def _in_network(address: IPAddress, network: ipaddress.IPv4Network | ipaddress.IPv6Network | None) -> bool:
     return network is not None and address.version == network.version and address in network
 
 
@@ -182,8 +178,7 @@ def _rules(reader: ApiReader, key: str, *, required: bool = False) -> tuple[Acce
     if required and not items:
         reader.fail('needs at least one rule (e.g. {"everyone": {}})', key)
     return tuple(
-        AccessRule.from_api(item, where=reader.where, path=(key, index))
-        for index, item in enumerate(items)
+        AccessRule.from_api(item, where=reader.where, path=(key, index)) for index, item in enumerate(items)
     )
 
 
@@ -225,11 +220,7 @@ class AccessPolicy:
 
     @classmethod
     def from_api(cls, value: object, *, where: str) -> AccessPolicy:
-        if (
-            isinstance(value, Mapping)
-            and isinstance(value.get("name"), str)
-            and value["name"].strip()
-        ):
+        if isinstance(value, Mapping) and isinstance(value.get("name"), str) and value["name"].strip():
             where = f"{where} {value['name']!r}"
         reader = ApiReader(
             value, where=where, ignored=READ_ONLY_KEYS | {"reusable", "app_count", "precedence"}
@@ -313,9 +304,7 @@ def _list(rules: Sequence[AccessRule]) -> str:
     return ", ".join(r.describe() for r in rules)
 
 
-def _fail_rule(
-    where: str, key: str, index: int, rule: AccessRule, decision: PolicyDecision
-) -> NoReturn:
+def _fail_rule(where: str, key: str, index: int, rule: AccessRule, decision: PolicyDecision) -> NoReturn:
     raise FieldError(
         where,
         (key, index, rule.kind.value),
@@ -333,9 +322,7 @@ class PolicyRef:
     precedence: int | None = None
 
     def to_api(self) -> object:
-        return (
-            self.id if self.precedence is None else {"id": self.id, "precedence": self.precedence}
-        )
+        return self.id if self.precedence is None else {"id": self.id, "precedence": self.precedence}
 
 
 # Presentation, cookie and login-page settings of a Cloudflare application: they change nothing
@@ -366,9 +353,7 @@ IGNORED_APP_KEYS: Final = READ_ONLY_KEYS | {
 def _domain(reader: ApiReader) -> str:
     text = reader.string("domain", non_empty=True).strip().lower().rstrip(".")
     if "://" in text:
-        reader.fail(
-            f"is a host name such as intranet.example.com, without a scheme; got {text!r}", "domain"
-        )
+        reader.fail(f"is a host name such as intranet.example.com, without a scheme; got {text!r}", "domain")
     if "/" in text:
         reader.fail(
             f"paths are not supported: protect the whole host ({text.split('/')[0]!r}); got {text!r}",
@@ -429,11 +414,7 @@ class AccessApplication:
 
     @classmethod
     def from_api(cls, value: object, *, where: str) -> AccessApplication:
-        if (
-            isinstance(value, Mapping)
-            and isinstance(value.get("name"), str)
-            and value["name"].strip()
-        ):
+        if isinstance(value, Mapping) and isinstance(value.get("name"), str) and value["name"].strip():
             where = f"{where} {value['name']!r}"
         reader = ApiReader(value, where=where, ignored=IGNORED_APP_KEYS)
         kind = reader.string("type", "self_hosted")
@@ -604,9 +585,7 @@ class AccessEngine:
         return AccessDecision(app.application, None, False, (*trace, decision.render()))
 
 
-def _ordered(
-    application: AccessApplication, by_id: Mapping[str, AccessPolicy]
-) -> tuple[AccessPolicy, ...]:
+def _ordered(application: AccessApplication, by_id: Mapping[str, AccessPolicy]) -> tuple[AccessPolicy, ...]:
     """Cloudflare's order of execution: bypass and non_identity first, then allow and deny; each
     group by precedence (list position when not given)."""
     ranked: list[tuple[int, int, AccessPolicy]] = []
@@ -618,8 +597,6 @@ def _ordered(
                 f"Access application {application.label} refers to policy id {ref.id!r}, which does not exist (known: {known})",
                 application,
             )
-        ranked.append(
-            (ref.precedence if ref.precedence is not None else position + 1, position, policy)
-        )
+        ranked.append((ref.precedence if ref.precedence is not None else position + 1, position, policy))
     ranked.sort(key=lambda item: (item[2].decision not in EVALUATED_FIRST, item[0], item[1]))
     return tuple(policy for _, _, policy in ranked)

@@ -113,9 +113,7 @@ class _Checker:
         if field is None:
             suggestion = self.scheme.suggest(operand.field)
             hint = f" (did you mean {suggestion}?)" if suggestion else ""
-            raise self.error(
-                f"unknown field '{operand.field}'{hint}", operand.field_start, ("a field",)
-            )
+            raise self.error(f"unknown field '{operand.field}'{hint}", operand.field_start, ("a field",))
         self.fields.add(field.name)
         name, type_ = field.name, field.type
         if operand.index is ast.IndexKind.NONE and type_.is_array:

@@ -69,9 +69,7 @@ class QuantPlan:
 Plan = LeafPlan | NotPlan | LogicalPlan | QuantPlan
 
 
-def compile_tree(
-    expr: ast.Expr, scheme: Scheme, limits: Limits, source: str
-) -> tuple[Pred, Plan]:
+def compile_tree(expr: ast.Expr, scheme: Scheme, limits: Limits, source: str) -> tuple[Pred, Plan]:
     """Compile a checked expression. Raises ExpressionError for a regex RE2 refuses."""
     return _Compiler(scheme, limits, source).node(expr)
 

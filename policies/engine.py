@@ -86,8 +86,7 @@ class RuleTrace:
         if self.matched is None:
             return f"{head}: skipped, {self.note}"
         lines = [
-            f"{head}: {'MATCH' if self.matched else 'no match'}"
-            + (f", {self.note}" if self.note else "")
+            f"{head}: {'MATCH' if self.matched else 'no match'}" + (f", {self.note}" if self.note else "")
         ]
         for part in self.parts:
             lines.append(
@@ -129,9 +128,7 @@ class Decision:
                 else "allow (no rule matched)"
             )
             return what
-        verb = {Action.OFF: "do not inspect", Action.ON: "inspect"}.get(
-            self.action, self.action.value
-        )
+        verb = {Action.OFF: "do not inspect", Action.ON: "inspect"}.get(self.action, self.action.value)
         text = f"{verb} by rule {self.rule.label}"
         return text + (f" ({self.note})" if self.note else "")
 
@@ -252,14 +249,10 @@ class GatewayEngine:
             [_late_off(c.rule) if c.rule.action is Action.OFF else INSPECTED for c in inspection],
             indexed=indexed,
         )
-        self._http = _RuleList(
-            http, [_decision(c.rule, Stage.REQUEST) for c in http], indexed=indexed
-        )
+        self._http = _RuleList(http, [_decision(c.rule, Stage.REQUEST) for c in http], indexed=indexed)
 
     @classmethod
-    def build(
-        cls, rules: Iterable[GatewayRule | CompiledRule], *, indexed: bool = True
-    ) -> GatewayEngine:
+    def build(cls, rules: Iterable[GatewayRule | CompiledRule], *, indexed: bool = True) -> GatewayEngine:
         """Compile (unless given compiled) and order the enabled rules. Raises ``FieldError``
         for a broken expression and ``ConflictError`` for two enabled rules with one
         precedence. ``indexed=False`` evaluates every rule (for tests and comparisons)."""
@@ -275,9 +268,7 @@ class GatewayEngine:
                 )
         inspection = [c for c in enabled if c.rule.action in INSPECTION_ACTIONS]
         http = [c for c in enabled if c.rule.action not in INSPECTION_ACTIONS]
-        logger.info(
-            "gateway engine: %d Do Not Inspect rules, %d HTTP rules", len(inspection), len(http)
-        )
+        logger.info("gateway engine: %d Do Not Inspect rules, %d HTTP rules", len(inspection), len(http))
         return cls(inspection, http, indexed=indexed)
 
     @property
@@ -331,9 +322,7 @@ class GatewayEngine:
             trace.append(step)
             if step.matched:
                 rule = compiled.rule
-                return Decision(
-                    rule.action, rule, Stage.CONNECTION, rule.rule_settings, tuple(trace)
-                )
+                return Decision(rule.action, rule, Stage.CONNECTION, rule.rule_settings, tuple(trace))
         return Decision(Action.ON, None, Stage.CONNECTION, trace=tuple(trace))
 
     def explain(self, facts: RequestFacts) -> Decision:

@@ -27,9 +27,9 @@ from policies.scheme import GATEWAY_SCHEME, Scheme
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Explanation",
     "Expression",
     "ExpressionError",
-    "Explanation",
     "HostHints",
     "Limits",
     "PolicyError",

@@ -60,9 +60,7 @@ class Identity:
         failed: Iterable[str] = (),
         verified_certificate_cn: str | None = None,
     ) -> Identity:
-        return cls(
-            email, tuple(groups), device_id, tuple(passed), tuple(failed), verified_certificate_cn
-        )
+        return cls(email, tuple(groups), device_id, tuple(passed), tuple(failed), verified_certificate_cn)
 
 
 ANONYMOUS: Final = Identity()
@@ -188,7 +186,5 @@ def request_context(facts: RequestFacts) -> dict[str, object]:
         "http.request.uri": facts.url,
         "http.request.uri.path": facts.path,
         "http.request.uri.query": facts.query,
-        "http.request.uri.path_and_query": f"{facts.path}?{facts.query}"
-        if facts.query
-        else facts.path,
+        "http.request.uri.path_and_query": f"{facts.path}?{facts.query}" if facts.query else facts.path,
     }

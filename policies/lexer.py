@@ -171,9 +171,7 @@ class _Lexer:
         if not self.tokens:
             return False
         last = self.tokens[-1]
-        return last.kind is TokenKind.TILDE or (
-            last.kind is TokenKind.IDENT and last.text == "matches"
-        )
+        return last.kind is TokenKind.TILDE or (last.kind is TokenKind.IDENT and last.text == "matches")
 
     # -- strings ---------------------------------------------------------------------------
 
@@ -184,7 +182,7 @@ class _Lexer:
         while True:
             end = _next_special(src, pos)
             if end >= n:
-                raise self.error('unterminated string: missing closing \'"\'', start, ('\'"\'',))
+                raise self.error("unterminated string: missing closing '\"'", start, ("'\"'",))
             out += src[pos:end].encode("utf-8", "surrogatepass")
             if src[end] == '"':
                 return self.finish_string(start, end + 1, bytes(out))
@@ -241,7 +239,7 @@ class _Lexer:
                 in_class = False
             out.append(ch)
             pos += 1
-        raise self.error("unterminated regex: missing closing '\"'", start, ('\'"\'',))
+        raise self.error("unterminated regex: missing closing '\"'", start, ("'\"'",))
 
     def raw_string(self, start: int) -> int:
         src = self.source
@@ -252,7 +250,7 @@ class _Lexer:
         if hashes > _MAX_RAW_HASHES:
             raise self.error(f"a raw string takes at most {_MAX_RAW_HASHES} '#'", start)
         if src[pos : pos + 1] != '"':
-            raise self.error("expected '\"' to open the raw string", pos, ('\'"\'',))
+            raise self.error("expected '\"' to open the raw string", pos, ("'\"'",))
         closing = '"' + "#" * hashes
         end = src.find(closing, pos + 1)
         if end < 0:
@@ -282,9 +280,7 @@ class _Lexer:
             return self.emit(TokenKind.IP, start, end, address)
         if _looks_like_ip(text):
             raise self.error(f"invalid IP address {text!r}", start)
-        raise self.error(
-            f"unexpected {text!r}: strings must be quoted, like \"{text}\"", start, ("a value",)
-        )
+        raise self.error(f'unexpected {text!r}: strings must be quoted, like "{text}"', start, ("a value",))
 
     def integer(self, text: str, start: int) -> int | None:
         if _HEX.match(text):
@@ -310,9 +306,7 @@ class _Lexer:
         except ValueError as e:
             if "host bits set" in str(e):
                 fixed = ipaddress.ip_network(text, strict=False)
-                raise self.error(
-                    f"CIDR {text} has host bits set (did you mean {fixed}?)", start
-                ) from None
+                raise self.error(f"CIDR {text} has host bits set (did you mean {fixed}?)", start) from None
             raise self.error(f"invalid CIDR {text!r}", start) from None
 
     def range_(self, text: str, start: int) -> int:

@@ -29,7 +29,25 @@ from policies.scheme import IpAddress
 logger = logging.getLogger(__name__)
 
 KEYWORDS = frozenset(
-    "and or xor not in contains matches eq ne lt le gt ge any all lower upper".split()
+    [
+        "and",
+        "or",
+        "xor",
+        "not",
+        "in",
+        "contains",
+        "matches",
+        "eq",
+        "ne",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "any",
+        "all",
+        "lower",
+        "upper",
+    ]
 )
 _LOGICAL: dict[str, str] = {
     "and": "and", "&&": "and", "or": "or", "||": "or", "xor": "xor", "^^": "xor",
@@ -118,9 +136,7 @@ class _Parser:
     def enter(self, token: Token) -> None:
         self.depth += 1
         if self.depth > self.limits.max_depth:
-            raise self.error(
-                f"nesting deeper than {self.limits.max_depth} levels", token.start, ()
-            )
+            raise self.error(f"nesting deeper than {self.limits.max_depth} levels", token.start, ())
 
     def where(self, token: Token) -> str:
         line, column = position(self.source, token.start)
@@ -146,9 +162,7 @@ class _Parser:
         if self.tok.kind is TokenKind.RPAREN:
             raise self.error("unexpected ')': no '(' to close", self.tok.start, EXPECT_LOGICAL)
         if self.tok.kind is not TokenKind.EOF:
-            raise self.unexpected(
-                "and, or, xor or the end", EXPECT_LOGICAL, self.keyword_hint(self.tok)
-            )
+            raise self.unexpected("and, or, xor or the end", EXPECT_LOGICAL, self.keyword_hint(self.tok))
         return expr
 
     def logical_op(self) -> str | None:
@@ -362,9 +376,7 @@ class _Parser:
                 hint = f' (strings must be quoted: "{token.text}")' if token.kind is TokenKind.IDENT else ""
                 raise self.unexpected("a set item", EXPECT_ITEM, hint)
             if len(items) >= self.limits.max_set_size:
-                raise self.error(
-                    f"set has more than {self.limits.max_set_size} items", token.start, ("'}'",)
-                )
+                raise self.error(f"set has more than {self.limits.max_set_size} items", token.start, ("'}'",))
             items.append(item)
             after_comma = False
             self.advance()

@@ -306,9 +306,7 @@ class PostureRule:
             if not self.input.cn:
                 raise ValueError("a client_certificate rule needs input.cn")
             if self.input != ClientCertificateInput(self.input.certificate_id, self.input.cn):
-                raise ValueError(
-                    "a client_certificate rule takes only input.certificate_id and input.cn"
-                )
+                raise ValueError("a client_certificate rule takes only input.certificate_id and input.cn")
         elif self.input.operating_system is None:
             raise ValueError("a client_certificate_v2 rule needs input.operating_system")
         if self.schedule < MIN_SCHEDULE or self.expiration <= timedelta(0):
@@ -406,9 +404,7 @@ def _posture_type(reader: ApiReader) -> PostureType:
             if kind.value == value:
                 return kind
         if value in OTHER_CLOUDFLARE_TYPES:
-            reader.fail(
-                f"{value!r} is not supported by this gateway (supported: {supported})", "type"
-            )
+            reader.fail(f"{value!r} is not supported by this gateway (supported: {supported})", "type")
     shown = repr(value) if isinstance(value, (str, int, float)) else "a non-string value"
     reader.fail(f"unknown type {shown} (one of: {supported})", "type")
 

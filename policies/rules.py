@@ -58,9 +58,7 @@ class FieldError(PolicyError):
     def _text(self) -> str:
         shown = self.path[:-1] if self.on_key else self.path  # an unknown key names itself
         return (
-            f"{self.where}: {render_path(shown)}: {self.reason}"
-            if shown
-            else f"{self.where}: {self.reason}"
+            f"{self.where}: {render_path(shown)}: {self.reason}" if shown else f"{self.where}: {self.reason}"
         )
 
     def __str__(self) -> str:
@@ -116,9 +114,7 @@ class ApiReader:
     Keys in ``ignored`` (read-only fields a server adds, such as ``deleted_at``) are accepted
     and dropped."""
 
-    def __init__(
-        self, value: object, *, where: str, path: Path = (), ignored: Iterable[str] = ()
-    ) -> None:
+    def __init__(self, value: object, *, where: str, path: Path = (), ignored: Iterable[str] = ()) -> None:
         self.where = where
         self.path = path
         if not isinstance(value, Mapping):
@@ -170,9 +166,7 @@ class ApiReader:
             self.fail(f"must be at least {minimum}, got {value}", key)
         return value
 
-    def choice(
-        self, key: str, enum: type[E], default: E | None = None, *, allowed: Iterable[E] = ()
-    ) -> E:
+    def choice(self, key: str, enum: type[E], default: E | None = None, *, allowed: Iterable[E] = ()) -> E:
         value = self.raw(key, _MISSING if default is None else default)
         choices = tuple(allowed) or tuple(enum)
         names = ", ".join(c.value for c in choices)
@@ -209,9 +203,7 @@ class ApiReader:
             try:
                 parsed = datetime.fromisoformat(value)
             except ValueError:
-                self.fail(
-                    f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {value!r}", key
-                )
+                self.fail(f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {value!r}", key)
         else:
             self.fail(
                 f"must be an RFC 3339 time such as 2025-01-31T12:00:00Z, got {_describe(value)}",
@@ -228,10 +220,7 @@ class ApiReader:
             if not isinstance(key, str):
                 self.fail(f"keys must be strings, got {_describe(key)}", on_key=True)
             known = sorted(self.read)
-            close = (
-                difflib.get_close_matches(key, known, n=1)
-                or [k for k in known if k.startswith(key)][:1]
-            )
+            close = difflib.get_close_matches(key, known, n=1) or [k for k in known if k.startswith(key)][:1]
             hint = (
                 f" (did you mean {close[0]}?)"
                 if close
@@ -350,9 +339,7 @@ class RuleSettings:
             sub = reader.child("redirect", reader.raw("redirect"))
             target = sub.string("target_uri", non_empty=True)
             if not target.startswith(("http://", "https://")):
-                sub.fail(
-                    f"must be an absolute http:// or https:// URL, got {target!r}", "target_uri"
-                )
+                sub.fail(f"must be an absolute http:// or https:// URL, got {target!r}", "target_uri")
             redirect = RedirectSettings(
                 target_uri=target,
                 preserve_path_and_query=sub.boolean("preserve_path_and_query", False),
@@ -417,11 +404,7 @@ class GatewayRule:
     def from_api(cls, value: object, *, where: str, check_expressions: bool = True) -> GatewayRule:
         """Validate a rule mapping; with ``check_expressions`` (the default) its expressions are
         compiled too, so a rule that loads is a rule that runs."""
-        if (
-            isinstance(value, Mapping)
-            and isinstance(value.get("name"), str)
-            and value["name"].strip()
-        ):
+        if isinstance(value, Mapping) and isinstance(value.get("name"), str) and value["name"].strip():
             where = f"{where} {value['name']!r}"
         reader = ApiReader(value, where=where, ignored=READ_ONLY_KEYS)
         name = reader.string("name", non_empty=True)
@@ -435,9 +418,7 @@ class GatewayRule:
             )
         for key in UNSUPPORTED_KEYS:
             if not is_empty(reader.raw(key, None)):
-                reader.fail(
-                    f"{key!r} is not supported by this gateway; remove it", key, on_key=True
-                )
+                reader.fail(f"{key!r} is not supported by this gateway; remove it", key, on_key=True)
         expressions = {part: reader.string(part.value, "") for part in Part}
         settings_value = reader.raw("rule_settings", {})
         rule = cls(
@@ -457,9 +438,7 @@ class GatewayRule:
         )
         reader.finish()
         if action is Action.REDIRECT and rule.rule_settings.redirect is None:
-            reader.fail(
-                "action 'redirect' needs rule_settings.redirect.target_uri", "rule_settings"
-            )
+            reader.fail("action 'redirect' needs rule_settings.redirect.target_uri", "rule_settings")
         if check_expressions:
             rule.compile(where=where)
         return rule
@@ -535,9 +514,7 @@ class CompiledRule:
             try:
                 expression = compile_expression(source)
             except ExpressionError as e:
-                raise FieldError(
-                    where, (part.value,), _expression_reason(e), expression_error=e
-                ) from None
+                raise FieldError(where, (part.value,), _expression_reason(e), expression_error=e) from None
             _check_part_fields(where, rule, part, expression)
             parts.append((part, expression))
         fields = frozenset().union(*(e.fields for _, e in parts)) if parts else frozenset[str]()
@@ -559,9 +536,7 @@ def _expression_reason(error: ExpressionError) -> str:
 def _check_part_fields(where: str, rule: GatewayRule, part: Part, expression: Expression) -> None:
     path: Path = (part.value,)
     if part is Part.TRAFFIC:
-        misplaced = sorted(
-            f for f in expression.fields if f.startswith(tuple(PART_PREFIXES.values()))
-        )
+        misplaced = sorted(f for f in expression.fields if f.startswith(tuple(PART_PREFIXES.values())))
         if misplaced:
             home = "identity" if misplaced[0].startswith("identity.") else "device_posture"
             raise FieldError(

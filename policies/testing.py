@@ -190,9 +190,7 @@ class Outcome:
         text = decision.summary()
         if self.access is not None:
             text += f"; Access {'allow' if self.access.allowed else 'deny'}"
-            text += (
-                f" by {self.access.policy.label}" if self.access.policy else " (no policy matched)"
-            )
+            text += f" by {self.access.policy.label}" if self.access.policy else " (no policy matched)"
         return text
 
     def render(self) -> str:
@@ -203,9 +201,7 @@ class Outcome:
         if identity.groups:
             who += f", groups {', '.join(identity.groups)}"
         posture = f"posture passed {sorted(identity.posture_passed) or 'none'}, failed {sorted(identity.posture_failed) or 'none'}"
-        lines = [
-            f"request: {facts.method} {facts.url} from {facts.connection.src_ip} ({who}; {posture})"
-        ]
+        lines = [f"request: {facts.method} {facts.url} from {facts.connection.src_ip} ({who}; {posture})"]
         if self.connection is not None:
             lines.append("at the TLS ClientHello (SNI " + str(facts.connection.sni) + "):")
             lines.extend("  " + line for line in self.connection.render().splitlines())
@@ -229,9 +225,7 @@ def evaluate(
     """Run the proxy's decision flow for one request; ``explain`` fills every trace."""
     connection: Decision | None = None
     if facts.connection.sni is not None:
-        connection = (gateway.explain_connection if explain else gateway.decide_connection)(
-            facts.connection
-        )
+        connection = (gateway.explain_connection if explain else gateway.decide_connection)(facts.connection)
         if connection.action is Action.OFF:
             return Outcome(facts, connection, None, None, False)
     request = (gateway.explain if explain else gateway.decide)(facts)
@@ -274,9 +268,7 @@ def run_test(test: PolicyTest, gateway: GatewayEngine, access: AccessEngine) -> 
             problems.append(f"expected rule {expect.rule!r}, got {rule.name!r}")
     if expect.access is not None:
         if not outcome.access_reached:
-            problems.append(
-                f"expected Access {expect.access.value}, but the request never reached Access"
-            )
+            problems.append(f"expected Access {expect.access.value}, but the request never reached Access")
         elif outcome.access is None:
             problems.append(
                 f"expected Access {expect.access.value}, but no Access application covers {outcome.facts.host}"

@@ -73,8 +73,7 @@ class PolicyFileError(PolicyError):
         self.problems = tuple(problems)
         more = len(self.problems) - 1
         super().__init__(
-            str(self.problems[0])
-            + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+            str(self.problems[0]) + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
         )
 
 
@@ -157,9 +156,7 @@ class _Reader:
         self.lines = text.splitlines()
 
     def at(self, mark: yaml.Mark) -> Problem:
-        return Problem(
-            Location(self.file, mark.line + 1, mark.column + 1), "", self._line(mark.line + 1)
-        )
+        return Problem(Location(self.file, mark.line + 1, mark.column + 1), "", self._line(mark.line + 1))
 
     def problem(self, mark: yaml.Mark, message: str) -> Problem:
         return Problem(
@@ -184,11 +181,7 @@ def _find(node: yaml.Node, path: Sequence[str | int], *, on_key: bool) -> yaml.N
                     break
             else:
                 return node
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(step, int)
-            and 0 <= step < len(node.value)
-        ):
+        elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
             node = node.value[step]
         else:
             return node
@@ -246,16 +239,10 @@ def _expression_problem(
 ) -> Problem:
     message = f"{error.where}: {error.path[-1]}: {expression.message}"
     start, end = node.start_mark, node.end_mark
-    if (
-        isinstance(node, yaml.ScalarNode)
-        and node.style in (None, "'", '"')
-        and start.line == end.line
-    ):
+    if isinstance(node, yaml.ScalarNode) and node.style in (None, "'", '"') and start.line == end.line:
         offsets = _raw_offsets(reader.text[start.index : end.index], node.style)
         if expression.offset < len(offsets):
-            return reader.problem_at(
-                start.line + 1, start.column + 1 + offsets[expression.offset], message
-            )
+            return reader.problem_at(start.line + 1, start.column + 1 + offsets[expression.offset], message)
     if isinstance(node, yaml.ScalarNode) and node.style == "|":
         line = start.line + 1 + expression.line  # content starts on the line after the indicator
         text = reader.lines[line - 1] if line <= len(reader.lines) else ""
@@ -267,9 +254,7 @@ def _expression_problem(
     return reader.problem(start, message + where)
 
 
-def _locate(
-    reader: _Reader, root: yaml.Node, section: str, index: int, error: FieldError
-) -> Problem:
+def _locate(reader: _Reader, root: yaml.Node, section: str, index: int, error: FieldError) -> Problem:
     node = _find(root, (section, index, *error.path), on_key=error.on_key)
     if error.expression_error is not None:
         return _expression_problem(reader, node, error, error.expression_error)
@@ -389,9 +374,7 @@ def _conflict_problem(policy_set: PolicySet, error: ConflictError) -> Problem:
 
 
 def _unknown_test_rules(policy_set: PolicySet) -> list[Problem]:
-    names = {r.name for r in policy_set.gateway_rules} | {
-        r.id for r in policy_set.gateway_rules if r.id
-    }
+    names = {r.name for r in policy_set.gateway_rules} | {r.id for r in policy_set.gateway_rules if r.id}
     problems = []
     for test in policy_set.tests:
         rule = test.expect.rule
@@ -429,9 +412,7 @@ def load_files(paths: Iterable[str | Path]) -> PolicySet:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             problems.append(
-                Problem(
-                    Location(str(path), 1, 1), f"cannot read: {getattr(e, 'strerror', None) or e}"
-                )
+                Problem(Location(str(path), 1, 1), f"cannot read: {getattr(e, 'strerror', None) or e}")
             )
             continue
         policy_set, found = _parse(text, str(path))
@@ -450,9 +431,7 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            out.extend(
-                sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-            )
+            out.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
         else:
             out.append(path)
     return out

@@ -129,7 +129,9 @@ def _generate(config: Config) -> ServerCertificate:
     try:
         return ServerCertificate.generate(names_for(config))
     except CertError as e:
-        raise ConfigError(f"--admin-tls auto: cannot make a certificate for {config.admin_listen}: {e}") from None
+        raise ConfigError(
+            f"--admin-tls auto: cannot make a certificate for {config.admin_listen}: {e}"
+        ) from None
 
 
 # -- --admin-tls FILE [--admin-tls-key FILE] -----------------------------------------------------

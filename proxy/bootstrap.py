@@ -58,9 +58,7 @@ def _check_env_token(token: str | None) -> None:
     if token is None or token == "":
         return
     if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
-        raise ConfigError(
-            f"{ADMIN_TOKEN_ENV} holds spaces or control characters: use printable ASCII"
-        )
+        raise ConfigError(f"{ADMIN_TOKEN_ENV} holds spaces or control characters: use printable ASCII")
     if len(token) < MIN_TOKEN_LENGTH:
         raise ConfigError(
             f"{ADMIN_TOKEN_ENV} is {len(token)} characters: use at least {MIN_TOKEN_LENGTH} "
@@ -78,9 +76,7 @@ def _reconcile_admin_token(store: Store, env_token: str | None, clock: Clock) ->
                 logger.info("the admin token from %s replaced an earlier one", ADMIN_TOKEN_ENV)
         return None
     if store.tokens.delete_by_origin(TokenOrigin.ENV):
-        logger.warning(
-            "%s is no longer set: the admin token it provided is revoked", ADMIN_TOKEN_ENV
-        )
+        logger.warning("%s is no longer set: the admin token it provided is revoked", ADMIN_TOKEN_ENV)
     if store.tokens.count():
         return None
     token = new_token()

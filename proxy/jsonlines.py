@@ -11,13 +11,20 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
 
 class JsonLinesFile:
     def __init__(
-        self, path: Path, *, max_bytes: int = 16 << 20, backups: int = 5, flush_interval: float = 0.5, max_pending: int = 5000
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 16 << 20,
+        backups: int = 5,
+        flush_interval: float = 0.5,
+        max_pending: int = 5000,
     ) -> None:
         self.path = path
         self._max_bytes = max_bytes
@@ -29,7 +36,7 @@ class JsonLinesFile:
         self._size = self._file.tell()
         self._task: asyncio.Task[None] | None = None
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> BinaryIO:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         return os.fdopen(fd, "ab")
 

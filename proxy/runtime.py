@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,23 +21,23 @@ from mitmproxy.addons import default_addons
 from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
 
+from addons.enforcement import Enforcer, PolicySnapshot
 from addons.hosts import LabHosts
 from addons.identity import DeviceIdentity
 from addons.inspection import HotTlsConfig
-from addons.enforcement import Enforcer, PolicySnapshot
 from addons.pages import BlockPage
 from addons.request_log import RequestLog
 from certs.clock import utcnow
-from certs.lifecycle import CertificateState, expiry_message
+from certs.lifecycle import expiry_message
+from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
 from proxy.admin_tls import AdminTls, load_admin_tls
-from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.bootstrap import BootstrapResult, first_start
 from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
 from proxy.node import CaNode, IssuerSettings
-from proxy.services.certificates import CertificateService
+from proxy.services.certificates import CertificateService, state_of
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
 from proxy.store import Store
@@ -298,7 +298,9 @@ async def _wait_listening(gateway: Gateway, run: asyncio.Task[None], stopping: a
         return False
     if run.done() or not proxyserver.listen_addrs():
         gateway.master.shutdown()
-        raise cfg.ConfigError(f"--proxy-listen {gateway.config.proxy_listen}: the proxy could not listen (see log)")
+        raise cfg.ConfigError(
+            f"--proxy-listen {gateway.config.proxy_listen}: the proxy could not listen (see log)"
+        )
     return True
 
 
@@ -314,8 +316,7 @@ async def _every(interval: timedelta, job: Any) -> None:
 def warn_expiring(gateway: Gateway) -> None:
     now = utcnow()
     for cert in gateway.service.list(gateway.account_id):
-        state = CertificateState(cert.id, cert.binding_status, cert.in_use, cert.expires_on)
-        message = expiry_message(state, now)
+        message = expiry_message(state_of(cert), now)
         if message:
             (logger.error if cert.in_use else logger.warning)("certificate %s: %s", cert.id, message)
 

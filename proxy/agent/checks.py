@@ -95,9 +95,11 @@ def parse_rules(result: object) -> list[AgentRule]:
 def _parse_rule(item: object, index: int) -> AgentRule:
     if not isinstance(item, dict):
         return AgentRule("", f"rule #{index + 1}", None, problem="not a JSON object")
-    body: Any = item.get("rule") if isinstance(item.get("rule"), dict) else {
-        k: v for k, v in item.items() if k != "signing_certificates"
-    }
+    body: Any = (
+        item.get("rule")
+        if isinstance(item.get("rule"), dict)
+        else {k: v for k, v in item.items() if k != "signing_certificates"}
+    )
     rule_id = str(body.get("id") or "")
     name = str(body.get("name") or rule_id or f"rule #{index + 1}")
     try:
@@ -110,7 +112,9 @@ def _parse_rule(item: object, index: int) -> AgentRule:
     try:
         signing = tuple(x509.load_pem_x509_certificates(pem.encode()))
     except ValueError:
-        return AgentRule(rule_id, name, rule, problem="the server sent a signing certificate that cannot be read")
+        return AgentRule(
+            rule_id, name, rule, problem="the server sent a signing certificate that cannot be read"
+        )
     return AgentRule(rule_id, name, rule, signing)
 
 
@@ -171,7 +175,13 @@ def check_rule(agent_rule: AgentRule, device: Device, *, locator: Locator, now: 
         return RuleCheck(
             agent_rule.rule_id, agent_rule.name, True, reason, candidate, key, key_problem, tuple(rejected)
         )
-    return RuleCheck(agent_rule.rule_id, agent_rule.name, False, _failure(inventory.candidates, rejected), rejected=tuple(rejected))
+    return RuleCheck(
+        agent_rule.rule_id,
+        agent_rule.name,
+        False,
+        _failure(inventory.candidates, rejected),
+        rejected=tuple(rejected),
+    )
 
 
 def _quiet(problem: Problem, rule: PostureRule, locator: Locator) -> bool:
@@ -213,7 +223,11 @@ def _cn(cert: x509.Certificate) -> str | None:
 def _failure(candidates: Sequence[Candidate], rejected: Sequence[Rejected]) -> str:
     if not candidates:
         places = "; ".join(f"{r.source}: {r.reason}" for r in rejected)
-        return f"no certificate found ({places})" if places else "no certificate found: the rule lists no location"
+        return (
+            f"no certificate found ({places})"
+            if places
+            else "no certificate found: the rule lists no location"
+        )
     if len(candidates) == 1:
         only = next((r for r in rejected if r.source == candidates[0].source), None)
         return only.reason if only else "the certificate did not pass"

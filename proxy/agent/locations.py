@@ -90,7 +90,9 @@ class Inventory:
 class NssTools:
     """Runs NSS ``certutil`` and ``pk12util`` (Debian: libnss3-tools) without a terminal."""
 
-    def __init__(self, certutil: str = "certutil", pk12util: str = "pk12util", timeout: float = TOOL_TIMEOUT) -> None:
+    def __init__(
+        self, certutil: str = "certutil", pk12util: str = "pk12util", timeout: float = TOOL_TIMEOUT
+    ) -> None:
         self.certutil = certutil
         self.pk12util = pk12util
         self.timeout = timeout
@@ -142,7 +144,9 @@ class Locator:
             return self._expand(USER_NSSDB)
         path = self._expand(Path(text))
         if not path.is_absolute():
-            return Problem(f"nss:{name}", 'not an NSS database: use "system", "user" or an absolute directory')
+            return Problem(
+                f"nss:{name}", 'not an NSS database: use "system", "user" or an absolute directory'
+            )
         return path
 
     def _expand(self, path: Path) -> Path:
@@ -179,7 +183,10 @@ class Locator:
                 pairs = [(cert, None) for cert in _certificates_only(data)]
             if pairs:
                 many = len(pairs) > 1
-                found += [(f"{text} #{i}" if many else text, cert, key) for i, (cert, key) in enumerate(pairs, start=1)]
+                found += [
+                    (f"{text} #{i}" if many else text, cert, key)
+                    for i, (cert, key) in enumerate(pairs, start=1)
+                ]
             elif not any(t.startswith(f"{text}: ") for t in key_trouble):
                 key_files.append((text, data))
         for text, data in key_files:
@@ -187,7 +194,9 @@ class Locator:
                 paired = pair_key([(cert, key) for _, cert, key in found], data)
             except InvalidCertificate as e:
                 no_key = str(e).startswith("no private key found")
-                problems.append(Problem(text, "no PEM certificate or private key in it" if no_key else str(e)))
+                problems.append(
+                    Problem(text, "no PEM certificate or private key in it" if no_key else str(e))
+                )
                 if not no_key:
                     key_trouble.append(f"{text}: {e}")
                 continue
@@ -207,7 +216,9 @@ def _read_file(path: Path) -> bytes | Problem:
     except OSError as e:
         return Problem(str(path), f"cannot read: {(e.strerror or str(e)).lower()}")
     if len(data) > MAX_PEM_FILE_BYTES:
-        return Problem(str(path), f"larger than {MAX_PEM_FILE_BYTES // (1024 * 1024)} MiB: not a certificate or key file")
+        return Problem(
+            str(path), f"larger than {MAX_PEM_FILE_BYTES // (1024 * 1024)} MiB: not a certificate or key file"
+        )
     return data
 
 
@@ -271,7 +282,9 @@ def _read_nssdb(directory: Path, tools: NssTools) -> Inventory:
         has_key = "u" in trust
         for index, cert in enumerate(certificates, start=1):
             name = f"{label} #{index}" if len(certificates) > 1 else label
-            candidates.append(Candidate(name, cert, _nss_key_lookup(directory, nickname, cert, has_key, tools)))
+            candidates.append(
+                Candidate(name, cert, _nss_key_lookup(directory, nickname, cert, has_key, tools))
+            )
     return Inventory(tuple(candidates), tuple(problems))
 
 
@@ -304,7 +317,9 @@ def _nss_key_lookup(
     return lookup
 
 
-def export_nss_key(directory: Path, nickname: str, cert: x509.Certificate, tools: NssTools) -> PrivateKeyTypes:
+def export_nss_key(
+    directory: Path, nickname: str, cert: x509.Certificate, tools: NssTools
+) -> PrivateKeyTypes:
     """Export ``nickname`` with ``pk12util`` into a private temporary directory and read its key."""
     label = f"nss:{directory}/{nickname}"
     password = secrets.token_urlsafe(24)

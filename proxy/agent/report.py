@@ -91,7 +91,9 @@ def build_result(check: RuleCheck, nonce: Callable[[], str], *, device_id: str) 
     nonce_text = nonce()
     try:
         raw = base64.b64decode(nonce_text, validate=True)
-        signature = sign_proof(check.key, proof_message(nonce=raw, device_id=device_id, rule_id=check.rule_id))
+        signature = sign_proof(
+            check.key, proof_message(nonce=raw, device_id=device_id, rule_id=check.rule_id)
+        )
     except (binascii.Error, ValueError):
         raise AgentError("the server sent a nonce that is not base64") from None
     except CertError as e:
@@ -116,7 +118,9 @@ def report(checks: Sequence[RuleCheck], transport: Transport, *, device_id: str)
     stored = []
     for item in answer:
         if not isinstance(item, dict):
-            raise AgentError("the server's answer to POST /agent/results holds something that is not a result")
+            raise AgentError(
+                "the server's answer to POST /agent/results holds something that is not a result"
+            )
         stored.append(
             Stored(
                 rule_id=str(item.get("rule_id", "")),

@@ -99,7 +99,9 @@ def load_state(path: Path) -> AgentState:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise AgentError(f"no state file at {path}: enroll first with `gateway agent enroll --token T`") from None
+        raise AgentError(
+            f"no state file at {path}: enroll first with `gateway agent enroll --token T`"
+        ) from None
     except OSError as e:
         raise AgentError(f"cannot read the state file {path}: {e.strerror or e}") from None
     try:
@@ -125,7 +127,9 @@ def _parse(path: Path, data: bytes) -> AgentState:
     except ValueError:
         raise AgentError(f"the state file {path} is not JSON: enroll again") from None
     if not isinstance(fields, dict) or fields.get("version") != STATE_VERSION:
-        raise AgentError(f"the state file {path} is not a version {STATE_VERSION} agent state file: enroll again")
+        raise AgentError(
+            f"the state file {path} is not a version {STATE_VERSION} agent state file: enroll again"
+        )
     values: dict[str, str] = {}
     optional = ("email", "fingerprint", "serial_number", "hostname")
     for key in ("server", "device_id", "device_secret", "account_id", "name", *optional):

@@ -42,13 +42,17 @@ def parse_token(text: str) -> EnrollmentToken:
     if len(token) > MAX_TOKEN_LENGTH:
         raise AgentError(f"the enrollment token is too long ({len(token)} characters; tokens are short)")
     if not token.startswith(PREFIX):
-        raise AgentError(f"not an enrollment token: it should start with {PREFIX!r} (copy it whole from `gateway device token`)")
+        raise AgentError(
+            f"not an enrollment token: it should start with {PREFIX!r} (copy it whole from `gateway device token`)"
+        )
     body = token[len(PREFIX) :]
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         fields = json.loads(raw.decode("utf-8"))
     except (binascii.Error, ValueError):
-        raise AgentError("the enrollment token is damaged: it is not base64url-encoded JSON (was it cut short?)") from None
+        raise AgentError(
+            "the enrollment token is damaged: it is not base64url-encoded JSON (was it cut short?)"
+        ) from None
     if not isinstance(fields, dict):
         raise AgentError("the enrollment token is damaged: it does not hold a JSON object")
     server = _text(fields, "u", "server URL")

@@ -196,9 +196,13 @@ class Transport:
         except ssl.SSLError as e:
             raise AgentError(f"TLS with {self.server} failed: {e.reason or e}") from None
         except ConnectionRefusedError:
-            raise AgentError(f"cannot reach the server at {self.server}: connection refused (is it running?)") from None
+            raise AgentError(
+                f"cannot reach the server at {self.server}: connection refused (is it running?)"
+            ) from None
         except TimeoutError:
-            raise AgentError(f"the server at {self.server} did not answer within {self._timeout:g} s") from None
+            raise AgentError(
+                f"the server at {self.server} did not answer within {self._timeout:g} s"
+            ) from None
         except socket.gaierror:
             raise AgentError(f"cannot reach the server at {self.server}: unknown host") from None
         except (OSError, http.client.HTTPException) as e:
@@ -207,7 +211,9 @@ class Transport:
         finally:
             connection.close()
         if len(answer) > MAX_ANSWER_BYTES:
-            raise AgentError(f"the server at {self.server} sent an answer larger than {MAX_ANSWER_BYTES} bytes")
+            raise AgentError(
+                f"the server at {self.server} sent an answer larger than {MAX_ANSWER_BYTES} bytes"
+            )
         return self._result(status, content_type, answer, f"{method} {url}")
 
     def _result(self, status: int, content_type: str, answer: bytes, what: str) -> Any:
@@ -224,7 +230,9 @@ class Transport:
             message = _first_error(envelope.get("errors"))
             if status == 401 and self._credentials is not None:
                 message = message or "the device id or secret was refused"
-                raise AgentError(f"{message} (HTTP 401): was this device removed? enroll again", status=status)
+                raise AgentError(
+                    f"{message} (HTTP 401): was this device removed? enroll again", status=status
+                )
             raise AgentError(f"{message or 'the server refused ' + what} (HTTP {status})", status=status)
         return envelope.get("result")
 

@@ -150,7 +150,9 @@ def parse_root_certificates(answer: object) -> list[RootCertificate]:
     seen: set[str] = set()
     for index, item in enumerate(answer, start=1):
         if not isinstance(item, dict):
-            raise AgentError(f"the server's answer to GET {ROOTS_PATH} holds something that is not a certificate (#{index})")
+            raise AgentError(
+                f"the server's answer to GET {ROOTS_PATH} holds something that is not a certificate (#{index})"
+            )
         listed = str(item.get("fingerprint") or "")
         try:
             fingerprint = normalize_fingerprint(listed) or listed
@@ -329,7 +331,9 @@ class Ledger:
     def records(self, store_key: str | None = None) -> list[InstalledCertificate]:
         return [r for r in self._records if store_key is None or r.store == store_key]
 
-    def _change(self, change: Callable[[tuple[InstalledCertificate, ...]], tuple[InstalledCertificate, ...]]) -> None:
+    def _change(
+        self, change: Callable[[tuple[InstalledCertificate, ...]], tuple[InstalledCertificate, ...]]
+    ) -> None:
         if self.path is None:
             self._records = change(self._records)
         else:
@@ -394,7 +398,9 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
             continue
         name = store.owned_name(root.fingerprint)
         if by_name.get(name, set()) - {root.fingerprint}:
-            report.errors.append(f"{fp16(root.fingerprint)}: {name} already holds another certificate: left as is")
+            report.errors.append(
+                f"{fp16(root.fingerprint)}: {name} already holds another certificate: left as is"
+            )
             continue
         attempted = True
         try:
@@ -415,7 +421,9 @@ def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledg
         if record.fingerprint not in holds:
             ledger.drop(record)  # gone already, or someone put another certificate there: not ours now
             if holds:
-                report.notes.append(f"{record.name} now holds another certificate: left as is, no longer recorded")
+                report.notes.append(
+                    f"{record.name} now holds another certificate: left as is, no longer recorded"
+                )
             continue
         attempted = True
         try:
@@ -495,7 +503,11 @@ class StoreOptions:
 
     @classmethod
     def from_config(cls, config: TrustStoresConfig, **overrides: Any) -> StoreOptions:
-        values: dict[str, Any] = {"system": config.system, "nss": config.nss, "nss_databases": config.nss_databases}
+        values: dict[str, Any] = {
+            "system": config.system,
+            "nss": config.nss,
+            "nss_databases": config.nss_databases,
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -566,14 +578,23 @@ def build_stores(
         stores.append(detect_system_store(options, which=which or find_tool))
     databases: list[tuple[Path, bool]] = []
     if options.nss:
-        databases += [(options.place(options.home_directory() / USER_NSSDB), True), (options.place(SYSTEM_NSSDB), True)]
+        databases += [
+            (options.place(options.home_directory() / USER_NSSDB), True),
+            (options.place(SYSTEM_NSSDB), True),
+        ]
     for text in options.nss_databases:
         raw = text.strip().removeprefix("sql:")
         path = Path(raw)
         if path.parts[:1] == ("~",):
             path = options.home_directory().joinpath(*path.parts[1:])
         if not path.is_absolute():
-            stores.append(BrokenStore(f"nss:{raw}", f"nss:{raw}", "not an absolute directory: configure NSS databases by absolute path"))
+            stores.append(
+                BrokenStore(
+                    f"nss:{raw}",
+                    f"nss:{raw}",
+                    "not an absolute directory: configure NSS databases by absolute path",
+                )
+            )
             continue
         databases.append((options.place(path), False))
     seen: dict[Path, int] = {}
@@ -614,4 +635,3 @@ def save_store_options(state_path: Path, options: StoreOptions) -> None:
 
     with state_lock(state_path):
         update_state(state_path, lambda state: replace(state, trust_stores=options.config()))
-

@@ -83,7 +83,11 @@ class NssStore:
         directory, database = self.directory, self.directory / "cert9.db"
         try:
             if not directory.is_dir():
-                return Unusable(NO_DATABASE, missing=True) if not directory.exists() else Unusable("not a directory")
+                return (
+                    Unusable(NO_DATABASE, missing=True)
+                    if not directory.exists()
+                    else Unusable("not a directory")
+                )
             present = database.is_file()
         except PermissionError:
             return Unusable(f"cannot look into {directory}: permission denied for {describe_uid()}")
@@ -121,7 +125,9 @@ class NssStore:
             pem.write_bytes(root.pem())
             empty.write_bytes(b"")  # never a prompt: a database with a password fails instead
             try:
-                self._certutil("-A", "-n", nickname, "-t", TRUST, "-i", str(pem), "-d", self._sql, "-f", str(empty))
+                self._certutil(
+                    "-A", "-n", nickname, "-t", TRUST, "-i", str(pem), "-d", self._sql, "-f", str(empty)
+                )
             except StoreError as e:
                 # certutil adds the certificate before it sets its trust, and the trust needs the
                 # database's password: take back a certificate left without trust
@@ -131,7 +137,9 @@ class NssStore:
 
     def _take_back(self, nickname: str) -> None:
         try:
-            if any(name == nickname for name, _ in parse_certutil_listing(self._certutil("-L", "-d", self._sql))):
+            if any(
+                name == nickname for name, _ in parse_certutil_listing(self._certutil("-L", "-d", self._sql))
+            ):
                 self._certutil("-D", "-n", nickname, "-d", self._sql)
                 logger.info("%s: took back %r after a failed install", self.name, nickname)
         except StoreError as e:
@@ -180,5 +188,7 @@ class NssStore:
 
 def _password_hint(message: str) -> str:
     if "BAD_PASSWORD" in message or "authenticate" in message or "password file contains no data" in message:
-        return "the NSS database is protected by a password: the agent changes only databases with an empty one"
+        return (
+            "the NSS database is protected by a password: the agent changes only databases with an empty one"
+        )
     return message

@@ -120,7 +120,13 @@ class SystemStore:
     optional = False
 
     def __init__(
-        self, flavor: Flavor, options: StoreOptions, tool: str | None, *, runner: Runner = _run, found: bool = True
+        self,
+        flavor: Flavor,
+        options: StoreOptions,
+        tool: str | None,
+        *,
+        runner: Runner = _run,
+        found: bool = True,
     ) -> None:
         self.flavor = flavor
         self.options = options
@@ -165,7 +171,9 @@ class SystemStore:
         except PermissionError:
             return Unusable(f"cannot look at {self.anchors}: permission denied for {describe_uid()}")
         if not is_dir:
-            return Unusable(f"{self.anchors} does not exist (is {self.flavor.tool}'s package installed?)", missing=True)
+            return Unusable(
+                f"{self.anchors} does not exist (is {self.flavor.tool}'s package installed?)", missing=True
+            )
         if not os.access(self.anchors, os.R_OK | os.X_OK):
             return Unusable(f"cannot read {self.anchors}: permission denied for {describe_uid()}")
         if not os.access(self.anchors, os.W_OK):

@@ -29,12 +29,8 @@ MAX_RESULTS: Final = 256
 NONCE_HEADER: Final = "Gateway-Nonce"
 NONCE_EXPIRES_HEADER: Final = "Gateway-Nonce-Expires-In"
 REALM: Final = 'Basic realm="Gateway device"'
-ENROLL_FIELDS: Final = frozenset(
-    {"secret", "name", "os", "os_version", "serial_number", "hostname", "email"}
-)
-RESULT_FIELDS: Final = frozenset(
-    {"rule_id", "success", "reason", "nonce", "certificate", "signature"}
-)
+ENROLL_FIELDS: Final = frozenset({"secret", "name", "os", "os_version", "serial_number", "hostname", "email"})
+RESULT_FIELDS: Final = frozenset({"rule_id", "success", "reason", "nonce", "certificate", "signature"})
 
 
 def _offer_nonce(request: web.Request, device: Device, response: web.Response) -> web.Response:
@@ -178,7 +174,9 @@ def _report(item: Any, where: str) -> Report:
         raise invalid_field(where, f"must be an object, got {type_name(item)}")
     for key in item:
         if key not in RESULT_FIELDS:
-            raise invalid_field(f"{where}.{key}", f"unknown field (accepted: {', '.join(sorted(RESULT_FIELDS))})")
+            raise invalid_field(
+                f"{where}.{key}", f"unknown field (accepted: {', '.join(sorted(RESULT_FIELDS))})"
+            )
     rule_id = item.get("rule_id")
     if not isinstance(rule_id, str) or not rule_id.strip():
         raise invalid_field(f"{where}.rule_id", "required: the posture rule's id")

@@ -20,9 +20,7 @@ MAX_BODY_BYTES = 1024 * 1024  # larger bodies: 413
 
 def create_app(deps: ApiDeps) -> web.Application:
     """The admin API: ``/client/v4/...`` (bearer token), ``/healthz`` and ``/pki/...`` (public)."""
-    app = web.Application(
-        middlewares=[envelope_errors, authenticate], client_max_size=MAX_BODY_BYTES
-    )
+    app = web.Application(middlewares=[envelope_errors, authenticate], client_max_size=MAX_BODY_BYTES)
     app[DEPS] = deps
     app[CRLS] = CrlCache(deps.certificates, deps.clock)
     setup_routes(app)

@@ -36,9 +36,7 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     except RecursionError:
         raise ApiError(400, INVALID_JSON, "request body is nested too deeply") from None
     if not isinstance(value, dict):
-        raise ApiError(
-            400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}"
-        )
+        raise ApiError(400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}")
     _refuse_surrogates(value)
     return value
 

@@ -82,10 +82,6 @@ async def download_certificate(request: web.Request) -> web.Response:
     service = deps_of(request).certificates
     record = service.get(account_of(request), request.match_info["certificate_id"])
     content_type, extension = _DOWNLOADS[fmt]
-    body = (
-        record.certificate_pem.encode("ascii") if fmt == "pem" else objects.certificate_der(record)
-    )
+    body = record.certificate_pem.encode("ascii") if fmt == "pem" else objects.certificate_der(record)
     disposition = f'attachment; filename="gateway-ca-{record.id}.{extension}"'
-    return web.Response(
-        body=body, content_type=content_type, headers={"Content-Disposition": disposition}
-    )
+    return web.Response(body=body, content_type=content_type, headers={"Content-Disposition": disposition})

@@ -105,8 +105,8 @@ def identity_object(seen: SeenIdentity, account_id: str, now: datetime) -> dict[
             common_name = result.certificate_cn
         error = ""
         if not current:
-            error = result.reason if not result.success else (
-                f"result expired at {timestamp(result.expires_at)}"
+            error = (
+                result.reason if not result.success else (f"result expired at {timestamp(result.expires_at)}")
             )
         posture[rule.id] = {
             "id": rule.id,

@@ -38,9 +38,7 @@ def ok(result: Any, *, notes: Sequence[str] = (), status: int = 200) -> web.Resp
     return web.Response(status=status, text=_dumps(body), content_type=JSON)
 
 
-def failure(
-    status: int, code: int, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def failure(status: int, code: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     body = {
         "success": False,
         "errors": [{"code": code, "message": message}],

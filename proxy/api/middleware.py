@@ -114,17 +114,13 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     store = request.app[DEPS].store
     token = accounts.authenticate(store, _presented_token(request))
     if token is None:
-        logger.info(
-            "refused an API token from %s for %s %s", request.remote, request.method, request.path
-        )
+        logger.info("refused an API token from %s for %s %s", request.remote, request.method, request.path)
         raise ApiError(401, errors.AUTHENTICATION, "invalid API token")
     request[TOKEN] = token
     account_id = request.match_info.get("account_id")
     if account_id is not None:
         if not accounts.may_use(token, account_id):
-            raise ApiError(
-                403, errors.FORBIDDEN, f"this token may not act on account {account_id!r}"
-            )
+            raise ApiError(403, errors.FORBIDDEN, f"this token may not act on account {account_id!r}")
         if store.accounts.get(account_id) is None:
             raise ApiError(404, errors.UNKNOWN_ACCOUNT, f"no account with id {account_id!r}")
     return await handler(request)

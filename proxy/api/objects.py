@@ -72,9 +72,7 @@ def configuration(record: GatewayConfiguration) -> dict[str, Any]:
     }
 
 
-def node(
-    record: Node, *, live: bool, current: bool, loaded: list[dict[str, Any]]
-) -> dict[str, Any]:
+def node(record: Node, *, live: bool, current: bool, loaded: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "id": record.id,
         "name": record.name,

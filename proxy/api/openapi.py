@@ -270,9 +270,7 @@ def _op(summary: str, result: Schema | None, *, paged: bool = False, body: Schem
     if result is not None:
         responses["200"] = {"description": "success", **_json(_envelope(result, paged=paged))}
     responses.update(extra or {})
-    responses.update(
-        {code: {"description": text, **_json(_ref("Error"))} for code, text in _ERRORS.items()}
-    )
+    responses.update({code: {"description": text, **_json(_ref("Error"))} for code, text in _ERRORS.items()})
     op: dict[str, Any] = {"summary": summary, "responses": responses, "security": [{"bearer": []}]}
     if body is not None:
         op["requestBody"] = {"required": False, **_json(body)}
@@ -290,9 +288,7 @@ def _public(op: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file(summary: str, media: str) -> dict[str, Any]:
-    return _public(
-        _op(summary, None, extra={"200": {"description": "the file", "content": {media: {}}}})
-    )
+    return _public(_op(summary, None, extra={"200": {"description": "the file", "content": {media: {}}}}))
 
 
 def _q(name: str, schema: Schema, description: str, *, explode: bool = False) -> dict[str, Any]:
@@ -515,9 +511,7 @@ PATHS: dict[str, dict[str, Any]] = {
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in path.replace(".", "/").split("/") if part.startswith("{")]
-    return [
-        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
-    ]
+    return [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
 
 
 def build(server_url: str) -> dict[str, Any]:

@@ -382,36 +382,71 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 
 _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
-    ("enroll", _command(_enroll), "enroll this device with a one-time token",
-     ("Register this device (name, OS, serial number, host name, user email) with the server named\n"
-     "in the enrollment token, pinning the server's certificate by the fingerprint the token\n"
-     "carries, and save the device id and secret to the 0600 state file."),
-     "gateway agent enroll --token gwe1.eyJ1Ijoi... --email ann@example.com", _add_enroll),
-    ("check", _command(_check), "check this device's client certificates against its posture rules",
-     ("Fetch this device's posture rules and their signing certificates, look at every location\n"
-     "each rule lists, and print a table: rule, outcome, the passing certificate or the reason,\n"
-     "and beneath it every rejected certificate with its reason. Nothing is reported.\n"
-     f"Exit status {EXIT_FAILED_RULE} when a rule fails."),
-     "gateway agent check", _add_output),
-    ("report", _command(_report), "check once and report the results, with proof, to the server",
-     ("Check as `check` does, then send every result: a passing one with its certificate and a\n"
-     "signature over a fresh server nonce made with its private key. Prints what the server\n"
-     "stored (a pass counts only when the server verified it)."),
-     "gateway agent report", _add_output),
-    ("sync-ca", _command(_sync_ca), "install the gateway's root CAs in this device's trust stores, once",
-     ("Fetch the gateway's root certificates (every available one, the one in use included),\n"
-     "install each that is a CA and matches its listed SHA-256 fingerprint into every enabled\n"
-     "trust store, remove the ones this agent installed that are no longer listed (never any\n"
-     "other root), list the stores again and report what they hold to the server.\n"
-     "A store that is missing or not writable is reported, not fatal.\n"
-     f"Exit status {EXIT_TRUST_TROUBLE} when a certificate was refused or a store has a problem."),
-     "gateway agent sync-ca --root /tmp/sandbox --no-system", _add_sync_ca),
-    ("run", _command(_run), "check and report each rule on its schedule until stopped",
-     ("Check and report each rule on its own schedule (sooner if its results would expire\n"
-     "first), fetching the rules again every minute, and keep the trust stores in step with\n"
-     "the gateway's root CAs (as sync-ca, at start and every minute; off when no store is\n"
-     "enabled). SIGINT or SIGTERM stops it cleanly."),
-     "gateway agent run --interval-scale 0.01 --max-rounds 3", _add_run),
+    (
+        "enroll",
+        _command(_enroll),
+        "enroll this device with a one-time token",
+        (
+            "Register this device (name, OS, serial number, host name, user email) with the server named\n"
+            "in the enrollment token, pinning the server's certificate by the fingerprint the token\n"
+            "carries, and save the device id and secret to the 0600 state file."
+        ),
+        "gateway agent enroll --token gwe1.eyJ1Ijoi... --email ann@example.com",
+        _add_enroll,
+    ),
+    (
+        "check",
+        _command(_check),
+        "check this device's client certificates against its posture rules",
+        (
+            "Fetch this device's posture rules and their signing certificates, look at every location\n"
+            "each rule lists, and print a table: rule, outcome, the passing certificate or the reason,\n"
+            "and beneath it every rejected certificate with its reason. Nothing is reported.\n"
+            f"Exit status {EXIT_FAILED_RULE} when a rule fails."
+        ),
+        "gateway agent check",
+        _add_output,
+    ),
+    (
+        "report",
+        _command(_report),
+        "check once and report the results, with proof, to the server",
+        (
+            "Check as `check` does, then send every result: a passing one with its certificate and a\n"
+            "signature over a fresh server nonce made with its private key. Prints what the server\n"
+            "stored (a pass counts only when the server verified it)."
+        ),
+        "gateway agent report",
+        _add_output,
+    ),
+    (
+        "sync-ca",
+        _command(_sync_ca),
+        "install the gateway's root CAs in this device's trust stores, once",
+        (
+            "Fetch the gateway's root certificates (every available one, the one in use included),\n"
+            "install each that is a CA and matches its listed SHA-256 fingerprint into every enabled\n"
+            "trust store, remove the ones this agent installed that are no longer listed (never any\n"
+            "other root), list the stores again and report what they hold to the server.\n"
+            "A store that is missing or not writable is reported, not fatal.\n"
+            f"Exit status {EXIT_TRUST_TROUBLE} when a certificate was refused or a store has a problem."
+        ),
+        "gateway agent sync-ca --root /tmp/sandbox --no-system",
+        _add_sync_ca,
+    ),
+    (
+        "run",
+        _command(_run),
+        "check and report each rule on its schedule until stopped",
+        (
+            "Check and report each rule on its own schedule (sooner if its results would expire\n"
+            "first), fetching the rules again every minute, and keep the trust stores in step with\n"
+            "the gateway's root CAs (as sync-ca, at start and every minute; off when no store is\n"
+            "enabled). SIGINT or SIGTERM stops it cleanly."
+        ),
+        "gateway agent run --interval-scale 0.01 --max-rounds 3",
+        _add_run,
+    ),
 )
 
 
@@ -456,7 +491,10 @@ def format_checks(checks: Sequence[Any]) -> str:
 
 
 def format_stored(stored: Sequence[Any], names: dict[str, str]) -> str:
-    rows = [(names.get(s.rule_id, s.rule_id), _outcome(s), s.expires_at if s.success else "", s.reason) for s in stored]
+    rows = [
+        (names.get(s.rule_id, s.rule_id), _outcome(s), s.expires_at if s.success else "", s.reason)
+        for s in stored
+    ]
     return _table(("RULE", "STORED", "PASS EXPIRES", "REASON"), rows)
 
 
@@ -499,13 +537,17 @@ def format_sync(report: Any) -> str:
     rows = []
     for cert in report.certificates:
         status = ", ".join([cert.binding_status or "?", *(["in use"] if cert.in_use else [])])
-        rows.append((cert.id, _short(cert.fingerprint), status, "ok" if cert.accepted else f"refused: {cert.refused}"))
+        rows.append(
+            (cert.id, _short(cert.fingerprint), status, "ok" if cert.accepted else f"refused: {cert.refused}")
+        )
     lines = [_table(("CERTIFICATE", "FINGERPRINT", "STATUS", "CHECK"), rows) if rows
              else "the server lists no root certificate"]  # fmt: skip
     store_rows = []
     for store in report.stores:
         installed = " ".join(_short(fp) for fp in store.installed) or ("-" if store.errors else "none")
-        changes = " ".join([f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed])
+        changes = " ".join(
+            [f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed]
+        )
         store_rows.append((store.store, installed, changes, store.error))
     lines += ["", _table(("STORE", "INSTALLED", "CHANGES", "ERROR"), store_rows)]
     notes = [f"note: {store.store}: {note}" for store in report.stores for note in store.notes]

@@ -60,7 +60,9 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, default: Any) ->
     options = parser.add_argument_group("admin API options")
     add_admin_options(options, default=default)
     options.add_argument(
-        "--json", action="store_true", default=default if default is argparse.SUPPRESS else False,
+        "--json",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
         help="print the API's JSON result instead of a table or summary",
     )
 
@@ -71,9 +73,12 @@ def _add_id(parser: argparse.ArgumentParser, *, in_use: bool = False) -> None:
 
 
 def _add_turn_on(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--activate", action="store_true", help=f"activate the {what} certificate on every node")
     parser.add_argument(
-        "--use", action="store_true",
+        "--activate", action="store_true", help=f"activate the {what} certificate on every node"
+    )
+    parser.add_argument(
+        "--use",
+        action="store_true",
         help=f"activate the {what} certificate, wait until it is available and turn it on",
     )
     _add_force(parser, "with --use, turn it on")
@@ -81,7 +86,8 @@ def _add_turn_on(parser: argparse.ArgumentParser, what: str) -> None:
 
 def _add_force(parser: argparse.ArgumentParser, what: str = "turn it on") -> None:
     parser.add_argument(
-        "--force", action="store_true",
+        "--force",
+        action="store_true",
         help=f"{what} even when devices whose agent reports its trust stores have not installed it "
         "(TLS breaks for them until their agent syncs)",
     )
@@ -95,7 +101,9 @@ def _add_use(parser: argparse.ArgumentParser) -> None:
 def _add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--days", type=int, metavar="N", help="validity in days, 1-10950 (default: 1825)")
     parser.add_argument(
-        "--key-type", choices=KEY_TYPES, metavar="TYPE",
+        "--key-type",
+        choices=KEY_TYPES,
+        metavar="TYPE",
         help=f"key algorithm: {', '.join(KEY_TYPES)} (default: ec-p256)",
     )
     _add_turn_on(parser, "new")
@@ -104,10 +112,15 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
 def _add_upload(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="a name for the uploaded CA")
     parser.add_argument(
-        "--cert", required=True, type=Path, metavar="FILE",
+        "--cert",
+        required=True,
+        type=Path,
+        metavar="FILE",
         help="PEM file with the CA certificate (optionally followed by its chain)",
     )
-    parser.add_argument("--key", required=True, type=Path, metavar="FILE", help="PEM file with the CA's private key")
+    parser.add_argument(
+        "--key", required=True, type=Path, metavar="FILE", help="PEM file with the CA's private key"
+    )
     _add_turn_on(parser, "uploaded")
 
 
@@ -115,7 +128,10 @@ def _add_download(parser: argparse.ArgumentParser) -> None:
     _add_id(parser, in_use=True)
     parser.add_argument("--format", choices=("pem", "der"), default="pem", help="file format (default: pem)")
     parser.add_argument(
-        "-o", "--output", type=Path, metavar="FILE",
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
         help="write to FILE (default: stdout; DER is not written to a terminal)",
     )
 
@@ -164,7 +180,9 @@ def _command(body: Callable[[Session, argparse.Namespace], None]) -> Handler:
             _silence_stdout()
         except (KeyError, TypeError, AttributeError) as e:  # an answer not shaped as documented
             logger.debug("unexpected answer", exc_info=True)
-            raise CliError(f"the admin API at {session.client.server} gave an unexpected answer ({e!r})") from None
+            raise CliError(
+                f"the admin API at {session.client.server} gave an unexpected answer ({e!r})"
+            ) from None
         finally:
             for warning in session.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
@@ -211,7 +229,10 @@ def _generate(session: Session, args: argparse.Namespace) -> None:
 def _upload(session: Session, args: argparse.Namespace) -> None:
     body = {"name": args.name, "certificates": _read(args.cert), "private_key": _read(args.key), "ca": True}
     cert = session.keep(session.client.post(session.url("/mtls_certificates"), body))
-    _say(session, f"uploaded {cert['id']} ({cert.get('name', args.name)}, expires {_date(cert.get('expires_on'))})")
+    _say(
+        session,
+        f"uploaded {cert['id']} ({cert.get('name', args.name)}, expires {_date(cert.get('expires_on'))})",
+    )
     _finish(session, args, cert)
 
 
@@ -340,22 +361,56 @@ def _delete(session: Session, args: argparse.Namespace) -> None:
 
 
 _COMMANDS: tuple[tuple[str, Handler, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
-    ("list", _command(_list), "list the gateway certificates with status, use and expiry",
-     "gateway ca list --json", lambda p: None),
-    ("generate", _command(_generate), "generate a new root CA (inactive unless --activate or --use)",
-     "gateway ca generate --days 730 --key-type ec-p384 --use", _add_generate),
-    ("upload", _command(_upload), "upload your own root CA with its private key (bring your own CA)",
-     "gateway ca upload --name corp-root --cert corp.pem --key corp.key --activate", _add_upload),
-    ("activate", _command(_activate), "deploy a certificate to every node, making it available",
-     "gateway ca activate 3f2a", _add_id),
-    ("deactivate", _command(_deactivate), "withdraw an available certificate from the nodes",
-     "gateway ca deactivate 3f2a", _add_id),
-    ("use", _command(_use), "turn an available certificate on: new connections get leaves signed by it",
-     "gateway ca use 3f2a", _add_use),
-    ("download", _command(_download), "download a certificate (never its key) to install in trust stores",
-     "gateway ca download in-use --format der -o gateway-ca.crt", _add_download),
-    ("delete", _command(_delete), "delete an inactive certificate",
-     "gateway ca delete 3f2a", _add_id),
+    (
+        "list",
+        _command(_list),
+        "list the gateway certificates with status, use and expiry",
+        "gateway ca list --json",
+        lambda p: None,
+    ),
+    (
+        "generate",
+        _command(_generate),
+        "generate a new root CA (inactive unless --activate or --use)",
+        "gateway ca generate --days 730 --key-type ec-p384 --use",
+        _add_generate,
+    ),
+    (
+        "upload",
+        _command(_upload),
+        "upload your own root CA with its private key (bring your own CA)",
+        "gateway ca upload --name corp-root --cert corp.pem --key corp.key --activate",
+        _add_upload,
+    ),
+    (
+        "activate",
+        _command(_activate),
+        "deploy a certificate to every node, making it available",
+        "gateway ca activate 3f2a",
+        _add_id,
+    ),
+    (
+        "deactivate",
+        _command(_deactivate),
+        "withdraw an available certificate from the nodes",
+        "gateway ca deactivate 3f2a",
+        _add_id,
+    ),
+    (
+        "use",
+        _command(_use),
+        "turn an available certificate on: new connections get leaves signed by it",
+        "gateway ca use 3f2a",
+        _add_use,
+    ),
+    (
+        "download",
+        _command(_download),
+        "download a certificate (never its key) to install in trust stores",
+        "gateway ca download in-use --format der -o gateway-ca.crt",
+        _add_download,
+    ),
+    ("delete", _command(_delete), "delete an inactive certificate", "gateway ca delete 3f2a", _add_id),
 )
 
 
@@ -397,7 +452,9 @@ def format_table(certificates: Sequence[dict[str, Any]], *, now: datetime) -> st
         for c in certificates
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def short_fingerprint(fingerprint: str) -> str:

@@ -110,7 +110,9 @@ class AdminClient:
         if not token:
             raise CliError("no admin token: pass --token or set GATEWAY_ADMIN_TOKEN")
         if not token.isascii() or not token.isprintable() or " " in token:
-            raise CliError("the admin token holds spaces or control characters: check --token or GATEWAY_ADMIN_TOKEN")
+            raise CliError(
+                "the admin token holds spaces or control characters: check --token or GATEWAY_ADMIN_TOKEN"
+            )
         self.server = server.rstrip("/")
         self._token = token
         self._timeout = timeout
@@ -180,17 +182,23 @@ class AdminClient:
                 raise self._http_error(e.code, e.headers.get_content_type(), e.read()) from None
         except urllib.error.URLError as e:
             raise self._unreachable(e.reason) from None
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             raise self._unreachable(e) from None
         except (ConnectionError, OSError) as e:  # reset mid-answer, bad status line, ...
-            hint = " (does it serve https? then use an https:// --server)" if self.server.startswith("http:") else ""
+            hint = (
+                " (does it serve https? then use an https:// --server)"
+                if self.server.startswith("http:")
+                else ""
+            )
             raise CliError(f"the admin API at {self.server} broke off the answer: {e}{hint}") from None
 
     def _envelope(self, response: tuple[int, str, bytes]) -> Reply:
         status, content_type, body = response
         envelope = _json_or_none(body)
         if not isinstance(envelope, dict):
-            raise CliError(f"the admin API at {self.server} did not answer with JSON (HTTP {status}, {content_type})")
+            raise CliError(
+                f"the admin API at {self.server} did not answer with JSON (HTTP {status}, {content_type})"
+            )
         if envelope.get("success") is False:
             raise self._http_error(status, content_type, body)
         return Reply(envelope.get("result"), _texts(envelope.get("messages")))
@@ -217,7 +225,9 @@ class AdminClient:
                 f"by {trusted} ({reason.verify_message}): {hint}"
             )
         if isinstance(reason, ssl.SSLError):
-            return CliError(f"cannot reach the admin API at {self.server}: TLS failed ({reason.reason or reason})")
+            return CliError(
+                f"cannot reach the admin API at {self.server}: TLS failed ({reason.reason or reason})"
+            )
         if isinstance(reason, socket.gaierror):
             return CliError(f"cannot reach the admin API at {self.server}: unknown host")
         detail = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason

@@ -41,8 +41,12 @@ def _register_device(subparsers: Subparsers) -> None:
     commands = parser.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
     token = _command(commands, "token", _token, "make a single-use enrollment token (printed alone on stdout)",
                      "T=$(gateway device token --email ana@example.com)")  # fmt: skip
-    token.add_argument("--email", metavar="E", help="the user of the device it enrolls (default: the device names one)")
-    token.add_argument("--ttl", metavar="DURATION", help='how long it may be used, such as "30m" or "1d" (default: 1h)')
+    token.add_argument(
+        "--email", metavar="E", help="the user of the device it enrolls (default: the device names one)"
+    )
+    token.add_argument(
+        "--ttl", metavar="DURATION", help='how long it may be used, such as "30m" or "1d" (default: 1h)'
+    )
     _command(commands, "list", _list, "list enrolled devices", "gateway device list --json")
     delete = _command(commands, "delete", _delete, "forget a device: its secret stops working at once",
                       "gateway device delete 3f2a")  # fmt: skip
@@ -62,13 +66,19 @@ def _register_posture(subparsers: Subparsers) -> None:
                     "gateway posture logs --rule 'corp certificate' --since 1h")  # fmt: skip
     logs.add_argument("--device", metavar="ID", help="one device: its id, a unique prefix of it, or its name")
     logs.add_argument("--rule", metavar="ID", help="one posture rule: its id or its name")
-    logs.add_argument("--since", metavar="WHEN", help='entries since then: a duration ("10m") or an RFC 3339 time')
+    logs.add_argument(
+        "--since", metavar="WHEN", help='entries since then: a duration ("10m") or an RFC 3339 time'
+    )
     logs.add_argument("--limit", type=int, default=DEFAULT_LOG_LIMIT, metavar="N",
                       help=f"at most N entries (default: {DEFAULT_LOG_LIMIT})")  # fmt: skip
 
 
 def _command(
-    commands: Subparsers, name: str, body: Callable[[Session, argparse.Namespace], None], summary: str, example: str
+    commands: Subparsers,
+    name: str,
+    body: Callable[[Session, argparse.Namespace], None],
+    summary: str,
+    example: str,
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         name,
@@ -152,7 +162,9 @@ def _list(session: Session, args: argparse.Namespace) -> None:
 
 def _delete(session: Session, args: argparse.Namespace) -> None:
     device = resolve_device(_devices(session), args.device)
-    deleted = session.client.delete(session.url(f"/devices/{urllib.parse.quote(str(device['id']), safe='')}")).result
+    deleted = session.client.delete(
+        session.url(f"/devices/{urllib.parse.quote(str(device['id']), safe='')}")
+    ).result
     if session.as_json:
         _print_json(deleted)
     else:
@@ -174,7 +186,9 @@ def _logs(session: Session, args: argparse.Namespace) -> None:
     page = 1
     while len(entries) < args.limit:
         per_page = min(LOG_PAGE, args.limit)
-        found = session.client.get(session.url("/devices/posture/logs"), {**query, "page": str(page), "per_page": str(per_page)}).result
+        found = session.client.get(
+            session.url("/devices/posture/logs"), {**query, "page": str(page), "per_page": str(per_page)}
+        ).result
         if not found:
             break
         entries.extend(found)

@@ -1,12 +1,21 @@
-"""The ``gateway`` command: one parser, one subcommand module per command group."""
+"""The ``gateway`` command: one parser, one subcommand module per command group.
+
+The server's command groups live in ``proxy.cli``. Other programs installed with Gateway (the
+device agent, ``agent/``) add theirs through the ``gateway.commands`` entry-point group, so the
+server never imports them: each entry point is a ``register(commands)`` function that adds one
+subparser whose ``func(args) -> int`` handles its own errors.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from proxy.cli.errors import CliError
+
+COMMAND_GROUP = "gateway.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,13 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted Zero Trust gateway: TLS inspection with a managed, hot-swappable root CA.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from proxy.cli import agent, ca, device, policy, run  # imported here so that `gateway --help` stays fast
+    from proxy.cli import ca, device, policy, run  # imported here so that `gateway --help` stays fast
 
     run.register(commands)
     ca.register(commands)
     policy.register(commands)
-    agent.register(commands)
     device.register(commands)
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry.load()(commands)
     return parser
 
 

@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # the policy library is imported when a command runs: `gatewa
 Handler = Callable[[argparse.Namespace], int]
 
 
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "policy",
@@ -80,9 +79,7 @@ def _add_explain(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_files(explain)
-    explain.add_argument(
-        "--url", required=True, help="the request's absolute URL (http:// or https://)"
-    )
+    explain.add_argument("--url", required=True, help="the request's absolute URL (http:// or https://)")
     explain.add_argument("--method", default="GET", help="HTTP method (default: GET)")
     explain.add_argument(
         "--src-ip", default="127.0.0.1", metavar="IP", help="client address (default: 127.0.0.1)"
@@ -130,9 +127,7 @@ def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         epilog="example:\n  gateway policy export -o policies.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument(
-        "-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)"
-    )
+    export.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default: stdout)")
     _add_connection(export)
     export.set_defaults(func=_export)
 
@@ -253,9 +248,7 @@ def _import(args: argparse.Namespace) -> int:
     from policies.yaml_io import PolicySet, dump
 
     policy_set = _load(args.files)
-    sent = PolicySet(
-        policy_set.gateway_rules, policy_set.access_applications, policy_set.access_policies
-    )
+    sent = PolicySet(policy_set.gateway_rules, policy_set.access_applications, policy_set.access_policies)
     client, account = _connect(args)
     reply = client.post_text(f"{account}/gateway/rules/import", dump(sent), "application/yaml")
     counts = reply.result if isinstance(reply.result, dict) else {}

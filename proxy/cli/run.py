@@ -37,9 +37,14 @@ def register(commands: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data-dir", default="var", metavar="DIR", help="store, keys and state (default: ./var)")
     parser.add_argument(
-        "--proxy-listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="explicit proxy (default: 127.0.0.1:8080)"
+        "--data-dir", default="var", metavar="DIR", help="store, keys and state (default: ./var)"
+    )
+    parser.add_argument(
+        "--proxy-listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="explicit proxy (default: 127.0.0.1:8080)",
     )
     parser.add_argument(
         "--admin-listen",
@@ -55,13 +60,19 @@ def register(commands: Any) -> None:
         "(with its unencrypted key, or see --admin-tls-key)",
     )
     parser.add_argument(
-        "--admin-tls-key", metavar="FILE", help="the unencrypted PEM private key of --admin-tls FILE, when not in that file"
+        "--admin-tls-key",
+        metavar="FILE",
+        help="the unencrypted PEM private key of --admin-tls FILE, when not in that file",
     )
     parser.add_argument(
-        "--upstream-ca", metavar="FILE", help="extra CA (PEM) trusted for upstream servers, besides the public roots"
+        "--upstream-ca",
+        metavar="FILE",
+        help="extra CA (PEM) trusted for upstream servers, besides the public roots",
     )
     parser.add_argument(
-        "--hosts", metavar="FILE", help="hosts file resolving upstream names for labs ('*.suffix' wildcards allowed)"
+        "--hosts",
+        metavar="FILE",
+        help="hosts file resolving upstream names for labs ('*.suffix' wildcards allowed)",
     )
     parser.add_argument(
         "--policies",
@@ -76,10 +87,18 @@ def register(commands: Any) -> None:
         help="answer 407 to clients that do not send an enrolled device's id and secret as proxy credentials",
     )
     parser.add_argument(
-        "--leaf-lifetime-days", type=int, default=47, metavar="N", help="lifetime of issued leaves (default: 47)"
+        "--leaf-lifetime-days",
+        type=int,
+        default=47,
+        metavar="N",
+        help="lifetime of issued leaves (default: 47)",
     )
     parser.add_argument(
-        "--leaf-cache-size", type=int, default=10_000, metavar="N", help="leaves kept in memory (default: 10000)"
+        "--leaf-cache-size",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="leaves kept in memory (default: 10000)",
     )
     parser.add_argument(
         "--public-url",
@@ -87,7 +106,10 @@ def register(commands: Any) -> None:
         help="base URL clients use for the CA and CRL links in leaves and in enrollment tokens (default: admin URL)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level (default: info)"
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default: info)",
     )
     parser.set_defaults(func=run)
 

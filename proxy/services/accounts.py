@@ -46,9 +46,7 @@ def add_token(
         created_at=clock(),
     )
     store.tokens.add(record)
-    logger.info(
-        "added %s API token %s (scope: %s)", origin.value, record.id, account_id or "all accounts"
-    )
+    logger.info("added %s API token %s (scope: %s)", origin.value, record.id, account_id or "all accounts")
     return record
 
 

@@ -135,9 +135,7 @@ class CertificateService:
         available certificates when it starts.
         """
         account = self._account(account_id)
-        authority = generation.new_authority(
-            account, DEFAULT_VALIDITY_DAYS, KeyType.EC_P256, self._clock
-        )
+        authority = generation.new_authority(account, DEFAULT_VALIDITY_DAYS, KeyType.EC_P256, self._clock)
         now = self._clock()
         with self._store.transaction():
             record = generation.save_generated(
@@ -292,9 +290,7 @@ class CertificateService:
         stored = self._stored_configuration(account_id)
         in_use = self._store.certificates.list(account_id, kinds=GATEWAY_KINDS)
         in_use_id = next((r.id for r in in_use if r.in_use), None)
-        return dataclasses.replace(
-            stored, settings=gw_settings.rendered(stored.settings, in_use_id)
-        )
+        return dataclasses.replace(stored, settings=gw_settings.rendered(stored.settings, in_use_id))
 
     def replace_configuration(self, account_id: str, settings: object) -> GatewayConfiguration:
         """PUT: the settings given replace the stored ones (the in-use certificate stays)."""
@@ -350,9 +346,7 @@ class CertificateService:
             if record.binding_status not in LOADABLE:
                 continue
             if record.expires_on <= now:
-                logger.warning(
-                    "certificate %s expired: not loading it (expired CAs sign nothing)", record.id
-                )
+                logger.warning("certificate %s expired: not loading it (expired CAs sign nothing)", record.id)
                 continue
             try:
                 authority = self._authority(record)
@@ -362,9 +356,7 @@ class CertificateService:
             result.append(LoadableCa(record.id, record.fingerprint, authority, record.in_use))
         return result
 
-    def node_loaded(
-        self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]
-    ) -> None:
+    def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None:
         """Heartbeat plus what the node has loaded; promotes pending certificates accordingly."""
         self._deployment.loaded(node_id, account_id, fingerprints_by_id)
 

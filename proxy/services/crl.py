@@ -51,9 +51,7 @@ class CrlCache:
         cached = self._documents.get(cert_id)
         if cached and cached.fingerprint == record.fingerprint and now < cached.refresh_at:
             return cached
-        der = empty_crl(
-            self._service.authority(cert_id), clock=self._clock, validity=self._validity
-        )
+        der = empty_crl(self._service.authority(cert_id), clock=self._clock, validity=self._validity)
         next_update = x509.load_der_x509_crl(der).next_update_utc or now + self._validity
         document = CrlDocument(der, record.fingerprint, next_update, now + (next_update - now) / 2)
         self._documents[cert_id] = document

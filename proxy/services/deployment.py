@@ -37,9 +37,7 @@ def settled(
     moves: dict[str, BindingStatus] = {}
     for record in records:
         if record.binding_status == BindingStatus.PENDING_DEPLOYMENT:
-            missing = [
-                n for n in live_nodes if loaded.get(n, {}).get(record.id) != record.fingerprint
-            ]
+            missing = [n for n in live_nodes if loaded.get(n, {}).get(record.id) != record.fingerprint]
             if not missing:
                 moves[record.id] = BindingStatus.AVAILABLE
         elif record.binding_status == BindingStatus.PENDING_DELETION:

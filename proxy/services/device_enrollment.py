@@ -191,9 +191,7 @@ class Enrollment:
         token = self._token(secret, ip, now)
         email = token.email or details.email
         if not email:
-            raise InvalidInput(
-                "email", "required: the enrollment token names no user, so the device must"
-            )
+            raise InvalidInput("email", "required: the enrollment token names no user, so the device must")
         device_secret = secrets.token_urlsafe(32)
         device = Device(
             id=str(uuid.uuid4()), account_id=token.account_id,

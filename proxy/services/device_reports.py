@@ -114,9 +114,7 @@ class Ingest:
             log = logger.debug if verdict.success else logger.info
             log("device %s rule %s: %s (%s)", device.id, verdict.rule.id,
                 "passed" if verdict.success else "failed", verdict.reason)  # fmt: skip
-        return [
-            StoredOutcome(v.rule.id, v.success, v.verified, v.reason, v.expires_at) for v in final
-        ]
+        return [StoredOutcome(v.rule.id, v.success, v.verified, v.reason, v.expires_at) for v in final]
 
     async def _settle(self, found: list[Verdict | Proof]) -> list[Verdict]:
         """Verify the signatures of the proofs (in the proof worker when there is one)."""
@@ -153,10 +151,14 @@ class Ingest:
             for index, write in enumerate(writes)
         ]
         store.posture_results.save(
-            _result(write.device, v, write.now) for write, final in zip(writes, finals) for v in final
+            _result(write.device, v, write.now)
+            for write, final in zip(writes, finals, strict=False)
+            for v in final
         )
         store.posture_logs.add(
-            _entry(write.device, v, write.now) for write, final in zip(writes, finals) for v in final
+            _entry(write.device, v, write.now)
+            for write, final in zip(writes, finals, strict=False)
+            for v in final
         )
         store.devices.seen_many((w.device.id, w.ip, w.now) for w in writes if w.seen)
         return finals
@@ -211,15 +213,10 @@ def _not_assigned(device: Device, rule: PostureRule | None) -> str:
     if rule is None:
         return "rule not assigned to this device: the account has no posture rule with this id"
     platforms = ", ".join(p.value for p in rule.match)
-    return (
-        f"rule not assigned to this device: the rule matches {platforms}; this device is "
-        f"{device.os}"
-    )
+    return f"rule not assigned to this device: the rule matches {platforms}; this device is {device.os}"
 
 
-def _refused_entry(
-    device: Device, rules: RuleSet, rule_id: str, why: str, now: datetime
-) -> PostureLogEntry:
+def _refused_entry(device: Device, rules: RuleSet, rule_id: str, why: str, now: datetime) -> PostureLogEntry:
     rule = rules.by_id.get(rule_id)
     return PostureLogEntry(
         account_id=device.account_id, device_id=device.id, rule_id=rule_id[:128],

@@ -86,9 +86,7 @@ def parse_report(body: dict[str, Any]) -> list[TrustStoreEntry]:
         if key != "stores":
             raise InvalidInput(key, "unknown field (accepted: stores)")
     if "stores" not in body:
-        raise InvalidInput(
-            "stores", "required: an array of {store, installed, error}, one per trust store"
-        )
+        raise InvalidInput("stores", "required: an array of {store, installed, error}, one per trust store")
     stores = body["stores"]
     if not isinstance(stores, list):
         raise InvalidInput("stores", f"must be an array of stores, got {type_name(stores)}")
@@ -119,11 +117,9 @@ def _entry(item: object, where: str) -> TrustStoreEntry:
     installed = _installed(item.get("installed"), f"{where}.installed", "installed" in item)
     error = item.get("error", "")
     if not isinstance(error, str):
-        raise InvalidInput(f"{where}.error", f"must be a string (\"\" for none), got {type_name(error)}")
+        raise InvalidInput(f"{where}.error", f'must be a string ("" for none), got {type_name(error)}')
     if len(error) > MAX_ERROR_CHARS:
-        raise InvalidInput(
-            f"{where}.error", f"at most {MAX_ERROR_CHARS} characters, got {len(error)}"
-        )
+        raise InvalidInput(f"{where}.error", f"at most {MAX_ERROR_CHARS} characters, got {len(error)}")
     return TrustStoreEntry(store, installed, error)
 
 
@@ -252,9 +248,7 @@ class DeviceTrustService:
 
     def coverage(self, record: CertificateRecord) -> Coverage:
         """Of the account's reporting devices, how many have ``record`` installed."""
-        return self._store.trust_reports.coverage(
-            record.account_id, record.fingerprint.upper(), self.since()
-        )
+        return self._store.trust_reports.coverage(record.account_id, record.fingerprint.upper(), self.since())
 
     def devices_for(self, account_id: str, certificate_id: str) -> list[DeviceCoverage]:
         """Every device of the account (oldest first) and whether it reported ``certificate_id``

@@ -64,7 +64,7 @@ class GroupCommit:
         self._path = store.path
         self._max_jobs = max_jobs
         self._pending: list[tuple[Job | _Item, asyncio.Future[Any]]] = []
-        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None  # held, so the task is not collected
         self._writer: Store | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.commits = 0  # transactions committed (for the benchmark and tests)
@@ -82,9 +82,8 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((job, future))
-        if not self._draining:
-            self._draining = True
-            loop.create_task(self._drain())
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
         return await future
 
     def close(self) -> None:
@@ -118,7 +117,7 @@ class GroupCommit:
                     else:
                         future.set_result(value)
         finally:
-            self._draining = False
+            self._drainer = None
 
     def _worker(self) -> ThreadPoolExecutor:
         if self._executor is None:

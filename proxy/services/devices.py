@@ -342,9 +342,7 @@ class DeviceService:
         device = max(devices, key=lambda d: (d.last_seen, d.id))
         results = {r.rule_id: r for r in self._store.posture_results.for_device(device.id)}
         rules = self._rules(account_id).for_platform(device.os)
-        return SeenIdentity(
-            device, tuple((rule, results[rule.id]) for rule in rules if rule.id in results)
-        )
+        return SeenIdentity(device, tuple((rule, results[rule.id]) for rule in rules if rule.id in results))
 
     def logs(self, query: LogQuery, *, offset: int, limit: int) -> tuple[list[PostureLogEntry], int]:
         self._account(query.account_id)

@@ -36,9 +36,7 @@ def parse_case(body: Mapping[str, Any]) -> PolicyTest:
         raise InvalidPolicy(field_message(e, where=WHERE)) from None
 
 
-def dry_run(
-    gateway: GatewayEngine, access: AccessEngine, body: Mapping[str, Any]
-) -> dict[str, Any]:
+def dry_run(gateway: GatewayEngine, access: AccessEngine, body: Mapping[str, Any]) -> dict[str, Any]:
     case = parse_case(body)
     outcome = evaluate(gateway, access, case.facts(), explain=True)
     decision = outcome.decision

@@ -22,9 +22,7 @@ def check_validity(days: object) -> None:
     if isinstance(days, bool) or not isinstance(days, int):
         raise InvalidInput("validity_period_days", "must be an integer")
     if not 1 <= days <= MAX_VALIDITY_DAYS:
-        raise InvalidInput(
-            "validity_period_days", f"must be between 1 and {MAX_VALIDITY_DAYS}, got {days}"
-        )
+        raise InvalidInput("validity_period_days", f"must be between 1 and {MAX_VALIDITY_DAYS}, got {days}")
 
 
 def check_limit(store: Store, account_id: str, now: datetime) -> None:

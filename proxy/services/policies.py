@@ -198,9 +198,7 @@ class PolicyService:
         logger.info("account %s: created gateway rule %s %r", account_id, rule.id, rule.name)
         return Managed(rule)
 
-    def replace_rule(
-        self, account_id: str, rule_id: str, body: Mapping[str, Any]
-    ) -> Managed[GatewayRule]:
+    def replace_rule(self, account_id: str, rule_id: str, body: Mapping[str, Any]) -> Managed[GatewayRule]:
         """PUT: the body replaces the rule (a missing precedence keeps the current one)."""
         now = self._clock()
         with self._store.transaction():
@@ -241,17 +239,13 @@ class PolicyService:
         self._account(account_id)
         return existing(self.state(account_id).policy(policy_id), "Access policy", policy_id)
 
-    def create_access_policy(
-        self, account_id: str, body: Mapping[str, Any]
-    ) -> Managed[AccessPolicy]:
+    def create_access_policy(self, account_id: str, body: Mapping[str, Any]) -> Managed[AccessPolicy]:
         now = self._clock()
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
             policy = parse_policy(body)
-            policy = dataclasses.replace(
-                policy, id=str(uuid.uuid4()), created_at=now, updated_at=now
-            )
+            policy = dataclasses.replace(policy, id=str(uuid.uuid4()), created_at=now, updated_at=now)
             self._commit(account_id, state.with_policy(policy))
             self._store.access_policies.save(policy_record(account_id, policy))
         logger.info("account %s: created Access policy %s %r", account_id, policy.id, policy.name)
@@ -301,9 +295,7 @@ class PolicyService:
         self._account(account_id)
         return list(self.state(account_id).applications)
 
-    def access_application(
-        self, account_id: str, application_id: str
-    ) -> Managed[AccessApplication]:
+    def access_application(self, account_id: str, application_id: str) -> Managed[AccessApplication]:
         self._account(account_id)
         found = self.state(account_id).application(application_id)
         return existing(found, "Access application", application_id)
@@ -334,9 +326,7 @@ class PolicyService:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = existing(
-                state.application(application_id), "Access application", application_id
-            )
+            current = existing(state.application(application_id), "Access application", application_id)
             current.refuse_change("Access application")
             check_id(body, application_id)
             application = dataclasses.replace(
@@ -348,15 +338,11 @@ class PolicyService:
         logger.info("account %s: replaced Access application %s", account_id, application_id)
         return Managed(application)
 
-    def delete_access_application(
-        self, account_id: str, application_id: str
-    ) -> Managed[AccessApplication]:
+    def delete_access_application(self, account_id: str, application_id: str) -> Managed[AccessApplication]:
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = existing(
-                state.application(application_id), "Access application", application_id
-            )
+            current = existing(state.application(application_id), "Access application", application_id)
             current.refuse_change("Access application")
             self._commit(account_id, state.without_application(application_id))
             self._store.access_applications.delete(account_id, application_id)

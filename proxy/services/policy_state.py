@@ -145,9 +145,7 @@ class PolicyState:
         return dataclasses.replace(self, policies=kept)
 
     def with_application(self, application: AccessApplication) -> PolicyState:
-        return dataclasses.replace(
-            self, applications=_replaced(self.applications, Managed(application))
-        )
+        return dataclasses.replace(self, applications=_replaced(self.applications, Managed(application)))
 
     def without_application(self, application_id: str) -> PolicyState:
         kept = tuple(m for m in self.applications if m.id != application_id)
@@ -236,9 +234,7 @@ def rule_record(account_id: str, rule: GatewayRule) -> StoredRule:
 
 def policy_record(account_id: str, policy: AccessPolicy) -> StoredPolicy:
     assert policy.created_at is not None and policy.updated_at is not None
-    return StoredPolicy(
-        account_id, policy.id, _body(policy.to_api()), policy.created_at, policy.updated_at
-    )
+    return StoredPolicy(account_id, policy.id, _body(policy.to_api()), policy.created_at, policy.updated_at)
 
 
 def application_record(account_id: str, application: AccessApplication) -> StoredApplication:

@@ -41,15 +41,9 @@ ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def export(state: PolicyState, account_id: str, now: datetime) -> str:
-    files = [
-        m.file
-        for group in (state.rules, state.policies, state.applications)
-        for m in group
-        if m.file
-    ]
+    files = [m.file for group in (state.rules, state.policies, state.applications) for m in group if m.file]
     header = (
-        f"# Gateway rules and Access policies of account {account_id}, exported "
-        f"{format_timestamp(now)}.\n"
+        f"# Gateway rules and Access policies of account {account_id}, exported {format_timestamp(now)}.\n"
     )
     if files:
         header += (
@@ -106,16 +100,12 @@ def parse(text: str) -> PolicySet:
         raise InvalidPolicy(problems_message(e)) from None
 
 
-def plan_import(
-    imported: PolicySet, files: PolicyState, stored: PolicyState, now: datetime
-) -> ImportPlan:
+def plan_import(imported: PolicySet, files: PolicyState, stored: PolicyState, now: datetime) -> ImportPlan:
     """What the store will hold; InvalidPolicy (or Refused, for a file's object) otherwise."""
     stamp = _Stamper(now)
     sections = _Sections(files)
     rules = sections.take("gateway_rules", "gateway rule", imported.gateway_rules, files.rule)
-    policies = sections.take(
-        "access_policies", "Access policy", imported.access_policies, files.policy
-    )
+    policies = sections.take("access_policies", "Access policy", imported.access_policies, files.policy)
     applications = sections.take(
         "access_applications", "Access application", imported.access_applications,
         files.application,
@@ -125,9 +115,7 @@ def plan_import(
         tuple(Managed(stamp(p, stored.policy(p.id))) for p in policies),
         tuple(Managed(stamp(a, stored.application(a.id))) for a in applications),
     )
-    state = dataclasses.replace(
-        state, rules=tuple(sorted(state.rules, key=lambda m: m.item.precedence))
-    )
+    state = dataclasses.replace(state, rules=tuple(sorted(state.rules, key=lambda m: m.item.precedence)))
     return ImportPlan(state, sections.left_to_files)
 
 

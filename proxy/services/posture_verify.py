@@ -47,9 +47,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CERTIFICATE_PEM: Final = 64 * 1024
 MAX_REASON_CHARS: Final = 1000
-NO_PROOF: Final = (
-    "no proof of possession: a passing result needs the nonce, the certificate and a signature"
-)
+NO_PROOF: Final = "no proof of possession: a passing result needs the nonce, the certificate and a signature"
 
 
 @dataclass(frozen=True)
@@ -191,9 +189,7 @@ def assess(
         return Verdict(rule, False, False, reason, expires)
     try:
         raw_nonce = _check_nonce(report, nonce)
-        checked = (checks or CertificateChecks(0)).check(
-            report.certificate, rule, device, signers, now
-        )
+        checked = (checks or CertificateChecks(0)).check(report.certificate, rule, device, signers, now)
         signature = _signature(report.signature)
         message = _message(raw_nonce, device.id, rule.id)
     except Refusal as e:
@@ -241,9 +237,7 @@ def _certificate(pem: str | None) -> x509.Certificate:
     return found[0]
 
 
-def _check(
-    cert: x509.Certificate, rule: PostureRule, device: Device, signers: Signers, now: datetime
-) -> str:
+def _check(cert: x509.Certificate, rule: PostureRule, device: Device, signers: Signers, now: datetime) -> str:
     try:
         requirements = ClientCertRequirements.from_templates(
             signers.certificates,

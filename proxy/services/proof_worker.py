@@ -67,7 +67,7 @@ class ProofWorker:
     def __init__(self) -> None:
         self._process: asyncio.subprocess.Process | None = None
         self._pending: list[tuple[list[Item], asyncio.Future[list[str | None]]]] = []
-        self._draining = False
+        self._drainer: asyncio.Task[None] | None = None  # held, so the task is not collected
         self._broken = False
         self._keys: dict[bytes, PublicKey] = {}  # for verifying here when the child is gone
         self.batches = 0  # round trips to the child (for the benchmark and tests)
@@ -79,9 +79,8 @@ class ProofWorker:
             return verify_items(items, self._keys)
         future: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
         self._pending.append((items, future))
-        if not self._draining:
-            self._draining = True
-            asyncio.get_running_loop().create_task(self._drain())
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         return await future
 
     async def close(self) -> None:
@@ -112,7 +111,7 @@ class ProofWorker:
                         future.set_result(answers[at : at + len(own)])
                     at += len(own)
         finally:
-            self._draining = False
+            self._drainer = None
 
     async def _round_trip(self, items: list[Item]) -> list[str | None]:
         process = await self._child()

@@ -58,9 +58,7 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
     for key, item in value.items():
         field = f"settings.{key}"
         if key not in KNOWN_SETTINGS:
-            raise InvalidInput(
-                field, f"unknown setting (known: {', '.join(sorted(KNOWN_SETTINGS))})"
-            )
+            raise InvalidInput(field, f"unknown setting (known: {', '.join(sorted(KNOWN_SETTINGS))})")
         if key == "certificate":
             certificate_id = _certificate_id(item)
         elif item is None and partial:
@@ -142,5 +140,3 @@ def rendered(stored: Mapping[str, Any], in_use_id: str | None) -> dict[str, Any]
 
 def tls_decrypt_enabled(stored: Mapping[str, Any]) -> bool:
     return bool(with_defaults(stored)["tls_decrypt"]["enabled"])
-
-

@@ -37,9 +37,7 @@ class Accounts:
             )
 
     def get(self, account_id: str) -> Account | None:
-        row = self._db.connection.execute(
-            "SELECT * FROM accounts WHERE id = ?", (account_id,)
-        ).fetchone()
+        row = self._db.connection.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone()
         return _account(row) if row else None
 
     def list(self) -> list[Account]:

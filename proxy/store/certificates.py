@@ -71,9 +71,7 @@ class Certificates:
                 _values(record),
             )
 
-    def get(
-        self, certificate_id: str, *, account_id: str | None = None
-    ) -> CertificateRecord | None:
+    def get(self, certificate_id: str, *, account_id: str | None = None) -> CertificateRecord | None:
         """One certificate by id, optionally only if it belongs to ``account_id``."""
         row = self._db.connection.execute(
             f"SELECT {_COLUMNS} FROM certificates WHERE id = ? AND (? IS NULL OR account_id = ?)",
@@ -94,9 +92,7 @@ class Certificates:
             return records
         return [r for r in records if r.kind in kinds]
 
-    def set_binding_status(
-        self, certificate_id: str, status: BindingStatus | None, now: datetime
-    ) -> None:
+    def set_binding_status(self, certificate_id: str, status: BindingStatus | None, now: datetime) -> None:
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE certificates SET binding_status = ?, updated_at = ? WHERE id = ?",

@@ -67,9 +67,7 @@ class Database:
     def open(cls, path: Path | str, *, power_safe: bool = True) -> Database:
         if str(path) != MEMORY:
             _create_private_file(Path(path))
-        connection = sqlite3.connect(
-            str(path), isolation_level=None, check_same_thread=False, timeout=5.0
-        )
+        connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
         connection.row_factory = sqlite3.Row
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(path) != MEMORY and mode != "wal":

@@ -227,8 +227,7 @@ class EnrollmentTokens:
         """Mark the token used by ``device_id``; False when it was used already."""
         with self._db.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE enrollment_tokens SET used_at = ?, device_id = ?"
-                " WHERE id = ? AND used_at IS NULL",
+                "UPDATE enrollment_tokens SET used_at = ?, device_id = ? WHERE id = ? AND used_at IS NULL",
                 (to_db(now), device_id, token_id),
             )
         return cursor.rowcount == 1
@@ -251,9 +250,7 @@ class Nonces:
         self._db = db
 
     def get(self, nonce: bytes) -> Nonce | None:
-        row = self._db.connection.execute(
-            "SELECT * FROM posture_nonces WHERE nonce = ?", (nonce,)
-        ).fetchone()
+        row = self._db.connection.execute("SELECT * FROM posture_nonces WHERE nonce = ?", (nonce,)).fetchone()
         if row is None:
             return None
         return Nonce(
@@ -303,7 +300,5 @@ class Nonces:
 
     def delete_expired(self, before: datetime) -> int:
         with writing(self._db) as conn:
-            cursor = conn.execute(
-                "DELETE FROM posture_nonces WHERE expires_at < ?", (to_db(before),)
-            )
+            cursor = conn.execute("DELETE FROM posture_nonces WHERE expires_at < ?", (to_db(before),))
         return cursor.rowcount

@@ -65,9 +65,7 @@ class Nodes:
         )
         return [_node(row) for row in rows]
 
-    def replace_loaded(
-        self, node_id: str, account_id: str, loaded: Mapping[str, str], now: datetime
-    ) -> None:
+    def replace_loaded(self, node_id: str, account_id: str, loaded: Mapping[str, str], now: datetime) -> None:
         """Set what ``node_id`` has loaded of the account's certificates.
 
         Ids that are not certificates of the account are ignored (a node may report a

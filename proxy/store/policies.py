@@ -126,9 +126,7 @@ class GatewayRules:
 
     def delete(self, account_id: str, rule_id: str) -> None:
         with self._db.transaction() as conn:
-            conn.execute(
-                "DELETE FROM gateway_rules WHERE account_id = ? AND id = ?", (account_id, rule_id)
-            )
+            conn.execute("DELETE FROM gateway_rules WHERE account_id = ? AND id = ?", (account_id, rule_id))
 
     def delete_all(self, account_id: str) -> None:
         with self._db.transaction() as conn:
@@ -246,9 +244,7 @@ class AccessApplications:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM access_applications WHERE account_id = ?", (account_id,))
 
-    def _links(
-        self, account_id: str, application_id: str | None = None
-    ) -> dict[str, tuple[PolicyLink, ...]]:
+    def _links(self, account_id: str, application_id: str | None = None) -> dict[str, tuple[PolicyLink, ...]]:
         rows = self._db.connection.execute(
             "SELECT application_id, policy_id, precedence FROM access_application_policies"
             " WHERE account_id = ? AND (? IS NULL OR application_id = ?)"

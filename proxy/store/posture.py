@@ -131,8 +131,7 @@ class PostureRules:
     def using_certificate(self, account_id: str, certificate_id: str) -> builtins.list[str]:
         """Ids of the rules whose ``input.certificate_id`` is ``certificate_id``."""
         rows = self._db.connection.execute(
-            "SELECT id FROM device_posture_rules WHERE account_id = ? AND certificate_id = ?"
-            " ORDER BY id",
+            "SELECT id FROM device_posture_rules WHERE account_id = ? AND certificate_id = ? ORDER BY id",
             (account_id, certificate_id),
         )
         return [row["id"] for row in rows]

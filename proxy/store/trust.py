@@ -56,9 +56,7 @@ class TrustReports:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def replace(
-        self, device_id: str, stores: Sequence[TrustStoreEntry], reported_at: datetime
-    ) -> None:
+    def replace(self, device_id: str, stores: Sequence[TrustStoreEntry], reported_at: datetime) -> None:
         """The device's report is now ``stores`` (what it reported before is gone)."""
         with writing(self._db) as conn:
             conn.execute("DELETE FROM device_trust_reports WHERE device_id = ?", (device_id,))
@@ -67,8 +65,7 @@ class TrustReports:
                 (device_id, to_db(reported_at)),
             )
             conn.executemany(
-                "INSERT INTO device_trust_stores (device_id, store, position, error)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO device_trust_stores (device_id, store, position, error) VALUES (?, ?, ?, ?)",
                 [(device_id, s.store, i, s.error) for i, s in enumerate(stores)],
             )
             conn.executemany(

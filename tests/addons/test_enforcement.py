@@ -66,7 +66,9 @@ def metrics() -> Metrics:
 @pytest.fixture
 def enforcer(engines: Engines, metrics: Metrics) -> Enforcer:
     addon = Enforcer(metrics)
-    addon.use(PolicySnapshot(engines, block_page=BlockPage(header_text="Acme says no", background_color="#ffeecc")))
+    addon.use(
+        PolicySnapshot(engines, block_page=BlockPage(header_text="Acme says no", background_color="#ffeecc"))
+    )
     return addon
 
 
@@ -135,7 +137,9 @@ def test_untrusted_upstream_gets_a_block_page_by_default(enforcer: Enforcer) -> 
         flow = _flow("other.test", error="Certificate verify failed: self-signed certificate")
         enforcer.request(flow)
     assert flow.response.status_code == 403
-    assert "The certificate of other.test is not trusted: self-signed certificate." in flow.response.get_text()
+    assert (
+        "The certificate of other.test is not trusted: self-signed certificate." in flow.response.get_text()
+    )
 
 
 def test_untrusted_upstream_error_setting_gives_526(enforcer: Enforcer) -> None:

@@ -69,7 +69,9 @@ def test_plain_http_credentials_count_per_request_and_are_never_forwarded() -> N
         first.request.headers["Proxy-Authorization"] = _basic("dev-1", "s3cret")
         addon.requestheaders(first)
         # The next request on the same connection without credentials borrows nothing.
-        second = tflow.tflow(client_conn=first.client_conn, req=tutils.treq(host="files.test", port=80, scheme=b"http"))
+        second = tflow.tflow(
+            client_conn=first.client_conn, req=tutils.treq(host="files.test", port=80, scheme=b"http")
+        )
         addon.requestheaders(second)
     assert "Proxy-Authorization" not in first.request.headers
     assert first.metadata["gateway.identity"].device_id == "dev-1"

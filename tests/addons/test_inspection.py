@@ -30,15 +30,15 @@ def _context(tctx: taddons.context, sni: str | None = "origin.test") -> context.
     return ctx
 
 
-def _handshake(tls_config: HotTlsConfig, ctx: context.Context, trusted: list[CertificateAuthority]) -> x509.Certificate:
+def _handshake(
+    tls_config: HotTlsConfig, ctx: context.Context, trusted: list[CertificateAuthority]
+) -> x509.Certificate:
     """A real TLS handshake between the proxy side mitmproxy builds and a stdlib ssl client."""
     data = tls.TlsData(ctx.client, context=ctx)
     tls_config.tls_start_client(data)
     server: SSL.Connection = data.ssl_conn
     client_ctx = ssl.create_default_context()
-    client_ctx.load_verify_locations(
-        cadata="".join(a.certificate_pem() for a in trusted)
-    )
+    client_ctx.load_verify_locations(cadata="".join(a.certificate_pem() for a in trusted))
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = client_ctx.wrap_bio(incoming, outgoing, server_hostname=ctx.client.sni)
     for _ in range(10):
@@ -63,7 +63,9 @@ def _handshake(tls_config: HotTlsConfig, ctx: context.Context, trusted: list[Cer
 
 
 def _public(key) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def test_handshake_signs_with_in_use_ca_and_swaps_without_restart(tmp_path, authorities) -> None:

@@ -9,7 +9,9 @@ from addons.request_log import RequestLog
 def test_one_json_line_per_request_with_decision_and_ca() -> None:
     lines: list[str] = []
     log = RequestLog(lines.append, node_id="node-1", ca_fingerprint=lambda client_id: "AB:CD")
-    flow = tflow.tflow(req=tutils.treq(host="casino.test", port=443, scheme=b"https", path=b"/spin?x=1"), resp=True)
+    flow = tflow.tflow(
+        req=tutils.treq(host="casino.test", port=443, scheme=b"https", path=b"/spin?x=1"), resp=True
+    )
     flow.request.headers["host"] = "casino.test"
     flow.metadata[DECISION] = DecisionRecord("block", "request", "rule-1", "Block gambling", "No gambling")
     with taddons.context(log):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from certs.authority import CertificateAuthority
 from certs.clock import ManualClock
 from certs.issuer import Leaf
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 """Start of the injected ``clock`` fixture: deterministic dates in messages."""
 
 CA_KEY_USAGE = x509.KeyUsage(
@@ -80,7 +80,7 @@ def build_certificate(
 
     ``ca=None`` leaves basicConstraints out; ``key_usage=None`` leaves keyUsage out.
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     subject = _name(common_name)
     issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
     builder = (
@@ -99,9 +99,7 @@ def build_certificate(
             critical=False,
         )
     if ca is not None:
-        builder = builder.add_extension(
-            x509.BasicConstraints(ca=ca, path_length=None), critical=bc_critical
-        )
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=bc_critical)
     if key_usage is not None:
         builder = builder.add_extension(key_usage, critical=True)
     hash_algorithm = None if isinstance(signing_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
@@ -175,9 +173,7 @@ def intermediate_ca(root_ca: CertificateAuthority) -> CertificateAuthority:
     return CertificateAuthority.from_pem(_pem(cert, root_ca.certificate), _key_pem(key))
 
 
-def _pump(
-    handshaking: ssl.SSLObject, outgoing: ssl.MemoryBIO, peer_incoming: ssl.MemoryBIO
-) -> bool:
+def _pump(handshaking: ssl.SSLObject, outgoing: ssl.MemoryBIO, peer_incoming: ssl.MemoryBIO) -> bool:
     """One handshake step; returns True once this side is done. Errors propagate."""
     try:
         handshaking.do_handshake()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -60,7 +60,7 @@ def _key_pem(
 def generated() -> Generated:
     """One CA per key type for the whole module, made at a fixed time (RSA-4096 is slow)."""
     cache: dict[KeyType, CertificateAuthority] = {}
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
 
     def get(key_type: KeyType) -> CertificateAuthority:
         if key_type not in cache:
@@ -129,9 +129,7 @@ def test_generated_ca_has_the_root_profile(generated: Generated, key_type: KeyTy
 
 
 def test_generate_validity_starts_an_hour_early(clock: ManualClock) -> None:
-    ca = CertificateAuthority.generate(
-        common_name="R", organization="O", validity_days=30, clock=clock
-    )
+    ca = CertificateAuthority.generate(common_name="R", organization="O", validity_days=30, clock=clock)
     assert ca.not_before == clock.now - timedelta(hours=1)
     assert ca.not_after == clock.now + timedelta(days=30)
     assert ca.not_before.tzinfo is not None
@@ -154,9 +152,7 @@ def test_generate_makes_distinct_serials_and_keys(clock: ManualClock) -> None:
 
 @pytest.mark.parametrize("days", [1, 10950])
 def test_generate_accepts_validity_bounds(days: int, clock: ManualClock) -> None:
-    ca = CertificateAuthority.generate(
-        common_name="R", organization="O", validity_days=days, clock=clock
-    )
+    ca = CertificateAuthority.generate(common_name="R", organization="O", validity_days=days, clock=clock)
     assert ca.not_after - clock.now == timedelta(days=days)
 
 
@@ -194,9 +190,7 @@ def test_generate_upper_cases_country() -> None:
 def test_fingerprint_is_sha256_colon_hex(generated: Generated) -> None:
     ca = generated(KeyType.EC_P256)
     assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", ca.fingerprint)
-    assert (
-        ca.fingerprint.replace(":", "").lower() == hashlib.sha256(ca.certificate_der()).hexdigest()
-    )
+    assert ca.fingerprint.replace(":", "").lower() == hashlib.sha256(ca.certificate_der()).hexdigest()
 
 
 def test_exports_round_trip(generated: Generated) -> None:
@@ -219,9 +213,7 @@ def test_repr_never_shows_the_private_key(generated: Generated) -> None:
     assert ca.private_key_pem().decode().splitlines()[1] not in repr(ca)
 
 
-def test_constructor_refuses_a_key_of_another_certificate(
-    generated: Generated, clock: ManualClock
-) -> None:
+def test_constructor_refuses_a_key_of_another_certificate(generated: Generated, clock: ManualClock) -> None:
     ca = generated(KeyType.EC_P256)
     other = CertificateAuthority.generate(common_name="R", organization="O", clock=clock)
     with pytest.raises(InvalidCertificate, match=r"^private key does not match the certificate$"):
@@ -256,9 +248,7 @@ def test_from_pem_keeps_the_chain_of_an_intermediate(
 ) -> None:
     assert intermediate_ca.chain == (root_ca.certificate,)
     assert not is_self_signed(intermediate_ca.certificate)
-    assert (
-        intermediate_ca.chain_pem() == intermediate_ca.certificate_pem() + root_ca.certificate_pem()
-    )
+    assert intermediate_ca.chain_pem() == intermediate_ca.certificate_pem() + root_ca.certificate_pem()
 
 
 def test_from_pem_accepts_key_usage_without_digital_signature(
@@ -283,8 +273,8 @@ def _upload_cases(
     rsa1024 = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     p521 = ec.generate_private_key(ec.SECP521R1())
     ed = ed25519.Ed25519PrivateKey.generate()
-    past = datetime(2020, 1, 1, tzinfo=timezone.utc)
-    future = datetime.now(timezone.utc) + timedelta(days=30)
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    future = datetime.now(UTC) + timedelta(days=30)
     encrypted = serialization.BestAvailableEncryption(b"secret")
     return {
         "not a CA": (
@@ -454,9 +444,7 @@ def test_refusals_are_logged_without_key_material(
     assert private_key_pem.decode().splitlines()[1] not in caplog.text
 
 
-def test_from_pem_uses_the_injected_clock(
-    make_certificate: CertificateFactory, clock: ManualClock
-) -> None:
+def test_from_pem_uses_the_injected_clock(make_certificate: CertificateFactory, clock: ManualClock) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = make_certificate(key=key, not_before=clock.now, not_after=clock.now + timedelta(days=2))
     CertificateAuthority.from_pem(_pem(cert), _key_pem(key), clock=clock)
@@ -498,7 +486,7 @@ def test_from_pem_refuses_an_expired_issuer_in_the_chain(
     make_certificate: CertificateFactory,
 ) -> None:
     root_key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     root = make_certificate(
         key=root_key,
         common_name="Old Root",
@@ -507,9 +495,7 @@ def test_from_pem_refuses_an_expired_issuer_in_the_chain(
     )
     key = ec.generate_private_key(ec.SECP256R1())
     intermediate = make_certificate(key=key, common_name="Sub", issuer=(root, root_key))
-    with pytest.raises(
-        InvalidCertificate, match=r"^certificate 2 of the chain \(CN=Old Root\) expired on "
-    ):
+    with pytest.raises(InvalidCertificate, match=r"^certificate 2 of the chain \(CN=Old Root\) expired on "):
         CertificateAuthority.from_pem(_pem(intermediate, root), _key_pem(key))
 
 
@@ -528,16 +514,14 @@ def test_from_pem_accepts_an_intermediate_without_its_root(
 def test_validate_ca_certificate_without_key(
     root_ca: CertificateAuthority, make_certificate: CertificateFactory
 ) -> None:
-    validate_ca_certificate(root_ca.certificate, now=datetime.now(timezone.utc))
+    validate_ca_certificate(root_ca.certificate, now=datetime.now(UTC))
     leafish = make_certificate(key=ec.generate_private_key(ec.SECP256R1()), ca=False)
-    with pytest.raises(
-        InvalidCertificate, match=r"^certificate is not a CA: basicConstraints CA=false$"
-    ):
-        validate_ca_certificate(leafish, now=datetime.now(timezone.utc))
+    with pytest.raises(InvalidCertificate, match=r"^certificate is not a CA: basicConstraints CA=false$"):
+        validate_ca_certificate(leafish, now=datetime.now(UTC))
     with pytest.raises(InvalidCertificate, match=r"^certificate expired on "):
         validate_ca_certificate(root_ca.certificate, now=root_ca.not_after)
     with pytest.raises(InvalidCertificate, match=r"^device CA is not a CA"):
-        validate_ca_certificate(leafish, now=datetime.now(timezone.utc), label="device CA")
+        validate_ca_certificate(leafish, now=datetime.now(UTC), label="device CA")
 
 
 def test_validate_ca_certificate_refuses_naive_now(root_ca: CertificateAuthority) -> None:

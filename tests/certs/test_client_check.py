@@ -167,9 +167,7 @@ PASSES: dict[str, Case] = {
         sans=("b.corp", "a.corp"),
     ),
     "EKU clientAuth": Case(_dev(), eku=("clientAuth",)),
-    "both EKUs": Case(
-        _dev(eku=[SERVER_AUTH, EMAIL, CLIENT_AUTH]), eku=("clientAuth", "emailProtection")
-    ),
+    "both EKUs": Case(_dev(eku=[SERVER_AUTH, EMAIL, CLIENT_AUTH]), eku=("clientAuth", "emailProtection")),
     "EC key present": Case(_dev(), check_private_key=True, key=lambda p: p.device_key),
     "RSA key present": Case(
         lambda p: make_device(p.ca, p.rsa_device_key),
@@ -180,9 +178,7 @@ PASSES: dict[str, Case] = {
     "second of several signing certificates": Case(
         _dev(), signing=lambda p: [p.other[0], p.rsa_ca[0], p.ca[0]]
     ),
-    "renewed CA with the same name, both uploaded": Case(
-        _dev(), signing=lambda p: [p.impostor[0], p.ca[0]]
-    ),
+    "renewed CA with the same name, both uploaded": Case(_dev(), signing=lambda p: [p.impostor[0], p.ca[0]]),
     "issued by the intermediate the rule names": Case(
         lambda p: make_device(p.intermediate, p.device_key),
         signing=lambda p: [p.intermediate[0]],
@@ -234,10 +230,7 @@ REJECTIONS: dict[str, tuple[Case, str]] = {
     ),
     "an intermediate CA certificate checked against its root": (
         Case(lambda p: p.intermediate[0], signing=lambda p: [p.root[0]]),
-        (
-            "is a CA certificate (CN=Corp Intermediate CA, basicConstraints CA=true), "
-            "not a device certificate"
-        ),
+        ("is a CA certificate (CN=Corp Intermediate CA, basicConstraints CA=true), not a device certificate"),
     ),
     "expired": (
         Case(
@@ -332,9 +325,7 @@ def _requirements(case: Case, pki: Pki) -> ClientCertRequirements:
 
 @pytest.mark.parametrize("case", PASSES.values(), ids=PASSES.keys())
 def test_certificate_passes(case: Case, pki: Pki) -> None:
-    result = check_certificate(
-        case.cert(pki), _requirements(case, pki), now=NOW, private_key=case.key(pki)
-    )
+    result = check_certificate(case.cert(pki), _requirements(case, pki), now=NOW, private_key=case.key(pki))
     assert result.ok, result.reason
     assert result.reason.startswith("issued by CN=")
     assert result.signing_certificate is not None
@@ -343,9 +334,7 @@ def test_certificate_passes(case: Case, pki: Pki) -> None:
 
 @pytest.mark.parametrize(("case", "reason"), REJECTIONS.values(), ids=REJECTIONS.keys())
 def test_certificate_rejected_with_reason(case: Case, reason: str, pki: Pki) -> None:
-    result = check_certificate(
-        case.cert(pki), _requirements(case, pki), now=NOW, private_key=case.key(pki)
-    )
+    result = check_certificate(case.cert(pki), _requirements(case, pki), now=NOW, private_key=case.key(pki))
     assert not result.ok
     assert reason in result.reason
 
@@ -449,10 +438,7 @@ def test_fill_template(template: str, filled: str) -> None:
 
 
 def test_filled_values_are_not_templates_again() -> None:
-    assert (
-        fill_template("${hostname}", hostname="${serial_number}", serial_number="x")
-        == "${serial_number}"
-    )
+    assert fill_template("${hostname}", hostname="${serial_number}", serial_number="x") == "${serial_number}"
 
 
 @pytest.mark.parametrize(
@@ -506,10 +492,7 @@ def test_requirements_from_templates(pki: Pki) -> None:
     cert = make_device(pki.ca, pki.device_key, cn="LAPTOP-7.corp", sans=[DNS("sn-42.corp")])
     assert check_certificate(cert, req, now=NOW, private_key=pki.device_key).ok
     assert (
-        ClientCertRequirements.from_templates(
-            [pki.ca[0]], hostname="h", serial_number="s", cn=""
-        ).cn
-        is None
+        ClientCertRequirements.from_templates([pki.ca[0]], hostname="h", serial_number="s", cn="").cn is None
     )
 
 
@@ -537,9 +520,7 @@ def _key_pem(
     password: bytes | None = None,
 ) -> bytes:
     encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password)
-        if password
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, fmt, encryption)
 
@@ -569,9 +550,7 @@ def test_keys_pair_with_their_certificates(pki: Pki) -> None:
     b = make_device(pki.ca, pki.rsa_device_key, cn="b")
     c = make_device(pki.ca, _ec(), cn="c")
     pem = _pem(a) + _key_pem(pki.rsa_device_key) + _pem(b) + _pem(c) + _key_pem(pki.device_key)
-    assert _public(load_candidates(pem)) == _public(
-        [(a, pki.device_key), (b, pki.rsa_device_key), (c, None)]
-    )
+    assert _public(load_candidates(pem)) == _public([(a, pki.device_key), (b, pki.rsa_device_key), (c, None)])
 
 
 def test_certificate_and_key_in_two_files(pki: Pki) -> None:
@@ -598,12 +577,7 @@ def test_pair_key_keeps_a_key_already_found(pki: Pki) -> None:
 def test_other_pem_blocks_are_skipped(pki: Pki) -> None:
     cert = make_device(pki.ca, pki.device_key)
     params = b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"
-    text = (
-        b"subject=CN = laptop-7.corp\n"
-        + params
-        + _pem(cert)
-        + _key_pem(pki.device_key, TRADITIONAL)
-    )
+    text = b"subject=CN = laptop-7.corp\n" + params + _pem(cert) + _key_pem(pki.device_key, TRADITIONAL)
     assert _public(load_candidates(text)) == _public([(cert, pki.device_key)])
     assert load_candidates(b"") == []
 
@@ -630,14 +604,10 @@ def test_unsupported_keys_are_refused(pki: Pki) -> None:
 
 def test_unreadable_blocks_are_refused(pki: Pki) -> None:
     broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-    with pytest.raises(
-        InvalidCertificate, match=r"PEM block 2 \(CERTIFICATE\) is not a valid X.509"
-    ):
+    with pytest.raises(InvalidCertificate, match=r"PEM block 2 \(CERTIFICATE\) is not a valid X.509"):
         load_candidates(_pem(pki.ca[0]) + broken)
     garbage_key = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
-    with pytest.raises(
-        InvalidCertificate, match="PEM block 1 is not a readable private key"
-    ) as info:
+    with pytest.raises(InvalidCertificate, match="PEM block 1 is not a readable private key") as info:
         load_candidates(garbage_key)
     assert "AAAA" not in str(info.value)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -13,7 +13,7 @@ from certs.clock import ManualClock
 from certs.crl import empty_crl
 from certs.errors import CertError
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,7 @@ def test_crl_signature_fails_with_another_key(
     assert not crl.is_signature_valid(cas[KeyType.EC_P384].private_key.public_key())
 
 
-def test_crl_numbers_increase_with_time(
-    cas: dict[KeyType, CertificateAuthority], clock: ManualClock
-) -> None:
+def test_crl_numbers_increase_with_time(cas: dict[KeyType, CertificateAuthority], clock: ManualClock) -> None:
     numbers = []
     for _ in range(3):
         crl = x509.load_der_x509_crl(empty_crl(cas[KeyType.EC_P256], clock=clock))
@@ -77,9 +75,7 @@ def test_crl_numbers_increase_with_time(
 
 
 def test_crl_validity_is_configurable_and_capped_at_the_ca(clock: ManualClock) -> None:
-    ca = CertificateAuthority.generate(
-        common_name="Short", organization="O", validity_days=3, clock=clock
-    )
+    ca = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=3, clock=clock)
     one_day = x509.load_der_x509_crl(empty_crl(ca, clock=clock, validity=timedelta(days=1)))
     assert one_day.next_update_utc == clock.now + timedelta(days=1)
     capped = x509.load_der_x509_crl(empty_crl(ca, clock=clock))
@@ -87,9 +83,7 @@ def test_crl_validity_is_configurable_and_capped_at_the_ca(clock: ManualClock) -
 
 
 def test_expired_ca_signs_no_crl(clock: ManualClock) -> None:
-    ca = CertificateAuthority.generate(
-        common_name="Short", organization="O", validity_days=1, clock=clock
-    )
+    ca = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=1, clock=clock)
     clock.advance(timedelta(days=1))
     with pytest.raises(CertError, match=r"expired on 2026-01-02T00:00:00Z: it signs nothing"):
         empty_crl(ca, clock=clock)
@@ -127,7 +121,5 @@ def test_crl_passes_pkilint_br_profile(
     )
     der = empty_crl(cas[KeyType.EC_P256], validity=timedelta(days=days))
     document = loader.RFC5280CertificateListDocumentLoader().load_der_document(der, "crl")
-    findings = [
-        fd.finding.code for r in validator.validate(document.root) for fd in r.finding_descriptions
-    ]
+    findings = [fd.finding.code for r in validator.validate(document.root) for fd in r.finding_descriptions]
     assert (findings == []) is clean, findings

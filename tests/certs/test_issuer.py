@@ -7,7 +7,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,7 +32,7 @@ CRL = "http://gateway.example.com/ca.crl"
 @pytest.fixture(scope="module")
 def fixed_cas() -> dict[KeyType, CertificateAuthority]:
     """CAs made at 2026-01-01 (the ``clock`` fixture's start), valid five years."""
-    start = ManualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
+    start = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
     return {
         key_type: CertificateAuthority.generate(
             common_name=f"Root {key_type.value}",
@@ -174,9 +174,7 @@ def test_validity_never_passes_the_ca_not_after(clock: ManualClock) -> None:
 
 
 def test_expired_ca_signs_nothing(clock: ManualClock) -> None:
-    short = CertificateAuthority.generate(
-        common_name="Short", organization="O", validity_days=1, clock=clock
-    )
+    short = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=1, clock=clock)
     issuer = LeafIssuer(short, clock=clock)
     issuer.leaf_for(["x.example.com"])
     clock.advance(timedelta(days=1))
@@ -195,9 +193,7 @@ def test_expired_ca_signs_nothing(clock: ManualClock) -> None:
         ({"crl_url": "/ca.crl"}, r"CRL URL must be an http:// or https:// URL, got '/ca.crl'"),
     ],
 )
-def test_issuer_refuses_bad_settings(
-    ca: CertificateAuthority, kwargs: dict[str, Any], match: str
-) -> None:
+def test_issuer_refuses_bad_settings(ca: CertificateAuthority, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(CertError, match=match):
         LeafIssuer(ca, **kwargs)
 
@@ -219,9 +215,7 @@ def test_issuer_refuses_bad_settings(
         (["x.example.com", "bad name", "y.example.com"], ("x.example.com", "y.example.com")),
     ],
 )
-def test_names_are_normalized_and_deduplicated_in_order(
-    names: list[str], expected: tuple[str, ...]
-) -> None:
+def test_names_are_normalized_and_deduplicated_in_order(names: list[str], expected: tuple[str, ...]) -> None:
     assert normalize_names(names) == expected
 
 
@@ -254,9 +248,7 @@ def test_idna_name_reaches_the_certificate(ca: CertificateAuthority, clock: Manu
 # -- cache, eviction, renewal -----------------------------------------------------------------
 
 
-def test_cache_returns_the_same_leaf_and_counts(
-    ca: CertificateAuthority, clock: ManualClock
-) -> None:
+def test_cache_returns_the_same_leaf_and_counts(ca: CertificateAuthority, clock: ManualClock) -> None:
     issuer = LeafIssuer(ca, cache_size=100, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
     assert issuer.leaf_for(["a.example.com"]) is first
@@ -320,9 +312,7 @@ def test_cached_leaf_is_renewed_near_expiry(ca: CertificateAuthority, clock: Man
 
 
 def test_leaf_cut_short_by_the_ca_is_kept_until_the_ca_expires(clock: ManualClock) -> None:
-    short = CertificateAuthority.generate(
-        common_name="Short", organization="O", validity_days=3, clock=clock
-    )
+    short = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=3, clock=clock)
     issuer = LeafIssuer(short, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
     clock.advance(timedelta(days=3) - timedelta(seconds=1))
@@ -404,9 +394,7 @@ def test_leaf_passes_the_webpki_verifier(
     fixed_cas: dict[KeyType, CertificateAuthority], clock: ManualClock, ca_key: KeyType
 ) -> None:
     root = fixed_cas[ca_key]
-    leaf = LeafIssuer(root, aia_url=AIA, crl_url=CRL, clock=clock).leaf_for(
-        ["www.example.com", "192.0.2.10"]
-    )
+    leaf = LeafIssuer(root, aia_url=AIA, crl_url=CRL, clock=clock).leaf_for(["www.example.com", "192.0.2.10"])
     at = clock.now + timedelta(days=1)
     _verify(root, leaf, x509.DNSName("www.example.com"), at)
     _verify(root, leaf, x509.IPAddress(ipaddress.ip_address("192.0.2.10")), at)
@@ -423,9 +411,7 @@ def test_intermediate_leaf_passes_the_webpki_verifier(
     _verify(root_ca, leaf, x509.DNSName("www.example.com"))
 
 
-def test_handshake_succeeds_for_the_right_names(
-    root_ca: CertificateAuthority, handshake: Handshake
-) -> None:
+def test_handshake_succeeds_for_the_right_names(root_ca: CertificateAuthority, handshake: Handshake) -> None:
     leaf = LeafIssuer(root_ca).leaf_for(["www.example.com", "127.0.0.1"])
     peer = handshake(leaf, root_ca.certificate_pem(), "www.example.com")
     assert ("DNS", "www.example.com") in peer["subjectAltName"]
@@ -439,21 +425,19 @@ def test_handshake_through_an_intermediate(
     handshake(leaf, root_ca.certificate_pem(), "www.example.com")
 
 
-def test_handshake_fails_for_a_wrong_host(
-    root_ca: CertificateAuthority, handshake: Handshake
-) -> None:
+def test_handshake_fails_for_a_wrong_host(root_ca: CertificateAuthority, handshake: Handshake) -> None:
     leaf = LeafIssuer(root_ca).leaf_for(["www.example.com"])
     with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
         handshake(leaf, root_ca.certificate_pem(), "evil.example.com")
 
 
 def test_handshake_fails_for_an_expired_leaf(handshake: Handshake) -> None:
-    past = ManualClock(datetime.now(timezone.utc) - timedelta(days=100))
+    past = ManualClock(datetime.now(UTC) - timedelta(days=100))
     old_root = CertificateAuthority.generate(
         common_name="Old Root", organization="O", validity_days=365, clock=past
     )
     leaf = LeafIssuer(old_root, clock=past).leaf_for(["www.example.com"])
-    assert leaf.not_after < datetime.now(timezone.utc)
+    assert leaf.not_after < datetime.now(UTC)
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate has expired"):
         handshake(leaf, old_root.certificate_pem(), "www.example.com")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -23,7 +23,7 @@ from certs.lifecycle import (
     turn_on,
 )
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = NOW + timedelta(days=365)
 
 INACTIVE = BindingStatus.INACTIVE
@@ -50,7 +50,7 @@ def test_binding_status_values_match_cloudflare() -> None:
 
 def test_limits() -> None:
     assert (MAX_AVAILABLE, MAX_GENERATIONS) == (10, 3)
-    assert GENERATION_WINDOW == timedelta(hours=24) and EXPIRY_WARNING == timedelta(days=30)
+    assert timedelta(hours=24) == GENERATION_WINDOW and timedelta(days=30) == EXPIRY_WARNING
 
 
 def test_state_accepts_status_strings_and_refuses_naive_times() -> None:
@@ -106,9 +106,7 @@ def _others(count: int, status: BindingStatus) -> list[CertificateState]:
         (_others(9, AVAILABLE) + [state(INACTIVE)], True),  # the certificate itself, listed
     ],
 )
-def test_activate_keeps_at_most_ten_available(
-    others: list[CertificateState], allowed: bool
-) -> None:
+def test_activate_keeps_at_most_ten_available(others: list[CertificateState], allowed: bool) -> None:
     if allowed:
         assert activate(state(INACTIVE), others, NOW) is PENDING
         return
@@ -294,6 +292,4 @@ def test_expiry_message_follows_the_clock(clock: ManualClock) -> None:
     cert = state(AVAILABLE, not_after=clock.now + timedelta(days=45))
     assert expiry_message(cert, clock.now) is None
     clock.advance(timedelta(days=20))
-    assert expiry_message(cert, clock.now) == (
-        "certificate c1 expires in 25 days on 2026-02-15T00:00:00Z"
-    )
+    assert expiry_message(cert, clock.now) == ("certificate c1 expires in 25 days on 2026-02-15T00:00:00Z")

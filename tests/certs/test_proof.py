@@ -105,13 +105,21 @@ def test_bad_ids_refused(changes: dict[str, object], message: str) -> None:
 @given(
     st.tuples(
         st.binary(min_size=16, max_size=64),
-        st.text(st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20),
-        st.text(st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20),
+        st.text(
+            st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20
+        ),
+        st.text(
+            st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20
+        ),
     ).filter(lambda t: t[1].strip() != "" and t[2].strip() != ""),
     st.tuples(
         st.binary(min_size=16, max_size=64),
-        st.text(st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20),
-        st.text(st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20),
+        st.text(
+            st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20
+        ),
+        st.text(
+            st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=20
+        ),
     ).filter(lambda t: t[1].strip() != "" and t[2].strip() != ""),
 )
 def test_different_parts_never_make_the_same_message(
@@ -197,9 +205,7 @@ def test_same_curve_other_key_fails(certs: dict[str, x509.Certificate]) -> None:
         verify_proof(certs["EC P-256"], _message(), sign_proof(other, _message()))
 
 
-@pytest.mark.parametrize(
-    "signature", [b"", b"\x30\x00", b"x" * 1025], ids=["empty", "junk", "huge"]
-)
+@pytest.mark.parametrize("signature", [b"", b"\x30\x00", b"x" * 1025], ids=["empty", "junk", "huge"])
 def test_malformed_signatures_fail(signature: bytes, certs: dict[str, x509.Certificate]) -> None:
     for cert in certs.values():
         with pytest.raises(CertError, match="^proof of possession failed"):

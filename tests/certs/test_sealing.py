@@ -91,9 +91,7 @@ def test_master_key_must_be_32_bytes(size: int) -> None:
 
 
 def test_master_key_must_be_bytes() -> None:
-    with pytest.raises(
-        CertError, match=r"master key must be exactly 32 bytes \(AES-256\), got str$"
-    ):
+    with pytest.raises(CertError, match=r"master key must be exactly 32 bytes \(AES-256\), got str$"):
         KeySealer("x" * 32)  # type: ignore[arg-type]
 
 

@@ -149,11 +149,7 @@ def test_chain_and_key_in_one_file(root_ca: CertificateAuthority) -> None:
     leaf = build_certificate(
         key=key, common_name="gw.example.com", issuer=(root_ca.certificate, root_ca.private_key), ca=False
     )
-    pem = (
-        leaf.public_bytes(serialization.Encoding.PEM)
-        + root_ca.certificate_pem().encode()
-        + _plain_key(key)
-    )
+    pem = leaf.public_bytes(serialization.Encoding.PEM) + root_ca.certificate_pem().encode() + _plain_key(key)
     loaded = ServerCertificate.from_pem(pem, pem)
     assert loaded.certificate == leaf
     assert loaded.chain == (root_ca.certificate,)

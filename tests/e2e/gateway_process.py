@@ -41,11 +41,7 @@ def gateway_command() -> str:
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The test's environment without proxy settings or gateway secrets, plus `extra`."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.lower().endswith("_proxy") and k not in _ENV_DROPPED
-    }
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and k not in _ENV_DROPPED}
     env.update(extra or {})
     return env
 
@@ -155,7 +151,9 @@ class GatewayProcess:
                     response = client.get(f"{self.admin_url}/healthz")
                 if response.status_code == 200 and BANNER_END in self.stdout():
                     return  # the banner comes a moment after the admin API answers
-                last = f"HTTP {response.status_code}" + ("" if BANNER_END in self.stdout() else ", no banner yet")
+                last = f"HTTP {response.status_code}" + (
+                    "" if BANNER_END in self.stdout() else ", no banner yet"
+                )
             except httpx.HTTPError as e:
                 last = repr(e)
             time.sleep(0.1)
@@ -173,11 +171,7 @@ class GatewayProcess:
         started = time.monotonic()
         code = tools.stop(self.proc, sig=signal.SIGTERM, timeout=STOP_TIMEOUT)
         if code != 0:
-            what = (
-                f"exited {code}"
-                if code is not None
-                else f"still running after {STOP_TIMEOUT} s (killed)"
-            )
+            what = f"exited {code}" if code is not None else f"still running after {STOP_TIMEOUT} s (killed)"
             pytest.fail(
                 f"gateway on SIGTERM {what}, expected exit 0 "
                 f"(after {time.monotonic() - started:.1f} s)\n"
@@ -218,9 +212,7 @@ class GatewayProcess:
         """The in-use CA as the gateway publishes it."""
         with httpx.Client(trust_env=False, timeout=10, verify=self.verify()) as client:
             response = client.get(f"{self.admin_url}/pki/ca.pem")
-        assert response.status_code == 200, (
-            f"/pki/ca.pem: {response.status_code} {response.text[:300]}"
-        )
+        assert response.status_code == 200, f"/pki/ca.pem: {response.status_code} {response.text[:300]}"
         assert "BEGIN CERTIFICATE" in response.text, response.text[:300]
         return response.text
 

@@ -110,8 +110,7 @@ class Origin:
   }}"""
         )
         temp = "\n".join(
-            f"  {k}_temp_path {d}/tmp/{k};"
-            for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            f"  {k}_temp_path {d}/tmp/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
         return f"""daemon off;
 master_process off;
@@ -147,8 +146,7 @@ http {{
                 start_new_session=True,
             )
         if not all(
-            tools.wait_for_port(port, timeout=10, proc=self.proc)
-            for port in (self.port, self.http_port)
+            tools.wait_for_port(port, timeout=10, proc=self.proc) for port in (self.port, self.http_port)
         ):
             self.stop()
             raise RuntimeError(

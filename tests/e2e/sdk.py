@@ -33,18 +33,14 @@ def account_id(c: Cloudflare) -> str:
     """The single account, walking the SDK's auto-pagination (bounded: a server that ignores
     `page` would otherwise loop forever)."""
     accounts = list(itertools.islice(c.accounts.list(), 20))
-    assert len(accounts) == 1, (
-        f"expected the one embedded account, got {len(accounts)}: {accounts[:3]}"
-    )
+    assert len(accounts) == 1, f"expected the one embedded account, got {len(accounts)}: {accounts[:3]}"
     assert accounts[0].id
     return accounts[0].id
 
 
 def certificates(c: Cloudflare, account: str) -> dict[str, Any]:
     """Gateway certificates by id."""
-    return {
-        str(cert.id): cert for cert in c.zero_trust.gateway.certificates.list(account_id=account)
-    }
+    return {str(cert.id): cert for cert in c.zero_trust.gateway.certificates.list(account_id=account)}
 
 
 def wait_binding_status(
@@ -62,17 +58,13 @@ def wait_binding_status(
         if cert.binding_status == status:
             return cert
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"certificate {cert_id} never became {status!r} in {timeout} s; saw {seen}"
-            )
+            raise AssertionError(f"certificate {cert_id} never became {status!r} in {timeout} s; saw {seen}")
         time.sleep(0.1)
 
 
 def generate_available(c: Cloudflare, account: str, *, days: int = 1825) -> Any:
     """Generate a CA, activate it and wait until it is available (not turned on)."""
-    created = c.zero_trust.gateway.certificates.create(
-        account_id=account, validity_period_days=days
-    )
+    created = c.zero_trust.gateway.certificates.create(account_id=account, validity_period_days=days)
     assert created is not None and created.id
     assert created.binding_status == "inactive", created.binding_status
     assert created.in_use is False
@@ -81,6 +73,4 @@ def generate_available(c: Cloudflare, account: str, *, days: int = 1825) -> Any:
 
 
 def turn_on(c: Cloudflare, account: str, cert_id: str) -> None:
-    c.zero_trust.gateway.configurations.edit(
-        account_id=account, settings={"certificate": {"id": cert_id}}
-    )
+    c.zero_trust.gateway.configurations.edit(account_id=account, settings={"certificate": {"id": cert_id}})

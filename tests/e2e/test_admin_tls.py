@@ -97,7 +97,9 @@ def test_plain_http_and_a_client_that_does_not_trust_it_are_refused(tls_gateway:
     plain = curl("-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{gw.admin_port}/healthz")
     assert plain.returncode != 0 and plain.stdout.decode() in ("", "000"), (plain.stdout, plain.stderr)
     untrusted = curl(f"https://127.0.0.1:{gw.admin_port}/healthz")
-    assert untrusted.returncode == 60, untrusted.stderr.decode()  # curl: peer certificate cannot be authenticated
+    assert untrusted.returncode == 60, (
+        untrusted.stderr.decode()
+    )  # curl: peer certificate cannot be authenticated
 
 
 def test_the_banner_shows_the_https_url_and_the_certificate_fingerprint(tls_gateway: GatewayProcess) -> None:
@@ -107,7 +109,11 @@ def test_the_banner_shows_the_https_url_and_the_certificate_fingerprint(tls_gate
     assert f"admin TLS    SHA-256 {fingerprint(gw)}" in banner, banner
     assert f"--cacert {gw.admin_cert}" in banner, banner
     assert "PRIVATE KEY" not in banner and "PRIVATE KEY" not in gw.stderr_tail(200)
-    assert gw.admin_cert.with_name("admin-tls.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert (
+        gw.admin_cert.with_name("admin-tls.key")
+        .read_bytes()
+        .startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    )
 
 
 def test_the_admin_cli_needs_cacert_for_the_self_signed_certificate(tls_gateway: GatewayProcess) -> None:
@@ -156,7 +162,8 @@ def test_a_token_with_another_fingerprint_is_refused_before_anything_is_sent(
     err = refused.stderr.decode()
     assert refused.returncode == 1, err
     assert re.search(
-        rf"presented a certificate with SHA-256 fingerprint {fingerprint(gw)}, not the pinned {wrong}: refusing", err
+        rf"presented a certificate with SHA-256 fingerprint {fingerprint(gw)}, not the pinned {wrong}: refusing",
+        err,
     ), err
     assert not agent.state.exists()
     # Nothing reached the server: the one-time secret is still unused.

@@ -22,9 +22,7 @@ GARBAGE_PEM = "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFI
 
 def _error(response: httpx.Response, status: int) -> str:
     """Assert a Cloudflare-shaped error envelope with `status`; return its first message."""
-    assert response.status_code == status, (
-        f"want {status}, got {response.status_code}: {response.text[:500]}"
-    )
+    assert response.status_code == status, f"want {status}, got {response.status_code}: {response.text[:500]}"
     body = response.json()
     assert body["success"] is False, body
     assert body["errors"] and body["errors"][0]["message"], body
@@ -60,9 +58,7 @@ def test_bad_requests_are_refused_and_process_keeps_serving(
         )
         assert "certificate" in message.lower(), message
 
-        message = _error(
-            api.post(f"{base}/gateway/certificates", json={"validity_period_days": 0}), 400
-        )
+        message = _error(api.post(f"{base}/gateway/certificates", json={"validity_period_days": 0}), 400)
         assert "validity_period_days" in message, message
 
         _error(
@@ -78,9 +74,7 @@ def test_bad_requests_are_refused_and_process_keeps_serving(
         _error(api.post(f"{base}/gateway/certificates/{UNKNOWN_ID}/activate"), 404)
         _error(api.delete(f"{base}/gateway/certificates/{UNKNOWN_ID}"), 404)
 
-        big = json.dumps(
-            {"name": "big", "ca": True, "certificates": "A" * (1024 * 1024 + 10)}
-        ).encode()
+        big = json.dumps({"name": "big", "ca": True, "certificates": "A" * (1024 * 1024 + 10)}).encode()
         _error(
             api.post(
                 f"{base}/mtls_certificates",

@@ -178,9 +178,7 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
         assert_stores(root, db, {first_fp, second_fp}, set())
         assert nss_pem(db, f"Gateway {second_fp}") == second_ca
         assert devices_of(c, account, second.id) == {"installed": 1, "missing": 0, "reporting": 1}
-        listed: Any = c.get(
-            f"/accounts/{account}/gateway/certificates/{second.id}/devices", cast_to=object
-        )
+        listed: Any = c.get(f"/accounts/{account}/gateway/certificates/{second.id}/devices", cast_to=object)
         rows = listed["result"] if isinstance(listed, dict) else listed
         assert [(r["installed"], r["reporting"]) for r in rows] == [(True, True)], rows
         assert set(rows[0]["stores"]) == {"system", f"nss:{db}"}, rows
@@ -201,7 +199,8 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
             got = curl.via_proxy(gw.proxy_port, origin.url(host), cacert=only_second)
             assert got.returncode == 0 and got.status == 200, (host, got.stderr)
             assert got.certs and issued_by(got.certs[0], second_ca), (
-                host, describe(got.certs[0]) if got.certs else None,
+                host,
+                describe(got.certs[0]) if got.certs else None,
             )
 
         # --- 5. the first CA deactivated: the next sync removes it, not the hand-added root ----

@@ -118,8 +118,6 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
             f"/accounts/{account}/mtls_certificates/{uploaded.id}",
         ):
             response = api.get(path)
-            assert response.status_code == 200, (
-                f"GET {path}: {response.status_code} {response.text[:300]}"
-            )
+            assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:300]}"
             assert "PRIVATE KEY" not in response.text, path
             assert byo.key_pem.splitlines()[1] not in response.text, path

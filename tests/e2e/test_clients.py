@@ -33,9 +33,7 @@ def test_curl_gets_origin_body_over_h2_and_h1(
     flag: str, client_version: str, origin_protocol: str,
 ) -> None:  # fmt: skip
     ca = ca_file(shared_gateway)
-    result = curl.via_proxy(
-        shared_gateway.proxy_port, origin.url("origin.test"), cacert=ca, args=(flag,)
-    )
+    result = curl.via_proxy(shared_gateway.proxy_port, origin.url("origin.test"), cacert=ca, args=(flag,))
     assert result.returncode == 0, result.stderr
     assert result.status == 200
     # The client side spoke `client_version`; the origin page says what nginx was spoken to with.
@@ -57,16 +55,13 @@ def test_python_sees_leaf_from_in_use_ca(
     leaf = got.leaf
 
     assert leaf.issuer == ca.subject, describe(leaf)
-    assert leaf.extensions.get_extension_for_class(
-        x509.AuthorityKeyIdentifier
-    ).value.key_identifier == ski(ca)
+    assert leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier == ski(
+        ca
+    )
     leaf.verify_directly_issued_by(ca)
     # The web PKI path validator (SAN, EKU, AKI, basicConstraints, criticality, time) accepts it.
     chain = (
-        PolicyBuilder()
-        .store(Store([ca]))
-        .build_server_verifier(x509.DNSName("origin.test"))
-        .verify(leaf, [])
+        PolicyBuilder().store(Store([ca])).build_server_verifier(x509.DNSName("origin.test")).verify(leaf, [])
     )
     assert chain == [leaf, ca]
     reuses_ca_key = public_key_der(leaf) == public_key_der(ca)
@@ -78,9 +73,7 @@ def test_python_sees_leaf_from_in_use_ca(
     assert bc.critical and not bc.value.ca
 
     # Backdated by about an hour (SPEC §3), not by days; the shared gateway may have cached it.
-    assert before - dt.timedelta(hours=2) <= leaf.not_valid_before_utc <= before, (
-        leaf.not_valid_before_utc
-    )
+    assert before - dt.timedelta(hours=2) <= leaf.not_valid_before_utc <= before, leaf.not_valid_before_utc
     assert leaf.not_valid_after_utc > before + dt.timedelta(days=40)
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     assert lifetime <= dt.timedelta(days=47), f"leaf lifetime {lifetime} (notBefore to notAfter)"

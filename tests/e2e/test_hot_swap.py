@@ -57,9 +57,7 @@ def _load(
                 raise AssertionError(f"status {got.status}: {got.body[:200]!r}")
             out.append(Handshake(started, time.monotonic(), got.leaf, None))
         except Exception as e:  # recorded and asserted on below
-            out.append(
-                Handshake(started, time.monotonic(), None, f"{host}: {type(e).__name__}: {e}")
-            )
+            out.append(Handshake(started, time.monotonic(), None, f"{host}: {type(e).__name__}: {e}"))
 
 
 def _keepalive_get(conn: http.client.HTTPSConnection) -> str:

@@ -81,9 +81,7 @@ def test_leaf_aia_and_crl_urls_are_served(
             parts = urlsplit(url)
             assert parts.scheme == "http" and parts.hostname == PUBLIC_HOST, url
             assert parts.port == shared_gateway.admin_port, url
-            return client.get(
-                f"http://127.0.0.1:{parts.port}{parts.path}", headers={"Host": parts.netloc}
-            )
+            return client.get(f"http://127.0.0.1:{parts.port}{parts.path}", headers={"Host": parts.netloc})
 
         for url in ca_issuers:
             response = get(url)
@@ -98,11 +96,7 @@ def test_leaf_aia_and_crl_urls_are_served(
             assert crl.issuer == ca.subject
             ca_key = ca.public_key()
             assert isinstance(ca_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey), ca_key
-            assert crl.is_signature_valid(ca_key), (
-                f"{url}: CRL signature does not verify with the CA"
-            )
+            assert crl.is_signature_valid(ca_key), f"{url}: CRL signature does not verify with the CA"
             assert crl.last_update_utc <= now + dt.timedelta(minutes=5), crl.last_update_utc
-            assert crl.next_update_utc is not None and crl.next_update_utc > now, (
-                crl.next_update_utc
-            )
+            assert crl.next_update_utc is not None and crl.next_update_utc > now, crl.next_update_utc
             assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is None

@@ -50,9 +50,7 @@ def test_stock_mitmdump_signs_with_store_in_use_ca(
         )  # fmt: skip
     try:
         if not tools.wait_for_port(port, timeout=30, proc=proc):
-            pytest.fail(
-                f"mitmdump did not listen (exit {proc.poll()}):\n{tools.tail(log)}", pytrace=False
-            )
+            pytest.fail(f"mitmdump did not listen (exit {proc.poll()}):\n{tools.tail(log)}", pytrace=False)
         result = curl.via_proxy(port, origin.url("origin.test"), cacert=ca_path)
         assert result.returncode == 0, f"{result.stderr}\n--- mitmdump ---\n{tools.tail(log)}"
         assert result.status == 200 and body_for("origin.test") in result.body

@@ -86,9 +86,7 @@ def _origin_log_caught_up(lab: PolicyLab, origin: Origin, ca: Path) -> None:
     """An allowed request with a fresh marker, waited for in nginx's log (bounded): a request
     that reached the origin before it would be logged by now, so absent markers mean something."""
     marker = f"e2e-allowed-{uuid.uuid4().hex}"
-    allowed = curl.via_proxy(
-        lab.gateway.proxy_port, lab.url(UNMATCHED, f"/{marker}"), cacert=ca
-    )
+    allowed = curl.via_proxy(lab.gateway.proxy_port, lab.url(UNMATCHED, f"/{marker}"), cacert=ca)
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.status == 200 and body_for(UNMATCHED) in allowed.body, allowed.body[:300]
     deadline = time.monotonic() + 5
@@ -229,9 +227,7 @@ def test_do_not_inspect_rule_passes_the_origin_certificate_through(
     assert issued_by(inspected.certs[0], load_pem(gw.ca_pem())), describe(inspected.certs[0])
 
 
-def test_untrusted_upstream_handled_as_the_rule_says(
-    policy_lab: PolicyLab, ca_file: CaFile
-) -> None:
+def test_untrusted_upstream_handled_as_the_rule_says(policy_lab: PolicyLab, ca_file: CaFile) -> None:
     gw = policy_lab.gateway
     ca = ca_file(gw)
 
@@ -264,9 +260,7 @@ def test_untrusted_upstream_handled_as_the_rule_says(
     assert again.status == 403, again.body[:500]
 
 
-def test_file_rules_are_listed_and_read_only_through_the_api(
-    policy_lab: PolicyLab, ca_file: CaFile
-) -> None:
+def test_file_rules_are_listed_and_read_only_through_the_api(policy_lab: PolicyLab, ca_file: CaFile) -> None:
     gw = policy_lab.gateway
     account = policy_lab.account()
     path = f"/accounts/{account}/gateway/rules"
@@ -429,9 +423,7 @@ def test_sdk_do_not_inspect_rule_runs_before_block_rules(
     assert blocked.status == 403 and BLOCK_RULE.id in blocked.body, blocked.body[:300]
 
 
-def test_sdk_access_changes_take_effect_on_the_next_request(
-    policy_lab: PolicyLab, ca_file: CaFile
-) -> None:
+def test_sdk_access_changes_take_effect_on_the_next_request(policy_lab: PolicyLab, ca_file: CaFile) -> None:
     """Access objects made through the SDK decide live traffic at once: a bypass policy for the
     client's address lets the application's host through; narrowed to another network (PUT) it
     no longer does (deny by default); with the application deleted the host is unprotected."""
@@ -571,9 +563,7 @@ def test_redirect_preserving_path_keeps_the_target_query(
     assert query.get("src") == ["gateway"], f"target_uri's own query was dropped: {location!r}"
 
 
-def test_block_page_escapes_rule_text_and_settings(
-    policy_lab: PolicyLab, ca_file: CaFile
-) -> None:
+def test_block_page_escapes_rule_text_and_settings(policy_lab: PolicyLab, ca_file: CaFile) -> None:
     """Rule names, reasons and block_page settings are text, never markup: an administrator's
     (or an attacker with API access's) HTML must not run in every blocked user's browser."""
     gw = policy_lab.gateway
@@ -608,9 +598,7 @@ def test_block_page_escapes_rule_text_and_settings(
                 args=("-H", "Accept: text/html"),
             )  # fmt: skip
         finally:
-            c.zero_trust.gateway.configurations.edit(
-                account_id=account, settings={"block_page": None}
-            )
+            c.zero_trust.gateway.configurations.edit(account_id=account, settings={"block_page": None})
             c.zero_trust.gateway.rules.delete(rule.id, account_id=account)
     assert page.status == 403, page.body[:300]
     html = page.body
@@ -762,8 +750,7 @@ def test_policy_test_endpoint_and_cli_explain_agree(policy_lab: PolicyLab) -> No
     assert f"'{BLOCK_RULE.name}' (block): MATCH" in out, out
     result_line = out.strip().splitlines()[-1]
     assert result_line == (
-        f"result: block by rule '{BLOCK_RULE.name}' (precedence {BLOCK_RULE.precedence}, "
-        f"id {BLOCK_RULE.id})"
+        f"result: block by rule '{BLOCK_RULE.name}' (precedence {BLOCK_RULE.precedence}, id {BLOCK_RULE.id})"
     ), out
     # Same rules, same request: the CLI prints the trace the API returns.
     assert result_line == f"result: {result['summary']}"

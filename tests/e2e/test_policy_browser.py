@@ -53,9 +53,7 @@ def test_block_page_in_chromium_shows_rule_reason_and_settings(
                 screenshot=shot,
             )
         finally:
-            c.zero_trust.gateway.configurations.edit(
-                account_id=account, settings={"block_page": None}
-            )
+            c.zero_trust.gateway.configurations.edit(account_id=account, settings={"block_page": None})
 
     context = f"DOM: {page.dom[:1500]!r}\nnet errors: {page.net_errors}\nstderr: {page.stderr[-800:]}"
     assert not {e for e in page.net_errors if e.startswith("ERR_CERT")}, context

@@ -201,7 +201,9 @@ def failed_rule_blocked(result: curl.CurlResult, lab: PostureLab) -> bool:
     return result.status == 403 and f"rule: {FAILED_RULE} ({lab.failed_rule_id})" in result.body.splitlines()
 
 
-def wait_decision(lab: PostureLab, url: str, *, blocked: bool, within: float) -> tuple[float, curl.CurlResult]:
+def wait_decision(
+    lab: PostureLab, url: str, *, blocked: bool, within: float
+) -> tuple[float, curl.CurlResult]:
     """Request `url` as the device until the Gateway rule's answer is `blocked` (bounded by
     `within` seconds); the seconds it took and the last answer."""
     started = time.monotonic()
@@ -219,9 +221,7 @@ def parse_time(text: str) -> dt.datetime:
 
 
 @pytest.fixture(scope="module")
-def lab(
-    tmp_path_factory: pytest.TempPathFactory, origin: Origin, hosts_file: Path
-) -> Iterator[PostureLab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, origin: Origin, hosts_file: Path) -> Iterator[PostureLab]:
     base = tmp_path_factory.mktemp("posture")
     gw = GatewayProcess(
         data_dir=base / "data", log_dir=base / "logs", upstream_ca=origin.ca_path, hosts=hosts_file
@@ -411,7 +411,10 @@ def test_enroll_check_and_report_store_verified_passes(lab: PostureLab) -> None:
 
     before = dt.datetime.now(dt.UTC).replace(microsecond=0)
     stored = lab.report_passing()
-    for name, expiry in ((PEM_RULE, dt.timedelta(seconds=PEM_EXPIRATION)), (NSS_RULE, dt.timedelta(minutes=2))):
+    for name, expiry in (
+        (PEM_RULE, dt.timedelta(seconds=PEM_EXPIRATION)),
+        (NSS_RULE, dt.timedelta(minutes=2)),
+    ):
         until = parse_time(stored[name][1])
         assert before + expiry <= until <= dt.datetime.now(dt.UTC) + expiry, (name, stored[name])
         assert stored[name][2].startswith("verified: issued by CN=e2e Device Signing CA"), stored
@@ -444,9 +447,7 @@ def test_enroll_check_and_report_store_verified_passes(lab: PostureLab) -> None:
 
     # last_seen_identity (SDK): devicePosture success for both rule ids.
     with sdk.client(lab.gw) as c:
-        identity = c.zero_trust.access.users.last_seen_identity.get(
-            user_id_of(lab), account_id=lab.account
-        )
+        identity = c.zero_trust.access.users.last_seen_identity.get(user_id_of(lab), account_id=lab.account)
         assert identity is not None and identity.device_posture is not None, identity
         assert (identity.email, identity.device_id) == (EMAIL, device_id), identity
         for rule_id in (lab.pem_rule_id, lab.nss_rule_id):
@@ -481,9 +482,7 @@ def test_gateway_rule_allows_only_the_passing_device(lab: PostureLab) -> None:
     assert body_for("origin.test") not in anonymous.body
 
     # A wrong secret identifies nobody: the same block page (no 407 without --require-device).
-    wrong = lab.get(
-        lab.origin.url("origin.test", f"/wrong-{tag}"), proxy_user=f"{lab.agent.device_id}:wrong"
-    )
+    wrong = lab.get(lab.origin.url("origin.test", f"/wrong-{tag}"), proxy_user=f"{lab.agent.device_id}:wrong")
     assert block_rule_blocked(wrong, lab), (wrong.status, wrong.body[:400])
 
     # Credentials that are not Basic, or not base64, identify nobody either (never a 5xx).
@@ -626,7 +625,11 @@ def test_an_expired_pass_counts_as_failed(lab: PostureLab) -> None:
     assert late <= DECISION_DELAY + 1, f"blocked {late:.1f} s after the pass expired at {until}"
 
     failed = lab.get(lab.origin.url(FAILED_HOST, "/expiry"))
-    assert failed_rule_blocked(failed, lab), ("expired, yet not in checks.failed", failed.status, failed.body[:300])
+    assert failed_rule_blocked(failed, lab), (
+        "expired, yet not in checks.failed",
+        failed.status,
+        failed.body[:300],
+    )
     posture = lab.identity()["devicePosture"][lab.pem_rule_id]
     assert posture["success"] is False, posture
     assert posture["error"].startswith("result expired at"), posture
@@ -877,7 +880,9 @@ def _bad_agent_input(lab: PostureLab, windows_rule: str) -> None:
     assert any("malformed" in e["reason"].lower() or "json" in e["reason"].lower() for e in refused), refused
     # The real agent puts it right.
     lab.report_passing()
-    _, ok = wait_decision(lab, lab.origin.url("origin.test", "/restored"), blocked=False, within=DECISION_DELAY)
+    _, ok = wait_decision(
+        lab, lab.origin.url("origin.test", "/restored"), blocked=False, within=DECISION_DELAY
+    )
     assert ok.status == 200, ok.body[:300]
 
 
@@ -948,7 +953,10 @@ def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
     credentials identify nobody on the next request, on a new connection or on one it opened
     before, and its agent is told to enroll again."""
     with lab.gw.api() as api:
-        made = api.post(f"/accounts/{lab.account}/devices/enrollment_tokens", json={"email": "bob@example.com", "expires_in": "10m"})
+        made = api.post(
+            f"/accounts/{lab.account}/devices/enrollment_tokens",
+            json={"email": "bob@example.com", "expires_in": "10m"},
+        )
     assert made.status_code == 200, made.text
     second = Agent(state=lab.base / "second-agent" / "state.json", home=lab.agent.home)
     enrolled = second.run(
@@ -965,7 +973,9 @@ def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
     with httpx.Client(base_url=f"{lab.gw.api_base}/agent", trust_env=False, timeout=15) as http:
         theirs = http.post("/nonce", headers={"Authorization": lab.agent.basic_auth()}, json={})
         assert theirs.status_code == 200, theirs.text
-        claim = passing_claim(lab.pem_client, theirs.json()["result"]["nonce"], second.device_id, lab.pem_rule_id)
+        claim = passing_claim(
+            lab.pem_client, theirs.json()["result"]["nonce"], second.device_id, lab.pem_rule_id
+        )
         got = http.post("/results", headers={"Authorization": second.basic_auth()}, json={"results": [claim]})
     assert got.status_code == 200, got.text
     stored = got.json()["result"][0]
@@ -974,7 +984,9 @@ def test_a_deleted_device_is_anonymous_at_once(lab: PostureLab) -> None:
 
     ran = second.run("report")
     assert ran.returncode == 0, ran.stderr.decode()
-    assert table_rows(ran.stdout.decode(), REPORT_COLUMNS)[PEM_RULE][0] == "pass (verified)", ran.stdout.decode()
+    assert table_rows(ran.stdout.decode(), REPORT_COLUMNS)[PEM_RULE][0] == "pass (verified)", (
+        ran.stdout.decode()
+    )
     url = lab.origin.url("origin.test", "/second-device")
     allowed = lab.get(url, proxy_user=second.proxy_user)
     assert allowed.status == 200 and body_for("origin.test") in allowed.body, allowed.body[:300]

@@ -85,9 +85,7 @@ def test_restart_keeps_certificates_and_signer(
     secrets = {
         "PEM private key": b"PRIVATE KEY",
         "uploaded key (PKCS#8 DER)": byo.key_der,
-        "uploaded key (raw scalar)": byo.private_key.private_numbers().private_value.to_bytes(
-            32, "big"
-        ),
+        "uploaded key (raw scalar)": byo.private_key.private_numbers().private_value.to_bytes(32, "big"),
         # DER headers of any unencrypted P-256 key (the generated CAs' too), PKCS#8 and SEC1.
         "a P-256 PKCS#8 DER key": P256_PKCS8_DER_PREFIX,
         "a P-256 SEC1 DER key": P256_SEC1_DER_PREFIX,
@@ -129,9 +127,7 @@ def test_first_start_prints_admin_token_once(gateway_factory: GatewayFactory) ->
         working = _working_tokens(gw, gw.stdout(1))
         if not working:
             time.sleep(0.2)
-    assert len(working) == 1, (
-        f"no working admin token on first start's stdout:\n{gw.stdout(1)[-2000:]}"
-    )
+    assert len(working) == 1, f"no working admin token on first start's stdout:\n{gw.stdout(1)[-2000:]}"
     token = working[0]
     with gw.api(token=None) as api:
         assert api.get("/accounts").status_code == 401

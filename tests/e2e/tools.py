@@ -35,9 +35,7 @@ def venv_program(name: str) -> str:
     for candidate in (Path(sys.executable).parent / name, REPO / ".venv" / "bin" / name):
         if candidate.exists():
             return str(candidate)
-    pytest.fail(
-        f"{name!r} not found next to {sys.executable}: run scripts/bootstrap test", pytrace=False
-    )
+    pytest.fail(f"{name!r} not found next to {sys.executable}: run scripts/bootstrap test", pytrace=False)
 
 
 def run(
@@ -81,9 +79,7 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def stop(
-    proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15
-) -> int | None:
+def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
     """Send `sig`; return the exit code, or None after a SIGKILL when it did not stop in time."""
     if proc.poll() is not None:
         return proc.returncode
@@ -118,9 +114,7 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port after 50 tries")
 
 
-def wait_for_port(
-    port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None
-) -> bool:
+def wait_for_port(port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """True once something accepts on 127.0.0.1:port; False on timeout or when `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

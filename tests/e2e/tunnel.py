@@ -76,9 +76,7 @@ def fetch(
         if der is None:
             raise TunnelError("no peer certificate")
         alpn = tls.selected_alpn_protocol()
-        tls.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
-        )
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
             chunk = tls.recv(65536)

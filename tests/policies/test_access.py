@@ -238,15 +238,11 @@ def test_policy_refused(wire: dict[str, Any], message: str) -> None:
 def test_device_posture_rule_accepts_cloudflares_account_id() -> None:
     wire = {"device_posture": {"integration_uid": POSTURE, "account_id": "a" * 32}}
     rule = AccessRule.from_api(wire, where="policy", path=("include", 0))
-    assert rule.value == POSTURE and rule.to_api() == {
-        "device_posture": {"integration_uid": POSTURE}
-    }
+    assert rule.value == POSTURE and rule.to_api() == {"device_posture": {"integration_uid": POSTURE}}
 
 
 def test_policy_not_a_mapping() -> None:
-    with pytest.raises(
-        FieldError, match=r"policy: must be a mapping of keys to values, got a list"
-    ):
+    with pytest.raises(FieldError, match=r"policy: must be a mapping of keys to values, got a list"):
         AccessPolicy.from_api([], where="policy")
 
 
@@ -379,12 +375,8 @@ def test_first_matching_policy_decides(decision: str, allowed: bool) -> None:
 def test_order_of_execution_is_cloudflares() -> None:
     """Bypass and non_identity first (each in order), then allow/deny in order: here
     deny (listed first) beats allow, and bypass (listed last) beats both."""
-    deny = AccessPolicy.from_api(
-        {"id": "d", "name": "d", "decision": "deny", "include": [YES]}, where="p"
-    )
-    allow = AccessPolicy.from_api(
-        {"id": "a", "name": "a", "decision": "allow", "include": [YES]}, where="p"
-    )
+    deny = AccessPolicy.from_api({"id": "d", "name": "d", "decision": "deny", "include": [YES]}, where="p")
+    allow = AccessPolicy.from_api({"id": "a", "name": "a", "decision": "allow", "include": [YES]}, where="p")
     bypass = AccessPolicy.from_api(
         {"id": "b", "name": "b", "decision": "bypass", "include": [{"ip": {"ip": "10.20.0.0/16"}}]},
         where="p",
@@ -399,12 +391,8 @@ def test_order_of_execution_is_cloudflares() -> None:
 
 
 def test_precedence_orders_policies() -> None:
-    deny = AccessPolicy.from_api(
-        {"id": "d", "name": "d", "decision": "deny", "include": [YES]}, where="p"
-    )
-    allow = AccessPolicy.from_api(
-        {"id": "a", "name": "a", "decision": "allow", "include": [YES]}, where="p"
-    )
+    deny = AccessPolicy.from_api({"id": "d", "name": "d", "decision": "deny", "include": [YES]}, where="p")
+    allow = AccessPolicy.from_api({"id": "a", "name": "a", "decision": "allow", "include": [YES]}, where="p")
     engine = AccessEngine.build(
         [app("intranet.example.com", {"id": "d", "precedence": 2}, {"id": "a", "precedence": 1})],
         [deny, allow],
@@ -475,13 +463,9 @@ def test_explain_names_the_deciding_clause() -> None:
     engine = AccessEngine.build([app("intranet.example.com", "e")], [employees])
     unmanaged = engine.explain(facts(email="ana@example.com"))
     assert unmanaged is not None and not unmanaged.allowed
-    assert f"require (all of 1): no, device_posture {POSTURE} does not hold" in "\n".join(
-        unmanaged.trace
-    )
+    assert f"require (all of 1): no, device_posture {POSTURE} does not hold" in "\n".join(unmanaged.trace)
     former = engine.explain(facts(email="former@example.com", passed=(POSTURE,)))
-    assert former is not None and "excluded, email former@example.com holds" in "\n".join(
-        former.trace
-    )
+    assert former is not None and "excluded, email former@example.com holds" in "\n".join(former.trace)
     good = engine.explain(facts(email="ana@example.com", passed=(POSTURE,)))
     assert good is not None and good.allowed
     assert (

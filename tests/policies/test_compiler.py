@@ -136,7 +136,11 @@ CASES: list[tuple[str, Mapping[str, object], bool]] = [
     ('any(identity.groups.name[*] contains "eng")', {GROUPS: ["x-eng-y"]}, True),
     ('any(identity.groups.name[*] matches "^eng-")', {GROUPS: ["ops", "eng-1"]}, True),
     ('any(lower(identity.groups.name[*]) == "eng")', {GROUPS: ["ENG"]}, True),
-    ('any(identity.groups.name[*] == "a" and identity.email == "e")', {GROUPS: ["a"], "identity.email": "e"}, True),
+    (
+        'any(identity.groups.name[*] == "a" and identity.email == "e")',
+        {GROUPS: ["a"], "identity.email": "e"},
+        True,
+    ),
     ('any(identity.groups.name[*] == "a" and identity.email == "e")', {GROUPS: ["a"]}, False),
     ('any(identity.groups.name[*] == "a" or identity.groups.name[*] == "b")', {GROUPS: ["b"]}, True),
     ('any(not identity.groups.name[*] == "a")', {GROUPS: ["a", "b"]}, True),
@@ -148,8 +152,11 @@ CASES: list[tuple[str, Mapping[str, object], bool]] = [
     ("all(t.ips[*] in {10.0.0.0/8})", {"t.ips": (ip("::1"), ip("10.1.1.1"))}, False),
     ("any(t.flags[*])", {"t.flags": (False, True)}, True),
     ("all(t.flags[*])", {"t.flags": (False, True)}, False),
-    ('any(identity.groups.name[*] == "a" and any(device_posture.checks.passed[*] == "p"))',
-     {GROUPS: ["a"], "device_posture.checks.passed": ["p"]}, True),  # fmt: skip
+    (
+        'any(identity.groups.name[*] == "a" and any(device_posture.checks.passed[*] == "p"))',
+        {GROUPS: ["a"], "device_posture.checks.passed": ["p"]},
+        True,
+    ),
     # [*] on a scalar field: a one-element array (Cloudflare's docs write any(http.conn.dst_ip[*] ...))
     ("any(http.conn.dst_ip[*] in {10.0.0.0/8})", {DST: ip("10.2.3.4")}, True),
     ("any(http.conn.dst_ip[*] in {10.0.0.0/8})", {}, False),

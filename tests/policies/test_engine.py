@@ -36,12 +36,8 @@ def request(
     identity = Identity.of(email=email, groups=groups, passed=passed)
     facts = RequestFacts.from_url(url, method=method, identity=identity)
     if sni != "":
-        connection = ConnectionFacts(
-            sni, facts.connection.src_ip, facts.connection.dst_ip, 443, identity
-        )
-        facts = RequestFacts(
-            facts.method, facts.url, facts.host, facts.path, facts.query, connection
-        )
+        connection = ConnectionFacts(sni, facts.connection.src_ip, facts.connection.dst_ip, 443, identity)
+        facts = RequestFacts(facts.method, facts.url, facts.host, facts.path, facts.query, connection)
     return facts
 
 
@@ -127,18 +123,12 @@ def test_every_non_empty_part_must_hold() -> None:
     )
     engine = GatewayEngine.build([uploads])
     url = "https://files.example.net/upload"
+    assert engine.decide(request(url, method="POST", email="ana@example.com")).action is Action.BLOCK
     assert (
-        engine.decide(request(url, method="POST", email="ana@example.com")).action is Action.BLOCK
-    )
-    assert (
-        engine.decide(
-            request(url, method="POST", email="ana@example.com", passed=(POSTURE,))
-        ).action
+        engine.decide(request(url, method="POST", email="ana@example.com", passed=(POSTURE,))).action
         is Action.ALLOW
     )
-    assert (
-        engine.decide(request(url, method="POST", email="ana@other.example")).action is Action.ALLOW
-    )
+    assert engine.decide(request(url, method="POST", email="ana@other.example")).action is Action.ALLOW
     assert engine.decide(request(url, method="GET", email="ana@example.com")).action is Action.ALLOW
 
 
@@ -172,9 +162,7 @@ def test_on_is_an_exception_to_do_not_inspect() -> None:
 
 def test_connection_decision_without_match_inspects() -> None:
     engine = GatewayEngine.build([rule("block", 1)])
-    decision = engine.decide_connection(
-        ConnectionFacts("a.example", ipaddress.ip_address("10.0.0.1"))
-    )
+    decision = engine.decide_connection(ConnectionFacts("a.example", ipaddress.ip_address("10.0.0.1")))
     assert decision == Decision(Action.ON, None, Stage.CONNECTION)
     assert not decision.passes_through
     assert decision.summary() == "inspect (no Do Not Inspect rule matched)"
@@ -191,9 +179,7 @@ def test_connection_decision_sees_identity_and_posture() -> None:
     engine = GatewayEngine.build([off])
     src = ipaddress.ip_address("10.0.0.1")
     managed = Identity.of(passed=[POSTURE])
-    assert engine.decide_connection(
-        ConnectionFacts("a.example", src, identity=managed)
-    ).passes_through
+    assert engine.decide_connection(ConnectionFacts("a.example", src, identity=managed)).passes_through
     assert not engine.decide_connection(ConnectionFacts("a.example", src)).passes_through
 
 
@@ -214,10 +200,7 @@ def test_settings_travel_with_the_decision() -> None:
     engine = GatewayEngine.build([lab, reason])
     assert engine.decide(request()).untrusted_cert is UntrustedCertAction.PASS_THROUGH
     blocked = engine.decide(request("https://b.example/"))
-    assert (
-        blocked.settings.block_reason == "no"
-        and blocked.untrusted_cert is UntrustedCertAction.BLOCK
-    )
+    assert blocked.settings.block_reason == "no" and blocked.untrusted_cert is UntrustedCertAction.BLOCK
     assert engine.decide(request("https://c.example/")).untrusted_cert is UntrustedCertAction.BLOCK
 
 
@@ -237,24 +220,15 @@ def test_explain_names_rules_parts_and_clauses() -> None:
             rule("exe", 30, traffic='http.request.uri.path matches "[.]exe$"'),
         ]
     )
-    decision = engine.explain(
-        request("https://files.example.net/a.exe", method="POST", passed=(POSTURE,))
-    )
-    assert (
-        decision.action is Action.BLOCK
-        and decision.rule is not None
-        and decision.rule.name == "exe"
-    )
+    decision = engine.explain(request("https://files.example.net/a.exe", method="POST", passed=(POSTURE,)))
+    assert decision.action is Action.BLOCK and decision.rule is not None and decision.rule.name == "exe"
     text = decision.render()
     assert (
         "[10] 'gambling' (block): skipped, applies only to *.casino.example or casino.example, not files.example.net"
         in text
     )
     assert "[20] 'uploads' (block): no match" in text
-    assert (
-        '    traffic holds: http.request.method == "POST" is true (http.request.method = "POST")'
-        in text
-    )
+    assert '    traffic holds: http.request.method == "POST" is true (http.request.method = "POST")' in text
     assert "    device_posture does not hold:" in text
     assert "[30] 'exe' (block): MATCH" in text
     assert text.endswith("decision: block by rule 'exe' (precedence 30)")
@@ -262,12 +236,8 @@ def test_explain_names_rules_parts_and_clauses() -> None:
 
 
 def test_explain_connection() -> None:
-    engine = GatewayEngine.build(
-        [rule("bank", 10, action="off", traffic='net.sni.host == "bank.example"')]
-    )
-    decision = engine.explain_connection(
-        ConnectionFacts("bank.example", ipaddress.ip_address("10.0.0.1"))
-    )
+    engine = GatewayEngine.build([rule("bank", 10, action="off", traffic='net.sni.host == "bank.example"')])
+    decision = engine.explain_connection(ConnectionFacts("bank.example", ipaddress.ip_address("10.0.0.1")))
     assert decision.passes_through and len(decision.trace) == 1 and decision.trace[0].matched
     assert "decision: do not inspect by rule 'bank' (precedence 10)" in decision.render()
 
@@ -281,9 +251,7 @@ def test_explain_rule_without_conditions() -> None:
 
 
 def test_a_request_evaluates_only_its_candidates() -> None:
-    rules = [
-        rule(f"host {i}", i, traffic=f'http.request.host == "h{i}.example"') for i in range(1, 300)
-    ]
+    rules = [rule(f"host {i}", i, traffic=f'http.request.host == "h{i}.example"') for i in range(1, 300)]
     rules += [
         rule(f"domain {i}", 1000 + i, traffic=f'any(http.request.domains[*] == "d{i}.example")')
         for i in range(300)
@@ -331,9 +299,7 @@ CLAUSES = st.one_of(
     st.sampled_from(DOMAINS).map(lambda d: f'any(http.conn.domains[*] in {{"{d}"}})'),
     st.sampled_from(HOSTS).map(lambda h: f'net.sni.host == "{h}"'),
     st.sampled_from(["GET", "POST"]).map(lambda m: f'http.request.method == "{m}"'),
-    st.sampled_from(["^/admin", "[.]exe$", "login"]).map(
-        lambda r: f'http.request.uri.path matches "{r}"'
-    ),
+    st.sampled_from(["^/admin", "[.]exe$", "login"]).map(lambda r: f'http.request.uri.path matches "{r}"'),
     st.sampled_from(HOSTS).map(lambda h: f'lower(http.request.host) == "{h.lower()}"'),
     st.sampled_from(HOSTS).map(lambda h: f'http.request.host != "{h}"'),
 )
@@ -357,9 +323,7 @@ def rule_sets(draw: st.DrawFn) -> list[GatewayRule]:
     for index, precedence in enumerate(precedences):
         action = draw(st.sampled_from(["allow", "block", "redirect"]))
         traffic = draw(st.one_of(st.just(""), expressions()))
-        posture = draw(
-            st.sampled_from(["", f'any(device_posture.checks.passed[*] == "{POSTURE}")'])
-        )
+        posture = draw(st.sampled_from(["", f'any(device_posture.checks.passed[*] == "{POSTURE}")']))
         rules.append(rule(f"r{index}", precedence, action, traffic=traffic, device_posture=posture))
     return rules
 

@@ -32,16 +32,12 @@ def test_every_example_test_passes(examples: PolicySet) -> None:
 def test_every_rule_and_policy_is_exercised(examples: PolicySet) -> None:
     gateway, access = examples.gateway_engine(), examples.access_engine()
     results = run_tests(examples.tests, gateway, access)
-    decided_rules = {
-        r.outcome.decision.rule.name for r in results if r.outcome.decision.rule is not None
-    }
+    decided_rules = {r.outcome.decision.rule.name for r in results if r.outcome.decision.rule is not None}
     enabled = {r.name for r in examples.gateway_rules if r.enabled and r.action.value != "on"}
     assert enabled <= decided_rules, f"rules no test decides: {sorted(enabled - decided_rules)}"
     # the `on` exception shows by letting its host through inspection
     on_rules = [r for r in examples.gateway_rules if r.action.value == "on"]
-    assert any(
-        r.outcome.connection is not None and r.outcome.connection.rule in on_rules for r in results
-    )
+    assert any(r.outcome.connection is not None and r.outcome.connection.rule in on_rules for r in results)
     decided_policies = {
         r.outcome.access.policy.id for r in results if r.outcome.access and r.outcome.access.policy
     }

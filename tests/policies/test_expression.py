@@ -99,7 +99,11 @@ TYPE_ERRORS = [
     ("lower(http.conn.dst_port) == 1", 1, "lower() takes a string, but http.conn.dst_port is an int"),
     ("http.request.host", 18, "http.request.host is a string: compare it with an operator"),
     ('http.request.host[0] == "a"', 1, "http.request.host is a string, not an array"),
-    ('http.request.domains == "a"', 1, "http.request.domains is an array<string>: compare its elements inside any("),
+    (
+        'http.request.domains == "a"',
+        1,
+        "http.request.domains is an array<string>: compare its elements inside any(",
+    ),
     ('lower(http.request.domains) == "a"', 7, "is an array<string>"),
     ('http.request.domains[*] == "a"', 1, "http.request.domains[*] can only be used inside any() or all()"),
     ('any(http.request.host == "a")', 1, "any() needs an array field written with [*] inside"),
@@ -200,8 +204,12 @@ def test_render_on_a_later_line_and_inside_a_file() -> None:
         "          ^"
     )
     # the expression starts at line 12, column 9 of the file
-    assert error_of('http.request.hots == "a"').render("policies/corp.yaml", origin=(12, 9)).startswith(
-        "policies/corp.yaml:12:9: unknown field 'http.request.hots' (did you mean http.request.host?)"
+    assert (
+        error_of('http.request.hots == "a"')
+        .render("policies/corp.yaml", origin=(12, 9))
+        .startswith(
+            "policies/corp.yaml:12:9: unknown field 'http.request.hots' (did you mean http.request.host?)"
+        )
     )
     assert error.render("f.yaml", origin=(12, 9)).startswith("f.yaml:13:7: ")
 
@@ -261,7 +269,9 @@ def test_explain_names_the_deciding_clause() -> None:
 
 
 def test_explain_short_circuits() -> None:
-    expression = compile_expression('http.request.host == "a" or http.request.host == "b" or identity.email == "c"')
+    expression = compile_expression(
+        'http.request.host == "a" or http.request.host == "b" or identity.email == "c"'
+    )
     explanation = expression.explain({"http.request.host": "b"})
     assert [c.value for c in explanation.children] == [False, True, None]
     assert [c.decisive for c in explanation.children] == [False, True, False]
@@ -291,9 +301,13 @@ def test_explain_any_all_and_absent_values() -> None:
 
     explanation = compile_expression("http.conn.src_ip in {10.0.0.0/8}").explain({})
     assert explanation.note == "http.conn.src_ip is absent"
-    explanation = compile_expression('http.request.domains[3] == "x"').explain({"http.request.domains": ("a",)})
+    explanation = compile_expression('http.request.domains[3] == "x"').explain(
+        {"http.request.domains": ("a",)}
+    )
     assert explanation.note == "http.request.domains[3] is absent (1 elements)"
-    explanation = compile_expression('lower(http.request.host) == "x"').explain({"http.request.host": "X\x01"})
+    explanation = compile_expression('lower(http.request.host) == "x"').explain(
+        {"http.request.host": "X\x01"}
+    )
     assert explanation.note == 'lower(http.request.host) = "x\\x01"'
 
 
@@ -334,7 +348,11 @@ def test_explain_xor_and_not() -> None:
         ),
         ('http.request.host == "a.com" or any(http.request.domains[*] == "b.com")', {"a.com"}, {"b.com"}),
         ('http.request.host == "a.com" xor net.sni.host == "b.com"', {"a.com", "b.com"}, set()),
-        ('(http.request.host == "a" or http.request.host == "b") and identity.email == "e"', {"a", "b"}, set()),
+        (
+            '(http.request.host == "a" or http.request.host == "b") and identity.email == "e"',
+            {"a", "b"},
+            set(),
+        ),
         ('any(http.request.domains[*] == "a.com" and identity.email == "e")', set(), {"a.com"}),
         ('any(http.request.domains[*] == "a.com" or http.request.host == "h")', {"h"}, {"a.com"}),
         ('any(identity.groups.name[*] == "g" and http.request.host == "h")', {"h"}, set()),

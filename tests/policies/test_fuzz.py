@@ -54,13 +54,13 @@ def test_token_soup(tokens: list[str], separator: str) -> None:
 @SHORT
 @given(st.text(alphabet="()!not ", max_size=600))
 def test_deep_nesting_soup(source: str) -> None:
-    compiles_or_refuses(source + "http.request.host == \"a\"" + ")" * source.count("("))
+    compiles_or_refuses(source + 'http.request.host == "a"' + ")" * source.count("("))
 
 
 @SHORT
 @given(st.text(max_size=80))
 def test_random_regexes(pattern: str) -> None:
-    literal = "r#\"" + pattern + "\"#" if '"#' not in pattern else '"x"'
+    literal = 'r#"' + pattern + '"#' if '"#' not in pattern else '"x"'
     compiles_or_refuses(f"http.request.uri matches {literal}")
 
 
@@ -72,7 +72,7 @@ STRING_FIELDS = [
 ]  # fmt: skip
 ARRAY_FIELDS = ["http.request.domains", "http.conn.domains", "identity.groups.name"]
 HOSTS = ["example.com", "a.example.com", "b.example.org", "Example.com", ""]
-WORDS = HOSTS + ["GET", "POST", "/admin", "ann@corp.com", "eng", "é\"\\"]
+WORDS = HOSTS + ["GET", "POST", "/admin", "ann@corp.com", "eng", 'é"\\']
 
 
 def string_literal(value: str) -> st.SearchStrategy[str]:
@@ -112,11 +112,15 @@ def leaf(draw: st.DrawFn) -> str:
     if kind == "port":
         op = draw(st.sampled_from(["==", "!=", "<", ">", "<=", ">=", "in"]))
         if op == "in":
-            return f"http.conn.dst_port in {{{draw(st.sampled_from(['80 443', '80..443', '22 8000..8999']))}}}"
+            return (
+                f"http.conn.dst_port in {{{draw(st.sampled_from(['80 443', '80..443', '22 8000..8999']))}}}"
+            )
         return f"http.conn.dst_port {op} {draw(st.integers(-1, 70000))}"
     if kind == "ip":
         field = draw(st.sampled_from(["http.conn.src_ip", "http.conn.dst_ip"]))
-        rhs = draw(st.sampled_from(["== 10.0.0.1", "!= ::1", "in {10.0.0.0/8 ::1}", "in {10.0.0.1..10.0.0.9}"]))
+        rhs = draw(
+            st.sampled_from(["== 10.0.0.1", "!= ::1", "in {10.0.0.0/8 ::1}", "in {10.0.0.1..10.0.0.9}"])
+        )
         return f"{field} {rhs}"
     field = draw(st.sampled_from(ARRAY_FIELDS))
     if kind == "index":
@@ -156,7 +160,9 @@ def contexts(draw: st.DrawFn) -> dict[str, object]:
         "http.conn.dst_port": draw(st.sampled_from([80, 443, 8080])),
     }
     if draw(st.booleans()):
-        ctx["http.conn.src_ip"] = ipaddress.ip_address(draw(st.sampled_from(["10.0.0.1", "::1", "192.0.2.1"])))
+        ctx["http.conn.src_ip"] = ipaddress.ip_address(
+            draw(st.sampled_from(["10.0.0.1", "::1", "192.0.2.1"]))
+        )
     return {k: v for k, v in ctx.items() if draw(st.integers(0, 9)) > 0}  # sometimes absent
 
 

@@ -28,7 +28,10 @@ def values(source: str) -> list[object]:
         ("a!=b", [K.IDENT, K.NE, K.IDENT]),
         ("< <= > >= ~ !", [K.LT, K.LE, K.GT, K.GE, K.TILDE, K.BANG]),
         ("&& || ^^", [K.AND_AND, K.OR_OR, K.XOR_XOR]),
-        ("( ) { } [ ] * ,", [K.LPAREN, K.RPAREN, K.LBRACE, K.RBRACE, K.LBRACKET, K.RBRACKET, K.STAR, K.COMMA]),
+        (
+            "( ) { } [ ] * ,",
+            [K.LPAREN, K.RPAREN, K.LBRACE, K.RBRACE, K.LBRACKET, K.RBRACKET, K.STAR, K.COMMA],
+        ),
         ("f[*]", [K.IDENT, K.LBRACKET, K.STAR, K.RBRACKET]),
         ("f[]", [K.IDENT, K.LBRACKET, K.RBRACKET]),
         ("f[0]", [K.IDENT, K.LBRACKET, K.INT, K.RBRACKET]),

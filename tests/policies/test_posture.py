@@ -113,18 +113,14 @@ def test_v2_minimal_rule_takes_defaults() -> None:
     assert rule.schedule == DEFAULT_SCHEDULE == timedelta(minutes=5)
     assert rule.expiration == DEFAULT_EXPIRATION == timedelta(minutes=10)
     assert rule.match == () and rule.description == "" and rule.id == ""
-    assert rule.input == ClientCertificateInput(
-        certificate_id=CERT_ID, operating_system=OperatingSystem.MAC
-    )
+    assert rule.input == ClientCertificateInput(certificate_id=CERT_ID, operating_system=OperatingSystem.MAC)
     assert rule.cn_template is None and rule.san_templates == () and rule.extended_key_usage == ()
 
 
 def test_v1_rule() -> None:
     rule = PostureRule.from_api(v1(), where="posture rule")
     assert rule.type is PostureType.CLIENT_CERTIFICATE
-    assert rule.input == ClientCertificateInput(
-        certificate_id=CERT_ID, cn="${serial_number}_mycompany"
-    )
+    assert rule.input == ClientCertificateInput(certificate_id=CERT_ID, cn="${serial_number}_mycompany")
     assert rule.check_private_key is False and rule.input.operating_system is None
     assert rule.to_api()["input"] == {"certificate_id": CERT_ID, "cn": "${serial_number}_mycompany"}
 

@@ -89,9 +89,7 @@ def test_settings_round_trip() -> None:
         ),
         where="rule",
     )
-    assert redirect.rule_settings.redirect == RedirectSettings(
-        "https://wiki.example.com", True, False
-    )
+    assert redirect.rule_settings.redirect == RedirectSettings("https://wiki.example.com", True, False)
     assert redirect.to_api()["rule_settings"] == {
         "redirect": {
             "target_uri": "https://wiki.example.com",
@@ -139,9 +137,7 @@ def test_every_action_parses(action: Action) -> None:
         {"redirect": {"target_uri": "https://a.example"}} if action is Action.REDIRECT else {}
     )
     traffic = (
-        'net.sni.host == "a.example"'
-        if action in (Action.ON, Action.OFF)
-        else 'http.request.host == "a"'
+        'net.sni.host == "a.example"' if action in (Action.ON, Action.OFF) else 'http.request.host == "a"'
     )
     rule = GatewayRule.from_api(
         wire(action=action.value, traffic=traffic, rule_settings=settings), where="rule"
@@ -244,9 +240,7 @@ def test_refused_with_the_field_named(body: dict[str, Any], message: str) -> Non
 
 
 def test_not_a_mapping() -> None:
-    with pytest.raises(
-        FieldError, match=r"^rule: must be a mapping of keys to values, got a list$"
-    ):
+    with pytest.raises(FieldError, match=r"^rule: must be a mapping of keys to values, got a list$"):
         GatewayRule.from_api([1], where="rule")
 
 
@@ -327,9 +321,7 @@ def test_inspection_rules_use_connection_fields_only(action: str) -> None:
         FieldError,
         match=rf"action '{action}' .* is decided at the TLS ClientHello.*http.request.uri.path is not known then",
     ):
-        GatewayRule.from_api(
-            wire(action=action, traffic='http.request.uri.path == "/"'), where="rule"
-        )
+        GatewayRule.from_api(wire(action=action, traffic='http.request.uri.path == "/"'), where="rule")
     ok = GatewayRule.from_api(
         wire(
             action=action,

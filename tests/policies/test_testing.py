@@ -190,9 +190,7 @@ def test_access_expected_where_no_application_is(
     engines: tuple[GatewayEngine, AccessEngine],
 ) -> None:
     result = run_test(case(expect={"action": "allow", "access": "allow"}), *engines)
-    assert result.problems == (
-        "expected Access allow, but no Access application covers www.example.com",
-    )
+    assert result.problems == ("expected Access allow, but no Access application covers www.example.com",)
     assert "Access: no application covers www.example.com" in result.render()
 
 

@@ -253,9 +253,7 @@ def test_expression_error_in_a_block_scalar() -> None:
 def test_expression_error_in_a_folded_scalar_points_at_the_value() -> None:
     text = 'gateway_rules:\n  - name: a\n    precedence: 1\n    action: block\n    traffic: >\n      http.request.hots\n      == "a"\n'
     found = one(text)
-    assert found.startswith(
-        "p.yaml:5:14: gateway_rules[0] 'a': traffic: unknown field 'http.request.hots'"
-    )
+    assert found.startswith("p.yaml:5:14: gateway_rules[0] 'a': traffic: unknown field 'http.request.hots'")
     assert found.endswith("(line 1, column 1 of the expression)")
 
 
@@ -307,17 +305,11 @@ def test_load_files_reads_directories_and_reports_unreadable_files(tmp_path: Pat
         "access_policies:\n  - {id: p, name: p, decision: deny, include: [{everyone: {}}]}\n"
     )
     loaded = load_files([tmp_path])
-    assert (
-        len(loaded.gateway_rules) == 1 and loaded.access_policies[0].decision is PolicyDecision.DENY
-    )
-    with pytest.raises(
-        PolicyFileError, match=r"missing.yaml:1:1: cannot read: No such file or directory"
-    ):
+    assert len(loaded.gateway_rules) == 1 and loaded.access_policies[0].decision is PolicyDecision.DENY
+    with pytest.raises(PolicyFileError, match=r"missing.yaml:1:1: cannot read: No such file or directory"):
         load_files([tmp_path / "missing.yaml"])
     (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe")
-    with pytest.raises(
-        PolicyFileError, match=r"bad.yaml:1:1: cannot read: 'utf-8' codec can't decode"
-    ):
+    with pytest.raises(PolicyFileError, match=r"bad.yaml:1:1: cannot read: 'utf-8' codec can't decode"):
         load_files([tmp_path / "bad.yaml"])
 
 

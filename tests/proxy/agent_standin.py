@@ -77,7 +77,7 @@ class StandIn:
             isinstance(e, dict) and isinstance(e.get("store"), str) and isinstance(e.get("installed"), list)
             and isinstance(e.get("error"), str) for e in stores
         ):  # fmt: skip
-            return self.error(400, "expected {\"stores\": [{\"store\", \"installed\", \"error\"}]}")
+            return self.error(400, 'expected {"stores": [{"store", "installed", "error"}]}')
         self.trust_reports.append((device_id, body))
         return self.ok({"stores": len(stores), "installed": sum(len(e["installed"]) for e in stores)})
 
@@ -87,7 +87,12 @@ class StandIn:
 
     @staticmethod
     def error(status: int, message: str) -> web.Response:
-        body = {"success": False, "errors": [{"code": status, "message": message}], "messages": [], "result": None}
+        body = {
+            "success": False,
+            "errors": [{"code": status, "message": message}],
+            "messages": [],
+            "result": None,
+        }
         return web.json_response(body, status=status)
 
     async def enroll(self, request: web.Request) -> web.Response:
@@ -172,7 +177,9 @@ class StandIn:
 class ServerThread:
     """Serves an aiohttp application on 127.0.0.1 from a thread of its own."""
 
-    def __init__(self, make_app: Callable[[], web.Application], *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, make_app: Callable[[], web.Application], *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._make_app = make_app
         self._ssl = ssl_context
         self._loop = asyncio.new_event_loop()
@@ -218,7 +225,9 @@ class ServerThread:
 
 
 @contextmanager
-def serving(make_app: Callable[[], web.Application], *, ssl_context: ssl.SSLContext | None = None) -> Iterator[ServerThread]:
+def serving(
+    make_app: Callable[[], web.Application], *, ssl_context: ssl.SSLContext | None = None
+) -> Iterator[ServerThread]:
     server = ServerThread(make_app, ssl_context=ssl_context).start()
     try:
         yield server

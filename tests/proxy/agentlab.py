@@ -34,7 +34,9 @@ class Issued:
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
         )
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption).decode()
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        ).decode()
 
 
 def now() -> datetime:
@@ -55,9 +57,15 @@ def make_ca(name: str = "Device CA") -> Issued:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -80,10 +88,14 @@ def make_client(
     key: Key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            *([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]))
+        .subject_name(
+            x509.Name(
+                [
+                    *([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []),
+                    x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                ]
+            )
+        )
         .issuer_name(ca.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -94,7 +106,9 @@ def make_client(
     if eku:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
     if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False
+        )
     return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
@@ -110,7 +124,9 @@ def make_server_cert(host: str = "127.0.0.1") -> Issued:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now() - timedelta(hours=1))
         .not_valid_after(now() + timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False
+        )
         .sign(key, hashes.SHA256())
     )
     return Issued(cert, key)
@@ -120,7 +136,9 @@ def fingerprint(cert: x509.Certificate) -> str:
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
 
 
-def make_token(server: str, *, account: str = "a" * 32, secret: str = "one-time-secret", pin: str = "") -> str:
+def make_token(
+    server: str, *, account: str = "a" * 32, secret: str = "one-time-secret", pin: str = ""
+) -> str:
     body = json.dumps({"u": server, "a": account, "s": secret, "f": pin}).encode()
     return "gwe1." + base64.urlsafe_b64encode(body).rstrip(b"=").decode()
 
@@ -136,7 +154,9 @@ def need_nss() -> None:
 def make_nssdb(directory: Path) -> Path:
     need_nss()
     directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["certutil", "-N", "-d", f"sql:{directory}", "--empty-password"], check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-N", "-d", f"sql:{directory}", "--empty-password"], check=True, capture_output=True
+    )
     return directory
 
 
@@ -146,7 +166,11 @@ def import_into_nssdb(directory: Path, issued: Issued, nickname: str, *, with_ke
         bundle = directory / f"{nickname}.p12"
         bundle.write_bytes(
             pkcs12.serialize_key_and_certificates(
-                nickname.encode(), issued.key, issued.certificate, None, serialization.BestAvailableEncryption(b"import")
+                nickname.encode(),
+                issued.key,
+                issued.certificate,
+                None,
+                serialization.BestAvailableEncryption(b"import"),
             )
         )
         subprocess.run(
@@ -165,7 +189,9 @@ def import_into_nssdb(directory: Path, issued: Issued, nickname: str, *, with_ke
 
 
 def delete_from_nssdb(directory: Path, nickname: str) -> None:
-    subprocess.run(["certutil", "-F", "-d", f"sql:{directory}", "-n", nickname], check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-F", "-d", f"sql:{directory}", "-n", nickname], check=True, capture_output=True
+    )
 
 
 CERT_ID = "2458ce5a-0c35-4c7f-82c7-8e9487d3ff60"

@@ -87,9 +87,7 @@ def gateway(store: Store, service: CertificateService, clock: FakeClock) -> Gate
     """A first-started gateway: one account, its CA in use, an admin token."""
     boot = first_start(store, service, admin_token_env=None, clock=clock)
     assert boot.new_admin_token is not None and boot.generated_ca_id is not None
-    return Gateway(
-        store, service, clock, boot.account_id, boot.new_admin_token, boot.generated_ca_id
-    )
+    return Gateway(store, service, clock, boot.account_id, boot.new_admin_token, boot.generated_ca_id)
 
 
 @pytest.fixture

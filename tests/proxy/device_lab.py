@@ -23,7 +23,10 @@ from proxy.services.posture_verify import Report
 from proxy.store import Device
 from tests.proxy.conftest import Gateway
 
-EKUS = {"clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH, "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION}
+EKUS = {
+    "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "emailProtection": ExtendedKeyUsageOID.EMAIL_PROTECTION,
+}
 HOSTNAME = "laptop-7"
 SERIAL = "SN-0042"
 EMAIL = "ana@example.com"

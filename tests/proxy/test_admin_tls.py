@@ -45,7 +45,10 @@ def _plain_key(key: object) -> bytes:
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:8081", "[::]:8081", "10.1.2.3:8081", "gw.example.com:8081"])
 def test_off_loopback_without_tls_is_refused_and_says_how(tmp_path: Path, listen: str) -> None:
-    with pytest.raises(ConfigError, match=r"off loopback the admin API needs TLS: add --admin-tls auto .* or --admin-tls FILE"):
+    with pytest.raises(
+        ConfigError,
+        match=r"off loopback the admin API needs TLS: add --admin-tls auto .* or --admin-tls FILE",
+    ):
         _config(tmp_path, listen)
 
 
@@ -65,8 +68,14 @@ def test_plain_http_on_loopback_stays_the_default(tmp_path: Path) -> None:
     [
         ({"admin_tls_cert": Path("missing.pem")}, r"^--admin-tls: no such file: missing.pem$"),
         ({"admin_tls_key": Path("key.pem")}, r"^--admin-tls-key needs --admin-tls FILE"),
-        ({"admin_tls_auto": True, "admin_tls_key": Path("key.pem")}, r"^--admin-tls-key needs --admin-tls FILE"),
-        ({"admin_tls_auto": True, "admin_tls_cert": Path("c.pem")}, r"^--admin-tls: give either auto or a certificate file"),
+        (
+            {"admin_tls_auto": True, "admin_tls_key": Path("key.pem")},
+            r"^--admin-tls-key needs --admin-tls FILE",
+        ),
+        (
+            {"admin_tls_auto": True, "admin_tls_cert": Path("c.pem")},
+            r"^--admin-tls: give either auto or a certificate file",
+        ),
     ],
 )
 def test_tls_option_refusals(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
@@ -98,7 +107,9 @@ def test_public_base_url_defaults_to_the_https_admin_url(
 # -- --admin-tls auto ---------------------------------------------------------------------------
 
 
-def test_auto_makes_a_certificate_for_the_admin_names_and_keeps_it_private(tmp_path: Path, sealer: KeySealer) -> None:
+def test_auto_makes_a_certificate_for_the_admin_names_and_keeps_it_private(
+    tmp_path: Path, sealer: KeySealer
+) -> None:
     config = _config(tmp_path, "0.0.0.0:8081", admin_tls_auto=True, public_url="https://gw.example.com:8081")
     tls = load_admin_tls(config, sealer)
     assert tls is not None
@@ -264,7 +275,9 @@ def test_a_brought_certificate_that_misses_a_host_is_warned_about(
 
 
 @pytest.fixture
-async def tls_site(tmp_path: Path, sealer: KeySealer, gateway: Gateway) -> AsyncIterator[tuple[int, AdminTls]]:
+async def tls_site(
+    tmp_path: Path, sealer: KeySealer, gateway: Gateway
+) -> AsyncIterator[tuple[int, AdminTls]]:
     """The admin app on a loopback port with ``--admin-tls auto``, as runtime.start serves it."""
     port = _free_port()
     config = _config(tmp_path / "data", f"127.0.0.1:{port}", admin_tls_auto=True)
@@ -304,7 +317,9 @@ async def test_the_site_serves_tls_that_ssl_verifies_with_the_certificate_file(
     port, tls = tls_site
     answer = await asyncio.to_thread(_https_get, port, "/healthz", cafile=tls.certificate_file)
     assert answer.split()[1:3] == ["HTTP/1.1", "200"], answer[:200]
-    answer = await asyncio.to_thread(_https_get, port, "/healthz", cafile=tls.certificate_file, host="localhost")
+    answer = await asyncio.to_thread(
+        _https_get, port, "/healthz", cafile=tls.certificate_file, host="localhost"
+    )
     assert " 200 " in answer
 
 
@@ -324,10 +339,14 @@ async def test_the_site_refuses_tls_below_1_2_and_plain_http(tls_site: tuple[int
     assert not (await asyncio.to_thread(plain_http)).startswith(b"HTTP/1.1 200")
 
 
-async def test_a_client_with_another_anchor_or_host_is_refused(tls_site: tuple[int, AdminTls], tmp_path: Path) -> None:
+async def test_a_client_with_another_anchor_or_host_is_refused(
+    tls_site: tuple[int, AdminTls], tmp_path: Path
+) -> None:
     port, tls = tls_site
     with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
-        await asyncio.to_thread(_https_get, port, "/healthz", cafile=tls.certificate_file, host="elsewhere.example")
+        await asyncio.to_thread(
+            _https_get, port, "/healthz", cafile=tls.certificate_file, host="elsewhere.example"
+        )
     foreign = tmp_path / "foreign.crt"
     foreign.write_bytes(ServerCertificate.generate(["127.0.0.1"]).certificate_pem())
     with pytest.raises(ssl.SSLCertVerificationError):

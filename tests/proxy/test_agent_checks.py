@@ -89,7 +89,9 @@ def test_cert_and_key_in_two_listed_files_pass(tmp_path: Path, ca: Issued) -> No
     assert check.passed and check.key is not None
 
 
-def test_without_check_private_key_an_encrypted_key_still_passes_but_cannot_prove(tmp_path: Path, ca: Issued) -> None:
+def test_without_check_private_key_an_encrypted_key_still_passes_but_cannot_prove(
+    tmp_path: Path, ca: Issued
+) -> None:
     client = make_client(ca, "laptop.corp")
     path = tmp_path / "client.pem"
     path.write_text(client.cert_pem() + client.key_pem(password=b"pw"))
@@ -134,7 +136,10 @@ def test_a_real_nss_database_pass_and_a_cert_without_key(tmp_path: Path, ca: Iss
     assert check.candidate is not None and check.candidate.source == f"nss:{db}/corp device"
     assert check.candidate.certificate == client.certificate
     rejected = {r.source: r.reason for r in check.rejected}
-    assert rejected == {f"nss:{db}/no key": f"the NSS database {db} holds no private key for 'no key'"} or not rejected
+    assert (
+        rejected == {f"nss:{db}/no key": f"the NSS database {db} holds no private key for 'no key'"}
+        or not rejected
+    )
 
 
 @pytest.mark.parametrize(
@@ -144,7 +149,9 @@ def test_a_real_nss_database_pass_and_a_cert_without_key(tmp_path: Path, ca: Iss
         ({"operating_system": "mac"}, "the rule checks mac devices (operating_system), not linux"),
     ],
 )
-def test_rules_for_other_platforms_fail_with_the_reason(tmp_path: Path, ca: Issued, changes: dict[str, object], reason: str) -> None:
+def test_rules_for_other_platforms_fail_with_the_reason(
+    tmp_path: Path, ca: Issued, changes: dict[str, object], reason: str
+) -> None:
     (check,) = _check(tmp_path, ca, rule_api("r1", **changes))  # type: ignore[arg-type]
     assert (check.passed, check.reason) == (False, reason)
 
@@ -157,7 +164,10 @@ def test_rules_the_agent_cannot_read_fail_with_the_reason(tmp_path: Path, ca: Is
         "garbage",
     ])  # fmt: skip
     assert [r.rule_id for r in rules] == ["r1", "r2", "r3", ""]
-    assert "this agent cannot read the rule" in rules[0].problem and "'os_version' is not supported" in rules[0].problem
+    assert (
+        "this agent cannot read the rule" in rules[0].problem
+        and "'os_version' is not supported" in rules[0].problem
+    )
     assert rules[1].problem == "the server sent no signing certificate for this rule"
     assert rules[2].problem == "" and rules[2].rule is not None
     assert rules[3].problem == "not a JSON object"
@@ -167,7 +177,9 @@ def test_rules_the_agent_cannot_read_fail_with_the_reason(tmp_path: Path, ca: Is
 
 def test_a_template_the_device_cannot_fill_fails_the_rule(tmp_path: Path, ca: Issued) -> None:
     parsed = parse_rules([wire_rule(rule_api("r1", cn="${serial_number}.corp"), ca)])
-    (check,) = check_rules(parsed, Device("laptop", ""), locator=Locator(home=tmp_path, system_nssdb=tmp_path))
+    (check,) = check_rules(
+        parsed, Device("laptop", ""), locator=Locator(home=tmp_path, system_nssdb=tmp_path)
+    )
     assert not check.passed and "the device reported no serial number" in check.reason
 
 
@@ -195,9 +207,15 @@ def test_check_table(tmp_path: Path, ca: Issued) -> None:
 def test_serial_number_prefers_the_firmware_and_skips_placeholders(tmp_path: Path) -> None:
     firmware, machine = tmp_path / "product_serial", tmp_path / "machine-id"
     machine.write_text("0f1e2d3c4b5a69788796a5b4c3d2e1f0\n")
-    assert device.serial_number(product_serial=firmware, machine_id=machine) == "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    assert (
+        device.serial_number(product_serial=firmware, machine_id=machine)
+        == "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    )
     firmware.write_text("To Be Filled By O.E.M.\n")
-    assert device.serial_number(product_serial=firmware, machine_id=machine) == "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    assert (
+        device.serial_number(product_serial=firmware, machine_id=machine)
+        == "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    )
     firmware.write_text("PF2ABCDE\n")
     assert device.serial_number(product_serial=firmware, machine_id=machine) == "PF2ABCDE"
     assert device.serial_number(product_serial=tmp_path / "a", machine_id=tmp_path / "b") == ""

@@ -54,7 +54,9 @@ def _enroll(url: str, standin: StandIn, state: Path, capsys: pytest.CaptureFixtu
     assert out.startswith("enrolled as device ") and f"state saved to {state} (0600)" in out
 
 
-def test_enroll_check_report(tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_enroll_check_report(
+    tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, pem = device
     state = tmp_path / "state.json"
     with serving(standin.app) as server:
@@ -70,7 +72,10 @@ def test_enroll_check_report(tmp_path: Path, device: tuple[StandIn, Path], capsy
         assert out.splitlines()[0].split() == ["RULE", "OUTCOME", "CERTIFICATE", "OR", "REASON"]
         assert f"corp cert    pass     {pem} (CN {host}.corp)" in out
         assert f"serial cert  fail     CN '{host}.corp' does not match 'SN-9.corp'" in out
-        assert f"rejected for serial cert:\n  {pem} (CN {host}.corp): CN '{host}.corp' does not match 'SN-9.corp'" in out
+        assert (
+            f"rejected for serial cert:\n  {pem} (CN {host}.corp): CN '{host}.corp' does not match 'SN-9.corp'"
+            in out
+        )
         assert standin.stored == []  # check reports nothing
 
         assert main(["agent", "report", "--state", str(state)]) == 0
@@ -85,13 +90,18 @@ def test_enroll_check_report(tmp_path: Path, device: tuple[StandIn, Path], capsy
     ]  # fmt: skip
 
 
-def test_run_reports_each_round(tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_reports_each_round(
+    tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, pem = device
     state = tmp_path / "state.json"
     with serving(standin.app) as server:
         _enroll(server.url, standin, state, capsys)
         started = time.monotonic()
-        assert main(["agent", "run", "--state", str(state), "--interval-scale", "0.001", "--max-rounds", "3"]) == 0
+        assert (
+            main(["agent", "run", "--state", str(state), "--interval-scale", "0.001", "--max-rounds", "3"])
+            == 0
+        )
         assert time.monotonic() - started < 10
         lines = capsys.readouterr().out.splitlines()
         assert len([line for line in lines if "corp cert: pass (verified)" in line]) == 3
@@ -101,7 +111,9 @@ def test_run_reports_each_round(tmp_path: Path, device: tuple[StandIn, Path], ca
     assert [s["success"] for s in standin.stored if s["rule_id"] == "r-pass"] == [True, True, True, False]
 
 
-def test_json_output(tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output(
+    tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     standin, pem = device
@@ -124,14 +136,27 @@ def test_json_output(tmp_path: Path, device: tuple[StandIn, Path], capsys: pytes
     [
         (["agent", "check", "--state", "{tmp}/none.json"], "no state file at {tmp}/none.json: enroll first"),
         (["agent", "enroll", "--state", "{tmp}/s.json", "--token", "nonsense"], "not an enrollment token"),
-        (["agent", "enroll", "--state", "{tmp}/s.json"], "no enrollment token: pass --token TOKEN or set GATEWAY_ENROLL_TOKEN"),
-        (["agent", "enroll", "--state", "{tmp}/s.json", "--token", make_token("http://10.1.2.3:8081")],
-         "refusing plain HTTP to http://10.1.2.3:8081"),
-        (["agent", "enroll", "--state", "{tmp}/s.json", "--token", make_token("http://127.0.0.1:1")],
-         "cannot reach the server at http://127.0.0.1:1: connection refused"),
+        (
+            ["agent", "enroll", "--state", "{tmp}/s.json"],
+            "no enrollment token: pass --token TOKEN or set GATEWAY_ENROLL_TOKEN",
+        ),
+        (
+            ["agent", "enroll", "--state", "{tmp}/s.json", "--token", make_token("http://10.1.2.3:8081")],
+            "refusing plain HTTP to http://10.1.2.3:8081",
+        ),
+        (
+            ["agent", "enroll", "--state", "{tmp}/s.json", "--token", make_token("http://127.0.0.1:1")],
+            "cannot reach the server at http://127.0.0.1:1: connection refused",
+        ),
     ],
 )
-def test_errors_are_one_line(tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_errors_are_one_line(
+    tmp_path: Path,
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("GATEWAY_ENROLL_TOKEN", raising=False)
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 1
     err = capsys.readouterr().err
@@ -148,7 +173,9 @@ def test_every_agent_command_has_help(capsys: pytest.CaptureFixture[str]) -> Non
         assert "--state FILE" in out and "example:" in out
 
 
-def test_run_stops_cleanly_on_sigterm(tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_stops_cleanly_on_sigterm(
+    tmp_path: Path, device: tuple[StandIn, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     standin, _ = device
     state = tmp_path / "state.json"
     with serving(standin.app) as server:

@@ -91,7 +91,9 @@ def _rows(table: str) -> dict[str, tuple[str, str, str]]:
     starts = [header.index(title) for title in ("STORED", "PASS EXPIRES", "REASON")]
     return {
         line[: starts[0]].strip(): (
-            line[starts[0] : starts[1]].strip(), line[starts[1] : starts[2]].strip(), line[starts[2] :]
+            line[starts[0] : starts[1]].strip(),
+            line[starts[1] : starts[2]].strip(),
+            line[starts[2] :],
         )
         for line in lines
     }
@@ -133,11 +135,16 @@ async def test_enroll_check_report_then_fail_and_expire(
                                   rule("pem cert", "${hostname}.corp", {"paths": [str(cert_file), str(key_file)]}))  # fmt: skip
     nss_rule = await server.admin("POST", f"/accounts/{account}/devices/posture",
                                   rule("nss cert", "${serial_number}.corp", {"trust_stores": ["user"]}))  # fmt: skip
-    issued = await server.admin("POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "ann@example.com"})
+    issued = await server.admin(
+        "POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "ann@example.com"}
+    )
 
     # enroll: the token names the server (and, over HTTPS, pins its certificate)
     state = tmp_path / "state.json"
-    assert await agent("enroll", "--token", issued["token"], "--state", str(state), "--serial-number", SERIAL) == 0
+    assert (
+        await agent("enroll", "--token", issued["token"], "--state", str(state), "--serial-number", SERIAL)
+        == 0
+    )
     out = capsys.readouterr().out
     device_id = out.split()[3]
     assert out.startswith(f"enrolled as device {device_id} ({HOST}) with {server.url}")
@@ -157,14 +164,19 @@ async def test_enroll_check_report_then_fail_and_expire(
     stored = _rows(capsys.readouterr().out)
     reported_at = server.gateway.clock()
     assert stored["pem cert"][0] == stored["nss cert"][0] == "pass (verified)"
-    assert datetime.fromisoformat(stored["pem cert"][1]) == reported_at + timedelta(minutes=10)  # the rule's expiration
+    assert datetime.fromisoformat(stored["pem cert"][1]) == reported_at + timedelta(
+        minutes=10
+    )  # the rule's expiration
     assert stored["pem cert"][2].startswith("verified: issued by CN=Corp Device CA, valid until ")
     assert stored["pem cert"][2].endswith(f"CN '{HOST}.corp'; proof of possession checked")
     identity = server.devices.identity(device_id)
     assert identity.email == "ann@example.com"
     assert identity.posture_passed == tuple(sorted([pem_rule["id"], nss_rule["id"]]))
     logs = await server.admin("GET", f"/accounts/{account}/devices/posture/logs?device_id={device_id}")
-    assert {(e["rule_name"], e["success"], e["verified"]) for e in logs} == {("pem cert", True, True), ("nss cert", True, True)}
+    assert {(e["rule_name"], e["success"], e["verified"]) for e in logs} == {
+        ("pem cert", True, True),
+        ("nss cert", True, True),
+    }
     assert {e["certificate_cn"] for e in logs} == {f"{HOST}.corp", f"{SERIAL}.corp"}
 
     # the PEM certificate is removed: the next report stores a failure with the reason
@@ -187,7 +199,9 @@ async def test_a_removed_device_is_told_to_enroll_again(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     account = server.gateway.account_id
-    issued = await server.admin("POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "bob@example.com"})
+    issued = await server.admin(
+        "POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "bob@example.com"}
+    )
     state = tmp_path / "state.json"
     assert await agent("enroll", "--token", issued["token"], "--state", str(state)) == 0
     device_id = capsys.readouterr().out.split()[3]

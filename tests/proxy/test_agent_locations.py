@@ -45,7 +45,9 @@ def test_two_files_both_listed(tmp_path: Path, ca) -> None:  # type: ignore[no-u
     client = make_client(ca, "laptop.corp", rsa_key=True)
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem())
-    found = _locator().find([str(tmp_path / "client.pem"), str(tmp_path / "client.key")], [str(tmp_path / "no-db")])
+    found = _locator().find(
+        [str(tmp_path / "client.pem"), str(tmp_path / "client.key")], [str(tmp_path / "no-db")]
+    )
     (candidate,) = found.candidates
     assert same_public_key(client.certificate, candidate.private_key())
 
@@ -59,7 +61,9 @@ def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path
         candidate.private_key()
 
 
-def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_said(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_said(
+    tmp_path: Path, ca
+) -> None:  # type: ignore[no-untyped-def]
     client = make_client(ca, "laptop.corp")
     other = make_client(ca, "other.corp")
     chain = tmp_path / "chain.pem"
@@ -76,7 +80,10 @@ def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca) -> None:  # t
     (tmp_path / "client.key").write_text(client.key_pem(password=b"hunter2"))
     found = _locator().find([str(tmp_path / "client.pem"), str(tmp_path / "client.key")], [str(tmp_path)])
     (candidate,) = found.candidates
-    with pytest.raises(KeyUnavailable, match=r"no usable private key: .*client.key: private key is encrypted: the agent cannot read keys protected by a passphrase"):
+    with pytest.raises(
+        KeyUnavailable,
+        match=r"no usable private key: .*client.key: private key is encrypted: the agent cannot read keys protected by a passphrase",
+    ):
         candidate.private_key()
     assert any(p.source.endswith("client.key") and "encrypted" in p.reason for p in found.problems)
 
@@ -87,7 +94,10 @@ def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca) -> None:  # t
         (lambda p: None, "no such file"),
         (lambda p: p.mkdir(), "a directory, not a PEM file"),
         (lambda p: p.write_text("hello"), "no PEM certificate or private key in it"),
-        (lambda p: p.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "PEM block 1 (CERTIFICATE) is not a valid X.509 certificate"),
+        (
+            lambda p: p.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            "PEM block 1 (CERTIFICATE) is not a valid X.509 certificate",
+        ),
     ],
 )
 def test_unusable_files_are_problems_with_a_reason(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -117,7 +127,9 @@ def test_a_relative_path_and_an_unknown_store_are_problems(tmp_path: Path) -> No
 def test_missing_certutil_is_a_reason_not_a_crash(tmp_path: Path) -> None:
     db = make_nssdb(tmp_path / "nssdb")
     found = _locator().find([], [str(db)])
-    assert [p.reason for p in found.problems] == ["/nonexistent/certutil is not installed (Debian: apt install libnss3-tools)"]
+    assert [p.reason for p in found.problems] == [
+        "/nonexistent/certutil is not installed (Debian: apt install libnss3-tools)"
+    ]
 
 
 def test_system_and_user_databases_and_where_they_are(tmp_path: Path) -> None:
@@ -129,7 +141,9 @@ def test_system_and_user_databases_and_where_they_are(tmp_path: Path) -> None:
     elsewhere = Locator(system_nssdb=tmp_path / "etc-nssdb")
     assert elsewhere.nss_directory("/etc/pki/nssdb") == tmp_path / "etc-nssdb"
     found = elsewhere.find([], ["/etc/pki/nssdb"])
-    assert [(p.source, p.reason) for p in found.problems] == [(f"nss:{tmp_path}/etc-nssdb", "no NSS database here")]
+    assert [(p.source, p.reason) for p in found.problems] == [
+        (f"nss:{tmp_path}/etc-nssdb", "no NSS database here")
+    ]
 
 
 def test_parse_certutil_listing() -> None:
@@ -140,7 +154,11 @@ def test_parse_certutil_listing() -> None:
         "the CA                                                       C,,  \n"
         "Ann's key (corp)                                             ,,   \n"
     )
-    assert parse_certutil_listing(text) == [("my client", "u,u,u"), ("the CA", "C,,"), ("Ann's key (corp)", ",,")]
+    assert parse_certutil_listing(text) == [
+        ("my client", "u,u,u"),
+        ("the CA", "C,,"),
+        ("Ann's key (corp)", ",,"),
+    ]
 
 
 def test_real_nss_database_lists_certificates_and_exports_the_key(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
@@ -168,14 +186,24 @@ def test_a_password_protected_nss_database_is_a_reason(tmp_path: Path, ca) -> No
     locked = tmp_path / "locked"
     locked.mkdir()
     (tmp_path / "pw").write_text("dbpassword")
-    subprocess.run(["certutil", "-N", "-d", f"sql:{locked}", "-f", str(tmp_path / "pw")], check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-N", "-d", f"sql:{locked}", "-f", str(tmp_path / "pw")], check=True, capture_output=True
+    )
     client = make_client(ca, "laptop.corp")
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
     bundle = tmp_path / "c.p12"
-    bundle.write_bytes(pkcs12.serialize_key_and_certificates(b"c", client.key, client.certificate, None, serialization.BestAvailableEncryption(b"x")))
-    subprocess.run(["pk12util", "-i", str(bundle), "-d", f"sql:{locked}", "-W", "x", "-k", str(tmp_path / "pw")], check=True, capture_output=True)
+    bundle.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"c", client.key, client.certificate, None, serialization.BestAvailableEncryption(b"x")
+        )
+    )
+    subprocess.run(
+        ["pk12util", "-i", str(bundle), "-d", f"sql:{locked}", "-W", "x", "-k", str(tmp_path / "pw")],
+        check=True,
+        capture_output=True,
+    )
     (candidate,) = Locator().find([], [str(locked)]).candidates
     with pytest.raises(KeyUnavailable, match="protected by a password"):
         candidate.private_key()

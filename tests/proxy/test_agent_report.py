@@ -41,8 +41,15 @@ def ca() -> Issued:
 
 def _enroll(standin: StandIn, url: str, tmp_path: Path, pin: str = "") -> Transport:
     token = parse_token(make_token(url, secret=standin.enroll_secret, pin=pin))
-    state = enroll(Enrollment(token, token.server, "laptop", "ann@example.com", "SN-1", "laptop"), tmp_path / "state.json")
-    return Transport(state.server, fingerprint=state.fingerprint, credentials=Credentials(state.device_id, state.device_secret))
+    state = enroll(
+        Enrollment(token, token.server, "laptop", "ann@example.com", "SN-1", "laptop"),
+        tmp_path / "state.json",
+    )
+    return Transport(
+        state.server,
+        fingerprint=state.fingerprint,
+        credentials=Credentials(state.device_id, state.device_secret),
+    )
 
 
 def test_report_sends_a_proof_that_verify_proof_accepts(tmp_path: Path, ca: Issued) -> None:
@@ -58,12 +65,19 @@ def test_report_sends_a_proof_that_verify_proof_accepts(tmp_path: Path, ca: Issu
         rules = parse_rules(transport.get("/agent/posture_rules"))
         checks = check_rules(rules, Device("laptop", "SN-1"), locator=Locator(system_nssdb=tmp_path / "none"))
         stored = report(checks, transport, device_id=device_id)
-    assert [(s.rule_id, s.success, s.verified) for s in stored] == [("pass-rule", True, True), ("fail-rule", False, False)]
+    assert [(s.rule_id, s.success, s.verified) for s in stored] == [
+        ("pass-rule", True, True),
+        ("fail-rule", False, False),
+    ]
     assert stored[1].reason == "CN 'laptop.corp' does not match 'other.corp'"
     sent = standin.stored[0]["sent"]
     assert set(sent) == {"rule_id", "success", "reason", "certificate", "nonce", "signature"}
     message = proof_message(nonce=base64.b64decode(sent["nonce"]), device_id=device_id, rule_id="pass-rule")
-    verify_proof(x509.load_pem_x509_certificate(sent["certificate"].encode()), message, base64.b64decode(sent["signature"]))
+    verify_proof(
+        x509.load_pem_x509_certificate(sent["certificate"].encode()),
+        message,
+        base64.b64decode(sent["signature"]),
+    )
     assert standin.stored[1]["sent"] == {"rule_id": "fail-rule", "success": False, "reason": stored[1].reason}
     assert standin.nonces == {}  # one nonce per passing result, used
     assert standin.requests.count(("POST", "/client/v4/agent/nonce")) == 1
@@ -113,7 +127,9 @@ def test_an_offered_nonce_about_to_expire_is_not_used(tmp_path: Path, ca: Issued
 def test_a_pass_without_a_usable_key_is_sent_without_proof(tmp_path: Path, ca: Issued) -> None:
     client = make_client(ca, "laptop.corp")
     (tmp_path / "c.pem").write_text(client.cert_pem())
-    standin = StandIn(rules=[wire_rule(rule_api("r", check_private_key=False, paths=(str(tmp_path / "c.pem"),)), ca)])
+    standin = StandIn(
+        rules=[wire_rule(rule_api("r", check_private_key=False, paths=(str(tmp_path / "c.pem"),)), ca)]
+    )
     with serving(standin.app) as server:
         transport = _enroll(standin, server.url, tmp_path)
         (device_id,) = standin.devices
@@ -145,7 +161,12 @@ def test_enroll_over_https_pins_the_server_and_saves_0600_state(tmp_path: Path) 
     path = tmp_path / "state.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     state = load_state(path)
-    assert (state.server, state.fingerprint, state.serial_number, state.hostname) == (server.url, pin, "SN-1", "laptop")
+    assert (state.server, state.fingerprint, state.serial_number, state.hostname) == (
+        server.url,
+        pin,
+        "SN-1",
+        "laptop",
+    )
     (details,) = standin.devices.values()
     assert {k: details[k] for k in ("name", "os", "serial_number", "hostname", "email")} == {
         "name": "laptop", "os": "linux", "serial_number": "SN-1", "hostname": "laptop", "email": "ann@example.com",

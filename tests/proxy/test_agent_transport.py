@@ -34,12 +34,22 @@ class Echo:
         tail = request.match_info["tail"]
         if tail == "refuse":
             return web.json_response(
-                {"success": False, "errors": [{"code": 1000, "message": "no such rule"}], "messages": [], "result": None},
+                {
+                    "success": False,
+                    "errors": [{"code": 1000, "message": "no such rule"}],
+                    "messages": [],
+                    "result": None,
+                },
                 status=400,
             )
         if tail == "auth":
             return web.json_response(
-                {"success": False, "errors": [{"code": 10000, "message": "unknown device"}], "messages": [], "result": None},
+                {
+                    "success": False,
+                    "errors": [{"code": 10000, "message": "unknown device"}],
+                    "messages": [],
+                    "result": None,
+                },
                 status=401,
             )
         if tail == "html":
@@ -82,17 +92,23 @@ async def http_server() -> AsyncIterator[tuple[Echo, int]]:
 
 async def test_https_with_the_right_pin_talks_and_sends_basic_auth(tls_server: tuple[Echo, int, str]) -> None:
     echo, port, pin = tls_server
-    transport = Transport(f"https://127.0.0.1:{port}", fingerprint=pin.lower(), credentials=Credentials("dev-1", "s3"))
+    transport = Transport(
+        f"https://127.0.0.1:{port}", fingerprint=pin.lower(), credentials=Credentials("dev-1", "s3")
+    )
     result = await asyncio.to_thread(transport.post, "/agent/nonce", {"x": 1})
     assert result == {"echo": {"x": 1}}
     expected = "Basic " + base64.b64encode(b"dev-1:s3").decode()
     assert echo.seen == [("POST", "/client/v4/agent/nonce", expected)]
 
 
-async def test_https_with_a_wrong_pin_is_refused_before_anything_is_sent(tls_server: tuple[Echo, int, str]) -> None:
+async def test_https_with_a_wrong_pin_is_refused_before_anything_is_sent(
+    tls_server: tuple[Echo, int, str],
+) -> None:
     echo, port, pin = tls_server
     wrong = ":".join(["00"] * 32)
-    transport = Transport(f"https://127.0.0.1:{port}", fingerprint=wrong, credentials=Credentials("dev-1", "s3"))
+    transport = Transport(
+        f"https://127.0.0.1:{port}", fingerprint=wrong, credentials=Credentials("dev-1", "s3")
+    )
     with pytest.raises(AgentError, match=rf"fingerprint {pin}, not the pinned {wrong}: refusing"):
         await asyncio.to_thread(transport.get, "/agent/posture_rules")
     assert echo.seen == []
@@ -112,7 +128,10 @@ async def test_plain_http_on_loopback_works(http_server: tuple[Echo, int]) -> No
     assert [s[2] for s in echo.seen] == [None, None]
 
 
-@pytest.mark.parametrize("url", ["http://example.com", "http://10.0.0.1:8081", "http://192.168.1.2", "http://localhost.example.com"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com", "http://10.0.0.1:8081", "http://192.168.1.2", "http://localhost.example.com"],
+)
 def test_plain_http_off_loopback_is_refused(url: str) -> None:
     with pytest.raises(AgentError, match="refusing plain HTTP .* HTTPS only"):
         Transport(url)
@@ -123,7 +142,18 @@ def test_https_without_a_pin_is_refused() -> None:
         Transport("https://gw.example")
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("[::1]", True), ("localhost", True), ("10.1.1.1", False), ("example.com", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("10.1.1.1", False),
+        ("example.com", False),
+    ],
+)
 def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
 
@@ -134,9 +164,13 @@ async def test_envelope_errors_become_one_line_with_the_status(http_server: tupl
     with pytest.raises(AgentError, match=r"^no such rule \(HTTP 400\)$") as refused:
         await asyncio.to_thread(transport.get, "/refuse")
     assert refused.value.status == 400
-    with pytest.raises(AgentError, match=r"unknown device \(HTTP 401\): was this device removed\? enroll again"):
+    with pytest.raises(
+        AgentError, match=r"unknown device \(HTTP 401\): was this device removed\? enroll again"
+    ):
         await asyncio.to_thread(transport.get, "/auth")
-    with pytest.raises(AgentError, match=r"did not answer GET /client/v4/html with JSON \(HTTP 502, text/html"):
+    with pytest.raises(
+        AgentError, match=r"did not answer GET /client/v4/html with JSON \(HTTP 502, text/html"
+    ):
         await asyncio.to_thread(transport.get, "/html")
 
 

@@ -35,15 +35,28 @@ from proxy.agent.trust import (
 )
 from proxy.agent.trust_nss import NssStore, der_fingerprints
 from proxy.agent.trust_system import DEBIAN, RHEL, SystemStore, detect_system_store, supports_root_options
-from tests.proxy.agentlab import Issued, fingerprint, import_into_nssdb, make_ca, make_client, make_nssdb, need_nss, now
+from tests.proxy.agentlab import (
+    Issued,
+    fingerprint,
+    import_into_nssdb,
+    make_ca,
+    make_client,
+    make_nssdb,
+    need_nss,
+    now,
+)
 
 HOME = Path("/home/ann")
 ANCHORS = Path("usr/local/share/ca-certificates")
 BUNDLE = Path("etc/ssl/certs/ca-certificates.crt")
-UPDATE = shutil.which("update-ca-certificates", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+UPDATE = shutil.which(
+    "update-ca-certificates", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+)
 
 
-def listed(*cas: Issued, fingerprint_of: Issued | None = None, status: str = "available") -> list[dict[str, Any]]:
+def listed(
+    *cas: Issued, fingerprint_of: Issued | None = None, status: str = "available"
+) -> list[dict[str, Any]]:
     return [
         {
             "id": f"cert-{i}",
@@ -58,7 +71,9 @@ def listed(*cas: Issued, fingerprint_of: Issued | None = None, status: str = "av
 
 def nss_listing(directory: Path) -> dict[str, str]:
     """nickname -> trust flags, from ``certutil -L``."""
-    out = subprocess.run(["certutil", "-L", "-d", f"sql:{directory}"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["certutil", "-L", "-d", f"sql:{directory}"], check=True, capture_output=True, text=True
+    ).stdout
     return dict(parse_certutil_listing(out))
 
 
@@ -87,7 +102,9 @@ def options(root: Path, **overrides: Any) -> StoreOptions:
     return StoreOptions(root=root, home=HOME, **overrides)
 
 
-def sync_all(opts: StoreOptions, answer: list[dict[str, Any]], ledger: Ledger, **build: Any) -> dict[str, Any]:
+def sync_all(
+    opts: StoreOptions, answer: list[dict[str, Any]], ledger: Ledger, **build: Any
+) -> dict[str, Any]:
     roots = parse_root_certificates(answer)
     with ledger.locked():
         return {store.name: sync_store(store, roots, ledger) for store in build_stores(opts, **build)}
@@ -119,21 +136,37 @@ OTHER = make_ca("Gateway Root B")
     ("listed_fp", "pem", "reason"),
     [
         (fingerprint(CA.certificate), CA.cert_pem(), ""),
-        (fingerprint(CA.certificate).lower().replace(":", ""), CA.cert_pem(), ""),  # any spelling of the digest
-        (fingerprint(OTHER.certificate), CA.cert_pem(),
-         f"its SHA-256 fingerprint is {fingerprint(CA.certificate)}, not the listed {fingerprint(OTHER.certificate)}"),
+        (
+            fingerprint(CA.certificate).lower().replace(":", ""),
+            CA.cert_pem(),
+            "",
+        ),  # any spelling of the digest
+        (
+            fingerprint(OTHER.certificate),
+            CA.cert_pem(),
+            f"its SHA-256 fingerprint is {fingerprint(CA.certificate)}, not the listed {fingerprint(OTHER.certificate)}",
+        ),
         ("AB:CD", CA.cert_pem(), "the listed fingerprint 'AB:CD' is not a SHA-256 fingerprint"),
         (fingerprint(CA.certificate), "", "no PEM certificate listed"),
-        (fingerprint(CA.certificate), "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
-         "the PEM does not parse as a certificate"),
-        (fingerprint(CA.certificate), CA.cert_pem() + OTHER.cert_pem(), "the PEM holds 2 certificates, not one"),
+        (
+            fingerprint(CA.certificate),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "the PEM does not parse as a certificate",
+        ),
+        (
+            fingerprint(CA.certificate),
+            CA.cert_pem() + OTHER.cert_pem(),
+            "the PEM holds 2 certificates, not one",
+        ),
         (None, make_client(CA, "leaf"), "not a CA: basicConstraints CA=false"),
         (None, _cert(ca=None, key_cert_sign=True), "not a CA: no basicConstraints extension"),
         (None, _cert(ca=True, key_cert_sign=None), "not a CA: no keyUsage extension (keyCertSign required)"),
         (None, _cert(ca=True, key_cert_sign=False), "not a CA: keyUsage lacks keyCertSign"),
     ],
 )
-def test_only_a_ca_matching_its_listed_fingerprint_may_be_installed(listed_fp: str | None, pem: Any, reason: str) -> None:
+def test_only_a_ca_matching_its_listed_fingerprint_may_be_installed(
+    listed_fp: str | None, pem: Any, reason: str
+) -> None:
     if isinstance(pem, Issued):  # the listed fingerprint is right; the certificate is no CA
         listed_fp, pem = fingerprint(pem.certificate), pem.cert_pem()
     assert listed_fp is not None
@@ -144,8 +177,13 @@ def test_only_a_ca_matching_its_listed_fingerprint_may_be_installed(listed_fp: s
 
 def test_the_list_is_checked_entry_by_entry() -> None:
     leaf = make_client(CA, "leaf")
-    roots = parse_root_certificates([*listed(CA), *listed(leaf), *listed(CA)])  # the same root twice counts once
-    assert [(r.fingerprint, r.accepted) for r in roots] == [(fingerprint(CA.certificate), True), (fingerprint(leaf.certificate), False)]
+    roots = parse_root_certificates(
+        [*listed(CA), *listed(leaf), *listed(CA)]
+    )  # the same root twice counts once
+    assert [(r.fingerprint, r.accepted) for r in roots] == [
+        (fingerprint(CA.certificate), True),
+        (fingerprint(leaf.certificate), False),
+    ]
     assert roots[0].in_use and roots[0].binding_status == "available"
     assert roots[1].refused == "not a CA: basicConstraints CA=false"
     with pytest.raises(Exception, match="is not a list of certificates"):
@@ -155,7 +193,9 @@ def test_the_list_is_checked_entry_by_entry() -> None:
 # --- install, remove, never touch others ----------------------------------------------------------
 
 
-@pytest.mark.skipif(UPDATE is None or not supports_root_options(UPDATE), reason="needs Debian's update-ca-certificates")
+@pytest.mark.skipif(
+    UPDATE is None or not supports_root_options(UPDATE), reason="needs Debian's update-ca-certificates"
+)
 def test_install_two_then_remove_one_leaving_hand_added_roots(root: Path) -> None:
     nssdb = root / "home/ann/.pki/nssdb"
     anchors = root / ANCHORS
@@ -178,7 +218,11 @@ def test_install_two_then_remove_one_leaving_hand_added_roots(root: Path) -> Non
     assert nss_listing(nssdb) == {"corp root": "C,,", nickname_for(fa): "C,,", nickname_for(fb): "C,,"}
     assert nss_fingerprint(nssdb, f"Gateway {fp16(fa)}") == fa
     # the system store: one 0644 PEM file each, and the bundle rebuilt under the root only
-    assert file_fingerprints(anchors) == {"corp-root.crt": fingerprint(hand.certificate), file_name_for(fa): fa, file_name_for(fb): fb}
+    assert file_fingerprints(anchors) == {
+        "corp-root.crt": fingerprint(hand.certificate),
+        file_name_for(fa): fa,
+        file_name_for(fb): fb,
+    }
     assert stat.S_IMODE((anchors / file_name_for(fa)).stat().st_mode) == 0o644
     assert not list(anchors.glob(".*"))  # no temporary left
     assert {fa, fb, fingerprint(hand.certificate)} <= set(der_fingerprints((root / BUNDLE).read_bytes()))
@@ -278,9 +322,18 @@ def test_a_missing_or_unusable_store_is_reported_not_fatal(root: Path) -> None:
     missing = reports[f"nss:{root}/opt/app/nssdb"]
     assert (missing.error, missing.trouble) == ("no NSS database here", True)  # configured: it counts
     default = reports[f"nss:{root}/etc/pki/nssdb"]
-    assert (default.error, default.missing, default.trouble) == ("no NSS database here", True, False)  # a default one: normal
-    assert reports[f"nss:{plain}"].error == "no cert9.db: not an NSS sql database"  # --root prefixes configured paths too
-    assert reports["nss:relative/db"].error == "not an absolute directory: configure NSS databases by absolute path"
+    assert (default.error, default.missing, default.trouble) == (
+        "no NSS database here",
+        True,
+        False,
+    )  # a default one: normal
+    assert (
+        reports[f"nss:{plain}"].error == "no cert9.db: not an NSS sql database"
+    )  # --root prefixes configured paths too
+    assert (
+        reports["nss:relative/db"].error
+        == "not an absolute directory: configure NSS databases by absolute path"
+    )
     # shown, but not sent: the server takes "system" and "nss:/absolute" only
     assert [name for name, r in reports.items() if not r.reportable] == ["nss:relative/db"]
     # the system store without its tool: the file is written, and the missing rebuild is said
@@ -304,7 +357,9 @@ def test_rhel_anchors_under_root_are_written_and_the_refresh_skipped_with_a_note
         calls.append(argv)
         return subprocess.CompletedProcess(list(argv), 0, b"", b"")
 
-    store = detect_system_store(StoreOptions(root=tmp_path), which=lambda name: f"/usr/bin/{name}", runner=runner)
+    store = detect_system_store(
+        StoreOptions(root=tmp_path), which=lambda name: f"/usr/bin/{name}", runner=runner
+    )
     assert isinstance(store, SystemStore) and store.flavor is RHEL
     report = sync_store(store, parse_root_certificates(listed(CA)), Ledger(None))
     assert calls == []  # update-ca-trust cannot be pointed at a root: not run
@@ -314,15 +369,19 @@ def test_rhel_anchors_under_root_are_written_and_the_refresh_skipped_with_a_note
     ]
 
 
-def test_an_update_ca_certificates_without_path_options_is_not_run_under_root(root: Path, tmp_path: Path) -> None:
+def test_an_update_ca_certificates_without_path_options_is_not_run_under_root(
+    root: Path, tmp_path: Path
+) -> None:
     old = tmp_path / "update-ca-certificates"
-    old.write_text("#!/bin/sh\necho \"$0: [--verbose] [--fresh]\"\ntouch /tmp/should-not-run\nexit 1\n")
+    old.write_text('#!/bin/sh\necho "$0: [--verbose] [--fresh]"\ntouch /tmp/should-not-run\nexit 1\n')
     old.chmod(0o755)
     store = detect_system_store(options(root), which=lambda name: str(old))
     assert store.flavor is DEBIAN and not store.refreshable
     report = sync_store(store, parse_root_certificates(listed(CA)), Ledger(None))
     assert report.installed == [fingerprint(CA.certificate)] and report.error == ""
-    assert report.notes[0].startswith(f"update-ca-certificates was not run: it cannot be pointed at --root {root}")
+    assert report.notes[0].startswith(
+        f"update-ca-certificates was not run: it cannot be pointed at --root {root}"
+    )
 
 
 def test_a_failing_refresh_is_reported_and_the_bundle_decides(root: Path, tmp_path: Path) -> None:
@@ -330,7 +389,9 @@ def test_a_failing_refresh_is_reported_and_the_bundle_decides(root: Path, tmp_pa
     broken.write_text("#!/bin/sh\n# --certsconf --certsdir --localcertsdir --etccertsdir --hooksdir\n"
                       "echo 'E: cannot rehash' >&2\nexit 1\n")  # fmt: skip
     broken.chmod(0o755)
-    report = sync_all(options(root, nss=False), listed(CA), Ledger(None), which=lambda name: str(broken))["system"]
+    report = sync_all(options(root, nss=False), listed(CA), Ledger(None), which=lambda name: str(broken))[
+        "system"
+    ]
     assert report.added == [fingerprint(CA.certificate)]  # the file is there ...
     assert report.installed == []  # ... but not in the bundle programs read
     assert report.error == "update-ca-certificates failed: E: cannot rehash"
@@ -349,7 +410,9 @@ class FailingTools(NssTools):
     def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
         operation, nickname = argv[1], argv[argv.index("-n") + 1] if "-n" in argv else ""
         if (operation, nickname) == self.fail:
-            return subprocess.CompletedProcess(list(argv), 255, b"", b"certutil: SEC_ERROR_IO: An I/O error occurred\n")
+            return subprocess.CompletedProcess(
+                list(argv), 255, b"", b"certutil: SEC_ERROR_IO: An I/O error occurred\n"
+            )
         return super().run(argv)
 
 
@@ -364,14 +427,24 @@ def test_a_failure_midway_keeps_what_was_installed_before(root: Path, tmp_path: 
     sync_all(opts, listed(a), ledger)
 
     # B fails to install, C installs; A stays
-    report = sync_all(opts, listed(a, b, c), ledger, nss_tools=FailingTools(("-A", nickname_for(fb))))[f"nss:{nssdb}"]
-    assert report.error == f"cannot install {fp16(fb)}: certutil -A failed: certutil: SEC_ERROR_IO: An I/O error occurred"
+    report = sync_all(opts, listed(a, b, c), ledger, nss_tools=FailingTools(("-A", nickname_for(fb))))[
+        f"nss:{nssdb}"
+    ]
+    assert (
+        report.error
+        == f"cannot install {fp16(fb)}: certutil -A failed: certutil: SEC_ERROR_IO: An I/O error occurred"
+    )
     assert (report.added, report.installed) == ([fc], [fa, fc])
     assert set(nss_listing(nssdb)) == {nickname_for(fa), nickname_for(fc)}
-    assert [r.fingerprint for r in load_state(state_path).trust_installed] == [fa, fc]  # recorded only after success
+    assert [r.fingerprint for r in load_state(state_path).trust_installed] == [
+        fa,
+        fc,
+    ]  # recorded only after success
 
     # A is delisted but cannot be removed: it stays, and so does its record (tried again next time)
-    report = sync_all(opts, listed(b, c), ledger, nss_tools=FailingTools(("-D", nickname_for(fa))))[f"nss:{nssdb}"]
+    report = sync_all(opts, listed(b, c), ledger, nss_tools=FailingTools(("-D", nickname_for(fa))))[
+        f"nss:{nssdb}"
+    ]
     assert report.error.startswith(f"cannot remove {fp16(fa)}: certutil -D failed")
     assert (report.added, report.installed) == ([fb], [fb, fc, fa])  # what is really there, A included
     assert {r.fingerprint for r in load_state(state_path).trust_installed} == {fa, fb, fc}
@@ -379,7 +452,9 @@ def test_a_failure_midway_keeps_what_was_installed_before(root: Path, tmp_path: 
     assert report.removed == [fa] and set(nss_listing(nssdb)) == {nickname_for(fb), nickname_for(fc)}
     saved = load_state(state_path).trust_installed
     assert {r.fingerprint for r in saved} == {fb, fc}
-    assert all(r == InstalledCertificate(f"nss:{nssdb}", r.fingerprint, nickname_for(r.fingerprint)) for r in saved)
+    assert all(
+        r == InstalledCertificate(f"nss:{nssdb}", r.fingerprint, nickname_for(r.fingerprint)) for r in saved
+    )
     assert stat.S_IMODE(state_path.stat().st_mode) == 0o600
 
 
@@ -388,7 +463,9 @@ def test_a_database_with_a_password_is_reported_and_left_clean(tmp_path: Path) -
     nssdb = tmp_path / "db"
     nssdb.mkdir()
     (tmp_path / "pw").write_text("secret\n")
-    subprocess.run(["certutil", "-N", "-d", f"sql:{nssdb}", "-f", str(tmp_path / "pw")], check=True, capture_output=True)
+    subprocess.run(
+        ["certutil", "-N", "-d", f"sql:{nssdb}", "-f", str(tmp_path / "pw")], check=True, capture_output=True
+    )
     store = NssStore(nssdb, tools=NssTools(timeout=20))
     report = sync_store(store, parse_root_certificates(listed(CA)), Ledger(None))
     assert report.error == (f"cannot install {fp16(fingerprint(CA.certificate))}: the NSS database is protected by a "

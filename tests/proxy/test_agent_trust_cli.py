@@ -70,7 +70,9 @@ def present(root: Path) -> dict[str, list[str]]:
     nssdb = root / "home/ann/.pki/nssdb"
     held = []
     for nickname in nss_listing(nssdb):
-        out = subprocess.run(["certutil", "-L", "-d", f"sql:{nssdb}", "-n", nickname, "-a"], check=True, capture_output=True).stdout
+        out = subprocess.run(
+            ["certutil", "-L", "-d", f"sql:{nssdb}", "-n", nickname, "-a"], check=True, capture_output=True
+        ).stdout
         held += der_fingerprints(out)
     bundle = root / BUNDLE
     if bundle.exists():
@@ -117,12 +119,22 @@ def test_sync_ca_installs_removes_and_reports_what_is_present(
     assert sync(state, sandbox) == 0
     out = capsys.readouterr().out
     assert table(out, "CERTIFICATE") == {
-        "cert-0": {"CERTIFICATE": "cert-0", "FINGERPRINT": fp16(fa), "STATUS": "available, in use", "CHECK": "ok"},
+        "cert-0": {
+            "CERTIFICATE": "cert-0",
+            "FINGERPRINT": fp16(fa),
+            "STATUS": "available, in use",
+            "CHECK": "ok",
+        },
         "cert-1": {"CERTIFICATE": "cert-1", "FINGERPRINT": fp16(fb), "STATUS": "available", "CHECK": "ok"},
     }
     both = f"{fp16(fa)} {fp16(fb)}"
     stores = table(out, "STORE")
-    assert stores["system"] == {"STORE": "system", "INSTALLED": both, "CHANGES": f"+{fp16(fa)} +{fp16(fb)}", "ERROR": ""}
+    assert stores["system"] == {
+        "STORE": "system",
+        "INSTALLED": both,
+        "CHANGES": f"+{fp16(fa)} +{fp16(fb)}",
+        "ERROR": "",
+    }
     assert stores[f"nss:{nssdb}"]["INSTALLED"] == both and stores[f"nss:{nssdb}"]["ERROR"] == ""
     assert stores[f"nss:{sandbox}/etc/pki/nssdb"] == {"STORE": f"nss:{sandbox}/etc/pki/nssdb", "INSTALLED": "-",
                                                       "CHANGES": "", "ERROR": "no NSS database here"}  # fmt: skip
@@ -134,7 +146,11 @@ def test_sync_ca_installs_removes_and_reports_what_is_present(
     assert sorted(sent[f"nss:{nssdb}"]) == sorted(set(really[f"nss:{nssdb}"]) & {fa, fb}) == sorted([fa, fb])
     assert sent[f"nss:{sandbox}/etc/pki/nssdb"] == []
     errors = {e["store"]: e["error"] for e in standin.trust_reports[-1][1]["stores"]}
-    assert errors == {"system": "", f"nss:{nssdb}": "", f"nss:{sandbox}/etc/pki/nssdb": "no NSS database here"}
+    assert errors == {
+        "system": "",
+        f"nss:{nssdb}": "",
+        f"nss:{sandbox}/etc/pki/nssdb": "no NSS database here",
+    }
     records = load_state(state).trust_installed
     assert sorted((r.store, r.name) for r in records) == sorted([
         (f"system:{sandbox / ANCHORS}", str(sandbox / ANCHORS / file_name_for(fa))),
@@ -197,7 +213,10 @@ def test_save_remembers_the_store_options_for_run(
     out = capsys.readouterr().out
     assert f"CA sync: nss:{extra}: +{fp16(fingerprint(other.certificate))}" in out
     assert "corp cert: fail" in out
-    assert set(nss_listing(extra)) == {nickname_for(fingerprint(ca.certificate)), nickname_for(fingerprint(other.certificate))}
+    assert set(nss_listing(extra)) == {
+        nickname_for(fingerprint(ca.certificate)),
+        nickname_for(fingerprint(other.certificate)),
+    }
     assert set(standin.latest_trust_report()) == {f"nss:{extra}"}
 
 
@@ -227,16 +246,26 @@ def test_enrolling_again_keeps_the_records_and_options(
     [
         (["--root", "{tmp}/nowhere"], "--root {tmp}/nowhere: no such directory"),
         (["--root", "{tmp}", "--no-system", "--no-nss"], "no trust store is enabled"),
-        (["--root", "{tmp}", "--nss-db", "relative/db"], "--nss-db relative/db: give the NSS database's absolute directory"),
+        (
+            ["--root", "{tmp}", "--nss-db", "relative/db"],
+            "--nss-db relative/db: give the NSS database's absolute directory",
+        ),
     ],
 )
 def test_errors_are_one_line(
-    server: tuple[StandIn, ServerThread], tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    server: tuple[StandIn, ServerThread],
+    tmp_path: Path,
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     standin, thread = server
     state = tmp_path / "state.json"
     enroll(standin, thread.url, state, capsys)
-    assert main(["agent", "sync-ca", "--state", str(state), *[a.replace("{tmp}", str(tmp_path)) for a in extra]]) == 1
+    assert (
+        main(["agent", "sync-ca", "--state", str(state), *[a.replace("{tmp}", str(tmp_path)) for a in extra]])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("gateway: error: ")
     assert message.replace("{tmp}", str(tmp_path)) in err
@@ -274,7 +303,9 @@ def run_as(uid: int, argv: list[str], scratch: Path) -> tuple[int, str, str]:
     /root, 0700, so a fresh process as another user could not even start it)."""
     out_path, err_path = scratch / "out.txt", scratch / "err.txt"
     with out_path.open("wb") as out_file, err_path.open("wb") as err_file, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork() beside the stand-in's thread: the child only runs main
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # fork() beside the stand-in's thread: the child only runs main
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             code = 99
@@ -287,7 +318,7 @@ def run_as(uid: int, argv: list[str], scratch: Path) -> tuple[int, str, str]:
                 os.setgid(uid)
                 os.setuid(uid)
                 code = main(argv)
-            except BaseException:  # noqa: BLE001 - the child must reach os._exit whatever happens
+            except BaseException:
                 traceback.print_exc()
             finally:
                 sys.stdout.flush()
@@ -331,11 +362,14 @@ def test_an_unprivileged_user_syncs_its_own_stores_and_is_told_about_the_system_
         assert set(nss_listing(nssdb)) == {nickname_for(fingerprint(ca.certificate))}
         sent = {e["store"]: e for e in standin.trust_reports[-1][1]["stores"]}
         assert sent["system"]["installed"] == [] and "permission denied" in sent["system"]["error"]
-        assert sent[f"nss:{nssdb}"] == {"store": f"nss:{nssdb}", "installed": [fingerprint(ca.certificate)], "error": ""}
+        assert sent[f"nss:{nssdb}"] == {
+            "store": f"nss:{nssdb}",
+            "installed": [fingerprint(ca.certificate)],
+            "error": "",
+        }
 
         code, out, err = run_as(nobody, [*argv, "--no-system"], base)
         assert code == 0, out + err  # only user stores: all is well without root
         assert list((root / ANCHORS).iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
-

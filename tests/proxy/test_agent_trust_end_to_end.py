@@ -120,7 +120,9 @@ async def test_a_new_root_is_installed_before_it_is_turned_on_and_the_old_one_re
     hand = make_ca("Corp Root (by hand)")
     nssdb = await asyncio.to_thread(nssdb_with_a_root_by_hand, root / "home/ann/.pki/nssdb", hand)
 
-    issued = await server.admin("POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "ann@example.com"})
+    issued = await server.admin(
+        "POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "ann@example.com"}
+    )
     state = tmp_path / "state.json"
     assert await agent("enroll", "--token", issued["token"], "--state", str(state)) == 0
     device_id = capsys.readouterr().out.split()[3]
@@ -183,7 +185,9 @@ async def test_turning_on_a_root_a_device_lacks_warns(
     certificates = f"/accounts/{account}/gateway/certificates"
     root = tmp_path / "root"
     make_nssdb(root / "home/ann/.pki/nssdb")
-    issued = await server.admin("POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "bob@example.com"})
+    issued = await server.admin(
+        "POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "bob@example.com"}
+    )
     state = tmp_path / "state.json"
     assert await agent("enroll", "--token", issued["token"], "--state", str(state)) == 0
     capsys.readouterr()
@@ -194,7 +198,9 @@ async def test_turning_on_a_root_a_device_lacks_warns(
                                   {"settings": {"certificate": {"id": second["id"]}}})  # fmt: skip
     warnings = [m["message"] for m in turned_on["messages"] if m.get("code") == 10100]
     assert len(warnings) == 1
-    assert warnings[0].startswith(f"1 of 1 reporting devices have not installed certificate {second['id']} yet")
+    assert warnings[0].startswith(
+        f"1 of 1 reporting devices have not installed certificate {second['id']} yet"
+    )
 
 
 def nssdb_with_a_root_by_hand(directory: Path, hand: Issued) -> Path:

@@ -188,9 +188,7 @@ async def test_application_refusals(
 
 async def test_file_managed_access_objects_are_read_only(api: Api) -> None:
     before = api.gateway.store.dump()
-    reply = await api(
-        "PUT", "access/apps/file-app-1", json={"name": "Mine", "domain": "wiki.example"}
-    )
+    reply = await api("PUT", "access/apps/file-app-1", json={"name": "Mine", "domain": "wiki.example"})
     assert (reply.status, reply.error) == (
         400,
         (
@@ -202,9 +200,7 @@ async def test_file_managed_access_objects_are_read_only(api: Api) -> None:
     assert reply.status == 400 and "is managed by file corp/files.yaml (line 8)" in reply.error
     assert api.gateway.store.dump() == before
     listed = (await api("GET", "access/policies")).result
-    assert [(p["id"], p["read_only"], p["app_count"]) for p in listed] == [
-        ("file-policy-1", True, 1)
-    ]
+    assert [(p["id"], p["read_only"], p["app_count"]) for p in listed] == [("file-policy-1", True, 1)]
 
 
 # --- the official SDK ----------------------------------------------------------------------------
@@ -216,15 +212,11 @@ async def sdk(gateway: Gateway) -> AsyncIterator[AsyncCloudflare]:
         yield client
 
 
-async def test_sdk_pages_through_every_access_policy(
-    sdk: AsyncCloudflare, gateway: Gateway
-) -> None:
+async def test_sdk_pages_through_every_access_policy(sdk: AsyncCloudflare, gateway: Gateway) -> None:
     policies = sdk.zero_trust.access.policies
     a = gateway.account_id
     created = [
-        await policies.create(
-            account_id=a, name=f"policy {i}", decision="allow", include=[{"everyone": {}}]
-        )
+        await policies.create(account_id=a, name=f"policy {i}", decision="allow", include=[{"everyone": {}}])
         for i in range(5)
     ]
     assert all(p.reusable and p.app_count == 0 for p in created)

@@ -128,7 +128,9 @@ async def test_answers_offer_the_nonce_for_the_next_report(client: Client, lab: 
     lab.gateway.clock.advance(seconds=121)  # an offered nonce expires as a requested one does
     stale = await agent_call(client, "POST", "/results", headers=auth, json={"results": [proven(following)]})
     assert stale.result[0]["success"] is False and "nonce is stale" in stale.result[0]["reason"]
-    refused = await agent_call(client, "POST", "/results", headers=basic(device_id, "wrong"), json={"results": []})
+    refused = await agent_call(
+        client, "POST", "/results", headers=basic(device_id, "wrong"), json={"results": []}
+    )
     assert refused.status == 401 and "Gateway-Nonce" not in refused.headers
 
 
@@ -158,7 +160,9 @@ async def test_enrollment_refusals(client: Client, lab: Lab) -> None:
         token=lab.gateway.token, json={},
     )  # fmt: skip
     lab.gateway.clock.advance(hours=1)
-    expired = await agent_call(client, "POST", "/enroll", json={**body, "secret": token_secret(later.result["token"])})
+    expired = await agent_call(
+        client, "POST", "/enroll", json={**body, "secret": token_secret(later.result["token"])}
+    )
     assert expired.status == 400 and "expired at 2026-03-01T13:00:00Z" in expired.error
 
 
@@ -182,7 +186,9 @@ async def test_device_credentials_are_required(
 
 
 async def test_admin_token_is_no_device_credential(client: Client, lab: Lab) -> None:
-    reply = await agent_call(client, "GET", "/posture_rules", headers={"Authorization": f"Bearer {lab.gateway.token}"})
+    reply = await agent_call(
+        client, "GET", "/posture_rules", headers={"Authorization": f"Bearer {lab.gateway.token}"}
+    )
     assert reply.status == 401
 
 
@@ -190,7 +196,9 @@ async def test_wrong_secret_is_401_and_logged(client: Client, lab: Lab) -> None:
     device_id, _ = await enroll(client, lab)
     reply = await agent_call(client, "POST", "/nonce", headers=basic(device_id, "wrong"))
     assert reply.status == 401 and "wrong device secret" in reply.error
-    logs = await call(client, "GET", f"/client/v4/accounts/{lab.account}/devices/posture/logs", token=lab.gateway.token)
+    logs = await call(
+        client, "GET", f"/client/v4/accounts/{lab.account}/devices/posture/logs", token=lab.gateway.token
+    )
     (entry,) = logs.result
     assert entry["device_id"] == device_id and entry["outcome"] == "refused"
     assert entry["reason"].startswith("wrong device secret (from 127.0.0.1)")
@@ -215,8 +223,16 @@ async def _refused_logged(client: Client, lab: Lab, device_id: str) -> str:
         ('{"results": []}', 400, "results: must hold at least one result"),
         ('{"results": [7]}', 400, "results[0]: must be an object"),
         ('{"results": [{"success": true}]}', 400, "results[0].rule_id: required"),
-        ('{"results": [{"rule_id": "r", "success": "yes"}]}', 400, "results[0].success: must be true or false"),
-        ('{"results": [{"rule_id": "r", "success": true, "nonce": 5}]}', 400, "results[0].nonce: must be a string"),
+        (
+            '{"results": [{"rule_id": "r", "success": "yes"}]}',
+            400,
+            "results[0].success: must be true or false",
+        ),
+        (
+            '{"results": [{"rule_id": "r", "success": true, "nonce": 5}]}',
+            400,
+            "results[0].nonce: must be a string",
+        ),
         ('{"results": [{"rule_id": "r", "success": true, "x": 1}]}', 400, "results[0].x: unknown field"),
         ('{"results": [], "more": 1}', 400, "more: unknown field"),
         ('{"results": [' + ",".join(['{"rule_id": "r", "success": false}'] * 257) + "]}", 400, "at most 256"),
@@ -237,7 +253,9 @@ async def test_result_for_a_rule_the_device_is_not_under(client: Client, lab: La
     device_id, secret = await enroll(client, lab, os="mac")
     assert (await agent_call(client, "GET", "/posture_rules", headers=basic(device_id, secret))).result == []
     result = {"rule_id": lab.rule_id, "success": False, "reason": "x"}
-    reply = await agent_call(client, "POST", "/results", headers=basic(device_id, secret), json={"results": [result]})
+    reply = await agent_call(
+        client, "POST", "/results", headers=basic(device_id, secret), json={"results": [result]}
+    )
     assert reply.status == 400
     assert "rule not assigned to this device: the rule matches linux; this device is mac" in reply.error
     assert "rule not assigned to this device" in await _refused_logged(client, lab, device_id)
@@ -248,7 +266,9 @@ async def test_bad_proof_over_http_is_stored_failed(client: Client, lab: Lab) ->
     cert, _ = lab.ca.issue(lab.now)
     result = {"rule_id": lab.rule_id, "success": True, "nonce": base64.b64encode(b"n" * 32).decode(),
               "certificate": pem(cert), "signature": base64.b64encode(b"s" * 64).decode()}  # fmt: skip
-    reply = await agent_call(client, "POST", "/results", headers=basic(device_id, secret), json={"results": [result]})
+    reply = await agent_call(
+        client, "POST", "/results", headers=basic(device_id, secret), json={"results": [result]}
+    )
     assert reply.status == 200
     assert reply.result[0]["success"] is False and reply.result[0]["verified"] is False
     assert reply.result[0]["reason"].startswith("nonce was not issued to this device by this server")

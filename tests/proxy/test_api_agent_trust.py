@@ -92,7 +92,10 @@ async def test_device_credentials_are_required(client: Client, lab: Lab, path: s
         ({}, "device credentials required"),
         (basic(device_id, "wrong"), "wrong device secret"),
         (basic("no-such-device", "x"), "unknown device"),
-        ({"Authorization": f"Bearer {lab.gateway.token}"}, "device credentials required"),  # the admin token is not one
+        (
+            {"Authorization": f"Bearer {lab.gateway.token}"},
+            "device credentials required",
+        ),  # the admin token is not one
     ):
         reply = await agent_call(client, method, path, headers=headers, json={"stores": []})
         assert reply.status == 401 and message in reply.error, reply.body
@@ -129,7 +132,9 @@ async def test_a_report_is_stored_and_shown(client: Client, lab: Lab) -> None:
     lab.gateway.clock.advance(minutes=1)
     assert (await report(client, auth, store(NSS))).result == {"stores": 1, "installed": 0}
     device = await admin(client, lab, "GET", f"/client/v4/accounts/{lab.account}/devices/{device_id}")
-    assert device.result["trust_stores"] == [{"store": NSS, "installed": [], "error": "", "reported_at": "2026-03-01T12:01:00Z"}]
+    assert device.result["trust_stores"] == [
+        {"store": NSS, "installed": [], "error": "", "reported_at": "2026-03-01T12:01:00Z"}
+    ]
     cert = await admin(client, lab, "GET", certificate_path(lab, first.id))
     assert cert.result["gateway_devices"] == {"installed": 0, "missing": 1, "reporting": 1}
 
@@ -144,7 +149,9 @@ async def test_devices_that_never_reported(client: Client, lab: Lab) -> None:
     listed = await admin(client, lab, "GET", certificate_path(lab, first, "/devices"))
     assert listed.result == [{"device_id": device_id, "name": "laptop-7", "installed": False, "stores": [],
                               "reported_at": None, "reporting": False}]  # fmt: skip
-    missing = await admin(client, lab, "GET", certificate_path(lab, "9d3c2a1b-0000-4000-8000-000000000000", "/devices"))
+    missing = await admin(
+        client, lab, "GET", certificate_path(lab, "9d3c2a1b-0000-4000-8000-000000000000", "/devices")
+    )
     assert missing.status == 404 and missing.error == (
         "no gateway certificate with id '9d3c2a1b-0000-4000-8000-000000000000' in this account"
     )
@@ -184,7 +191,9 @@ async def test_bad_reports_are_4xx_naming_the_field_and_logged(
     reply = await agent_call(client, "POST", "/trust_stores", headers=basic(device_id, secret), data=data)
     (error,) = reply.body["errors"]
     assert (reply.status, error["code"]) == (status, code)
-    assert error["message"] == message or error["message"].startswith(message + ": "), error  # JSON errors say where
+    assert error["message"] == message or error["message"].startswith(message + ": "), (
+        error
+    )  # JSON errors say where
     reason = await _refused_logged(client, lab, device_id)
     assert reason.startswith(("trust store report refused: ", "request refused: "))
     device = await admin(client, lab, "GET", f"/client/v4/accounts/{lab.account}/devices/{device_id}")
@@ -241,7 +250,9 @@ async def test_a_refused_turn_on_is_the_usual_400(client: Client, lab: Lab) -> N
     device_id, secret = await enroll(client, lab)
     await report(client, basic(device_id, secret), store("system"))
     path = f"/client/v4/accounts/{lab.account}/gateway/configuration"
-    reply = await admin(client, lab, "PATCH", path, {"settings": {"certificate": {"id": inactive.result["id"]}}})
+    reply = await admin(
+        client, lab, "PATCH", path, {"settings": {"certificate": {"id": inactive.result["id"]}}}
+    )
     assert reply.status == 400 and reply.body["messages"] == []
     assert reply.body["errors"][0]["code"] == 1004
 
@@ -299,7 +310,9 @@ async def test_the_sdk_turns_a_certificate_on_and_the_warning_is_in_the_raw_resp
     await certificates.activate(second.id or "", account_id=account)
     device, _ = lab.enroll()
     trust_report = [{"store": "system", "installed": [], "error": ""}]
-    trust = DeviceTrustService(lab.gateway.store, lab.gateway.service, lab.gateway.clock, writer=lab.service.writer)
+    trust = DeviceTrustService(
+        lab.gateway.store, lab.gateway.service, lab.gateway.clock, writer=lab.service.writer
+    )
     await trust.report(device, parse_report({"stores": trust_report}))
 
     got = await certificates.get(second.id or "", account_id=account)

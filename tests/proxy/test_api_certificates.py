@@ -32,9 +32,7 @@ async def test_list_shows_the_first_start_ca_in_use(client: Client, gateway: Gat
     assert cert["id"] == gateway.initial_ca_id and cert["type"] == "gateway_managed"
     assert cert["binding_status"] == "available" and cert["in_use"] is True
     assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", cert["fingerprint"])
-    assert all(
-        RFC3339_Z.match(cert[k]) for k in ("created_at", "updated_at", "uploaded_on", "expires_on")
-    )
+    assert all(RFC3339_Z.match(cert[k]) for k in ("created_at", "updated_at", "uploaded_on", "expires_on"))
     assert "PRIVATE" not in str(reply.body)
     assert reply.body["result_info"] == {
         "page": 1,
@@ -54,9 +52,7 @@ async def test_create_activate_turn_on_deactivate_delete(client: Client, gateway
     assert cert["binding_status"] == "inactive" and cert["in_use"] is False
     assert cert["expires_on"] == "2026-03-31T12:00:00Z"
     cid = cert["id"]
-    activated = await call(
-        client, "POST", certs_path(gateway, f"/{cid}/activate"), token=gateway.token
-    )
+    activated = await call(client, "POST", certs_path(gateway, f"/{cid}/activate"), token=gateway.token)
     assert activated.result["binding_status"] == "available"
     settings = {"settings": {"certificate": {"id": cid}}}
     patched = await call(client, "PATCH", f"/client/v4/accounts/{gateway.account_id}/gateway/configuration",
@@ -83,9 +79,7 @@ async def test_create_activate_turn_on_deactivate_delete(client: Client, gateway
 async def test_pending_until_the_live_node_loaded_it(client: Client, gateway: Gateway) -> None:
     gateway.service.register_node("node-1", "node one")
     cert = (await call(client, "POST", certs_path(gateway), token=gateway.token)).result
-    reply = await call(
-        client, "POST", certs_path(gateway, f"/{cert['id']}/activate"), token=gateway.token
-    )
+    reply = await call(client, "POST", certs_path(gateway, f"/{cert['id']}/activate"), token=gateway.token)
     assert reply.result["binding_status"] == "pending_deployment"
     gateway.service.node_loaded("node-1", gateway.account_id, {cert["id"]: cert["fingerprint"]})
     reply = await call(client, "GET", certs_path(gateway, f"/{cert['id']}"), token=gateway.token)
@@ -172,15 +166,10 @@ async def test_forbidden_transitions_are_400(client: Client, gateway: Gateway) -
 
 
 async def test_eleventh_available_is_400_not_429(client: Client, gateway: Gateway) -> None:
-    ids = [
-        gateway.service.generate(gateway.account_id, count_towards_limit=False).id
-        for _ in range(10)
-    ]
+    ids = [gateway.service.generate(gateway.account_id, count_towards_limit=False).id for _ in range(10)]
     for cid in ids[:9]:
         gateway.service.activate(gateway.account_id, cid)
-    reply = await call(
-        client, "POST", certs_path(gateway, f"/{ids[9]}/activate"), token=gateway.token
-    )
+    reply = await call(client, "POST", certs_path(gateway, f"/{ids[9]}/activate"), token=gateway.token)
     assert reply.status == 400
     assert reply.error == (
         "at most 10 certificates can be available (pending deployment included) and 10 already are: "
@@ -197,9 +186,7 @@ async def test_unknown_ids_are_404(client: Client, gateway: Gateway) -> None:
         ("POST", "/activate"),
         ("POST", "/deactivate"),
     ]:
-        reply = await call(
-            client, method, certs_path(gateway, f"/{UNKNOWN}{suffix}"), token=gateway.token
-        )
+        reply = await call(client, method, certs_path(gateway, f"/{UNKNOWN}{suffix}"), token=gateway.token)
         assert (reply.status, reply.error) == (
             404,
             f"no gateway certificate with id {UNKNOWN!r} in this account",
@@ -207,14 +194,10 @@ async def test_unknown_ids_are_404(client: Client, gateway: Gateway) -> None:
     assert gateway.store.dump() == before
 
 
-async def test_expiry_warning_is_a_message_on_get_and_list(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_expiry_warning_is_a_message_on_get_and_list(client: Client, gateway: Gateway) -> None:
     cert = gateway.service.generate(gateway.account_id, validity_period_days=10)
     listed = await call(client, "GET", certs_path(gateway), token=gateway.token)
-    expected = [
-        {"code": 0, "message": f"certificate {cert.id} expires in 10 days on 2026-03-11T12:00:00Z"}
-    ]
+    expected = [{"code": 0, "message": f"certificate {cert.id} expires in 10 days on 2026-03-11T12:00:00Z"}]
     assert listed.body["messages"] == expected
     got = await call(client, "GET", certs_path(gateway, f"/{cert.id}"), token=gateway.token)
     assert got.body["messages"] == expected

@@ -17,9 +17,7 @@ def config_path(gw: Gateway) -> str:
     return f"/client/v4/accounts/{gw.account_id}/gateway/configuration"
 
 
-async def test_get_shows_the_in_use_certificate_and_defaults(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_get_shows_the_in_use_certificate_and_defaults(client: Client, gateway: Gateway) -> None:
     reply = await call(client, "GET", config_path(gateway), token=gateway.token)
     assert reply.result == {
         "settings": {
@@ -65,10 +63,7 @@ async def test_turning_on_needs_an_available_certificate(client: Client, gateway
     body = {"settings": {"certificate": {"id": cert.id}, "tls_decrypt": {"enabled": False}}}
     reply = await call(client, "PATCH", config_path(gateway), token=gateway.token, json=body)
     assert reply.status == 400
-    assert (
-        reply.error
-        == f"certificate {cert.id} is inactive: activate it and wait until it is available"
-    )
+    assert reply.error == f"certificate {cert.id} is inactive: activate it and wait until it is available"
     assert gateway.store.dump() == before
 
 

@@ -72,7 +72,9 @@ async def test_sdk_reads_last_seen_identity_with_device_posture(sdk: AsyncCloudf
     device, _ = lab.enroll()
     cert, key = lab.ca.issue(lab.now)
     await lab.service.submit(device, [await lab.passing(device, cert, key)], "10.0.0.7")
-    identity = await sdk.zero_trust.access.users.last_seen_identity.get(user_id(EMAIL), account_id=lab.account)
+    identity = await sdk.zero_trust.access.users.last_seen_identity.get(
+        user_id(EMAIL), account_id=lab.account
+    )
     assert identity is not None and identity.email == EMAIL and identity.device_id == device.id
     assert identity.ip == "10.0.0.7" and identity.common_name == "laptop-7.corp"
     assert identity.device_posture is not None
@@ -97,13 +99,23 @@ async def test_identity_json_spells_device_posture_in_camel_case(client: Client,
         token=lab.gateway.token,
     )  # fmt: skip
     posture = reply.result["devicePosture"]
-    assert set(posture[lab.rule_id]) >= {"id", "rule_name", "type", "success", "timestamp", "description", "error"}
+    assert set(posture[lab.rule_id]) >= {
+        "id",
+        "rule_name",
+        "type",
+        "success",
+        "timestamp",
+        "description",
+        "error",
+    }
     assert posture[lab.rule_id]["error"] == "no cert" and posture[lab.rule_id]["success"] is False
 
 
 async def test_enrollment_token_over_the_api(client: Client, lab: Lab) -> None:
     path = f"/client/v4/accounts/{lab.account}/devices/enrollment_tokens"
-    reply = await call(client, "POST", path, token=lab.gateway.token, json={"email": "bob@example.com", "expires_in": "30m"})
+    reply = await call(
+        client, "POST", path, token=lab.gateway.token, json={"email": "bob@example.com", "expires_in": "30m"}
+    )
     assert reply.status == 200
     assert reply.result["email"] == "bob@example.com" and reply.result["expires_at"] == "2026-03-01T12:30:00Z"
     body = reply.result["token"].removeprefix("gwe1.")

@@ -41,9 +41,7 @@ async def test_wrong_token_and_wrong_scheme_are_401(client: Client, gateway: Gat
         ] == "Authorization header must be 'Bearer <token>'"
 
 
-async def test_unknown_routes_need_a_token_before_they_are_404(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_unknown_routes_need_a_token_before_they_are_404(client: Client, gateway: Gateway) -> None:
     assert (await call(client, "GET", "/client/v4/zones", token=None)).status == 401
     reply = await call(client, "GET", "/client/v4/zones", token=gateway.token)
     assert (reply.status, reply.error) == (404, "no route for GET /client/v4/zones")
@@ -60,9 +58,7 @@ async def test_wrong_method_is_405_with_allow(client: Client, gateway: Gateway) 
     assert reply.headers["Allow"] == "GET, HEAD, PATCH, PUT"
 
 
-async def test_unknown_account_is_404_and_a_foreign_account_403(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_unknown_account_is_404_and_a_foreign_account_403(client: Client, gateway: Gateway) -> None:
     unknown = "f" * 32
     reply = await call(
         client, "GET", f"/client/v4/accounts/{unknown}/gateway/certificates", token=gateway.token
@@ -70,9 +66,7 @@ async def test_unknown_account_is_404_and_a_foreign_account_403(
     assert (reply.status, reply.error) == (404, f"no account with id {unknown!r}")
     other = create_account(gateway.store, "Other", gateway.clock)
     scoped = "scoped-token-0123456789abcdefgh"
-    accounts.add_token(
-        gateway.store, scoped, TokenOrigin.GENERATED, gateway.clock, account_id=other.id
-    )
+    accounts.add_token(gateway.store, scoped, TokenOrigin.GENERATED, gateway.clock, account_id=other.id)
     reply = await call(
         client,
         "GET",
@@ -87,9 +81,7 @@ async def test_unknown_account_is_404_and_a_foreign_account_403(
     assert [a["id"] for a in listed.result] == [other.id]
 
 
-async def test_accounts_are_cloudflare_account_objects_and_page(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_accounts_are_cloudflare_account_objects_and_page(client: Client, gateway: Gateway) -> None:
     create_account(gateway.store, "Second", gateway.clock)
     reply = await call(client, "GET", "/client/v4/accounts?per_page=1", token=gateway.token)
     (account,) = reply.result
@@ -108,9 +100,7 @@ async def test_accounts_are_cloudflare_account_objects_and_page(
     assert page3.result == []
     bad = await call(client, "GET", "/client/v4/accounts?page=0", token=gateway.token)
     assert (bad.status, bad.error) == (400, "page: must be a positive integer, got '0'")
-    one = await call(
-        client, "GET", f"/client/v4/accounts/{gateway.account_id}", token=gateway.token
-    )
+    one = await call(client, "GET", f"/client/v4/accounts/{gateway.account_id}", token=gateway.token)
     assert one.result == account
 
 
@@ -140,9 +130,7 @@ async def test_malformed_json_is_400(
 async def test_empty_json_bodies_work_on_post_and_delete(client: Client, gateway: Gateway) -> None:
     base = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates"
     cert = (await call(client, "POST", base, token=gateway.token, data=b"")).result
-    assert (
-        await call(client, "DELETE", f"{base}/{cert['id']}", token=gateway.token, data=b"")
-    ).status == 200
+    assert (await call(client, "DELETE", f"{base}/{cert['id']}", token=gateway.token, data=b"")).status == 200
 
 
 async def test_body_over_1_mib_is_413(client: Client, gateway: Gateway) -> None:

@@ -35,18 +35,12 @@ async def test_upload_with_key_then_activate_as_custom(client: Client, gateway: 
     assert upload["expires_on"] == "2027-03-01T12:00:00Z"
     assert "PRIVATE KEY" not in str(created.body)
     gw_path = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates"
-    activated = await call(
-        client, "POST", f"{gw_path}/{upload['id']}/activate", token=gateway.token
-    )
-    assert (
-        activated.result["type"] == "custom" and activated.result["binding_status"] == "available"
-    )
+    activated = await call(client, "POST", f"{gw_path}/{upload['id']}/activate", token=gateway.token)
+    assert activated.result["type"] == "custom" and activated.result["binding_status"] == "available"
     assert activated.result["issuer_org"] == "Lab"
     listed = await call(client, "GET", gw_path, token=gateway.token)
     assert {c["id"]: c["type"] for c in listed.result}[upload["id"]] == "custom"
-    refused = await call(
-        client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token
-    )
+    refused = await call(client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token)
     assert refused.status == 400
     assert refused.error == (
         f"certificate {upload['id']} is activated as a gateway certificate (available): deactivate it "
@@ -54,23 +48,17 @@ async def test_upload_with_key_then_activate_as_custom(client: Client, gateway: 
     )
 
 
-async def test_upload_without_key_cannot_be_a_gateway_certificate(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_upload_without_key_cannot_be_a_gateway_certificate(client: Client, gateway: Gateway) -> None:
     body = {"ca": True, "certificates": make_ca(START).certificate}
     upload = (await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)).result
     before = gateway.store.dump()
     path = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates/{upload['id']}/activate"
     reply = await call(client, "POST", path, token=gateway.token)
     assert reply.status == 400
-    assert reply.error.startswith(
-        f"mTLS certificate {upload['id']} was uploaded without its private key"
-    )
+    assert reply.error.startswith(f"mTLS certificate {upload['id']} was uploaded without its private key")
     assert "needs one to sign leaves" in reply.error
     assert gateway.store.dump() == before
-    deleted = await call(
-        client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token
-    )
+    deleted = await call(client, "DELETE", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token)
     assert deleted.status == 200 and deleted.result["id"] == upload["id"]
     gone = await call(client, "GET", mtls_path(gateway, f"/{upload['id']}"), token=gateway.token)
     assert (gone.status, gone.error) == (
@@ -112,16 +100,12 @@ def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
 BAD_UPLOADS = _bad_uploads()
 
 
-@pytest.mark.parametrize(
-    ("case", "fields", "message"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS]
-)
+@pytest.mark.parametrize(("case", "fields", "message"), BAD_UPLOADS, ids=[c[0] for c in BAD_UPLOADS])
 async def test_bad_uploads_are_refused_naming_the_problem(
     client: Client, gateway: Gateway, case: str, fields: dict[str, object], message: str
 ) -> None:
     before = gateway.store.dump()
-    reply = await call(
-        client, "POST", mtls_path(gateway), token=gateway.token, json={"ca": True, **fields}
-    )
+    reply = await call(client, "POST", mtls_path(gateway), token=gateway.token, json={"ca": True, **fields})
     assert (reply.status, reply.error) == (400, message), case
     assert reply.body["errors"][0]["code"] == 1003
     assert gateway.store.dump() == before
@@ -159,9 +143,7 @@ async def test_bad_fields_are_400_naming_the_field(
     assert (reply.status, reply.error) == (400, message)
 
 
-async def test_list_filters_by_type_repeated_or_comma_separated(
-    client: Client, gateway: Gateway
-) -> None:
+async def test_list_filters_by_type_repeated_or_comma_separated(client: Client, gateway: Gateway) -> None:
     body = {"ca": True, "certificates": make_ca(START).certificate, "name": "signing"}
     upload = (await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)).result
     for query in (
@@ -172,9 +154,7 @@ async def test_list_filters_by_type_repeated_or_comma_separated(
     ):
         reply = await call(client, "GET", mtls_path(gateway, query), token=gateway.token)
         assert [c["id"] for c in reply.result] == [upload["id"]], query
-    reply = await call(
-        client, "GET", mtls_path(gateway, "?type=gateway_managed"), token=gateway.token
-    )
+    reply = await call(client, "GET", mtls_path(gateway, "?type=gateway_managed"), token=gateway.token)
     assert reply.result == []
     bad = await call(client, "GET", mtls_path(gateway, "?type=custom,bogus"), token=gateway.token)
     assert (bad.status, bad.error) == (

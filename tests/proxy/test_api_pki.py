@@ -24,10 +24,7 @@ async def test_in_use_ca_as_pem_and_der_follows_turn_on(client: Client, gateway:
     status, content_type, der, _ = await _get(client, "/pki/ca.crt")
     assert (status, content_type) == (200, "application/pkix-cert")
     assert x509.load_pem_x509_certificate(pem) == x509.load_der_x509_certificate(der)
-    assert (
-        pem.decode()
-        == gateway.service.get(gateway.account_id, gateway.initial_ca_id).certificate_pem
-    )
+    assert pem.decode() == gateway.service.get(gateway.account_id, gateway.initial_ca_id).certificate_pem
     other = gateway.service.generate(gateway.account_id)
     gateway.service.activate(gateway.account_id, other.id)
     gateway.service.turn_on(gateway.account_id, other.id)
@@ -39,11 +36,7 @@ async def test_ca_by_id_is_der(client: Client, gateway: Gateway) -> None:
     assert (status, content_type) == (200, "application/pkix-cert")
     fingerprint = gateway.service.get(gateway.account_id, gateway.initial_ca_id).fingerprint
     assert gateway.service.authority(gateway.initial_ca_id).fingerprint == fingerprint
-    assert (
-        x509.load_der_x509_certificate(der)
-        .subject.rfc4514_string()
-        .startswith("CN=Gateway Inspection CA")
-    )
+    assert x509.load_der_x509_certificate(der).subject.rfc4514_string().startswith("CN=Gateway Inspection CA")
 
 
 async def test_crl_is_signed_current_empty_and_cached_for_half_its_life(
@@ -59,10 +52,7 @@ async def test_crl_is_signed_current_empty_and_cached_for_half_its_life(
     assert crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
     assert len(crl) == 0 and crl.issuer == ca.subject
     assert crl.next_update_utc == gateway.clock() + timedelta(days=7)
-    assert (
-        headers["Cache-Control"]
-        == f"public, max-age={int(timedelta(days=3, hours=12).total_seconds())}"
-    )
+    assert headers["Cache-Control"] == f"public, max-age={int(timedelta(days=3, hours=12).total_seconds())}"
     gateway.clock.advance(days=3)
     assert (await _get(client, path))[2] == der  # cached
     gateway.clock.advance(days=1)

@@ -73,8 +73,12 @@ async def test_sdk_creates_lists_gets_updates_and_deletes_rules(sdk: AsyncCloudf
         account_id=lab.account,
         name="corp cert v2",
         type="client_certificate_v2",
-        input={"certificate_id": lab.ca_id, "check_private_key": True, "operating_system": "linux",
-               "extended_key_usage": ["clientAuth", "emailProtection"]},
+        input={
+            "certificate_id": lab.ca_id,
+            "check_private_key": True,
+            "operating_system": "linux",
+            "extended_key_usage": ["clientAuth", "emailProtection"],
+        },
     )
     assert updated is not None and updated.name == "corp cert v2" and updated.schedule == "5m"
     assert updated.input.extended_key_usage == ["clientAuth", "emailProtection"]  # type: ignore[union-attr]
@@ -96,7 +100,9 @@ async def test_rule_on_a_ca_uploaded_through_the_sdk(sdk: AsyncCloudflare, lab: 
     assert rule is not None and rule.id
     device, _ = lab.enroll()
     assert [r.id for r, _ in lab.service.agent_rules(device)] == [lab.rule_id, rule.id]
-    (stored,) = await lab.service.submit(device, [await lab.passing(device, *ca.issue(lab.now), rule_id=rule.id)], "h")
+    (stored,) = await lab.service.submit(
+        device, [await lab.passing(device, *ca.issue(lab.now), rule_id=rule.id)], "h"
+    )
     assert stored.success and stored.verified
 
 
@@ -117,7 +123,9 @@ async def test_sdk_sees_refusals_as_400(sdk: AsyncCloudflare, lab: Lab) -> None:
 async def test_put_id_must_match_and_unknown_rules_are_404(client: Client, lab: Lab) -> None:
     base = f"/client/v4/accounts/{lab.account}/devices/posture"
     token = lab.gateway.token
-    reply = await call(client, "PUT", f"{base}/{lab.rule_id}", token=token, json={**rule_body(lab.ca_id), "id": "other"})
+    reply = await call(
+        client, "PUT", f"{base}/{lab.rule_id}", token=token, json={**rule_body(lab.ca_id), "id": "other"}
+    )
     assert reply.status == 400 and "does not match the id in the path" in reply.error
     assert (await call(client, "GET", f"{base}/nope", token=token)).status == 404
     assert (await call(client, "DELETE", f"{base}/nope", token=token)).status == 404
@@ -127,7 +135,10 @@ async def test_put_id_must_match_and_unknown_rules_are_404(client: Client, lab: 
 
 async def _logs(client: Client, lab: Lab, query: str = "") -> Any:
     reply = await call(
-        client, "GET", f"/client/v4/accounts/{lab.account}/devices/posture/logs{query}", token=lab.gateway.token
+        client,
+        "GET",
+        f"/client/v4/accounts/{lab.account}/devices/posture/logs{query}",
+        token=lab.gateway.token,
     )
     assert reply.status == 200, reply.body
     return reply.body
@@ -137,7 +148,9 @@ async def test_posture_log_filters_and_pages_newest_first(client: Client, lab: L
     first, _ = lab.enroll(hostname="first")
     second, _ = lab.enroll(hostname="second")
     for i in range(3):
-        await lab.service.submit(first, [Report(rule_id=lab.rule_id, success=False, reason=f"first {i}")], "h")
+        await lab.service.submit(
+            first, [Report(rule_id=lab.rule_id, success=False, reason=f"first {i}")], "h"
+        )
         lab.gateway.clock.advance(minutes=1)
     cert, key = lab.ca.issue(lab.now, cn="second.corp")
     await lab.service.submit(second, [await lab.passing(second, cert, key)], "h")
@@ -165,6 +178,9 @@ async def test_posture_log_filters_and_pages_newest_first(client: Client, lab: L
 )  # fmt: skip
 async def test_bad_log_queries_are_400(client: Client, lab: Lab, query: str, message: str) -> None:
     reply = await call(
-        client, "GET", f"/client/v4/accounts/{lab.account}/devices/posture/logs{query}", token=lab.gateway.token
+        client,
+        "GET",
+        f"/client/v4/accounts/{lab.account}/devices/posture/logs{query}",
+        token=lab.gateway.token,
     )
     assert reply.status == 400 and message in reply.error

@@ -58,15 +58,10 @@ async def test_create_list_get_replace_delete(api: Api) -> None:
     assert (await api("GET", f"gateway/rules/{rule['id']}")).result == rule
 
     api.gateway.clock.advance(seconds=30)
-    replaced = await api(
-        "PUT", f"gateway/rules/{rule['id']}", json={"name": "Allow", "action": "allow"}
-    )
+    replaced = await api("PUT", f"gateway/rules/{rule['id']}", json={"name": "Allow", "action": "allow"})
     assert replaced.status == 200
     assert replaced.result["action"] == "allow" and replaced.result["traffic"] == ""
-    assert (
-        replaced.result["rule_settings"] == {}
-        and replaced.result["precedence"] == rule["precedence"]
-    )
+    assert replaced.result["rule_settings"] == {} and replaced.result["precedence"] == rule["precedence"]
     assert replaced.result["updated_at"] == "2026-03-01T12:00:30Z"
     assert replaced.result["created_at"] == rule["created_at"]
 
@@ -138,9 +133,7 @@ async def test_a_change_reaches_the_engines_at_once(api: Api) -> None:
         ({"action": "block"}, "request body: name: required"),
     ],
 )
-async def test_refusals_name_the_field_and_save_nothing(
-    api: Api, body: dict[str, Any], message: str
-) -> None:
+async def test_refusals_name_the_field_and_save_nothing(api: Api, body: dict[str, Any], message: str) -> None:
     before = api.gateway.store.dump()
     version = api.service.engines(api.gateway.account_id).version
     reply = await api("POST", "gateway/rules", json=body)
@@ -169,9 +162,7 @@ async def test_a_file_managed_rule_cannot_be_changed(api: Api) -> None:
         ('{"name": ' + '"' + "x" * (1024 * 1024) + '"}', 413, 1008, "request body is larger than 1 MiB (1048576 bytes)"),
     ],
 )  # fmt: skip
-async def test_bodies_that_are_not_a_rule(
-    api: Api, data: str, status: int, code: int, message: str
-) -> None:
+async def test_bodies_that_are_not_a_rule(api: Api, data: str, status: int, code: int, message: str) -> None:
     before = api.gateway.store.dump()
     reply = await api("POST", "gateway/rules", data=data)
     assert (reply.status, reply.body["errors"][0]["code"], reply.error) == (status, code, message)
@@ -189,10 +180,7 @@ async def test_what_the_store_cannot_keep_is_refused(api: Api) -> None:
     assert (lone.status, lone.body["errors"][0]["code"], lone.error) == (
         400,
         1001,
-        (
-            "request body holds a lone surrogate escape (such as \\ud800): strings must be valid "
-            "Unicode text"
-        ),
+        ("request body holds a lone surrogate escape (such as \\ud800): strings must be valid Unicode text"),
     )
     yaml = 'gateway_rules: [{name: "\\ud800", action: block, precedence: 1}]\n'
     imported = await api("POST", "gateway/rules/import", data=yaml)
@@ -289,9 +277,7 @@ async def test_import_refuses_to_change_a_file_rule(api: Api) -> None:
     data = "gateway_rules:\n  - {id: file-rule-1, name: Mine now, precedence: 10, action: allow}\n"
     reply = await api("POST", "gateway/rules/import", data=data)
     assert (reply.status, reply.body["errors"][0]["code"]) == (400, 1004)
-    assert reply.error.startswith(
-        "gateway rule 'Block gambling (file)' (id file-rule-1) is managed by file"
-    )
+    assert reply.error.startswith("gateway rule 'Block gambling (file)' (id file-rule-1) is managed by file")
 
 
 # --- without a policy service; /metrics ----------------------------------------------------------
@@ -306,9 +292,7 @@ async def test_without_policies_the_endpoints_answer_404(gateway: Gateway) -> No
         )  # fmt: skip
         async with client.get("/metrics") as response:
             assert response.status == 404
-            assert (await response.json())["errors"][0][
-                "message"
-            ] == "no metrics are kept by this server"
+            assert (await response.json())["errors"][0]["message"] == "no metrics are kept by this server"
 
 
 async def test_metrics_are_public_in_prometheus_format(gateway: Gateway) -> None:

@@ -69,15 +69,10 @@ async def test_whole_certificate_lifecycle(sdk: AsyncCloudflare, gateway: Gatewa
     )
     assert upload.id and upload.type == "custom" and upload.issuer == "CN=BYO Root,O=Lab"
     listed = [
-        m.id
-        async for m in sdk.mtls_certificates.list(
-            account_id=account, type=["custom", "gateway_managed"]
-        )
+        m.id async for m in sdk.mtls_certificates.list(account_id=account, type=["custom", "gateway_managed"])
     ]
     assert listed == [upload.id]
-    assert (
-        await certificates.activate(upload.id, account_id=account)
-    ).binding_status == "pending_deployment"
+    assert (await certificates.activate(upload.id, account_id=account)).binding_status == "pending_deployment"
     svc.node_loaded(
         "node-1",
         account,
@@ -94,9 +89,7 @@ async def test_whole_certificate_lifecycle(sdk: AsyncCloudflare, gateway: Gatewa
     assert fetched.name == "byo"
 
 
-async def test_refusals_reach_the_sdk_as_the_right_errors(
-    sdk: AsyncCloudflare, gateway: Gateway
-) -> None:
+async def test_refusals_reach_the_sdk_as_the_right_errors(sdk: AsyncCloudflare, gateway: Gateway) -> None:
     certificates = sdk.zero_trust.gateway.certificates
     account = gateway.account_id
     for _ in range(3):
@@ -119,6 +112,4 @@ async def test_refusals_reach_the_sdk_as_the_right_errors(
     wrong = AsyncCloudflare(base_url=str(sdk.base_url), api_token="wrong-token", max_retries=0)
     async with wrong:
         with pytest.raises(cloudflare.AuthenticationError):
-            await wrong.zero_trust.gateway.certificates.get(
-                gateway.initial_ca_id, account_id=account
-            )
+            await wrong.zero_trust.gateway.certificates.get(gateway.initial_ca_id, account_id=account)

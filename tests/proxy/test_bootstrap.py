@@ -41,17 +41,11 @@ def test_the_first_ca_does_not_count_towards_the_generation_limit(
         service.generate(boot.account_id)
 
 
-def test_later_starts_change_nothing(
-    store: Store, service: CertificateService, clock: FakeClock
-) -> None:
+def test_later_starts_change_nothing(store: Store, service: CertificateService, clock: FakeClock) -> None:
     first = first_start(store, service, admin_token_env=None, clock=clock)
     again = first_start(store, service, admin_token_env=None, clock=clock)
     assert again.account_id == first.account_id
-    assert (
-        not again.created_account
-        and again.new_admin_token is None
-        and again.generated_ca_id is None
-    )
+    assert not again.created_account and again.new_admin_token is None and again.generated_ca_id is None
     assert len(service.list(first.account_id)) == 1
     assert accounts.authenticate(store, first.new_admin_token or "") is not None
 

@@ -61,9 +61,7 @@ def test_fourth_generation_in_24_hours_is_refused_until_the_window_rolls(gateway
     for _ in range(3):
         gateway.service.generate(gateway.account_id)
         gateway.clock.advance(hours=1)
-    with pytest.raises(
-        LimitExceeded, match="at most 3 certificates can be generated per 24 hours"
-    ) as e:
+    with pytest.raises(LimitExceeded, match="at most 3 certificates can be generated per 24 hours") as e:
         gateway.service.generate(gateway.account_id)
     assert e.value.retry_after == first + timedelta(hours=24)
     assert len(gateway.service.list(gateway.account_id)) == 4  # the first-start CA + 3
@@ -192,9 +190,7 @@ def test_turn_on_moves_in_use_and_leaves_the_previous_available(gateway: Gateway
         gateway.initial_ca_id: ("available", False),
         cert_id: ("available", True),
     }
-    assert gateway.service.configuration(gateway.account_id).settings["certificate"] == {
-        "id": cert_id
-    }
+    assert gateway.service.configuration(gateway.account_id).settings["certificate"] == {"id": cert_id}
 
 
 def test_turn_on_needs_an_available_certificate(gateway: Gateway) -> None:
@@ -354,9 +350,7 @@ def test_gateway_managed_certificates_are_not_mtls_uploads(gateway: Gateway) -> 
 def test_bad_uploads_are_refused_and_nothing_is_stored(gateway: Gateway) -> None:
     now = gateway.clock()
     with pytest.raises(InvalidCertificate, match="not a CA"):
-        gateway.service.create_mtls(
-            gateway.account_id, certificates=make_ca(now, ca=False).certificate
-        )
+        gateway.service.create_mtls(gateway.account_id, certificates=make_ca(now, ca=False).certificate)
     with pytest.raises(InvalidCertificate, match="does not match"):
         gateway.service.create_mtls(
             gateway.account_id, certificates=make_ca(now).certificate, private_key=make_ca(now).key
@@ -404,7 +398,5 @@ def test_configuration_change_is_all_or_nothing(gateway: Gateway) -> None:
     cert = svc.generate(acc)  # inactive: cannot be turned on
     before = svc.configuration(acc)
     with pytest.raises(LifecycleError):
-        svc.update_configuration(
-            acc, {"certificate": {"id": cert.id}, "tls_decrypt": {"enabled": False}}
-        )
+        svc.update_configuration(acc, {"certificate": {"id": cert.id}, "tls_decrypt": {"enabled": False}})
     assert svc.configuration(acc) == before

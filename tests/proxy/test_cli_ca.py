@@ -42,11 +42,20 @@ def cli(*argv: str) -> int:
 # --- the API double ----------------------------------------------------------------------------------
 
 
-def make_ca(days: int, key_type: str = "ec-p256", *, start: datetime | None = None) -> tuple[x509.Certificate, Any]:
-    key: Any = rsa.generate_private_key(65537, int(key_type[4:])) if key_type.startswith("rsa") else (
-        ec.generate_private_key(ec.SECP384R1() if key_type == "ec-p384" else ec.SECP256R1())
+def make_ca(
+    days: int, key_type: str = "ec-p256", *, start: datetime | None = None
+) -> tuple[x509.Certificate, Any]:
+    key: Any = (
+        rsa.generate_private_key(65537, int(key_type[4:]))
+        if key_type.startswith("rsa")
+        else (ec.generate_private_key(ec.SECP384R1() if key_type == "ec-p384" else ec.SECP256R1()))
     )
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lab"), x509.NameAttribute(NameOID.COMMON_NAME, "Lab Root")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lab"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "Lab Root"),
+        ]
+    )
     start = start or datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
@@ -78,7 +87,9 @@ class FakeApi:
     devices: dict[str, dict[str, int]] = field(default_factory=dict)
     new_devices: dict[str, int] | None = None
 
-    def add(self, cert: x509.Certificate, *, kind: str = "gateway_managed", status: str = "inactive") -> dict[str, Any]:
+    def add(
+        self, cert: x509.Certificate, *, kind: str = "gateway_managed", status: str = "inactive"
+    ) -> dict[str, Any]:
         cert_id = str(uuid.uuid4())
         der = cert.public_bytes(serialization.Encoding.DER)
         now = rfc3339(datetime.now(UTC))
@@ -123,7 +134,9 @@ class FakeApi:
         for cert_id in ids:
             left = datetime.fromisoformat(self.certs[cert_id]["expires_on"]) - datetime.now(UTC)
             if left < timedelta(days=30):
-                messages.append({"code": 1001, "message": f"certificate {cert_id} expires in {left.days} days"})
+                messages.append(
+                    {"code": 1001, "message": f"certificate {cert_id} expires in {left.days} days"}
+                )
         return messages
 
 
@@ -152,7 +165,12 @@ def make_app(api: FakeApi) -> web.Application:
             return await handler(request)
         except ApiRefusal as e:
             return web.json_response(
-                {"success": False, "errors": [{"code": 7000 + e.status, "message": str(e)}], "messages": [], "result": None},
+                {
+                    "success": False,
+                    "errors": [{"code": 7000 + e.status, "message": str(e)}],
+                    "messages": [],
+                    "result": None,
+                },
                 status=e.status,
             )
 
@@ -197,7 +215,9 @@ def make_app(api: FakeApi) -> web.Application:
     async def delete_cert(request: web.Request) -> web.Response:
         i = cert_id(request)
         if api.certs[i]["binding_status"] != "inactive":
-            raise ApiRefusal(400, f"only inactive certificates can be deleted; {i} is {api.certs[i]['binding_status']}")
+            raise ApiRefusal(
+                400, f"only inactive certificates can be deleted; {i} is {api.certs[i]['binding_status']}"
+            )
         api.ders.pop(i)
         return envelope(api.certs.pop(i))
 
@@ -225,7 +245,9 @@ def make_app(api: FakeApi) -> web.Application:
         except ValueError:
             raise ApiRefusal(400, "certificates: not a PEM certificate") from None
         record = api.add(cert, kind="custom")
-        return envelope({"id": record["id"], "name": body["name"], "ca": True, "expires_on": record["expires_on"]})
+        return envelope(
+            {"id": record["id"], "name": body["name"], "ca": True, "expires_on": record["expires_on"]}
+        )
 
     app = web.Application(middlewares=[errors])
     base = "/client/v4/accounts/{account}"
@@ -283,7 +305,9 @@ def ids(output: str) -> list[str]:
 # --- lifecycle -----------------------------------------------------------------------------------------
 
 
-async def test_generate_activate_use_lists_the_certificate_in_use(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_generate_activate_use_lists_the_certificate_in_use(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("generate", "--days", "400", "--use") == 0
     out = capsys.readouterr().out
     (new,) = set(ids(out))
@@ -303,7 +327,9 @@ async def test_generate_activate_use_lists_the_certificate_in_use(server: Server
     assert err == ""
 
 
-async def test_use_reports_the_previous_certificate_back_to_available(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_use_reports_the_previous_certificate_back_to_available(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     old = server.api.add(make_ca(100)[0], status="available")["id"]
     new = server.api.add(make_ca(100)[0], status="available")["id"]
     server.api.in_use = old
@@ -315,7 +341,9 @@ async def test_use_reports_the_previous_certificate_back_to_available(server: Se
     assert patch == [f'{{"settings": {{"certificate": {{"id": "{new}"}}}}}}'.encode()]
 
 
-async def test_use_of_the_certificate_in_use_changes_nothing(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_use_of_the_certificate_in_use_changes_nothing(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert = server.api.add(make_ca(100)[0], status="available")["id"]
     server.api.in_use = cert
     assert await server.run("use", cert) == 0
@@ -323,7 +351,9 @@ async def test_use_of_the_certificate_in_use_changes_nothing(server: Server, cap
     assert not [r for r in server.api.requests if r[0] == "PATCH"]
 
 
-async def test_activate_and_deactivate_post_empty_json(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_activate_and_deactivate_post_empty_json(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert = server.api.add(make_ca(100)[0])["id"]
     assert await server.run("activate", cert[:8]) == 0
     assert await server.run("deactivate", cert[:8]) == 0
@@ -337,7 +367,9 @@ async def test_activate_and_deactivate_post_empty_json(server: Server, capsys: p
     ]
 
 
-async def test_generate_sends_days_and_key_type_and_prints_json(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_generate_sends_days_and_key_type_and_prints_json(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("generate", "--days", "30", "--key-type", "ec-p384", "--json") == 0
     out, err = capsys.readouterr()
     cert = json.loads(out)
@@ -349,32 +381,48 @@ async def test_generate_sends_days_and_key_type_and_prints_json(server: Server, 
     assert isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name == "secp384r1"
 
 
-async def test_delete_removes_an_inactive_certificate(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_delete_removes_an_inactive_certificate(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert = server.api.add(make_ca(100)[0])["id"]
     assert await server.run("delete", cert[:5]) == 0
     assert capsys.readouterr().out == f"deleted {cert}\n"
     assert server.api.certs == {}
 
 
-async def test_upload_then_activate_a_custom_ca(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_upload_then_activate_a_custom_ca(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert, key = make_ca(365, "rsa-2048")
     (tmp_path / "corp.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "corp.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
-    argv = ["upload", "--name", "corp-root", "--cert", str(tmp_path / "corp.pem"), "--key", str(tmp_path / "corp.key")]
+    argv = [
+        "upload",
+        "--name",
+        "corp-root",
+        "--cert",
+        str(tmp_path / "corp.pem"),
+        "--key",
+        str(tmp_path / "corp.key"),
+    ]
     assert await server.run(*argv, "--activate") == 0
     out = capsys.readouterr().out
     (uploaded,) = set(ids(out))
     assert f"uploaded {uploaded} (corp-root, expires " in out
     assert f"activated {uploaded}: pending_deployment" in out
     assert server.api.certs[uploaded]["type"] == "custom"
-    (method, path, _, body) = next(r for r in server.api.requests if r[1].endswith("/mtls_certificates"))
+    (_method, _path, _, body) = next(r for r in server.api.requests if r[1].endswith("/mtls_certificates"))
     sent = json.loads(body)
     assert sent["name"] == "corp-root" and sent["ca"] is True and "PRIVATE KEY" in sent["private_key"]
 
 
-async def test_upload_of_a_missing_file_is_one_line(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_upload_of_a_missing_file_is_one_line(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "nope.pem"
     assert await server.run("upload", "--name", "x", "--cert", str(missing), "--key", str(missing)) == 1
     assert capsys.readouterr().err == f"gateway: error: cannot read {missing}: No such file or directory\n"
@@ -383,7 +431,9 @@ async def test_upload_of_a_missing_file_is_one_line(server: Server, tmp_path: Pa
 # --- list: expiry flags and API warnings ---------------------------------------------------------------
 
 
-async def test_list_flags_expiry_and_prints_api_warnings_on_stderr(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_list_flags_expiry_and_prints_api_warnings_on_stderr(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     soon = server.api.add(make_ca(10)[0])["id"]
     gone = server.api.add(make_ca(1, start=datetime.now(UTC) - timedelta(days=5))[0])["id"]
     fine = server.api.add(make_ca(1825)[0])["id"]
@@ -393,7 +443,10 @@ async def test_list_flags_expiry_and_prints_api_warnings_on_stderr(server: Serve
     assert re.search(r"\d{4}-\d\d-\d\d \(expires in 9 days\)", rows[soon])
     assert re.search(r"\d{4}-\d\d-\d\d EXPIRED", rows[gone])
     assert "expires" not in rows[fine] and "EXPIRED" not in rows[fine]
-    assert err.splitlines() == [f"warning: certificate {soon} expires in 9 days", f"warning: certificate {gone} expires in -5 days"]
+    assert err.splitlines() == [
+        f"warning: certificate {soon} expires in 9 days",
+        f"warning: certificate {gone} expires in -5 days",
+    ]
 
 
 async def test_resolving_an_id_does_not_repeat_the_listing_warnings(
@@ -404,12 +457,18 @@ async def test_resolving_an_id_does_not_repeat_the_listing_warnings(
     assert capsys.readouterr().err == ""
 
 
-async def test_use_warns_about_the_state_after_the_switch(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_use_warns_about_the_state_after_the_switch(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     soon = server.api.add(make_ca(10)[0], status="available")["id"]
     assert await server.run("use", soon[:8], "--json") == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["in_use"] is True
-    assert err.splitlines() == [f"in use now: {soon}", "no certificate was in use before", f"warning: certificate {soon} expires in 9 days"]
+    assert err.splitlines() == [
+        f"in use now: {soon}",
+        "no certificate was in use before",
+        f"warning: certificate {soon} expires in 9 days",
+    ]
 
 
 # --- use: devices that have not installed the certificate (issue 5) ----------------------------------
@@ -487,14 +546,38 @@ def test_table_columns_and_flags_with_a_fixed_clock() -> None:
     fingerprint = ":".join(["AB"] * 32)
     table = ca.format_table(
         [
-            {"id": "a", "type": "custom", "binding_status": "available", "in_use": True,
-             "expires_on": "2030-01-02T00:00:00Z", "fingerprint": fingerprint},
-            {"id": "b", "type": "gateway_managed", "binding_status": "inactive", "in_use": False,
-             "expires_on": "2029-12-31T23:59:59Z", "fingerprint": "12:34"},
-            {"id": "c", "type": "gateway_managed", "binding_status": "inactive", "in_use": False,
-             "expires_on": "2030-01-31T00:00:00Z", "fingerprint": ""},
-            {"id": "d", "type": "gateway_managed", "binding_status": "inactive", "in_use": False,
-             "expires_on": "2030-02-01T00:00:00Z", "fingerprint": ""},
+            {
+                "id": "a",
+                "type": "custom",
+                "binding_status": "available",
+                "in_use": True,
+                "expires_on": "2030-01-02T00:00:00Z",
+                "fingerprint": fingerprint,
+            },
+            {
+                "id": "b",
+                "type": "gateway_managed",
+                "binding_status": "inactive",
+                "in_use": False,
+                "expires_on": "2029-12-31T23:59:59Z",
+                "fingerprint": "12:34",
+            },
+            {
+                "id": "c",
+                "type": "gateway_managed",
+                "binding_status": "inactive",
+                "in_use": False,
+                "expires_on": "2030-01-31T00:00:00Z",
+                "fingerprint": "",
+            },
+            {
+                "id": "d",
+                "type": "gateway_managed",
+                "binding_status": "inactive",
+                "in_use": False,
+                "expires_on": "2030-02-01T00:00:00Z",
+                "fingerprint": "",
+            },
         ],
         now=now,
     )
@@ -509,7 +592,9 @@ def test_table_columns_and_flags_with_a_fixed_clock() -> None:
     assert last_hours.splitlines()[1] == "e                         2030-01-01 (expires in less than a day)"
 
 
-async def test_list_without_certificates_says_how_to_make_one(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_list_without_certificates_says_how_to_make_one(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("list") == 0
     assert capsys.readouterr().out == "no gateway certificates (make one with `gateway ca generate`)\n"
 
@@ -532,11 +617,16 @@ async def test_download_in_use_pem_to_stdout(server: Server, capsys: pytest.Capt
     assert loaded.public_bytes(serialization.Encoding.DER) == server.api.ders[cert]
 
 
-async def test_download_der_to_a_file(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_download_der_to_a_file(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert = server.api.add(make_ca(100)[0])["id"]
     target = tmp_path / "ca.crt"
     assert await server.run("download", cert[:4], "--format", "der", "-o", str(target)) == 0
-    assert x509.load_der_x509_certificate(target.read_bytes()).public_bytes(serialization.Encoding.DER) == server.api.ders[cert]
+    assert (
+        x509.load_der_x509_certificate(target.read_bytes()).public_bytes(serialization.Encoding.DER)
+        == server.api.ders[cert]
+    )
     out = capsys.readouterr().out
     assert out == f"wrote {target}: certificate {cert} (DER, {len(server.api.ders[cert])} bytes)\n"
 
@@ -547,28 +637,43 @@ async def test_download_der_to_a_pipe(server: Server, capsysbinary: pytest.Captu
     assert capsysbinary.readouterr().out == server.api.ders[cert]
 
 
-async def test_download_der_refuses_a_terminal(server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_download_der_refuses_a_terminal(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert = server.api.add(make_ca(100)[0])["id"]
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert await server.run("download", cert, "--format", "der") == 1
-    assert capsys.readouterr().err == "gateway: error: DER is binary: pass -o FILE or redirect stdout to a file\n"
+    assert (
+        capsys.readouterr().err
+        == "gateway: error: DER is binary: pass -o FILE or redirect stdout to a file\n"
+    )
 
 
 async def test_download_in_use_without_one(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     server.api.add(make_ca(100)[0])
     assert await server.run("download", "in-use") == 1
-    assert capsys.readouterr().err == "gateway: error: no certificate is in use (turn one on with `gateway ca use ID`)\n"
+    assert (
+        capsys.readouterr().err
+        == "gateway: error: no certificate is in use (turn one on with `gateway ca use ID`)\n"
+    )
 
 
 # --- errors: one line, no token, no traceback ----------------------------------------------------------
 
 
-async def test_api_refusal_is_the_first_error_message_and_status(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_api_refusal_is_the_first_error_message_and_status(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("generate", "--days", "20000") == 1
-    assert capsys.readouterr() == ("", "gateway: error: validity_period_days must be between 1 and 10950 (HTTP 400)\n")
+    assert capsys.readouterr() == (
+        "",
+        "gateway: error: validity_period_days must be between 1 and 10950 (HTTP 400)\n",
+    )
 
 
-async def test_deleting_an_available_certificate_is_refused(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_deleting_an_available_certificate_is_refused(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     cert = server.api.add(make_ca(100)[0], status="available")["id"]
     assert await server.run("delete", cert) == 1
     assert capsys.readouterr().err == (
@@ -576,19 +681,28 @@ async def test_deleting_an_available_certificate_is_refused(server: Server, caps
     )
 
 
-async def test_wrong_token_is_refused_without_echoing_it(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_wrong_token_is_refused_without_echoing_it(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("list", token="wrong-token-abcdef") == 1
     out, err = capsys.readouterr()
-    assert (out, err) == ("", "gateway: error: the admin token was refused (set --token or GATEWAY_ADMIN_TOKEN)\n")
+    assert (out, err) == (
+        "",
+        "gateway: error: the admin token was refused (set --token or GATEWAY_ADMIN_TOKEN)\n",
+    )
 
 
 async def test_missing_token_is_one_clear_line(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
     assert await server.run("list", token=None) == 1
-    assert capsys.readouterr().err == "gateway: error: no admin token: pass --token or set GATEWAY_ADMIN_TOKEN\n"
+    assert (
+        capsys.readouterr().err == "gateway: error: no admin token: pass --token or set GATEWAY_ADMIN_TOKEN\n"
+    )
     assert server.api.requests == []
 
 
-async def test_a_token_with_control_characters_is_not_echoed(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_token_with_control_characters_is_not_echoed(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("list", token="abc\r\nX-Evil: 1") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "abc" not in err and "Evil" not in err
@@ -609,7 +723,12 @@ async def test_group_options_apply_to_the_subcommand_and_subcommand_options_win(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert await asyncio.to_thread(cli, "ca", "--server", server.url, "--token", TOKEN, "list") == 0
-    assert await asyncio.to_thread(cli, "ca", "--server", "http://127.0.0.1:1", "list", "--server", server.url, "--token", TOKEN) == 0
+    assert (
+        await asyncio.to_thread(
+            cli, "ca", "--server", "http://127.0.0.1:1", "list", "--server", server.url, "--token", TOKEN
+        )
+        == 0
+    )
     assert len([r for r in server.api.requests if r[1].endswith("/gateway/certificates")]) == 2
 
 
@@ -618,9 +737,13 @@ async def test_unknown_account_is_the_api_message(server: Server, capsys: pytest
     assert capsys.readouterr().err == "gateway: error: account not found (HTTP 404)\n"
 
 
-async def test_given_account_skips_the_accounts_lookup(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_given_account_skips_the_accounts_lookup(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("list", "--account", ACCOUNT) == 0
-    assert [path for _, path, _, _ in server.api.requests] == [f"/client/v4/accounts/{ACCOUNT}/gateway/certificates"]
+    assert [path for _, path, _, _ in server.api.requests] == [
+        f"/client/v4/accounts/{ACCOUNT}/gateway/certificates"
+    ]
 
 
 def free_port() -> int:
@@ -633,13 +756,19 @@ def test_unreachable_server_says_to_start_gateway_run(capsys: pytest.CaptureFixt
     url = f"http://127.0.0.1:{free_port()}"
     assert cli("ca", "list", "--server", url, "--token", TOKEN) == 1
     out, err = capsys.readouterr()
-    assert (out, err) == ("", f"gateway: error: cannot reach the admin API at {url}: is `gateway run` running?\n")
+    assert (out, err) == (
+        "",
+        f"gateway: error: cannot reach the admin API at {url}: is `gateway run` running?\n",
+    )
 
 
 def test_invalid_server_url_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli("ca", "list", "--server", "127.0.0.1:8081", "--token", TOKEN) == 1
     err = capsys.readouterr().err
-    assert err == "gateway: error: invalid server URL '127.0.0.1:8081': expected http://HOST:PORT or https://HOST:PORT\n"
+    assert (
+        err
+        == "gateway: error: invalid server URL '127.0.0.1:8081': expected http://HOST:PORT or https://HOST:PORT\n"
+    )
 
 
 async def test_a_server_that_is_not_the_admin_api(capsys: pytest.CaptureFixture[str]) -> None:
@@ -653,7 +782,10 @@ async def test_a_server_that_is_not_the_admin_api(capsys: pytest.CaptureFixture[
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
     try:
-        assert await asyncio.to_thread(cli, "ca", "list", "--server", f"http://{host}:{port}", "--token", TOKEN) == 1
+        assert (
+            await asyncio.to_thread(cli, "ca", "list", "--server", f"http://{host}:{port}", "--token", TOKEN)
+            == 1
+        )
     finally:
         await runner.cleanup()
     assert capsys.readouterr().err == (
@@ -668,16 +800,23 @@ async def test_a_server_that_is_not_the_admin_api(capsys: pytest.CaptureFixture[
         ("", "empty certificate id"),
     ],
 )
-async def test_unknown_prefix(server: Server, capsys: pytest.CaptureFixture[str], prefix: str, message: str) -> None:
+async def test_unknown_prefix(
+    server: Server, capsys: pytest.CaptureFixture[str], prefix: str, message: str
+) -> None:
     server.api.add(make_ca(100)[0])
     assert await server.run("activate", prefix) == 1
     assert capsys.readouterr().err == f"gateway: error: {message}\n"
 
 
-async def test_ambiguous_prefix_names_the_candidates(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_ambiguous_prefix_names_the_candidates(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = server.api.add(make_ca(100)[0])
     second = server.api.add(make_ca(100)[0])
-    for cert, cert_id in ((first, "abc10000-0000-4000-8000-000000000001"), (second, "abc20000-0000-4000-8000-000000000002")):
+    for cert, cert_id in (
+        (first, "abc10000-0000-4000-8000-000000000001"),
+        (second, "abc20000-0000-4000-8000-000000000002"),
+    ):
         server.api.certs[cert_id] = dict(server.api.certs.pop(cert["id"]), id=cert_id)
         server.api.ders[cert_id] = server.api.ders.pop(cert["id"])
     assert await server.run("delete", "ABC") == 1
@@ -688,7 +827,9 @@ async def test_ambiguous_prefix_names_the_candidates(server: Server, capsys: pyt
     assert await server.run("delete", "abc1") == 0
 
 
-async def test_no_output_ever_holds_the_token(server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_no_output_ever_holds_the_token(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     await server.run("generate", "--use", "--json")
     await server.run("list")
     await server.run("download", "in-use", "-o", str(tmp_path / "ca.pem"))
@@ -723,7 +864,9 @@ def test_group_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -
         assert re.search(rf"^    {command} +\S", out, re.MULTILINE), command
 
 
-def test_help_never_shows_the_token_from_the_environment(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_never_shows_the_token_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
     with pytest.raises(SystemExit):
         cli("ca", "list", "--help")
@@ -737,11 +880,22 @@ async def test_a_closed_stdout_pipe_is_no_traceback(server: Server) -> None:
     os.close(reader)
     try:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "proxy.cli.main", "ca", "list", "--server", server.url, "--token", TOKEN,
-            stdout=writer, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "proxy.cli.main",
+            "ca",
+            "list",
+            "--server",
+            server.url,
+            "--token",
+            TOKEN,
+            stdout=writer,
+            stderr=asyncio.subprocess.PIPE,
         )
     finally:
         os.close(writer)
     _, err = await process.communicate()
     assert process.returncode == 0
-    assert err.decode().splitlines() == [f"warning: certificate {next(iter(server.api.certs))} expires in 9 days"]
+    assert err.decode().splitlines() == [
+        f"warning: certificate {next(iter(server.api.certs))} expires in 9 days"
+    ]

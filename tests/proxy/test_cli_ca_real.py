@@ -73,7 +73,9 @@ async def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     service.subscribe(lambda: pending.append(loop.call_later(NODE_DELAY, load)))
 
     runner = web.AppRunner(
-        create_app(ApiDeps(store=store, certificates=service, clock=utcnow, public_base_url="http://127.0.0.1"))
+        create_app(
+            ApiDeps(store=store, certificates=service, clock=utcnow, public_base_url="http://127.0.0.1")
+        )
     )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -135,12 +137,20 @@ async def test_full_lifecycle(gateway: Gateway, tmp_path: Path, capsys: pytest.C
     assert await gateway.run("download", new[:8], "--format", "der", "-o", str(tmp_path / "ca.crt")) == 0
     capsys.readouterr()
     assert x509.load_der_x509_certificate((tmp_path / "ca.crt").read_bytes()) == pem
-    assert pem.public_bytes(serialization.Encoding.PEM).decode() == gateway.service.get(gateway.account, new).certificate_pem
+    assert (
+        pem.public_bytes(serialization.Encoding.PEM).decode()
+        == gateway.service.get(gateway.account, new).certificate_pem
+    )
 
     # the certificate in use cannot be deactivated: the API's own message, one line
     assert await gateway.run("deactivate", new[:8]) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err.startswith("gateway: error: ") and err.endswith("(HTTP 400)\n") and err.count("\n") == 1
+    assert (
+        out == ""
+        and err.startswith("gateway: error: ")
+        and err.endswith("(HTTP 400)\n")
+        and err.count("\n") == 1
+    )
 
     # deactivate the first one, then delete it once the node dropped it
     assert await gateway.run("deactivate", first["id"][:8]) == 0
@@ -152,7 +162,9 @@ async def test_full_lifecycle(gateway: Gateway, tmp_path: Path, capsys: pytest.C
     assert [r.id for r in gateway.service.list(gateway.account)] == [new]
 
 
-async def test_generate_use_waits_for_deployment(gateway: Gateway, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_generate_use_waits_for_deployment(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await gateway.run("generate", "--use") == 0
     out = capsys.readouterr().out
     new = only_id(out.splitlines()[0])
@@ -166,7 +178,9 @@ async def test_generate_use_waits_for_deployment(gateway: Gateway, capsys: pytes
 async def test_upload_activate_and_use_a_custom_ca(
     gateway: Gateway, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    own = CertificateAuthority.generate(common_name="Corp Root", organization="Corp", key_type=KeyType.EC_P256)
+    own = CertificateAuthority.generate(
+        common_name="Corp Root", organization="Corp", key_type=KeyType.EC_P256
+    )
     (tmp_path / "corp.pem").write_text(own.certificate_pem())
     (tmp_path / "corp.key").write_bytes(own.private_key_pem())
     argv = ["--name", "corp-root", "--cert", str(tmp_path / "corp.pem"), "--key", str(tmp_path / "corp.key")]
@@ -222,9 +236,13 @@ async def test_use_asks_for_force_while_a_reporting_device_lacks_the_certificate
     issued = devices.create_enrollment_token(gateway.account, email="ann@example.com")
     body = issued.token.removeprefix("gwe1.")
     secret = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["s"]
-    device = devices.enroll(secret, DeviceDetails.from_api({"name": "ann-laptop", "os": "linux"}), "127.0.0.1").device
+    device = devices.enroll(
+        secret, DeviceDetails.from_api({"name": "ann-laptop", "os": "linux"}), "127.0.0.1"
+    ).device
     trust = DeviceTrustService(gateway.store, gateway.service, utcnow)
-    await trust.report(device, parse_report({"stores": [{"store": "system", "installed": [first.fingerprint]}]}))
+    await trust.report(
+        device, parse_report({"stores": [{"store": "system", "installed": [first.fingerprint]}]})
+    )
 
     assert await gateway.run("generate", "--activate") == 0
     new = only_id(capsys.readouterr().out)
@@ -236,7 +254,10 @@ async def test_use_asks_for_force_while_a_reporting_device_lacks_the_certificate
     assert await gateway.run("use", new[:8]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err == f"gateway: error: {lacking}; wait until their agents have synced, or pass --force to turn it on now\n"
+    assert (
+        err
+        == f"gateway: error: {lacking}; wait until their agents have synced, or pass --force to turn it on now\n"
+    )
     assert gateway.status(new) == ("available", False)
 
     assert await gateway.run("use", new[:8], "--force") == 0
@@ -246,7 +267,22 @@ async def test_use_asks_for_force_while_a_reporting_device_lacks_the_certificate
     assert gateway.status(new) == ("available", True)
 
     # once the agent reports it installed, going back and forth needs no --force
-    await trust.report(device, parse_report({"stores": [{"store": "system", "installed": [first.fingerprint, gateway.service.get(gateway.account, new).fingerprint]}]}))
+    await trust.report(
+        device,
+        parse_report(
+            {
+                "stores": [
+                    {
+                        "store": "system",
+                        "installed": [
+                            first.fingerprint,
+                            gateway.service.get(gateway.account, new).fingerprint,
+                        ],
+                    }
+                ]
+            }
+        ),
+    )
     assert await gateway.run("use", first.id[:8]) == 0
     assert await gateway.run("use", new[:8]) == 0
     assert capsys.readouterr().err == ""

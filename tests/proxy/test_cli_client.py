@@ -23,7 +23,9 @@ from .conftest import Gateway
 
 
 @pytest.fixture
-async def https_admin(tmp_path: Path, sealer: KeySealer, gateway: Gateway) -> AsyncIterator[tuple[str, AdminTls]]:
+async def https_admin(
+    tmp_path: Path, sealer: KeySealer, gateway: Gateway
+) -> AsyncIterator[tuple[str, AdminTls]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
@@ -37,12 +39,16 @@ async def https_admin(tmp_path: Path, sealer: KeySealer, gateway: Gateway) -> As
     await runner.cleanup()
 
 
-async def test_cacert_trusts_the_gateways_own_certificate(https_admin: tuple[str, AdminTls], gateway: Gateway) -> None:
+async def test_cacert_trusts_the_gateways_own_certificate(
+    https_admin: tuple[str, AdminTls], gateway: Gateway
+) -> None:
     server, tls = https_admin
     client = AdminClient(server, gateway.token, cacert=tls.certificate_file)
     accounts = (await asyncio.to_thread(client.get, "/accounts")).result
     assert [a["id"] for a in accounts] == [gateway.account_id]
-    by_name = AdminClient(server.replace("127.0.0.1", "localhost"), gateway.token, cacert=tls.certificate_file)
+    by_name = AdminClient(
+        server.replace("127.0.0.1", "localhost"), gateway.token, cacert=tls.certificate_file
+    )
     assert (await asyncio.to_thread(by_name.get, "/accounts")).result
 
 
@@ -60,8 +66,10 @@ async def test_without_cacert_the_error_is_one_line_naming_the_file_to_trust(
     assert gateway.token not in str(refused.value)
 
 
-async def test_host_names_are_still_verified(https_admin: tuple[str, AdminTls], gateway: Gateway, tmp_path: Path) -> None:
-    server, tls = https_admin
+async def test_host_names_are_still_verified(
+    https_admin: tuple[str, AdminTls], gateway: Gateway, tmp_path: Path
+) -> None:
+    server, _tls = https_admin
     other = tmp_path / "other.crt"
     other.write_bytes(b"")
     with pytest.raises(CliError, match=r"^--cacert .*other.crt: no PEM certificate in the file$"):
@@ -71,18 +79,24 @@ async def test_host_names_are_still_verified(https_admin: tuple[str, AdminTls], 
     from certs.server_cert import ServerCertificate
 
     other.write_bytes(ServerCertificate.generate(["127.0.0.1"]).certificate_pem())
-    with pytest.raises(CliError, match=r"not trusted by --cacert .*other.crt .*: check --server and --cacert$"):
+    with pytest.raises(
+        CliError, match=r"not trusted by --cacert .*other.crt .*: check --server and --cacert$"
+    ):
         await asyncio.to_thread(AdminClient(server, gateway.token, cacert=other).get, "/accounts")
 
 
-async def test_plain_http_to_the_tls_port_suggests_https(https_admin: tuple[str, AdminTls], gateway: Gateway) -> None:
+async def test_plain_http_to_the_tls_port_suggests_https(
+    https_admin: tuple[str, AdminTls], gateway: Gateway
+) -> None:
     server, _ = https_admin
     plain = server.replace("https:", "http:")
     with pytest.raises(CliError, match=r"does it serve https\? then use an https:// --server"):
         await asyncio.to_thread(AdminClient(plain, gateway.token).get, "/accounts")
 
 
-@pytest.mark.parametrize("command", [["ca", "list"], ["device", "list"], ["posture", "logs"], ["policy", "export"]])
+@pytest.mark.parametrize(
+    "command", [["ca", "list"], ["device", "list"], ["posture", "logs"], ["policy", "export"]]
+)
 async def test_every_admin_command_takes_cacert_or_its_variable(
     https_admin: tuple[str, AdminTls],
     gateway: Gateway,

@@ -44,7 +44,9 @@ async def server(gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         lab.service.close()
 
 
-async def test_device_token_prints_the_token_alone(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_device_token_prints_the_token_alone(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert await server.run("device", "token", "--email", "bob@example.com", "--ttl", "30m") == 0
     out, err = capsys.readouterr()
     token = out.strip()

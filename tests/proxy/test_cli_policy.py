@@ -33,9 +33,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-@pytest.mark.parametrize(
-    "argv", [["policy"], ["policy", "lint"], ["policy", "test"], ["policy", "explain"]]
-)
+@pytest.mark.parametrize("argv", [["policy"], ["policy", "lint"], ["policy", "test"], ["policy", "explain"]])
 def test_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([*argv, "--help"])
@@ -53,9 +51,7 @@ def test_lint_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert out == "ok: 10 gateway rules, 3 Access applications, 5 Access policies, 32 tests\n"
 
 
-def test_lint_prints_every_problem_with_a_caret(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_lint_prints_every_problem_with_a_caret(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "bad.yaml",
@@ -111,9 +107,7 @@ def test_examples_pass(capsys: pytest.CaptureFixture[str]) -> None:
     assert lines[-1] == "32 passed, 0 failed"
 
 
-def test_failures_print_the_trace_and_exit_1(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
+def test_failures_print_the_trace_and_exit_1(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "p.yaml",
@@ -134,9 +128,7 @@ tests:
         "PASS gambling is blocked\nFAIL wrongly expected: expected action allow, got block\n"
     )
     assert "[10] 'block gambling' (block): MATCH" in out
-    assert out.endswith(
-        "result: block by rule 'block gambling' (precedence 10)\n1 passed, 1 failed\n"
-    )
+    assert out.endswith("result: block by rule 'block gambling' (precedence 10)\n1 passed, 1 failed\n")
 
 
 def test_no_test_cases(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -197,12 +189,10 @@ def test_explain_shows_the_access_decision(capsys: pytest.CaptureFixture[str]) -
     )
     assert code == 0
     assert (
-        "Access:\n  Access application 'Intranet' (intranet.example.com) covers intranet.example.com"
-        in out
+        "Access:\n  Access application 'Intranet' (intranet.example.com) covers intranet.example.com" in out
     )
     assert (
-        "policy 'Employees on managed devices' (allow, id 5a0e8c1f-0000-4000-8000-000000000001): MATCH"
-        in out
+        "policy 'Employees on managed devices' (allow, id 5a0e8c1f-0000-4000-8000-000000000001): MATCH" in out
     )
     assert out.rstrip().endswith(
         "Access allow by 'Employees on managed devices' (allow, id 5a0e8c1f-0000-4000-8000-000000000001)"
@@ -210,9 +200,7 @@ def test_explain_shows_the_access_decision(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_explain_do_not_inspect(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        capsys, "policy", "explain", str(EXAMPLES), "--url", "https://www.mybank.example/"
-    )
+    code, out, _ = run(capsys, "policy", "explain", str(EXAMPLES), "--url", "https://www.mybank.example/")
     assert code == 0
     assert "at the TLS ClientHello (SNI www.mybank.example):" in out and "HTTP request:" not in out
     assert out.rstrip().endswith(

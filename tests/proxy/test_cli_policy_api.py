@@ -81,10 +81,7 @@ async def test_import_then_export_round_trips(
     source.write_text(POLICIES)
     assert await server.run("import", str(source)) == 0
     out, err = capsys.readouterr()
-    assert (
-        out == ("imported: 2 gateway rules, 1 Access policies, 1 Access applications\n")
-        and err == ""
-    )
+    assert out == ("imported: 2 gateway rules, 1 Access policies, 1 Access applications\n") and err == ""
     a = server.gateway.account_id
     assert [m.item.name for m in server.service.rules(a)] == [
         "Block gambling (file)", "Block casino", "Allow everything else on example.org",

@@ -298,9 +298,13 @@ async def test_a_batch_item_that_fails_is_applied_again_alone(lab: Lab) -> None:
 
 async def test_reports_of_many_devices_are_written_together(lab: Lab) -> None:
     devices = [lab.enroll(hostname=f"laptop-{i}")[0] for i in range(5)]
-    reports = [await lab.passing(d, *lab.ca.issue(lab.now, cn=f"laptop-{i}.corp")) for i, d in enumerate(devices)]
+    reports = [
+        await lab.passing(d, *lab.ca.issue(lab.now, cn=f"laptop-{i}.corp")) for i, d in enumerate(devices)
+    ]
     before = lab.service.writer.commits
-    stored = await asyncio.gather(*(lab.service.submit(d, [r], "h") for d, r in zip(devices, reports, strict=True)))
+    stored = await asyncio.gather(
+        *(lab.service.submit(d, [r], "h") for d, r in zip(devices, reports, strict=True))
+    )
     assert [(s.success, s.verified) for (s,) in stored] == [(True, True)] * 5
     assert lab.service.writer.commits - before == 1
     for device in devices:
@@ -320,14 +324,16 @@ def test_service_takes_a_fingerprint_for_tokens(gateway: Gateway) -> None:
 
     fingerprint = ":".join(["AB"] * 32)
     service = DeviceService(
-        gateway.store, gateway.clock, public_base_url="https://gw.example:8443/", server_fingerprint=fingerprint
+        gateway.store,
+        gateway.clock,
+        public_base_url="https://gw.example:8443/",
+        server_fingerprint=fingerprint,
     )
     token = service.create_enrollment_token(gateway.account_id).token
     body = token.removeprefix("gwe1.")
     fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     assert fields["u"] == "https://gw.example:8443" and fields["f"] == fingerprint
     assert fields["a"] == gateway.account_id and len(fields["s"]) >= 43
-
 
 
 async def test_an_in_memory_store_commits_in_the_loop(clock: FakeClock, sealer: KeySealer) -> None:

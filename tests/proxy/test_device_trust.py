@@ -147,12 +147,18 @@ def test_root_certificates_are_the_available_and_pending_ones(lab: Lab, trust: D
     service.register_node("node-1", "node one")  # a live node: activation waits for it
     pending = service.generate(account)
     service.activate(account, pending.id)
-    listed = {r.id: r.binding_status.value if r.binding_status else None for r in trust.root_certificates(device)}
+    listed = {
+        r.id: r.binding_status.value if r.binding_status else None for r in trust.root_certificates(device)
+    }
     assert listed == {gateway.initial_ca_id: "available", pending.id: "pending_deployment"}
     assert inactive.id not in listed
 
     # the node loads it: available; then deactivated: no longer listed (the agent removes it)
-    service.node_loaded("node-1", account, {pending.id: pending.fingerprint, gateway.initial_ca_id: fp_of(gateway, gateway.initial_ca_id)})
+    service.node_loaded(
+        "node-1",
+        account,
+        {pending.id: pending.fingerprint, gateway.initial_ca_id: fp_of(gateway, gateway.initial_ca_id)},
+    )
     assert {r.id for r in trust.root_certificates(device)} == {gateway.initial_ca_id, pending.id}
     service.deactivate(account, pending.id)
     assert [r.id for r in trust.root_certificates(device)] == [gateway.initial_ca_id]
@@ -186,7 +192,9 @@ async def test_a_report_replaces_the_last_one(lab: Lab, trust: DeviceTrustServic
     assert report is not None and report.stores == ()
 
 
-async def test_coverage_counts_devices_that_reported_within_seven_days(lab: Lab, trust: DeviceTrustService) -> None:
+async def test_coverage_counts_devices_that_reported_within_seven_days(
+    lab: Lab, trust: DeviceTrustService
+) -> None:
     gateway, clock = lab.gateway, lab.gateway.clock
     first = gateway.service.get(gateway.account_id, gateway.initial_ca_id)
     fp = first.fingerprint
@@ -207,7 +215,7 @@ async def test_coverage_counts_devices_that_reported_within_seven_days(lab: Lab,
     assert trust.coverage(first) == Coverage(installed=1, reporting=2)
     clock.advance(seconds=1)
     assert trust.coverage(first) == Coverage(installed=0, reporting=1)
-    assert REPORTING_WINDOW == timedelta(days=7)
+    assert timedelta(days=7) == REPORTING_WINDOW
 
     # her agent runs again: counted again
     await trust.report(ann, [entry(NSS, fp)])
@@ -241,7 +249,9 @@ async def test_turn_on_warning(lab: Lab, trust: DeviceTrustService) -> None:
     assert trust.turn_on_warning(account, second.id) is None  # nobody reports: nothing to say
     devices: list[Device] = [lab.enroll(hostname=f"host-{i}")[0] for i in range(3)]
     for device in devices:
-        await trust.report(device, [entry("system", gateway.service.get(account, gateway.initial_ca_id).fingerprint)])
+        await trust.report(
+            device, [entry("system", gateway.service.get(account, gateway.initial_ca_id).fingerprint)]
+        )
     await trust.report(devices[0], [entry("system", second.fingerprint)])
     assert trust.turn_on_warning(account, second.id) == (
         f"2 of 3 reporting devices have not installed certificate {second.id} yet: "
@@ -264,7 +274,9 @@ async def test_deleted_devices_are_forgotten_and_cannot_report(lab: Lab, trust: 
     lab.service.delete_device(gateway.account_id, device.id)
     assert trust.coverage(first) == Coverage(installed=0, reporting=0)
     assert gateway.store.trust_reports.for_device(device.id) is None
-    installed = gateway.store._db.connection.execute("SELECT count(*) FROM device_trust_installed").fetchone()[0]
+    installed = gateway.store._db.connection.execute(
+        "SELECT count(*) FROM device_trust_installed"
+    ).fetchone()[0]
     assert installed == 0  # the cascade reached every table
     with pytest.raises(Unauthenticated, match=f"device {device.id} was deleted: enroll again"):
         await trust.report(device, [entry("system")])

@@ -125,7 +125,9 @@ async def _signature_not_base64(lab: Lab) -> Report:
 
 async def _garbage_certificate(lab: Lab) -> Report:
     report = await lab.passing(_device(lab), *lab.ca.issue(lab.now))
-    return dataclasses.replace(report, certificate="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    return dataclasses.replace(
+        report, certificate="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
 
 
 async def _two_certificates(lab: Lab) -> Report:
@@ -193,7 +195,10 @@ async def test_rule_not_assigned_is_refused_and_logged(lab: Lab) -> None:
         ("no-such-rule", "the account has no posture rule with this id"),
     ):
         bad = Report(rule_id=rule_id, success=True)
-        with pytest.raises(InvalidInput, match=f"results\\[1\\].rule_id: '{rule_id}': rule not assigned to this device: {message}"):
+        with pytest.raises(
+            InvalidInput,
+            match=f"results\\[1\\].rule_id: '{rule_id}': rule not assigned to this device: {message}",
+        ):
             await lab.service.submit(device, [good, bad], "h")
     entries, total = lab.service.logs(LogQuery(lab.account, device_id=device.id), offset=0, limit=10)
     assert total == 2 and {e.outcome for e in entries} == {Outcome.REFUSED}

@@ -24,6 +24,7 @@ def test_rotation_keeps_the_newest_backups(tmp_path) -> None:
     log.close()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["r.jsonl", "r.jsonl.1", "r.jsonl.2"]
+
     def numbers(name: str) -> list[int]:
         return [json.loads(x)["n"] for x in (tmp_path / name).read_text().splitlines()]
 

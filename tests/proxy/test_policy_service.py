@@ -157,9 +157,7 @@ def test_invalid_rules_are_refused_with_the_field(
     assert str(e.value) == message
 
 
-def test_duplicate_precedence_is_refused_naming_both(
-    policies: PolicyService, gateway: Gateway
-) -> None:
+def test_duplicate_precedence_is_refused_naming_both(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
     policies.create_rule(a, {**BLOCK, "precedence": 10})
     version = policies.engines(a).version
@@ -193,9 +191,7 @@ def test_engines_are_cached_until_a_change(policies: PolicyService, gateway: Gat
     assert policies.engines(a).version == engines.version + 1 and len(calls) == 2
 
 
-def test_a_failing_subscriber_does_not_stop_the_others(
-    policies: PolicyService, gateway: Gateway
-) -> None:
+def test_a_failing_subscriber_does_not_stop_the_others(policies: PolicyService, gateway: Gateway) -> None:
     seen: list[str] = []
 
     def broken() -> None:
@@ -207,9 +203,7 @@ def test_a_failing_subscriber_does_not_stop_the_others(
     assert seen == ["told"]
 
 
-def test_a_rolled_back_outer_transaction_changes_nothing(
-    policies: PolicyService, gateway: Gateway
-) -> None:
+def test_a_rolled_back_outer_transaction_changes_nothing(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
     before = policies.engines(a)
     told: list[bool] = []
@@ -294,9 +288,7 @@ def test_invalid_applications_are_refused(
     assert str(e.value) == message
 
 
-def test_two_applications_for_one_domain_are_refused(
-    policies: PolicyService, gateway: Gateway
-) -> None:
+def test_two_applications_for_one_domain_are_refused(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
     policies.create_access_application(a, {"name": "One", "domain": "x.lab"})
     with unchanged(gateway.store), pytest.raises(InvalidPolicy, match="protect the same domain"):
@@ -315,9 +307,7 @@ def test_file_objects_are_merged_and_read_only(with_files: PolicyService, gatewa
     ]
     assert rules[0].id == "file-rule-1" and uuid.UUID(rules[1].id)  # a stable id for id-less ones
     assert (
-        PolicyService(gateway.store, gateway.clock, files=load(FILES, file="corp/files.yaml"))
-        .rules(a)[1]
-        .id
+        PolicyService(gateway.store, gateway.clock, files=load(FILES, file="corp/files.yaml")).rules(a)[1].id
         == rules[1].id
     )
     assert rules[0].item.created_at == START  # dated when the files were loaded
@@ -367,9 +357,7 @@ def test_an_id_in_the_files_and_the_store_is_refused_at_start(gateway: Gateway) 
 # --- export and import ------------------------------------------------------------------------
 
 
-def test_export_import_round_trip(
-    with_files: PolicyService, gateway: Gateway, clock: FakeClock
-) -> None:
+def test_export_import_round_trip(with_files: PolicyService, gateway: Gateway, clock: FakeClock) -> None:
     a = gateway.account_id
     policy = with_files.create_access_policy(a, EVERYONE).item
     with_files.create_access_application(
@@ -469,9 +457,7 @@ def test_import_refuses_a_changed_file_object(with_files: PolicyService, gateway
         with_files.import_policies(gateway.account_id, text)
 
 
-def test_import_conflicting_with_the_files_is_refused(
-    with_files: PolicyService, gateway: Gateway
-) -> None:
+def test_import_conflicting_with_the_files_is_refused(with_files: PolicyService, gateway: Gateway) -> None:
     text = "gateway_rules:\n  - {name: Clash, precedence: 20, action: block}\n"
     with unchanged(gateway.store), pytest.raises(InvalidPolicy, match="both have precedence 20"):
         with_files.import_policies(gateway.account_id, text)
@@ -498,18 +484,11 @@ def test_dry_run_reports_the_decision_and_its_trace(corp: PolicyService, gateway
         "precedence": 200,
     }
     assert result["access"] is None and "passed" not in result
-    assert result["trace"].startswith(
-        "request: POST https://files.example.net/upload from 127.0.0.1"
-    )
-    assert (
-        "[200] 'Block uploads to file sharing from unmanaged devices' (block): MATCH"
-        in result["trace"]
-    )
+    assert result["trace"].startswith("request: POST https://files.example.net/upload from 127.0.0.1")
+    assert "[200] 'Block uploads to file sharing from unmanaged devices' (block): MATCH" in result["trace"]
 
 
-def test_dry_run_with_an_expectation_says_whether_it_passes(
-    corp: PolicyService, gateway: Gateway
-) -> None:
+def test_dry_run_with_an_expectation_says_whether_it_passes(corp: PolicyService, gateway: Gateway) -> None:
     body = {"request": {"url": "https://intranet.example.com/"}, "identity": {"email": "pat@contractor.example"},
             "expect": {"action": "allow", "access": "allow"}}  # fmt: skip
     result = corp.dry_run(gateway.account_id, body)
@@ -524,10 +503,7 @@ def test_dry_run_with_an_expectation_says_whether_it_passes(
 def test_dry_run_refuses_a_bad_case(corp: PolicyService, gateway: Gateway) -> None:
     with pytest.raises(InvalidPolicy) as e:
         corp.dry_run(gateway.account_id, {"request": {"url": "ftp://x"}})
-    assert (
-        str(e.value)
-        == "request body: request.url: URL must start with http:// or https://, got 'ftp://x'"
-    )
+    assert str(e.value) == "request body: request.url: URL must start with http:// or https://, got 'ftp://x'"
     with pytest.raises(
         InvalidPolicy,
         match=re.escape("request body: unknown key 'identty' (did you mean identity?)"),
@@ -537,9 +513,7 @@ def test_dry_run_refuses_a_bad_case(corp: PolicyService, gateway: Gateway) -> No
 
 def test_empty_files_change_nothing(gateway: Gateway) -> None:
     service = PolicyService(gateway.store, gateway.clock, files=PolicySet())
-    assert service.rules(gateway.account_id) == [] and service.export(gateway.account_id).endswith(
-        "{}\n"
-    )
+    assert service.rules(gateway.account_id) == [] and service.export(gateway.account_id).endswith("{}\n")
 
 
 def test_reads_inside_a_rolled_back_transaction_are_not_kept(
@@ -554,9 +528,7 @@ def test_reads_inside_a_rolled_back_transaction_are_not_kept(
     assert policies.rules(a) == []
 
 
-async def test_export_and_import_off_the_event_loop(
-    with_files: PolicyService, gateway: Gateway
-) -> None:
+async def test_export_and_import_off_the_event_loop(with_files: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
     with_files.create_rule(a, BLOCK)
     text = await with_files.export_async(a)
@@ -567,9 +539,7 @@ async def test_export_and_import_off_the_event_loop(
 
 
 def test_a_stored_rule_this_version_refuses_stops_the_start(gateway: Gateway) -> None:
-    record = StoredRule(
-        gateway.account_id, "r1", 5, {"name": "Old", "action": "isolate"}, START, START
-    )
+    record = StoredRule(gateway.account_id, "r1", 5, {"name": "Old", "action": "isolate"}, START, START)
     gateway.store.gateway_rules.save(record)
     with pytest.raises(PolicyLoadError) as e:
         PolicyService(gateway.store, gateway.clock)

@@ -50,7 +50,9 @@ async def test_the_child_verifies_and_refuses(worker: ProofWorker) -> None:
     answers = await worker.verify(items)
     assert answers[0] is None and answers[1] == PROOF_FAILED
     assert answers[2] is not None and "Ed25519" in answers[2]
-    assert answers[3] is not None and answers[3].startswith("proof of possession failed: the certificate's key cannot be read")
+    assert answers[3] is not None and answers[3].startswith(
+        "proof of possession failed: the certificate's key cannot be read"
+    )
     assert answers == verify_items(items)  # the same answers as in this process
     assert worker.batches == 1
 
@@ -62,7 +64,9 @@ async def test_concurrent_reports_share_round_trips(worker: ProofWorker) -> None
     assert worker.batches < 20
 
 
-async def test_a_dead_child_means_verifying_here(worker: ProofWorker, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_dead_child_means_verifying_here(
+    worker: ProofWorker, caplog: pytest.LogCaptureFixture
+) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     assert await worker.verify([_item(key)]) == [None]
     assert worker._process is not None

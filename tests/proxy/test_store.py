@@ -76,7 +76,12 @@ def test_insert_rows_writes_every_row_in_multi_row_statements() -> None:
     rows: list[tuple[object, ...]] = [(i, f"v{i}") for i in range(1200)]
     insert_rows(conn, "INSERT INTO t (a, b) VALUES", rows)
     insert_rows(conn, "INSERT INTO t (a, b) VALUES", [])
-    assert conn.execute("SELECT count(*), min(a), max(a), max(b) FROM t").fetchone() == (1200, 0, 1199, "v999")
+    assert conn.execute("SELECT count(*), min(a), max(a), max(b) FROM t").fetchone() == (
+        1200,
+        0,
+        1199,
+        "v999",
+    )
     inserts = [sql for sql in statements if sql.startswith("INSERT")]
     assert len(inserts) == 3  # 495 rows of 2 parameters per statement
 
@@ -106,7 +111,9 @@ def test_newer_schema_is_refused(db_path: Path, clock: FakeClock) -> None:
     db = Database.open(db_path)
     db.connection.execute("INSERT INTO schema_version VALUES (999, 'future', 'x')")
     db.close()
-    with pytest.raises(StoreError, match=f"schema version 999 but this gateway knows only up to {MIGRATIONS[-1].version}"):
+    with pytest.raises(
+        StoreError, match=f"schema version 999 but this gateway knows only up to {MIGRATIONS[-1].version}"
+    ):
         Store.open(db_path)
 
 
@@ -120,9 +127,7 @@ def test_reopen_keeps_data(db_path: Path, clock: FakeClock) -> None:
     assert store.accounts.list() == [ACCOUNT]
     assert store.certificates.get("c1") == _certificate("c1")
     configuration = store.configurations.get(ACCOUNT.id)
-    assert configuration is not None and configuration.settings == {
-        "tls_decrypt": {"enabled": False}
-    }
+    assert configuration is not None and configuration.settings == {"tls_decrypt": {"enabled": False}}
     store.close()
 
 
@@ -175,9 +180,7 @@ def test_schema_checks_refuse_inconsistent_rows(store: Store) -> None:
     with pytest.raises(sqlite3.IntegrityError):  # in use but not available
         store.certificates.add(_certificate("c1", in_use=True))
     with pytest.raises(sqlite3.IntegrityError):  # an mTLS upload without key has no status
-        store.certificates.add(
-            _certificate("c2", kind=CertificateKind.MTLS, sealed_private_key=None)
-        )
+        store.certificates.add(_certificate("c2", kind=CertificateKind.MTLS, sealed_private_key=None))
     with pytest.raises(sqlite3.IntegrityError):  # account ids are 32 hex characters
         store.accounts.add(Account(id="not-hex", name="x", created_at=START))
 
@@ -195,18 +198,14 @@ def test_deleting_a_certificate_forgets_nodes_loading_it(store: Store, clock: Fa
 def test_generations_are_kept_after_the_certificate_goes(store: Store, clock: FakeClock) -> None:
     store.accounts.add(ACCOUNT)
     store.certificates.record_generation(ACCOUNT.id, clock())
-    assert store.certificates.generations_since(ACCOUNT.id, clock() - timedelta(hours=24)) == [
-        clock()
-    ]
+    assert store.certificates.generations_since(ACCOUNT.id, clock() - timedelta(hours=24)) == [clock()]
     assert store.certificates.generations_since(ACCOUNT.id, clock()) == []
 
 
 def test_times_round_trip_as_aware_utc(store: Store) -> None:
     store.accounts.add(ACCOUNT)
     stored = store.accounts.get(ACCOUNT.id)
-    assert (
-        stored is not None and stored.created_at == START and stored.created_at.tzinfo is not None
-    )
+    assert stored is not None and stored.created_at == START and stored.created_at.tzinfo is not None
 
 
 def test_acknowledged_write_survives_sigkill(db_path: Path) -> None:
