@@ -31,6 +31,7 @@ from proxy.services import deployment, generation
 from proxy.services import settings as gw_settings
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.records import load_authority, new_record
+from proxy.services.subscribers import Subscribers
 from proxy.services.uploads import parse_upload
 from proxy.store import (
     Account,
@@ -76,24 +77,17 @@ class CertificateService:
         self._sealer = sealer
         self._clock = clock
         self._deployment = deployment.Deployment(store, clock, live_node_window)
-        self._subscribers: list[Callable[[], None]] = []
+        self._subscribers = Subscribers("certificate change")
         self._authorities: dict[str, CertificateAuthority] = {}  # by id, unsealed once
 
     # -- subscribers ----------------------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every committed change of certificates or configuration."""
-        self._subscribers.append(callback)
+        self._subscribers.add(callback)
 
     def _changed(self) -> None:
-        self._store.after_commit(self._notify)
-
-    def _notify(self) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback()
-            except Exception:  # one broken subscriber must not hide the change from the others
-                logger.exception("certificate change subscriber %r failed", callback)
+        self._store.after_commit(self._subscribers.notify)
 
     # -- gateway certificates -------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from proxy.services.posture_nonces import IssuedNonce, NonceMinter
 from proxy.services.posture_rules import RuleBook, RuleSet
 from proxy.services.posture_verify import Report
 from proxy.services.proof_worker import ProofWorker
+from proxy.services.subscribers import Subscribers
 from proxy.store import Device, LogQuery, Outcome, PostureLogEntry, PostureResult, Store
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class DeviceService:
         self.writer = GroupCommit(store)
         self.proofs = ProofWorker() if proof_worker else None
         self._ingest = Ingest(store, self.writer, self._minter, self._results_stored, self.proofs)
-        self._subscribers: list[Callable[[], None]] = []
+        self._subscribers = Subscribers("device posture")
         self._devices: dict[str, Device] = {}  # by id: credentials and attributes
         self._postures: dict[str, _CachedPosture] = {}  # by device id
         self._refusals_logged: dict[str, datetime] = {}
@@ -120,22 +121,15 @@ class DeviceService:
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every committed change of results, rules or devices."""
-        self._subscribers.append(callback)
-
-    def _notify(self) -> None:
-        for callback in list(self._subscribers):
-            try:
-                callback()
-            except Exception:  # one broken subscriber must not hide the change from the others
-                logger.exception("device posture subscriber %r failed", callback)
+        self._subscribers.add(callback)
 
     def _results_stored(self, device_id: str) -> None:
         self._postures.pop(device_id, None)
-        self._notify()
+        self._subscribers.notify()
 
     def _rules_changed(self, account_id: str) -> None:
         self._postures.clear()
-        self._notify()
+        self._subscribers.notify()
 
     # -- the proxy ------------------------------------------------------------------------------
 
@@ -202,7 +196,7 @@ class DeviceService:
     def enroll(self, secret: str, details: DeviceDetails, ip: str) -> Enrolled:
         """Admit a device with an enrollment token's secret (single use, not expired)."""
         enrolled = self._enrollment.admit(secret, details, ip)
-        self._notify()
+        self._subscribers.notify()
         return enrolled
 
     # -- the agent's calls ----------------------------------------------------------------------
@@ -323,7 +317,7 @@ class DeviceService:
         self._devices.pop(device_id, None)
         self._seen.pop(device_id, None)
         self._postures.pop(device_id, None)
-        self._notify()
+        self._subscribers.notify()
 
     def _device(self, device_id: str) -> Device | None:
         cached = self._devices.get(device_id)
