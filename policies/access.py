@@ -36,6 +36,7 @@ from policies.rules import (
     format_timestamp,
     is_empty,
 )
+from policies.scheme import host_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -361,6 +362,9 @@ def _domain(reader: ApiReader) -> str:
         )
     if ":" in text:
         reader.fail(f"ports are not supported: give the host only; got {text!r}", "domain")
+    problem = host_name_problem(text)
+    if problem:
+        reader.fail(problem, "domain")
     labels = text.split(".")
     wildcard = labels[0] == "*"
     if wildcard:

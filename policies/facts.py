@@ -108,6 +108,9 @@ class RequestFacts:
         host = (parts.hostname or "").lower()
         if not host:
             raise ValueError(f"URL has no host: {url!r}")
+        problem = scheme.host_name_problem(host)
+        if problem:
+            raise ValueError(f"URL host {problem}")
         try:
             port = parts.port or DEFAULT_PORTS[parts.scheme]
         except ValueError:

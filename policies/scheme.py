@@ -155,23 +155,41 @@ def _describe(type_: Type) -> str:
     }[type_.kind]
 
 
+# DNS's limits (RFC 1035 2.3.4): the proxy port refuses longer names, and so does every input.
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+
+
+def host_name_problem(host: str) -> str | None:
+    """Why ``host`` is too long to be a DNS name, or ``None``: at most 253 characters (without a
+    trailing dot), 63 per label. Checks the total first, so a huge input costs one ``len``."""
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > MAX_HOST_LENGTH:
+        return f"is {len(name)} characters long; a host name has at most {MAX_HOST_LENGTH}"
+    longest = max(name.split("."), key=len)
+    if len(longest) > MAX_LABEL_LENGTH:
+        return f"has a label of {len(longest)} characters; a label has at most {MAX_LABEL_LENGTH}"
+    return None
+
+
 def domains_of(host: str) -> tuple[str, ...]:
     """``host`` and each parent domain that still has a dot, most specific first.
 
     ``a.b.example.com`` → ``("a.b.example.com", "b.example.com", "example.com")``; a single
     label (``localhost``) gives itself; an IP literal gives itself only; ``""`` gives ``()``.
     The host is lowercased and a trailing dot dropped, so the values are what rules compare
-    against (``any(http.request.domains[*] == "example.com")``).
+    against (``any(http.request.domains[*] == "example.com")``). A name longer than DNS allows
+    has no parent domains (it gives itself), so the work stays bounded whatever the input.
     """
     host = host.strip().rstrip(".").lower()
     if not host:
         return ()
-    if _is_ip_literal(host):
+    if len(host) > MAX_HOST_LENGTH or _is_ip_literal(host):
         return (host,)
-    labels = host.split(".")
-    if len(labels) == 1:
+    starts = [i + 1 for i, char in enumerate(host) if char == "."]
+    if not starts:
         return (host,)
-    return tuple(".".join(labels[i:]) for i in range(len(labels) - 1))
+    return (host, *(host[start:] for start in starts[:-1]))
 
 
 def _is_ip_literal(host: str) -> bool:

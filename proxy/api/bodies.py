@@ -14,6 +14,10 @@ from proxy.json_types import type_name
 
 logger = logging.getLogger(__name__)
 
+# No body of the API nests deeper than a handful of levels (an Access policy's rule objects are
+# the deepest, at five); 32 leaves room and keeps every later walk (copies, comparisons) cheap.
+MAX_DEPTH = 32
+
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
@@ -37,15 +41,21 @@ async def read_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, INVALID_JSON, "request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}")
-    _refuse_surrogates(value)
+    check_json_value(value)
     return value
 
 
-def _refuse_surrogates(value: object) -> None:
-    """``"\\ud800"`` is valid JSON but no text: it could be neither stored nor sent back."""
-    pending = [value]
+def check_json_value(value: object) -> None:
+    """Refuse what parsed as JSON but cannot be handled: nesting past ``MAX_DEPTH`` (a deep copy
+    or comparison would recurse past Python's limit) and ``"\\ud800"``, valid JSON but no text
+    (it could be neither stored nor sent back). One walk, no recursion."""
+    pending: list[tuple[object, int]] = [(value, 1)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
+        if isinstance(item, dict | list) and depth > MAX_DEPTH:
+            raise ApiError(
+                400, INVALID_JSON, f"request body is nested too deeply: at most {MAX_DEPTH} levels accepted"
+            )
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
@@ -57,10 +67,10 @@ def _refuse_surrogates(value: object) -> None:
                     "\\ud800): strings must be valid Unicode text",
                 ) from None
         elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
+            pending.extend((key, depth) for key in item)
+            pending.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
-            pending.extend(item)
+            pending.extend((child, depth + 1) for child in item)
 
 
 def reject_unknown(body: Mapping[str, Any], known: Collection[str]) -> None:

@@ -48,20 +48,31 @@ def failure(status: int, code: int, message: str, headers: Mapping[str, str] | N
     return web.Response(status=status, text=_dumps(body), content_type=JSON, headers=headers)
 
 
+# Far past any real list, and small enough that (page - 1) * per_page fits every database's
+# 64-bit integers (an offset past them was a 500 from the store).
+MAX_PAGE = 1_000_000
+
+
 @dataclass(frozen=True)
 class Paging:
+    """``page``/``per_page`` of a list request, validated here for every list endpoint."""
+
     page: int
     per_page: int
 
     @classmethod
     def from_query(cls, request: web.Request, *, default: int, maximum: int) -> Paging:
         return cls(
-            page=_positive(request, "page", 1, None),
+            page=_positive(request, "page", 1, MAX_PAGE),
             per_page=_positive(request, "per_page", default, maximum),
         )
 
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
 
-def _positive(request: web.Request, name: str, default: int, maximum: int | None) -> int:
+
+def _positive(request: web.Request, name: str, default: int, maximum: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
@@ -71,15 +82,14 @@ def _positive(request: web.Request, name: str, default: int, maximum: int | None
         raise invalid_field(name, f"must be a positive integer, got {raw!r}") from None
     if not number.is_integer() or number < 1:
         raise invalid_field(name, f"must be a positive integer, got {raw!r}")
-    if maximum is not None and number > maximum:
+    if number > maximum:
         raise invalid_field(name, f"must be at most {maximum}, got {raw}")
     return int(number)
 
 
 def ok_list(items: Sequence[Any], paging: Paging, *, notes: Sequence[str] = ()) -> web.Response:
     """One page of ``items`` (``[]`` past the end, so SDK iteration stops) with ``result_info``."""
-    start = (paging.page - 1) * paging.per_page
-    page = list(items[start : start + paging.per_page])
+    page = list(items[paging.offset : paging.offset + paging.per_page])
     body = {
         "success": True,
         "errors": [],

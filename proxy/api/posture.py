@@ -94,7 +94,7 @@ async def list_logs(request: web.Request) -> web.Response:
         rule_id=_id(request, "rule_id"),
         since=_since(request.query.get("since"), service.now()),
     )
-    entries, total = service.logs(query, offset=(paging.page - 1) * paging.per_page, limit=paging.per_page)
+    entries, total = service.logs(query, offset=paging.offset, limit=paging.per_page)
     devices = {d.id: d for d in service.devices(account)} if entries else {}
     body = {
         "success": True,

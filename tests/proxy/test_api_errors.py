@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -165,3 +166,31 @@ async def test_openapi_and_public_paths_need_no_token(client: Client) -> None:
         assert (await response.json())["openapi"].startswith("3.")
     async with client.get("/healthz") as response:
         assert (response.status, await response.json()) == (200, {"status": "ok"})
+
+
+def _nested(levels: int) -> object:
+    value: object = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_json_nested_past_the_limit_is_400_and_at_the_limit_reaches_the_handler(
+    client: Client, gateway: Gateway, method: str
+) -> None:
+    """500 levels in settings.activity_log was a RecursionError (a 500) in a deep copy."""
+    path = f"/client/v4/accounts/{gateway.account_id}/gateway/configuration"
+    deep = json.dumps({"settings": {"activity_log": _nested(500)}})
+    reply = await call(client, method, path, token=gateway.token, data=deep)
+    assert (reply.status, reply.error) == (
+        400,
+        "request body is nested too deeply: at most 32 levels accepted",
+    )
+    assert reply.body["errors"][0]["code"] == 1001
+    # 32 levels in all pass the edge; the handler then judges the field itself (never a 500)
+    at_limit = json.dumps({"settings": {"activity_log": _nested(30)}})
+    reply = await call(client, method, path, token=gateway.token, data=at_limit)
+    assert reply.status in (200, 400)
+    if reply.status == 400:
+        assert "nested too deeply" not in reply.error

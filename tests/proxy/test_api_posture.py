@@ -184,3 +184,29 @@ async def test_bad_log_queries_are_400(client: Client, lab: Lab, query: str, mes
         token=lab.gateway.token,
     )
     assert reply.status == 400 and message in reply.error
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("page=100000000000000000", "page: must be at most 1000000, got 100000000000000000"),
+        ("page=1e400", "page: must be a positive integer, got '1e400'"),
+        ("page=0", "page: must be a positive integer, got '0'"),
+        ("per_page=1001", "per_page: must be at most 1000, got 1001"),
+        ("per_page=nan", "per_page: must be a positive integer, got 'nan'"),
+    ],
+)
+async def test_paging_out_of_range_is_400_naming_the_parameter(
+    client: Client, lab: Lab, query: str, message: str
+) -> None:
+    """The posture log pages in the database: a page past 64-bit offsets was a 500."""
+    path = f"/client/v4/accounts/{lab.gateway.account_id}/devices/posture/logs?{query}"
+    reply = await call(client, "GET", path, token=lab.gateway.token)
+    assert (reply.status, reply.error) == (400, message)
+
+
+async def test_the_last_page_allowed_answers_an_empty_page(client: Client, lab: Lab) -> None:
+    path = f"/client/v4/accounts/{lab.gateway.account_id}/devices/posture/logs?page=1000000&per_page=1000"
+    reply = await call(client, "GET", path, token=lab.gateway.token)
+    assert reply.status == 200
+    assert reply.result == []
