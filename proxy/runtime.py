@@ -1,4 +1,19 @@
-"""The composition root: one process, one event loop, mitmproxy and the admin API side by side."""
+"""The composition root: one process, one event loop, mitmproxy and the admin API side by side.
+
+Start-up is one ordered stack of steps (aiohttp's cleanup contexts are the model): each step
+registers its teardown on an ``AsyncExitStack`` right after it has made its resource, so a
+failure at any step undoes exactly the steps before it, the last first, and ``Gateway.stop()``
+runs that same teardown. The steps, and what undoing each does:
+
+  1. the store                                      close (last of all)
+  2. first start: account, CA, admin token; the ``--policies`` files
+  3. this node, live in the store with its CAs      leave the store's live-node list
+  4. the device service (writer thread, proof worker) close
+  5. the request log                                flush and close
+  6. the admin API listening                        stop it (aiohttp runner cleanup)
+  7. the proxy listening (mitmproxy's master runs)  stop listening, then the master's ``done``
+  8. timers: heartbeat, daily expiry check          cancel (first of all)
+"""
 
 from __future__ import annotations
 
@@ -9,7 +24,8 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,11 +37,10 @@ from mitmproxy.addons import default_addons
 from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
 
-from addons.enforcement import Enforcer, PolicySnapshot
+from addons.enforcement import Enforcer
 from addons.hosts import LabHosts
 from addons.identity import DeviceIdentity
 from addons.inspection import HotTlsConfig
-from addons.pages import BlockPage
 from addons.request_log import RequestLog
 from certs.clock import utcnow
 from certs.lifecycle import expiry_message
@@ -33,10 +48,11 @@ from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
 from proxy.admin_tls import AdminTls, load_admin_tls
 from proxy.api.app import ApiDeps, NodeInfo, create_app
+from proxy.banner import banner
 from proxy.bootstrap import BootstrapResult, first_start
 from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
-from proxy.node import CaNode, IssuerSettings
+from proxy.node_sync import CaNode, IssuerSettings, PolicySync
 from proxy.services.certificates import CertificateService, state_of
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
@@ -46,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = timedelta(seconds=10)
 EXPIRY_CHECK_INTERVAL = timedelta(days=1)
+LISTEN_TIMEOUT = timedelta(seconds=5)
 
 
 # mitmproxy's default addons a gateway needs; every event is offered to every addon, so the
@@ -73,127 +90,6 @@ def _addon_name(addon: Any) -> str:
     return str(getattr(addon, "name", type(addon).__name__)).lower()
 
 
-@dataclass
-class Gateway:
-    """Everything a running gateway holds; built by ``start`` and torn down by ``stop``."""
-
-    config: cfg.Config
-    store: Store
-    service: CertificateService
-    master: Master
-    node: CaNode
-    runner: web.AppRunner
-    account_id: str
-    boot: BootstrapResult
-    requests_file: JsonLinesFile
-    devices: DeviceService
-    admin_tls: AdminTls | None = None
-
-    async def stop(self) -> None:
-        proxyserver = self.master.addons.get("proxyserver")
-        await proxyserver.servers.update([])
-        await self.runner.cleanup()
-        self.requests_file.close()
-        await self.devices.aclose()
-        self.node.stop()
-        self.store.close()
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    if level.lower() != "debug":
-        # mitmproxy logs every client connect at INFO: keep only its warnings.
-        logging.getLogger("mitmproxy").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
-
-async def start(config: cfg.Config, environ: dict[str, str]) -> Gateway:
-    cfg.prepare_data_dir(config.data_dir)
-    sealer = cfg.load_master_key(config.data_dir, environ)
-    admin_tls = load_admin_tls(config, sealer)
-    trust_bundle = cfg.upstream_trust_bundle(config.data_dir, config.upstream_ca)
-    store = Store.open(config.database_path)
-    service = CertificateService(store, sealer, utcnow)
-    boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)
-    account_id = boot.account_id
-    try:
-        policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
-    except BaseException:
-        store.close()
-        raise
-    metrics = Metrics()
-    node_id = uuid.uuid4().hex
-
-    devices = DeviceService(
-        store,
-        utcnow,
-        public_base_url=config.public_base_url,
-        server_fingerprint=admin_tls.fingerprint if admin_tls else "",
-        proof_worker=(os.cpu_count() or 1) > 1,  # proof signatures checked off the event loop
-    )
-    tls = HotTlsConfig()
-    identity = DeviceIdentity(devices)
-    enforcer = Enforcer(metrics, identity_of=identity.identity_of)
-    requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
-    request_log = RequestLog(requests_file.write, node_id=node_id, ca_fingerprint=tls.ca_fingerprint)
-    master = build_master(config, build_addons(tls, identity, enforcer, request_log), trust_bundle)
-
-    node = CaNode(
-        service,
-        tls,
-        account_id=account_id,
-        node_id=node_id,
-        settings=IssuerSettings(
-            public_base_url=config.public_base_url,
-            lifetime=config.leaf_lifetime,
-            cache_size=config.leaf_cache_size,
-        ),
-    )
-    node.start(f"gateway {socket.gethostname()} {config.proxy_listen}")
-    service.subscribe(node.sync)
-    sync = PolicySync(enforcer, service, policies, account_id)
-    sync.refresh()
-    service.subscribe(sync.refresh)
-    policies.subscribe(sync.refresh)
-
-    app = create_app(
-        ApiDeps(
-            store=store,
-            certificates=service,
-            clock=utcnow,
-            public_base_url=config.public_base_url,
-            node=NodeInfo(node_id, f"gateway {config.proxy_listen}"),
-            policies=policies,
-            metrics=metrics,
-            devices=devices,
-        )
-    )
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.admin_listen.host,
-        config.admin_listen.port,
-        ssl_context=admin_tls.context if admin_tls else None,
-    )
-    try:
-        await site.start()
-    except OSError as e:
-        await runner.cleanup()
-        requests_file.close()
-        node.stop()
-        store.close()
-        raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
-    requests_file.start()
-    return Gateway(
-        config, store, service, master, node, runner, account_id, boot, requests_file, devices, admin_tls
-    )
-
-
 def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None) -> Master:
     """mitmproxy's master on the running loop, with our addons and options."""
     config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
@@ -214,27 +110,180 @@ def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path |
     return master
 
 
-class PolicySync:
-    """Keeps the enforcer's snapshot (engines, tls_decrypt, block page) in step with the store."""
+@dataclass
+class Gateway:
+    """A started gateway: what the banner and the timers read, and the teardown of every step."""
 
-    def __init__(
-        self, enforcer: Enforcer, certificates: CertificateService, policies: PolicyService, account_id: str
-    ) -> None:
-        self._enforcer = enforcer
-        self._certificates = certificates
-        self._policies = policies
-        self._account_id = account_id
+    config: cfg.Config
+    store: Store
+    service: CertificateService
+    master: Master
+    node: CaNode
+    account_id: str
+    boot: BootstrapResult
+    devices: DeviceService
+    admin_tls: AdminTls | None
+    master_run: asyncio.Task[None]  # mitmproxy's master.run()
+    teardown: AsyncExitStack
 
-    def refresh(self) -> None:
-        settings = self._certificates.configuration(self._account_id).settings
-        block_page = settings.get("block_page")
-        self._enforcer.use(
-            PolicySnapshot(
-                engines=self._policies.engines(self._account_id),
-                tls_decrypt=self._certificates.tls_decrypt_enabled(self._account_id),
-                block_page=BlockPage.from_settings(block_page if isinstance(block_page, dict) else None),
-            )
-        )
+    async def stop(self) -> None:
+        """Undo every start-up step, the last first: the code a failed start runs too."""
+        await self.teardown.aclose()
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if level.lower() != "debug":
+        # mitmproxy logs every client connect at INFO: keep only its warnings.
+        logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def start(config: cfg.Config, environ: Mapping[str, str]) -> Gateway:
+    """Every step of start-up (module docstring), or none: a failure undoes the steps before it."""
+    steps = AsyncExitStack()
+    try:
+        return await _start(config, environ, steps)
+    except BaseException:
+        await steps.aclose()
+        raise
+
+
+async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExitStack) -> Gateway:
+    cfg.prepare_data_dir(config.data_dir)
+    sealer = cfg.load_master_key(config.data_dir, dict(environ))
+    admin_tls = load_admin_tls(config, sealer)
+    trust_bundle = cfg.upstream_trust_bundle(config.data_dir, config.upstream_ca)
+    store = steps.enter_context(closing(Store.open(config.database_path)))  # 1
+    service = CertificateService(store, sealer, utcnow)
+    boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)  # 2
+    policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
+    tls = HotTlsConfig()
+    node = steps.enter_context(_ca_node(config, service, tls, boot.account_id))  # 3
+    service.subscribe(node.sync)
+    devices = DeviceService(
+        store,
+        utcnow,
+        public_base_url=config.public_base_url,
+        server_fingerprint=admin_tls.fingerprint if admin_tls else "",
+        proof_worker=(os.cpu_count() or 1) > 1,  # proof signatures checked off the event loop
+    )
+    steps.push_async_callback(devices.aclose)  # 4
+    requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
+    steps.callback(requests_file.close)  # 5
+    metrics = Metrics()
+    identity = DeviceIdentity(devices)
+    enforcer = _enforcer(metrics, identity, service, policies, boot.account_id)
+    request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
+    master = build_master(config, build_addons(tls, identity, enforcer, request_log), trust_bundle)
+    deps = ApiDeps(
+        store=store,
+        certificates=service,
+        clock=utcnow,
+        public_base_url=config.public_base_url,
+        node=NodeInfo(node.node_id, f"gateway {config.proxy_listen}"),
+        policies=policies,
+        metrics=metrics,
+        devices=devices,
+    )
+    await _serve_admin(steps, config, create_app(deps), admin_tls)  # 6
+    requests_file.start()
+    running = await _run_proxy(steps, config, master)  # 7
+    gateway = Gateway(
+        config, store, service, master, node, boot.account_id, boot, devices, admin_tls, running, steps
+    )
+    _start_timers(steps, gateway)  # 8
+    return gateway
+
+
+def _enforcer(
+    metrics: Metrics,
+    identity: DeviceIdentity,
+    service: CertificateService,
+    policies: PolicyService,
+    account_id: str,
+) -> Enforcer:
+    """The policy enforcer, kept in step with every change of policies or configuration."""
+    enforcer = Enforcer(metrics, identity_of=identity.identity_of)
+    sync = PolicySync(enforcer, service, policies, account_id)
+    sync.refresh()
+    service.subscribe(sync.refresh)
+    policies.subscribe(sync.refresh)
+    return enforcer
+
+
+@contextmanager
+def _ca_node(
+    config: cfg.Config, service: CertificateService, tls: HotTlsConfig, account_id: str
+) -> Iterator[CaNode]:
+    settings = IssuerSettings(
+        public_base_url=config.public_base_url,
+        lifetime=config.leaf_lifetime,
+        cache_size=config.leaf_cache_size,
+    )
+    node = CaNode(service, tls, account_id=account_id, node_id=uuid.uuid4().hex, settings=settings)
+    with node.live(f"gateway {socket.gethostname()} {config.proxy_listen}"):
+        yield node
+
+
+async def _serve_admin(
+    steps: AsyncExitStack, config: cfg.Config, app: web.Application, admin_tls: AdminTls | None
+) -> None:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    steps.push_async_callback(runner.cleanup)
+    site = web.TCPSite(
+        runner,
+        config.admin_listen.host,
+        config.admin_listen.port,
+        ssl_context=admin_tls.context if admin_tls else None,
+    )
+    try:
+        await site.start()
+    except OSError as e:
+        raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
+
+
+async def _run_proxy(steps: AsyncExitStack, config: cfg.Config, master: Master) -> asyncio.Task[None]:
+    """mitmproxy's master running, its proxy listening; undone by stopping to listen first."""
+    running = asyncio.create_task(master.run())
+    proxyserver = master.addons.get("proxyserver")
+
+    async def stop() -> None:
+        await proxyserver.servers.update([])  # run() returning would leave the sockets open
+        master.shutdown()
+        try:
+            await running
+        except Exception:  # the steps below must still be undone
+            logger.exception("mitmproxy's master failed")
+
+    steps.push_async_callback(stop)
+    tries = int(LISTEN_TIMEOUT / timedelta(milliseconds=25))
+    for _ in range(tries):
+        if proxyserver.listen_addrs() or running.done():
+            break
+        await asyncio.sleep(0.025)
+    if running.done() or not proxyserver.listen_addrs():
+        raise cfg.ConfigError(f"--proxy-listen {config.proxy_listen}: the proxy could not listen (see log)")
+    return running
+
+
+def _start_timers(steps: AsyncExitStack, gateway: Gateway) -> None:
+    timers = [
+        asyncio.create_task(_every(HEARTBEAT_INTERVAL, gateway.node.sync)),
+        asyncio.create_task(_every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway))),
+    ]
+
+    async def cancel() -> None:
+        for timer in timers:
+            timer.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+
+    steps.push_async_callback(cancel)
 
 
 def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
@@ -255,56 +304,55 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
     return policy_set
 
 
-async def serve(config: cfg.Config, environ: dict[str, str]) -> int:
+async def serve(config: cfg.Config, environ: Mapping[str, str]) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean stop (also when stopped while starting)."""
     os.umask(0o077)  # every file this process creates is its owner's only
-    gateway = await start(config, environ)
-    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-
-    def stop() -> None:
-        stopping.set()
-        gateway.master.shutdown()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
-    run = asyncio.create_task(gateway.master.run())
-    timers: list[asyncio.Task[None]] = []
-    try:
-        if await _wait_listening(gateway, run, stopping):
-            print(banner(gateway), flush=True)
-            warn_expiring(gateway)
-            timers = [
-                asyncio.create_task(_every(HEARTBEAT_INTERVAL, gateway.node.sync)),
-                asyncio.create_task(_every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway))),
-            ]
-        await run
-    finally:
-        for timer in timers:
-            timer.cancel()
-        await gateway.stop()
-        logger.info("stopped")
+    with _on_signals((signal.SIGINT, signal.SIGTERM), stopping.set):
+        gateway = await start(config, environ)
+        try:
+            if not stopping.is_set():
+                print(_banner(gateway), flush=True)
+                warn_expiring(gateway)
+                await _first_done(gateway.master_run, stopping)
+        finally:
+            await gateway.stop()
+            logger.info("stopped")
     return 0
 
 
-async def _wait_listening(gateway: Gateway, run: asyncio.Task[None], stopping: asyncio.Event) -> bool:
-    """True once the proxy listens; False when a signal asked to stop first."""
-    proxyserver = gateway.master.addons.get("proxyserver")
-    for _ in range(200):
-        if proxyserver.listen_addrs() or run.done() or stopping.is_set():
-            break
-        await asyncio.sleep(0.025)
-    if stopping.is_set():
-        return False
-    if run.done() or not proxyserver.listen_addrs():
-        gateway.master.shutdown()
-        raise cfg.ConfigError(
-            f"--proxy-listen {gateway.config.proxy_listen}: the proxy could not listen (see log)"
-        )
-    return True
+@contextmanager
+def _on_signals(signals: Sequence[signal.Signals], handler: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
-async def _every(interval: timedelta, job: Any) -> None:
+async def _first_done(running: asyncio.Task[None], stopping: asyncio.Event) -> None:
+    """Until a signal asks to stop, or mitmproxy's master stops by itself."""
+    stopped = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+
+
+def _banner(gateway: Gateway) -> str:
+    return banner(
+        gateway.config,
+        account_id=gateway.account_id,
+        admin_tls=gateway.admin_tls,
+        new_admin_token=gateway.boot.new_admin_token,
+        in_use_id=gateway.node.in_use_id,
+    )
+
+
+async def _every(interval: timedelta, job: Callable[[], object]) -> None:
     while True:
         await asyncio.sleep(interval.total_seconds())
         try:
@@ -319,39 +367,3 @@ def warn_expiring(gateway: Gateway) -> None:
         message = expiry_message(state_of(cert), now)
         if message:
             (logger.error if cert.in_use else logger.warning)("certificate %s: %s", cert.id, message)
-
-
-def banner(gateway: Gateway) -> str:
-    config = gateway.config
-    proxy_url = config.proxy_listen.url()
-    admin = config.admin_url
-    ca_url = f"{config.public_base_url}/pki/ca.pem"
-    lines: Sequence[str] = [
-        "Gateway is running",
-        f"  proxy        {proxy_url}   (explicit HTTP proxy; HTTPS is intercepted)",
-        f"  admin API    {admin}/client/v4   (account {gateway.account_id})",
-    ]
-    curl = "curl"
-    if gateway.admin_tls:
-        lines = [*lines, f"  admin TLS    SHA-256 {gateway.admin_tls.fingerprint}   (agents pin it)"]
-        if config.admin_tls_auto:
-            cacert = gateway.admin_tls.certificate_file
-            curl = f"curl --cacert {cacert}"
-            lines = [*lines, f"               self-signed: trust it with --cacert {cacert}"]
-    if gateway.boot.new_admin_token:
-        lines = [
-            *lines,
-            f"  admin token  {gateway.boot.new_admin_token}",
-            "               shown once: keep it now (only its hash is stored; or set GATEWAY_ADMIN_TOKEN)",
-        ]
-    in_use = gateway.node.in_use_id
-    lines = [
-        *lines,
-        f"  root CA      {ca_url}   (in use: {in_use or 'none'})",
-        "Trust the root CA on clients:",
-        f"  {curl} -o gateway-ca.pem {ca_url}",
-        f"  curl -x {proxy_url} --cacert gateway-ca.pem https://example.com/",
-        '  certutil -d sql:$HOME/.pki/nssdb -A -t "C,," -n "Gateway root CA" -i gateway-ca.pem   # Chromium, Firefox (NSS)',
-        "Stop with Ctrl-C.",
-    ]
-    return "\n".join(lines)

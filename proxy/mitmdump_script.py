@@ -1,16 +1,17 @@
-"""Gateway's CA handling inside stock mitmproxy.
+"""Gateway's CA handling inside stock mitmproxy: the composition root for ``mitmdump -s``.
 
-    mitmdump -s addons/gateway.py --set gateway_data_dir=./var
+    mitmdump -s proxy/mitmdump_script.py --set gateway_data_dir=./var
 
 Signs every intercepted leaf with the in-use CA of a gateway data directory (a leaf key of its
 own, as ``gateway run`` does) and follows changes made through the gateway's admin API: the
 store is read again every ``gateway_sync_seconds``. This process registers as a node of the
-store, so a newly activated CA stays pending until it has loaded it too.
+store (``proxy.node_sync.CaNode``, as ``gateway run`` does), so a newly activated CA stays
+pending until it has loaded it too.
 
 Scripts load before mitmproxy's TlsConfig and cannot replace it, so this addon lends its
 ``get_cert`` to the stock TlsConfig instance; everything else (ALPN, upstream verification)
-stays stock. This file is a composition root for mitmdump, like ``proxy/runtime.py`` for
-``gateway run``.
+stays stock. mitmdump loads this file by path; its imports resolve through the installed
+``gateway`` package (``pip install -e .`` puts ``proxy``, ``addons`` and ``certs`` on the path).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import os
 import socket
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions
@@ -27,7 +29,7 @@ from mitmproxy.addonmanager import Loader
 from addons.inspection import HotTlsConfig, refuse_forbidden_options
 from certs.clock import utcnow
 from proxy.config import ConfigError, load_master_key
-from proxy.node import CaNode, IssuerSettings
+from proxy.node_sync import CaNode, IssuerSettings
 from proxy.services.certificates import CertificateService
 from proxy.store import Store
 
@@ -37,8 +39,8 @@ logger = logging.getLogger(__name__)
 class GatewayScript:
     def __init__(self) -> None:
         self.signer = HotTlsConfig()  # never registered: lends get_cert to the stock TlsConfig
-        self.store: Store | None = None
         self.node: CaNode | None = None
+        self._opened = ExitStack()  # the data directory's steps: store, then node; undone in reverse
         self._timer: asyncio.Task[None] | None = None
 
     def load(self, loader: Loader) -> None:
@@ -68,23 +70,28 @@ class GatewayScript:
         stock.get_cert = self.signer.get_cert
 
     def _open(self, data_dir: Path) -> None:
-        self.done()
-        store = Store.open(data_dir / "gateway.db")
-        accounts = store.accounts.list()
-        if not accounts:
-            store.close()
-            raise ConfigError(f"the store in {data_dir} has no account yet")
-        service = CertificateService(store, load_master_key(data_dir, os.environ), utcnow)
-        self.store = store
-        self.node = CaNode(
-            service,
-            self.signer,
-            account_id=accounts[0].id,
-            settings=IssuerSettings(public_base_url=ctx.options.gateway_public_url.rstrip("/")),
-        )
-        self.node.start(f"mitmdump {socket.gethostname()} pid {os.getpid()}")
-        if self.node.in_use_id is None:
+        """The store, then this node live in it; each undone if a later step fails."""
+        self._close()
+        with ExitStack() as steps:
+            store = steps.enter_context(closing(Store.open(data_dir / "gateway.db")))
+            accounts = store.accounts.list()
+            if not accounts:
+                raise ConfigError(f"the store in {data_dir} has no account yet")
+            node = CaNode(
+                CertificateService(store, load_master_key(data_dir, os.environ), utcnow),
+                self.signer,
+                account_id=accounts[0].id,
+                settings=IssuerSettings(public_base_url=ctx.options.gateway_public_url.rstrip("/")),
+            )
+            steps.enter_context(node.live(f"mitmdump {socket.gethostname()} pid {os.getpid()}"))
+            self._opened = steps.pop_all()
+        self.node = node
+        if node.in_use_id is None:
             logger.warning("no certificate is in use in %s: TLS interception is refused", data_dir)
+
+    def _close(self) -> None:
+        self.node = None
+        self._opened.close()
 
     def running(self) -> None:
         self._timer = asyncio.get_running_loop().create_task(self._follow())
@@ -102,12 +109,7 @@ class GatewayScript:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.node is not None:
-            self.node.stop()
-            self.node = None
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        self._close()
 
 
 addons = [GatewayScript()]

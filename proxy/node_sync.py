@@ -1,24 +1,32 @@
-"""One proxy node's view of the account's CAs: which are loaded here and which one signs.
+"""Node-side synchronisation: this process's twins of what the store says.
 
-The store says which certificates are deployable (pending_deployment or available) and which one
-is in use. ``CaNode.sync`` makes this process match: it builds a ``LeafIssuer`` for each deployable
-CA (its leaf key made now, so a handshake costs one signature), hands the in-use one to the TLS
-addon, drops the rest, and reports what it loaded so the store can promote pending certificates
-to available (and pending_deletion ones to inactive). It runs after every CA change made through
-this process, and on a timer (heartbeat, and changes made by other nodes).
+Two twins, each refreshed after every change made through this process and (``CaNode``) on the
+heartbeat timer, for changes made by other nodes:
+
+- ``CaNode``: which CAs are loaded here and which one signs. The store says which certificates
+  are deployable (pending_deployment or available) and which one is in use; ``sync`` builds a
+  ``LeafIssuer`` for each deployable CA (its leaf key made now, so a handshake costs one
+  signature), hands the in-use one to the TLS addon, drops the rest, and reports what it loaded
+  so the store can promote pending certificates to available (and pending_deletion ones to
+  inactive). ``gateway run`` and the stock-mitmdump script both run one.
+- ``PolicySync``: the enforcer's snapshot (policy engines, ``tls_decrypt``, block page).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+from addons.enforcement import Engines, PolicySnapshot
+from addons.pages import BlockPage
 from certs.issuer import LeafIssuer
 from proxy.services.certificates import LoadableCa
+from proxy.store import GatewayConfiguration
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,15 @@ class CaNode:
         self._source.register_node(self.node_id, name)
         self.sync()
 
+    @contextmanager
+    def live(self, name: str) -> Iterator[CaNode]:
+        """Started for the ``with`` block, and stopped after it, also when the first sync fails."""
+        try:
+            self.start(name)
+            yield self
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         """Leave the store's live nodes, so no certificate waits for this node."""
         self._source.node_stopped(self.node_id)
@@ -107,3 +124,46 @@ class CaNode:
             self._current = current
             self.in_use_id = in_use
         self._source.node_loaded(self.node_id, self._account_id, self.loaded)
+
+
+class ConfigurationSource(Protocol):
+    """Where the account's settings live (``CertificateService`` fits)."""
+
+    def configuration(self, account_id: str) -> GatewayConfiguration: ...
+
+    def tls_decrypt_enabled(self, account_id: str) -> bool: ...
+
+
+class EngineSource(Protocol):
+    """Where the account's compiled policies live (``PolicyService`` fits)."""
+
+    def engines(self, account_id: str) -> Engines: ...
+
+
+class SnapshotSink(Protocol):
+    """Who enforces a snapshot (``addons.enforcement.Enforcer`` fits)."""
+
+    def use(self, snapshot: PolicySnapshot) -> None: ...
+
+
+class PolicySync:
+    """Keeps the enforcer's snapshot (engines, tls_decrypt, block page) in step with the store."""
+
+    def __init__(
+        self, sink: SnapshotSink, settings: ConfigurationSource, policies: EngineSource, account_id: str
+    ) -> None:
+        self._sink = sink
+        self._settings = settings
+        self._policies = policies
+        self._account_id = account_id
+
+    def refresh(self) -> None:
+        settings = self._settings.configuration(self._account_id).settings
+        block_page = settings.get("block_page")
+        self._sink.use(
+            PolicySnapshot(
+                engines=self._policies.engines(self._account_id),
+                tls_decrypt=self._settings.tls_decrypt_enabled(self._account_id),
+                block_page=BlockPage.from_settings(block_page if isinstance(block_page, dict) else None),
+            )
+        )
