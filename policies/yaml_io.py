@@ -444,10 +444,32 @@ class _Dumper(yaml.SafeDumper):  # type: ignore[misc, unused-ignore]
     pass
 
 
+_STR = "tag:yaml.org,2002:str"
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+
+
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+    """Multi-line text as a ``|`` block, the rest as PyYAML chooses, as long as the text reads
+    back as the same string; otherwise double-quoted, whose escapes keep every character (PyYAML
+    folds U+0085 NEL in a plain or single-quoted scalar, and a block can lose line ends)."""
+    if "\n" not in value and _PRINTABLE_ASCII.fullmatch(value):
+        return dumper.represent_scalar(_STR, value)  # PyYAML quotes what needs it
+    for style in ("|", None) if "\n" in value else (None,):
+        if _reads_back(value, style):
+            return dumper.represent_scalar(_STR, value, style=style)
+    return dumper.represent_scalar(_STR, value, style='"')
+
+
+def _reads_back(value: str, style: str | None) -> bool:
+    class OneStyle(yaml.SafeDumper):  # type: ignore[misc, unused-ignore]
+        pass
+
+    OneStyle.add_representer(str, lambda d, v: d.represent_scalar(_STR, v, style=style))
+    text = yaml.dump({"k": value}, Dumper=OneStyle, allow_unicode=True, width=1 << 16)
+    try:
+        return bool(yaml.load(text, Loader=_Loader) == {"k": value})
+    except yaml.YAMLError:
+        return False
 
 
 _Dumper.add_representer(str, _represent_str)

@@ -376,3 +376,27 @@ def test_random_shapes_load_or_report(value: object) -> None:
             load(yaml.safe_dump({section: [value]}), file="fuzz.yaml")
         except PolicyFileError as e:
             assert all(str(p).startswith("fuzz.yaml:") for p in e.problems)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.text(min_size=1).filter(lambda s: s.strip() != ""),
+    description=st.text(),
+)
+def test_export_then_import_keeps_every_string(name: str, description: str) -> None:
+    """U+0085 (NEL) in a name was folded to a space by a plain scalar: now any text reads back."""
+    rule = GatewayRule.from_api(
+        {"name": name, "description": description, "precedence": 1, "action": "block", "traffic": ""},
+        where="r",
+    )
+    policy_set = PolicySet(gateway_rules=(rule,))
+    again = load(dump(policy_set))
+    assert again.gateway_rules[0].name == rule.name
+    assert again.gateway_rules[0].description == rule.description
+    assert again == policy_set
+
+
+@pytest.mark.parametrize("text", ["a\x85b", "x\u2028y", "tab\there", "line\r\nend", "  lead\nx", "é\x85\n"])
+def test_export_then_import_keeps_line_breaks_yaml_would_fold(text: str) -> None:
+    rule = GatewayRule.from_api({"name": text, "precedence": 1, "action": "allow"}, where="r")
+    assert load(dump(PolicySet(gateway_rules=(rule,)))).gateway_rules[0].name == text
