@@ -1,5 +1,6 @@
-"""Access policies and Access applications (self-hosted): list (paged), create, get, replace,
-delete. The lists page as Cloudflare's do (the SDK asks for page after page until an empty one)."""
+"""Access policies and Access applications (self-hosted): their objects, the applications' list
+filters and the paging (the handlers are ``policy_views``'). The lists page as Cloudflare's do (the
+SDK asks for page after page until an empty one)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from policies.access import AccessApplication, AccessPolicy
-from proxy.api.bodies import read_object
-from proxy.api.envelope import Paging, ok, ok_list
-from proxy.api.state import account_of, policies_of
+from proxy.api.policy_views import PolicyResource, views
+from proxy.services.policy_kinds import ACCESS_APPLICATIONS, ACCESS_POLICIES
 from proxy.services.policy_state import Managed, PolicyState
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PER_PAGE = 25
 MAX_PER_PAGE = 1000
-
-
-def _paging(request: web.Request) -> Paging:
-    return Paging.from_query(request, default=DEFAULT_PER_PAGE, maximum=MAX_PER_PAGE)
 
 
 def policy_object(managed: Managed[AccessPolicy], state: PolicyState) -> dict[str, Any]:
@@ -39,52 +35,13 @@ def application_object(managed: Managed[AccessApplication], state: PolicyState) 
     out = managed.item.to_api()
     expanded = []
     for position, ref in enumerate(managed.item.policies):
-        policy = state.policy(ref.id)
+        policy = ACCESS_POLICIES.find(state, ref.id)
         shown = policy_object(policy, state) if policy else {"id": ref.id}
         precedence = ref.precedence if ref.precedence is not None else position + 1
         expanded.append({**shown, "precedence": precedence})
     out["policies"] = expanded
     out["read_only"] = managed.read_only
     return out
-
-
-# --- Access policies ------------------------------------------------------------------------------
-
-
-async def list_policies(request: web.Request) -> web.Response:
-    paging = _paging(request)
-    state = policies_of(request).state(account_of(request))
-    return ok_list([policy_object(m, state) for m in state.policies], paging)
-
-
-async def create_policy(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    service, account = policies_of(request), account_of(request)
-    created = service.create_access_policy(account, body)
-    return ok(policy_object(created, service.state(account)))
-
-
-async def get_policy(request: web.Request) -> web.Response:
-    service, account = policies_of(request), account_of(request)
-    found = service.access_policy(account, request.match_info["policy_id"])
-    return ok(policy_object(found, service.state(account)))
-
-
-async def put_policy(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    service, account = policies_of(request), account_of(request)
-    replaced = service.replace_access_policy(account, request.match_info["policy_id"], body)
-    return ok(policy_object(replaced, service.state(account)))
-
-
-async def delete_policy(request: web.Request) -> web.Response:
-    await read_object(request)
-    service = policies_of(request)
-    deleted = service.delete_access_policy(account_of(request), request.match_info["policy_id"])
-    return ok({"id": deleted.id})
-
-
-# --- Access applications --------------------------------------------------------------------------
 
 
 def _matching(
@@ -111,35 +68,23 @@ def _matching(
     ]
 
 
-async def list_applications(request: web.Request) -> web.Response:
-    paging = _paging(request)
-    state = policies_of(request).state(account_of(request))
-    found = _matching(request, state.applications)
-    return ok_list([application_object(m, state) for m in found], paging)
+POLICIES = views(
+    PolicyResource(
+        ACCESS_POLICIES,
+        "policy_id",
+        show=lambda managed, state: policy_object(managed, state()),
+        per_page=DEFAULT_PER_PAGE,
+        max_per_page=MAX_PER_PAGE,
+    )
+)
 
-
-async def create_application(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    service, account = policies_of(request), account_of(request)
-    created = service.create_access_application(account, body)
-    return ok(application_object(created, service.state(account)))
-
-
-async def get_application(request: web.Request) -> web.Response:
-    service, account = policies_of(request), account_of(request)
-    found = service.access_application(account, request.match_info["app_id"])
-    return ok(application_object(found, service.state(account)))
-
-
-async def put_application(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    service, account = policies_of(request), account_of(request)
-    replaced = service.replace_access_application(account, request.match_info["app_id"], body)
-    return ok(application_object(replaced, service.state(account)))
-
-
-async def delete_application(request: web.Request) -> web.Response:
-    await read_object(request)
-    service = policies_of(request)
-    deleted = service.delete_access_application(account_of(request), request.match_info["app_id"])
-    return ok({"id": deleted.id})
+APPLICATIONS = views(
+    PolicyResource(
+        ACCESS_APPLICATIONS,
+        "app_id",
+        show=lambda managed, state: application_object(managed, state()),
+        per_page=DEFAULT_PER_PAGE,
+        max_per_page=MAX_PER_PAGE,
+        select=_matching,
+    )
+)

@@ -24,6 +24,7 @@ from proxy.api import (
     posture,
     rules,
 )
+from proxy.api.policy_views import PolicyViews
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +34,28 @@ API = "/client/v4"
 ACCOUNT = f"{API}/accounts/{{account_id}}"
 GATEWAY_CERT = f"{ACCOUNT}/gateway/certificates/{{certificate_id}}"
 MTLS_CERT = f"{ACCOUNT}/mtls_certificates/{{certificate_id}}"
-GATEWAY_RULE = f"{ACCOUNT}/gateway/rules/{{rule_id}}"
-ACCESS_POLICY = f"{ACCOUNT}/access/policies/{{policy_id}}"
-ACCESS_APP = f"{ACCOUNT}/access/apps/{{app_id}}"
 DEVICE = f"{ACCOUNT}/devices/{{device_id}}"
 POSTURE_RULE = f"{ACCOUNT}/devices/posture/{{rule_id}}"
 AGENT = f"{API}/agent"
 UUID = "{certificate_id:[0-9a-fA-F-]{36}}"
 
-ROUTES: tuple[tuple[str, str, View], ...] = (
+type Route = tuple[str, str, View]
+
+
+def _crud(collection: str, views: PolicyViews) -> tuple[Route, ...]:
+    """A policy resource's five routes: the collection's list and create, one object's get, put
+    and delete under ``collection/{param}``."""
+    one = f"{collection}/{{{views.param}}}"
+    return (
+        ("GET", collection, views.list),
+        ("POST", collection, views.create),
+        ("GET", one, views.get),
+        ("PUT", one, views.put),
+        ("DELETE", one, views.delete),
+    )
+
+
+ROUTES: tuple[Route, ...] = (
     ("GET", "/healthz", pki.healthz),
     ("GET", "/metrics", metrics.metrics),
     ("GET", "/pki/ca.pem", pki.ca_pem),
@@ -67,25 +81,13 @@ ROUTES: tuple[tuple[str, str, View], ...] = (
     ("POST", f"{ACCOUNT}/mtls_certificates", mtls.create_mtls),
     ("GET", MTLS_CERT, mtls.get_mtls),
     ("DELETE", MTLS_CERT, mtls.delete_mtls),
-    ("GET", f"{ACCOUNT}/gateway/rules", rules.list_rules),
-    ("POST", f"{ACCOUNT}/gateway/rules", rules.create_rule),
-    # before {rule_id}, which would match them too
+    # before gateway/rules/{rule_id}, which would match them too
     ("GET", f"{ACCOUNT}/gateway/rules/export", rules.export_policies),
     ("POST", f"{ACCOUNT}/gateway/rules/import", rules.import_policies),
-    ("GET", GATEWAY_RULE, rules.get_rule),
-    ("PUT", GATEWAY_RULE, rules.put_rule),
-    ("DELETE", GATEWAY_RULE, rules.delete_rule),
+    *_crud(f"{ACCOUNT}/gateway/rules", rules.RULES),
     ("POST", f"{ACCOUNT}/gateway/policy_test", dryrun.policy_test),
-    ("GET", f"{ACCOUNT}/access/policies", access.list_policies),
-    ("POST", f"{ACCOUNT}/access/policies", access.create_policy),
-    ("GET", ACCESS_POLICY, access.get_policy),
-    ("PUT", ACCESS_POLICY, access.put_policy),
-    ("DELETE", ACCESS_POLICY, access.delete_policy),
-    ("GET", f"{ACCOUNT}/access/apps", access.list_applications),
-    ("POST", f"{ACCOUNT}/access/apps", access.create_application),
-    ("GET", ACCESS_APP, access.get_application),
-    ("PUT", ACCESS_APP, access.put_application),
-    ("DELETE", ACCESS_APP, access.delete_application),
+    *_crud(f"{ACCOUNT}/access/policies", access.POLICIES),
+    *_crud(f"{ACCOUNT}/access/apps", access.APPLICATIONS),
     ("GET", f"{ACCOUNT}/devices", devices.list_devices),
     # devices/posture... before devices/{device_id}, and posture/logs before posture/{rule_id}
     ("GET", f"{ACCOUNT}/devices/posture", posture.list_rules),

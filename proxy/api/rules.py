@@ -1,4 +1,5 @@
-"""Gateway rules: list, create, get, replace, delete; export and import of every policy as YAML."""
+"""Gateway rules: the rule object and the list's paging (the handlers are ``policy_views``'); export
+and import of every policy as YAML."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from policies.rules import GatewayRule
-from proxy.api.bodies import read_object
-from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.envelope import ok
 from proxy.api.errors import INVALID_JSON, ApiError
+from proxy.api.policy_views import PolicyResource, views
 from proxy.api.state import account_of, policies_of
+from proxy.services.policy_kinds import GATEWAY_RULES
 from proxy.services.policy_state import Managed
 
 logger = logging.getLogger(__name__)
@@ -41,33 +43,16 @@ def rule_object(managed: Managed[GatewayRule]) -> dict[str, Any]:
     }
 
 
-async def list_rules(request: web.Request) -> web.Response:
-    """Every rule by precedence; filters the SDK may send (and any other query key) are ignored."""
-    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
-    rules = policies_of(request).rules(account_of(request))
-    return ok_list([rule_object(m) for m in rules], paging)
-
-
-async def create_rule(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    return ok(rule_object(policies_of(request).create_rule(account_of(request), body)))
-
-
-async def get_rule(request: web.Request) -> web.Response:
-    service = policies_of(request)
-    return ok(rule_object(service.rule(account_of(request), request.match_info["rule_id"])))
-
-
-async def put_rule(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    rule_id = request.match_info["rule_id"]
-    return ok(rule_object(policies_of(request).replace_rule(account_of(request), rule_id, body)))
-
-
-async def delete_rule(request: web.Request) -> web.Response:
-    await read_object(request)
-    deleted = policies_of(request).delete_rule(account_of(request), request.match_info["rule_id"])
-    return ok({"id": deleted.id})
+RULES = views(
+    PolicyResource(
+        GATEWAY_RULES,
+        "rule_id",
+        show=lambda managed, state: rule_object(managed),
+        # every rule by precedence; filters the SDK may send (and any other query key) are ignored
+        per_page=SINGLE_PAGE,
+        max_per_page=SINGLE_PAGE,
+    )
+)
 
 
 async def export_policies(request: web.Request) -> web.Response:

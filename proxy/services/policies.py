@@ -11,6 +11,7 @@ the new engines replace the cached ones (``version`` bumps) and subscribers are 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import logging
 import secrets
@@ -20,34 +21,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from certs.clock import Clock
-from policies.access import AccessApplication, AccessEngine, AccessPolicy
+from policies.access import AccessEngine
 from policies.engine import GatewayEngine
-from policies.rules import FieldError, GatewayRule
+from policies.rules import FieldError
 from policies.yaml_io import PolicySet
 from proxy.services import policy_transfer
 from proxy.services.dry_run import dry_run
-from proxy.services.errors import InvalidInput, NotFound, Refused
-from proxy.services.policy_bodies import (
-    check_id,
-    existing,
-    parse_application,
-    parse_policy,
-    parse_rule,
-)
+from proxy.services.errors import InvalidInput, NotFound
+from proxy.services.policy_bodies import check_id
+from proxy.services.policy_kinds import PolicyKind
 from proxy.services.policy_state import (
     EngineBuilder,
     InvalidPolicy,
+    Item,
     Managed,
     Parsed,
     PolicyLoadError,
     PolicyState,
-    application_record,
     colliding_ids,
     file_state,
     merged,
-    policy_record,
-    rule_record,
 )
+from proxy.services.subscribers import Subscribers
 from proxy.store import Store
 
 logger = logging.getLogger(__name__)
@@ -89,7 +84,7 @@ class PolicyService:
         self._engines: dict[str, PolicyEngines] = {}
         self._states: dict[str, PolicyState] = {}  # read cache, dropped at every commit
         self._version = 0
-        self._subscribers: list[Callable[[], None]] = []
+        self._subscribers = Subscribers("policy change")
         for account in store.accounts.list():
             self._check_at_start(account.id)
 
@@ -117,7 +112,7 @@ class PolicyService:
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after every committed change of rules, policies or applications."""
-        self._subscribers.append(callback)
+        self._subscribers.add(callback)
 
     def engines(self, account_id: str) -> PolicyEngines:
         """The account's engines: cached, rebuilt only after a change."""
@@ -141,11 +136,7 @@ class PolicyService:
         self._version += 1
         self._engines[account_id] = PolicyEngines(gateway, access, self._version)
         logger.info("account %s: policies changed, engines version %d", account_id, self._version)
-        for callback in list(self._subscribers):
-            try:
-                callback()
-            except Exception:  # one broken subscriber must not hide the change from the others
-                logger.exception("policy change subscriber %r failed", callback)
+        self._subscribers.notify()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -172,181 +163,58 @@ class PolicyService:
             store.access_applications.list(account_id),
         )
 
-    # -- gateway rules --------------------------------------------------------------------------
+    # -- rules, policies and applications: one path for every kind ------------------------------
 
-    def rules(self, account_id: str) -> list[Managed[GatewayRule]]:
-        """Every rule, by precedence."""
+    def list[T: Item](self, kind: PolicyKind[T], account_id: str) -> builtins.list[Managed[T]]:
+        """Every object of the kind (rules by precedence)."""
         self._account(account_id)
-        return list(self.state(account_id).rules)
+        return builtins.list(kind.items(self.state(account_id)))
 
-    def rule(self, account_id: str, rule_id: str) -> Managed[GatewayRule]:
+    def get[T: Item](self, kind: PolicyKind[T], account_id: str, ident: str) -> Managed[T]:
         self._account(account_id)
-        return existing(self.state(account_id).rule(rule_id), "gateway rule", rule_id)
+        return kind.existing(self.state(account_id), ident)
 
-    def create_rule(self, account_id: str, body: Mapping[str, Any]) -> Managed[GatewayRule]:
-        """A new rule; without a precedence it goes after every other one."""
+    def create[T: Item](self, kind: PolicyKind[T], account_id: str, body: Mapping[str, Any]) -> Managed[T]:
+        """A new object with a new id (a rule without a precedence goes after every other one)."""
         now = self._clock()
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            if body.get("precedence") is None:
-                body = {**body, "precedence": state.next_precedence(self._random_step)}
-            rule = parse_rule(body)
-            rule = dataclasses.replace(rule, id=str(uuid.uuid4()), created_at=now, updated_at=now)
-            self._commit(account_id, state.with_rule(rule))
-            self._store.gateway_rules.save(rule_record(account_id, rule))
-        logger.info("account %s: created gateway rule %s %r", account_id, rule.id, rule.name)
-        return Managed(rule)
+            parsed = kind.parse(state, kind.complete(body, state, None, self._random_step))
+            item = dataclasses.replace(parsed, id=str(uuid.uuid4()), created_at=now, updated_at=now)
+            self._commit(account_id, kind.with_item(state, item))
+            kind.save(self._store, account_id, item)
+        logger.info("account %s: created %s %s %s", account_id, kind.name, item.id, kind.describe(item))
+        return Managed(item)
 
-    def replace_rule(self, account_id: str, rule_id: str, body: Mapping[str, Any]) -> Managed[GatewayRule]:
-        """PUT: the body replaces the rule (a missing precedence keeps the current one)."""
+    def replace[T: Item](
+        self, kind: PolicyKind[T], account_id: str, ident: str, body: Mapping[str, Any]
+    ) -> Managed[T]:
+        """PUT: the body replaces the object (a rule without a precedence keeps its own)."""
         now = self._clock()
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = existing(state.rule(rule_id), "gateway rule", rule_id)
-            current.refuse_change("gateway rule")
-            check_id(body, rule_id)
-            if body.get("precedence") is None:
-                body = {**body, "precedence": current.item.precedence}
-            rule = dataclasses.replace(
-                parse_rule(body), id=rule_id, created_at=current.item.created_at,
-                updated_at=now,
-            )  # fmt: skip
-            self._commit(account_id, state.with_rule(rule))
-            self._store.gateway_rules.save(rule_record(account_id, rule))
-        logger.info("account %s: replaced gateway rule %s %r", account_id, rule_id, rule.name)
-        return Managed(rule)
+            current = kind.changeable(state, ident)
+            check_id(body, ident)
+            parsed = kind.parse(state, kind.complete(body, state, current, self._random_step))
+            created_at = current.item.created_at
+            item = dataclasses.replace(parsed, id=ident, created_at=created_at, updated_at=now)
+            self._commit(account_id, kind.with_item(state, item))
+            kind.save(self._store, account_id, item)
+        logger.info("account %s: replaced %s %s %s", account_id, kind.name, ident, kind.describe(item))
+        return Managed(item)
 
-    def delete_rule(self, account_id: str, rule_id: str) -> Managed[GatewayRule]:
+    def delete[T: Item](self, kind: PolicyKind[T], account_id: str, ident: str) -> Managed[T]:
+        """Refused for a file's object, and for an Access policy an application refers to."""
         with self._store.transaction():
             self._account(account_id)
             state = self._fresh(account_id)
-            current = existing(state.rule(rule_id), "gateway rule", rule_id)
-            current.refuse_change("gateway rule")
-            self._commit(account_id, state.without_rule(rule_id))
-            self._store.gateway_rules.delete(account_id, rule_id)
-        logger.info("account %s: deleted gateway rule %s", account_id, rule_id)
-        return current
-
-    # -- Access policies ------------------------------------------------------------------------
-
-    def access_policies(self, account_id: str) -> list[Managed[AccessPolicy]]:
-        self._account(account_id)
-        return list(self.state(account_id).policies)
-
-    def access_policy(self, account_id: str, policy_id: str) -> Managed[AccessPolicy]:
-        self._account(account_id)
-        return existing(self.state(account_id).policy(policy_id), "Access policy", policy_id)
-
-    def create_access_policy(self, account_id: str, body: Mapping[str, Any]) -> Managed[AccessPolicy]:
-        now = self._clock()
-        with self._store.transaction():
-            self._account(account_id)
-            state = self._fresh(account_id)
-            policy = parse_policy(body)
-            policy = dataclasses.replace(policy, id=str(uuid.uuid4()), created_at=now, updated_at=now)
-            self._commit(account_id, state.with_policy(policy))
-            self._store.access_policies.save(policy_record(account_id, policy))
-        logger.info("account %s: created Access policy %s %r", account_id, policy.id, policy.name)
-        return Managed(policy)
-
-    def replace_access_policy(
-        self, account_id: str, policy_id: str, body: Mapping[str, Any]
-    ) -> Managed[AccessPolicy]:
-        now = self._clock()
-        with self._store.transaction():
-            self._account(account_id)
-            state = self._fresh(account_id)
-            current = existing(state.policy(policy_id), "Access policy", policy_id)
-            current.refuse_change("Access policy")
-            check_id(body, policy_id)
-            policy = dataclasses.replace(
-                parse_policy(body), id=policy_id, created_at=current.item.created_at,
-                updated_at=now,
-            )  # fmt: skip
-            self._commit(account_id, state.with_policy(policy))
-            self._store.access_policies.save(policy_record(account_id, policy))
-        logger.info("account %s: replaced Access policy %s %r", account_id, policy_id, policy.name)
-        return Managed(policy)
-
-    def delete_access_policy(self, account_id: str, policy_id: str) -> Managed[AccessPolicy]:
-        """Refused while an application refers to the policy."""
-        with self._store.transaction():
-            self._account(account_id)
-            state = self._fresh(account_id)
-            current = existing(state.policy(policy_id), "Access policy", policy_id)
-            current.refuse_change("Access policy")
-            users = state.users_of(policy_id)
-            if users:
-                names = ", ".join(f"{m.item.label} (id {m.id})" for m in users)
-                raise Refused(
-                    f"Access policy {current.item.name!r} (id {policy_id}) is used by Access "
-                    f"application {names}: remove it from the application's policies first"
-                )
-            self._commit(account_id, state.without_policy(policy_id))
-            self._store.access_policies.delete(account_id, policy_id)
-        logger.info("account %s: deleted Access policy %s", account_id, policy_id)
-        return current
-
-    # -- Access applications --------------------------------------------------------------------
-
-    def access_applications(self, account_id: str) -> list[Managed[AccessApplication]]:
-        self._account(account_id)
-        return list(self.state(account_id).applications)
-
-    def access_application(self, account_id: str, application_id: str) -> Managed[AccessApplication]:
-        self._account(account_id)
-        found = self.state(account_id).application(application_id)
-        return existing(found, "Access application", application_id)
-
-    def create_access_application(
-        self, account_id: str, body: Mapping[str, Any]
-    ) -> Managed[AccessApplication]:
-        now = self._clock()
-        with self._store.transaction():
-            self._account(account_id)
-            state = self._fresh(account_id)
-            application = parse_application(state, body)
-            application = dataclasses.replace(
-                application, id=str(uuid.uuid4()), created_at=now, updated_at=now
-            )
-            self._commit(account_id, state.with_application(application))
-            self._store.access_applications.save(application_record(account_id, application))
-        logger.info(
-            "account %s: created Access application %s %s", account_id, application.id,
-            application.label,
-        )  # fmt: skip
-        return Managed(application)
-
-    def replace_access_application(
-        self, account_id: str, application_id: str, body: Mapping[str, Any]
-    ) -> Managed[AccessApplication]:
-        now = self._clock()
-        with self._store.transaction():
-            self._account(account_id)
-            state = self._fresh(account_id)
-            current = existing(state.application(application_id), "Access application", application_id)
-            current.refuse_change("Access application")
-            check_id(body, application_id)
-            application = dataclasses.replace(
-                parse_application(state, body), id=application_id,
-                created_at=current.item.created_at, updated_at=now,
-            )  # fmt: skip
-            self._commit(account_id, state.with_application(application))
-            self._store.access_applications.save(application_record(account_id, application))
-        logger.info("account %s: replaced Access application %s", account_id, application_id)
-        return Managed(application)
-
-    def delete_access_application(self, account_id: str, application_id: str) -> Managed[AccessApplication]:
-        with self._store.transaction():
-            self._account(account_id)
-            state = self._fresh(account_id)
-            current = existing(state.application(application_id), "Access application", application_id)
-            current.refuse_change("Access application")
-            self._commit(account_id, state.without_application(application_id))
-            self._store.access_applications.delete(account_id, application_id)
-        logger.info("account %s: deleted Access application %s", account_id, application_id)
+            current = kind.changeable(state, ident)
+            kind.check_delete(state, current)
+            self._commit(account_id, kind.without(state, ident))
+            kind.table(self._store).delete(account_id, ident)
+        logger.info("account %s: deleted %s %s", account_id, kind.name, ident)
         return current
 
     # -- export, import, dry run ----------------------------------------------------------------

@@ -8,11 +8,9 @@ from typing import Any, Final
 
 from policies.access import AccessApplication, AccessPolicy
 from policies.rules import FieldError, GatewayRule
-from proxy.services.errors import InvalidInput, NotFound
+from proxy.services.errors import InvalidInput
 from proxy.services.policy_state import (
     InvalidPolicy,
-    Item,
-    Managed,
     PolicyState,
     check_storable,
     field_message,
@@ -27,33 +25,20 @@ def _refused(error: FieldError) -> InvalidPolicy:
     return InvalidPolicy(field_message(error), ".".join(map(str, error.path)))
 
 
-def parse_rule(body: Mapping[str, Any]) -> GatewayRule:
+def parse[T: (GatewayRule, AccessPolicy, AccessApplication)](kind: type[T], body: Mapping[str, Any]) -> T:
+    """A rule, policy or application from a request body, checked that the store can keep it."""
     try:
-        rule = GatewayRule.from_api(body, where=BODY)
+        item = kind.from_api(body, where=BODY)
     except FieldError as e:
         raise _refused(e) from None
-    check_storable(rule, f"{BODY} {rule.name!r}")
-    return rule
-
-
-def parse_policy(body: Mapping[str, Any]) -> AccessPolicy:
-    try:
-        policy = AccessPolicy.from_api(body, where=BODY)
-    except FieldError as e:
-        raise _refused(e) from None
-    check_storable(policy, f"{BODY} {policy.name!r}")
-    return policy
+    check_storable(item, f"{BODY} {item.name!r}")
+    return item
 
 
 def parse_application(state: PolicyState, body: Mapping[str, Any]) -> AccessApplication:
     """Also checks that every policy it names exists in ``state``."""
-    try:
-        application = AccessApplication.from_api(body, where=BODY)
-    except FieldError as e:
-        raise _refused(e) from None
-    where = f"{BODY} {application.name!r}"
-    check_storable(application, where)
-    state.check_references(application, where=where)
+    application = parse(AccessApplication, body)
+    state.check_references(application, where=f"{BODY} {application.name!r}")
     return application
 
 
@@ -62,9 +47,3 @@ def check_id(body: Mapping[str, Any], ident: str) -> None:
     given = body.get("id")
     if given is not None and given != ident:
         raise InvalidInput("id", f"{given!r} does not match the id in the path ({ident})")
-
-
-def existing[T: Item](found: Managed[T] | None, what: str, ident: str) -> Managed[T]:
-    if found is None:
-        raise NotFound(what, ident)
-    return found

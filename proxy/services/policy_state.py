@@ -121,36 +121,6 @@ class PolicyState:
     policies: tuple[Managed[AccessPolicy], ...] = ()
     applications: tuple[Managed[AccessApplication], ...] = ()
 
-    def rule(self, rule_id: str) -> Managed[GatewayRule] | None:
-        return next((m for m in self.rules if m.id == rule_id), None)
-
-    def policy(self, policy_id: str) -> Managed[AccessPolicy] | None:
-        return next((m for m in self.policies if m.id == policy_id), None)
-
-    def application(self, application_id: str) -> Managed[AccessApplication] | None:
-        return next((m for m in self.applications if m.id == application_id), None)
-
-    def with_rule(self, rule: GatewayRule) -> PolicyState:
-        rules = [m for m in self.rules if m.id != rule.id] + [Managed(rule)]
-        return dataclasses.replace(self, rules=_by_precedence(rules))
-
-    def without_rule(self, rule_id: str) -> PolicyState:
-        return dataclasses.replace(self, rules=tuple(m for m in self.rules if m.id != rule_id))
-
-    def with_policy(self, policy: AccessPolicy) -> PolicyState:
-        return dataclasses.replace(self, policies=_replaced(self.policies, Managed(policy)))
-
-    def without_policy(self, policy_id: str) -> PolicyState:
-        kept = tuple(m for m in self.policies if m.id != policy_id)
-        return dataclasses.replace(self, policies=kept)
-
-    def with_application(self, application: AccessApplication) -> PolicyState:
-        return dataclasses.replace(self, applications=_replaced(self.applications, Managed(application)))
-
-    def without_application(self, application_id: str) -> PolicyState:
-        kept = tuple(m for m in self.applications if m.id != application_id)
-        return dataclasses.replace(self, applications=kept)
-
     def users_of(self, policy_id: str) -> list[Managed[AccessApplication]]:
         """The applications that refer to ``policy_id``."""
         return [m for m in self.applications if any(r.id == policy_id for r in m.item.policies)]
@@ -181,11 +151,12 @@ class PolicyState:
                 )
 
 
-def _by_precedence(rules: Iterable[Managed[GatewayRule]]) -> tuple[Managed[GatewayRule], ...]:
+def by_precedence(rules: Iterable[Managed[GatewayRule]]) -> tuple[Managed[GatewayRule], ...]:
     return tuple(sorted(rules, key=lambda m: m.item.precedence))
 
 
-def _replaced[T: Item](items: tuple[Managed[T], ...], new: Managed[T]) -> tuple[Managed[T], ...]:
+def replaced[T: Item](items: tuple[Managed[T], ...], new: Managed[T]) -> tuple[Managed[T], ...]:
+    """``items`` with ``new`` in place of the one of its id, or after them all."""
     if any(m.id == new.id for m in items):
         return tuple(new if m.id == new.id else m for m in items)
     return (*items, new)
@@ -321,7 +292,7 @@ def file_state(files: PolicySet, loaded_at: datetime) -> PolicyState:
         return Managed(stamped, file, location.line if location else None)
 
     return PolicyState(
-        _by_precedence(managed(r, "gateway_rule") for r in files.gateway_rules),
+        by_precedence(managed(r, "gateway_rule") for r in files.gateway_rules),
         tuple(managed(p, "access_policy") for p in files.access_policies),
         tuple(managed(a, "access_application") for a in files.access_applications),
     )
@@ -337,7 +308,7 @@ def _file_id(file: str, kind: str, name: str, taken: set[str]) -> str:
 
 def merged(files: PolicyState, stored: PolicyState) -> PolicyState:
     return PolicyState(
-        _by_precedence((*files.rules, *stored.rules)),
+        by_precedence((*files.rules, *stored.rules)),
         (*files.policies, *stored.policies),
         (*files.applications, *stored.applications),
     )

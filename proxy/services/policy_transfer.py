@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -21,16 +21,14 @@ from typing import Final
 from policies.access import AccessApplication, AccessPolicy
 from policies.rules import GatewayRule, format_timestamp
 from policies.yaml_io import PolicyFileError, PolicySet, dump, load
-from proxy.services.policy_state import (
-    InvalidPolicy,
-    Item,
-    Managed,
-    PolicyState,
-    application_record,
-    check_storable,
-    policy_record,
-    rule_record,
+from proxy.services.policy_kinds import (
+    ACCESS_APPLICATIONS,
+    ACCESS_POLICIES,
+    GATEWAY_RULES,
+    KINDS,
+    PolicyKind,
 )
+from proxy.services.policy_state import InvalidPolicy, Item, Managed, PolicyState, check_storable
 from proxy.store import Store
 
 logger = logging.getLogger(__name__)
@@ -80,15 +78,11 @@ class ImportPlan:
 
     def write(self, store: Store, account_id: str) -> None:
         """Replace the account's API-managed objects (call inside one transaction)."""
-        store.access_applications.delete_all(account_id)
-        store.access_policies.delete_all(account_id)
-        store.gateway_rules.delete_all(account_id)
-        for rule in self.state.rules:
-            store.gateway_rules.save(rule_record(account_id, rule.item))
-        for policy in self.state.policies:
-            store.access_policies.save(policy_record(account_id, policy.item))
-        for application in self.state.applications:
-            store.access_applications.save(application_record(account_id, application.item))
+        for kind in reversed(KINDS):  # applications refer to policies
+            kind.table(store).delete_all(account_id)
+        for kind in KINDS:
+            for managed in kind.items(self.state):
+                kind.save(store, account_id, managed.item)
 
 
 def parse(text: str) -> PolicySet:
@@ -104,16 +98,13 @@ def plan_import(imported: PolicySet, files: PolicyState, stored: PolicyState, no
     """What the store will hold; InvalidPolicy (or Refused, for a file's object) otherwise."""
     stamp = _Stamper(now)
     sections = _Sections(files)
-    rules = sections.take("gateway_rules", "gateway rule", imported.gateway_rules, files.rule)
-    policies = sections.take("access_policies", "Access policy", imported.access_policies, files.policy)
-    applications = sections.take(
-        "access_applications", "Access application", imported.access_applications,
-        files.application,
-    )  # fmt: skip
+    rules = sections.take("gateway_rules", GATEWAY_RULES, imported.gateway_rules)
+    policies = sections.take("access_policies", ACCESS_POLICIES, imported.access_policies)
+    applications = sections.take("access_applications", ACCESS_APPLICATIONS, imported.access_applications)
     state = PolicyState(
-        tuple(Managed(stamp(r, stored.rule(r.id))) for r in rules),
-        tuple(Managed(stamp(p, stored.policy(p.id))) for p in policies),
-        tuple(Managed(stamp(a, stored.application(a.id))) for a in applications),
+        tuple(Managed(stamp(r, GATEWAY_RULES.find(stored, r.id))) for r in rules),
+        tuple(Managed(stamp(p, ACCESS_POLICIES.find(stored, p.id))) for p in policies),
+        tuple(Managed(stamp(a, ACCESS_APPLICATIONS.find(stored, a.id))) for a in applications),
     )
     state = dataclasses.replace(state, rules=tuple(sorted(state.rules, key=lambda m: m.item.precedence)))
     return ImportPlan(state, sections.left_to_files)
@@ -127,22 +118,18 @@ class _Sections:
         self.left_to_files = 0
 
     def take[T: (GatewayRule, AccessPolicy, AccessApplication)](
-        self,
-        section: str,
-        what: str,
-        items: Sequence[T],
-        in_files: Callable[[str], Managed[T] | None],
+        self, section: str, kind: PolicyKind[T], items: Sequence[T]
     ) -> list[T]:
         kept: list[T] = []
         seen: set[str] = set()
         for index, item in enumerate(items):
             where = f"{SOURCE}: {section}[{index}] {item.name!r}"
-            file_object = in_files(item.id) if item.id else None
+            file_object = kind.find(self._files, item.id) if item.id else None
             if file_object is not None:
                 if _unstamped(file_object.item) == _unstamped(item):
                     self.left_to_files += 1
                     continue
-                file_object.refuse_change(what)
+                file_object.refuse_change(kind.name)
             check_storable(item, where)
             ident = item.id or str(uuid.uuid4())
             if not ID.match(ident):
@@ -152,7 +139,7 @@ class _Sections:
                     "id",
                 )
             if ident in seen:
-                raise InvalidPolicy(f"{where}: id: {ident!r} is used by another {what} above", "id")
+                raise InvalidPolicy(f"{where}: id: {ident!r} is used by another {kind.name} above", "id")
             seen.add(ident)
             kept.append(dataclasses.replace(item, id=ident))
         return kept

@@ -16,6 +16,7 @@ from policies.yaml_io import load
 from proxy.api import create_app
 from proxy.cli.main import main
 from proxy.services.policies import PolicyService
+from proxy.services.policy_kinds import GATEWAY_RULES
 from tests.proxy.conftest import Gateway
 from tests.proxy.policy_api import FILE, deps_with_policies
 
@@ -83,7 +84,7 @@ async def test_import_then_export_round_trips(
     out, err = capsys.readouterr()
     assert out == ("imported: 2 gateway rules, 1 Access policies, 1 Access applications\n") and err == ""
     a = server.gateway.account_id
-    assert [m.item.name for m in server.service.rules(a)] == [
+    assert [m.item.name for m in server.service.list(GATEWAY_RULES, a)] == [
         "Block gambling (file)", "Block casino", "Allow everything else on example.org",
     ]  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from policies.rules import Action
 from policies.yaml_io import PolicySet, load, load_files
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.policies import PolicyLoadError, PolicyService
+from proxy.services.policy_kinds import ACCESS_APPLICATIONS, ACCESS_POLICIES, GATEWAY_RULES, PolicyKind
 from proxy.services.policy_state import InvalidPolicy
 from proxy.store import Store, StoredRule
 from tests.proxy.conftest import START, FakeClock, Gateway
@@ -82,48 +84,54 @@ def unchanged(store: Store) -> Any:
 
 def test_create_assigns_id_times_and_precedence(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    first = policies.create_rule(a, BLOCK).item
+    first = policies.create(GATEWAY_RULES, a, BLOCK).item
     assert uuid.UUID(first.id).version == 4
     assert (first.precedence, first.created_at, first.updated_at) == (1000, START, START)
-    second = policies.create_rule(a, {**BLOCK, "name": "second"}).item
-    third = policies.create_rule(a, {**BLOCK, "name": "third", "precedence": 5}).item
-    fourth = policies.create_rule(a, {**BLOCK, "name": "fourth"}).item
+    second = policies.create(GATEWAY_RULES, a, {**BLOCK, "name": "second"}).item
+    third = policies.create(GATEWAY_RULES, a, {**BLOCK, "name": "third", "precedence": 5}).item
+    fourth = policies.create(GATEWAY_RULES, a, {**BLOCK, "name": "fourth"}).item
     assert (second.precedence, third.precedence, fourth.precedence) == (1007, 5, 1037)
-    assert [m.item.name for m in policies.rules(a)] == ["third", "Block casino", "second", "fourth"]
-    assert not any(m.read_only for m in policies.rules(a))
+    assert [m.item.name for m in policies.list(GATEWAY_RULES, a)] == [
+        "third",
+        "Block casino",
+        "second",
+        "fourth",
+    ]
+    assert not any(m.read_only for m in policies.list(GATEWAY_RULES, a))
 
 
 def test_replace_is_a_full_replace_that_keeps_created_at(
     policies: PolicyService, gateway: Gateway, clock: FakeClock
 ) -> None:
     a = gateway.account_id
-    created = policies.create_rule(a, {**BLOCK, "description": "old", "precedence": 40}).item
+    created = policies.create(GATEWAY_RULES, a, {**BLOCK, "description": "old", "precedence": 40}).item
     later = clock.advance(minutes=5)
-    replaced = policies.replace_rule(a, created.id, {"name": "Allow", "action": "allow"}).item
+    replaced = policies.replace(GATEWAY_RULES, a, created.id, {"name": "Allow", "action": "allow"}).item
     assert replaced.id == created.id and replaced.precedence == 40  # kept when not given
     assert (replaced.created_at, replaced.updated_at) == (START, later)
     assert (replaced.description, replaced.traffic, replaced.action) == ("", "", Action.ALLOW)
-    assert policies.rule(a, created.id).item == replaced
+    assert policies.get(GATEWAY_RULES, a, created.id).item == replaced
     with pytest.raises(InvalidPolicy, match=r"^request body: name: required$"):
-        policies.replace_rule(a, created.id, {"action": "allow"})
+        policies.replace(GATEWAY_RULES, a, created.id, {"action": "allow"})
     with pytest.raises(InvalidInput, match="does not match the id in the path"):
-        policies.replace_rule(a, created.id, {**BLOCK, "id": "other"})
+        policies.replace(GATEWAY_RULES, a, created.id, {**BLOCK, "id": "other"})
 
 
 def test_delete_and_not_found(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    created = policies.create_rule(a, BLOCK).item
-    assert policies.delete_rule(a, created.id).item == created
-    assert policies.rules(a) == []
-    for call in (
-        lambda: policies.rule(a, created.id),
-        lambda: policies.delete_rule(a, created.id),
-        lambda: policies.replace_rule(a, created.id, BLOCK),
-    ):
+    created = policies.create(GATEWAY_RULES, a, BLOCK).item
+    assert policies.delete(GATEWAY_RULES, a, created.id).item == created
+    assert policies.list(GATEWAY_RULES, a) == []
+    calls: tuple[Callable[[], object], ...] = (
+        lambda: policies.get(GATEWAY_RULES, a, created.id),
+        lambda: policies.delete(GATEWAY_RULES, a, created.id),
+        lambda: policies.replace(GATEWAY_RULES, a, created.id, BLOCK),
+    )
+    for call in calls:
         with pytest.raises(NotFound, match=f"no gateway rule with id '{created.id}'"):
             call()
     with pytest.raises(NotFound, match="no account"):
-        policies.rules("0" * 32)
+        policies.list(GATEWAY_RULES, "0" * 32)
 
 
 @pytest.mark.parametrize(
@@ -153,22 +161,22 @@ def test_invalid_rules_are_refused_with_the_field(
     policies: PolicyService, gateway: Gateway, body: dict[str, Any], message: str
 ) -> None:
     with unchanged(gateway.store), pytest.raises(InvalidPolicy) as e:
-        policies.create_rule(gateway.account_id, body)
+        policies.create(GATEWAY_RULES, gateway.account_id, body)
     assert str(e.value) == message
 
 
 def test_duplicate_precedence_is_refused_naming_both(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    policies.create_rule(a, {**BLOCK, "precedence": 10})
+    policies.create(GATEWAY_RULES, a, {**BLOCK, "precedence": 10})
     version = policies.engines(a).version
     with unchanged(gateway.store), pytest.raises(InvalidPolicy) as e:
-        policies.create_rule(a, {**BLOCK, "name": "Other", "precedence": 10})
+        policies.create(GATEWAY_RULES, a, {**BLOCK, "name": "Other", "precedence": 10})
     assert str(e.value) == (
         "gateway rules 'Block casino' and 'Other' both have precedence 10; give each enabled rule its own"
     )
     assert policies.engines(a).version == version
     # a disabled rule may share it
-    policies.create_rule(a, {**BLOCK, "name": "Off", "precedence": 10, "enabled": False})
+    policies.create(GATEWAY_RULES, a, {**BLOCK, "name": "Off", "precedence": 10, "enabled": False})
 
 
 # --- engines, versions, subscribers -----------------------------------------------------------
@@ -180,14 +188,14 @@ def test_engines_are_cached_until_a_change(policies: PolicyService, gateway: Gat
     policies.subscribe(lambda: calls.append(policies.engines(a).version))
     empty = policies.engines(a)
     assert policies.engines(a) is empty and empty.gateway.rules == ()
-    rule = policies.create_rule(a, BLOCK).item
+    rule = policies.create(GATEWAY_RULES, a, BLOCK).item
     engines = policies.engines(a)
     assert engines.version == empty.version + 1 and calls == [engines.version]
     assert [r.id for r in engines.gateway.rules] == [rule.id]
     with pytest.raises(InvalidPolicy):
-        policies.create_rule(a, {**BLOCK, "traffic": "nope"})
+        policies.create(GATEWAY_RULES, a, {**BLOCK, "traffic": "nope"})
     assert policies.engines(a) is engines and len(calls) == 1
-    policies.delete_rule(a, rule.id)
+    policies.delete(GATEWAY_RULES, a, rule.id)
     assert policies.engines(a).version == engines.version + 1 and len(calls) == 2
 
 
@@ -199,7 +207,7 @@ def test_a_failing_subscriber_does_not_stop_the_others(policies: PolicyService, 
 
     policies.subscribe(broken)
     policies.subscribe(lambda: seen.append("told"))
-    policies.create_rule(gateway.account_id, BLOCK)
+    policies.create(GATEWAY_RULES, gateway.account_id, BLOCK)
     assert seen == ["told"]
 
 
@@ -209,19 +217,19 @@ def test_a_rolled_back_outer_transaction_changes_nothing(policies: PolicyService
     told: list[bool] = []
     policies.subscribe(lambda: told.append(True))
     with unchanged(gateway.store), pytest.raises(RuntimeError), gateway.store.transaction():
-        policies.create_rule(a, BLOCK)
+        policies.create(GATEWAY_RULES, a, BLOCK)
         raise RuntimeError("rolled back")
     assert policies.engines(a) is before and told == []
 
 
 def test_rules_survive_a_restart(gateway: Gateway, db_path: Path, clock: FakeClock) -> None:
     a = gateway.account_id
-    rule = PolicyService(gateway.store, clock).create_rule(a, BLOCK).item
+    rule = PolicyService(gateway.store, clock).create(GATEWAY_RULES, a, BLOCK).item
     gateway.store.close()
     store = Store.open(db_path)
     try:
         again = PolicyService(store, clock)
-        assert again.rule(a, rule.id).item == rule
+        assert again.get(GATEWAY_RULES, a, rule.id).item == rule
         assert [r.id for r in again.engines(a).gateway.rules] == [rule.id]
     finally:
         store.close()
@@ -234,27 +242,27 @@ EVERYONE = {"name": "Everyone", "decision": "allow", "include": [{"everyone": {}
 
 def test_access_policies_and_applications(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    first = policies.create_access_policy(a, EVERYONE).item
-    second = policies.create_access_policy(a, {**EVERYONE, "name": "Deny", "decision": "deny"}).item
-    app = policies.create_access_application(
-        a,
+    first = policies.create(ACCESS_POLICIES, a, EVERYONE).item
+    second = policies.create(ACCESS_POLICIES, a, {**EVERYONE, "name": "Deny", "decision": "deny"}).item
+    app = policies.create(
+        ACCESS_APPLICATIONS, a,
         {"type": "self_hosted", "name": "Intranet", "domain": "intranet.lab",
          "policies": [second.id, {"id": first.id, "precedence": 1}]},
     ).item  # fmt: skip
     assert [(r.id, r.precedence) for r in app.policies] == [(second.id, None), (first.id, 1)]
-    assert policies.access_application(a, app.id).item == app
+    assert policies.get(ACCESS_APPLICATIONS, a, app.id).item == app
     decision = policies.engines(a).access.covers("intranet.lab")
     assert decision is not None and decision.id == app.id
 
     with unchanged(gateway.store), pytest.raises(Refused) as e:
-        policies.delete_access_policy(a, first.id)
+        policies.delete(ACCESS_POLICIES, a, first.id)
     assert str(e.value) == (
         f"Access policy 'Everyone' (id {first.id}) is used by Access application 'Intranet' "
         f"(intranet.lab) (id {app.id}): remove it from the application's policies first"
     )
-    policies.delete_access_application(a, app.id)
-    policies.delete_access_policy(a, first.id)
-    assert [m.id for m in policies.access_policies(a)] == [second.id]
+    policies.delete(ACCESS_APPLICATIONS, a, app.id)
+    policies.delete(ACCESS_POLICIES, a, first.id)
+    assert [m.id for m in policies.list(ACCESS_POLICIES, a)] == [second.id]
 
 
 @pytest.mark.parametrize(
@@ -284,15 +292,15 @@ def test_invalid_applications_are_refused(
     policies: PolicyService, gateway: Gateway, body: dict[str, Any], message: str
 ) -> None:
     with unchanged(gateway.store), pytest.raises(InvalidPolicy) as e:
-        policies.create_access_application(gateway.account_id, body)
+        policies.create(ACCESS_APPLICATIONS, gateway.account_id, body)
     assert str(e.value) == message
 
 
 def test_two_applications_for_one_domain_are_refused(policies: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    policies.create_access_application(a, {"name": "One", "domain": "x.lab"})
+    policies.create(ACCESS_APPLICATIONS, a, {"name": "One", "domain": "x.lab"})
     with unchanged(gateway.store), pytest.raises(InvalidPolicy, match="protect the same domain"):
-        policies.create_access_application(a, {"name": "Two", "domain": "x.lab"})
+        policies.create(ACCESS_APPLICATIONS, a, {"name": "Two", "domain": "x.lab"})
 
 
 # --- policy files -----------------------------------------------------------------------------
@@ -300,43 +308,45 @@ def test_two_applications_for_one_domain_are_refused(policies: PolicyService, ga
 
 def test_file_objects_are_merged_and_read_only(with_files: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    rules = with_files.rules(a)
+    rules = with_files.list(GATEWAY_RULES, a)
     assert [(m.item.name, m.read_only, m.file) for m in rules] == [
         ("Block gambling (file)", True, "corp/files.yaml"),
         ("Allow the wiki (file, no id)", True, "corp/files.yaml"),
     ]
     assert rules[0].id == "file-rule-1" and uuid.UUID(rules[1].id)  # a stable id for id-less ones
     assert (
-        PolicyService(gateway.store, gateway.clock, files=load(FILES, file="corp/files.yaml")).rules(a)[1].id
+        PolicyService(gateway.store, gateway.clock, files=load(FILES, file="corp/files.yaml"))
+        .list(GATEWAY_RULES, a)[1]
+        .id
         == rules[1].id
     )
     assert rules[0].item.created_at == START  # dated when the files were loaded
 
     with unchanged(gateway.store), pytest.raises(Refused) as e:
-        with_files.replace_rule(a, "file-rule-1", BLOCK)
+        with_files.replace(GATEWAY_RULES, a, "file-rule-1", BLOCK)
     assert str(e.value) == (
         "gateway rule 'Block gambling (file)' (id file-rule-1) is managed by file corp/files.yaml "
         "(line 2); edit the file (the API cannot change or delete it)"
     )
     with pytest.raises(Refused, match="managed by file corp/files.yaml"):
-        with_files.delete_access_policy(a, "file-policy-1")
+        with_files.delete(ACCESS_POLICIES, a, "file-policy-1")
     with pytest.raises(Refused, match="managed by file corp/files.yaml"):
-        with_files.delete_access_application(a, with_files.access_applications(a)[0].id)
+        with_files.delete(ACCESS_APPLICATIONS, a, with_files.list(ACCESS_APPLICATIONS, a)[0].id)
 
     # API objects may use the files' policies, and must not clash with their precedences
-    app = with_files.create_access_application(
-        a, {"name": "Docs", "domain": "docs.example", "policies": ["file-policy-1"]}
+    app = with_files.create(
+        ACCESS_APPLICATIONS, a, {"name": "Docs", "domain": "docs.example", "policies": ["file-policy-1"]}
     ).item
     assert app.policies[0].id == "file-policy-1"
     with pytest.raises(InvalidPolicy, match="both have precedence 10"):
-        with_files.create_rule(a, {**BLOCK, "precedence": 10})
-    new = with_files.create_rule(a, BLOCK).item
+        with_files.create(GATEWAY_RULES, a, {**BLOCK, "precedence": 10})
+    new = with_files.create(GATEWAY_RULES, a, BLOCK).item
     assert new.precedence > 20
 
 
 def test_files_that_clash_with_the_store_are_refused_at_start(gateway: Gateway) -> None:
     a = gateway.account_id
-    PolicyService(gateway.store, gateway.clock).create_rule(a, {**BLOCK, "precedence": 10})
+    PolicyService(gateway.store, gateway.clock).create(GATEWAY_RULES, a, {**BLOCK, "precedence": 10})
     with pytest.raises(
         PolicyLoadError, match=r"do not load together: gateway rules .* both have precedence 10"
     ):
@@ -346,7 +356,7 @@ def test_files_that_clash_with_the_store_are_refused_at_start(gateway: Gateway) 
 def test_an_id_in_the_files_and_the_store_is_refused_at_start(gateway: Gateway) -> None:
     a = gateway.account_id
     service = PolicyService(gateway.store, gateway.clock)
-    rule = service.create_rule(a, BLOCK).item
+    rule = service.create(GATEWAY_RULES, a, BLOCK).item
     clash = load(f"gateway_rules: [{{id: {rule.id}, name: X, precedence: 1, action: allow}}]\n")
     with pytest.raises(
         PolicyLoadError, match=f"id {rule.id} names an object in the policy files and one saved"
@@ -359,11 +369,11 @@ def test_an_id_in_the_files_and_the_store_is_refused_at_start(gateway: Gateway) 
 
 def test_export_import_round_trip(with_files: PolicyService, gateway: Gateway, clock: FakeClock) -> None:
     a = gateway.account_id
-    policy = with_files.create_access_policy(a, EVERYONE).item
-    with_files.create_access_application(
-        a, {"name": "Docs", "domain": "docs.example", "policies": [policy.id]}
+    policy = with_files.create(ACCESS_POLICIES, a, EVERYONE).item
+    with_files.create(
+        ACCESS_APPLICATIONS, a, {"name": "Docs", "domain": "docs.example", "policies": [policy.id]}
     )
-    with_files.create_rule(a, BLOCK)
+    with_files.create(GATEWAY_RULES, a, BLOCK)
     text = with_files.export(a)
     assert text.splitlines()[:3] == [
         f"# Gateway rules and Access policies of account {a}, exported 2026-03-01T12:00:00Z.",
@@ -386,8 +396,8 @@ def test_import_replaces_what_the_api_saved(
     policies: PolicyService, gateway: Gateway, clock: FakeClock
 ) -> None:
     a = gateway.account_id
-    old = policies.create_rule(a, BLOCK).item
-    kept = policies.create_rule(a, {**BLOCK, "name": "Kept", "precedence": 3}).item
+    old = policies.create(GATEWAY_RULES, a, BLOCK).item
+    kept = policies.create(GATEWAY_RULES, a, {**BLOCK, "name": "Kept", "precedence": 3}).item
     clock.advance(minutes=1)
     text = (
         "gateway_rules:\n"
@@ -396,12 +406,12 @@ def test_import_replaces_what_the_api_saved(
         "  - {name: New, precedence: 4, action: allow}\n"
     )
     assert policies.import_policies(a, text)["gateway_rules"] == 2
-    rules = policies.rules(a)
+    rules = policies.list(GATEWAY_RULES, a)
     assert [m.item.name for m in rules] == ["Kept", "New"]
     assert rules[0].item == kept  # unchanged: same timestamps
     assert rules[1].item.created_at == clock.now and uuid.UUID(rules[1].id)
     with pytest.raises(NotFound):
-        policies.rule(a, old.id)
+        policies.get(GATEWAY_RULES, a, old.id)
 
 
 @pytest.mark.parametrize(
@@ -440,7 +450,7 @@ def test_import_replaces_what_the_api_saved(
 def test_import_refusals_leave_the_store_alone(
     policies: PolicyService, gateway: Gateway, text: str, message: str
 ) -> None:
-    policies.create_rule(gateway.account_id, BLOCK)
+    policies.create(GATEWAY_RULES, gateway.account_id, BLOCK)
     with unchanged(gateway.store), pytest.raises(InvalidPolicy) as e:
         policies.import_policies(gateway.account_id, text)
     assert str(e.value).splitlines()[0] == message.splitlines()[0]
@@ -513,24 +523,26 @@ def test_dry_run_refuses_a_bad_case(corp: PolicyService, gateway: Gateway) -> No
 
 def test_empty_files_change_nothing(gateway: Gateway) -> None:
     service = PolicyService(gateway.store, gateway.clock, files=PolicySet())
-    assert service.rules(gateway.account_id) == [] and service.export(gateway.account_id).endswith("{}\n")
+    assert service.list(GATEWAY_RULES, gateway.account_id) == [] and service.export(
+        gateway.account_id
+    ).endswith("{}\n")
 
 
 def test_reads_inside_a_rolled_back_transaction_are_not_kept(
     policies: PolicyService, gateway: Gateway
 ) -> None:
     a = gateway.account_id
-    assert policies.rules(a) == []
+    assert policies.list(GATEWAY_RULES, a) == []
     with pytest.raises(RuntimeError), gateway.store.transaction():
-        policies.create_rule(a, BLOCK)
-        assert len(policies.rules(a)) == 1
+        policies.create(GATEWAY_RULES, a, BLOCK)
+        assert len(policies.list(GATEWAY_RULES, a)) == 1
         raise RuntimeError("rolled back")
-    assert policies.rules(a) == []
+    assert policies.list(GATEWAY_RULES, a) == []
 
 
 async def test_export_and_import_off_the_event_loop(with_files: PolicyService, gateway: Gateway) -> None:
     a = gateway.account_id
-    with_files.create_rule(a, BLOCK)
+    with_files.create(GATEWAY_RULES, a, BLOCK)
     text = await with_files.export_async(a)
     assert text == with_files.export(a)
     before = gateway.store.dump()
@@ -547,3 +559,48 @@ def test_a_stored_rule_this_version_refuses_stops_the_start(gateway: Gateway) ->
         f"account {gateway.account_id}: the store holds stored gateway rule r1 'Old': action: "
         "unknown action 'isolate' (one of: allow, block, off, on, redirect)"
     )
+
+
+# --- one path for every kind ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "changed"),
+    [
+        (GATEWAY_RULES, BLOCK, {**BLOCK, "name": "Changed"}),
+        (ACCESS_POLICIES, EVERYONE, {**EVERYONE, "name": "Changed"}),
+        (
+            ACCESS_APPLICATIONS,
+            {"name": "Docs", "domain": "docs.lab"},
+            {"name": "Changed", "domain": "docs.lab"},
+        ),
+    ],
+)
+def test_every_kind_goes_through_one_lifecycle(
+    policies: PolicyService,
+    gateway: Gateway,
+    clock: FakeClock,
+    kind: PolicyKind[Any],
+    body: dict[str, Any],
+    changed: dict[str, Any],
+) -> None:
+    a = gateway.account_id
+    told: list[int] = []
+    policies.subscribe(lambda: told.append(policies.engines(a).version))
+    created = policies.create(kind, a, body)
+    assert not created.read_only and (created.item.created_at, created.item.updated_at) == (START, START)
+    assert policies.get(kind, a, created.id) == created and policies.list(kind, a) == [created]
+    later = clock.advance(minutes=1)
+    with unchanged(gateway.store), pytest.raises(InvalidInput, match="does not match the id in the path"):
+        policies.replace(kind, a, created.id, {**changed, "id": "other"})
+    replaced = policies.replace(kind, a, created.id, {**changed, "id": created.id}).item
+    assert (replaced.id, replaced.name, replaced.created_at, replaced.updated_at) == (
+        created.id,
+        "Changed",
+        START,
+        later,
+    )
+    assert policies.delete(kind, a, created.id).item == replaced and policies.list(kind, a) == []
+    with pytest.raises(NotFound, match=f"no {kind.name} with id '{created.id}'"):
+        policies.get(kind, a, created.id)
+    assert len(told) == 3 and told == sorted(set(told))  # told once per change, after each commit

@@ -1,0 +1,90 @@
+"""The five handlers of a policy resource (Gateway rules, Access policies, Access applications),
+written once: list (paged), create, get, replace (PUT), delete. A :class:`PolicyResource` says
+what differs: the service's kind, the path's id parameter, the object shown and the paging."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api.bodies import read_object
+from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.state import account_of, policies_of
+from proxy.services.policies import PolicyService
+from proxy.services.policy_kinds import PolicyKind
+from proxy.services.policy_state import Item, Managed, PolicyState
+
+logger = logging.getLogger(__name__)
+
+type View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+type StateOf = Callable[[], PolicyState]  # the account's state, read only if an object needs it
+type Shown = dict[str, Any]
+
+
+def _everything[T: Item](request: web.Request, found: Sequence[Managed[T]]) -> Sequence[Managed[T]]:
+    return found
+
+
+@dataclass(frozen=True)
+class PolicyResource[T: Item]:
+    kind: PolicyKind[T]
+    param: str  # the path's id parameter: "rule_id" for .../gateway/rules/{rule_id}
+    show: Callable[[Managed[T], StateOf], Shown]  # the API object
+    per_page: int  # a list page's size when the query gives none
+    max_per_page: int
+    # The list's query filters (other query keys are ignored).
+    select: Callable[[web.Request, Sequence[Managed[T]]], Sequence[Managed[T]]] = _everything
+
+
+@dataclass(frozen=True)
+class PolicyViews:
+    """The handlers of one resource, for routes.py."""
+
+    param: str
+    list: View
+    create: View
+    get: View
+    put: View
+    delete: View
+
+
+def _state_of(service: PolicyService, account_id: str) -> StateOf:
+    return lambda: service.state(account_id)
+
+
+def views[T: Item](resource: PolicyResource[T]) -> PolicyViews:
+    kind, show = resource.kind, resource.show
+
+    async def list_all(request: web.Request) -> web.Response:
+        paging = Paging.from_query(request, default=resource.per_page, maximum=resource.max_per_page)
+        service, account = policies_of(request), account_of(request)
+        found = resource.select(request, service.list(kind, account))
+        state = _state_of(service, account)
+        return ok_list([show(m, state) for m in found], paging)
+
+    async def create(request: web.Request) -> web.Response:
+        body = await read_object(request)
+        service, account = policies_of(request), account_of(request)
+        return ok(show(service.create(kind, account, body), _state_of(service, account)))
+
+    async def get(request: web.Request) -> web.Response:
+        service, account = policies_of(request), account_of(request)
+        found = service.get(kind, account, request.match_info[resource.param])
+        return ok(show(found, _state_of(service, account)))
+
+    async def put(request: web.Request) -> web.Response:
+        body = await read_object(request)
+        service, account = policies_of(request), account_of(request)
+        replaced = service.replace(kind, account, request.match_info[resource.param], body)
+        return ok(show(replaced, _state_of(service, account)))
+
+    async def delete(request: web.Request) -> web.Response:
+        await read_object(request)  # empty, as the SDK sends it, or a JSON object
+        deleted = policies_of(request).delete(kind, account_of(request), request.match_info[resource.param])
+        return ok({"id": deleted.id})
+
+    return PolicyViews(resource.param, list_all, create, get, put, delete)

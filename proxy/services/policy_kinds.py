@@ -1,0 +1,191 @@
+"""Gateway rules, Access policies and Access applications as kinds of one thing.
+
+The policy service has one create/read/update/delete path (``PolicyService.create(kind, ...)``
+and so on); a :class:`PolicyKind` holds what differs between the three: the name errors and logs
+use, where a :class:`PolicyState` keeps them, how a request body is read, how one is saved, and
+the few rules of one kind only (a rule's default precedence, a policy refused while in use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from policies.access import AccessApplication, AccessPolicy
+from policies.rules import GatewayRule
+from proxy.services.errors import NotFound, Refused
+from proxy.services.policy_bodies import parse, parse_application
+from proxy.services.policy_state import (
+    Item,
+    Managed,
+    PolicyState,
+    application_record,
+    by_precedence,
+    policy_record,
+    replaced,
+    rule_record,
+)
+from proxy.store import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ACCESS_APPLICATIONS", "ACCESS_POLICIES", "GATEWAY_RULES", "KINDS", "PolicyKind", "Table"]
+
+type Body = Mapping[str, Any]
+
+
+class Table(Protocol):
+    """What the service asks of a kind's store table (``store.gateway_rules`` ...) besides saving."""
+
+    def delete(self, account_id: str, ident: str, /) -> None: ...
+
+    def delete_all(self, account_id: str, /) -> None: ...
+
+
+def _as_given[T: Item](
+    body: Body, state: PolicyState, current: Managed[T] | None, step: Callable[[], int]
+) -> Body:
+    return body
+
+
+def _deletable[T: Item](state: PolicyState, current: Managed[T]) -> None:
+    return None
+
+
+def _quoted_name(item: Item) -> str:
+    return repr(item.name)
+
+
+@dataclass(frozen=True)
+class PolicyKind[T: Item]:
+    """One kind of policy object, for the service's generic path."""
+
+    name: str  # "gateway rule": in "no gateway rule with id ...", "gateway rule ... is managed by file"
+    field: str  # the PolicyState attribute that holds them
+    parse: Callable[[PolicyState, Body], T]  # a request body (InvalidPolicy naming the field)
+    save: Callable[[Store, str, T], None]  # (store, account id, item): insert or replace its row
+    table: Callable[[Store], Table]
+    # Where a new or replaced object goes among the others (in place, or by precedence).
+    place: Callable[[tuple[Managed[T], ...], Managed[T]], tuple[Managed[T], ...]] = replaced
+    # The body completed before parsing: (body, state, the object replaced or None, random step).
+    complete: Callable[[Body, PolicyState, Managed[T] | None, Callable[[], int]], Body] = _as_given
+    # Raises (Refused) when the object may not be deleted from this state.
+    check_delete: Callable[[PolicyState, Managed[T]], None] = _deletable
+    describe: Callable[[T], str] = _quoted_name  # the object in log lines, after its id
+
+    def items(self, state: PolicyState) -> tuple[Managed[T], ...]:
+        return cast(tuple[Managed[T], ...], getattr(state, self.field))
+
+    def find(self, state: PolicyState, ident: str) -> Managed[T] | None:
+        return next((m for m in self.items(state) if m.id == ident), None)
+
+    def existing(self, state: PolicyState, ident: str) -> Managed[T]:
+        """The object of that id: NotFound (404) without one."""
+        found = self.find(state, ident)
+        if found is None:
+            raise NotFound(self.name, ident)
+        return found
+
+    def changeable(self, state: PolicyState, ident: str) -> Managed[T]:
+        """The object of that id, which the API may change: NotFound, or Refused for a file's."""
+        found = self.existing(state, ident)
+        found.refuse_change(self.name)
+        return found
+
+    def with_item(self, state: PolicyState, item: T) -> PolicyState:
+        """The state with ``item`` added, or in place of the object of its id."""
+        return self._with_items(state, self.place(self.items(state), Managed(item)))
+
+    def without(self, state: PolicyState, ident: str) -> PolicyState:
+        return self._with_items(state, tuple(m for m in self.items(state) if m.id != ident))
+
+    def _with_items(self, state: PolicyState, items: tuple[Managed[T], ...]) -> PolicyState:
+        changes: dict[str, Any] = {self.field: items}
+        return dataclasses.replace(state, **changes)
+
+
+# --- Gateway rules --------------------------------------------------------------------------------
+
+
+def _last_by_precedence(
+    rules: tuple[Managed[GatewayRule], ...], new: Managed[GatewayRule]
+) -> tuple[Managed[GatewayRule], ...]:
+    """A new or replaced rule goes after the others of its precedence (disabled ones may share)."""
+    return by_precedence([*(m for m in rules if m.id != new.id), new])
+
+
+def _with_precedence(
+    body: Body, state: PolicyState, current: Managed[GatewayRule] | None, step: Callable[[], int]
+) -> Body:
+    """Without a precedence, a new rule goes after every other one (Cloudflare's rule) and a
+    replaced one keeps its own."""
+    if body.get("precedence") is not None:
+        return body
+    precedence = current.item.precedence if current is not None else state.next_precedence(step)
+    return {**body, "precedence": precedence}
+
+
+def _save_rule(store: Store, account_id: str, rule: GatewayRule) -> None:
+    store.gateway_rules.save(rule_record(account_id, rule))
+
+
+GATEWAY_RULES = PolicyKind[GatewayRule](
+    name="gateway rule",
+    field="rules",
+    parse=lambda state, body: parse(GatewayRule, body),
+    save=_save_rule,
+    table=lambda store: store.gateway_rules,
+    place=_last_by_precedence,
+    complete=_with_precedence,
+)
+
+
+# --- Access policies ------------------------------------------------------------------------------
+
+
+def _unused(state: PolicyState, current: Managed[AccessPolicy]) -> None:
+    """A policy is refused deletion while an application refers to it."""
+    users = state.users_of(current.id)
+    if users:
+        names = ", ".join(f"{m.item.label} (id {m.id})" for m in users)
+        raise Refused(
+            f"Access policy {current.item.name!r} (id {current.id}) is used by Access "
+            f"application {names}: remove it from the application's policies first"
+        )
+
+
+def _save_policy(store: Store, account_id: str, policy: AccessPolicy) -> None:
+    store.access_policies.save(policy_record(account_id, policy))
+
+
+ACCESS_POLICIES = PolicyKind[AccessPolicy](
+    name="Access policy",
+    field="policies",
+    parse=lambda state, body: parse(AccessPolicy, body),
+    save=_save_policy,
+    table=lambda store: store.access_policies,
+    check_delete=_unused,
+)
+
+
+# --- Access applications --------------------------------------------------------------------------
+
+
+def _save_application(store: Store, account_id: str, application: AccessApplication) -> None:
+    store.access_applications.save(application_record(account_id, application))
+
+
+ACCESS_APPLICATIONS = PolicyKind[AccessApplication](
+    name="Access application",
+    field="applications",
+    parse=parse_application,
+    save=_save_application,
+    table=lambda store: store.access_applications,
+    describe=lambda application: application.label,
+)
+
+# In the order they are written: an application refers to policies (delete in reverse).
+KINDS: tuple[PolicyKind[Any], ...] = (GATEWAY_RULES, ACCESS_POLICIES, ACCESS_APPLICATIONS)
