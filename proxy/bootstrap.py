@@ -4,7 +4,8 @@ One account ("Gateway"), one root CA generated outside the generation limit, ava
 use, and an admin API token. Every start reconciles the admin token with the environment:
 ``GATEWAY_ADMIN_TOKEN`` replaces any token an earlier value of it stored; without it, a token
 from an earlier ``GATEWAY_ADMIN_TOKEN`` is revoked, and a random token is made (and returned
-once, for printing) when no admin token is left, which is the case on first start.
+once, for printing) when no admin token is left, which is the case on first start. More tokens:
+``gateway token create`` (``proxy.cli.token``), on the machine that holds the data directory.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT_NAME = "Gateway"
 MIN_TOKEN_LENGTH = 16
+FIRST_TOKEN_NAME = "gateway run"  # made at a start that found no admin token (the first one)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def _reconcile_admin_token(store: Store, env_token: str | None, clock: Clock) ->
         digest = hash_token(env_token)
         removed = store.tokens.delete_by_origin(TokenOrigin.ENV, keep_sha256=digest)
         if authenticate(store, env_token) is None:
-            add_token(store, env_token, TokenOrigin.ENV, clock)
+            add_token(store, env_token, TokenOrigin.ENV, clock, name=ADMIN_TOKEN_ENV)
             if removed:
                 logger.info("the admin token from %s replaced an earlier one", ADMIN_TOKEN_ENV)
         return None
@@ -80,5 +82,5 @@ def _reconcile_admin_token(store: Store, env_token: str | None, clock: Clock) ->
     if store.tokens.count():
         return None
     token = new_token()
-    add_token(store, token, TokenOrigin.GENERATED, clock)
+    add_token(store, token, TokenOrigin.GENERATED, clock, name=FIRST_TOKEN_NAME)
     return token

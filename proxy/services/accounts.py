@@ -35,7 +35,13 @@ def new_token() -> str:
 
 
 def add_token(
-    store: Store, token: str, origin: TokenOrigin, clock: Clock, *, account_id: str | None = None
+    store: Store,
+    token: str,
+    origin: TokenOrigin,
+    clock: Clock,
+    *,
+    account_id: str | None = None,
+    name: str = "",
 ) -> ApiToken:
     """Store the token's hash (never the token); ``account_id=None``: every account."""
     record = ApiToken(
@@ -44,9 +50,12 @@ def add_token(
         token_sha256=hash_token(token),
         origin=origin,
         created_at=clock(),
+        name=name,
     )
     store.tokens.add(record)
-    logger.info("added %s API token %s (scope: %s)", origin.value, record.id, account_id or "all accounts")
+    logger.info(
+        "added %s API token %s %r (scope: %s)", origin.value, record.id, name, account_id or "all accounts"
+    )
     return record
 
 

@@ -22,6 +22,7 @@ def _token(row: sqlite3.Row) -> ApiToken:
         token_sha256=bytes(row["token_sha256"]),
         origin=TokenOrigin(row["origin"]),
         created_at=from_db(row["created_at"]),
+        name=row["name"],
     )
 
 
@@ -52,14 +53,15 @@ class Tokens:
     def add(self, token: ApiToken) -> None:
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT INTO api_tokens (id, account_id, token_sha256, origin, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO api_tokens (id, account_id, token_sha256, origin, created_at, name)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     token.id,
                     token.account_id,
                     token.token_sha256,
                     token.origin.value,
                     to_db(token.created_at),
+                    token.name,
                 ),
             )
 
@@ -75,6 +77,12 @@ class Tokens:
                 (origin.value, keep_sha256),
             )
         return cursor.rowcount
+
+    def delete(self, token_id: str) -> bool:
+        """Revoke one token; False when there is no token ``token_id``."""
+        with self._db.transaction() as conn:
+            cursor = conn.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+        return cursor.rowcount > 0
 
     def count(self) -> int:
         row = self._db.connection.execute("SELECT count(*) FROM api_tokens").fetchone()

@@ -249,11 +249,15 @@ _V4 = (
     ) WITHOUT ROWID""",
 )
 
+# Admin API tokens get a name, so that `gateway token list` tells apart the tokens it made.
+_V5 = ("ALTER TABLE api_tokens ADD COLUMN name TEXT NOT NULL DEFAULT ''",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
     Migration(3, "device posture: rules, enrollment, devices, nonces, results, logs", _V3),
     Migration(4, "device trust stores: the agent's report of installed root CAs", _V4),
+    Migration(5, "API token names", _V5),
 )
 
 

@@ -28,7 +28,7 @@ class TokenOrigin(StrEnum):
     """Where an API token came from; bootstrap replaces tokens by origin."""
 
     ENV = "env"  # GATEWAY_ADMIN_TOKEN
-    GENERATED = "generated"  # made on first start and printed once
+    GENERATED = "generated"  # made by the gateway (first start, `gateway token create`), printed once
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class ApiToken:
     token_sha256: bytes = field(repr=False)
     origin: TokenOrigin
     created_at: datetime
+    name: str = ""  # what the token is for, as its maker said
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def test_first_start_makes_an_account_a_ca_in_use_and_a_token(
     assert accounts.authenticate(store, boot.new_admin_token) is not None
     (token,) = store.tokens.list()
     assert token.account_id is None and token.origin is TokenOrigin.GENERATED
+    assert token.name == "gateway run"  # what `gateway token list` shows for it
     assert boot.new_admin_token.encode() not in token.token_sha256
 
 
@@ -59,7 +60,8 @@ def test_env_token_is_stored_hashed_and_replaces_the_previous_one(
     first_start(store, service, admin_token_env=ENV_TOKEN + "-2", clock=clock)
     assert accounts.authenticate(store, ENV_TOKEN) is None
     assert accounts.authenticate(store, ENV_TOKEN + "-2") is not None
-    assert len(store.tokens.list()) == 1
+    (token,) = store.tokens.list()
+    assert token.origin is TokenOrigin.ENV and token.name == "GATEWAY_ADMIN_TOKEN"
 
 
 def test_removing_the_env_token_revokes_it_and_makes_a_new_one(
