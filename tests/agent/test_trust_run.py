@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from proxy.agent.errors import AgentError
-from proxy.agent.run import AgentLoop
-from tests.proxy.agentlab import rule_api
-from tests.proxy.test_agent_run import Clock, Session, WaitAdvances
+from agent.errors import AgentError
+from agent.run import AgentLoop
+from tests.agent.agentlab import rule_api
+from tests.agent.test_run import Clock, Session, WaitAdvances
 
 
 class Syncs:

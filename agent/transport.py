@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.agent.errors import AgentError
-from proxy.agent.token import check_server_url, normalize_fingerprint
+from agent.errors import AgentError
+from agent.token import check_server_url, normalize_fingerprint
 
 logger = logging.getLogger(__name__)
 

@@ -41,19 +41,19 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from proxy.agent.state import InstalledCertificate
-from proxy.agent.transport import fingerprint_of
-from proxy.agent.trust import (
+from agent.state import InstalledCertificate
+from agent.transport import fingerprint_of
+from agent.trust_store import (
     Entry,
     RootCertificate,
     StoreError,
     StoreOptions,
     Unusable,
+    der_fingerprints,
     describe_uid,
     file_name_for,
     last_line_of,
 )
-from proxy.agent.trust_nss import der_fingerprints
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +138,23 @@ class SystemStore:
         self._runner = runner
         self._stale = False
         self._notes: list[str] = []
+        self._not_created = ""  # why ``create`` could not make the anchors directory
         self.refreshable, why = self._refresh_plan()
         if why:
             self._notes.append(why)
 
     def __repr__(self) -> str:
         return f"SystemStore({self.flavor.name}, {str(self.anchors)!r})"
+
+    def create(self) -> None:
+        """Make the anchors directory when there is none: only inside a ``--root`` sandbox, where
+        the agent provides what the flavour's package would have made."""
+        if not self.found or self.options.root is None:
+            return
+        try:
+            self.anchors.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as e:
+            self._not_created = f"cannot create {self.anchors}: {_reason(e)}"
 
     def _refresh_plan(self) -> tuple[bool, str]:
         if self.tool is None:
@@ -160,6 +171,8 @@ class SystemStore:
     # --- TrustStore ---
 
     def problem(self) -> Unusable | None:
+        if self._not_created:
+            return Unusable(self._not_created)
         if not self.found:
             return Unusable(
                 "no system trust store found: neither /usr/local/share/ca-certificates (update-ca-certificates) "

@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 from cryptography import x509
 
+from agent.checks import Device, check_rules, parse_rules
+from agent.enroll import Enrollment, enroll
+from agent.errors import AgentError
+from agent.locations import Locator
+from agent.report import report
+from agent.state import load_state
+from agent.token import parse_token
+from agent.transport import Credentials, Transport
 from certs.proof import proof_message, verify_proof
-from proxy.agent.checks import Device, check_rules, parse_rules
-from proxy.agent.enroll import Enrollment, enroll
-from proxy.agent.errors import AgentError
-from proxy.agent.locations import Locator
-from proxy.agent.report import report
-from proxy.agent.state import load_state
-from proxy.agent.token import parse_token
-from proxy.agent.transport import Credentials, Transport
-from tests.proxy.agent_standin import StandIn, serving
-from tests.proxy.agentlab import (
+from tests.agent.agent_standin import StandIn, serving
+from tests.agent.agentlab import (
     Issued,
     fingerprint,
     make_ca,

@@ -38,69 +38,44 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from proxy.agent.errors import AgentError
-from proxy.agent.locations import NssTools
-from proxy.agent.state import (
+from agent.errors import AgentError
+from agent.locations import NssTools
+from agent.state import (
     InstalledCertificate,
-    TrustStoresConfig,
     state_lock,
     update_state,
     update_trust_installed,
 )
-from proxy.agent.token import normalize_fingerprint
-from proxy.agent.transport import Transport, fingerprint_of
+from agent.token import normalize_fingerprint
+from agent.transport import Transport, fingerprint_of
+from agent.trust_nss import NssStore
+from agent.trust_store import (
+    SYSTEM_NSSDB,
+    USER_NSSDB,
+    Entry,
+    RootCertificate,
+    StoreError,
+    StoreOptions,
+    TrustStore,
+    Unusable,
+    fp16,
+)
+from agent.trust_system import SystemStore, detect_system_store
 
 logger = logging.getLogger(__name__)
 
 ROOTS_PATH = "/agent/root_certificates"
 STORES_PATH = "/agent/trust_stores"
-NICKNAME_PREFIX = "Gateway "
-FILE_PREFIX = "gateway-"
 MAX_ERROR_CHARS = 1000  # the server's limits (proxy/services/device_trust.py)
 MAX_STORE_CHARS = 4096
 
 
-def fp16(fingerprint: str) -> str:
-    """The first 16 hex digits of a fingerprint (upper case): NSS nicknames and file names."""
-    return fingerprint.replace(":", "").upper()[:16]
-
-
-def nickname_for(fingerprint: str) -> str:
-    return f"{NICKNAME_PREFIX}{fp16(fingerprint)}"
-
-
-def file_name_for(fingerprint: str) -> str:
-    return f"{FILE_PREFIX}{fp16(fingerprint).lower()}.crt"
-
-
 # --- what the server lists ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RootCertificate:
-    """One entry of ``GET /agent/root_certificates``, checked. ``refused`` says why it will not be
-    installed ("" when it will)."""
-
-    id: str
-    fingerprint: str  # as listed, normalized to upper-case colon hex when it is one
-    binding_status: str = ""
-    in_use: bool = False
-    certificate: x509.Certificate | None = field(default=None, repr=False, compare=False)
-    refused: str = ""
-
-    @property
-    def accepted(self) -> bool:
-        return not self.refused and self.certificate is not None
-
-    def pem(self) -> bytes:
-        """The certificate re-encoded from its DER (never the server's text as it came)."""
-        assert self.certificate is not None
-        return self.certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def verify_root(listed_fingerprint: str, pem: object) -> tuple[x509.Certificate | None, str]:
@@ -182,61 +157,6 @@ def fetch_root_certificates(transport: Transport) -> list[RootCertificate]:
 
 
 # --- stores ---------------------------------------------------------------------------------------
-
-
-class StoreError(Exception):
-    """One operation on one store failed; the message is the reason to report."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A certificate found in a store: under which name, and whether the store trusts it for TLS."""
-
-    fingerprint: str
-    name: str  # NSS nickname, or file path
-    trusted: bool
-
-
-@dataclass(frozen=True)
-class Unusable:
-    """Why a store cannot be changed; ``readable`` when it can still be listed (for the report)."""
-
-    reason: str
-    readable: bool = False
-    missing: bool = False  # the store does not exist here (normal for the default NSS databases)
-
-
-class TrustStore(Protocol):
-    key: str  # the ledger key: "system:/usr/local/share/ca-certificates", "nss:/home/ann/.pki/nssdb"
-    name: str  # the name reported to the server: "system", "nss:/home/ann/.pki/nssdb"
-    optional: bool  # missing is normal (the default NSS databases): not counted as trouble
-
-    def problem(self) -> Unusable | None: ...
-
-    def inventory(self) -> list[Entry]: ...
-
-    def install(self, root: RootCertificate) -> str:
-        """Put ``root`` in the store as trusted; the nickname or path to record."""
-        ...
-
-    def reinstall(self, root: RootCertificate, entries: Sequence[Entry]) -> tuple[str, str]:
-        """``root`` is in the store (``entries``) but not trusted: fix what is ours (the name to
-        record, or "" for nothing to record) or say why not: ``(name, "")`` or ``("", reason)``."""
-        ...
-
-    def owned_name(self, fingerprint: str) -> str:
-        """The nickname or path this agent uses for ``fingerprint``."""
-        ...
-
-    def remove(self, record: InstalledCertificate) -> None: ...
-
-    def finish(self, *, changed: bool, removed: bool) -> str:
-        """After the changes (the system store rebuilds its bundle); a problem, or ""."""
-        ...
-
-    def notes(self) -> list[str]:
-        """Things to tell the user that are not errors (a refresh skipped under --root)."""
-        ...
 
 
 @dataclass
@@ -486,46 +406,6 @@ class TrustSync:
 
 # --- which stores ---------------------------------------------------------------------------------
 
-SYSTEM_NSSDB = Path("/etc/pki/nssdb")
-USER_NSSDB = Path(".pki/nssdb")  # under the home directory
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """The stores to keep in step. ``root`` prefixes every path (``--root DIR``); ``home`` stands
-    for the user's home directory (default ``Path.home()``)."""
-
-    system: bool = True
-    nss: bool = True
-    nss_databases: tuple[str, ...] = ()
-    root: Path | None = None
-    home: Path | None = None
-
-    @classmethod
-    def from_config(cls, config: TrustStoresConfig, **overrides: Any) -> StoreOptions:
-        values: dict[str, Any] = {
-            "system": config.system,
-            "nss": config.nss,
-            "nss_databases": config.nss_databases,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def config(self) -> TrustStoresConfig:
-        return TrustStoresConfig(system=self.system, nss=self.nss, nss_databases=self.nss_databases)
-
-    def enabled(self) -> bool:
-        return self.system or self.nss or bool(self.nss_databases)
-
-    def place(self, path: Path) -> Path:
-        """``path`` (absolute) under ``root``."""
-        if self.root is None:
-            return path
-        return self.root.joinpath(*path.parts[1:])
-
-    def home_directory(self) -> Path:
-        return self.home if self.home is not None else Path.home()
-
 
 @dataclass
 class BrokenStore:
@@ -569,9 +449,6 @@ def build_stores(
 ) -> list[TrustStore]:
     """The enabled stores, in report order: system, the user's NSS database, the system one,
     then the configured ones (the same directory once)."""
-    from proxy.agent.trust_nss import NssStore
-    from proxy.agent.trust_system import detect_system_store
-
     tools = nss_tools or NssTools()
     stores: list[TrustStore] = []
     if options.system:
@@ -608,7 +485,19 @@ def build_stores(
             continue
         seen[resolved] = len(stores)
         stores.append(NssStore(resolved, tools=tools, optional=optional))
+    if options.root is not None:
+        _furnish(stores, Path(os.path.normpath(options.place(options.home_directory() / USER_NSSDB))))
     return stores
+
+
+def _furnish(stores: Sequence[TrustStore], user_nssdb: Path) -> None:
+    """Under ``--root``: make what an empty sandbox lacks and a desktop has, so that ``--root
+    EMPTY_DIR`` works: the system store's anchors folder and the user's NSS database (Chromium
+    makes one at its first start). The system NSS database and configured ones are not made: a
+    missing one is what the report should say, as on a real machine."""
+    for store in stores:
+        if isinstance(store, SystemStore) or (isinstance(store, NssStore) and store.directory == user_nssdb):
+            store.create()
 
 
 SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
@@ -618,15 +507,6 @@ def find_tool(name: str) -> str | None:
     """``name`` on ``PATH`` or in the sbin directories (not on an unprivileged user's PATH)."""
     path = os.environ.get("PATH", os.defpath)
     return shutil.which(name, path=os.pathsep.join([path, *SBIN]))
-
-
-def describe_uid() -> str:
-    return f"uid {os.geteuid()}"
-
-
-def last_line_of(output: bytes, fallback: str) -> str:
-    lines = [line.strip() for line in output.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else fallback
 
 
 def save_store_options(state_path: Path, options: StoreOptions) -> None:

@@ -22,24 +22,21 @@ adds the certificate, then fails to set its trust; the agent takes that certific
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import logging
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxy.agent.locations import NssTools, parse_certutil_listing
-from proxy.agent.state import InstalledCertificate
-from proxy.agent.trust import (
+from agent.locations import NssTools, parse_certutil_listing
+from agent.state import InstalledCertificate
+from agent.trust_store import (
     Entry,
     RootCertificate,
     StoreError,
     Unusable,
+    der_fingerprints,
     describe_uid,
     last_line_of,
     nickname_for,
@@ -49,20 +46,6 @@ logger = logging.getLogger(__name__)
 
 NO_DATABASE = "no NSS database here"
 TRUST = "C,,"
-_PEM_BODY = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n(.*?)-----END CERTIFICATE-----", re.DOTALL)
-
-
-def der_fingerprints(pem: bytes) -> list[str]:
-    """SHA-256 fingerprints (upper-case colon hex) of the PEM certificates in ``pem``."""
-    found = []
-    for match in _PEM_BODY.finditer(pem):
-        try:
-            der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        digest = hashlib.sha256(der).hexdigest().upper()
-        found.append(":".join(digest[i : i + 2] for i in range(0, 64, 2)))
-    return found
 
 
 class NssStore:
@@ -71,6 +54,24 @@ class NssStore:
         self.key = self.name = f"nss:{directory}"
         self.optional = optional
         self._tools = tools
+        self._not_created = ""  # why ``create`` could not make the database
+
+    def create(self) -> None:
+        """Make an empty database (no password) when there is none: only inside a ``--root``
+        sandbox, where the agent provides what a real system would have."""
+        try:
+            if self.directory.exists() and (not self.directory.is_dir() or any(self.directory.iterdir())):
+                return  # a database, or something else the user put there: left as it is
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._not_created = f"cannot create {self.directory}: {(e.strerror or str(e)).lower()}"
+            return
+        try:
+            self._certutil("-N", "-d", self._sql, "--empty-password")
+        except StoreError as e:
+            self._not_created = f"cannot create an NSS database here: {e}"
+            return
+        logger.info("%s: created an empty NSS database in the sandbox", self.name)
 
     def __repr__(self) -> str:
         return f"NssStore({str(self.directory)!r})"
@@ -80,6 +81,8 @@ class NssStore:
         return f"sql:{self.directory}"
 
     def problem(self) -> Unusable | None:
+        if self._not_created:
+            return Unusable(self._not_created)
         directory, database = self.directory, self.directory / "cert9.db"
         try:
             if not directory.is_dir():

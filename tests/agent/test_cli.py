@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from proxy.cli.main import main
-from tests.proxy.agent_standin import StandIn, serving
-from tests.proxy.agentlab import (
+from tests.agent.agent_standin import StandIn, serving
+from tests.agent.agentlab import (
     Issued,
     make_ca,
     make_client,
@@ -78,7 +78,7 @@ def test_enroll_check_report(
         )
         assert standin.stored == []  # check reports nothing
 
-        assert main(["agent", "report", "--state", str(state)]) == 0
+        assert main(["agent", "report", "--state", str(state)]) == 3  # as check: a rule failed
         out = capsys.readouterr().out
         assert out.splitlines() == [
             "RULE         STORED           PASS EXPIRES          REASON",

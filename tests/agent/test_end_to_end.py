@@ -24,7 +24,7 @@ from aiohttp import web
 from proxy.api import create_app
 from proxy.cli.main import main
 from proxy.services.devices import DeviceService
-from tests.proxy.agentlab import (
+from tests.agent.agentlab import (
     fingerprint,
     import_into_nssdb,
     make_ca,
@@ -181,7 +181,7 @@ async def test_enroll_check_report_then_fail_and_expire(
 
     # the PEM certificate is removed: the next report stores a failure with the reason
     cert_file.unlink()
-    assert await agent("report", "--state", str(state)) == 0
+    assert await agent("report", "--state", str(state)) == 3  # as check: a rule failed
     stored = _rows(capsys.readouterr().out)
     assert stored["pem cert"] == ("fail", "", f"no certificate found ({cert_file}: no such file)")
     assert stored["nss cert"][0] == "pass (verified)"

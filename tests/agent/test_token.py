@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from proxy.agent.errors import AgentError
-from proxy.agent.token import parse_token
-from tests.proxy.agentlab import make_token
+from agent.errors import AgentError
+from agent.token import parse_token
+from tests.agent.agentlab import make_token
 
 PIN = ":".join(["ab"] * 32)
 

@@ -4,7 +4,7 @@ The server's answer to ``GET /agent/posture_rules`` is a list of ``{"rule": <rul
 "signing_certificates": PEM}`` (a flat rule with a ``signing_certificates`` key is read too).
 For each rule the CN and SAN templates are filled with the host name and serial number the
 device enrolled with (what the server fills in too), the rule's locations are read
-(``proxy.agent.locations``) and every candidate goes through
+(``agent.locations``) and every candidate goes through
 ``certs.client_check.check_certificate``. The first passing certificate wins, preferring one
 whose private key is at hand (a pass is worth something only with a proof of possession);
 every rejected certificate and unreadable location keeps its reason.
@@ -21,20 +21,21 @@ from typing import Any
 
 from cryptography import x509
 
-from certs.client_check import ClientCertRequirements, check_certificate, common_name
-from certs.clock import utcnow
-from certs.errors import CertError
-from certs.keys import PrivateKey
-from policies.errors import PolicyError
-from policies.posture import OperatingSystem, PostureRule, TrustStore
-from proxy.agent.errors import AgentError
-from proxy.agent.locations import (
+from agent.errors import AgentError
+from agent.locations import (
+    EMPTY_DATABASE,
     NO_DATABASE,
     Candidate,
     KeyUnavailable,
     Locator,
     Problem,
 )
+from certs.client_check import ClientCertRequirements, check_certificate, common_name
+from certs.clock import utcnow
+from certs.errors import CertError
+from certs.keys import PrivateKey
+from policies.errors import PolicyError
+from policies.posture import OperatingSystem, PostureRule, TrustStore
 
 logger = logging.getLogger(__name__)
 
@@ -185,12 +186,15 @@ def check_rule(agent_rule: AgentRule, device: Device, *, locator: Locator, now: 
 
 
 def _quiet(problem: Problem, rule: PostureRule, locator: Locator) -> bool:
-    """A missing system NSS database is not news when the rule did not ask for it by name (it is
-    read on every rule, as Cloudflare's Linux client does, and most machines have none)."""
+    """A missing or empty system NSS database is not news when the rule did not ask for it by
+    name (it is read on every rule, as Cloudflare's Linux client does, and most machines have
+    none)."""
     locations = rule.input.locations
     if TrustStore.SYSTEM in locations.trust_stores or not (locations.paths or locations.trust_stores):
         return False
-    return problem.reason == NO_DATABASE and problem.source == f"nss:{locator.nss_directory('system')}"
+    return problem.reason in (NO_DATABASE, EMPTY_DATABASE) and (
+        problem.source == f"nss:{locator.nss_directory('system')}"
+    )
 
 
 def _platform_problem(rule: PostureRule) -> str:

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from agent import device
+from agent.checks import AgentRule, Device, RuleCheck, check_rules, parse_rules
+from agent.locations import Locator
+from agent.output import format_checks
 from certs.proof import proof_message, sign_proof, verify_proof
-from proxy.agent import device
-from proxy.agent.checks import AgentRule, Device, RuleCheck, check_rules, parse_rules
-from proxy.agent.locations import Locator
-from proxy.cli.agent import format_checks
-from tests.proxy.agentlab import (
+from tests.agent.agentlab import (
     Issued,
     import_into_nssdb,
     make_ca,

@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from agent import device
+from agent.checks import AgentRule, Device, RuleCheck, check_rules
+from agent.locations import Locator
+from agent.report import Stored, fetch_rules, report
+from agent.state import AgentState
+from agent.transport import Credentials, Transport
 from certs.clock import utcnow
-from proxy.agent import device
-from proxy.agent.checks import AgentRule, Device, RuleCheck, check_rules
-from proxy.agent.locations import Locator
-from proxy.agent.report import Stored, fetch_rules, report
-from proxy.agent.state import AgentState
-from proxy.agent.transport import Credentials, Transport
 
 logger = logging.getLogger(__name__)
 

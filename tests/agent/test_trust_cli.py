@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from proxy.agent.state import load_state
-from proxy.agent.trust import file_name_for, fp16, nickname_for
-from proxy.agent.trust_nss import der_fingerprints
-from proxy.agent.trust_system import SystemStore  # noqa: F401  imported before run_as drops privileges
+from agent.state import load_state
+from agent.trust_store import der_fingerprints, file_name_for, fp16, nickname_for
+from agent.trust_system import SystemStore  # noqa: F401  imported before run_as drops privileges
 from proxy.cli.main import main
-from tests.proxy.agent_standin import ServerThread, StandIn, serving
-from tests.proxy.agentlab import (
+from tests.agent.agent_standin import ServerThread, StandIn, serving
+from tests.agent.agentlab import (
     fingerprint,
     import_into_nssdb,
     make_ca,
@@ -35,7 +34,7 @@ from tests.proxy.agentlab import (
     rule_api,
     wire_rule,
 )
-from tests.proxy.test_agent_trust import ANCHORS, BUNDLE, UPDATE, listed, nss_listing
+from tests.agent.test_trust import ANCHORS, BUNDLE, UPDATE, listed, nss_listing
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = "/home/ann"

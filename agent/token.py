@@ -14,7 +14,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 
-from proxy.agent.errors import AgentError
+from agent.errors import AgentError
 
 logger = logging.getLogger(__name__)
 

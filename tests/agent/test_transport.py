@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from proxy.agent.errors import AgentError
-from proxy.agent.transport import Credentials, Transport, is_loopback_host
-from tests.proxy.agentlab import fingerprint, make_server_cert
+from agent.errors import AgentError
+from agent.transport import Credentials, Transport, is_loopback_host
+from tests.agent.agentlab import fingerprint, make_server_cert
 
 
 class Echo:

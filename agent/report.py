@@ -23,11 +23,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from agent.checks import AgentRule, RuleCheck, parse_rules
+from agent.errors import AgentError
+from agent.transport import Transport
 from certs.errors import CertError
 from certs.proof import proof_message, sign_proof
-from proxy.agent.checks import AgentRule, RuleCheck, parse_rules
-from proxy.agent.errors import AgentError
-from proxy.agent.transport import Transport
 
 logger = logging.getLogger(__name__)
 

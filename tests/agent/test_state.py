@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.agent.errors import AgentError
-from proxy.agent.state import AgentState, default_state_path, load_state, save_state
+from agent.errors import AgentError
+from agent.state import AgentState, default_state_path, load_state, save_state
 
 STATE = AgentState(
     server="https://gw.example:8443",

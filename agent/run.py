@@ -6,7 +6,8 @@ when its results would expire first (at 4/5 of ``expiration``), so that a passin
 lapses between two reports. Every wait is cut short by SIGINT or SIGTERM (set ``stop``); a
 server that cannot be reached is retried within 30 s; a refused device secret (401)
 ends the loop. ``interval_scale`` multiplies every interval (tests and labs), ``max_rounds``
-stops after that many rounds of reports.
+stops after that many rounds. A fetch that finds no rule counts as a round too (an idle one,
+with nothing to report), so that ``max_rounds`` ends on a device without rules.
 
 With ``ca_sync`` (``trust.TrustSync.run``) the loop also keeps the device's trust stores in step
 with the gateway's root CAs: a sync at start, before the first round of reports, then every
@@ -24,10 +25,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from proxy.agent.checks import AgentRule, RuleCheck
-from proxy.agent.errors import AgentError
-from proxy.agent.report import Stored
-from proxy.agent.session import AgentSession
+from agent.checks import AgentRule, RuleCheck
+from agent.errors import AgentError
+from agent.report import Stored
+from agent.session import AgentSession
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Round:
     number: int
     checks: tuple[RuleCheck, ...]
     stored: tuple[Stored, ...]
+    failed: bool = False  # the report could not be made or sent (the reason was logged)
 
 
 def interval(rule: AgentRule) -> timedelta:
@@ -77,7 +79,8 @@ class AgentLoop:
         self._rules: dict[str, AgentRule] = {}
         self._due: dict[str, float] = {}
         self._next_fetch = 0.0
-        self.rounds = 0
+        self.rounds = 0  # rounds of reports
+        self.idle_rounds = 0  # fetches that found no rule
         self.ca_sync = ca_sync
         self.on_sync = on_sync or (lambda _: None)
         self._next_sync = 0.0 if ca_sync is not None else float("inf")
@@ -87,8 +90,10 @@ class AgentLoop:
         return value.total_seconds() * self.scale
 
     def run(self) -> int:
-        """Loop until stopped or ``max_rounds``; the number of rounds reported."""
-        while not self.stop.is_set() and (self.max_rounds is None or self.rounds < self.max_rounds):
+        """Loop until stopped or ``max_rounds`` (idle rounds included); the number of rounds reported."""
+        while not self.stop.is_set() and (
+            self.max_rounds is None or self.rounds + self.idle_rounds < self.max_rounds
+        ):
             now = self._now()
             if now >= self._next_sync:
                 self._sync(now)
@@ -137,6 +142,13 @@ class AgentLoop:
         for rule_id in fresh:
             self._due.setdefault(rule_id, now)
         self._rules = fresh
+        if not fresh:
+            # No rule, no report: the fetch (and the CA sync before it) is the whole round, so
+            # that --once and --max-rounds end on a device without rules too.
+            self.idle_rounds += 1
+            number = self.rounds + self.idle_rounds
+            logger.info("round %d: no posture rules apply to this device", number)
+            self.on_round(Round(number, (), ()))
 
     def _round(self, due: list[AgentRule], now: float) -> None:
         self.rounds += 1
@@ -152,4 +164,4 @@ class AgentLoop:
         for rule in due:
             wait = self.seconds(interval(rule))
             self._due[rule.rule_id] = now + (min(wait, self.seconds(RETRY)) if failed else wait)
-        self.on_round(Round(self.rounds, tuple(checks), tuple(stored)))
+        self.on_round(Round(self.rounds + self.idle_rounds, tuple(checks), tuple(stored), failed))

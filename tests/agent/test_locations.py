@@ -6,22 +6,23 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
-from proxy.agent.locations import (
+from agent.locations import (
     KeyUnavailable,
     Locator,
     NssTools,
     parse_certutil_listing,
     same_public_key,
 )
-from tests.proxy.agentlab import import_into_nssdb, make_ca, make_client, make_nssdb
+from tests.agent.agentlab import Issued, import_into_nssdb, make_ca, make_client, make_nssdb
 
 
 @pytest.fixture
-def ca():  # type: ignore[no-untyped-def]
+def ca() -> Issued:
     return make_ca()
 
 
@@ -29,7 +30,7 @@ def _locator() -> Locator:
     return Locator(nss=NssTools(certutil="/nonexistent/certutil"))
 
 
-def test_one_file_with_certificate_and_key(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_one_file_with_certificate_and_key(tmp_path: Path, ca: Issued) -> None:
     client = make_client(ca, "laptop.corp")
     both = tmp_path / "client.pem"
     both.write_text(client.cert_pem() + client.key_pem())
@@ -41,7 +42,7 @@ def test_one_file_with_certificate_and_key(tmp_path: Path, ca) -> None:  # type:
     assert [(p.source, p.reason) for p in found.problems] == [("nss:/nonexistent", "no NSS database here")]
 
 
-def test_two_files_both_listed(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_two_files_both_listed(tmp_path: Path, ca: Issued) -> None:
     client = make_client(ca, "laptop.corp", rsa_key=True)
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem())
@@ -52,7 +53,7 @@ def test_two_files_both_listed(tmp_path: Path, ca) -> None:  # type: ignore[no-u
     assert same_public_key(client.certificate, candidate.private_key())
 
 
-def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path, ca: Issued) -> None:
     client = make_client(ca, "laptop.corp")
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem())
@@ -62,8 +63,8 @@ def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path
 
 
 def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_said(
-    tmp_path: Path, ca
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, ca: Issued
+) -> None:
     client = make_client(ca, "laptop.corp")
     other = make_client(ca, "other.corp")
     chain = tmp_path / "chain.pem"
@@ -74,7 +75,7 @@ def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_
         found.candidates[0].private_key()
 
 
-def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca: Issued) -> None:
     client = make_client(ca, "laptop.corp")
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem(password=b"hunter2"))
@@ -100,7 +101,9 @@ def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca) -> None:  # t
         ),
     ],
 )
-def test_unusable_files_are_problems_with_a_reason(tmp_path: Path, make, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_unusable_files_are_problems_with_a_reason(
+    tmp_path: Path, make: Callable[[Path], object], reason: str
+) -> None:
     path = tmp_path / "client.pem"
     make(path)
     found = _locator().find([str(path)], [str(tmp_path)])
@@ -109,7 +112,7 @@ def test_unusable_files_are_problems_with_a_reason(tmp_path: Path, make, reason:
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_an_unreadable_file_is_a_problem(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreadable_file_is_a_problem(tmp_path: Path, ca: Issued) -> None:
     path = tmp_path / "client.pem"
     path.write_text(make_client(ca, "x").cert_pem())
     path.chmod(0)
@@ -161,7 +164,7 @@ def test_parse_certutil_listing() -> None:
     ]
 
 
-def test_real_nss_database_lists_certificates_and_exports_the_key(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_real_nss_database_lists_certificates_and_exports_the_key(tmp_path: Path, ca: Issued) -> None:
     db = make_nssdb(tmp_path / "nssdb")
     client = make_client(ca, "laptop.corp", rsa_key=True)
     bare = make_client(ca, "no-key.corp")
@@ -181,7 +184,7 @@ def test_real_nss_database_lists_certificates_and_exports_the_key(tmp_path: Path
     assert locator.find([], [str(db)]).candidates == found.candidates
 
 
-def test_a_password_protected_nss_database_is_a_reason(tmp_path: Path, ca) -> None:  # type: ignore[no-untyped-def]
+def test_a_password_protected_nss_database_is_a_reason(tmp_path: Path, ca: Issued) -> None:
     db = make_nssdb(tmp_path / "plain")  # skips without NSS tools
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -210,7 +213,9 @@ def test_a_password_protected_nss_database_is_a_reason(tmp_path: Path, ca) -> No
     assert db.is_dir()
 
 
-def test_the_key_export_leaves_no_files_behind(tmp_path: Path, ca, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_key_export_leaves_no_files_behind(
+    tmp_path: Path, ca: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = make_nssdb(tmp_path / "nssdb")
     import_into_nssdb(db, make_client(ca, "laptop.corp"), "corp device")
     scratch = tmp_path / "tmp"
@@ -222,7 +227,7 @@ def test_the_key_export_leaves_no_files_behind(tmp_path: Path, ca, monkeypatch: 
     seen_modes: list[int] = []
     real_run = NssTools.run
 
-    def spy(self: NssTools, argv):  # type: ignore[no-untyped-def]
+    def spy(self: NssTools, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
         if "pk12util" in argv[0]:
             seen_modes.append(stat.S_IMODE(Path(argv[2]).parent.stat().st_mode))
             assert "-W" not in argv  # the export password is never on a command line

@@ -1,4 +1,12 @@
-"""``gateway agent ...``: the device agent -- enroll, check client certificates, report, run."""
+"""``gateway agent ...`` and ``gateway-agent ...``: the device agent's command line -- enroll,
+check client certificates, report, keep the trust stores in step, run, show the proxy credentials.
+
+The same commands are reached two ways: as the ``agent`` group of the ``gateway`` command
+(``register``, found through the ``gateway.commands`` entry point, so the server never imports the
+agent) and as the agent's own program ``gateway-agent`` (``main``) for devices that install only
+the agent. Either way each command handles its own errors: an ``AgentError`` becomes one line on
+stderr, ``<program>: error: <message>``, and exit status 1.
+"""
 
 from __future__ import annotations
 
@@ -14,25 +22,44 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.cli.errors import CliError
+from agent.errors import AgentError
+
+if TYPE_CHECKING:  # the modules themselves are imported by the commands: `gateway --help` stays fast
+    from agent.run import Round
+    from agent.session import AgentSession
+    from agent.state import AgentState
+    from agent.trust import SyncReport, TrustSync
+    from agent.trust_store import StoreOptions
 
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "GATEWAY_ENROLL_TOKEN"
+EXIT_ERROR = 1
 EXIT_FAILED_RULE = 3
 EXIT_TRUST_TROUBLE = 3
+PROXY_PORT = 8080  # `gateway run --proxy-listen`'s default port
 
 Handler = Callable[[argparse.Namespace], int]
 
 EPILOG = """\
 examples:
-  gateway agent enroll --token gwe1.eyJ1Ijoi... --email ann@example.com
-  gateway agent check
-  gateway agent report
-  gateway agent sync-ca
-  gateway agent run
+  {prog} enroll --token gwe1.eyJ1Ijoi... --email ann@example.com
+  {prog} check
+  {prog} report
+  {prog} sync-ca
+  {prog} run
+  {prog} credentials --format header
+
+exit status:
+  0    done; every rule passed (check, report); every store in step (sync-ca);
+       stopped by --once, --max-rounds, SIGINT or SIGTERM (run)
+  1    an error, said in one line on stderr: not enrolled, the server cannot be reached
+       or refuses this device, a bad option value
+  2    the command line cannot be parsed (usage)
+  3    a rule failed (check, report); a certificate was refused or a store has a
+       problem (sync-ca)
 
 files:
   state   ~/.config/gateway-agent/state.json (0600): device id and secret, server URL,
@@ -43,24 +70,55 @@ files:
           (+ update-ca-certificates), ~/.pki/nssdb and /etc/pki/nssdb (certutil)
 see docs/agent.md"""
 
+DESCRIPTION = (
+    "The device agent: enroll this device with an enrollment token, check the client\n"
+    "certificates the posture rules ask for, and report the results with a proof of\n"
+    "possession of each passing certificate's private key."
+)
+
 
 def register(commands: Any) -> None:
+    """The ``agent`` group of the ``gateway`` command (entry point ``gateway.commands``)."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "agent",
         help="device agent: enroll this device, check its client certificates, report posture",
-        description="The device agent: enroll this device with an enrollment token, check the client\n"
-        "certificates the posture rules ask for, and report the results with a proof of\n"
-        "possession of each passing certificate's private key.",
-        epilog=EPILOG,
+        description=DESCRIPTION,
+        epilog=EPILOG.format(prog="gateway agent"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_commands(parser, program="gateway", prog="gateway agent")
+
+
+def build_parser(prog: str = "gateway-agent") -> argparse.ArgumentParser:
+    """The agent's own program (``gateway-agent``), for devices that install only the agent."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EPILOG.format(prog=prog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_commands(parser, program=prog, prog=prog)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _add_commands(parser: argparse.ArgumentParser, *, program: str, prog: str) -> None:
+    """Every agent command under ``parser``; ``program`` starts the error lines, ``prog`` the
+    examples (``gateway agent`` or ``gateway-agent``)."""
     sub = parser.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
-    for name, handler, summary, description, example, add_arguments in _COMMANDS:
+    for name, body, summary, description, example, add_arguments in _COMMANDS:
         command = sub.add_parser(
             name,
             help=summary,
             description=description,
-            epilog=f"example:\n  {example}",
+            epilog="example:\n  " + "\n  ".join(example.format(prog=prog).splitlines()),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_arguments(command)
@@ -73,7 +131,7 @@ def register(commands: Any) -> None:
             "--timeout", type=float, default=30.0, metavar="SECONDS", help="per request (default: 30)"
         )
         command.add_argument("-v", "--verbose", action="store_true", help="log what the agent does to stderr")
-        command.set_defaults(func=handler)
+        command.set_defaults(func=_command(body, program))
 
 
 def _add_enroll(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +175,8 @@ def _add_stores(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--root", type=Path, metavar="DIR",
-        help="put every store under DIR (DIR/usr/local/share/ca-certificates, DIR/$HOME/.pki/nssdb, ...): "
+        help="put every store under DIR, an existing directory (DIR/usr/local/share/ca-certificates, "
+        "DIR/$HOME/.pki/nssdb, ...; the folders and empty NSS databases they need are made there): "
         "nothing outside DIR is changed",
     )  # fmt: skip
     group.add_argument(
@@ -144,13 +203,26 @@ def _add_sync_ca(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_credentials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format", choices=CREDENTIAL_FORMATS, default="userinfo",
+        help="userinfo: DEVICE_ID:SECRET (curl --proxy-user); header: the Proxy-Authorization header; "
+        "url: the proxy URL with the credentials in it (HTTPS_PROXY); json: all of them (default: userinfo)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--proxy", metavar="HOST:PORT",
+        help=f"the gateway's proxy, for --format url and json (default: the server's host, port {PROXY_PORT})",
+    )  # fmt: skip
+
+
 # --- plumbing -------------------------------------------------------------------------------------
 
 
-def _command(body: Callable[[argparse.Namespace], int]) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        from proxy.agent.errors import AgentError
+def _command(body: Handler, program: str) -> Handler:
+    """``body`` as a command: its ``AgentError`` is one line on stderr and exit status 1 (the
+    ``gateway`` command catches only its own errors), a closed stdout is not an error."""
 
+    def handler(args: argparse.Namespace) -> int:
         if args.verbose:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
@@ -158,7 +230,8 @@ def _command(body: Callable[[argparse.Namespace], int]) -> Handler:
             sys.stdout.flush()
             return code
         except AgentError as e:
-            raise CliError(str(e)) from None
+            print(f"{program}: error: {e}", file=sys.stderr)
+            return EXIT_ERROR
         except BrokenPipeError:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
@@ -169,14 +242,14 @@ def _command(body: Callable[[argparse.Namespace], int]) -> Handler:
 
 
 def _state_path(args: argparse.Namespace) -> Path:
-    from proxy.agent.state import default_state_path
+    from agent.state import default_state_path
 
     return Path(args.state) if args.state else default_state_path()
 
 
-def _session(args: argparse.Namespace) -> Any:
-    from proxy.agent.session import AgentSession
-    from proxy.agent.state import load_state
+def _session(args: argparse.Namespace) -> AgentSession:
+    from agent.session import AgentSession
+    from agent.state import load_state
 
     session = AgentSession(load_state(_state_path(args)), timeout=args.timeout)
     warning = session.hostname_warning()
@@ -185,37 +258,33 @@ def _session(args: argparse.Namespace) -> Any:
     return session
 
 
-# --- commands -------------------------------------------------------------------------------------
-
-
-def _store_options(args: argparse.Namespace, state: Any) -> Any:
-    from proxy.agent.trust import StoreOptions
+def _store_options(args: argparse.Namespace, state: AgentState) -> StoreOptions:
+    from agent.trust_store import StoreOptions
 
     root = None
     if args.root is not None:
         root = Path(os.path.abspath(args.root))
         if not root.is_dir():
-            raise CliError(f"--root {args.root}: no such directory")
+            raise AgentError(f"--root {args.root}: no such directory")
     databases = None
     if args.nss_db is not None:
         databases = tuple(d.strip() for d in args.nss_db)
         for directory in databases:
             if not directory.startswith(("/", "~")):
-                raise CliError(f"--nss-db {directory}: give the NSS database's absolute directory")
+                raise AgentError(f"--nss-db {directory}: give the NSS database's absolute directory")
     return StoreOptions.from_config(
         state.trust_stores, system=args.system, nss=args.nss, nss_databases=databases, root=root
     )
 
 
-def _trust_sync(args: argparse.Namespace, session: Any, options: Any) -> Any:
-    from proxy.agent.trust import Ledger, TrustSync, build_stores
+def _trust_sync(args: argparse.Namespace, session: AgentSession, options: StoreOptions) -> TrustSync:
+    from agent.trust import Ledger, TrustSync, build_stores
 
     return TrustSync(session.transport, Ledger(_state_path(args)), lambda: build_stores(options))
 
 
-def _previous_state(path: Path) -> Any:
-    from proxy.agent.errors import AgentError
-    from proxy.agent.state import load_state
+def _previous_state(path: Path) -> AgentState | None:
+    from agent.state import load_state
 
     try:
         return load_state(path) if path.exists() else None
@@ -223,19 +292,22 @@ def _previous_state(path: Path) -> Any:
         return None
 
 
+# --- commands -------------------------------------------------------------------------------------
+
+
 def _enroll(args: argparse.Namespace) -> int:
-    from proxy.agent import device
-    from proxy.agent.enroll import Enrollment, enroll
-    from proxy.agent.token import check_server_url, parse_token
+    from agent import device
+    from agent.enroll import Enrollment, enroll
+    from agent.token import check_server_url, parse_token
 
     path = _state_path(args)
     if path.exists() and not args.force:
-        raise CliError(f"this device is already enrolled ({path} exists): pass --force to enroll again")
+        raise AgentError(f"this device is already enrolled ({path} exists): pass --force to enroll again")
     text = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if text == "-":
         text = sys.stdin.readline()
     if not text.strip():
-        raise CliError(f"no enrollment token: pass --token TOKEN or set {TOKEN_ENV}")
+        raise AgentError(f"no enrollment token: pass --token TOKEN or set {TOKEN_ENV}")
     token = parse_token(text)
     hostname = device.hostname()
     request = Enrollment(
@@ -253,7 +325,7 @@ def _enroll(args: argparse.Namespace) -> int:
         # those are still on the device, and only the records let a later sync remove them
         from dataclasses import replace
 
-        from proxy.agent.state import state_lock, update_state
+        from agent.state import state_lock, update_state
 
         with state_lock(path):
             state = update_state(path, lambda s: replace(
@@ -268,10 +340,12 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from agent.output import check_json, format_checks
+
     session = _session(args)
     checks = session.check(session.fetch_rules())
     if args.json:
-        print(json.dumps([_check_json(c) for c in checks], indent=2))
+        print(json.dumps([check_json(c) for c in checks], indent=2))
     elif not checks:
         print("no posture rules apply to this device")
     else:
@@ -280,6 +354,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from agent.output import format_stored
+
     session = _session(args)
     checks = session.check(session.fetch_rules())
     stored = session.report(checks)
@@ -289,18 +365,24 @@ def _report(args: argparse.Namespace) -> int:
         print("no posture rules apply to this device: nothing to report")
     else:
         print(format_stored(stored, {c.rule_id: c.name for c in checks}))
-    return 0
+    # as `check`: a rule that failed here, or that the server stored as failed, fails the command
+    failed = not all(c.passed for c in checks) or not all(s.success for s in stored)
+    return EXIT_FAILED_RULE if failed else 0
 
 
 def _sync_ca(args: argparse.Namespace) -> int:
+    from agent.output import format_sync
+
     session = _session(args)
     options = _store_options(args, session.state)
     if args.save:
-        from proxy.agent.trust import save_store_options
+        from agent.trust import save_store_options
 
         save_store_options(_state_path(args), options)
     if not options.enabled():
-        raise CliError("no trust store is enabled: drop --no-system/--no-nss, or name one with --nss-db DIR")
+        raise AgentError(
+            "no trust store is enabled: drop --no-system/--no-nss, or name one with --nss-db DIR"
+        )
     report = _trust_sync(args, session, options).run()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -312,10 +394,11 @@ def _sync_ca(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from proxy.agent.run import AgentLoop, Round
+    from agent.output import outcome, sync_changes
+    from agent.run import AgentLoop
 
     if args.max_rounds is not None and args.max_rounds < 1:
-        raise CliError("--max-rounds must be at least 1")
+        raise AgentError("--max-rounds must be at least 1")
     session = _session(args)
     options = _store_options(args, session.state)
     ca_sync = _trust_sync(args, session, options).run if options.enabled() else None
@@ -325,15 +408,17 @@ def _run(args: argparse.Namespace) -> int:
     def show(done: Round) -> None:
         names.update({c.rule_id: c.name for c in done.checks})
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if not done.stored:
+        if not done.checks and not done.failed:
+            print(f"{stamp} round {done.number}: no posture rules apply to this device", flush=True)
+        elif not done.stored:
             print(f"{stamp} round {done.number}: nothing stored (see warnings)", flush=True)
         for entry in done.stored:
-            print(f"{stamp} {names.get(entry.rule_id, entry.rule_id)}: {_outcome(entry)}"
+            print(f"{stamp} {names.get(entry.rule_id, entry.rule_id)}: {outcome(entry)}"
                   + (f": {entry.reason}" if entry.reason else ""), flush=True)  # fmt: skip
 
     told: dict[str, str] = {}  # what was last said on stderr about each store or certificate
 
-    def show_sync(report: Any) -> None:
+    def show_sync(report: SyncReport) -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for line in sync_changes(report):
             print(f"{stamp} CA sync: {line}", flush=True)
@@ -355,6 +440,51 @@ def _run(args: argparse.Namespace) -> int:
     with _stop_on_signals(stop):
         loop.run()
     return 0
+
+
+CREDENTIAL_FORMATS = ("userinfo", "header", "url", "json")
+
+
+def _credentials(args: argparse.Namespace) -> int:
+    """The device id and secret as proxy credentials, from the state file (0600: only its owner
+    reads it). Printed, never logged; nothing is sent anywhere."""
+    from urllib.parse import quote
+
+    from agent.state import load_state
+    from agent.transport import Credentials
+
+    state = load_state(_state_path(args))
+    header = Credentials(state.device_id, state.device_secret).header()
+    userinfo = f"{quote(state.device_id, safe='')}:{quote(state.device_secret, safe='')}"
+    url = f"http://{userinfo}@{_proxy_address(args.proxy, state.server)}"
+    if args.format == "json":
+        print(json.dumps({"device_id": state.device_id, "device_secret": state.device_secret,
+                          "proxy_authorization": header, "proxy_url": url}, indent=2))  # fmt: skip
+    elif args.format == "header":
+        print(f"Proxy-Authorization: {header}")
+    elif args.format == "url":
+        print(url)
+    else:
+        print(f"{state.device_id}:{state.device_secret}")
+    return 0
+
+
+def _proxy_address(given: str | None, server: str) -> str:
+    """``HOST:PORT`` of the gateway's proxy: ``given``, else the server's host and port 8080."""
+    from urllib.parse import urlsplit
+
+    if given is None:
+        host = urlsplit(server).hostname or "127.0.0.1"
+        return f"[{host}]:{PROXY_PORT}" if ":" in host else f"{host}:{PROXY_PORT}"
+    wrong = AgentError(f"--proxy {given}: give the proxy as HOST:PORT (for example 127.0.0.1:8080)")
+    try:
+        parts = urlsplit("//" + given.strip().removeprefix("http://"))
+        port = parts.port
+    except ValueError:
+        raise wrong from None
+    if not parts.hostname or port is None or parts.path or parts.query or parts.username is not None:
+        raise wrong
+    return parts.netloc
 
 
 def _stop_after_signal(stop: threading.Event, signum: int) -> None:
@@ -384,19 +514,19 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
     (
         "enroll",
-        _command(_enroll),
+        _enroll,
         "enroll this device with a one-time token",
         (
             "Register this device (name, OS, serial number, host name, user email) with the server named\n"
             "in the enrollment token, pinning the server's certificate by the fingerprint the token\n"
             "carries, and save the device id and secret to the 0600 state file."
         ),
-        "gateway agent enroll --token gwe1.eyJ1Ijoi... --email ann@example.com",
+        "{prog} enroll --token gwe1.eyJ1Ijoi... --email ann@example.com",
         _add_enroll,
     ),
     (
         "check",
-        _command(_check),
+        _check,
         "check this device's client certificates against its posture rules",
         (
             "Fetch this device's posture rules and their signing certificates, look at every location\n"
@@ -404,24 +534,25 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentP
             "and beneath it every rejected certificate with its reason. Nothing is reported.\n"
             f"Exit status {EXIT_FAILED_RULE} when a rule fails."
         ),
-        "gateway agent check",
+        "{prog} check",
         _add_output,
     ),
     (
         "report",
-        _command(_report),
+        _report,
         "check once and report the results, with proof, to the server",
         (
             "Check as `check` does, then send every result: a passing one with its certificate and a\n"
             "signature over a fresh server nonce made with its private key. Prints what the server\n"
-            "stored (a pass counts only when the server verified it)."
+            "stored (a pass counts only when the server verified it).\n"
+            f"Exit status {EXIT_FAILED_RULE} when a rule fails (as `check`), or the server stored it as failed."
         ),
-        "gateway agent report",
+        "{prog} report",
         _add_output,
     ),
     (
         "sync-ca",
-        _command(_sync_ca),
+        _sync_ca,
         "install the gateway's root CAs in this device's trust stores, once",
         (
             "Fetch the gateway's root certificates (every available one, the one in use included),\n"
@@ -431,132 +562,35 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentP
             "A store that is missing or not writable is reported, not fatal.\n"
             f"Exit status {EXIT_TRUST_TROUBLE} when a certificate was refused or a store has a problem."
         ),
-        "gateway agent sync-ca --root /tmp/sandbox --no-system",
+        "mkdir /tmp/sandbox\n{prog} sync-ca --root /tmp/sandbox --no-system",
         _add_sync_ca,
     ),
     (
         "run",
-        _command(_run),
+        _run,
         "check and report each rule on its schedule until stopped",
         (
             "Check and report each rule on its own schedule (sooner if its results would expire\n"
             "first), fetching the rules again every minute, and keep the trust stores in step with\n"
             "the gateway's root CAs (as sync-ca, at start and every minute; off when no store is\n"
-            "enabled). SIGINT or SIGTERM stops it cleanly."
+            "enabled). SIGINT or SIGTERM stops it cleanly. A round with no posture rule still counts\n"
+            "(--once and --max-rounds end with no rule at all)."
         ),
-        "gateway agent run --interval-scale 0.01 --max-rounds 3",
+        "{prog} run --interval-scale 0.01 --max-rounds 3",
         _add_run,
     ),
+    (
+        "credentials",
+        _credentials,
+        "print this device's proxy credentials (device id and secret)",
+        (
+            "Print the device id and secret from the state file, which only its owner can read, as\n"
+            "explicit-proxy clients send them to identify this device: DEVICE_ID:SECRET for\n"
+            "`curl --proxy-user`, a Proxy-Authorization header, or a proxy URL. Nothing is sent\n"
+            "to the server, and the secret is never logged. Keep the output to yourself."
+        ),
+        'curl -x http://127.0.0.1:8080 --proxy-user "$({prog} credentials)" https://example.com/\n'
+        'export HTTPS_PROXY="$({prog} credentials --format url --proxy 127.0.0.1:8080)"',
+        _add_credentials,
+    ),
 )
-
-
-# --- output ---------------------------------------------------------------------------------------
-
-
-def _outcome(entry: Any) -> str:
-    if entry.success and entry.verified:
-        return "pass (verified)"
-    return "pass (not verified)" if entry.success else "fail"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    everything = [tuple(header), *[tuple(r) for r in rows]]
-    widths = [max(len(row[i]) for row in everything) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True)), row[-1]]).rstrip()
-        for row in everything
-    )
-
-
-def format_checks(checks: Sequence[Any]) -> str:
-    rows = []
-    for check in checks:
-        if check.passed:
-            cn = _cn(check.certificate)
-            detail = check.candidate.source + (f" (CN {cn})" if cn else "")
-            if check.key is None:
-                detail += f"; cannot prove it: {check.key_problem}"
-        else:
-            detail = check.reason
-        rows.append((check.name, "pass" if check.passed else "fail", detail))
-    lines = [_table(("RULE", "OUTCOME", "CERTIFICATE OR REASON"), rows)]
-    for check in checks:
-        if check.rejected:
-            lines.append("")
-            lines.append(f"rejected for {check.name}:")
-            for item in check.rejected:
-                what = item.source + (f" (CN {item.cn})" if item.cn else "")
-                lines.append(f"  {what}: {item.reason}")
-    return "\n".join(lines)
-
-
-def format_stored(stored: Sequence[Any], names: dict[str, str]) -> str:
-    rows = [
-        (names.get(s.rule_id, s.rule_id), _outcome(s), s.expires_at if s.success else "", s.reason)
-        for s in stored
-    ]
-    return _table(("RULE", "STORED", "PASS EXPIRES", "REASON"), rows)
-
-
-def _cn(cert: Any) -> str | None:
-    from certs.client_check import common_name
-
-    return common_name(cert) if cert is not None else None
-
-
-def _check_json(check: Any) -> dict[str, Any]:
-    return {
-        "rule_id": check.rule_id,
-        "name": check.name,
-        "passed": check.passed,
-        "reason": check.reason,
-        "certificate": check.candidate.source if check.candidate else None,
-        "cn": _cn(check.certificate),
-        "private_key": check.key is not None,
-        "rejected": [{"source": r.source, "cn": r.cn, "reason": r.reason} for r in check.rejected],
-    }
-
-
-def _short(fingerprint: str) -> str:
-    from proxy.agent.trust import fp16
-
-    return fp16(fingerprint) or "-"
-
-
-def sync_changes(report: Any) -> list[str]:
-    """One line per store that changed: ``STORE: +FP16 -FP16``."""
-    lines = []
-    for store in report.stores:
-        changes = [f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed]
-        if changes:
-            lines.append(f"{store.store}: {' '.join(changes)}")
-    return lines
-
-
-def format_sync(report: Any) -> str:
-    rows = []
-    for cert in report.certificates:
-        status = ", ".join([cert.binding_status or "?", *(["in use"] if cert.in_use else [])])
-        rows.append(
-            (cert.id, _short(cert.fingerprint), status, "ok" if cert.accepted else f"refused: {cert.refused}")
-        )
-    lines = [_table(("CERTIFICATE", "FINGERPRINT", "STATUS", "CHECK"), rows) if rows
-             else "the server lists no root certificate"]  # fmt: skip
-    store_rows = []
-    for store in report.stores:
-        installed = " ".join(_short(fp) for fp in store.installed) or ("-" if store.errors else "none")
-        changes = " ".join(
-            [f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed]
-        )
-        store_rows.append((store.store, installed, changes, store.error))
-    lines += ["", _table(("STORE", "INSTALLED", "CHANGES", "ERROR"), store_rows)]
-    notes = [f"note: {store.store}: {note}" for store in report.stores for note in store.notes]
-    if notes:
-        lines += ["", *notes]
-    if report.server is not None:
-        stores, installed = report.server.get("stores"), report.server.get("installed")
-        if stores is not None and installed is not None:
-            lines += ["", f"reported to the server: {stores} stores, {installed} installed"]
-        else:
-            lines += ["", "reported to the server"]
-    return "\n".join(lines)

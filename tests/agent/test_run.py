@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from proxy.agent.checks import AgentRule, RuleCheck, parse_rules
-from proxy.agent.errors import AgentError
-from proxy.agent.report import Stored
-from proxy.agent.run import AgentLoop, Round
-from tests.proxy.agentlab import make_ca, rule_api, wire_rule
+from agent.checks import AgentRule, RuleCheck, parse_rules
+from agent.errors import AgentError
+from agent.report import Stored
+from agent.run import AgentLoop, Round
+from tests.agent.agentlab import make_ca, rule_api, wire_rule
 
 CA = make_ca()
 

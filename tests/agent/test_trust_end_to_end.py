@@ -28,7 +28,7 @@ from proxy.api import create_app
 from proxy.api.routes import ROUTES
 from proxy.cli.main import main
 from proxy.services.devices import DeviceService
-from tests.proxy.agentlab import (
+from tests.agent.agentlab import (
     Issued,
     fingerprint,
     import_into_nssdb,
@@ -37,9 +37,9 @@ from tests.proxy.agentlab import (
     make_server_cert,
     need_nss,
 )
+from tests.agent.test_trust import ANCHORS, BUNDLE, UPDATE, nss_listing
+from tests.agent.test_trust_cli import table
 from tests.proxy.conftest import FakeClock, Gateway
-from tests.proxy.test_agent_trust import ANCHORS, BUNDLE, UPDATE, nss_listing
-from tests.proxy.test_agent_trust_cli import table
 
 pytestmark = pytest.mark.skipif(
     not any(path.endswith("/agent/root_certificates") for _, path, _ in ROUTES),
@@ -101,7 +101,7 @@ async def agent(*argv: str) -> int:
 
 
 def system_bundle(root: Path) -> set[str]:
-    from proxy.agent.trust_nss import der_fingerprints
+    from agent.trust_store import der_fingerprints
 
     return set(der_fingerprints((root / BUNDLE).read_bytes()))
 

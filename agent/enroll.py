@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.agent import device
-from proxy.agent.errors import AgentError
-from proxy.agent.state import AgentState, save_state
-from proxy.agent.token import EnrollmentToken
-from proxy.agent.transport import Transport
+from agent import device
+from agent.errors import AgentError
+from agent.state import AgentState, save_state
+from agent.token import EnrollmentToken
+from agent.transport import Transport
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from proxy.agent.errors import AgentError
+from agent.errors import AgentError
 
 logger = logging.getLogger(__name__)
 

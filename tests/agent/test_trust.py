@@ -20,22 +20,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from proxy.agent.locations import NssTools, parse_certutil_listing
-from proxy.agent.state import AgentState, InstalledCertificate, TrustStoresConfig, load_state, save_state
-from proxy.agent.trust import (
-    Ledger,
-    StoreOptions,
-    build_stores,
-    file_name_for,
-    fp16,
-    nickname_for,
-    parse_root_certificates,
-    sync_store,
-    verify_root,
-)
-from proxy.agent.trust_nss import NssStore, der_fingerprints
-from proxy.agent.trust_system import DEBIAN, RHEL, SystemStore, detect_system_store, supports_root_options
-from tests.proxy.agentlab import (
+from agent.locations import NssTools, parse_certutil_listing
+from agent.state import AgentState, InstalledCertificate, TrustStoresConfig, load_state, save_state
+from agent.trust import Ledger, build_stores, parse_root_certificates, sync_store, verify_root
+from agent.trust_nss import NssStore
+from agent.trust_store import StoreOptions, der_fingerprints, file_name_for, fp16, nickname_for
+from agent.trust_system import DEBIAN, RHEL, SystemStore, detect_system_store, supports_root_options
+from tests.agent.agentlab import (
     Issued,
     fingerprint,
     import_into_nssdb,

@@ -19,7 +19,8 @@ fresh 0700 directory, protected by a random one-time password kept in a 0600 fil
 command line), read with ``cryptography`` and deleted at once. Only databases with an empty
 password can be read.
 
-A missing file, database or tool is a ``Problem`` (a reason to show), never an exception.
+A missing file, database or tool, and an empty database, is a ``Problem`` (a reason to show),
+never an exception.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ SYSTEM_NSSDB = Path("/etc/pki/nssdb")
 USER_NSSDB = Path("~/.pki/nssdb")
 TOOL_TIMEOUT = 30.0
 NO_DATABASE = "no NSS database here"
+EMPTY_DATABASE = "the NSS database holds no certificate"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 _TRUST = re.compile(r"^(?P<nick>.*?\S)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
@@ -265,9 +267,12 @@ def _read_nssdb(directory: Path, tools: NssTools) -> Inventory:
     listing = _tool(tools, [tools.certutil, "-L", "-d", f"sql:{directory}"], source)
     if isinstance(listing, Problem):
         return Inventory(problems=(listing,))
+    entries = parse_certutil_listing(listing)
+    if not entries:
+        return Inventory(problems=(Problem(source, EMPTY_DATABASE),))
     candidates: list[Candidate] = []
     problems: list[Problem] = []
-    for nickname, trust in parse_certutil_listing(listing):
+    for nickname, trust in entries:
         label = f"{source}/{nickname}"
         exported = _tool(tools, [tools.certutil, "-L", "-d", f"sql:{directory}", "-n", nickname, "-a"], label)
         if isinstance(exported, Problem):
