@@ -17,9 +17,6 @@ from proxy.services.policy_state import Managed, PolicyState
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PER_PAGE = 25
-MAX_PER_PAGE = 1000
-
 
 def policy_object(managed: Managed[AccessPolicy], state: PolicyState) -> dict[str, Any]:
     return {
@@ -68,23 +65,10 @@ def _matching(
     ]
 
 
-POLICIES = views(
-    PolicyResource(
-        ACCESS_POLICIES,
-        "policy_id",
-        show=lambda managed, state: policy_object(managed, state()),
-        per_page=DEFAULT_PER_PAGE,
-        max_per_page=MAX_PER_PAGE,
-    )
-)
-
+# Paged as Cloudflare's Access lists: 25 a page unless asked, at most 1000.
+POLICIES = views(PolicyResource(ACCESS_POLICIES, "policy_id", lambda m, state: policy_object(m, state())))
 APPLICATIONS = views(
     PolicyResource(
-        ACCESS_APPLICATIONS,
-        "app_id",
-        show=lambda managed, state: application_object(managed, state()),
-        per_page=DEFAULT_PER_PAGE,
-        max_per_page=MAX_PER_PAGE,
-        select=_matching,
+        ACCESS_APPLICATIONS, "app_id", lambda m, state: application_object(m, state()), select=_matching
     )
 )

@@ -31,11 +31,11 @@ def _everything[T: Item](request: web.Request, found: Sequence[Managed[T]]) -> S
 
 @dataclass(frozen=True)
 class PolicyResource[T: Item]:
-    kind: PolicyKind[T]
+    kind: PolicyKind[T, Any]
     param: str  # the path's id parameter: "rule_id" for .../gateway/rules/{rule_id}
     show: Callable[[Managed[T], StateOf], Shown]  # the API object
-    per_page: int  # a list page's size when the query gives none
-    max_per_page: int
+    per_page: int = 25  # a list page's size when the query gives none (Cloudflare's default)
+    max_per_page: int = 1000
     # The list's query filters (other query keys are ignored).
     select: Callable[[web.Request, Sequence[Managed[T]]], Sequence[Managed[T]]] = _everything
 

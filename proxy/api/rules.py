@@ -43,12 +43,12 @@ def rule_object(managed: Managed[GatewayRule]) -> dict[str, Any]:
     }
 
 
+# Every rule by precedence, as one page; filters the SDK may send (and any other query key) are ignored.
 RULES = views(
     PolicyResource(
         GATEWAY_RULES,
         "rule_id",
-        show=lambda managed, state: rule_object(managed),
-        # every rule by precedence; filters the SDK may send (and any other query key) are ignored
+        lambda m, state: rule_object(m),
         per_page=SINGLE_PAGE,
         max_per_page=SINGLE_PAGE,
     )

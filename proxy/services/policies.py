@@ -165,16 +165,18 @@ class PolicyService:
 
     # -- rules, policies and applications: one path for every kind ------------------------------
 
-    def list[T: Item](self, kind: PolicyKind[T], account_id: str) -> builtins.list[Managed[T]]:
+    def list[T: Item](self, kind: PolicyKind[T, Any], account_id: str) -> builtins.list[Managed[T]]:
         """Every object of the kind (rules by precedence)."""
         self._account(account_id)
         return builtins.list(kind.items(self.state(account_id)))
 
-    def get[T: Item](self, kind: PolicyKind[T], account_id: str, ident: str) -> Managed[T]:
+    def get[T: Item](self, kind: PolicyKind[T, Any], account_id: str, ident: str) -> Managed[T]:
         self._account(account_id)
         return kind.existing(self.state(account_id), ident)
 
-    def create[T: Item](self, kind: PolicyKind[T], account_id: str, body: Mapping[str, Any]) -> Managed[T]:
+    def create[T: Item](
+        self, kind: PolicyKind[T, Any], account_id: str, body: Mapping[str, Any]
+    ) -> Managed[T]:
         """A new object with a new id (a rule without a precedence goes after every other one)."""
         now = self._clock()
         with self._store.transaction():
@@ -188,7 +190,7 @@ class PolicyService:
         return Managed(item)
 
     def replace[T: Item](
-        self, kind: PolicyKind[T], account_id: str, ident: str, body: Mapping[str, Any]
+        self, kind: PolicyKind[T, Any], account_id: str, ident: str, body: Mapping[str, Any]
     ) -> Managed[T]:
         """PUT: the body replaces the object (a rule without a precedence keeps its own)."""
         now = self._clock()
@@ -205,7 +207,7 @@ class PolicyService:
         logger.info("account %s: replaced %s %s %s", account_id, kind.name, ident, kind.describe(item))
         return Managed(item)
 
-    def delete[T: Item](self, kind: PolicyKind[T], account_id: str, ident: str) -> Managed[T]:
+    def delete[T: Item](self, kind: PolicyKind[T, Any], account_id: str, ident: str) -> Managed[T]:
         """Refused for a file's object, and for an Access policy an application refers to."""
         with self._store.transaction():
             self._account(account_id)

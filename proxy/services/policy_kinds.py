@@ -28,7 +28,7 @@ from proxy.services.policy_state import (
     replaced,
     rule_record,
 )
-from proxy.store import Store
+from proxy.store import Store, StoredApplication, StoredPolicy, StoredRule
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,10 @@ __all__ = ["ACCESS_APPLICATIONS", "ACCESS_POLICIES", "GATEWAY_RULES", "KINDS", "
 type Body = Mapping[str, Any]
 
 
-class Table(Protocol):
-    """What the service asks of a kind's store table (``store.gateway_rules`` ...) besides saving."""
+class Table[R](Protocol):
+    """What the service asks of a kind's store table (``store.gateway_rules`` ...)."""
+
+    def save(self, record: R, /) -> None: ...
 
     def delete(self, account_id: str, ident: str, /) -> None: ...
 
@@ -60,14 +62,15 @@ def _quoted_name(item: Item) -> str:
 
 
 @dataclass(frozen=True)
-class PolicyKind[T: Item]:
-    """One kind of policy object, for the service's generic path."""
+class PolicyKind[T: Item, R]:
+    """One kind of policy object (``T``, kept in the store as an ``R`` row), for the service's
+    generic path."""
 
     name: str  # "gateway rule": in "no gateway rule with id ...", "gateway rule ... is managed by file"
     field: str  # the PolicyState attribute that holds them
     parse: Callable[[PolicyState, Body], T]  # a request body (InvalidPolicy naming the field)
-    save: Callable[[Store, str, T], None]  # (store, account id, item): insert or replace its row
-    table: Callable[[Store], Table]
+    record: Callable[[str, T], R]  # (account id, item): its row
+    table: Callable[[Store], Table[R]]
     # Where a new or replaced object goes among the others (in place, or by precedence).
     place: Callable[[tuple[Managed[T], ...], Managed[T]], tuple[Managed[T], ...]] = replaced
     # The body completed before parsing: (body, state, the object replaced or None, random step).
@@ -75,6 +78,14 @@ class PolicyKind[T: Item]:
     # Raises (Refused) when the object may not be deleted from this state.
     check_delete: Callable[[PolicyState, Managed[T]], None] = _deletable
     describe: Callable[[T], str] = _quoted_name  # the object in log lines, after its id
+
+    def __post_init__(self) -> None:
+        if self.field not in {f.name for f in dataclasses.fields(PolicyState)}:
+            raise ValueError(f"{self.name}: PolicyState has no field {self.field!r}")
+
+    def save(self, store: Store, account_id: str, item: T) -> None:
+        """Insert or replace the item's row (inside the mutation's transaction)."""
+        self.table(store).save(self.record(account_id, item))
 
     def items(self, state: PolicyState) -> tuple[Managed[T], ...]:
         return cast(tuple[Managed[T], ...], getattr(state, self.field))
@@ -128,15 +139,11 @@ def _with_precedence(
     return {**body, "precedence": precedence}
 
 
-def _save_rule(store: Store, account_id: str, rule: GatewayRule) -> None:
-    store.gateway_rules.save(rule_record(account_id, rule))
-
-
-GATEWAY_RULES = PolicyKind[GatewayRule](
+GATEWAY_RULES = PolicyKind[GatewayRule, StoredRule](
     name="gateway rule",
     field="rules",
     parse=lambda state, body: parse(GatewayRule, body),
-    save=_save_rule,
+    record=rule_record,
     table=lambda store: store.gateway_rules,
     place=_last_by_precedence,
     complete=_with_precedence,
@@ -157,15 +164,11 @@ def _unused(state: PolicyState, current: Managed[AccessPolicy]) -> None:
         )
 
 
-def _save_policy(store: Store, account_id: str, policy: AccessPolicy) -> None:
-    store.access_policies.save(policy_record(account_id, policy))
-
-
-ACCESS_POLICIES = PolicyKind[AccessPolicy](
+ACCESS_POLICIES = PolicyKind[AccessPolicy, StoredPolicy](
     name="Access policy",
     field="policies",
     parse=lambda state, body: parse(AccessPolicy, body),
-    save=_save_policy,
+    record=policy_record,
     table=lambda store: store.access_policies,
     check_delete=_unused,
 )
@@ -174,18 +177,14 @@ ACCESS_POLICIES = PolicyKind[AccessPolicy](
 # --- Access applications --------------------------------------------------------------------------
 
 
-def _save_application(store: Store, account_id: str, application: AccessApplication) -> None:
-    store.access_applications.save(application_record(account_id, application))
-
-
-ACCESS_APPLICATIONS = PolicyKind[AccessApplication](
+ACCESS_APPLICATIONS = PolicyKind[AccessApplication, StoredApplication](
     name="Access application",
     field="applications",
     parse=parse_application,
-    save=_save_application,
+    record=application_record,
     table=lambda store: store.access_applications,
     describe=lambda application: application.label,
 )
 
 # In the order they are written: an application refers to policies (delete in reverse).
-KINDS: tuple[PolicyKind[Any], ...] = (GATEWAY_RULES, ACCESS_POLICIES, ACCESS_APPLICATIONS)
+KINDS: tuple[PolicyKind[Any, Any], ...] = (GATEWAY_RULES, ACCESS_POLICIES, ACCESS_APPLICATIONS)

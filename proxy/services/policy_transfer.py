@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from policies.access import AccessApplication, AccessPolicy
 from policies.rules import GatewayRule, format_timestamp
@@ -118,7 +118,7 @@ class _Sections:
         self.left_to_files = 0
 
     def take[T: (GatewayRule, AccessPolicy, AccessApplication)](
-        self, section: str, kind: PolicyKind[T], items: Sequence[T]
+        self, section: str, kind: PolicyKind[T, Any], items: Sequence[T]
     ) -> list[T]:
         kept: list[T] = []
         seen: set[str] = set()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
 from typing import Any
 
 import pytest
@@ -13,8 +13,6 @@ from policies.rules import Action, GatewayRule
 from proxy.services.errors import NotFound, Refused
 from proxy.services.policy_kinds import ACCESS_APPLICATIONS, ACCESS_POLICIES, GATEWAY_RULES, KINDS
 from proxy.services.policy_state import Managed, PolicyState
-
-WHEN = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def rule(ident: str, precedence: int, *, enabled: bool = True) -> GatewayRule:
@@ -114,3 +112,8 @@ def test_only_a_policy_in_use_is_refused_deletion() -> None:
 def test_log_lines_describe_an_application_by_its_label() -> None:
     assert GATEWAY_RULES.describe(rule("r1", 1)) == "'r1'"
     assert ACCESS_APPLICATIONS.describe(application("a1")) == application("a1").label
+
+
+def test_a_kind_must_name_a_field_of_the_state() -> None:
+    with pytest.raises(ValueError, match="gateway rule: PolicyState has no field 'rule'"):
+        dataclasses.replace(GATEWAY_RULES, field="rule")

@@ -580,7 +580,7 @@ def test_every_kind_goes_through_one_lifecycle(
     policies: PolicyService,
     gateway: Gateway,
     clock: FakeClock,
-    kind: PolicyKind[Any],
+    kind: PolicyKind[Any, Any],
     body: dict[str, Any],
     changed: dict[str, Any],
 ) -> None:
