@@ -10,6 +10,7 @@ printed once, when made; only its SHA-256 is stored.
 from __future__ import annotations
 
 import argparse
+import logging
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,8 @@ from proxy.cli.errors import CliError
 from proxy.config import ADMIN_TOKEN_ENV, Config
 from proxy.services.accounts import add_token, new_token
 from proxy.store import ApiToken, Store, StoreError, TokenOrigin
+
+logger = logging.getLogger(__name__)
 
 Handler = Callable[[argparse.Namespace], int]
 type Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
