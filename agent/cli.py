@@ -594,3 +594,7 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentP
         _add_credentials,
     ),
 )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -142,6 +142,31 @@ def test_a_real_nss_database_pass_and_a_cert_without_key(tmp_path: Path, ca: Iss
     )
 
 
+def test_an_empty_user_nss_database_is_said_to_hold_no_certificate(tmp_path: Path, ca: Issued) -> None:
+    db = make_nssdb(tmp_path / ".pki" / "nssdb")  # the "user" trust store, with nothing in it
+    (check,) = _check(tmp_path, ca, rule_api("r1", trust_stores=("user",)))
+    assert not check.passed
+    assert check.reason == f"no certificate found (nss:{db}: the NSS database holds no certificate)"
+    assert [(r.source, r.reason) for r in check.rejected] == [
+        (f"nss:{db}", "the NSS database holds no certificate")
+    ]
+
+
+def test_an_empty_system_nss_database_is_not_news_when_the_rule_asks_for_the_user_one(
+    tmp_path: Path, ca: Issued
+) -> None:
+    system = make_nssdb(tmp_path / "system-db")
+    user = make_nssdb(tmp_path / "home" / ".pki" / "nssdb")
+    import_into_nssdb(user, make_client(ca, "laptop.corp"), "corp device")
+    parsed = parse_rules([wire_rule(rule_api("r1", trust_stores=("user",)), ca)])
+    (check,) = check_rules(parsed, HOST, locator=Locator(home=tmp_path / "home", system_nssdb=system))
+    assert check.passed, check.reason
+    assert check.rejected == ()
+    parsed = parse_rules([wire_rule(rule_api("r2", trust_stores=("system",)), ca)])
+    (check,) = check_rules(parsed, HOST, locator=Locator(home=tmp_path / "home", system_nssdb=system))
+    assert check.reason == f"no certificate found (nss:{system}: the NSS database holds no certificate)"
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [

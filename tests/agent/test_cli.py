@@ -165,7 +165,7 @@ def test_errors_are_one_line(
 
 
 def test_every_agent_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("enroll", "check", "report", "run"):
+    for command in ("enroll", "check", "report", "sync-ca", "run", "credentials"):
         with pytest.raises(SystemExit) as done:
             main(["agent", command, "--help"])
         assert done.value.code == 0
@@ -197,3 +197,73 @@ def test_run_stops_cleanly_on_sigterm(
                 process.wait()
         assert process.returncode == 0, err.decode()
         assert b"Traceback" not in err
+
+
+def test_credentials_prints_the_device_id_and_secret_for_the_proxy(
+    tmp_path: Path,
+    device: tuple[StandIn, Path],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import base64
+    import json
+    import logging
+
+    from agent.state import load_state
+
+    caplog.set_level(logging.DEBUG)
+    standin, _ = device
+    state = tmp_path / "state.json"
+    with serving(standin.app) as server:
+        _enroll(server.url, standin, state, capsys)
+    saved = load_state(state)
+    device_id, secret = saved.device_id, saved.device_secret
+
+    def credentials(*more: str) -> str:
+        assert main(["agent", "credentials", "--state", str(state), "-v", *more]) == 0
+        return capsys.readouterr().out
+
+    assert credentials() == f"{device_id}:{secret}\n"  # curl --proxy-user
+    header = credentials("--format", "header")
+    assert header.startswith("Proxy-Authorization: Basic ")
+    assert base64.b64decode(header.split()[-1]).decode() == f"{device_id}:{secret}"
+    assert (
+        credentials("--format", "url") == f"http://{device_id}:{secret}@127.0.0.1:8080\n"
+    )  # the server's host
+    assert (
+        credentials("--format", "url", "--proxy", "gw.example:3128")
+        == f"http://{device_id}:{secret}@gw.example:3128\n"
+    )
+    assert json.loads(credentials("--format", "json", "--proxy", "[::1]:8080")) == {
+        "device_id": device_id,
+        "device_secret": secret,
+        "proxy_authorization": header.removeprefix("Proxy-Authorization: ").strip(),
+        "proxy_url": f"http://{device_id}:{secret}@[::1]:8080",
+    }
+    assert all(secret not in record.getMessage() for record in caplog.records)  # printed, never logged
+
+    assert main(["agent", "credentials", "--state", str(state), "--proxy", "gw.example"]) == 1
+    assert capsys.readouterr().err == (
+        "gateway: error: --proxy gw.example: give the proxy as HOST:PORT (for example 127.0.0.1:8080)\n"
+    )
+    state.chmod(0o644)  # only the state file's owner may read the secret
+    assert main(["agent", "credentials", "--state", str(state)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "others may read it" in err and secret not in err
+
+
+def test_gateway_agent_is_a_program_of_its_own(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main as agent_main
+
+    missing = tmp_path / "none.json"
+    assert agent_main(["check", "--state", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"gateway-agent: error: no state file at {missing}: enroll first with `gateway agent enroll --token T`\n"
+    )
+    with pytest.raises(SystemExit) as done:
+        agent_main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: gateway-agent [-h] COMMAND") and "  gateway-agent enroll --token" in out

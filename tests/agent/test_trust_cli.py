@@ -372,3 +372,88 @@ def test_an_unprivileged_user_syncs_its_own_stores_and_is_told_about_the_system_
         assert list((root / ANCHORS).iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _agent_process(program: list[str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """The agent as a separate process (``python -m agent.cli`` is gateway-agent; ``proxy.cli.main
+    agent`` is gateway agent), ended after 60 s whatever happens."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": HOME}
+    return subprocess.run(
+        [sys.executable, "-m", *program, *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("program", "rounds"),
+    [(["agent.cli"], ["--once"]), (["proxy.cli.main", "agent"], ["--max-rounds", "1"])],
+)
+def test_run_once_without_rules_syncs_the_cas_and_ends(
+    server: tuple[StandIn, ServerThread],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    program: list[str],
+    rounds: list[str],
+) -> None:
+    need_nss()
+    standin, thread = server  # no posture rule for this device
+    state = tmp_path / "state.json"
+    enroll(standin, thread.url, state, capsys)
+    root = tmp_path / "empty"
+    root.mkdir()
+    a = make_ca("Gateway Root A")
+    standin.roots = listed(a)
+    done = _agent_process(program, "run", *rounds, "--state", str(state), "--root", str(root), "--no-system")
+    assert done.returncode == 0, done.stderr
+    nssdb = root / "home/ann/.pki/nssdb"  # made in the sandbox, empty, then the root put in
+    assert f" CA sync: nss:{nssdb}: +{fp16(fingerprint(a.certificate))}\n" in done.stdout
+    assert done.stdout.endswith(" round 1: no posture rules apply to this device\n")
+    assert standin.latest_trust_report()[f"nss:{nssdb}"] == [fingerprint(a.certificate)]
+    assert standin.stored == []
+
+
+@pytest.mark.skipif(UPDATE is None, reason="needs Debian's update-ca-certificates")
+def test_sync_ca_under_an_empty_root_makes_the_folders_and_the_user_database(
+    server: tuple[StandIn, ServerThread],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    need_nss()
+    monkeypatch.setenv("HOME", HOME)
+    standin, thread = server
+    state = tmp_path / "state.json"
+    enroll(standin, thread.url, state, capsys)
+    root = tmp_path / "empty"
+    root.mkdir()
+    a = make_ca("Gateway Root A")
+    fa = fingerprint(a.certificate)
+    standin.roots = listed(a)
+
+    assert sync(state, root) == 0, capsys.readouterr()
+    stores = table(capsys.readouterr().out, "STORE")
+    nssdb = f"nss:{root}/home/ann/.pki/nssdb"
+    assert (stores["system"]["INSTALLED"], stores["system"]["ERROR"]) == (fp16(fa), "")
+    assert (stores[nssdb]["INSTALLED"], stores[nssdb]["ERROR"]) == (fp16(fa), "")
+    # the system NSS database is not made: its absence is reported, as on a real machine
+    assert stores[f"nss:{root}/etc/pki/nssdb"]["ERROR"] == "no NSS database here"
+    assert present(root) == {"system": [fa], nssdb: [fa]}
+    assert (root / ANCHORS / file_name_for(fa)).is_file()
+
+
+def test_the_help_says_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["agent", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit status:\n  0 " in out
+    for line in (
+        "  1    an error",
+        "  2    the command line cannot be parsed",
+        "  3    a rule failed (check, report)",
+    ):
+        assert line in out
+    with pytest.raises(SystemExit):
+        main(["agent", "sync-ca", "--help"])
+    assert "example:\n  mkdir /tmp/sandbox\n  gateway agent sync-ca --root /tmp/sandbox --no-system" in (
+        capsys.readouterr().out
+    )

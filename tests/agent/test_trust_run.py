@@ -1,6 +1,6 @@
 """The CA sync inside ``gateway agent run``, on a manual clock: at start before the first round,
 then every 60 s (scaled) whatever the rules' schedules, within 30 s after a failure, a 401 ends
-the loop, and no rule at all still syncs."""
+the loop, and no rule at all still syncs (and ends a --once or --max-rounds run)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.errors import AgentError
-from agent.run import AgentLoop
+from agent.run import AgentLoop, Round
 from tests.agent.agentlab import rule_api
 from tests.agent.test_run import Clock, Session, WaitAdvances
 
@@ -76,3 +76,27 @@ def test_no_sync_without_a_store() -> None:
     loop = AgentLoop(session, stop=WaitAdvances(clock), monotonic=clock, max_rounds=2)  # type: ignore[arg-type]
     loop.run()
     assert loop.syncs == 0
+
+
+class StopsLate(WaitAdvances):
+    """A manual clock that gives up after an hour: a loop that would wait forever ends."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        super().wait(timeout)
+        if self.clock.now > 3600:
+            self.set()
+        return self.is_set()
+
+
+@pytest.mark.parametrize("max_rounds", [1, 2])
+def test_without_rules_max_rounds_ends_after_the_sync_and_the_fetch(max_rounds: int) -> None:
+    clock = Clock()
+    session = Session(clock, [])
+    syncs = Syncs(clock, session)
+    rounds: list[Round] = []
+    loop = AgentLoop(session, stop=StopsLate(clock), monotonic=clock, ca_sync=syncs,  # type: ignore[arg-type]
+                     max_rounds=max_rounds, on_round=rounds.append)  # fmt: skip
+    assert loop.run() == 0  # nothing reported
+    expected = [60.0 * i for i in range(max_rounds)]  # one fetch per minute, each after a sync
+    assert session.fetches == expected and syncs.at == expected and session.reports == []
+    assert rounds == [Round(i + 1, (), ()) for i in range(max_rounds)] and loop.idle_rounds == max_rounds
