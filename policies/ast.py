@@ -25,11 +25,19 @@ class CompareOp(Enum):
     GE = ">="
     CONTAINS = "contains"
     MATCHES = "matches"
+    WILDCARD = "wildcard"
+    STRICT_WILDCARD = "strict wildcard"
+    BITWISE_AND = "&"
     IN = "in"
 
     @property
     def ordering(self) -> bool:
         return self in (CompareOp.LT, CompareOp.LE, CompareOp.GT, CompareOp.GE)
+
+    @property
+    def pattern(self) -> bool:
+        """Operators whose right side is a pattern written as a quoted or raw string."""
+        return self in (CompareOp.MATCHES, CompareOp.WILDCARD, CompareOp.STRICT_WILDCARD)
 
 
 class Function(Enum):
@@ -70,10 +78,13 @@ class Operand:
 
 @dataclass(frozen=True)
 class StringLit:
+    """A string: quoted, raw, or a byte string (``6F:72:67``, ``bytes_form``)."""
+
     value: str
     regex: bool
     start: int
     end: int
+    bytes_form: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,14 +104,29 @@ class IntRange:
 
 @dataclass(frozen=True)
 class IpLit:
+    """An address; ``loose`` when written with leading zeros (``1.1.1.01``, sets only)."""
+
     value: IpAddress
     start: int
     end: int
+    loose: bool = False
 
 
 @dataclass(frozen=True)
 class CidrLit:
     value: IpNetwork
+    start: int
+    end: int
+    loose: bool = False
+
+
+@dataclass(frozen=True)
+class AmbiguousLit:
+    """A word that is both an address and a byte string (``10.20.30.40``): the field's type
+    picks one before type checking (``checker.resolve``), so no later step ever sees it."""
+
+    address: IpLit
+    text: StringLit
     start: int
     end: int
 
@@ -113,7 +139,7 @@ class IpRange:
     end: int
 
 
-SetItem = StringLit | IntLit | IntRange | IpLit | CidrLit | IpRange
+SetItem = StringLit | IntLit | IntRange | IpLit | CidrLit | IpRange | AmbiguousLit
 
 
 @dataclass(frozen=True)
@@ -123,7 +149,7 @@ class SetLit:
     end: int
 
 
-Value = StringLit | IntLit | IpLit | CidrLit | SetLit
+Value = StringLit | IntLit | IpLit | CidrLit | SetLit | AmbiguousLit
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ field's type. Returns the fields the expression reads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -36,6 +37,31 @@ def check(expr: ast.Expr, scheme: Scheme, limits: Limits, source: str) -> frozen
     return frozenset(checker.fields)
 
 
+def resolve(expr: ast.Expr, scheme: Scheme) -> ast.Expr:
+    """Give each word that reads both as an address and as a byte string (``10.20.30.40``) the
+    reading its field's type asks for, as wirefilter lexes the right side by the left's type:
+    an address for an ip field, the bytes for any other. Unknown fields keep the address (the
+    checker reports the field first)."""
+    if isinstance(expr, ast.Comparison):
+        if not isinstance(expr.rhs, (ast.AmbiguousLit, ast.SetLit)):
+            return expr
+        field = scheme.get(expr.lhs.field)
+        text = field is not None and value_type(expr.lhs, field).kind is not Kind.IP
+        if isinstance(expr.rhs, ast.AmbiguousLit):
+            return dataclasses.replace(expr, rhs=_pick(expr.rhs, text))
+        items = tuple(_pick(i, text) if isinstance(i, ast.AmbiguousLit) else i for i in expr.rhs.items)
+        return dataclasses.replace(expr, rhs=dataclasses.replace(expr.rhs, items=items))
+    if isinstance(expr, ast.Not):
+        return dataclasses.replace(expr, operand=resolve(expr.operand, scheme))
+    if isinstance(expr, ast.Quantified):
+        return dataclasses.replace(expr, body=resolve(expr.body, scheme))
+    return dataclasses.replace(expr, operands=tuple(resolve(op, scheme) for op in expr.operands))
+
+
+def _pick(literal: ast.AmbiguousLit, text: bool) -> ast.StringLit | ast.IpLit:
+    return literal.text if text else literal.address
+
+
 def value_type(operand: ast.Operand, field: Field) -> Type:
     """The type compared: an element for ``[*]``/``[N]`` on an array, else the field's own."""
     if operand.index is not ast.IndexKind.NONE and field.type.element is not None:
@@ -49,7 +75,7 @@ def article(type_: Type) -> str:
 
 def _literal_kind(value: ast.Value | ast.SetItem) -> str:
     if isinstance(value, ast.StringLit):
-        return "a string"
+        return "a byte string" if value.bytes_form else "a string"
     if isinstance(value, ast.IntLit):
         return "an int"
     if isinstance(value, ast.IntRange):
@@ -183,7 +209,7 @@ class _Checker:
         type_: Type,
         subject: str,
     ) -> None:
-        if op in (ast.CompareOp.CONTAINS, ast.CompareOp.MATCHES):
+        if op is ast.CompareOp.CONTAINS or op.pattern:
             if type_.kind is not Kind.STRING:
                 raise self.error(
                     f"{op.value} needs a string, but {subject} is {article(type_)}",
@@ -198,6 +224,15 @@ class _Checker:
                         rhs.start,
                     )
             self.item(rhs, field, type_, subject, allow=(ast.StringLit,))
+            return
+        if op is ast.CompareOp.BITWISE_AND:
+            if type_.kind is not Kind.INT:
+                raise self.error(
+                    f"& (bitwise and) needs an int, but {subject} is {article(type_)}",
+                    node.op_start,
+                    ("==", "!=", "in"),
+                )
+            self.item(rhs, field, type_, subject, allow=(ast.IntLit,))
             return
         if op is ast.CompareOp.IN:
             if isinstance(rhs, ast.SetLit):

@@ -18,7 +18,18 @@ from policies import ast
 from policies.checker import quoted_int, value_type
 from policies.errors import ExpressionError
 from policies.limits import Limits
-from policies.matchers import Intervals, IpSet, RegexError, network_range, regex_search
+from policies.matchers import (
+    Intervals,
+    IpSet,
+    RegexError,
+    WildcardError,
+    ascii_lower,
+    ascii_upper,
+    network_range,
+    regex_search,
+    rust_only_construct,
+    wildcard_match,
+)
 from policies.scheme import Field, Kind, Scheme, Type, empty_value
 
 logger = logging.getLogger(__name__)
@@ -29,8 +40,6 @@ Test = Callable[[Any], bool]
 Getter = Callable[[Ctx, Any], Any]
 Elements = Callable[[Ctx], Sequence[object]]
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ORDER: dict[ast.CompareOp, Callable[[Any, Any], bool]] = {
     ast.CompareOp.LT: operator.lt,
     ast.CompareOp.LE: operator.le,
@@ -72,15 +81,6 @@ Plan = LeafPlan | NotPlan | LogicalPlan | QuantPlan
 def compile_tree(expr: ast.Expr, scheme: Scheme, limits: Limits, source: str) -> tuple[Pred, Plan]:
     """Compile a checked expression. Raises ExpressionError for a regex RE2 refuses."""
     return _Compiler(scheme, limits, source).node(expr)
-
-
-def ascii_lower(text: str) -> str:
-    """Cloudflare's ``lower()``: only ASCII letters change."""
-    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
-
-
-def ascii_upper(text: str) -> str:
-    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 
 _FUNCTIONS: dict[ast.Function, Callable[[str], str]] = {
@@ -231,7 +231,13 @@ class _Compiler:
         if op is ast.CompareOp.MATCHES:
             assert isinstance(rhs, ast.StringLit)
             return self.regex(rhs)
+        if op in (ast.CompareOp.WILDCARD, ast.CompareOp.STRICT_WILDCARD):
+            assert isinstance(rhs, ast.StringLit)
+            return self.wildcard(rhs, case_sensitive=op is ast.CompareOp.STRICT_WILDCARD)
         value = self.scalar(rhs, field)
+        if op is ast.CompareOp.BITWISE_AND:
+            mask = value
+            return lambda v: bool(v & mask)
         if type_.kind is Kind.IP:
             return _ip_test(op, value)
         if op is ast.CompareOp.EQ:
@@ -261,7 +267,21 @@ class _Compiler:
             return frozenset(numbers)
         return frozenset(item.value for item in value.items if isinstance(item, ast.StringLit))
 
+    def wildcard(self, literal: ast.StringLit, *, case_sensitive: bool) -> Test:
+        try:
+            return wildcard_match(literal.value, case_sensitive=case_sensitive)
+        except WildcardError as e:
+            offset = (
+                literal.start
+                if literal.value != self.source[literal.start + 1 : literal.end - 1]
+                else (literal.start + 1 + e.offset)
+            )
+            raise ExpressionError(f"invalid wildcard: {e}", source=self.source, offset=offset) from None
+
     def regex(self, literal: ast.StringLit) -> Test:
+        problem = rust_only_construct(literal.value)
+        if problem is not None:
+            raise ExpressionError(f"regex not portable: {problem}", source=self.source, offset=literal.start)
         try:
             return regex_search(literal.value, max_mem=self.limits.regex_max_mem)
         except RegexError as e:

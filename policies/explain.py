@@ -202,4 +202,6 @@ def _escape(ch: str) -> str:
         return "\\" + ch
     if ch.isprintable():
         return ch
+    if 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that is not UTF-8, as surrogateescape keeps it
+        return f"\\x{ord(ch) - 0xDC00:02x}"
     return "".join(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))

@@ -3,7 +3,8 @@
     expr = compile_expression('any(http.request.domains[*] == "example.com")')
     expr.evaluate({"http.request.domains": ("www.example.com", "example.com")})  # True
 
-Steps (one module each): lexer → parser → checker (types, against a ``Scheme``) → compiler
+Steps (one module each): lexer → parser → checker (literal readings and types, against a
+``Scheme``) → compiler
 (nested closures). ``evaluate`` runs only the closures; ``explain`` says which clause decided;
 ``host_hints`` tells a rule index which hosts/domains the expression can possibly match.
 """
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from policies import ast
-from policies.checker import check
+from policies.checker import check, resolve
 from policies.compiler import Plan, Pred, compile_tree
 from policies.errors import ExpressionError, PolicyError
 from policies.explain import Explanation, explain
@@ -105,7 +106,7 @@ def compile_expression(
 
 @functools.lru_cache(maxsize=4096)
 def _compile_cached(source: str, scheme: Scheme, limits: Limits) -> Expression:
-    tree = parse(source, limits)
+    tree = resolve(parse(source, limits), scheme)
     fields = check(tree, scheme, limits, source)
     pred, plan = compile_tree(tree, scheme, limits, source)
     return Expression(source, tree, fields, pred, plan)

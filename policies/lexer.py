@@ -4,12 +4,19 @@ Words (fields, keywords, numbers, IP addresses, CIDRs and ranges) are runs of
 ``[A-Za-z0-9_.:/-]`` classified as a whole, so ``fe80::1``, ``10.0.0.0/8`` and ``80..443`` need
 no quoting while field names keep their dots. Strings come in three forms:
 
-- ``"..."``: escapes ``\\"``, ``\\\\`` and ``\\xHH`` (a byte; the bytes must form UTF-8); any
-  other escape is an error.
+- ``"..."``: escapes ``\\"``, ``\\\\``, ``\\xHH`` and ``\\OOO`` (one byte, in hex or in three
+  octal digits); any other escape is an error. Bytes that do not form UTF-8 stand for themselves
+  as Python's ``surrogateescape`` writes them (U+DC80-U+DCFF).
 - ``"..."`` right after ``matches``/``~``: a regex literal as wirefilter lexes it: ``\\"`` outside
   a character class stands for ``"``, every other backslash sequence reaches the regex engine
   unchanged (``"\\d+"`` is the pattern ``\\d+``), and a ``"`` inside ``[...]`` does not end it.
 - ``r"..."``, ``r#"..."#`` (up to 255 ``#``): raw, no escapes.
+
+Words that are neither numbers nor addresses may be byte strings, wirefilter's third string
+form: two hex digits per byte, separated by ``:``, ``-`` or ``.`` (``6F:72:67`` is ``"org"``).
+Some words are both an address and a byte string (``10.20.30.40``, an IPv6 address of eight
+two-digit groups); their token carries both readings and the field's type decides later.
+Integers follow wirefilter: decimal, ``0x`` hex, and a leading ``0`` means octal (``010`` is 8).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class TokenKind(Enum):
     IP = "IP address"
     CIDR = "CIDR"
     IP_RANGE = "IP range"
+    BYTES = "byte string"
     LIST_REF = "list reference"
     EQ = "'=='"
     NE = "'!='"
@@ -49,6 +57,7 @@ class TokenKind(Enum):
     GT = "'>'"
     GE = "'>='"
     TILDE = "'~'"
+    AMP = "'&'"
     BANG = "'!'"
     AND_AND = "'&&'"
     OR_OR = "'||'"
@@ -68,9 +77,12 @@ class TokenKind(Enum):
 class Token:
     """One token: its kind, the source text it covers, and its decoded value for literals.
 
-    Values: STRING → str (``raw``/``regex`` tell how it was written); INT → int; IP → address;
-    CIDR → network; INT_RANGE → (int, int); IP_RANGE → (address, address); IDENT, DOT_NAME and
-    LIST_REF → the name text (without the dot or ``$``); others → None.
+    Values: STRING and BYTES → str (``raw``/``regex`` tell how a string was written); INT → int;
+    IP → address; CIDR → network; INT_RANGE → (int, int); IP_RANGE → (address, address); IDENT,
+    DOT_NAME and LIST_REF → the name text (without the dot or ``$``); others → None.
+    ``as_bytes`` is the byte-string reading of an IP or IDENT word that also spells one.
+    ``loose`` marks an IPv4 address or CIDR written with leading zeros (``1.1.1.01``), which
+    wirefilter reads as decimal inside a set only.
     """
 
     kind: TokenKind
@@ -80,6 +92,8 @@ class Token:
     value: object = None
     raw: bool = False
     regex: bool = False
+    as_bytes: str | None = None
+    loose: bool = False
 
 
 _PUNCT: dict[str, TokenKind] = {
@@ -102,15 +116,20 @@ _PUNCT: dict[str, TokenKind] = {
     "]": TokenKind.RBRACKET,
     "*": TokenKind.STAR,
     ",": TokenKind.COMMA,
+    "&": TokenKind.AMP,
 }
-_LONE_HINTS = {"=": "==", "&": "&&", "|": "||", "^": "^^"}
+_LONE_HINTS = {"=": "==", "|": "||", "^": "^^"}
 _WORD = re.compile(r"[A-Za-z0-9_.:/\-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*\Z")
 _DOT_NAME = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*\Z")
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 _HEX = re.compile(r"0x[0-9A-Fa-f]+\Z")
+_BYTES = re.compile(r"[0-9A-Fa-f]{2}(?:[:.\-][0-9A-Fa-f]{2})+\Z")
+_BYTE_SPLIT = re.compile(r"[:.\-]")
+_LOOSE_V4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
 _WHITESPACE = " \t\r\n"
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_OCTAL_DIGITS = frozenset("01234567")
 
 
 def tokenize(source: str) -> list[Token]:
@@ -136,8 +155,20 @@ class _Lexer:
                 return self.tokens
             pos = self.next_token(pos)
 
-    def emit(self, kind: TokenKind, start: int, end: int, value: object = None, **kw: bool) -> int:
-        self.tokens.append(Token(kind, self.source[start:end], start, end, value, **kw))
+    def emit(
+        self,
+        kind: TokenKind,
+        start: int,
+        end: int,
+        value: object = None,
+        *,
+        raw: bool = False,
+        regex: bool = False,
+        as_bytes: str | None = None,
+        loose: bool = False,
+    ) -> int:
+        token = Token(kind, self.source[start:end], start, end, value, raw, regex, as_bytes, loose)
+        self.tokens.append(token)
         return end
 
     def next_token(self, pos: int) -> int:
@@ -183,7 +214,12 @@ class _Lexer:
             end = _next_special(src, pos)
             if end >= n:
                 raise self.error("unterminated string: missing closing '\"'", start, ("'\"'",))
-            out += src[pos:end].encode("utf-8", "surrogatepass")
+            try:
+                out += src[pos:end].encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as e:
+                raise self.error(
+                    "string holds a lone surrogate, which is no character", pos + e.start
+                ) from None
             if src[end] == '"':
                 return self.finish_string(start, end + 1, bytes(out))
             pos = self.escape(end, out)
@@ -202,20 +238,30 @@ class _Lexer:
                 out.append(int(digits, 16))
                 return backslash + 4
             raise self.error("invalid escape: \\x needs two hex digits", backslash, ("\\xHH",))
+        if kind in _OCTAL_DIGITS:
+            digits = src[backslash + 1 : backslash + 4]
+            if len(digits) < 3 or any(d not in _OCTAL_DIGITS for d in digits):
+                raise self.error(
+                    "invalid escape: an octal escape needs three octal digits (\\000 to \\377)",
+                    backslash,
+                    ("\\OOO",),
+                )
+            if int(digits, 8) > 0o377:
+                raise self.error(
+                    f"invalid escape: \\{digits} is past \\377 (one byte)", backslash, ("\\OOO",)
+                )
+            out.append(int(digits, 8))
+            return backslash + 4
         shown = kind if kind.isprintable() else repr(kind)
         raise self.error(
-            f"invalid escape '\\{shown}' in a string (allowed: \\\" \\\\ \\xHH; "
+            f"invalid escape '\\{shown}' in a string (allowed: \\\" \\\\ \\xHH \\OOO; "
             'use a raw string r"..." to write backslashes freely)',
             backslash,
-            ('\\"', "\\\\", "\\xHH"),
+            ('\\"', "\\\\", "\\xHH", "\\OOO"),
         )
 
     def finish_string(self, start: int, end: int, data: bytes) -> int:
-        try:
-            value = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise self.error("string is not valid UTF-8 (check its \\x escapes)", start) from None
-        return self.emit(TokenKind.STRING, start, end, value)
+        return self.emit(TokenKind.STRING, start, end, text_of(data))
 
     def regex_string(self, start: int) -> int:
         src, n = self.source, len(self.source)
@@ -264,45 +310,63 @@ class _Lexer:
 
     def word(self, text: str, start: int) -> int:
         end = start + len(text)
+        spelled = byte_string(text)
         if _IDENT.match(text):
-            return self.emit(TokenKind.IDENT, start, end, text)
+            return self.emit(TokenKind.IDENT, start, end, text, as_bytes=spelled)
         if _DOT_NAME.match(text):
             return self.emit(TokenKind.DOT_NAME, start, end, text[1:])
         if ".." in text:
             return self.range_(text, start)
-        number = self.integer(text, start)
+        number = self.integer(text, start, spelled is None)
         if number is not None:
             return self.emit(TokenKind.INT, start, end, number)
         if "/" in text:
-            return self.emit(TokenKind.CIDR, start, end, self.network(text, start))
-        address = _address(text)
+            network, loose = self.network(text, start)
+            return self.emit(TokenKind.CIDR, start, end, network, loose=loose)
+        address, loose = _address(text), False
+        if address is None:
+            address, loose = _loose_v4(text), True
         if address is not None:
-            return self.emit(TokenKind.IP, start, end, address)
+            return self.emit(TokenKind.IP, start, end, address, as_bytes=spelled, loose=loose)
+        if spelled is not None:
+            return self.emit(TokenKind.BYTES, start, end, spelled)
         if _looks_like_ip(text):
             raise self.error(f"invalid IP address {text!r}", start)
         raise self.error(f'unexpected {text!r}: strings must be quoted, like "{text}"', start, ("a value",))
 
-    def integer(self, text: str, start: int) -> int | None:
+    def integer(self, text: str, start: int, strict: bool = True) -> int | None:
+        """wirefilter's integers: ``0x`` hex, a leading ``0`` octal, else decimal (``-`` allowed
+        on decimal only, so ``-012`` is -12 as in the engine). None when ``text`` is no integer."""
         if _HEX.match(text):
             value = int(text, 16)
         elif _DECIMAL.match(text):
-            digits = text.lstrip("-")
-            if len(digits) > 1 and digits.startswith("0"):
+            octal = len(text) > 1 and text.startswith("0")
+            if octal and any(d not in _OCTAL_DIGITS for d in text):
+                if not strict:
+                    return None  # e.g. 09 inside a byte string
                 raise self.error(
-                    f"integer {text!r} has a leading zero (wirefilter would read it as octal); "
-                    "write it without the zero, or in hex with 0x",
+                    f"integer {text!r} has a leading zero, so it is octal (as in Cloudflare's engine), "
+                    "and octal digits are 0-7; write it without the zero",
                     start,
                 )
-            value = int(text)
+            value = int(text, 8) if octal else int(text)
+        elif text[:2] in ("0X", "0o", "0O", "0b", "0B") and strict:
+            raise self.error(
+                f"integer {text!r}: prefixes are 0x (hex) and a leading 0 (octal)", start, ("0x...", "0...")
+            )
         else:
             return None
         if not MIN_INT <= value <= MAX_INT:
             raise self.error(f"integer {text} is out of range (64-bit signed)", start)
         return value
 
-    def network(self, text: str, start: int) -> IpNetwork:
+    def network(self, text: str, start: int) -> tuple[IpNetwork, bool]:
+        address, _, length = text.partition("/")
+        loose = _address(address) is None and _loose_v4(address) is not None
+        if loose:
+            text = f"{_loose_v4(address)}/{length}"
         try:
-            return ipaddress.ip_network(text, strict=True)
+            return ipaddress.ip_network(text, strict=True), loose
         except ValueError as e:
             if "host bits set" in str(e):
                 fixed = ipaddress.ip_network(text, strict=False)
@@ -324,6 +388,12 @@ class _Lexer:
         first, last = _address(low_text), _address(high_text)
         if first is None or last is None:
             bad = start if first is None else high_start
+            if _loose_v4(low_text if first is None else high_text) is not None:
+                raise self.error(
+                    "an IP range's ends are written without leading zeros (Cloudflare's engine "
+                    f"refuses them there): {text!r}",
+                    bad,
+                )
             raise self.error(f"invalid range {text!r}", bad, ("integer..integer", "IP..IP"))
         if first.version != last.version:
             raise self.error(f"range {text} mixes IPv4 and IPv6", start)
@@ -339,6 +409,29 @@ def _next_special(src: str, pos: int) -> int:
     if backslash >= 0:
         return backslash
     return quote if quote >= 0 else len(src)
+
+
+def text_of(data: bytes) -> str:
+    """Bytes of a literal as text: UTF-8, with bytes that are not UTF-8 kept as surrogates."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def byte_string(text: str) -> str | None:
+    """The text a wirefilter byte string (``6F:72:67``) spells, or None if ``text`` is not one."""
+    if not _BYTES.match(text):
+        return None
+    return text_of(bytes(int(pair, 16) for pair in _BYTE_SPLIT.split(text)))
+
+
+def _loose_v4(text: str) -> ipaddress.IPv4Address | None:
+    """A dotted IPv4 address whose octets may have leading zeros, read as decimal."""
+    match = _LOOSE_V4.match(text)
+    if match is None:
+        return None
+    octets = [int(group) for group in match.groups()]
+    if any(octet > 255 for octet in octets):
+        return None
+    return ipaddress.IPv4Address(".".join(map(str, octets)))
 
 
 def _address(text: str) -> IpAddress | None:

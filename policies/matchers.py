@@ -1,4 +1,5 @@
-"""Compiled right-hand sides: RE2 searches and interval sets for ranges, CIDRs and IP sets."""
+"""Compiled right-hand sides: RE2 searches, wildcard patterns, and interval sets for ranges,
+CIDRs and IP sets."""
 
 from __future__ import annotations
 
@@ -54,6 +55,144 @@ def regex_search(pattern: str, *, max_mem: int) -> Callable[[str], bool]:
         return bool(match(unanchored, data, 0, len(data))[0][0] != -1)
 
     return search
+
+
+def rust_only_construct(pattern: str) -> str | None:
+    """Why ``pattern`` would mean something else to Cloudflare's engine (Rust's ``regex``) than
+    to RE2, or None. Inside ``[...]`` Rust reads a nested class (``[a[^b]]``) and the set
+    operators ``&&``, ``--`` and ``~~``; RE2 reads those characters literally, so the same
+    pattern would silently match other text. Everything else either means the same in both or
+    is refused by RE2 with its own message."""
+    i, n, depth = 0, len(pattern), 0
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if depth == 0:
+            if ch == "[":
+                depth, i = 1, _class_body_start(pattern, i + 1)
+                continue
+        elif ch == "[":
+            if pattern.startswith("[:", i):
+                close = pattern.find(":]", i + 2)
+                if close >= 0:
+                    i = close + 2
+                    continue
+            return "a '[' inside [...] opens a nested class in Cloudflare's engine but is a literal '[' in RE2: write \\["
+        elif ch == "]":
+            depth = 0
+        elif pattern.startswith(("&&", "--", "~~"), i):
+            op = pattern[i : i + 2]
+            return (
+                f"'{op}' inside [...] is a class operation in Cloudflare's engine but literal "
+                f"characters in RE2: escape them (\\{op[0]}\\{op[1]}) or rewrite the class"
+            )
+        i += 1
+    return None
+
+
+def _class_body_start(pattern: str, i: int) -> int:
+    """Skip a class's leading ``^`` and a ``]`` right after the opening, which is a literal."""
+    if pattern.startswith("^", i):
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    return i
+
+
+class WildcardError(ValueError):
+    """A wildcard pattern Cloudflare's engine refuses; ``offset`` is where, in the pattern."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+def wildcard_match(pattern: str, *, case_sensitive: bool) -> Callable[[str], bool]:
+    """A function telling whether a whole string matches ``pattern``, where ``*`` stands for any
+    run of characters (also none), ``\\*`` for a ``*`` and ``\\\\`` for a backslash (Cloudflare's
+    ``wildcard`` / ``strict wildcard``; ``?`` is an ordinary character there). Without
+    ``case_sensitive`` ASCII letters match either case, as in the engine.
+
+    Matching is greedy over the literal pieces between stars, leftmost first, which is exact for
+    patterns whose only metacharacter is ``*`` and costs at most one pass of ``str.find`` per
+    piece: no backtracking, whatever the pattern."""
+    pieces = _wildcard_pieces(pattern)
+    fold: Callable[[str], str] = (lambda text: text) if case_sensitive else ascii_lower
+    pieces = [fold(piece) for piece in pieces]
+    if len(pieces) == 1:
+        only = pieces[0]
+        return lambda text: fold(text) == only
+    first, middle, last = pieces[0], tuple(pieces[1:-1]), pieces[-1]
+    least = sum(map(len, pieces))
+    if not middle:
+        if not first:
+            return (lambda text: fold(text).endswith(last)) if last else (lambda text: True)
+        if not last:
+            return lambda text: fold(text).startswith(first)
+    if not first and not last and len(middle) == 1:
+        needle = middle[0]
+        return lambda text: needle in fold(text)
+
+    def match(text: str) -> bool:
+        if len(text) < least:
+            return False
+        value = fold(text)
+        if not value.startswith(first) or not value.endswith(last):
+            return False
+        position, stop = len(first), len(value) - len(last)
+        for piece in middle:
+            found = value.find(piece, position, stop)
+            if found < 0:
+                return False
+            position = found + len(piece)
+        return True
+
+    return match
+
+
+def _wildcard_pieces(pattern: str) -> list[str]:
+    """The literal pieces between unescaped stars; refuses what the engine refuses."""
+    pieces: list[str] = []
+    current: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "\\":
+            if i + 1 >= n:
+                raise WildcardError("a wildcard cannot end with a lone backslash (write \\\\)", i)
+            escaped = pattern[i + 1]
+            if escaped not in "*\\":
+                raise WildcardError(
+                    f"invalid escape '\\{escaped}' in a wildcard: only \\* and \\\\ are escapes there", i
+                )
+            current.append(escaped)
+            i += 2
+            continue
+        if ch == "*":
+            if pattern.startswith("**", i):
+                raise WildcardError("a wildcard cannot hold '**' (one '*' already matches any run)", i)
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    pieces.append("".join(current))
+    return pieces
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def ascii_lower(text: str) -> str:
+    """Cloudflare's ``lower()`` (and its case-insensitive wildcard): only ASCII letters change."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
+
+def ascii_upper(text: str) -> str:
+    return text.upper() if text.isascii() else text.translate(_ASCII_UPPER)
 
 
 def _public_search(pattern: str, options: object) -> Callable[[str], bool]:  # pragma: no cover

@@ -9,10 +9,14 @@ Grammar (precedence low → high: ``or`` < ``xor`` < ``and`` < ``not``)::
     unary      := ("not" | "!")* primary
     primary    := "(" expr ")" | ("any" | "all") "(" expr ")" | comparison
     comparison := operand [op value]                 (alone only for a bool field)
-    operand    := ("lower" | "upper") "(" operand ")" | FIELD index?
+    operand    := ("lower" | "upper") "(" operand ")" index? | FIELD index?
     index      := "[*]" | "[]" | "[" INT "]"         ("a[*].b" is read as "a.b[*]")
     op         := == != < <= > >= eq ne lt le gt ge contains matches ~ in
-    value      := STRING | INT | IP | CIDR | "{" item ((","? ) item)* "}"
+                  wildcard "strict wildcard" & bitwise_and
+    value      := STRING | BYTES | INT | IP | CIDR | "{" (item ","?)* "}"
+
+A function applied to ``field[*]`` gives an array, as in wirefilter: ``lower(f[*])[*]`` is each
+element lowered (the same as ``lower(f[*])``) and ``lower(f[*])[2]`` is ``lower(f[2])``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ KEYWORDS = frozenset(
         "all",
         "lower",
         "upper",
+        "wildcard",
+        "strict",
+        "bitwise_and",
     ]
 )
 _LOGICAL: dict[str, str] = {
@@ -61,6 +68,8 @@ _COMPARE: dict[str, ast.CompareOp] = {
     ">=": ast.CompareOp.GE, "ge": ast.CompareOp.GE,
     "contains": ast.CompareOp.CONTAINS,
     "matches": ast.CompareOp.MATCHES, "~": ast.CompareOp.MATCHES,
+    "wildcard": ast.CompareOp.WILDCARD,
+    "&": ast.CompareOp.BITWISE_AND, "bitwise_and": ast.CompareOp.BITWISE_AND,
     "in": ast.CompareOp.IN,
 }  # fmt: skip
 _FUNCTIONS = {f.value: f for f in ast.Function}
@@ -68,12 +77,15 @@ _QUANTIFIERS = {q.value: q for q in ast.Quantifier}
 
 EXPECT_CONDITION = ("a field", "not", "(", "any(", "all(")
 EXPECT_LOGICAL = ("and", "or", "xor", "&&", "||", "^^")
-EXPECT_OPERATOR = ("==", "!=", "<", "<=", ">", ">=", "contains", "matches", "in")
+EXPECT_OPERATOR = (
+    "==", "!=", "<", "<=", ">", ">=", "contains", "matches", "wildcard", "strict wildcard", "&", "in",
+)  # fmt: skip
 EXPECT_VALUE = ("a string", "an integer", "an IP address")
 EXPECT_ITEM = ("a string", "an integer", "a range a..b", "an IP address", "a CIDR", "'}'")
+EXPECT_PATTERN = ("a string", 'r"..."')
 _SET_ITEMS = {
     TokenKind.STRING, TokenKind.INT, TokenKind.INT_RANGE,
-    TokenKind.IP, TokenKind.CIDR, TokenKind.IP_RANGE,
+    TokenKind.IP, TokenKind.CIDR, TokenKind.IP_RANGE, TokenKind.BYTES,
 }  # fmt: skip
 
 
@@ -234,7 +246,7 @@ class _Parser:
     def comparison(self) -> ast.Comparison:
         lhs = self.operand()
         op_token = self.tok
-        op = _COMPARE.get(op_token.text) if op_token.kind is not TokenKind.STRING else None
+        op = self.compare_op(op_token)
         if op is None:
             if self.logical_op() is not None or op_token.kind in (
                 TokenKind.RPAREN,
@@ -248,8 +260,23 @@ class _Parser:
                 hint = " (did you mean '!='?)"
             raise self.unexpected("a comparison operator", EXPECT_OPERATOR, hint)
         self.advance()
+        if op is ast.CompareOp.STRICT_WILDCARD:
+            self.advance()  # "strict" was the operator token; this is "wildcard"
         value = self.value(op, op_token)
         return ast.Comparison(lhs, op, value, op_token.start, lhs.start, value.end)
+
+    def compare_op(self, token: Token) -> ast.CompareOp | None:
+        if token.kind in (TokenKind.STRING, TokenKind.BYTES):
+            return None
+        if self.is_word(token, "strict"):
+            if self.is_word(self.peek(), "wildcard"):
+                return ast.CompareOp.STRICT_WILDCARD
+            raise self.error(
+                f"expected 'wildcard' after 'strict', found {describe(self.peek())}",
+                self.peek().start,
+                ("wildcard",),
+            )
+        return _COMPARE.get(token.text)
 
     def operand(self) -> ast.Operand:
         functions: list[tuple[ast.Function, Token, Token]] = []
@@ -283,6 +310,8 @@ class _Parser:
         for function, name, opener in reversed(functions):
             end = self.close(opener, f"{function.value}(").end
             start = name.start
+            if self.tok.kind is TokenKind.LBRACKET:
+                index, at, end = self.function_index(function, index, at)
         return ast.Operand(
             field=field,
             index=index,
@@ -293,6 +322,21 @@ class _Parser:
             field_start=field_token.start,
             field_end=field_end,
         )
+
+    def function_index(
+        self, function: ast.Function, inner: ast.IndexKind, at: int
+    ) -> tuple[ast.IndexKind, int, int]:
+        """``f(x[*])[*]`` / ``f(x[*])[N]``: only a function over ``x[*]`` returns an array."""
+        bracket = self.tok
+        if inner is not ast.IndexKind.EACH:
+            raise self.error(
+                f"{function.value}() returns a string here, which cannot be indexed; "
+                f"{function.value}(field[*]) gives an array",
+                bracket.start,
+                EXPECT_OPERATOR,
+            )
+        kind, position, end = self.index()
+        return kind, (position if kind is ast.IndexKind.AT else at), end
 
     def index(self) -> tuple[ast.IndexKind, int, int]:
         self.advance()  # [
@@ -326,17 +370,29 @@ class _Parser:
                     ("{",),
                 )
             raise self.unexpected(f"a set {{...}} {after}", ("{",))
-        if op is ast.CompareOp.MATCHES:
+        if op.pattern:
             if token.kind is TokenKind.STRING and isinstance(token.value, str):
                 self.advance()
-                return ast.StringLit(token.value, True, token.start, token.end)
-            raise self.unexpected(f"a regex string {after}", ("a string", 'r"..."'))
+                return ast.StringLit(token.value, op is ast.CompareOp.MATCHES, token.start, token.end)
+            if token.kind is TokenKind.BYTES or token.as_bytes is not None:
+                raise self.error(
+                    f'{op.value} takes a quoted or raw string, not a byte string (write "{_escaped(token)}")',
+                    token.start,
+                    EXPECT_PATTERN,
+                )
+            what = "a regex string" if op is ast.CompareOp.MATCHES else "a wildcard string"
+            raise self.unexpected(f"{what} {after}", EXPECT_PATTERN)
+        if op is ast.CompareOp.BITWISE_AND:
+            if token.kind is TokenKind.INT and isinstance(token.value, int):
+                self.advance()
+                return ast.IntLit(token.value, token.start, token.end)
+            raise self.unexpected(f"an integer {after}", ("an integer",))
         if token.kind is TokenKind.LBRACE:
             raise self.error(f"a set needs 'in', not '{op_token.text}'", op_token.start, ("in",))
         literal = self.literal(token)
         if literal is None or isinstance(literal, (ast.IntRange, ast.IpRange)):
             hint = ""
-            if token.kind is TokenKind.IDENT:
+            if token.kind is TokenKind.IDENT and token.as_bytes is None:
                 hint = f' (strings must be quoted: "{token.text}")'
             raise self.unexpected(f"a value {after}", EXPECT_VALUE, hint)
         self.advance()
@@ -346,12 +402,19 @@ class _Parser:
         v, s, e = token.value, token.start, token.end
         if token.kind is TokenKind.STRING and isinstance(v, str):
             return ast.StringLit(v, False, s, e)
+        if token.kind is TokenKind.BYTES and isinstance(v, str):
+            return ast.StringLit(v, False, s, e, bytes_form=True)
+        if token.kind is TokenKind.IDENT and token.as_bytes is not None:
+            return ast.StringLit(token.as_bytes, False, s, e, bytes_form=True)
         if token.kind is TokenKind.INT and isinstance(v, int):
             return ast.IntLit(v, s, e)
         if token.kind is TokenKind.IP and isinstance(v, IpAddress):
-            return ast.IpLit(v, s, e)
+            address = ast.IpLit(v, s, e, loose=token.loose)
+            if token.as_bytes is None:
+                return address
+            return ast.AmbiguousLit(address, ast.StringLit(token.as_bytes, False, s, e, True), s, e)
         if token.kind is TokenKind.CIDR and isinstance(v, IpNetwork):
-            return ast.CidrLit(v, s, e)
+            return ast.CidrLit(v, s, e, loose=token.loose)
         if token.kind is TokenKind.INT_RANGE and isinstance(v, tuple):
             return ast.IntRange(v[0], v[1], s, e)
         if token.kind is TokenKind.IP_RANGE and isinstance(v, tuple):
@@ -368,22 +431,40 @@ class _Parser:
                 after_comma = True
                 self.advance()
                 continue
-            item = self.literal(token) if token.kind in _SET_ITEMS else None
+            spelled = token.kind in _SET_ITEMS or token.as_bytes is not None
+            item = self.literal(token) if spelled else None
             if item is None:
                 if token.kind is TokenKind.EOF:
                     wanted = f"'}}' to close the set at {self.where(opener)}"
                     raise self.unexpected(wanted, EXPECT_ITEM)
                 hint = f' (strings must be quoted: "{token.text}")' if token.kind is TokenKind.IDENT else ""
+                if token.kind is TokenKind.LBRACE:
+                    hint = " (sets do not nest)"
                 raise self.unexpected("a set item", EXPECT_ITEM, hint)
             if len(items) >= self.limits.max_set_size:
                 raise self.error(f"set has more than {self.limits.max_set_size} items", token.start, ("'}'",))
             items.append(item)
             after_comma = False
             self.advance()
-        if not items or after_comma:
-            raise self.unexpected("a set item", EXPECT_ITEM[:-1])
+        if after_comma:
+            raise self.unexpected("a set item after ','", EXPECT_ITEM[:-1])
         close = self.advance()
         return ast.SetLit(tuple(items), opener.start, close.end)
+
+
+def _escaped(token: Token) -> str:
+    """A byte-string token written as a quoted string, for hints."""
+    value = token.as_bytes if token.as_bytes is not None else token.value
+    text = value if isinstance(value, str) else token.text
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable() and not 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
 
 
 def _group(operands: list[ast.Expr], ops: list[str]) -> ast.Expr:

@@ -240,7 +240,7 @@ ERRORS = [
     ('a "x"', 1, 3, 'expected a comparison operator, found string "x"', "=="),
     ("a == example.com", 1, 6, 'strings must be quoted: "example.com"', "a string"),
     ("a == {1}", 1, 3, "a set needs 'in', not '=='", "in"),
-    ("a in {}", 1, 7, "expected a set item, found '}'", "a string"),
+    ("a in {{1}}", 1, 7, "expected a set item, found '{' (sets do not nest)", "a string"),
     ("a in {1,}", 1, 9, "expected a set item", "an integer"),
     ("a in {,1}", 1, 7, "expected a set item, found ','", "an integer"),
     ("a in {1 2", 1, 10, "expected '}' to close the set at line 1, column 6", "'}'"),
