@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api.agent import _body, _device, _unauthenticated
-from proxy.api.envelope import JSON, Paging, messages, ok, ok_list, timestamp
+from proxy.api.envelope import JSON, messages, ok, ok_all, timestamp
 from proxy.api.state import account_of, deps_of, devices_of
 from proxy.services.device_trust import TRUST_WARNING, DeviceTrustService, parse_report
 from proxy.services.devices import Unauthenticated
@@ -22,8 +22,6 @@ from proxy.services.errors import InvalidInput
 from proxy.store import CertificateRecord, Device
 
 logger = logging.getLogger(__name__)
-
-SINGLE_PAGE = 1000
 
 
 def trust_of(request: web.Request) -> DeviceTrustService:
@@ -89,9 +87,8 @@ def gateway_devices(request: web.Request, record: CertificateRecord) -> dict[str
 async def certificate_devices(request: web.Request) -> web.Response:
     """Our addition: every device of the account and whether its latest trust report lists the
     certificate (``reporting``: that report is recent enough to be counted)."""
-    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
     rows = trust_of(request).devices_for(account_of(request), request.match_info["certificate_id"])
-    return ok_list(
+    return ok_all(
         [
             {
                 "device_id": row.device.id,
@@ -102,8 +99,7 @@ async def certificate_devices(request: web.Request) -> web.Response:
                 "reporting": row.reporting,
             }
             for row in rows
-        ],
-        paging,
+        ]
     )
 
 

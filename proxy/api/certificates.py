@@ -9,13 +9,12 @@ from aiohttp import web
 from certs.authority import DEFAULT_VALIDITY_DAYS, MAX_VALIDITY_DAYS, KeyType
 from proxy.api import agent_trust, objects
 from proxy.api.bodies import choice, optional_int, read_object, reject_unknown
-from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.envelope import ok, ok_all
 from proxy.api.errors import invalid_field
 from proxy.api.state import account_of, deps_of
 
 logger = logging.getLogger(__name__)
 
-SINGLE_PAGE = 1000  # the SDK reads these lists as one page: all of them by default
 
 _DOWNLOADS = {
     "pem": ("application/x-pem-file", "pem"),
@@ -24,12 +23,10 @@ _DOWNLOADS = {
 
 
 async def list_certificates(request: web.Request) -> web.Response:
-    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
     service = deps_of(request).certificates
     records = service.list(account_of(request))
-    return ok_list(
+    return ok_all(
         [objects.gateway_certificate(r) for r in records],
-        paging,
         notes=service.expiry_messages(records),
     )
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from proxy.api import agent_trust
 from proxy.api.bodies import optional_str, read_object, reject_unknown
-from proxy.api.envelope import Paging, ok, ok_list, timestamp
+from proxy.api.envelope import ok, ok_all, timestamp
 from proxy.api.state import account_of, devices_of
 from proxy.services.device_enrollment import user_id
 from proxy.services.device_identity import is_current_pass
@@ -20,8 +20,6 @@ from proxy.services.devices import IssuedToken, SeenIdentity
 from proxy.store import Device
 
 logger = logging.getLogger(__name__)
-
-SINGLE_PAGE = 1000  # the SDK reads the device list as one page (SinglePage)
 
 
 def device_object(device: Device) -> dict[str, Any]:
@@ -52,9 +50,8 @@ def device_object(device: Device) -> dict[str, Any]:
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
     devices = devices_of(request).devices(account_of(request))
-    return ok_list([device_object(d) for d in devices], paging)
+    return ok_all([device_object(d) for d in devices])
 
 
 async def get_device(request: web.Request) -> web.Response:

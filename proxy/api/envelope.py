@@ -104,3 +104,11 @@ def ok_list(items: Sequence[Any], paging: Paging, *, notes: Sequence[str] = ()) 
         },
     }
     return web.Response(text=_dumps(body), content_type=JSON)
+
+
+def ok_all(items: Sequence[Any], *, notes: Sequence[str] = ()) -> web.Response:
+    """Every item on one page: Cloudflare's single-page lists (gateway rules and certificates,
+    mTLS certificates, devices, posture rules), which the SDK reads once (``SinglePage``).
+    ``page``/``per_page`` are ignored there, as Cloudflare ignores them: a page cap would make
+    the SDK silently see only the first items."""
+    return ok_list(items, Paging(page=1, per_page=max(1, len(items))), notes=notes)

@@ -13,7 +13,7 @@ from proxy.api.bodies import (
     reject_unknown,
     required_str,
 )
-from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.envelope import ok, ok_all
 from proxy.api.errors import invalid_field
 from proxy.api.state import account_of, deps_of
 from proxy.json_types import type_name
@@ -21,7 +21,6 @@ from proxy.json_types import type_name
 logger = logging.getLogger(__name__)
 
 TYPES = ("custom", "gateway_managed", "access_managed")
-SINGLE_PAGE = 1000
 MAX_NAME = 255
 
 
@@ -36,12 +35,11 @@ def _types(request: web.Request) -> set[str]:
 
 
 async def list_mtls(request: web.Request) -> web.Response:
-    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
     wanted = _types(request)
     records = deps_of(request).certificates.list_mtls(account_of(request))
     if wanted and "custom" not in wanted:  # every upload here is of type custom
         records = []
-    return ok_list([objects.mtls_certificate(r) for r in records], paging)
+    return ok_all([objects.mtls_certificate(r) for r in records])
 
 
 async def create_mtls(request: web.Request) -> web.Response:

@@ -8,14 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api import objects
-from proxy.api.envelope import Paging, ok_list, timestamp
+from proxy.api.envelope import ok_all, timestamp
 from proxy.api.state import account_of, deps_of
 
 logger = logging.getLogger(__name__)
 
 
 async def list_nodes(request: web.Request) -> web.Response:
-    paging = Paging.from_query(request, default=1000, maximum=1000)
     deps = deps_of(request)
     live = set(deps.certificates.live_nodes())
     loaded: dict[str, list[dict[str, Any]]] = {}
@@ -32,4 +31,4 @@ async def list_nodes(request: web.Request) -> web.Response:
         objects.node(n, live=n.id in live, current=n.id == current, loaded=loaded.get(n.id, []))
         for n in deps.store.nodes.list()
     ]
-    return ok_list(result, paging)
+    return ok_all(result)

@@ -1,5 +1,5 @@
 """The five handlers of a policy resource (Gateway rules, Access policies, Access applications),
-written once: list (paged), create, get, replace (PUT), delete. A :class:`PolicyResource` says
+written once: list (paged, or one page), create, get, replace (PUT), delete. A :class:`PolicyResource` says
 what differs: the service's kind, the path's id parameter, the object shown and the paging."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api.bodies import read_object
-from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.envelope import Paging, ok, ok_all, ok_list
 from proxy.api.state import account_of, policies_of
 from proxy.services.policies import PolicyService
 from proxy.services.policy_kinds import PolicyKind
@@ -34,8 +34,11 @@ class PolicyResource[T: Item]:
     kind: PolicyKind[T, Any]
     param: str  # the path's id parameter: "rule_id" for .../gateway/rules/{rule_id}
     show: Callable[[Managed[T], StateOf], Shown]  # the API object
-    per_page: int = 25  # a list page's size when the query gives none (Cloudflare's default)
+    # Paged lists: a page's size when the query gives none (Cloudflare's default), and its most.
+    # ``single_page``: every object on one page, paging ignored, as Cloudflare's SinglePage lists.
+    per_page: int = 25
     max_per_page: int = 1000
+    single_page: bool = False
     # The list's query filters (other query keys are ignored).
     select: Callable[[web.Request, Sequence[Managed[T]]], Sequence[Managed[T]]] = _everything
 
@@ -60,11 +63,16 @@ def views[T: Item](resource: PolicyResource[T]) -> PolicyViews:
     kind, show = resource.kind, resource.show
 
     async def list_all(request: web.Request) -> web.Response:
-        paging = Paging.from_query(request, default=resource.per_page, maximum=resource.max_per_page)
+        paging = (
+            None
+            if resource.single_page
+            else Paging.from_query(request, default=resource.per_page, maximum=resource.max_per_page)
+        )
         service, account = policies_of(request), account_of(request)
         found = resource.select(request, service.list(kind, account))
         state = _state_of(service, account)
-        return ok_list([show(m, state) for m in found], paging)
+        shown = [show(m, state) for m in found]
+        return ok_all(shown) if paging is None else ok_list(shown, paging)
 
     async def create(request: web.Request) -> web.Response:
         body = await read_object(request)

@@ -13,14 +13,13 @@ from aiohttp import web
 
 from policies.posture import PostureRule, parse_duration
 from proxy.api.bodies import read_object
-from proxy.api.envelope import Paging, messages, ok, ok_list, timestamp
+from proxy.api.envelope import Paging, messages, ok, ok_all, timestamp
 from proxy.api.errors import invalid_field
 from proxy.api.state import account_of, devices_of
 from proxy.store import Device, LogQuery, PostureLogEntry
 
 logger = logging.getLogger(__name__)
 
-SINGLE_PAGE = 1000  # the SDK reads the rule list as one page (SinglePage)
 LOG_PAGE = 100
 MAX_LOG_PAGE = 1000
 MAX_ID_CHARS = 128
@@ -34,9 +33,8 @@ def rule_object(rule: PostureRule) -> dict[str, Any]:
 
 
 async def list_rules(request: web.Request) -> web.Response:
-    paging = Paging.from_query(request, default=SINGLE_PAGE, maximum=SINGLE_PAGE)
     rules = devices_of(request).rules(account_of(request))
-    return ok_list([rule_object(r) for r in rules], paging)
+    return ok_all([rule_object(r) for r in rules])
 
 
 async def create_rule(request: web.Request) -> web.Response:

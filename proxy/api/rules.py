@@ -18,7 +18,6 @@ from proxy.services.policy_state import Managed
 
 logger = logging.getLogger(__name__)
 
-SINGLE_PAGE = 1000  # the SDK reads this list as one page (SinglePage): all of it by default
 YAML = "application/yaml"
 
 
@@ -49,8 +48,7 @@ RULES = views(
         GATEWAY_RULES,
         "rule_id",
         lambda m, state: rule_object(m),
-        per_page=SINGLE_PAGE,
-        max_per_page=SINGLE_PAGE,
+        single_page=True,
     )
 )
 

@@ -34,9 +34,9 @@ async def test_list_shows_the_first_start_ca_in_use(client: Client, gateway: Gat
     assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", cert["fingerprint"])
     assert all(RFC3339_Z.match(cert[k]) for k in ("created_at", "updated_at", "uploaded_on", "expires_on"))
     assert "PRIVATE" not in str(reply.body)
-    assert reply.body["result_info"] == {
+    assert reply.body["result_info"] == {  # one page of everything, as Cloudflare's
         "page": 1,
-        "per_page": 1000,
+        "per_page": 1,
         "count": 1,
         "total_count": 1,
         "total_pages": 1,

@@ -350,3 +350,23 @@ async def test_sdk_drives_gateway_rules(sdk: AsyncCloudflare, gateway: Gateway) 
     await rules.delete(created.id, account_id=a)
     with pytest.raises(cloudflare.NotFoundError):
         await rules.get(created.id, account_id=a)
+
+
+async def test_sdk_sees_every_rule_past_a_thousand(gateway: Gateway) -> None:
+    """The SDK reads the rule list as a single page: with 1,044 rules it saw only 1,000."""
+    rules = "\n".join(
+        f"  - {{name: r{i}, precedence: {i + 1000}, action: block, "
+        f"traffic: 'http.request.host == \"h{i}.example\"'}}"
+        for i in range(1044)
+    )
+    async with api_for(gateway) as api:
+        api.service.import_policies(gateway.account_id, f"gateway_rules:\n{rules}\n")
+        base_url = str(api.client.make_url("/client/v4"))
+        async with AsyncCloudflare(base_url=base_url, api_token=gateway.token, max_retries=0) as sdk:
+            listed = [r async for r in sdk.zero_trust.gateway.rules.list(account_id=gateway.account_id)]
+        assert len(listed) == 1044 + 1  # and the rule of the policy file
+        reply = await api("GET", "gateway/rules?per_page=5&page=3")  # ignored, as Cloudflare does
+    assert len(reply.result) == 1045
+    assert reply.body["result_info"] == {
+        "page": 1, "per_page": 1045, "count": 1045, "total_count": 1045, "total_pages": 1,
+    }  # fmt: skip
