@@ -247,6 +247,13 @@ class _Checker:
                 rhs.start,
                 ("an ip", "in {...}"),
             )
+        if isinstance(rhs, ast.IpLit) and rhs.loose and type_.kind is Kind.IP:
+            raise self.error(
+                f"IP address {self.text(rhs)} has leading zeros, which Cloudflare's engine accepts "
+                f"only inside a set: write {rhs.value}",
+                rhs.start,
+                (str(rhs.value),),
+            )
         self.item(rhs, field, type_, subject, allow=_SCALAR_ALLOWED[type_.kind])
 
     def item(

@@ -125,6 +125,7 @@ _DOT_NAME = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*\Z")
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 _HEX = re.compile(r"0x[0-9A-Fa-f]+\Z")
 _BYTES = re.compile(r"[0-9A-Fa-f]{2}(?:[:.\-][0-9A-Fa-f]{2})+\Z")
+_BYTE_LIKE = re.compile(r"[0-9A-Za-z]{2}(?:[:.\-][0-9A-Za-z]{0,2})+\Z")
 _BYTE_SPLIT = re.compile(r"[:.\-]")
 _LOOSE_V4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\Z")
 _WHITESPACE = " \t\r\n"
@@ -331,7 +332,8 @@ class _Lexer:
         if spelled is not None:
             return self.emit(TokenKind.BYTES, start, end, spelled)
         if _looks_like_ip(text):
-            raise self.error(f"invalid IP address {text!r}", start)
+            what = "IP address or byte string" if _BYTE_LIKE.match(text) else "IP address"
+            raise self.error(f"invalid {what} {text!r}", start)
         raise self.error(f'unexpected {text!r}: strings must be quoted, like "{text}"', start, ("a value",))
 
     def integer(self, text: str, start: int, strict: bool = True) -> int | None:

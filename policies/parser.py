@@ -237,6 +237,8 @@ class _Parser:
         return self.keyword_hint(token)
 
     def keyword_hint(self, token: Token) -> str:
+        if token.kind is TokenKind.AMP:
+            return " (did you mean '&&'? a single '&' is bitwise and: int_field & 1)"
         if token.kind is TokenKind.IDENT and token.text.lower() in KEYWORDS:
             return f" (keywords are lowercase: did you mean '{token.text.lower()}'?)"
         return ""

@@ -536,13 +536,15 @@ def _expression_reason(error: ExpressionError) -> str:
 def _check_part_fields(where: str, rule: GatewayRule, part: Part, expression: Expression) -> None:
     path: Path = (part.value,)
     if part is Part.TRAFFIC:
-        misplaced = sorted(f for f in expression.fields if f.startswith(tuple(PART_PREFIXES.values())))
+        # Cloudflare's Gateway expression docs combine traffic and identity selectors in one
+        # expression ("http.request.host == ... and identity.email matches ..."), so traffic
+        # may read identity.*; posture stays in its own expression.
+        misplaced = sorted(f for f in expression.fields if f.startswith(PART_PREFIXES[Part.DEVICE_POSTURE]))
         if misplaced:
-            home = "identity" if misplaced[0].startswith("identity.") else "device_posture"
             raise FieldError(
                 where,
                 path,
-                f"field {misplaced[0]} belongs in the rule's {home} expression, not traffic",
+                f"field {misplaced[0]} belongs in the rule's device_posture expression, not traffic",
             )
     else:
         prefix = PART_PREFIXES[part]

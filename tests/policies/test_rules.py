@@ -290,11 +290,6 @@ def test_check_expressions_false_defers_compiling() -> None:
     [
         (
             "traffic",
-            'identity.email == "a@b.c"',
-            r"traffic: field identity.email belongs in the rule's identity expression",
-        ),
-        (
-            "traffic",
             'any(device_posture.checks.passed[*] == "x")',
             r"belongs in the rule's device_posture expression",
         ),
@@ -313,6 +308,20 @@ def test_check_expressions_false_defers_compiling() -> None:
 def test_fields_belong_to_their_part(part: str, source: str, message: str) -> None:
     with pytest.raises(FieldError, match=message):
         GatewayRule.from_api(wire(**{part: source}), where="rule")
+
+
+def test_traffic_may_read_identity_as_cloudflare_documents() -> None:
+    # https://developers.cloudflare.com/cloudflare-one/traffic-policies/expression-syntax/
+    # "Combine identity and traffic conditions"
+    source = 'http.request.host == "internal.example.com" and identity.email matches ".*@company.com"'
+    rule = GatewayRule.from_api(wire(traffic=source), where="rule")
+    compiled = rule.compile()
+    assert compiled.matches(
+        {"http.request.host": "internal.example.com", "identity.email": "ana@company.com"}
+    )
+    assert not compiled.matches(
+        {"http.request.host": "internal.example.com", "identity.email": "ana@else.org"}
+    )
 
 
 @pytest.mark.parametrize("action", ["off", "on"])
