@@ -60,6 +60,7 @@ exit status:
   2    the command line cannot be parsed (usage)
   3    a rule failed (check, report); a certificate was refused or a store has a
        problem (sync-ca)
+  130  interrupted (Ctrl-C) in any command but run, which stops cleanly with 0
 
 files:
   state   ~/.config/gateway-agent/state.json (0600): device id and secret, server URL,
