@@ -252,12 +252,30 @@ _V4 = (
 # Admin API tokens get a name, so that `gateway token list` tells apart the tokens it made.
 _V5 = ("ALTER TABLE api_tokens ADD COLUMN name TEXT NOT NULL DEFAULT ''",)
 
+# Each device's WireGuard tunnel (issue 16): its own UDP port and address, the gateway's and the
+# device's key pairs (private keys sealed under the master key, bound to the device id).
+_V7 = (
+    """CREATE TABLE wireguard_tunnels (
+        device_id TEXT PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        port INTEGER NOT NULL UNIQUE CHECK (port BETWEEN 1 AND 65535),
+        address TEXT NOT NULL UNIQUE,
+        server_public_key TEXT NOT NULL CHECK (length(server_public_key) = 44),
+        client_public_key TEXT NOT NULL UNIQUE CHECK (length(client_public_key) = 44),
+        sealed_server_key BLOB NOT NULL,
+        sealed_client_key BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) WITHOUT ROWID""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
     Migration(3, "device posture: rules, enrollment, devices, nonces, results, logs", _V3),
     Migration(4, "device trust stores: the agent's report of installed root CAs", _V4),
     Migration(5, "API token names", _V5),
+    Migration(7, "WireGuard tunnels: a port, an address and key pairs per device", _V7),
 )
 
 

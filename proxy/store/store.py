@@ -18,6 +18,7 @@ from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
 from proxy.store.posture import PostureLogs, PostureResults, PostureRules
 from proxy.store.trust import TrustReports
+from proxy.store.wireguard import WireGuardTunnels
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Store:
         self.posture_results = PostureResults(db)
         self.posture_logs = PostureLogs(db)
         self.trust_reports = TrustReports(db)
+        self.wireguard_tunnels = WireGuardTunnels(db)
 
     @classmethod
     def open(
