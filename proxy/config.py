@@ -74,6 +74,7 @@ class HostPort:
 class Config:
     data_dir: Path = Path("var")
     proxy_listen: HostPort = HostPort("127.0.0.1", 8080)
+    modes: tuple[str, ...] = ()  # --mode specs; none: one regular mode at proxy_listen
     admin_listen: HostPort = HostPort("127.0.0.1", 8081)
     upstream_ca: Path | None = None
     hosts_file: Path | None = None
@@ -116,6 +117,11 @@ class Config:
                 "--admin-tls auto (a self-signed certificate the gateway makes and keeps) "
                 "or --admin-tls FILE (your certificate and key)"
             )
+
+    @property
+    def mode_specs(self) -> tuple[str, ...]:
+        """mitmproxy mode specs to serve (``proxy/modes.py``): ``--mode``, else ``regular@--proxy-listen``."""
+        return self.modes or (f"regular@{self.proxy_listen}",)
 
     @property
     def admin_tls(self) -> bool:

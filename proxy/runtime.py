@@ -52,6 +52,7 @@ from proxy.banner import banner
 from proxy.bootstrap import BootstrapResult, first_start
 from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
+from proxy.modes import DEFAULT_LISTEN_HOST, Modes
 from proxy.node_sync import CaNode, IssuerSettings, PolicySync
 from proxy.services.certificates import CertificateService, state_of
 from proxy.services.devices import DeviceService
@@ -90,17 +91,24 @@ def _addon_name(addon: Any) -> str:
     return str(getattr(addon, "name", type(addon).__name__)).lower()
 
 
-def build_master(config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None) -> Master:
-    """mitmproxy's master on the running loop, with our addons and options."""
+def build_master(
+    config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None, modes: Modes | None = None
+) -> Master:
+    """mitmproxy's master on the running loop, with our addons, options and modes."""
     config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
+    modes = modes or Modes.from_specs(config.mode_specs)
     opts = options.Options(
-        listen_host=config.proxy_listen.host,
-        listen_port=config.proxy_listen.port,
+        listen_host=DEFAULT_LISTEN_HOST,
         confdir=str(config.mitmproxy_dir),
     )
     master = Master(opts, with_termlog=False)
     master.addons.add(*addons)
+    modes.attach(master)
     opts.update(
+        # mitmproxy kills clients with public source addresses by default (an open proxy on the
+        # internet is its worry); a transparent gateway sees its clients' own addresses, public
+        # ones included (IPv6 above all), and only the redirect rules decide who reaches it.
+        block_global=not modes.has_transparent,
         connection_strategy="eager",  # upstream TLS first: sniff its names, verify it, block page
         onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
         ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
@@ -123,6 +131,7 @@ class Gateway:
     boot: BootstrapResult
     devices: DeviceService
     admin_tls: AdminTls | None
+    modes: Modes  # the listeners; set_dynamic() adds and removes modes while it runs
     master_run: asyncio.Task[None]  # mitmproxy's master.run()
     teardown: AsyncExitStack
 
@@ -154,6 +163,7 @@ async def start(config: cfg.Config, environ: Mapping[str, str]) -> Gateway:
 
 
 async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExitStack) -> Gateway:
+    modes = Modes.from_specs(config.mode_specs)
     cfg.prepare_data_dir(config.data_dir)
     sealer = cfg.load_master_key(config.data_dir, dict(environ))
     admin_tls = load_admin_tls(config, sealer)
@@ -179,13 +189,13 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     identity = DeviceIdentity(devices)
     enforcer = _enforcer(metrics, identity, service, policies, boot.account_id)
     request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
-    master = build_master(config, build_addons(tls, identity, enforcer, request_log), trust_bundle)
+    master = build_master(config, build_addons(tls, identity, enforcer, request_log), trust_bundle, modes)
     deps = ApiDeps(
         store=store,
         certificates=service,
         clock=utcnow,
         public_base_url=config.public_base_url,
-        node=NodeInfo(node.node_id, f"gateway {config.proxy_listen}"),
+        node=NodeInfo(node.node_id, f"gateway {' '.join(config.mode_specs)}"),
         policies=policies,
         metrics=metrics,
         devices=devices,
@@ -194,7 +204,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     requests_file.start()
     running = await _run_proxy(steps, config, master)  # 7
     gateway = Gateway(
-        config, store, service, master, node, boot.account_id, boot, devices, admin_tls, running, steps
+        config, store, service, master, node, boot.account_id, boot, devices, admin_tls, modes, running, steps
     )
     _start_timers(steps, gateway)  # 8
     return gateway
@@ -226,7 +236,7 @@ def _ca_node(
         cache_size=config.leaf_cache_size,
     )
     node = CaNode(service, tls, account_id=account_id, node_id=uuid.uuid4().hex, settings=settings)
-    with node.live(f"gateway {socket.gethostname()} {config.proxy_listen}"):
+    with node.live(f"gateway {socket.gethostname()} {' '.join(config.mode_specs)}"):
         yield node
 
 
@@ -264,12 +274,22 @@ async def _run_proxy(steps: AsyncExitStack, config: cfg.Config, master: Master) 
     steps.push_async_callback(stop)
     tries = int(LISTEN_TIMEOUT / timedelta(milliseconds=25))
     for _ in range(tries):
-        if proxyserver.listen_addrs() or running.done():
+        if _all_listening(proxyserver, len(config.mode_specs)) or running.done():
             break
         await asyncio.sleep(0.025)
-    if running.done() or not proxyserver.listen_addrs():
-        raise cfg.ConfigError(f"--proxy-listen {config.proxy_listen}: the proxy could not listen (see log)")
+    if running.done() or not _all_listening(proxyserver, len(config.mode_specs)):
+        option = (
+            "--mode " + " --mode ".join(config.mode_specs)
+            if config.modes
+            else f"--proxy-listen {config.proxy_listen}"
+        )
+        raise cfg.ConfigError(f"{option}: the proxy could not listen (see log)")
     return running
+
+
+def _all_listening(proxyserver: Any, count: int) -> bool:
+    servers = list(proxyserver.servers)
+    return len(servers) >= count and all(server.listen_addrs for server in servers)
 
 
 def _start_timers(steps: AsyncExitStack, gateway: Gateway) -> None:
@@ -349,6 +369,7 @@ def _banner(gateway: Gateway) -> str:
         admin_tls=gateway.admin_tls,
         new_admin_token=gateway.boot.new_admin_token,
         in_use_id=gateway.node.in_use_id,
+        modes=gateway.modes.all(),
     )
 
 

@@ -21,6 +21,9 @@ examples:
   gateway run --data-dir /srv/gateway --upstream-ca lab-ca.pem --hosts lab.hosts
   gateway run --policies policies/examples/          # rules and Access from YAML files
   gateway run --admin-listen 0.0.0.0:8081 --admin-tls auto   # admin API for other machines, over TLS
+  gateway run --mode regular@127.0.0.1:8080 --mode transparent@192.0.2.1:8443
+                                                # explicit and transparent at once (docs/modes.md;
+                                                # redirect rules: gateway transparent rules --port 8443)
 environment:
   GATEWAY_ADMIN_TOKEN   admin API token (otherwise one is made on first start and printed once)
   GATEWAY_MASTER_KEY    base64 of 32 bytes encrypting private keys at rest
@@ -42,9 +45,17 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--proxy-listen",
-        default="127.0.0.1:8080",
         metavar="HOST:PORT",
-        help="explicit proxy (default: 127.0.0.1:8080)",
+        help="explicit proxy, the same as --mode regular@HOST:PORT (default: 127.0.0.1:8080 when no --mode)",
+    )
+    parser.add_argument(
+        "--mode",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="a proxy mode, mitmproxy's syntax (repeatable): regular@HOST:PORT (explicit proxy), "
+        "transparent@HOST:PORT (Linux: connections redirected by firewall rules), wireguard[:CONF]@HOST:PORT; "
+        "a spec without HOST listens on 127.0.0.1",
     )
     parser.add_argument(
         "--admin-listen",
@@ -116,9 +127,14 @@ def register(commands: Any) -> None:
 
 def config_from(args: argparse.Namespace) -> Config:
     try:
-        return Config(
+        proxy_listen = HostPort.parse(args.proxy_listen or "127.0.0.1:8080", option="--proxy-listen")
+        modes = tuple(args.mode)
+        if modes and args.proxy_listen:  # both: the explicit proxy comes first
+            modes = (f"regular@{proxy_listen}", *modes)
+        config = Config(
             data_dir=Path(args.data_dir),
-            proxy_listen=HostPort.parse(args.proxy_listen, option="--proxy-listen"),
+            proxy_listen=proxy_listen,
+            modes=modes,
             admin_listen=HostPort.parse(args.admin_listen, option="--admin-listen"),
             upstream_ca=Path(args.upstream_ca) if args.upstream_ca else None,
             hosts_file=Path(args.hosts) if args.hosts else None,
@@ -132,6 +148,10 @@ def config_from(args: argparse.Namespace) -> Config:
             admin_tls_cert=Path(args.admin_tls) if args.admin_tls and args.admin_tls != "auto" else None,
             admin_tls_key=Path(args.admin_tls_key) if args.admin_tls_key else None,
         )
+        from proxy.modes import Modes  # mitmproxy's mode parser: only for this command
+
+        Modes.from_specs(config.mode_specs)  # a bad spec is one line, before anything starts
+        return config
     except ConfigError as e:
         raise CliError(str(e), exit_code=2) from e
 
