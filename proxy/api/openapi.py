@@ -76,6 +76,10 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {
             "certificate": _object({"id": {"type": "string", "format": "uuid"}}, required=["id"]),
             "tls_decrypt": _object({"enabled": _BOOL}),
+            "pac_file": _object({"exclude": {
+                "type": "array", "maxItems": 500, "items": _STR,
+                "description": "our addition: hosts GET /proxy.pac sends around the proxy: a host name "
+                "(and every name under it), a pattern (*.corp.example) or an IPv4 address or network"}}),
             **{k: {"type": "object"} for k in (
                 "activity_log", "antivirus", "block_page", "body_scanning", "browser_isolation",
                 "custom_certificate", "extended_email_matching", "fips", "host_selector",
@@ -406,6 +410,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/pki/ca.crt": {"get": _file("the in-use CA certificate, DER", "application/pkix-cert")},
     "/pki/{certificate_id}.crt": {"get": _file("a CA certificate, DER (AIA caIssuers of leaves)", "application/pkix-cert")},
     "/pki/{certificate_id}.crl": {"get": _file("a current, signed, empty CRL of that CA", "application/pkix-crl")},
+    "/proxy.pac": {"get": _file("proxy auto-config: the explicit proxy for everything but loopback, private "
+                                "ranges, the admin host and settings.pac_file.exclude; the query is ignored",
+                                "application/x-ns-proxy-autoconfig")},
     "/client/v4/openapi.json": {"get": _public(_op("this document", None, extra={"200": {"description": "OpenAPI 3"}}))},
     "/client/v4/accounts": {"get": _op("accounts this token may use", _ref("Account"), paged=True, query=_PAGING)},
     A: {"get": _op("one account", _ref("Account"))},

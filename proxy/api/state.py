@@ -37,6 +37,9 @@ class ApiDeps:
     policies: PolicyService | None = None  # None: the policy endpoints answer 404
     metrics: Metrics | None = None  # None: GET /metrics answers 404
     devices: DeviceService | None = None  # None: device, posture and agent endpoints answer 404
+    # The explicit proxy's listen address (HOST:PORT) that GET /proxy.pac names; "": the public
+    # URL's host, port 8080
+    proxy_listen: str = ""
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from policies.pac import MAX_EXCLUSIONS, PacError, PacFile
 from proxy.json_types import type_name
 from proxy.services.errors import InvalidInput
 
@@ -23,7 +24,7 @@ NIL_UUID = "00000000-0000-0000-0000-000000000000"
 OBJECT_SETTINGS = frozenset({
     "activity_log", "antivirus", "block_page", "body_scanning", "browser_isolation",
     "certificate", "custom_certificate", "extended_email_matching", "fips", "host_selector",
-    "inspection", "protocol_detection", "sandbox", "tls_decrypt",
+    "inspection", "pac_file", "protocol_detection", "sandbox", "tls_decrypt",
 })  # fmt: skip
 INTEGER_SETTINGS = frozenset({"max_ttl_secs"})
 KNOWN_SETTINGS = OBJECT_SETTINGS | INTEGER_SETTINGS
@@ -72,6 +73,7 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
         else:
             settings[key] = copy.deepcopy(dict(item))
     _check_tls_decrypt(settings.get("tls_decrypt"))
+    _check_pac_file(settings.get("pac_file"))
     return SettingsChange(settings, certificate_id)
 
 
@@ -83,6 +85,37 @@ def _check_tls_decrypt(tls_decrypt: object) -> None:
             "settings.tls_decrypt.enabled",
             f"must be true or false, got {type_name(tls_decrypt['enabled'])}",
         )
+
+
+def _check_pac_file(pac_file: object) -> None:
+    """Our own setting (Cloudflare uploads whole PAC files instead): ``{"exclude": [host, pattern,
+    IPv4 network, ...]}``, the hosts ``GET /proxy.pac`` sends around the proxy."""
+    if not isinstance(pac_file, Mapping):
+        return
+    unknown = set(pac_file) - {"exclude"}
+    if unknown:
+        raise InvalidInput(f"settings.pac_file.{sorted(unknown)[0]}", "unknown field (known: exclude)")
+    exclude = pac_file.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
+        raise InvalidInput(
+            "settings.pac_file.exclude", f"must be a list of strings, got {type_name(exclude)}"
+        )
+    if len(exclude) > MAX_EXCLUSIONS:
+        raise InvalidInput(
+            "settings.pac_file.exclude", f"at most {MAX_EXCLUSIONS} entries, got {len(exclude)}"
+        )
+    for index, entry in enumerate(exclude):
+        try:
+            PacFile.exclusion(entry)
+        except PacError as e:
+            raise InvalidInput(f"settings.pac_file.exclude[{index}]", str(e)) from None
+
+
+def pac_exclusions(stored: Mapping[str, Any]) -> tuple[str, ...]:
+    """The configured ``pac_file.exclude`` entries (checked when they were saved)."""
+    pac_file = stored.get("pac_file")
+    exclude = pac_file.get("exclude") if isinstance(pac_file, Mapping) else None
+    return tuple(e for e in exclude if isinstance(e, str)) if isinstance(exclude, list) else ()
 
 
 def _certificate_id(certificate: object) -> str:
