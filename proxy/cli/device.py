@@ -35,7 +35,7 @@ def _register_device(subparsers: Subparsers) -> None:
         description="Enroll devices and see them: an enrollment token (single use) is what\n"
         "`gateway agent enroll --token T` needs on the device.",
         epilog="examples:\n  gateway device token --email ana@example.com --ttl 30m\n"
-        "  gateway device list\n  gateway device delete 3f2a",
+        "  gateway device list\n  gateway device delete 3f2a\n  gateway device wireguard 3f2a",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
@@ -51,6 +51,11 @@ def _register_device(subparsers: Subparsers) -> None:
     delete = _command(commands, "delete", _delete, "forget a device: its secret stops working at once",
                       "gateway device delete 3f2a")  # fmt: skip
     delete.add_argument("device", metavar="DEVICE", help="device id, a unique prefix of it, or its name")
+    wireguard = _command(commands, "wireguard", _wireguard,
+                         "print a device's WireGuard configuration (its private key included)",
+                         "gateway device wireguard laptop-7 > laptop-7.conf")  # fmt: skip
+    add_wireguard_options(wireguard)
+    wireguard.add_argument("device", metavar="DEVICE", help="device id, a unique prefix of it, or its name")
 
 
 def _register_posture(subparsers: Subparsers) -> None:
@@ -169,6 +174,45 @@ def _delete(session: Session, args: argparse.Namespace) -> None:
         _print_json(deleted)
     else:
         print(f"deleted device {device['id']} ({device.get('name', '')})")
+
+
+WIREGUARD_FORMATS = ("wg-quick", "wg")
+
+
+def add_wireguard_options(parser: argparse.ArgumentParser) -> None:
+    """``--format``, ``--allowed-ips`` and ``--dns`` of ``gateway device wireguard``."""
+    parser.add_argument(
+        "--format", choices=WIREGUARD_FORMATS, default="wg-quick",
+        help="wg-quick: for `wg-quick up FILE` (with Address); wg: for `wg setconf IFACE FILE` "
+        "(no Address or DNS: set the address with `ip address add`) (default: wg-quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allowed-ips", metavar="CIDRS",
+        help="what the device sends through the tunnel, comma-separated (default: 0.0.0.0/0, everything)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dns", metavar="ADDRESSES", help="DNS servers for wg-quick, comma-separated (default: none)"
+    )
+
+
+def wireguard_query(args: argparse.Namespace) -> dict[str, str]:
+    wanted = (("format", args.format), ("allowed_ips", args.allowed_ips), ("dns", args.dns))
+    return {key: value for key, value in wanted if value}
+
+
+def _wireguard(session: Session, args: argparse.Namespace) -> None:
+    device = resolve_device(_devices(session), args.device)
+    path = f"/devices/{urllib.parse.quote(str(device['id']), safe='')}/wireguard"
+    answer = session.client.get(session.url(path), wireguard_query(args)).result
+    if session.as_json:
+        _print_json(answer)
+        return
+    print(answer["config"], end="")
+    print(
+        f"device {device['id']} ({device.get('name', '')}): its private key is in this configuration; "
+        "hand it to that device only",
+        file=sys.stderr,
+    )
 
 
 def _logs(session: Session, args: argparse.Namespace) -> None:
