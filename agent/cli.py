@@ -51,6 +51,7 @@ examples:
   {prog} sync-ca
   {prog} run
   {prog} credentials --format header
+  {prog} wireguard --output /etc/wireguard/gateway.conf
 
 exit status:
   0    done; every rule passed (check, report); every store in step (sync-ca);
@@ -214,6 +215,26 @@ def _add_credentials(parser: argparse.ArgumentParser) -> None:
         "--proxy", metavar="HOST:PORT",
         help=f"the gateway's proxy, for --format url and json (default: the server's host, port {PROXY_PORT})",
     )  # fmt: skip
+
+
+def _add_wireguard(parser: argparse.ArgumentParser) -> None:
+    from agent.wireguard import FORMATS
+
+    parser.add_argument(
+        "--format", choices=FORMATS, default="wg-quick",
+        help="wg-quick: for `wg-quick up FILE`; wg: for `wg setconf IFACE FILE`, without Address "
+        "(set it with `ip address add`) (default: wg-quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allowed-ips", metavar="CIDRS",
+        help="what to send through the tunnel, comma-separated (default: 0.0.0.0/0, everything)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dns", metavar="ADDRESSES", help="DNS servers for wg-quick, comma-separated (default: none)"
+    )
+    parser.add_argument(
+        "--output", type=Path, metavar="FILE", help="write it to FILE (0600) instead of stdout"
+    )
 
 
 # --- plumbing -------------------------------------------------------------------------------------
@@ -470,6 +491,22 @@ def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wireguard(args: argparse.Namespace) -> int:
+    """This device's WireGuard configuration from the server (device credentials)."""
+    from agent.wireguard import fetch, write_private
+
+    tunnel = fetch(_session(args).transport, format=args.format, allowed_ips=args.allowed_ips, dns=args.dns)
+    if args.output is None:
+        print(tunnel.text, end="")
+    else:
+        write_private(args.output, tunnel.text)
+        print(
+            f"wrote {args.output} (0600): address {tunnel.address}, gateway {tunnel.endpoint}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _proxy_address(given: str | None, server: str) -> str:
     """``HOST:PORT`` of the gateway's proxy: ``given``, else the server's host and port 8080."""
     from urllib.parse import urlsplit
@@ -593,6 +630,20 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentP
         'curl -x http://127.0.0.1:8080 --proxy-user "$({prog} credentials)" https://example.com/\n'
         'export HTTPS_PROXY="$({prog} credentials --format url --proxy 127.0.0.1:8080)"',
         _add_credentials,
+    ),
+    (
+        "wireguard",
+        _wireguard,
+        "print this device's WireGuard tunnel configuration (wg-quick)",
+        (
+            "Fetch this device's WireGuard configuration from the server: its private key and tunnel\n"
+            "address, and the gateway's public key and endpoint (a port for this device alone). Traffic\n"
+            "through the tunnel is inspected and identified as this device. It holds the device's\n"
+            "private key: keep it to this device (--output writes a 0600 file)."
+        ),
+        "{prog} wireguard --output /etc/wireguard/gateway.conf && wg-quick up gateway\n"
+        "{prog} wireguard --format wg --allowed-ips 10.0.0.0/8 > wg0.conf && wg setconf wg0 wg0.conf",
+        _add_wireguard,
     ),
 )
 
