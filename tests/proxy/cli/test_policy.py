@@ -9,7 +9,7 @@ import pytest
 
 from proxy.cli.main import main
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 POSTURE = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7"
 
 RULES = """\

@@ -18,8 +18,7 @@ from proxy.cli.client import CACERT_ENV, AdminClient
 from proxy.cli.errors import CliError
 from proxy.cli.main import main
 from proxy.config import Config, HostPort
-
-from .conftest import Gateway
+from tests.proxy.conftest import Gateway
 
 
 @pytest.fixture

@@ -216,12 +216,12 @@ def test_acknowledged_write_survives_sigkill(db_path: Path) -> None:
     code = (
         "import os, signal\n"
         "from proxy.store import Store\n"
-        "from tests.proxy.test_store import ACCOUNT\n"
+        "from tests.proxy.store.test_store import ACCOUNT\n"
         f"store = Store.open({str(db_path)!r})\n"
         "store.accounts.add(ACCOUNT)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
     assert done.returncode == -signal.SIGKILL
     store = Store.open(db_path)

@@ -1,7 +1,7 @@
 """``gateway ca ...`` against a small in-memory admin API double served over real loopback HTTP.
 
 The double speaks the Cloudflare v4 envelope for the paths the CLI uses; the real admin API is
-exercised by ``test_cli_ca_real.py``.
+exercised by ``test_ca_real.py``.
 """
 
 from __future__ import annotations

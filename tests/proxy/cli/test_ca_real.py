@@ -32,7 +32,7 @@ from proxy.services.device_trust import DeviceTrustService, parse_report
 from proxy.services.devices import DeviceService
 from proxy.store import Store
 
-from .test_cli_ca import cli
+from .test_ca import cli
 
 TOKEN = "real-api-admin-token-0123456789"
 NODE = "node-under-test"

@@ -11,7 +11,7 @@ import pytest
 from tests.proxy.conftest import Gateway
 from tests.proxy.policy_api import Api, api_for
 
-CORP = (Path(__file__).resolve().parents[2] / "policies" / "examples" / "corp.yaml").read_text()
+CORP = (Path(__file__).resolve().parents[3] / "policies" / "examples" / "corp.yaml").read_text()
 UPLOADS = "0c1d6a52-59d1-4c39-9a5b-3e0f1a2b3c20"
 MANAGED = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7"
 

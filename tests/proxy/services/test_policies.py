@@ -21,7 +21,7 @@ from proxy.services.policy_state import InvalidPolicy
 from proxy.store import Store, StoredRule
 from tests.proxy.conftest import START, FakeClock, Gateway
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 BLOCK = {
     "name": "Block casino",
     "action": "block",

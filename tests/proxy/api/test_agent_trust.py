@@ -17,9 +17,9 @@ from cloudflare import AsyncCloudflare
 
 from proxy.api import create_app
 from proxy.services.device_trust import DeviceTrustService, parse_report
+from tests.proxy.api.test_agent import agent_call, basic, enroll
 from tests.proxy.conftest import Gateway, Reply, call
 from tests.proxy.device_lab import Lab, make_lab
-from tests.proxy.test_api_agent import agent_call, basic, enroll
 
 Client = TestClient[web.Request, web.Application]
 FP_A = ":".join(["AA"] * 32)
@@ -299,7 +299,7 @@ async def sdk(lab: Lab) -> AsyncIterator[AsyncCloudflare]:
         await runner.cleanup()
 
 
-# zero_trust.devices.get is deprecated in the SDK (test_api_devices.py), yet still served
+# zero_trust.devices.get is deprecated in the SDK (api/test_devices.py), yet still served
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 async def test_the_sdk_turns_a_certificate_on_and_the_warning_is_in_the_raw_response(
     sdk: AsyncCloudflare, lab: Lab
