@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "certs": {"cryptography"},
     "policies": {"certs", "yaml", "re2"},
     "addons": {"certs", "policies", "mitmproxy", "OpenSSL", "cryptography", "prometheus_client"},
-    "agent": {"certs", "policies", "cryptography"},
+    "agent": {"certs", "policies", "cryptography", "h11"},  # h11: the local proxy's HTTP framing
     # the server: everything but the agent
     "proxy": {
         "addons", "certs", "policies", "mitmproxy", "aiohttp", "cryptography", "yaml",
