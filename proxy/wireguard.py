@@ -1,0 +1,166 @@
+"""The device tunnels as mitmproxy modes: one ``wireguard:CONF@HOST:PORT`` mode per device.
+
+:class:`WireGuardModes` keeps mitmproxy's WireGuard listeners in step with the enrolled
+devices. After every device change (``DeviceService.subscribe``; changes during a sync make
+one more) it asks the service for every tunnel, writes each listener's conf file -- the JSON
+``{"server_key", "client_key"}`` mitmproxy reads, 0600 in ``DATA_DIR/wireguard/`` -- and pushes
+the modes it wants; mitmproxy starts the new listeners and stops the old ones without a
+restart. It is also the directory the ``addons.wireguard`` addon asks which device a listener
+belongs to, and it removes the conf files when the gateway stops (the keys stay sealed in the
+store).
+
+mitmproxy logs each new WireGuard listener's client configuration, private key included;
+:func:`redact_private_keys` keeps those keys out of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from mitmproxy.proxy.mode_specs import ProxyMode
+
+from addons.wireguard import Tunnel
+from proxy.services.wireguard import WireGuardService
+from proxy.store.wireguard import WireGuardTunnel
+
+logger = logging.getLogger(__name__)
+
+CONF_SUFFIX: Final = ".conf"
+MITMPROXY_MODE_LOGGER: Final = "mitmproxy.proxy.mode_servers"
+_PRIVATE_KEY = re.compile(r"(PrivateKey\s*=\s*)\S+")
+
+type PushModes = Callable[[Sequence[str]], Awaitable[object]]
+
+
+class WireGuardModes:
+    def __init__(self, service: WireGuardService, conf_dir: Path, push: PushModes) -> None:
+        """``push(specs)``: make these the WireGuard modes mitmproxy runs, returning once it
+        listens on them (``proxy.modes.Modes.set_dynamic``); every other mode stays."""
+        self._service = service
+        self._conf_dir = conf_dir
+        self._push = push
+        self._tunnels: dict[str, Tunnel] = {}  # by conf path (the mode's data)
+        self._specs: tuple[str, ...] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+        redact_private_keys()
+
+    @property
+    def specs(self) -> tuple[str, ...]:
+        """The modes pushed last (one per device tunnel)."""
+        return self._specs or ()
+
+    # -- the directory of addons.wireguard -------------------------------------------------------
+
+    def tunnel(self, mode: ProxyMode) -> Tunnel | None:
+        return self._tunnels.get(mode.data)
+
+    # -- keeping in step -------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        """A device subscriber (called on the loop): sync soon. Changes that arrive while a sync
+        runs make one more sync after it, not one each."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.get_running_loop().create_task(self._syncing(), name="wireguard sync")
+
+    async def _syncing(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self.sync()
+            except Exception:  # a failed sync must not stop the next: log it, try on the next change
+                logger.exception("WireGuard: could not bring the device listeners in step")
+            if not self._again:
+                return
+
+    async def sync(self) -> tuple[str, ...]:
+        """Conf files and modes for every device tunnel; pushed when they changed."""
+        if not self._service.enabled:
+            return ()
+        tunnels = self._service.reconcile()
+        wanted: dict[str, Tunnel] = {}
+        specs: list[str] = []
+        for tunnel in tunnels:
+            conf = str(self._write_conf(tunnel))
+            wanted[conf] = Tunnel(tunnel.device_id, tunnel.address)
+            specs.append(self._spec(conf, tunnel.port))
+        self._tunnels = {**self._tunnels, **wanted}  # known before their listeners start
+        if tuple(specs) != self._specs:
+            await self._push(specs)
+            self._specs = tuple(specs)
+            logger.info("WireGuard: %d device listeners", len(specs))
+        self._tunnels = wanted
+        self._remove_confs(keep={t.device_id for t in tunnels})
+        return self._specs
+
+    async def aclose(self) -> None:
+        """Wait for a sync under way, then remove every conf file (start-up writes them again
+        from the store)."""
+        if self._task is not None:
+            self._again = False
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._remove_confs(keep=set())
+
+    # -- conf files -----------------------------------------------------------------------------
+
+    def _spec(self, conf: str, port: int) -> str:
+        settings = self._service.settings
+        assert settings is not None
+        return f"wireguard:{conf}@{settings.listen_host}:{port}"
+
+    def _conf_path(self, device_id: str) -> Path:
+        return self._conf_dir / f"{device_id}{CONF_SUFFIX}"
+
+    def _write_conf(self, tunnel: WireGuardTunnel) -> Path:
+        """mitmproxy's conf file for the device's listener: written 0600 when new or changed."""
+        keys = self._service.listener_keys(tunnel)
+        text = json.dumps({"server_key": keys.server_key, "client_key": keys.client_key}, indent=4)
+        path = self._conf_path(tunnel.device_id)
+        try:
+            if path.read_text() == text:
+                return path
+        except OSError:
+            pass  # missing: written below
+        self._conf_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        temporary.replace(path)
+        return path
+
+    def _remove_confs(self, keep: set[str]) -> None:
+        if not self._conf_dir.is_dir():
+            return
+        for path in self._conf_dir.iterdir():
+            if path.suffix in (CONF_SUFFIX, ".tmp") and path.stem not in keep:
+                path.unlink(missing_ok=True)
+
+
+class _RedactPrivateKeys(logging.Filter):
+    """Replaces every ``PrivateKey = ...`` value in a record's message with ``<hidden>``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "PrivateKey" in message:
+            record.msg = _PRIVATE_KEY.sub(r"\1<hidden>", message)
+            record.args = None
+        return True
+
+
+def redact_private_keys() -> None:
+    """Keep WireGuard private keys out of mitmproxy's log (it logs a new listener's client
+    configuration at INFO, the device's private key in it). Idempotent."""
+    target = logging.getLogger(MITMPROXY_MODE_LOGGER)
+    if not any(isinstance(f, _RedactPrivateKeys) for f in target.filters):
+        target.addFilter(_RedactPrivateKeys())
