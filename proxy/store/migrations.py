@@ -252,6 +252,22 @@ _V4 = (
 # Admin API tokens get a name, so that `gateway token list` tells apart the tokens it made.
 _V5 = ("ALTER TABLE api_tokens ADD COLUMN name TEXT NOT NULL DEFAULT ''",)
 
+# Device addresses for transparent mode (issue 16): the addresses an agent registered (replaced
+# by each report, with when first and last seen) and the networks an admin bound to a device.
+# A network is canonical CIDR text ("10.0.0.5/32", "2001:db8::/64").
+_V6 = (
+    """CREATE TABLE device_addresses (
+        device_id TEXT NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        network TEXT NOT NULL CHECK (network GLOB '*/*'),
+        source TEXT NOT NULL CHECK (source IN ('agent', 'admin')),
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (device_id, source, network)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX device_addresses_by_account ON device_addresses(account_id, network)",
+)
+
 # Each device's WireGuard tunnel (issue 16): its own UDP port and address, the gateway's and the
 # device's key pairs (private keys sealed under the master key, bound to the device id).
 _V7 = (
@@ -275,6 +291,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "device posture: rules, enrollment, devices, nonces, results, logs", _V3),
     Migration(4, "device trust stores: the agent's report of installed root CAs", _V4),
     Migration(5, "API token names", _V5),
+    Migration(6, "device addresses: registered by agents, bound by admins (transparent mode)", _V6),
     Migration(7, "WireGuard tunnels: a port, an address and key pairs per device", _V7),
 )
 

@@ -12,6 +12,7 @@ from proxy.store.accounts import Accounts, Tokens
 from proxy.store.certificates import Certificates
 from proxy.store.configuration import Configurations
 from proxy.store.database import MEMORY, Database
+from proxy.store.device_addresses import DeviceAddresses
 from proxy.store.devices import Devices, EnrollmentTokens, Nonces
 from proxy.store.migrations import current_version, migrate
 from proxy.store.nodes import Nodes
@@ -44,6 +45,7 @@ class Store:
         self.posture_results = PostureResults(db)
         self.posture_logs = PostureLogs(db)
         self.trust_reports = TrustReports(db)
+        self.device_addresses = DeviceAddresses(db)
         self.wireguard_tunnels = WireGuardTunnels(db)
 
     @classmethod
