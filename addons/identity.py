@@ -10,6 +10,7 @@ next decision; the directory caches it, so the lookup is a dictionary hit. With
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 from mitmproxy import connection, ctx, http
@@ -31,9 +32,19 @@ class DeviceDirectory(Protocol):
     def identity(self, device_id: str) -> Identity: ...
 
 
+class ClientDevices(Protocol):
+    """Names a client's device by how it arrived rather than by credentials (its WireGuard
+    listener: ``addons.wireguard``); None when it cannot tell."""
+
+    def device_of(self, client: connection.Client) -> str | None: ...
+
+
 class DeviceIdentity:
-    def __init__(self, directory: DeviceDirectory | None = None) -> None:
+    def __init__(
+        self, directory: DeviceDirectory | None = None, *, resolvers: Sequence[ClientDevices] = ()
+    ) -> None:
         self.directory = directory
+        self.resolvers = tuple(resolvers)
         self._devices: dict[str, str] = {}  # client id → device id, from its CONNECT
 
     def load(self, loader: Loader) -> None:
@@ -46,8 +57,9 @@ class DeviceIdentity:
 
     # -- who is this client ----------------------------------------------------------------------
     def identity_of(self, client: connection.Client) -> Identity:
-        """The identity of the client's CONNECT tunnel (ANONYMOUS when it did not identify)."""
-        return self._identity(self._devices.get(client.id))
+        """The identity of the client's CONNECT tunnel, or of the way it arrived (``resolvers``);
+        ANONYMOUS when it did not identify."""
+        return self._identity(self._devices.get(client.id) or self._resolved(client))
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         device_id = self._authenticate(flow)
@@ -63,9 +75,9 @@ class DeviceIdentity:
         if flow.request.method == "CONNECT" or flow.response is not None:
             return
         if flow.client_conn.tls:
-            device_id = self._devices.get(flow.client_conn.id)
+            device_id = self._devices.get(flow.client_conn.id) or self._resolved(flow.client_conn)
         else:
-            device_id = self._authenticate(flow)
+            device_id = self._resolved(flow.client_conn) or self._authenticate(flow)
             flow.metadata[IDENTITY] = self._identity(device_id)
             if device_id is None and ctx.options.gateway_require_identity:
                 self._challenge(flow)
@@ -78,6 +90,13 @@ class DeviceIdentity:
         self._devices.pop(client.id, None)
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _resolved(self, client: connection.Client) -> str | None:
+        for resolver in self.resolvers:
+            device_id = resolver.device_of(client)
+            if device_id is not None:
+                return device_id
+        return None
+
     def _identity(self, device_id: str | None) -> Identity:
         if device_id is None or self.directory is None:
             return ANONYMOUS
