@@ -104,7 +104,7 @@ async def test_turning_on_needs_an_available_certificate(client: Client, gateway
             (
                 "settings.tls_decrpyt: unknown setting (known: activity_log, antivirus, "
                 "block_page, body_scanning, browser_isolation, certificate, custom_certificate, extended_email_matching, "
-                "fips, host_selector, inspection, max_ttl_secs, protocol_detection, sandbox, tls_decrypt)"
+                "fips, host_selector, inspection, max_ttl_secs, pac_file, protocol_detection, sandbox, tls_decrypt)"
             ),
         ),
         ({"settings": []}, "settings: must be an object, got an array"),
