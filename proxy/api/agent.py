@@ -18,6 +18,7 @@ from proxy.api.envelope import ok, timestamp
 from proxy.api.errors import AUTHENTICATION, ApiError, invalid_field
 from proxy.api.state import devices_of
 from proxy.json_types import type_name
+from proxy.services.device_addresses import parse_registered
 from proxy.services.device_enrollment import DeviceDetails
 from proxy.services.devices import Unauthenticated
 from proxy.services.posture_verify import Report
@@ -29,7 +30,9 @@ MAX_RESULTS: Final = 256
 NONCE_HEADER: Final = "Gateway-Nonce"
 NONCE_EXPIRES_HEADER: Final = "Gateway-Nonce-Expires-In"
 REALM: Final = 'Basic realm="Gateway device"'
-ENROLL_FIELDS: Final = frozenset({"secret", "name", "os", "os_version", "serial_number", "hostname", "email"})
+ENROLL_FIELDS: Final = frozenset(
+    {"secret", "name", "os", "os_version", "serial_number", "hostname", "email", "addresses"}
+)
 RESULT_FIELDS: Final = frozenset({"rule_id", "success", "reason", "nonce", "certificate", "signature"})
 
 
@@ -58,8 +61,9 @@ async def enroll(request: web.Request) -> web.Response:
     reject_unknown(body, ENROLL_FIELDS)
     secret = required_str(body, "secret")
     details = DeviceDetails.from_api(body)
+    addresses = parse_registered(body["addresses"]) if body.get("addresses") is not None else []
     try:
-        enrolled = service.enroll(secret, details, _ip(request))
+        enrolled = service.enroll(secret, details, _ip(request), addresses)
     except Unauthenticated as e:
         raise _unauthenticated(str(e)) from None
     return ok(
@@ -115,6 +119,17 @@ async def _body(request: web.Request, device: Device) -> dict[str, Any]:
     except web.HTTPRequestEntityTooLarge:
         await devices_of(request).log_refused(device, "request refused: body larger than 1 MiB")
         raise
+
+
+async def addresses(request: web.Request) -> web.Response:
+    """``PUT {"addresses": [IP, ...]}``: the device's addresses now, with each report (transparent
+    mode identifies the device by them) → the addresses kept (loopback and link-local dropped)."""
+    device = await _device(request)
+    body = await _body(request, device)
+    reject_unknown(body, {"addresses"})
+    networks = parse_registered(body.get("addresses"))
+    await devices_of(request).register_addresses(device, networks)
+    return ok({"addresses": [n.removesuffix("/32").removesuffix("/128") for n in networks]})
 
 
 async def nonce(request: web.Request) -> web.Response:

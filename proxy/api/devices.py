@@ -18,6 +18,7 @@ from proxy.services.device_enrollment import user_id
 from proxy.services.device_identity import is_current_pass
 from proxy.services.devices import IssuedToken, SeenIdentity
 from proxy.store import Device
+from proxy.store.device_addresses import DeviceAddress
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,43 @@ async def delete_device(request: web.Request) -> web.Response:
     service = devices_of(request)
     deleted = service.delete_device(account_of(request), request.match_info["device_id"])
     return ok({"id": deleted.id})
+
+
+def address_object(entry: DeviceAddress) -> dict[str, Any]:
+    return {
+        "network": entry.network,
+        "source": entry.source.value,  # "agent": registered by the device's agent; "admin": bound
+        "first_seen": timestamp(entry.first_seen),
+        "last_seen": timestamp(entry.last_seen),
+    }
+
+
+async def list_addresses(request: web.Request) -> web.Response:
+    """Our addition: the device's registered addresses and bound networks (transparent mode)."""
+    service, account = devices_of(request), account_of(request)
+    device = service.device(account, request.match_info["device_id"])
+    return ok_all([address_object(a) for a in service.addresses.addresses(device.id)])
+
+
+async def bind_address(request: web.Request) -> web.Response:
+    """Our addition: ``PUT {"network": "10.0.0.5" | "10.0.0.0/24"}`` binds it to the device."""
+    body = await read_object(request)
+    reject_unknown(body, {"network"})
+    service = devices_of(request)
+    entry = service.addresses.bind(account_of(request), request.match_info["device_id"], body.get("network"))
+    return ok(address_object(entry))
+
+
+async def unbind_address(request: web.Request) -> web.Response:
+    """Our addition: ``DELETE ...?network=10.0.0.0/24`` (or the same as a JSON body) unbinds it."""
+    network: object = request.query.get("network")
+    if network is None:
+        body = await read_object(request)
+        reject_unknown(body, {"network"})
+        network = body.get("network")
+    service = devices_of(request)
+    removed = service.addresses.unbind(account_of(request), request.match_info["device_id"], network)
+    return ok({"network": removed})
 
 
 def token_object(issued: IssuedToken) -> dict[str, Any]:

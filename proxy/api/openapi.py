@@ -221,7 +221,8 @@ SCHEMAS: dict[str, Schema] = {
               "description": _STR, "error": _STR, "verified": _BOOL, "expires_at": TIME, "data": {"type": "object"}})}},
     ),
     "EnrollRequest": _object(
-        {k: _STR for k in ("secret", "name", "os", "os_version", "serial_number", "hostname", "email")},
+        {**{k: _STR for k in ("secret", "name", "os", "os_version", "serial_number", "hostname", "email")},
+         "addresses": {"type": "array", "items": _STR, "description": "the device's IP addresses (transparent mode)"}},
         required=["secret", "os"]),
     "Enrolled": _object({"device_id": _STR, "device_secret": {"type": "string", "description": "shown once"},
                          "account_id": _STR}),
@@ -374,6 +375,11 @@ _LOG_FILTERS = [
 ]
 
 
+_DEVICE_ADDRESS: Schema = _object(
+    {"network": {"type": "string", "description": "CIDR, e.g. 10.0.0.5/32"},
+     "source": {"type": "string", "enum": ["agent", "admin"]}, "first_seen": TIME, "last_seen": TIME})  # fmt: skip
+
+
 def _agent(op: dict[str, Any], *, auth: bool = True) -> dict[str, Any]:
     """Agent paths take device credentials (Basic device_id:secret), not the admin token."""
     op = copy.deepcopy(op)
@@ -486,6 +492,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("one device", _ref("Device")),
         "delete": _op("our addition: forget a device (its secret stops working at once)", _DELETED),
     },
+    A + "/devices/{device_id}/addresses": {
+        "get": _op("our addition: the device's addresses (transparent mode): registered by its agent, bound by an admin",
+                   {"type": "array", "items": _DEVICE_ADDRESS}),
+        "put": _op("our addition: bind an address or CIDR network to the device", _DEVICE_ADDRESS,
+                   body=_object({"network": {"type": "string", "example": "10.0.0.0/24"}}, required=["network"])),
+        "delete": _op("our addition: unbind a network (?network=CIDR, or the same JSON body as put)",
+                      _object({"network": _STR}), query=[{"name": "network", "in": "query", "schema": _STR}]),
+    },
     A + "/devices/posture": {
         "get": _op("device posture rules (one page)", _POSTURE, paged=True, query=_PAGING),
         "post": _op("create a client_certificate(_v2) rule; input.certificate_id must be an mTLS upload", _POSTURE, body=_POSTURE),
@@ -508,6 +522,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/client/v4/agent/nonce": {"post": _agent(_op("our addition: a fresh nonce for this device (single use, 2 minutes)", _ref("Nonce")))},
     "/client/v4/agent/results": {"post": _agent(_op("our addition: results; every pass is verified by the server",
                                                     {"type": "array", "items": _ref("StoredResult")}, body=_ref("AgentResults")))},
+    "/client/v4/agent/addresses": {"put": _agent(_op(
+        "our addition: the device's addresses now (with each report; transparent mode identifies the device by them)",
+        _object({"addresses": {"type": "array", "items": _STR}}), body=_object({"addresses": {"type": "array", "items": _STR}},
+                                                                                  required=["addresses"])))},
     "/client/v4/agent/root_certificates": {"get": _agent(_op(
         "our addition: the root CAs to trust (available and pending_deployment)", {"type": "array", "items": _ref("RootCertificate")}))},
     "/client/v4/agent/trust_stores": {"post": _agent(_op(

@@ -26,6 +26,7 @@ from typing import Any, Final
 from certs.clock import Clock
 from policies.facts import ANONYMOUS, Identity
 from policies.posture import PostureRule
+from proxy.services.device_addresses import DeviceAddressBook
 from proxy.services.device_enrollment import (
     MAX_SECRET_CHARS,
     DeviceDetails,
@@ -106,6 +107,7 @@ class DeviceService:
         self._refusals_logged: dict[str, datetime] = {}
         self._seen: dict[str, tuple[str, datetime]] = {}  # device id: last written (ip, time)
         self._pruned_at: datetime | None = None
+        self.addresses = DeviceAddressBook(store, clock)  # transparent mode: device by source address
 
     def close(self) -> None:
         """Stop the group-commit writer (its thread and connection); call at shutdown."""
@@ -193,11 +195,30 @@ class DeviceService:
         self._account(account_id)
         return self._enrollment.issue(account_id, email=email, expires_in=expires_in)
 
-    def enroll(self, secret: str, details: DeviceDetails, ip: str) -> Enrolled:
-        """Admit a device with an enrollment token's secret (single use, not expired)."""
+    def enroll(self, secret: str, details: DeviceDetails, ip: str, addresses: Sequence[str] = ()) -> Enrolled:
+        """Admit a device with an enrollment token's secret (single use, not expired);
+        ``addresses``: the device's own (``device_addresses.parse_registered``)."""
         enrolled = self._enrollment.admit(secret, details, ip)
+        if addresses:
+            device = enrolled.device
+            self.addresses.register(self._store, device.id, device.account_id, addresses, self._clock())
+            self.addresses.registered(device.id, addresses)
         self._subscribers.notify()
         return enrolled
+
+    async def register_addresses(self, device: Device, addresses: Sequence[str]) -> None:
+        """The agent's addresses now (each report): written when changed, or a minute after the
+        last write; the index of transparent mode sees them once committed."""
+        now = self._clock()
+        if not self.addresses.due(device.id, addresses, now):
+            return
+        book, device_id, account_id = self.addresses, device.id, device.account_id
+        await self.writer.run(lambda store: book.register(store, device_id, account_id, addresses, now))
+        book.registered(device_id, addresses)
+
+    def device_at(self, address: str) -> str | None:
+        """The device at a source address (transparent mode), or None: unknown or ambiguous."""
+        return self.addresses.device_at(address)
 
     # -- the agent's calls ----------------------------------------------------------------------
 
@@ -317,6 +338,7 @@ class DeviceService:
         self._devices.pop(device_id, None)
         self._seen.pop(device_id, None)
         self._postures.pop(device_id, None)
+        self.addresses.forget(device_id)
         self._subscribers.notify()
 
     def _device(self, device_id: str) -> Device | None:
