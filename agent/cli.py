@@ -51,6 +51,7 @@ examples:
   {prog} sync-ca
   {prog} run
   {prog} credentials --format header
+  {prog} proxy --listen 127.0.0.1:3128
   {prog} wireguard --output /etc/wireguard/gateway.conf
 
 exit status:
@@ -202,6 +203,26 @@ def _add_sync_ca(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--save", action="store_true",
         help="remember --system/--nss/--nss-db in the state file for later runs (not --root)",
+    )  # fmt: skip
+
+
+def _add_proxy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen", default="127.0.0.1:3128", metavar="HOST:PORT",
+        help="where the local proxy listens (default: 127.0.0.1:3128); loopback only unless --allow-remote",
+    )  # fmt: skip
+    parser.add_argument(
+        "--upstream", metavar="HOST:PORT",
+        help=f"the gateway's proxy (default: the server's host, port {PROXY_PORT})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-remote", action="store_true",
+        help="allow a --listen address off loopback. DANGEROUS: anyone who reaches it browses as this "
+        "device, with its identity and posture, and without any secret",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-connections", type=int, default=256, metavar="N",
+        help="clients at a time; more are answered 503 (default: 256)",
     )  # fmt: skip
 
 
@@ -507,6 +528,46 @@ def _wireguard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_proxy(args: argparse.Namespace) -> int:
+    """The local proxy: requests and CONNECT to the gateway, with this device's credentials."""
+    from agent.local_proxy import Limits, LocalProxy, StateCredentials, is_loopback, parse_address, serve
+    from agent.state import load_state
+
+    listen = parse_address(args.listen, option="--listen")
+    if not is_loopback(listen.host) and not args.allow_remote:
+        raise AgentError(
+            f"--listen {args.listen}: not a loopback address; anyone reaching it would browse as this "
+            "device: add --allow-remote if that is really meant"
+        )
+    if args.max_connections < 1:
+        raise AgentError("--max-connections must be at least 1")
+    path = _state_path(args)
+    state = load_state(path)
+    upstream = parse_address(args.upstream or _proxy_address(None, state.server), option="--upstream")
+
+    def credentials_of(file: Path) -> tuple[str, str]:
+        read = load_state(file)
+        return read.device_id, read.device_secret
+
+    credentials = StateCredentials(path, credentials_of)
+    limits = Limits(max_connections=args.max_connections, connect_timeout=args.timeout)
+    if not args.verbose:  # one line per request on stderr: method, host, status
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+        logging.getLogger("agent.local_proxy").setLevel(logging.INFO)
+
+    def ready(bound: object) -> None:
+        print(f"local proxy  http://{bound} for device {credentials.device_id}, to the gateway at {upstream}")
+        print(f"PAC file     http://{bound}/proxy.pac")
+        if not is_loopback(listen.host):
+            print(
+                "warning: listening off loopback: whoever reaches it browses as this device", file=sys.stderr
+            )
+        print("Stop with Ctrl-C.", flush=True)
+
+    serve(LocalProxy(listen, upstream, credentials, limits=limits), ready)
+    return 0
+
+
 def _proxy_address(given: str | None, server: str) -> str:
     """``HOST:PORT`` of the gateway's proxy: ``given``, else the server's host and port 8080."""
     from urllib.parse import urlsplit
@@ -644,6 +705,23 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, str, Callable[[argparse.ArgumentP
         "{prog} wireguard --output /etc/wireguard/gateway.conf && wg-quick up gateway\n"
         "{prog} wireguard --format wg --allowed-ips 10.0.0.0/8 > wg0.conf && wg setconf wg0 wg0.conf",
         _add_wireguard,
+    ),
+    (
+        "proxy",
+        _local_proxy,
+        "a local proxy that sends this device's traffic to the gateway as this device",
+        (
+            "Listen on this device (127.0.0.1:3128) and forward every request and CONNECT to the\n"
+            "gateway's proxy with this device's credentials from the state file, so a browser or\n"
+            "tool pointed at it is this device without holding any secret. A PAC file for it is\n"
+            "at http://127.0.0.1:3128/proxy.pac. A gateway that cannot be reached gets a 502 page\n"
+            "naming it; after a gateway restart new requests connect again. Logs method, host and\n"
+            "status of each request on stderr. Off loopback only with --allow-remote: anyone who\n"
+            "reaches it is this device. SIGINT or SIGTERM stops it (exit 0)."
+        ),
+        "{prog} proxy\nchromium --proxy-server=http://127.0.0.1:3128\n"
+        "chromium --proxy-pac-url=http://127.0.0.1:3128/proxy.pac",
+        _add_proxy,
     ),
 )
 
