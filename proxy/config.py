@@ -11,10 +11,14 @@ import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import certifi
 
 from certs.sealing import KeySealer
+
+if TYPE_CHECKING:
+    from proxy.services.wireguard import WireGuardSettings
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class Config:
     data_dir: Path = Path("var")
     proxy_listen: HostPort = HostPort("127.0.0.1", 8080)
     modes: tuple[str, ...] = ()  # --mode specs; none: one regular mode at proxy_listen
+    wireguard: WireGuardSettings | None = None  # device tunnels (proxy/wireguard.py); None: off
     admin_listen: HostPort = HostPort("127.0.0.1", 8081)
     upstream_ca: Path | None = None
     hosts_file: Path | None = None

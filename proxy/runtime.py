@@ -12,6 +12,7 @@ runs that same teardown. The steps, and what undoing each does:
   5. the request log                                flush and close
   6. the admin API listening                        stop it (aiohttp runner cleanup)
   7. the proxy listening (mitmproxy's master runs)  stop listening, then the master's ``done``
+     and the device tunnels' WireGuard listeners     remove their conf files
   8. timers: heartbeat, daily expiry check          cancel (first of all)
 """
 
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,14 @@ from addons.hosts import LabHosts
 from addons.identity import DeviceIdentity
 from addons.inspection import HotTlsConfig
 from addons.request_log import RequestLog
+from addons.wireguard import WireGuardPeers
 from certs.clock import utcnow
 from certs.lifecycle import expiry_message
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
 from proxy.admin_tls import AdminTls, load_admin_tls
 from proxy.api.app import ApiDeps, NodeInfo, create_app
+from proxy.api.wireguard import WIREGUARD
 from proxy.banner import banner
 from proxy.bootstrap import BootstrapResult, first_start
 from proxy.jsonlines import JsonLinesFile
@@ -57,7 +61,9 @@ from proxy.node_sync import CaNode, IssuerSettings, PolicySync
 from proxy.services.certificates import CertificateService, state_of
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
+from proxy.services.wireguard import WireGuardService
 from proxy.store import Store
+from proxy.wireguard import WireGuardModes
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +192,17 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
     steps.callback(requests_file.close)  # 5
     metrics = Metrics()
-    identity = DeviceIdentity(devices)
+    wireguard = WireGuardService(store, sealer, utcnow, config.wireguard)
+    tunnels = WireGuardModes(
+        wireguard, config.data_dir / "wireguard", partial(modes.set_dynamic, "wireguard")
+    )
+    peers = WireGuardPeers(tunnels)
+    identity = DeviceIdentity(devices, resolvers=[peers])
     enforcer = _enforcer(metrics, identity, service, policies, boot.account_id)
     request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
-    master = build_master(config, build_addons(tls, identity, enforcer, request_log), trust_bundle, modes)
+    master = build_master(
+        config, [*build_addons(tls, identity, enforcer, request_log), peers], trust_bundle, modes
+    )
     deps = ApiDeps(
         store=store,
         certificates=service,
@@ -200,9 +213,14 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         metrics=metrics,
         devices=devices,
     )
-    await _serve_admin(steps, config, create_app(deps), admin_tls)  # 6
+    app = create_app(deps)
+    app[WIREGUARD] = wireguard
+    await _serve_admin(steps, config, app, admin_tls)  # 6
     requests_file.start()
     running = await _run_proxy(steps, config, master)  # 7
+    steps.push_async_callback(tunnels.aclose)
+    await tunnels.sync()  # a listener per device tunnel, then one more per enrolled device
+    devices.subscribe(tunnels.changed)
     gateway = Gateway(
         config, store, service, master, node, boot.account_id, boot, devices, admin_tls, modes, running, steps
     )

@@ -16,10 +16,12 @@ mitmproxy logs each new WireGuard listener's client configuration, private key i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -27,12 +29,15 @@ from typing import Final
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from addons.wireguard import Tunnel
-from proxy.services.wireguard import WireGuardService
+from proxy.config import Config, ConfigError
+from proxy.modes import DEFAULT_LISTEN_HOST
+from proxy.services.wireguard import WireGuardService, WireGuardSettings, parse_ports
 from proxy.store.wireguard import WireGuardTunnel
 
 logger = logging.getLogger(__name__)
 
 CONF_SUFFIX: Final = ".conf"
+DEVICE_MODE_PORTS: Final = 100  # --mode wireguard@HOST:PORT: ports PORT to PORT+99
 MITMPROXY_MODE_LOGGER: Final = "mitmproxy.proxy.mode_servers"
 _PRIVATE_KEY = re.compile(r"(PrivateKey\s*=\s*)\S+")
 
@@ -164,3 +169,49 @@ def redact_private_keys() -> None:
     target = logging.getLogger(MITMPROXY_MODE_LOGGER)
     if not any(isinstance(f, _RedactPrivateKeys) for f in target.filters):
         target.addFilter(_RedactPrivateKeys())
+
+
+def with_device_tunnels(config: Config, *, ports: str | None, endpoint: str | None) -> Config:
+    """``config`` with its WireGuard device tunnels (``gateway run``'s options):
+
+    - ``--wireguard-ports [HOST:]FIRST-LAST``: one UDP port per device on HOST (default
+      127.0.0.1, as every gateway default);
+    - ``--mode wireguard@HOST:PORT`` (no CONF): the same as ``HOST:PORT-PORT+99``, taken out of
+      the configured modes (a ``wireguard:CONF@...`` mode stays mitmproxy's own, one peer for
+      whoever holds CONF's client key, no device identity);
+    - ``--wireguard-endpoint HOST``: the host in device configurations (default: the listen
+      host, or the public URL's host when listening on every address).
+
+    Neither given: tunnels off. ConfigError names the option."""
+    device_modes = [spec for spec in config.modes if _is_device_mode(spec)]
+    if len(device_modes) > 1 or (device_modes and ports):
+        given = [f"--mode {s}" for s in device_modes] + ([f"--wireguard-ports {ports}"] if ports else [])
+        raise ConfigError(f"{' and '.join(given)}: give the device tunnels' ports once")
+    if device_modes:
+        mode = ProxyMode.parse(device_modes[0])
+        port = mode.listen_port() or mode.default_port or 51820
+        ports = f"{mode.listen_host(DEFAULT_LISTEN_HOST)}:{port}-{min(65535, port + DEVICE_MODE_PORTS - 1)}"
+    elif not ports:
+        if endpoint:
+            raise ConfigError("--wireguard-endpoint: device tunnels are off (give --wireguard-ports)")
+        return config
+    host, _, range_text = ports.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or DEFAULT_LISTEN_HOST
+    try:
+        port_range = parse_ports(range_text)
+    except ValueError as e:
+        raise ConfigError(f"--wireguard-ports {e}") from None
+    if not endpoint:
+        wildcard = host in ("0.0.0.0", "::", "")
+        endpoint = (urllib.parse.urlsplit(config.public_base_url).hostname or "") if wildcard else host
+    settings = WireGuardSettings(listen_host=host, ports=port_range, endpoint_host=endpoint)
+    rest = tuple(spec for spec in config.modes if spec not in device_modes)
+    return dataclasses.replace(config, modes=rest, wireguard=settings)
+
+
+def _is_device_mode(spec: str) -> bool:
+    try:
+        mode = ProxyMode.parse(spec)
+    except ValueError:
+        return False  # Modes.from_specs says what is wrong with it
+    return mode.type_name == "wireguard" and not mode.data

@@ -58,6 +58,18 @@ def register(commands: Any) -> None:
         "a spec without HOST listens on 127.0.0.1",
     )
     parser.add_argument(
+        "--wireguard-ports",
+        metavar="[HOST:]FIRST-LAST",
+        help="WireGuard device tunnels: one UDP port per enrolled device, on HOST (default 127.0.0.1); "
+        "--mode wireguard@HOST:PORT is the same as HOST:PORT-PORT+99 (docs/modes.md, WireGuard)",
+    )
+    parser.add_argument(
+        "--wireguard-endpoint",
+        metavar="HOST",
+        help="the gateway's host in device WireGuard configurations "
+        "(default: the --wireguard-ports host, or --public-url's host when that is 0.0.0.0 or ::)",
+    )
+    parser.add_argument(
         "--admin-listen",
         default="127.0.0.1:8081",
         metavar="HOST:PORT",
@@ -149,7 +161,9 @@ def config_from(args: argparse.Namespace) -> Config:
             admin_tls_key=Path(args.admin_tls_key) if args.admin_tls_key else None,
         )
         from proxy.modes import Modes  # mitmproxy's mode parser: only for this command
+        from proxy.wireguard import with_device_tunnels
 
+        config = with_device_tunnels(config, ports=args.wireguard_ports, endpoint=args.wireguard_endpoint)
         Modes.from_specs(config.mode_specs)  # a bad spec is one line, before anything starts
         return config
     except ConfigError as e:
