@@ -190,6 +190,14 @@ SCHEMAS: dict[str, Schema] = {
          "trust_stores": {"type": "array", "description": "our addition, on GET of one device: its agent's latest "
                           "trust store report", "items": _ref("DeviceTrustStore")}},
     ),
+    "WireGuardConfig": _object(
+        {"device_id": _STR, "address": {"type": "string", "example": "100.96.0.2/32", "description": "the device's tunnel address"},
+         "port": {"type": "integer", "description": "the gateway's UDP port for this device alone"},
+         "endpoint": {"type": "string", "example": "gateway.example.com:51820"},
+         "public_key": {"type": "string", "description": "the gateway's end of this device's tunnel (base64)"},
+         "client_public_key": _STR, "allowed_ips": {"type": "array", "items": _STR}, "dns": {"type": "array", "items": _STR},
+         "format": {"type": "string", "enum": ["wg-quick", "wg"]},
+         "config": {"type": "string", "description": "the configuration file, the device's private key included"}}),
     "DeviceTrustStore": _object(
         {"store": {"type": "string", "example": "nss:/home/ann/.pki/nssdb", "description": "system or nss:<absolute path>"},
          "installed": {"type": "array", "items": {"type": "string", "description": "SHA-256, colon hex"}},
@@ -380,6 +388,14 @@ _DEVICE_ADDRESS: Schema = _object(
      "source": {"type": "string", "enum": ["agent", "admin"]}, "first_seen": TIME, "last_seen": TIME})  # fmt: skip
 
 
+_WIREGUARD_QUERY = [
+    _q("format", {"type": "string", "enum": ["wg-quick", "wg"], "default": "wg-quick"},
+       "wg-quick (with Address, DNS) or wg (wg setconf: without them)"),
+    _q("allowed_ips", _STR, "comma-separated CIDRs sent through the tunnel (default 0.0.0.0/0)"),
+    _q("dns", _STR, "comma-separated DNS servers (wg-quick; default none)"),
+]  # fmt: skip
+
+
 def _agent(op: dict[str, Any], *, auth: bool = True) -> dict[str, Any]:
     """Agent paths take device credentials (Basic device_id:secret), not the admin token."""
     op = copy.deepcopy(op)
@@ -500,6 +516,9 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": _op("our addition: unbind a network (?network=CIDR, or the same JSON body as put)",
                       _object({"network": _STR}), query=[{"name": "network", "in": "query", "schema": _STR}]),
     },
+    A + "/devices/{device_id}/wireguard": {"get": _op(
+        "our addition: the device's WireGuard configuration, private key included (400, code 1004, when device tunnels are off)",
+        _ref("WireGuardConfig"), query=_WIREGUARD_QUERY)},
     A + "/devices/posture": {
         "get": _op("device posture rules (one page)", _POSTURE, paged=True, query=_PAGING),
         "post": _op("create a client_certificate(_v2) rule; input.certificate_id must be an mTLS upload", _POSTURE, body=_POSTURE),
@@ -528,6 +547,9 @@ PATHS: dict[str, dict[str, Any]] = {
                                                                                   required=["addresses"])))},
     "/client/v4/agent/root_certificates": {"get": _agent(_op(
         "our addition: the root CAs to trust (available and pending_deployment)", {"type": "array", "items": _ref("RootCertificate")}))},
+    "/client/v4/agent/wireguard": {"get": _agent(_op(
+        "our addition: this device's WireGuard configuration, its private key included", _ref("WireGuardConfig"),
+        query=_WIREGUARD_QUERY))},
     "/client/v4/agent/trust_stores": {"post": _agent(_op(
         "our addition: what each trust store holds (a full report: replaces the last one)", _ref("TrustStoresStored"),
         body=_ref("TrustStoresReport")))},

@@ -24,6 +24,7 @@ from proxy.api import (
     pki,
     posture,
     rules,
+    wireguard,
 )
 from proxy.api.policy_views import PolicyViews
 
@@ -104,6 +105,7 @@ ROUTES: tuple[Route, ...] = (
     ("GET", f"{DEVICE}/addresses", devices.list_addresses),
     ("PUT", f"{DEVICE}/addresses", devices.bind_address),
     ("DELETE", f"{DEVICE}/addresses", devices.unbind_address),
+    ("GET", f"{DEVICE}/wireguard", wireguard.device_config),
     ("GET", f"{ACCOUNT}/access/users/{{user_id}}/last_seen_identity", devices.last_seen_identity),
     ("POST", f"{AGENT}/enroll", agent.enroll),
     ("GET", f"{AGENT}/posture_rules", agent.posture_rules),
@@ -112,6 +114,7 @@ ROUTES: tuple[Route, ...] = (
     ("PUT", f"{AGENT}/addresses", agent.addresses),
     ("GET", f"{AGENT}/root_certificates", agent_trust.root_certificates),
     ("POST", f"{AGENT}/trust_stores", agent_trust.trust_stores),
+    ("GET", f"{AGENT}/wireguard", wireguard.agent_config),
 )
 
 
