@@ -77,6 +77,7 @@ class LocalProxy:
         self.limits = limits
         self.active = 0
         self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[object]] = set()
 
     async def start(self) -> Address:
         """Listen; the address actually bound (port 0 picks one)."""
@@ -87,8 +88,15 @@ class LocalProxy:
         return Address(host, port)
 
     async def close(self) -> None:
+        """Stop listening and end every client connection."""
         if self._server is not None:
             self._server.close()
+        sessions = list(self._sessions)
+        for task in sessions:
+            task.cancel()
+        if sessions:
+            await asyncio.wait(sessions, timeout=2.0)
+        if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
@@ -106,12 +114,19 @@ class LocalProxy:
             await client.close()
             return
         self.active += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._sessions.add(task)
         try:
             await _Session(self, client).run()
+        except asyncio.CancelledError:  # close(): the connection ends here, quietly
+            logger.debug("client connection closed: the local proxy stops")
         except Exception:  # a bug must not end the listener: log it with its traceback, close
             logger.exception("local proxy: internal error on a client connection")
         finally:
             self.active -= 1
+            if task is not None:
+                self._sessions.discard(task)
             await client.close()
 
 
@@ -204,7 +219,8 @@ class _Session:
         except TimeoutError:
             raise GatewayUnreachable(f"no connection within {self.limits.connect_timeout:g} s") from None
         except OSError as e:
-            raise GatewayUnreachable((e.strerror or str(e)).lower()) from None
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise GatewayUnreachable(reason.lower()) from None
         stream = HttpStream(reader, writer, h11.CLIENT, max_head_bytes=self.limits.max_head_bytes)
         if not fresh:
             self.upstream = stream
