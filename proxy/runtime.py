@@ -56,7 +56,7 @@ from proxy.banner import banner
 from proxy.bootstrap import BootstrapResult, first_start
 from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
-from proxy.modes import DEFAULT_LISTEN_HOST, Modes
+from proxy.modes import DEFAULT_LISTEN_HOST, ModeKind, Modes, listen_address
 from proxy.node_sync import CaNode, IssuerSettings, PolicySync
 from proxy.services.certificates import CertificateService, state_of
 from proxy.services.devices import DeviceService
@@ -212,6 +212,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         policies=policies,
         metrics=metrics,
         devices=devices,
+        proxy_listen=next((str(cfg.HostPort(*listen_address(m))) for m in modes.of_kind(ModeKind.REGULAR)), ""),
     )
     app = create_app(deps)
     app[WIREGUARD] = wireguard
