@@ -212,7 +212,9 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         policies=policies,
         metrics=metrics,
         devices=devices,
-        proxy_listen=next((str(cfg.HostPort(*listen_address(m))) for m in modes.of_kind(ModeKind.REGULAR)), ""),
+        proxy_listen=next(
+            (str(cfg.HostPort(*listen_address(m))) for m in modes.of_kind(ModeKind.REGULAR)), ""
+        ),
     )
     app = create_app(deps)
     app[WIREGUARD] = wireguard
