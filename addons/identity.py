@@ -5,6 +5,11 @@ requests); the header is stripped before anything is forwarded. The identity (us
 posture passed/failed) is looked up again for every request, so a posture change reaches the
 next decision; the directory caches it, so the lookup is a dictionary hit. With
 ``gateway_require_identity`` an unidentified client gets ``407 Proxy Authentication Required``.
+
+In transparent mode there is no proxy request to carry credentials: the client is the device
+its source address resolves to (``SourceAddresses``, a resolver: the most specific network an
+admin bound, else the address its agent registered last; docs/modes.md says what that is worth).
+An unidentified transparent client that must identify gets a 403 page saying why.
 """
 
 from __future__ import annotations
@@ -37,6 +42,22 @@ class ClientDevices(Protocol):
     listener: ``addons.wireguard``); None when it cannot tell."""
 
     def device_of(self, client: connection.Client) -> str | None: ...
+
+
+class AddressBook(Protocol):
+    def device_at(self, address: str) -> str | None: ...
+
+
+class SourceAddresses:
+    """Transparent mode's resolver: the device at the client's source address."""
+
+    def __init__(self, book: AddressBook) -> None:
+        self._book = book
+
+    def device_of(self, client: connection.Client) -> str | None:
+        if not _transparent(client) or not client.peername:
+            return None
+        return self._book.device_at(str(client.peername[0]))
 
 
 class DeviceIdentity:
@@ -73,6 +94,12 @@ class DeviceIdentity:
         its own credentials (RFC 9110 §11.7.2), so it is identified by them alone: a request
         without them, or with a wrong secret, never borrows an earlier request's device."""
         if flow.request.method == "CONNECT" or flow.response is not None:
+            return
+        if _transparent(flow.client_conn):  # no proxy request, no credentials: its address
+            device_id = self._resolved(flow.client_conn)
+            flow.metadata[IDENTITY] = self._identity(device_id)
+            if device_id is None and ctx.options.gateway_require_identity:
+                self._unidentified(flow)
             return
         if flow.client_conn.tls:
             device_id = self._devices.get(flow.client_conn.id) or self._resolved(flow.client_conn)
@@ -122,6 +149,17 @@ class DeviceIdentity:
             )
         return device_id
 
+    def _unidentified(self, flow: http.HTTPFlow) -> None:
+        address = flow.client_conn.peername[0] if flow.client_conn.peername else "?"
+        logger.info("transparent client %s: no device registered or bound for this address: 403", address)
+        flow.response = http.Response.make(
+            403,
+            f"This gateway needs the device's identity, and no enrolled device is registered at {address}: "
+            "run the Gateway agent (gateway agent enroll / report) on this device, or ask an administrator "
+            "to bind this address to it (gateway device bind DEVICE ADDRESS).\n".encode(),
+            {"Content-Type": "text/plain; charset=utf-8"},
+        )
+
     def _challenge(self, flow: http.HTTPFlow) -> None:
         flow.response = http.Response.make(
             407,
@@ -129,3 +167,7 @@ class DeviceIdentity:
             b"and send its device id and secret as proxy credentials.\n",
             {"Proxy-Authenticate": f'Basic realm="{REALM}"', "Content-Type": "text/plain; charset=utf-8"},
         )
+
+
+def _transparent(client: connection.Client) -> bool:
+    return client.proxy_mode.type_name == "transparent"

@@ -1,5 +1,5 @@
-"""One JSON line per request (SPEC §4): time, node, device, user, method, host, path, action,
-rule id, status, bytes, CA fingerprint. Written when the response (or the error) is known."""
+"""One JSON line per request (SPEC §4): time, node, mode, device, user, method, host, path,
+action, rule id, status, bytes, CA fingerprint. Written when the response (or the error) is known."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class RequestLog:
             .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "node": self._node_id,
+            "mode": flow.client_conn.proxy_mode.type_name,  # regular, transparent, wireguard
             "device": getattr(identity, "device_id", "") or None,
             "user": getattr(identity, "email", "") or None,
             "src_ip": flow.client_conn.peername[0] if flow.client_conn.peername else None,

@@ -41,9 +41,10 @@ from mitmproxy.master import Master
 
 from addons.enforcement import Enforcer
 from addons.hosts import LabHosts
-from addons.identity import DeviceIdentity
+from addons.identity import DeviceIdentity, SourceAddresses
 from addons.inspection import HotTlsConfig
 from addons.request_log import RequestLog
+from addons.transparent import TransparentGuard
 from addons.wireguard import WireGuardPeers
 from certs.clock import utcnow
 from certs.lifecycle import expiry_message
@@ -90,7 +91,7 @@ def build_addons(
         for addon in default_addons()
         if _addon_name(addon) in NEEDED_DEFAULT_ADDONS
     ]
-    return [*chain, LabHosts(), identity, enforcer, request_log]
+    return [*chain, TransparentGuard(), LabHosts(), identity, enforcer, request_log]
 
 
 def _addon_name(addon: Any) -> str:
@@ -197,7 +198,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         wireguard, config.data_dir / "wireguard", partial(modes.set_dynamic, "wireguard")
     )
     peers = WireGuardPeers(tunnels)
-    identity = DeviceIdentity(devices, resolvers=[peers])
+    identity = DeviceIdentity(devices, resolvers=[peers, SourceAddresses(devices)])
     enforcer = _enforcer(metrics, identity, service, policies, boot.account_id)
     request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
     master = build_master(
