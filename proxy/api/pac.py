@@ -36,9 +36,9 @@ def proxy_address(deps: ApiDeps) -> str:
     public_host = urlsplit(deps.public_base_url).hostname or "127.0.0.1"
     host, _, port = deps.proxy_listen.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit():
+    if not port.isdigit():
         host, port = public_host, str(DEFAULT_PROXY_PORT)
-    elif _unspecified(host):  # every interface: the name clients use for this machine
+    elif not host or _unspecified(host):  # every interface: the name clients use for this machine
         host = public_host
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
