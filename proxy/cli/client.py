@@ -134,8 +134,11 @@ class AdminClient:
     def patch(self, path: str, body: Mapping[str, Any]) -> Reply:
         return self._envelope(self._send("PATCH", path, body=body))
 
-    def delete(self, path: str) -> Reply:
-        return self._envelope(self._send("DELETE", path))
+    def put(self, path: str, body: Mapping[str, Any]) -> Reply:
+        return self._envelope(self._send("PUT", path, body=body))
+
+    def delete(self, path: str, query: Mapping[str, str] | None = None) -> Reply:
+        return self._envelope(self._send("DELETE", path, query=query))
 
     def post_text(self, path: str, text: str, content_type: str) -> Reply:
         """POST a body that is not JSON (a YAML policy file)."""

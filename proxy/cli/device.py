@@ -35,7 +35,8 @@ def _register_device(subparsers: Subparsers) -> None:
         description="Enroll devices and see them: an enrollment token (single use) is what\n"
         "`gateway agent enroll --token T` needs on the device.",
         epilog="examples:\n  gateway device token --email ana@example.com --ttl 30m\n"
-        "  gateway device list\n  gateway device delete 3f2a\n  gateway device wireguard 3f2a",
+        "  gateway device list\n  gateway device delete 3f2a\n  gateway device wireguard 3f2a\n"
+        "  gateway device bind 3f2a 10.0.0.0/24   # transparent mode: this network is that device",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="device_command", required=True, metavar="COMMAND")
@@ -56,6 +57,55 @@ def _register_device(subparsers: Subparsers) -> None:
                          "gateway device wireguard laptop-7 > laptop-7.conf")  # fmt: skip
     add_wireguard_options(wireguard)
     wireguard.add_argument("device", metavar="DEVICE", help="device id, a unique prefix of it, or its name")
+    _register_addresses(commands)
+
+
+def _register_addresses(commands: Subparsers) -> None:
+    """``bind``, ``unbind`` and ``addresses``: transparent mode's identity by source address."""
+    for name, body, summary, example in (
+        ("bind", _bind, "bind an address or CIDR network to a device (transparent mode identifies it by it)",
+         "gateway device bind laptop-7 10.0.0.0/24"),
+        ("unbind", _unbind, "unbind a network from a device", "gateway device unbind laptop-7 10.0.0.0/24"),
+    ):  # fmt: skip
+        command = _command(commands, name, body, summary, example)
+        command.add_argument("device", metavar="DEVICE", help="device id, a unique prefix of it, or its name")
+        command.add_argument("network", metavar="CIDR", help="an IP address or a CIDR network")
+    addresses = _command(commands, "addresses", _addresses,
+                         "list a device's addresses: registered by its agent, bound by an admin",
+                         "gateway device addresses laptop-7")  # fmt: skip
+    addresses.add_argument("device", metavar="DEVICE", help="device id, a unique prefix of it, or its name")
+
+
+def _addresses_path(session: Session, device: dict[str, Any]) -> str:
+    return session.url(f"/devices/{urllib.parse.quote(str(device['id']), safe='')}/addresses")
+
+
+def _bind(session: Session, args: argparse.Namespace) -> None:
+    device = resolve_device(_devices(session), args.device)
+    bound = session.client.put(_addresses_path(session, device), {"network": args.network}).result
+    if session.as_json:
+        _print_json(bound)
+    else:
+        print(f"bound {bound['network']} to device {device['id']} ({device.get('name', '')})")
+
+
+def _unbind(session: Session, args: argparse.Namespace) -> None:
+    device = resolve_device(_devices(session), args.device)
+    gone = session.client.delete(_addresses_path(session, device), {"network": args.network}).result
+    if session.as_json:
+        _print_json(gone)
+    else:
+        print(f"unbound {gone['network']} from device {device['id']} ({device.get('name', '')})")
+
+
+def _addresses(session: Session, args: argparse.Namespace) -> None:
+    device = resolve_device(_devices(session), args.device)
+    rows = session.client.get(_addresses_path(session, device)).result
+    if session.as_json:
+        _print_json(rows)
+        return
+    header = ("NETWORK", "SOURCE", "FIRST SEEN", "LAST SEEN")
+    print(table(header, [(r["network"], r["source"], r["first_seen"], r["last_seen"]) for r in rows]))
 
 
 def _register_posture(subparsers: Subparsers) -> None:

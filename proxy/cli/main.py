@@ -24,13 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-hosted Zero Trust gateway: TLS inspection with a managed, hot-swappable root CA.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from proxy.cli import ca, device, policy, run, token  # imported here so that `gateway --help` stays fast
+    from proxy.cli import (
+        ca,
+        device,
+        policy,
+        run,
+        token,
+        transparent,
+    )  # imported here so that `gateway --help` stays fast
 
     run.register(commands)
     ca.register(commands)
     policy.register(commands)
     device.register(commands)
     token.register(commands)
+    transparent.register(commands)
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         entry.load()(commands)
     return parser
