@@ -139,6 +139,15 @@ class IpRange:
     end: int
 
 
+@dataclass(frozen=True)
+class ListRef:
+    """``$<list id>``, a Gateway list where a set may stand (``http.request.host in $<id>``)."""
+
+    list_id: str
+    start: int
+    end: int
+
+
 SetItem = StringLit | IntLit | IntRange | IpLit | CidrLit | IpRange | AmbiguousLit
 
 
@@ -149,7 +158,7 @@ class SetLit:
     end: int
 
 
-Value = StringLit | IntLit | IpLit | CidrLit | SetLit | AmbiguousLit
+Value = StringLit | IntLit | IpLit | CidrLit | SetLit | AmbiguousLit | ListRef
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from policies import ast
 from policies.errors import ExpressionError
 from policies.limits import Limits
+from policies.list_matchers import FIELD_LIST_TYPES, ListLookup
 from policies.parser import EXPECT_OPERATOR
 from policies.scheme import Field, Kind, Scheme, Type
 
@@ -30,9 +31,12 @@ class _Binding:
     field: str | None = None
 
 
-def check(expr: ast.Expr, scheme: Scheme, limits: Limits, source: str) -> frozenset[str]:
-    """Raise ExpressionError on the first type error; return the names of the fields read."""
-    checker = _Checker(scheme, limits, source)
+def check(
+    expr: ast.Expr, scheme: Scheme, limits: Limits, source: str, lists: ListLookup | None = None
+) -> frozenset[str]:
+    """Raise ExpressionError on the first type error; return the names of the fields read.
+    ``lists`` resolves ``$<id>``; without it every list reference is unknown."""
+    checker = _Checker(scheme, limits, source, lists)
     checker.visit(expr, None)
     return frozenset(checker.fields)
 
@@ -101,10 +105,11 @@ def quoted_int(field: Field, value: ast.Value | ast.SetItem) -> bool:
 
 
 class _Checker:
-    def __init__(self, scheme: Scheme, limits: Limits, source: str) -> None:
+    def __init__(self, scheme: Scheme, limits: Limits, source: str, lists: ListLookup | None) -> None:
         self.scheme = scheme
         self.limits = limits
         self.source = source
+        self.lists = lists
         self.fields: set[str] = set()
 
     def error(self, message: str, offset: int, expected: tuple[str, ...] = ()) -> ExpressionError:
@@ -235,6 +240,8 @@ class _Checker:
             self.item(rhs, field, type_, subject, allow=(ast.IntLit,))
             return
         if op is ast.CompareOp.IN:
+            if isinstance(rhs, ast.ListRef):
+                self.list_ref(rhs, field, type_, subject)
             if isinstance(rhs, ast.SetLit):
                 for item in rhs.items:
                     self.item(item, field, type_, subject, allow=_SET_ALLOWED[type_.kind])
@@ -255,6 +262,27 @@ class _Checker:
                 (str(rhs.value),),
             )
         self.item(rhs, field, type_, subject, allow=_SCALAR_ALLOWED[type_.kind])
+
+    def list_ref(self, ref: ast.ListRef, field: Field, type_: Type, subject: str) -> None:
+        """``$<id>`` names a list whose type fits the field (``FIELD_LIST_TYPES``)."""
+        handle = self.lists.get(ref.list_id) if self.lists is not None else None
+        if handle is None:
+            raise self.error(
+                f"unknown list ${ref.list_id}: no Gateway list has this id (create it under "
+                "gateway/lists, or in the policy files' lists)",
+                ref.start,
+                ("$<list id>",),
+            )
+        allowed = FIELD_LIST_TYPES.get(field.name, frozenset())
+        if handle.type not in allowed:
+            fits = " or ".join(sorted(t.value for t in allowed))
+            hint = f"; {field.name} takes a {fits} list" if fits else f"; no list type fits {field.name}"
+            raise self.error(
+                f"list ${ref.list_id} ({handle.name!r}) is a {handle.type.value} list, which cannot "
+                f"be compared with {subject} ({article(type_)}){hint}",
+                ref.start,
+                tuple(f"a {t.value} list" for t in sorted(allowed)),
+            )
 
     def item(
         self,

@@ -18,6 +18,7 @@ from policies import ast
 from policies.checker import quoted_int, value_type
 from policies.errors import ExpressionError
 from policies.limits import Limits
+from policies.list_matchers import ListHandle, ListLookup
 from policies.matchers import (
     Intervals,
     IpSet,
@@ -53,6 +54,7 @@ class LeafPlan:
     node: ast.Comparison
     test: Pred
     read: Getter  # the value the leaf compares (after functions), for explanations
+    handle: ListHandle | None = None  # ``in $<id>``: the list, to name the item that matched
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,9 +80,12 @@ class QuantPlan:
 Plan = LeafPlan | NotPlan | LogicalPlan | QuantPlan
 
 
-def compile_tree(expr: ast.Expr, scheme: Scheme, limits: Limits, source: str) -> tuple[Pred, Plan]:
-    """Compile a checked expression. Raises ExpressionError for a regex RE2 refuses."""
-    return _Compiler(scheme, limits, source).node(expr)
+def compile_tree(
+    expr: ast.Expr, scheme: Scheme, limits: Limits, source: str, lists: ListLookup | None = None
+) -> tuple[Pred, Plan]:
+    """Compile a checked expression. Raises ExpressionError for a regex RE2 refuses.
+    ``lists`` resolves ``$<id>`` (checked before): leaves keep the list's handle, not its items."""
+    return _Compiler(scheme, limits, source, lists).node(expr)
 
 
 _FUNCTIONS: dict[ast.Function, Callable[[str], str]] = {
@@ -105,10 +110,12 @@ def _transform(functions: tuple[ast.Function, ...]) -> Callable[[str], str] | No
 
 
 class _Compiler:
-    def __init__(self, scheme: Scheme, limits: Limits, source: str) -> None:
+    def __init__(self, scheme: Scheme, limits: Limits, source: str, lists: ListLookup | None) -> None:
         self.scheme = scheme
         self.limits = limits
         self.source = source
+        self.lists = lists
+        self.handles: dict[str, ListHandle] = {}  # every list the expression refers to
 
     def node(self, node: ast.Expr) -> tuple[Pred, Plan]:
         if isinstance(node, ast.Comparison):
@@ -165,6 +172,11 @@ class _Compiler:
         if leaf.op is ast.CompareOp.EQ and any_:
             wanted = self.scalar(leaf.rhs, field)
             return lambda c, _: wanted in (c.get(name) or ())
+        if leaf.op is ast.CompareOp.IN and isinstance(leaf.rhs, ast.ListRef):
+            handle = self.handle(leaf.rhs)
+            if any_:
+                return lambda c, _: any(v in handle.matcher for v in c.get(name) or ())
+            return lambda c, _: all(v in handle.matcher for v in c.get(name) or ())
         if leaf.op is ast.CompareOp.IN and isinstance(leaf.rhs, ast.SetLit):
             members = self.members(leaf.rhs, field, field.type.element)
             if not isinstance(members, frozenset):
@@ -193,7 +205,8 @@ class _Compiler:
             pred = at_index
         if pred is None:
             pred = lambda c, e: test(read(c, e))  # noqa: E731
-        return pred, LeafPlan(node, pred, read)
+        handle = self.handle(node.rhs) if isinstance(node.rhs, ast.ListRef) else None
+        return pred, LeafPlan(node, pred, read, handle)
 
     def fast_leaf(self, node: ast.Comparison, field: Field, type_: Type) -> Pred | None:
         """Plain scalar fields with ==, != or in: one dict lookup and one comparison."""
@@ -215,12 +228,18 @@ class _Compiler:
         if node.op is ast.CompareOp.IN and isinstance(node.rhs, ast.SetLit):
             members = self.members(node.rhs, field, type_)
             return lambda c, _: (c.get(name) or default) in members
+        if node.op is ast.CompareOp.IN and isinstance(node.rhs, ast.ListRef):
+            handle = self.handle(node.rhs)
+            return lambda c, _: (c.get(name) or default) in handle.matcher
         return None
 
     def test(self, node: ast.Comparison, field: Field, type_: Type) -> Test:
         op, rhs = node.op, node.rhs
         if op is None or rhs is None:
             return bool
+        if op is ast.CompareOp.IN and isinstance(rhs, ast.ListRef):
+            handle = self.handle(rhs)
+            return lambda v: v in handle.matcher
         if op is ast.CompareOp.IN:
             assert isinstance(rhs, ast.SetLit)
             members = self.members(rhs, field, type_)
@@ -246,6 +265,12 @@ class _Compiler:
             return lambda v: bool(v != value)
         compare = _ORDER[op]
         return lambda v: compare(v, value)
+
+    def handle(self, ref: ast.ListRef) -> ListHandle:
+        found = self.lists.get(ref.list_id) if self.lists is not None else None
+        assert found is not None, "checked expressions only name known lists"
+        self.handles[ref.list_id] = found
+        return found
 
     def scalar(self, value: ast.Value, field: Field) -> object:
         if isinstance(value, ast.StringLit) and quoted_int(field, value):

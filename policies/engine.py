@@ -30,6 +30,7 @@ from typing import Final
 
 from policies.expression import Explanation, Expression
 from policies.facts import ConnectionFacts, RequestFacts, connection_context, request_context
+from policies.list_matchers import ListLookup
 from policies.rules import (
     INSPECTION_ACTIONS,
     Action,
@@ -252,11 +253,18 @@ class GatewayEngine:
         self._http = _RuleList(http, [_decision(c.rule, Stage.REQUEST) for c in http], indexed=indexed)
 
     @classmethod
-    def build(cls, rules: Iterable[GatewayRule | CompiledRule], *, indexed: bool = True) -> GatewayEngine:
-        """Compile (unless given compiled) and order the enabled rules. Raises ``FieldError``
-        for a broken expression and ``ConflictError`` for two enabled rules with one
-        precedence. ``indexed=False`` evaluates every rule (for tests and comparisons)."""
-        compiled = [r if isinstance(r, CompiledRule) else r.compile() for r in rules]
+    def build(
+        cls,
+        rules: Iterable[GatewayRule | CompiledRule],
+        *,
+        indexed: bool = True,
+        lists: ListLookup | None = None,
+    ) -> GatewayEngine:
+        """Compile (unless given compiled; ``$<list id>`` through ``lists``) and order the enabled
+        rules. Raises ``FieldError`` for a broken expression and ``ConflictError`` for two
+        enabled rules with one precedence. ``indexed=False`` evaluates every rule (for tests and
+        comparisons)."""
+        compiled = [r if isinstance(r, CompiledRule) else r.compile(lists=lists) for r in rules]
         enabled = sorted((c for c in compiled if c.rule.enabled), key=lambda c: c.rule.precedence)
         for first, second in itertools.pairwise(enabled):
             if first.rule.precedence == second.rule.precedence:

@@ -16,6 +16,7 @@ from typing import Any
 
 from policies import ast
 from policies.compiler import ABSENT, LeafPlan, LogicalPlan, NotPlan, Plan, QuantPlan
+from policies.list_matchers import ListHandle
 
 logger = logging.getLogger(__name__)
 
@@ -151,9 +152,19 @@ class _Explainer:
             return f"{subject} is absent ({count} elements)"
         if value is None:
             return f"{subject} is absent"
+        listed = "" if plan.handle is None else list_note(plan.handle, value)
         if lhs.index is ast.IndexKind.EACH and not lhs.functions:
-            return ""  # the enclosing any()/all() names the element
-        return f"{subject} = {format_value(value)}"
+            return listed  # the enclosing any()/all() names the element
+        seen = f"{subject} = {format_value(value)}"
+        return f"{seen}; {listed}" if listed else seen
+
+
+def list_note(handle: ListHandle, value: object) -> str:
+    """Which item of the list ``value`` matched: ``matched item "example.com" of list 'x'``."""
+    item = handle.matcher.find(value)
+    if item is None:
+        return f"in no item of list {handle.name!r} ({handle.type.value})"
+    return f"matched item {format_value(item)} of list {handle.name!r} ({handle.type.value}, id {handle.id})"
 
 
 def _undecisive(explanation: Explanation) -> Explanation:

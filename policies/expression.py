@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from policies import ast
@@ -22,6 +22,7 @@ from policies.compiler import Plan, Pred, compile_tree
 from policies.errors import ExpressionError, PolicyError
 from policies.explain import Explanation, explain
 from policies.limits import Limits
+from policies.list_matchers import ListHandle, ListLookup
 from policies.parser import parse
 from policies.scheme import GATEWAY_SCHEME, Scheme
 
@@ -66,15 +67,29 @@ class HostHints:
 class Expression:
     """A compiled expression; immutable and safe to share between threads."""
 
-    __slots__ = ("_hints", "_plan", "_pred", "fields", "source", "tree")
+    __slots__ = ("_hints", "_plan", "_pred", "fields", "lists", "source", "tree")
 
-    def __init__(self, source: str, tree: ast.Expr, fields: frozenset[str], pred: Pred, plan: Plan):
+    def __init__(
+        self,
+        source: str,
+        tree: ast.Expr,
+        fields: frozenset[str],
+        pred: Pred,
+        plan: Plan,
+        lists: Mapping[str, ListHandle] | None = None,
+    ):
         self.source = source
         self.tree = tree
         self.fields = fields
         self._pred = pred
         self._plan = plan
         self._hints = host_hints(tree)
+        self.lists: Mapping[str, ListHandle] = lists or {}  # the lists it refers to, by id
+
+    def uses_current_lists(self, lists: ListLookup | None) -> bool:
+        """Every list it refers to still has the handle it was compiled with (so it need not be
+        compiled again: a list's items may have changed, not its id or type)."""
+        return all(lists is not None and lists.get(i) is h for i, h in self.lists.items())
 
     def evaluate(self, ctx: Mapping[str, object]) -> bool:
         """The expression's value for one request. ``ctx`` maps field names to values of their
@@ -94,22 +109,53 @@ class Expression:
 
 
 def compile_expression(
-    source: str, *, scheme: Scheme = GATEWAY_SCHEME, limits: Limits = Limits()
+    source: str,
+    *,
+    scheme: Scheme = GATEWAY_SCHEME,
+    limits: Limits = Limits(),
+    lists: ListLookup | None = None,
 ) -> Expression:
     """Parse, type-check and compile ``source``. Raises ExpressionError (never anything else
     for bad input). An empty expression is an error: "no condition" is the caller's to decide.
-    Results are cached, so recompiling an unchanged rule set is cheap."""
+    ``lists`` resolves ``$<list id>`` references (``policies.list_matchers``); without it they
+    are unknown lists. Results without lists are cached, so recompiling an unchanged rule set is
+    cheap; an expression that refers to lists is compiled against the lookup it is given."""
     if not isinstance(source, str):
         raise TypeError(f"expression source must be a str, not {type(source).__name__}")
-    return _compile_cached(source, scheme, limits)
+    if "$" not in source:
+        return _compile_cached(source, scheme, limits)
+    tree = _parse_cached(source, scheme, limits)
+    fields = check(tree, scheme, limits, source, lists)
+    pred, plan = compile_tree(tree, scheme, limits, source, lists)
+    handles = {ref.list_id: lists.get(ref.list_id) for ref in list_refs(tree)} if lists else {}
+    return Expression(source, tree, fields, pred, plan, {k: v for k, v in handles.items() if v is not None})
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(source: str, scheme: Scheme, limits: Limits) -> ast.Expr:
+    return resolve(parse(source, limits), scheme)
 
 
 @functools.lru_cache(maxsize=4096)
 def _compile_cached(source: str, scheme: Scheme, limits: Limits) -> Expression:
-    tree = resolve(parse(source, limits), scheme)
+    tree = _parse_cached(source, scheme, limits)
     fields = check(tree, scheme, limits, source)
     pred, plan = compile_tree(tree, scheme, limits, source)
     return Expression(source, tree, fields, pred, plan)
+
+
+def list_refs(node: ast.Expr) -> Iterator[ast.ListRef]:
+    """Every ``$<id>`` in the expression, in source order."""
+    if isinstance(node, ast.Comparison):
+        if isinstance(node.rhs, ast.ListRef):
+            yield node.rhs
+    elif isinstance(node, ast.Not):
+        yield from list_refs(node.operand)
+    elif isinstance(node, ast.Quantified):
+        yield from list_refs(node.body)
+    else:
+        for operand in node.operands:
+            yield from list_refs(operand)
 
 
 def host_hints(node: ast.Expr) -> HostHints | None:

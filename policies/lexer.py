@@ -121,6 +121,7 @@ _PUNCT: dict[str, TokenKind] = {
 _LONE_HINTS = {"=": "==", "|": "||", "^": "^^"}
 _WORD = re.compile(r"[A-Za-z0-9_.:/\-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*\Z")
+_LIST_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")  # a list's UUID, or a wirefilter list name
 _DOT_NAME = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*\Z")
 _DECIMAL = re.compile(r"-?[0-9]+\Z")
 _HEX = re.compile(r"0x[0-9A-Fa-f]+\Z")
@@ -182,11 +183,10 @@ class _Lexer:
         if ch == "r" and src[pos + 1 : pos + 2] in ('"', "#"):
             return self.raw_string(pos)
         if ch == "$":
-            match = _WORD.match(src, pos + 1)
-            name = match.group() if match else ""
-            if not _IDENT.match(name):
-                raise self.error("expected a list id after '$'", pos + 1, ("list id",))
-            return self.emit(TokenKind.LIST_REF, pos, pos + 1 + len(name), name)
+            match = _LIST_ID.match(src, pos + 1)
+            if match is None:
+                raise self.error("expected a list id after '$' ($<list id>)", pos + 1, ("list id",))
+            return self.emit(TokenKind.LIST_REF, pos, match.end(), match.group())
         two = src[pos : pos + 2]
         if len(two) == 2 and two in _PUNCT:
             return self.emit(_PUNCT[two], pos, pos + 2)

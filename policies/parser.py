@@ -13,7 +13,7 @@ Grammar (precedence low → high: ``or`` < ``xor`` < ``and`` < ``not``)::
     index      := "[*]" | "[]" | "[" INT "]"         ("a[*].b" is read as "a.b[*]")
     op         := == != < <= > >= eq ne lt le gt ge contains matches ~ in
                   wildcard "strict wildcard" & bitwise_and
-    value      := STRING | BYTES | INT | IP | CIDR | "{" (item ","?)* "}"
+    value      := STRING | BYTES | INT | IP | CIDR | "{" (item ","?)* "}" | "$" LIST_ID   (sets after in)
 
 A function applied to ``field[*]`` gives an array, as in wirefilter: ``lower(f[*])[*]`` is each
 element lowered (the same as ``lower(f[*])``) and ``lower(f[*])[2]`` is ``lower(f[2])``.
@@ -365,13 +365,10 @@ class _Parser:
         if op is ast.CompareOp.IN:
             if token.kind is TokenKind.LBRACE:
                 return self.set_()
-            if token.kind is TokenKind.LIST_REF:
-                raise self.error(
-                    f"lists (${token.value}) are not supported yet: write the values as a set",
-                    token.start,
-                    ("{",),
-                )
-            raise self.unexpected(f"a set {{...}} {after}", ("{",))
+            if token.kind is TokenKind.LIST_REF and isinstance(token.value, str):
+                self.advance()
+                return ast.ListRef(token.value, token.start, token.end)
+            raise self.unexpected(f"a set {{...}} {after}", ("{", "$<list id>"))
         if op.pattern:
             if token.kind is TokenKind.STRING and isinstance(token.value, str):
                 self.advance()
@@ -389,8 +386,9 @@ class _Parser:
                 self.advance()
                 return ast.IntLit(token.value, token.start, token.end)
             raise self.unexpected(f"an integer {after}", ("an integer",))
-        if token.kind is TokenKind.LBRACE:
-            raise self.error(f"a set needs 'in', not '{op_token.text}'", op_token.start, ("in",))
+        if token.kind in (TokenKind.LBRACE, TokenKind.LIST_REF):
+            what = "a list" if token.kind is TokenKind.LIST_REF else "a set"
+            raise self.error(f"{what} needs 'in', not '{op_token.text}'", op_token.start, ("in",))
         literal = self.literal(token)
         if literal is None or isinstance(literal, (ast.IntRange, ast.IpRange)):
             hint = ""

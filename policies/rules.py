@@ -23,6 +23,7 @@ from typing import Any, Final, NoReturn, TypeVar
 
 from policies.errors import ExpressionError, PolicyError
 from policies.expression import Expression, compile_expression
+from policies.list_matchers import ListLookup
 
 logger = logging.getLogger(__name__)
 
@@ -401,9 +402,17 @@ class GatewayRule:
     updated_at: datetime | None = None
 
     @classmethod
-    def from_api(cls, value: object, *, where: str, check_expressions: bool = True) -> GatewayRule:
+    def from_api(
+        cls,
+        value: object,
+        *,
+        where: str,
+        check_expressions: bool = True,
+        lists: ListLookup | None = None,
+    ) -> GatewayRule:
         """Validate a rule mapping; with ``check_expressions`` (the default) its expressions are
-        compiled too, so a rule that loads is a rule that runs."""
+        compiled too (``$<list id>`` resolved through ``lists``), so a rule that loads is a rule
+        that runs."""
         if isinstance(value, Mapping) and isinstance(value.get("name"), str) and value["name"].strip():
             where = f"{where} {value['name']!r}"
         reader = ApiReader(value, where=where, ignored=READ_ONLY_KEYS)
@@ -440,7 +449,7 @@ class GatewayRule:
         if action is Action.REDIRECT and rule.rule_settings.redirect is None:
             reader.fail("action 'redirect' needs rule_settings.redirect.target_uri", "rule_settings")
         if check_expressions:
-            rule.compile(where=where)
+            rule.compile(where=where, lists=lists)
         return rule
 
     def to_api(self) -> dict[str, object]:
@@ -479,8 +488,8 @@ class GatewayRule:
         """How messages and traces name the rule."""
         return f"{self.name!r} (precedence {self.precedence}{', id ' + self.id if self.id else ''})"
 
-    def compile(self, *, where: str | None = None) -> CompiledRule:
-        return CompiledRule.compile(self, where=where)
+    def compile(self, *, where: str | None = None, lists: ListLookup | None = None) -> CompiledRule:
+        return CompiledRule.compile(self, where=where, lists=lists)
 
 
 # --- the compiled form --------------------------------------------------------------------------
@@ -504,7 +513,9 @@ class CompiledRule:
     check: Callable[[Mapping[str, object]], bool]
 
     @classmethod
-    def compile(cls, rule: GatewayRule, *, where: str | None = None) -> CompiledRule:
+    def compile(
+        cls, rule: GatewayRule, *, where: str | None = None, lists: ListLookup | None = None
+    ) -> CompiledRule:
         where = where or f"gateway rule {rule.name!r}"
         parts: list[tuple[Part, Expression]] = []
         for part in Part:
@@ -512,13 +523,22 @@ class CompiledRule:
             if not source.strip():
                 continue
             try:
-                expression = compile_expression(source)
+                expression = compile_expression(source, lists=lists)
             except ExpressionError as e:
                 raise FieldError(where, (part.value,), _expression_reason(e), expression_error=e) from None
             _check_part_fields(where, rule, part, expression)
             parts.append((part, expression))
         fields = frozenset().union(*(e.fields for _, e in parts)) if parts else frozenset[str]()
         return cls(rule, tuple(parts), fields, _conjunction([e for _, e in parts]))
+
+    def uses_current_lists(self, lists: ListLookup | None) -> bool:
+        """Compiled against the handles ``lists`` holds now (see ``Expression``)."""
+        return all(e.uses_current_lists(lists) for _, e in self.parts)
+
+    @property
+    def list_ids(self) -> frozenset[str]:
+        """The ids of the Gateway lists its expressions refer to."""
+        return frozenset(i for _, e in self.parts for i in e.lists)
 
     @property
     def connection_level(self) -> bool:

@@ -1,8 +1,10 @@
 """Policy files: YAML in the API's JSON shapes, loaded with ``file:line:col`` on every error.
 
-A policy file is a mapping with any of the keys ``gateway_rules``, ``access_applications``,
-``access_policies`` and ``tests``; each holds a list of objects shaped as the admin API's JSON
-(so an export loads back: ``load(dump(s)) == s``). Several files load as one :class:`PolicySet`.
+A policy file is a mapping with any of the keys ``lists``, ``gateway_rules``,
+``access_applications``, ``access_policies`` and ``tests``; each holds a list of objects shaped as
+the admin API's JSON (so an export loads back: ``load(dump(s)) == s``). Several files load as one
+:class:`PolicySet`; the lists of every file are read first, so a rule may refer (``$<id>``) to a
+list of another file.
 
 Every error is a :class:`Problem` at a place in a file: the key or value at fault, or, for an
 expression, the exact character inside the YAML string when the string sits on one line (plain
@@ -28,12 +30,15 @@ import yaml  # type: ignore[import-untyped, unused-ignore]  # stubs: types-PyYAM
 from policies.access import AccessApplication, AccessEngine, AccessPolicy
 from policies.engine import GatewayEngine
 from policies.errors import ExpressionError, PolicyError
+from policies.list_matchers import ListLookup, static_lookup
+from policies.lists import GatewayList
 from policies.rules import ConflictError, FieldError, GatewayRule
 from policies.testing import PolicyTest
 
 logger = logging.getLogger(__name__)
 
-SECTIONS: Final = ("gateway_rules", "access_applications", "access_policies", "tests")
+SECTIONS: Final = ("gateway_rules", "access_applications", "access_policies", "tests", "lists")
+_LIST_ID: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,7 @@ class PolicySet:
     tests: tuple[PolicyTest, ...] = ()
     locations: Mapping[int, Location] = field(default_factory=dict, compare=False, repr=False)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    lists: tuple[GatewayList, ...] = ()
 
     def merge(self, *others: PolicySet) -> PolicySet:
         sets = (self, *others)
@@ -103,6 +109,7 @@ class PolicySet:
             tuple(t for s in sets for t in s.tests),
             locations,
             sources,
+            tuple(gl for s in sets for gl in s.lists),
         )
 
     def source_line(self, location: Location) -> str | None:
@@ -112,20 +119,26 @@ class PolicySet:
     def location_of(self, item: object) -> Location | None:
         return self.locations.get(id(item))
 
+    def list_lookup(self) -> ListLookup:
+        """The lists' handles, for compiling the rules that refer to them."""
+        return static_lookup(self.lists)
+
     def gateway_engine(self) -> GatewayEngine:
-        return GatewayEngine.build(self.gateway_rules)
+        return GatewayEngine.build(self.gateway_rules, lists=self.list_lookup())
 
     def access_engine(self) -> AccessEngine:
         return AccessEngine.build(self.access_applications, self.access_policies)
 
     def to_api(self) -> dict[str, list[object]]:
         out: dict[str, list[object]] = {}
-        for key, items in (
+        sections: tuple[tuple[str, Sequence[Any]], ...] = (
+            ("lists", self.lists),
             ("gateway_rules", self.gateway_rules),
             ("access_applications", self.access_applications),
             ("access_policies", self.access_policies),
             ("tests", self.tests),
-        ):
+        )
+        for key, items in sections:
             if items:
                 out[key] = [item.to_api() for item in items]
         return out
@@ -262,15 +275,29 @@ def _locate(reader: _Reader, root: yaml.Node, section: str, index: int, error: F
 
 
 def _section_item(
-    section: str, item: object, where: str
-) -> GatewayRule | AccessApplication | AccessPolicy | PolicyTest:
+    section: str, item: object, where: str, lists: ListLookup
+) -> GatewayList | GatewayRule | AccessApplication | AccessPolicy | PolicyTest:
+    if section == "lists":
+        return _file_list(item, where)
     if section == "gateway_rules":
-        return GatewayRule.from_api(item, where=where)
+        return GatewayRule.from_api(item, where=where, lists=lists)
     if section == "access_applications":
         return AccessApplication.from_api(item, where=where)
     if section == "access_policies":
         return AccessPolicy.from_api(item, where=where)
     return PolicyTest.from_api(item, where=where)
+
+
+def _file_list(item: object, where: str) -> GatewayList:
+    """A list in a file needs an id: rules refer to it by ``$<id>``."""
+    gateway_list = GatewayList.from_api(item, where=where)
+    if not gateway_list.id:
+        raise FieldError(where, ("id",), "required in policy files: rules refer to a list as $<id>")
+    if not _LIST_ID.match(gateway_list.id):
+        raise FieldError(
+            where, ("id",), f"{gateway_list.id!r}: a list id is letters, digits, '_' and '-' (a UUID)"
+        )
+    return gateway_list
 
 
 def _compose(reader: _Reader) -> tuple[yaml.MappingNode | None, Any, list[Problem]]:
@@ -303,41 +330,78 @@ def _compose(reader: _Reader) -> tuple[yaml.MappingNode | None, Any, list[Proble
     return root, data, problems
 
 
+@dataclass
+class _File:
+    """One file composed: its reader, root node, plain data, and what was found so far."""
+
+    reader: _Reader
+    root: yaml.MappingNode | None
+    data: Any
+    problems: list[Problem]
+    composed: int = 0  # problems[:composed] are the YAML's own (duplicate keys ...), reported first
+    found: dict[str, list[object]] = field(default_factory=dict)
+    locations: dict[int, Location] = field(default_factory=dict)
+
+
 def _parse(text: str, file: str) -> tuple[PolicySet, list[Problem]]:
+    parsed = _compose_file(text, file)
+    lists = _read_sections(parsed, ("lists",), static_lookup(()))
+    return _finish(parsed, static_lookup(lists)), parsed.problems
+
+
+def _compose_file(text: str, file: str) -> _File:
     reader = _Reader(text, file)
     root, data, problems = _compose(reader)
-    if root is None:
-        return PolicySet(), problems
-    found: dict[str, list[object]] = {section: [] for section in SECTIONS}
-    locations: dict[int, Location] = {}
-    for key_node, value_node in root.value:
+    parsed = _File(reader, root, data, problems, len(problems), {section: [] for section in SECTIONS})
+    if root is not None:
+        for key_node, value_node in root.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key not in SECTIONS:
+                close = difflib.get_close_matches(str(key), SECTIONS, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(SECTIONS)})"
+                problems.append(reader.problem(key_node.start_mark, f"unknown key {key!r}{hint}"))
+            elif data[key] is not None and not isinstance(value_node, yaml.SequenceNode):
+                kind = _node_kind(value_node)
+                message = f"{key} must be a list (items start with '- '), not {kind}"
+                problems.append(reader.problem(value_node.start_mark, message))
+    return parsed
+
+
+def _read_sections(parsed: _File, sections: Sequence[str], lists: ListLookup) -> list[GatewayList]:
+    """Read ``sections`` of the file into ``parsed.found``; return the lists read."""
+    if parsed.root is None:
+        return []
+    for key_node, value_node in parsed.root.value:
         key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-        if key not in SECTIONS:
-            close = difflib.get_close_matches(str(key), SECTIONS, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(SECTIONS)})"
-            problems.append(reader.problem(key_node.start_mark, f"unknown key {key!r}{hint}"))
-        elif data[key] is not None and not isinstance(value_node, yaml.SequenceNode):
-            kind = _node_kind(value_node)
-            message = f"{key} must be a list (items start with '- '), not {kind}"
-            problems.append(reader.problem(value_node.start_mark, message))
-        else:
-            for index, item in enumerate(data[key] or ()):
-                try:
-                    parsed = _section_item(key, item, f"{key}[{index}]")
-                except FieldError as e:
-                    problems.append(_locate(reader, root, key, index, e))
-                    continue
-                locations[id(parsed)] = reader.at(value_node.value[index].start_mark).location
-                found[key].append(parsed)
-    policy_set = PolicySet(
+        if not isinstance(key, str) or key not in sections or not isinstance(value_node, yaml.SequenceNode):
+            continue
+        for index, item in enumerate(parsed.data[key] or ()):
+            try:
+                value = _section_item(key, item, f"{key}[{index}]", lists)
+            except FieldError as e:
+                parsed.problems.append(_locate(parsed.reader, parsed.root, key, index, e))
+                continue
+            parsed.locations[id(value)] = parsed.reader.at(value_node.value[index].start_mark).location
+            parsed.found[key].append(value)
+    return list(_only(parsed.found["lists"], GatewayList)) if "lists" in sections else []
+
+
+def _finish(parsed: _File, lists: ListLookup) -> PolicySet:
+    """Read the sections after ``lists`` (rules resolve ``$<id>`` through ``lists``)."""
+    _read_sections(parsed, tuple(s for s in SECTIONS if s != "lists"), lists)
+    parsed.problems[parsed.composed :] = sorted(
+        parsed.problems[parsed.composed :], key=lambda p: (p.location.line, p.location.column)
+    )
+    found = parsed.found
+    return PolicySet(
         _only(found["gateway_rules"], GatewayRule),
         _only(found["access_applications"], AccessApplication),
         _only(found["access_policies"], AccessPolicy),
         _only(found["tests"], PolicyTest),
-        locations,
-        {file: text},
+        parsed.locations,
+        {parsed.reader.file: parsed.reader.text},
+        _only(found["lists"], GatewayList),
     )
-    return policy_set, problems
 
 
 def _only[T](items: list[object], kind: type[T]) -> tuple[T, ...]:
@@ -355,13 +419,27 @@ def _node_kind(node: yaml.Node) -> str:
 def check(policy_set: PolicySet) -> list[Problem]:
     """What cannot be loaded together (duplicate precedence, unknown policy ids, two apps for one
     domain, tests naming rules that do not exist), each at the place of the object to fix."""
-    problems: list[Problem] = []
+    problems: list[Problem] = _duplicate_lists(policy_set)
+    if problems:
+        return problems
     for build in (policy_set.gateway_engine, policy_set.access_engine):
         try:
             build()
         except ConflictError as e:
             problems.append(_conflict_problem(policy_set, e))
     problems.extend(_unknown_test_rules(policy_set))
+    return problems
+
+
+def _duplicate_lists(policy_set: PolicySet) -> list[Problem]:
+    seen: set[str] = set()
+    problems: list[Problem] = []
+    for gateway_list in policy_set.lists:
+        if gateway_list.id in seen:
+            location = policy_set.location_of(gateway_list) or Location("<policies>", 1, 1)
+            message = f"list {gateway_list.label}: another list has the id {gateway_list.id}"
+            problems.append(Problem(location, message, policy_set.source_line(location)))
+        seen.add(gateway_list.id)
     return problems
 
 
@@ -405,7 +483,7 @@ def load(text: str, *, file: str = "<string>") -> PolicySet:
 def load_files(paths: Iterable[str | Path]) -> PolicySet:
     """Load several files (a directory means its ``*.yaml`` and ``*.yml`` files, sorted) as one
     set, checked together; raises :class:`PolicyFileError` with every problem of every file."""
-    sets: list[PolicySet] = []
+    files: list[_File] = []
     problems: list[Problem] = []
     for path in expand(paths):
         try:
@@ -415,9 +493,12 @@ def load_files(paths: Iterable[str | Path]) -> PolicySet:
                 Problem(Location(str(path), 1, 1), f"cannot read: {getattr(e, 'strerror', None) or e}")
             )
             continue
-        policy_set, found = _parse(text, str(path))
-        sets.append(policy_set)
-        problems.extend(found)
+        files.append(_compose_file(text, str(path)))
+    every_list = [gl for parsed in files for gl in _read_sections(parsed, ("lists",), static_lookup(()))]
+    lookup = static_lookup(every_list)
+    sets = [_finish(parsed, lookup) for parsed in files]
+    for parsed in files:
+        problems.extend(parsed.problems)
     merged = sets[0].merge(*sets[1:]) if sets else PolicySet()
     if not problems:
         problems = check(merged)

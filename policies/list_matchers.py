@@ -1,0 +1,287 @@
+"""Gateway lists compiled for lookups, and the handles compiled expressions hold for ``$<id>``.
+
+Expressions do not hold a list's items: the compiler resolves ``$<id>`` through a
+:class:`ListLookup` to a :class:`ListHandle`, whose ``matcher`` is replaced whole (one attribute
+assignment) when the list changes. Compiled rules keep the handle, so a change to a list reaches
+every decision at the next request without compiling any rule again. Every lookup costs a few
+hash probes, whatever the list's size (see each matcher).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Final, Protocol
+
+from policies.scheme import domains_of
+
+if TYPE_CHECKING:
+    from policies.lists import GatewayList, ListItem
+
+logger = logging.getLogger(__name__)
+
+SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+class ListType(StrEnum):
+    DOMAIN = "DOMAIN"
+    HOST = "HOST"
+    URL = "URL"
+    IP = "IP"
+    EMAIL = "EMAIL"
+    SERIAL = "SERIAL"
+
+
+# Which list types a field may be compared with (``field in $list``); an array field's elements.
+FIELD_LIST_TYPES: Final[Mapping[str, frozenset[ListType]]] = {
+    "http.request.host": frozenset({ListType.DOMAIN, ListType.HOST}),
+    "net.sni.host": frozenset({ListType.DOMAIN, ListType.HOST}),
+    "http.conn.hostname": frozenset({ListType.DOMAIN, ListType.HOST}),
+    "http.request.domains": frozenset({ListType.DOMAIN, ListType.HOST}),
+    "http.conn.domains": frozenset({ListType.DOMAIN, ListType.HOST}),
+    "http.request.uri": frozenset({ListType.URL}),
+    "http.conn.src_ip": frozenset({ListType.IP}),
+    "http.conn.dst_ip": frozenset({ListType.IP}),
+    "identity.email": frozenset({ListType.EMAIL}),
+    "identity.groups.email": frozenset({ListType.EMAIL}),
+}
+
+# --- matching ----------------------------------------------------------------------------------
+
+
+class Matcher(Protocol):
+    """One list's items compiled for lookups: built once per change, then only read."""
+
+    def find(self, value: object) -> str | None:
+        """The item that ``value`` matches (for explanations), or None."""
+        ...
+
+    def __contains__(self, value: object) -> bool: ...
+
+
+class ExactMatcher:
+    """HOST, EMAIL and SERIAL lists (hosts compared lowercased): one hash lookup."""
+
+    __slots__ = ("_fold", "_values")
+
+    def __init__(self, values: Iterable[str], *, hosts: bool) -> None:
+        self._values = frozenset(values)
+        self._fold = hosts
+
+    def _key(self, value: object) -> str | None:
+        if not isinstance(value, str):
+            return None
+        return value.lower().removesuffix(".") if self._fold else value
+
+    def __contains__(self, value: object) -> bool:
+        return self._key(value) in self._values
+
+    def find(self, value: object) -> str | None:
+        key = self._key(value)
+        return key if key in self._values else None
+
+
+class DomainMatcher:
+    """DOMAIN lists: the host and each parent domain, looked up in a hash set."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self._values = frozenset(values)
+
+    def __contains__(self, value: object) -> bool:
+        return self.find(value) is not None
+
+    def find(self, value: object) -> str | None:
+        if not isinstance(value, str) or not value:
+            return None
+        values = self._values
+        for domain in domains_of(value):
+            if domain in values:
+                return domain
+        return None
+
+
+class UrlMatcher:
+    """URL lists, by prefix without the scheme: one lookup per item length the list holds."""
+
+    __slots__ = ("_lengths", "_values")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        self._values = frozenset(strip_scheme(v) for v in values)
+        self._lengths = tuple(sorted({len(v) for v in self._values}))
+
+    def __contains__(self, value: object) -> bool:
+        return self.find(value) is not None
+
+    def find(self, value: object) -> str | None:
+        if not isinstance(value, str):
+            return None
+        url = strip_scheme(value)
+        values = self._values
+        for length in self._lengths:
+            if length > len(url):
+                break
+            prefix = url[:length]
+            if prefix in values:
+                return prefix
+        return None
+
+
+def strip_scheme(url: str) -> str:
+    match = SCHEME.match(url)
+    return url[match.end() :] if match else url
+
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class IpMatcher:
+    """IP lists: addresses in a hash set; CIDRs bucketed by (family, prefix length), each bucket a
+    hash set of network numbers, so a lookup costs one probe per prefix length present."""
+
+    __slots__ = ("_buckets", "_by_key")
+
+    def __init__(self, values: Iterable[str]) -> None:
+        buckets: dict[tuple[int, int], set[int]] = {}
+        by_key: dict[tuple[int, int, int], str] = {}
+        for text in values:
+            network = ipaddress.ip_network(text, strict=True)
+            bits = network.max_prefixlen
+            key = int(network.network_address) >> (bits - network.prefixlen)
+            buckets.setdefault((network.version, network.prefixlen), set()).add(key)
+            by_key[(network.version, network.prefixlen, key)] = text
+        # longest prefixes first, so an address finds its most specific item
+        ordered = sorted(buckets.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+        self._buckets = tuple((v, plen, frozenset(s)) for (v, plen), s in ordered)
+        self._by_key = by_key
+
+    def __contains__(self, value: object) -> bool:
+        return self._probe(value) is not None
+
+    def find(self, value: object) -> str | None:
+        found = self._probe(value)
+        return None if found is None else self._by_key[found]
+
+    def _probe(self, value: object) -> tuple[int, int, int] | None:
+        if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return None
+        version, number = value.version, int(value)
+        bits = 32 if version == 4 else 128
+        for family, prefixlen, keys in self._buckets:
+            if family != version:
+                continue
+            key = number >> (bits - prefixlen)
+            if key in keys:
+                return (version, prefixlen, key)
+        return None
+
+
+def matcher_for(type_: ListType, values: Iterable[str]) -> Matcher:
+    if type_ is ListType.DOMAIN:
+        return DomainMatcher(values)
+    if type_ is ListType.URL:
+        return UrlMatcher(values)
+    if type_ is ListType.IP:
+        return IpMatcher(values)
+    return ExactMatcher(values, hosts=type_ is ListType.HOST)
+
+
+class ListHandle:
+    """What a compiled expression holds for ``$<id>``: the list's type (fixed) and its current
+    matcher, replaced whole (one attribute assignment) when the list's items change."""
+
+    __slots__ = ("id", "matcher", "name", "type")
+
+    def __init__(self, list_id: str, type_: ListType, name: str, matcher: Matcher) -> None:
+        self.id = list_id
+        self.type = type_
+        self.name = name
+        self.matcher = matcher
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.matcher
+
+    def __repr__(self) -> str:
+        return f"ListHandle({self.id!r}, {self.type.value}, {self.name!r})"
+
+
+class ListLookup(Protocol):
+    """How the compiler resolves ``$<id>``: the handle, or None for no such list."""
+
+    def get(self, list_id: str, /) -> ListHandle | None: ...
+
+
+@dataclass
+class StagedLists:
+    """The lists a change would leave, ready to compile against (``get``) and, once the change
+    is committed, to go live (``install``): new matchers are swapped into the handles."""
+
+    registry: ListRegistry
+    handles: dict[str, ListHandle] = field(default_factory=dict)
+    swaps: dict[str, tuple[Matcher, str]] = field(default_factory=dict)
+    built: dict[str, tuple[ListType, tuple[ListItem, ...]]] = field(default_factory=dict)
+
+    def get(self, list_id: str, /) -> ListHandle | None:
+        return self.handles.get(list_id)
+
+    def install(self) -> None:
+        for list_id, (matcher, name) in self.swaps.items():
+            handle = self.handles[list_id]
+            handle.matcher = matcher
+            handle.name = name
+        self.registry.handles = dict(self.handles)
+        self.registry.built = dict(self.built)
+
+
+class ListRegistry:
+    """One account's live handles. ``stage`` prepares a change; ``StagedLists.install`` applies it.
+
+    A list keeps its handle while its id and type stay the same, so rules compiled against it
+    need no recompiling; a matcher is rebuilt only for a list whose items changed."""
+
+    def __init__(self) -> None:
+        self.handles: dict[str, ListHandle] = {}
+        self.built: dict[str, tuple[ListType, tuple[ListItem, ...]]] = {}
+
+    def get(self, list_id: str, /) -> ListHandle | None:
+        return self.handles.get(list_id)
+
+    def stage(self, lists: Iterable[GatewayList]) -> StagedLists:
+        staged = StagedLists(self)
+        for gateway_list in lists:
+            list_id, type_, name = gateway_list.id, gateway_list.type, gateway_list.name
+            current = self.handles.get(list_id)
+            if current is not None and current.type is not type_:
+                current = None  # a new type is a new list to the compiled rules
+            built = self.built.get(list_id)
+            staged.built[list_id] = (type_, gateway_list.items)
+            if current is None:
+                matcher = matcher_for(type_, (item.value for item in gateway_list.items))
+                staged.handles[list_id] = ListHandle(list_id, type_, name, matcher)
+                continue
+            staged.handles[list_id] = current
+            same = built is not None and (built[1] is gateway_list.items or built[1] == gateway_list.items)
+            if not same:
+                matcher = matcher_for(type_, (item.value for item in gateway_list.items))
+                staged.swaps[list_id] = (matcher, name)
+            elif current.name != name:
+                staged.swaps[list_id] = (current.matcher, name)
+        return staged
+
+
+def static_lookup(lists: Iterable[GatewayList]) -> ListLookup:
+    """Handles for a fixed set of lists (policy files, tests): nothing ever swaps them."""
+    return {
+        gateway_list.id: ListHandle(
+            gateway_list.id,
+            gateway_list.type,
+            gateway_list.name,
+            matcher_for(gateway_list.type, (i.value for i in gateway_list.items)),
+        )
+        for gateway_list in lists
+    }
