@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import device
+from agent.addresses import local_addresses
 from agent.errors import AgentError
 from agent.state import AgentState, save_state
 from agent.token import EnrollmentToken
@@ -37,6 +38,7 @@ def enroll(request: Enrollment, state_path: Path, *, timeout: float = 30.0) -> A
         "serial_number": request.serial_number,
         "hostname": request.hostname,
         "email": request.email,
+        "addresses": local_addresses(),  # transparent mode knows the device by them
     }
     answer = transport.post(ENROLL_PATH, body)
     if not isinstance(answer, dict):

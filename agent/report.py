@@ -23,6 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from agent import addresses
 from agent.checks import AgentRule, RuleCheck, parse_rules
 from agent.errors import AgentError
 from agent.transport import Transport
@@ -105,7 +106,9 @@ def build_result(check: RuleCheck, nonce: Callable[[], str], *, device_id: str) 
 
 
 def report(checks: Sequence[RuleCheck], transport: Transport, *, device_id: str) -> list[Stored]:
-    """Send every result that names a rule; the server's record of each."""
+    """Send the device's addresses, then every result that names a rule; the server's record
+    of each."""
+    addresses.register(transport)
     nonce = ReportNonce(transport)
     results = [build_result(check, nonce, device_id=device_id) for check in checks if check.rule_id]
     if not results:

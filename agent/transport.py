@@ -151,6 +151,9 @@ class Transport:
     def post(self, path: str, body: Mapping[str, Any]) -> Any:
         return self._call("POST", path, body)
 
+    def put(self, path: str, body: Mapping[str, Any]) -> Any:
+        return self._call("PUT", path, body)
+
     def take_nonce(self, *, margin: float = NONCE_MARGIN) -> str | None:
         """The nonce the server last offered, if it stays valid ``margin`` seconds more; each is
         handed out once."""
