@@ -15,12 +15,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from policies.scheme import domains_of
-
-if TYPE_CHECKING:
-    from policies.lists import GatewayList, ListItem
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +207,27 @@ class ListHandle:
         return f"ListHandle({self.id!r}, {self.type.value}, {self.name!r})"
 
 
+class ItemValue(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class ListValue(Protocol):
+    """What a registry reads of a list (``policies.lists.GatewayList``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> ListType: ...
+
+    @property
+    def items(self) -> tuple[ItemValue, ...]: ...
+
+
 class ListLookup(Protocol):
     """How the compiler resolves ``$<id>``: the handle, or None for no such list."""
 
@@ -224,7 +242,7 @@ class StagedLists:
     registry: ListRegistry
     handles: dict[str, ListHandle] = field(default_factory=dict)
     swaps: dict[str, tuple[Matcher, str]] = field(default_factory=dict)
-    built: dict[str, tuple[ListType, tuple[ListItem, ...]]] = field(default_factory=dict)
+    built: dict[str, tuple[ListType, tuple[ItemValue, ...]]] = field(default_factory=dict)
 
     def get(self, list_id: str, /) -> ListHandle | None:
         return self.handles.get(list_id)
@@ -246,12 +264,12 @@ class ListRegistry:
 
     def __init__(self) -> None:
         self.handles: dict[str, ListHandle] = {}
-        self.built: dict[str, tuple[ListType, tuple[ListItem, ...]]] = {}
+        self.built: dict[str, tuple[ListType, tuple[ItemValue, ...]]] = {}
 
     def get(self, list_id: str, /) -> ListHandle | None:
         return self.handles.get(list_id)
 
-    def stage(self, lists: Iterable[GatewayList]) -> StagedLists:
+    def stage(self, lists: Iterable[ListValue]) -> StagedLists:
         staged = StagedLists(self)
         for gateway_list in lists:
             list_id, type_, name = gateway_list.id, gateway_list.type, gateway_list.name
@@ -274,7 +292,7 @@ class ListRegistry:
         return staged
 
 
-def static_lookup(lists: Iterable[GatewayList]) -> ListLookup:
+def static_lookup(lists: Iterable[ListValue]) -> ListLookup:
     """Handles for a fixed set of lists (policy files, tests): nothing ever swaps them."""
     return {
         gateway_list.id: ListHandle(
