@@ -2,6 +2,7 @@
 
 from proxy.store.database import StoreError
 from proxy.store.devices import Device, EnrollmentToken, Nonce
+from proxy.store.lists import ListRecord, StoredList, StoredListItem
 from proxy.store.policies import PolicyLink, StoredApplication, StoredPolicy, StoredRule
 from proxy.store.posture import (
     LogQuery,
@@ -32,6 +33,7 @@ __all__ = [
     "Device",
     "EnrollmentToken",
     "GatewayConfiguration",
+    "ListRecord",
     "LogQuery",
     "Node",
     "NodeLoadedCa",
@@ -43,6 +45,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredApplication",
+    "StoredList",
+    "StoredListItem",
     "StoredPolicy",
     "StoredPostureRule",
     "StoredRule",

@@ -285,6 +285,33 @@ _V7 = (
     ) WITHOUT ROWID""",
 )
 
+# Gateway lists (issue 13): one row per list (``revision`` bumps at every save, so a reader can
+# tell a list changed without reading its items) and one per item, unique per list, in order.
+_V8 = (
+    """CREATE TABLE gateway_lists (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT NOT NULL,
+        type TEXT NOT NULL CHECK (type IN ('DOMAIN', 'HOST', 'URL', 'IP', 'EMAIL', 'SERIAL')),
+        revision INTEGER NOT NULL CHECK (revision >= 1),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, id)
+    )""",
+    """CREATE TABLE gateway_list_items (
+        account_id TEXT NOT NULL,
+        list_id TEXT NOT NULL,
+        position INTEGER NOT NULL CHECK (position >= 0),
+        value TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (account_id, list_id, value),
+        FOREIGN KEY (account_id, list_id) REFERENCES gateway_lists(account_id, id) ON DELETE CASCADE
+    ) WITHOUT ROWID""",
+    "CREATE INDEX gateway_list_items_by_position ON gateway_list_items(account_id, list_id, position)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
@@ -293,6 +320,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "API token names", _V5),
     Migration(6, "device addresses: registered by agents, bound by admins (transparent mode)", _V6),
     Migration(7, "WireGuard tunnels: a port, an address and key pairs per device", _V7),
+    Migration(8, "Gateway lists and their items", _V8),
 )
 
 

@@ -14,6 +14,7 @@ from proxy.store.configuration import Configurations
 from proxy.store.database import MEMORY, Database
 from proxy.store.device_addresses import DeviceAddresses
 from proxy.store.devices import Devices, EnrollmentTokens, Nonces
+from proxy.store.lists import GatewayLists
 from proxy.store.migrations import current_version, migrate
 from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
@@ -38,6 +39,7 @@ class Store:
         self.gateway_rules = GatewayRules(db)
         self.access_policies = AccessPolicies(db)
         self.access_applications = AccessApplications(db)
+        self.gateway_lists = GatewayLists(db)
         self.devices = Devices(db)
         self.enrollment_tokens = EnrollmentTokens(db)
         self.nonces = Nonces(db)
