@@ -86,29 +86,28 @@ class HttpStream:
 
 async def splice(a: HttpStream, b: HttpStream, *, idle_timeout: float) -> None:
     """Copy bytes both ways until both sides are done, either fails, or nothing moved either way
-    for ``idle_timeout`` seconds (one direction may be quiet while the other streams)."""
+    for ``idle_timeout`` seconds (one direction may be quiet while the other streams). One
+    watchdog keeps the time, so that a read costs no timer of its own."""
     last = [time.monotonic()]
 
     async def pipe(src: HttpStream, dst: HttpStream) -> None:
-        while True:
-            try:
-                data = await asyncio.wait_for(src.reader.read(READ_SIZE), idle_timeout)
-            except TimeoutError:
-                if time.monotonic() - last[0] >= idle_timeout:
-                    raise StreamClosed(f"tunnel idle for {idle_timeout:g} s") from None
-                continue
-            if not data:
-                if dst.writer.can_write_eof() and not dst.writer.is_closing():
-                    dst.writer.write_eof()
-                return
+        while data := await src.reader.read(READ_SIZE):
             last[0] = time.monotonic()
             dst.writer.write(data)
             await dst.writer.drain()
+        if dst.writer.can_write_eof() and not dst.writer.is_closing():
+            dst.writer.write_eof()
 
-    tasks = [asyncio.create_task(pipe(a, b)), asyncio.create_task(pipe(b, a))]
+    async def watchdog() -> None:
+        while (quiet := time.monotonic() - last[0]) < idle_timeout:
+            await asyncio.sleep(idle_timeout - quiet)
+        raise StreamClosed(f"tunnel idle for {idle_timeout:g} s")
+
+    pipes = {asyncio.create_task(pipe(a, b)), asyncio.create_task(pipe(b, a))}
+    tasks = [*pipes, asyncio.create_task(watchdog())]
     try:
-        pending: set[asyncio.Task[None]] = set(tasks)
-        while pending:
+        pending = set(tasks)
+        while pipes & pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             if any(t.exception() is not None for t in done):
                 break
