@@ -10,7 +10,8 @@ belongs to, and it removes the conf files when the gateway stops (the keys stay 
 store).
 
 mitmproxy logs each new WireGuard listener's client configuration, private key included;
-:func:`redact_private_keys` keeps those keys out of the log.
+:func:`tune_mitmproxy_logs` keeps those keys out of the log, and keeps the line about a
+refused handshake (an unknown peer) in it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 CONF_SUFFIX: Final = ".conf"
 DEVICE_MODE_PORTS: Final = 100  # --mode wireguard@HOST:PORT: ports PORT to PORT+99
 MITMPROXY_MODE_LOGGER: Final = "mitmproxy.proxy.mode_servers"
+# mitmproxy_rs logs "Failed to process a WireGuard handshake packet" (an unknown peer) here
+MITMPROXY_RS_WIREGUARD_LOGGER: Final = "mitmproxy.packet_sources.wireguard"
 _PRIVATE_KEY = re.compile(r"(PrivateKey\s*=\s*)\S+")
 
 type PushModes = Callable[[Sequence[str]], Awaitable[object]]
@@ -55,7 +58,8 @@ class WireGuardModes:
         self._specs: tuple[str, ...] | None = None
         self._task: asyncio.Task[None] | None = None
         self._again = False
-        redact_private_keys()
+        if service.enabled:
+            tune_mitmproxy_logs()
 
     @property
     def specs(self) -> tuple[str, ...]:
@@ -163,12 +167,17 @@ class _RedactPrivateKeys(logging.Filter):
         return True
 
 
-def redact_private_keys() -> None:
+def tune_mitmproxy_logs() -> None:
     """Keep WireGuard private keys out of mitmproxy's log (it logs a new listener's client
-    configuration at INFO, the device's private key in it). Idempotent."""
+    configuration at INFO, the device's private key in it), and keep mitmproxy_rs's line about
+    a handshake it refused (an unknown peer's key, at INFO) although the rest of mitmproxy logs
+    only warnings. Idempotent."""
     target = logging.getLogger(MITMPROXY_MODE_LOGGER)
     if not any(isinstance(f, _RedactPrivateKeys) for f in target.filters):
         target.addFilter(_RedactPrivateKeys())
+    packets = logging.getLogger(MITMPROXY_RS_WIREGUARD_LOGGER)
+    if packets.getEffectiveLevel() > logging.INFO:
+        packets.setLevel(logging.INFO)
 
 
 def with_device_tunnels(config: Config, *, ports: str | None, endpoint: str | None) -> Config:
