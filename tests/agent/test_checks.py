@@ -14,22 +14,10 @@ from agent.checks import AgentRule, Device, RuleCheck, check_rules, parse_rules
 from agent.locations import Locator
 from agent.output import format_checks
 from certs.proof import proof_message, sign_proof, verify_proof
-from tests.agent.agentlab import (
-    Issued,
-    import_into_nssdb,
-    make_ca,
-    make_client,
-    make_nssdb,
-    rule_api,
-    wire_rule,
-)
+from tests.agent.agentlab import import_into_nssdb, make_nssdb, rule_api, wire_rule
+from tests.support.pki import Issued, issue_leaf, make_ca
 
 HOST = Device(hostname="laptop", serial_number="SN-42")
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return make_ca("Device CA")
 
 
 def _check(tmp_path: Path, ca: Issued, *rules: dict[str, object]) -> list[RuleCheck]:
@@ -44,7 +32,7 @@ def _pem(tmp_path: Path, name: str, issued: Issued, *, key: bool = True) -> str:
 
 
 def test_a_pem_certificate_with_its_key_passes_and_can_sign(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "LAPTOP.corp")
+    client = issue_leaf(ca, "LAPTOP.corp")
     path = _pem(tmp_path, "client.pem", client)
     (check,) = _check(tmp_path, ca, rule_api("r1", paths=(path,)))
     assert check.passed, check.reason
@@ -56,10 +44,10 @@ def test_a_pem_certificate_with_its_key_passes_and_can_sign(tmp_path: Path, ca: 
 
 
 def test_every_rejected_certificate_keeps_its_reason(tmp_path: Path, ca: Issued) -> None:
-    foreign = make_client(make_ca("Other CA"), "laptop.corp")
-    expired = make_client(ca, "laptop.corp", valid_from=timedelta(days=-10), valid_for=timedelta(days=1))
-    wrong_cn = make_client(ca, "desktop.corp")
-    no_eku = make_client(ca, "laptop.corp", eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    foreign = issue_leaf(make_ca("Other CA"), "laptop.corp")
+    expired = issue_leaf(ca, "laptop.corp", valid_from=timedelta(days=-10), valid_for=timedelta(days=1))
+    wrong_cn = issue_leaf(ca, "desktop.corp")
+    no_eku = issue_leaf(ca, "laptop.corp", ekus=(ExtendedKeyUsageOID.SERVER_AUTH,))
     paths = tuple(_pem(tmp_path, f"{n}.pem", c) for n, c in
                   (("foreign", foreign), ("expired", expired), ("wrong-cn", wrong_cn), ("no-eku", no_eku)))  # fmt: skip
     (check,) = _check(tmp_path, ca, rule_api("r1", paths=(*paths, str(tmp_path / "missing.pem"))))
@@ -75,14 +63,14 @@ def test_every_rejected_certificate_keeps_its_reason(tmp_path: Path, ca: Issued)
 
 
 def test_a_certificate_without_its_key_fails_when_the_rule_checks_the_key(tmp_path: Path, ca: Issued) -> None:
-    path = _pem(tmp_path, "client.pem", make_client(ca, "laptop.corp"), key=False)
+    path = _pem(tmp_path, "client.pem", issue_leaf(ca, "laptop.corp"), key=False)
     (check,) = _check(tmp_path, ca, rule_api("r1", paths=(path,)))
     assert not check.passed
     assert check.reason.startswith("no private key for this certificate in the listed paths")
 
 
 def test_cert_and_key_in_two_listed_files_pass(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp", rsa_key=True)
+    client = issue_leaf(ca, "laptop.corp", key_type="rsa-2048")
     (tmp_path / "c.pem").write_text(client.cert_pem())
     (tmp_path / "c.key").write_text(client.key_pem())
     (check,) = _check(tmp_path, ca, rule_api("r1", paths=(str(tmp_path / "c.pem"), str(tmp_path / "c.key"))))
@@ -92,7 +80,7 @@ def test_cert_and_key_in_two_listed_files_pass(tmp_path: Path, ca: Issued) -> No
 def test_without_check_private_key_an_encrypted_key_still_passes_but_cannot_prove(
     tmp_path: Path, ca: Issued
 ) -> None:
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     path = tmp_path / "client.pem"
     path.write_text(client.cert_pem() + client.key_pem(password=b"pw"))
     (check,) = _check(tmp_path, ca, rule_api("r1", paths=(str(path),), check_private_key=False))
@@ -102,15 +90,15 @@ def test_without_check_private_key_an_encrypted_key_still_passes_but_cannot_prov
 
 
 def test_a_passing_certificate_with_a_key_is_preferred(tmp_path: Path, ca: Issued) -> None:
-    bare = _pem(tmp_path, "bare.pem", make_client(ca, "laptop.corp"), key=False)
-    keyed = _pem(tmp_path, "keyed.pem", make_client(ca, "laptop.corp"))
+    bare = _pem(tmp_path, "bare.pem", issue_leaf(ca, "laptop.corp"), key=False)
+    keyed = _pem(tmp_path, "keyed.pem", issue_leaf(ca, "laptop.corp"))
     (check,) = _check(tmp_path, ca, rule_api("r1", paths=(bare, keyed), check_private_key=False))
     assert check.passed and check.candidate is not None
     assert check.candidate.source == keyed and check.key is not None
 
 
 def test_serial_number_and_san_templates(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "sn-42.devices", sans=("laptop.corp.example",))
+    client = issue_leaf(ca, "sn-42.devices", dns_names=("laptop.corp.example",))
     path = _pem(tmp_path, "client.pem", client)
     rule = rule_api("r1", cn="${serial_number}.devices", sans=("${hostname}.corp.example",), paths=(path,))
     (check,) = _check(tmp_path, ca, rule)
@@ -127,9 +115,9 @@ def test_the_signing_ca_itself_is_not_a_device_certificate(tmp_path: Path, ca: I
 
 def test_a_real_nss_database_pass_and_a_cert_without_key(tmp_path: Path, ca: Issued) -> None:
     db = make_nssdb(tmp_path / ".pki" / "nssdb")  # the "user" trust store under this home
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     # NSS gives certificates with the same subject the same nickname: another subject here
-    import_into_nssdb(db, make_client(ca, "laptop.corp", organization="Spare"), "no key", with_key=False)
+    import_into_nssdb(db, issue_leaf(ca, "laptop.corp", organization="Spare"), "no key", with_key=False)
     import_into_nssdb(db, client, "corp device")
     (check,) = _check(tmp_path, ca, rule_api("r1", trust_stores=("user",)))
     assert check.passed, check.reason
@@ -157,7 +145,7 @@ def test_an_empty_system_nss_database_is_not_news_when_the_rule_asks_for_the_use
 ) -> None:
     system = make_nssdb(tmp_path / "system-db")
     user = make_nssdb(tmp_path / "home" / ".pki" / "nssdb")
-    import_into_nssdb(user, make_client(ca, "laptop.corp"), "corp device")
+    import_into_nssdb(user, issue_leaf(ca, "laptop.corp"), "corp device")
     parsed = parse_rules([wire_rule(rule_api("r1", trust_stores=("user",)), ca)])
     (check,) = check_rules(parsed, HOST, locator=Locator(home=tmp_path / "home", system_nssdb=system))
     assert check.passed, check.reason
@@ -209,8 +197,8 @@ def test_a_template_the_device_cannot_fill_fails_the_rule(tmp_path: Path, ca: Is
 
 
 def test_check_table(tmp_path: Path, ca: Issued) -> None:
-    good = _pem(tmp_path, "good.pem", make_client(ca, "laptop.corp"))
-    wrong = _pem(tmp_path, "wrong.pem", make_client(ca, "desktop.corp"))
+    good = _pem(tmp_path, "good.pem", issue_leaf(ca, "laptop.corp"))
+    wrong = _pem(tmp_path, "wrong.pem", issue_leaf(ca, "desktop.corp"))
     checks = _check(
         tmp_path, ca,
         rule_api("r1", name="corp cert", paths=(wrong, good)),

@@ -15,28 +15,17 @@ import pytest
 
 from proxy.cli.main import main
 from tests.agent.agent_standin import StandIn, serving
-from tests.agent.agentlab import (
-    Issued,
-    make_ca,
-    make_client,
-    make_token,
-    rule_api,
-    wire_rule,
-)
+from tests.agent.agentlab import make_token, rule_api, wire_rule
+from tests.support.pki import Issued, issue_leaf
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return make_ca()
 
 
 @pytest.fixture
 def device(tmp_path: Path, ca: Issued, monkeypatch: pytest.MonkeyPatch) -> tuple[StandIn, Path]:
     """A stand-in with two rules over one PEM file: one passes, one fails."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # ~/.pki/nssdb: absent
-    client = make_client(ca, f"{os.uname().nodename}.corp")
+    client = issue_leaf(ca, f"{os.uname().nodename}.corp")
     pem = tmp_path / "client.pem"
     pem.write_text(client.cert_pem() + client.key_pem())
     standin = StandIn(rules=[

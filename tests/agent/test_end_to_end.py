@@ -7,81 +7,22 @@ failure; a pass that is not renewed expires."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import socket
-import ssl
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from proxy.api import create_app
 from proxy.cli.main import main
-from proxy.services.devices import DeviceService
-from tests.agent.agentlab import (
-    fingerprint,
-    import_into_nssdb,
-    make_ca,
-    make_client,
-    make_nssdb,
-    make_server_cert,
-)
-from tests.proxy.conftest import FakeClock, Gateway
+from tests.agent.agentlab import import_into_nssdb, make_nssdb
+from tests.support.pki import issue_leaf, make_ca
+from tests.support.server import AgentServer as Server
 
 HOST = socket.gethostname()
 SERIAL = "SN-E2E-7"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """The server's clock starts at the real time: the agent checks certificates against it."""
-    return FakeClock(datetime.now(UTC).replace(microsecond=0))
-
-
-@dataclasses.dataclass
-class Server:
-    url: str
-    gateway: Gateway
-    devices: DeviceService
-
-    async def admin(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.gateway.token}"}
-        url = f"{self.url}/client/v4{path}"
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session,
-            session.request(method, url, json=body, headers=headers) as reply,
-        ):
-            envelope = await reply.json()
-        assert envelope["success"], envelope
-        return envelope["result"]
-
-
-@pytest.fixture(params=["http", "https"])
-async def server(request: pytest.FixtureRequest, gateway: Gateway, tmp_path: Path) -> AsyncIterator[Server]:
-    with socket.socket() as probe:  # the URL goes into enrollment tokens before the site starts
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context, pin = None, ""
-    if request.param == "https":
-        issued = make_server_cert()
-        (tmp_path / "server.pem").write_text(issued.cert_pem())
-        (tmp_path / "server.key").write_text(issued.key_pem())
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
-        pin = fingerprint(issued.certificate)
-    url = f"{request.param}://127.0.0.1:{port}"
-    devices = DeviceService(gateway.store, gateway.clock, public_base_url=url, server_fingerprint=pin)
-    runner = web.AppRunner(create_app(dataclasses.replace(gateway.api(), devices=devices)))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-    yield Server(url, gateway, devices)
-    await runner.cleanup()
 
 
 def _rows(table: str) -> dict[str, tuple[str, str, str]]:
@@ -115,13 +56,13 @@ async def test_enroll_check_report_then_fail_and_expire(
                                 {"name": "devices", "certificates": ca.cert_pem(), "ca": True})  # fmt: skip
 
     # a PEM certificate in two files, and a certificate with its key in the user's NSS database
-    pem_client = make_client(ca, f"{HOST}.corp", rsa_key=True)
+    pem_client = issue_leaf(ca, f"{HOST}.corp", key_type="rsa-2048")
     cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
     cert_file.write_text(pem_client.cert_pem())
     key_file.write_text(pem_client.key_pem())
     key_file.chmod(0o600)
     nssdb = make_nssdb(tmp_path / "home" / ".pki" / "nssdb")
-    import_into_nssdb(nssdb, make_client(ca, f"{SERIAL}.corp"), "corp device")
+    import_into_nssdb(nssdb, issue_leaf(ca, f"{SERIAL}.corp"), "corp device")
 
     def rule(name: str, cn: str, locations: dict[str, list[str]]) -> dict[str, Any]:
         return {

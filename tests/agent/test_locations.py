@@ -18,12 +18,8 @@ from agent.locations import (
     parse_certutil_listing,
     same_public_key,
 )
-from tests.agent.agentlab import Issued, import_into_nssdb, make_ca, make_client, make_nssdb
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return make_ca()
+from tests.agent.agentlab import import_into_nssdb, make_nssdb
+from tests.support.pki import Issued, issue_leaf
 
 
 def _locator() -> Locator:
@@ -31,7 +27,7 @@ def _locator() -> Locator:
 
 
 def test_one_file_with_certificate_and_key(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     both = tmp_path / "client.pem"
     both.write_text(client.cert_pem() + client.key_pem())
     found = _locator().find([str(both)], ["sql:/nonexistent"])
@@ -43,7 +39,7 @@ def test_one_file_with_certificate_and_key(tmp_path: Path, ca: Issued) -> None:
 
 
 def test_two_files_both_listed(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp", rsa_key=True)
+    client = issue_leaf(ca, "laptop.corp", key_type="rsa-2048")
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem())
     found = _locator().find(
@@ -54,7 +50,7 @@ def test_two_files_both_listed(tmp_path: Path, ca: Issued) -> None:
 
 
 def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem())
     (candidate,) = _locator().find([str(tmp_path / "client.pem")], [str(tmp_path)]).candidates
@@ -65,8 +61,8 @@ def test_a_key_next_to_the_certificate_but_not_listed_is_not_read(tmp_path: Path
 def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_said(
     tmp_path: Path, ca: Issued
 ) -> None:
-    client = make_client(ca, "laptop.corp")
-    other = make_client(ca, "other.corp")
+    client = issue_leaf(ca, "laptop.corp")
+    other = issue_leaf(ca, "other.corp")
     chain = tmp_path / "chain.pem"
     chain.write_text(client.cert_pem() + ca.cert_pem() + other.key_pem())
     found = _locator().find([str(chain)], [str(tmp_path)])
@@ -76,7 +72,7 @@ def test_a_chain_file_yields_every_certificate_and_a_key_that_does_not_match_is_
 
 
 def test_an_encrypted_key_is_reported_not_used(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     (tmp_path / "client.pem").write_text(client.cert_pem())
     (tmp_path / "client.key").write_text(client.key_pem(password=b"hunter2"))
     found = _locator().find([str(tmp_path / "client.pem"), str(tmp_path / "client.key")], [str(tmp_path)])
@@ -114,7 +110,7 @@ def test_unusable_files_are_problems_with_a_reason(
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
 def test_an_unreadable_file_is_a_problem(tmp_path: Path, ca: Issued) -> None:
     path = tmp_path / "client.pem"
-    path.write_text(make_client(ca, "x").cert_pem())
+    path.write_text(issue_leaf(ca, "x").cert_pem())
     path.chmod(0)
     found = _locator().find([str(path)], [str(tmp_path)])
     assert found.problems[0].reason == "cannot read: permission denied"
@@ -166,8 +162,8 @@ def test_parse_certutil_listing() -> None:
 
 def test_real_nss_database_lists_certificates_and_exports_the_key(tmp_path: Path, ca: Issued) -> None:
     db = make_nssdb(tmp_path / "nssdb")
-    client = make_client(ca, "laptop.corp", rsa_key=True)
-    bare = make_client(ca, "no-key.corp")
+    client = issue_leaf(ca, "laptop.corp", key_type="rsa-2048")
+    bare = issue_leaf(ca, "no-key.corp")
     import_into_nssdb(db, client, "corp device")
     import_into_nssdb(db, bare, "cert only", with_key=False)
     locator = Locator()
@@ -192,7 +188,7 @@ def test_a_password_protected_nss_database_is_a_reason(tmp_path: Path, ca: Issue
     subprocess.run(
         ["certutil", "-N", "-d", f"sql:{locked}", "-f", str(tmp_path / "pw")], check=True, capture_output=True
     )
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
 
@@ -217,7 +213,7 @@ def test_the_key_export_leaves_no_files_behind(
     tmp_path: Path, ca: Issued, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = make_nssdb(tmp_path / "nssdb")
-    import_into_nssdb(db, make_client(ca, "laptop.corp"), "corp device")
+    import_into_nssdb(db, issue_leaf(ca, "laptop.corp"), "corp device")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))

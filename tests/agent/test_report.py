@@ -22,21 +22,8 @@ from agent.token import parse_token
 from agent.transport import Credentials, Transport
 from certs.proof import proof_message, verify_proof
 from tests.agent.agent_standin import StandIn, serving
-from tests.agent.agentlab import (
-    Issued,
-    fingerprint,
-    make_ca,
-    make_client,
-    make_server_cert,
-    make_token,
-    rule_api,
-    wire_rule,
-)
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return make_ca()
+from tests.agent.agentlab import make_token, rule_api, wire_rule
+from tests.support.pki import Issued, fingerprint, issue_leaf, self_signed_server
 
 
 def _enroll(standin: StandIn, url: str, tmp_path: Path, pin: str = "") -> Transport:
@@ -53,7 +40,7 @@ def _enroll(standin: StandIn, url: str, tmp_path: Path, pin: str = "") -> Transp
 
 
 def test_report_sends_a_proof_that_verify_proof_accepts(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp", rsa_key=True)
+    client = issue_leaf(ca, "laptop.corp", key_type="rsa-2048")
     (tmp_path / "c.pem").write_text(client.cert_pem() + client.key_pem())
     standin = StandIn(rules=[
         wire_rule(rule_api("pass-rule", paths=(str(tmp_path / "c.pem"),)), ca),
@@ -84,7 +71,7 @@ def test_report_sends_a_proof_that_verify_proof_accepts(tmp_path: Path, ca: Issu
 
 
 def _two_passing_rules(tmp_path: Path, ca: Issued, **options: Any) -> StandIn:
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     (tmp_path / "c.pem").write_text(client.cert_pem() + client.key_pem())
     rules = [wire_rule(rule_api(name, paths=(str(tmp_path / "c.pem"),)), ca) for name in ("rule-a", "rule-b")]
     return StandIn(rules=rules, **options)
@@ -125,7 +112,7 @@ def test_an_offered_nonce_about_to_expire_is_not_used(tmp_path: Path, ca: Issued
 
 
 def test_a_pass_without_a_usable_key_is_sent_without_proof(tmp_path: Path, ca: Issued) -> None:
-    client = make_client(ca, "laptop.corp")
+    client = issue_leaf(ca, "laptop.corp")
     (tmp_path / "c.pem").write_text(client.cert_pem())
     standin = StandIn(
         rules=[wire_rule(rule_api("r", check_private_key=False, paths=(str(tmp_path / "c.pem"),)), ca)]
@@ -143,7 +130,7 @@ def test_a_pass_without_a_usable_key_is_sent_without_proof(tmp_path: Path, ca: I
 
 
 def test_enroll_over_https_pins_the_server_and_saves_0600_state(tmp_path: Path) -> None:
-    issued = make_server_cert()
+    issued = self_signed_server()
     (tmp_path / "s.pem").write_text(issued.cert_pem())
     (tmp_path / "s.key").write_text(issued.key_pem())
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

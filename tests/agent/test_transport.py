@@ -15,7 +15,7 @@ from aiohttp import web
 
 from agent.errors import AgentError
 from agent.transport import Credentials, Transport, is_loopback_host
-from tests.agent.agentlab import fingerprint, make_server_cert
+from tests.support.pki import fingerprint, self_signed_server
 
 
 class Echo:
@@ -71,7 +71,7 @@ async def _serve(app: web.Application, context: ssl.SSLContext | None) -> tuple[
 
 @pytest.fixture
 async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[Echo, int, str]]:
-    issued = make_server_cert("127.0.0.1")
+    issued = self_signed_server("127.0.0.1")
     (tmp_path / "server.pem").write_text(issued.cert_pem())
     (tmp_path / "server.key").write_text(issued.key_pem())
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

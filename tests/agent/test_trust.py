@@ -11,6 +11,7 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,8 @@ from agent.trust import Ledger, build_stores, parse_root_certificates, sync_stor
 from agent.trust_nss import NssStore
 from agent.trust_store import StoreOptions, der_fingerprints, file_name_for, fp16, nickname_for
 from agent.trust_system import DEBIAN, RHEL, SystemStore, detect_system_store, supports_root_options
-from tests.agent.agentlab import (
-    Issued,
-    fingerprint,
-    import_into_nssdb,
-    make_ca,
-    make_client,
-    make_nssdb,
-    need_nss,
-    now,
-)
+from tests.agent.agentlab import import_into_nssdb, make_nssdb, need_nss
+from tests.support.pki import Issued, fingerprint, issue_leaf, make_ca
 
 HOME = Path("/home/ann")
 ANCHORS = Path("usr/local/share/ca-certificates")
@@ -108,7 +101,7 @@ def _cert(*, ca: bool | None, key_cert_sign: bool | None) -> Issued:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")])
     builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now()).not_valid_after(now()))  # fmt: skip
+               .serial_number(x509.random_serial_number()).not_valid_before(datetime.now(UTC)).not_valid_after(datetime.now(UTC)))  # fmt: skip
     if ca is not None:
         builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     if key_cert_sign is not None:
@@ -149,7 +142,7 @@ OTHER = make_ca("Gateway Root B")
             CA.cert_pem() + OTHER.cert_pem(),
             "the PEM holds 2 certificates, not one",
         ),
-        (None, make_client(CA, "leaf"), "not a CA: basicConstraints CA=false"),
+        (None, issue_leaf(CA, "leaf"), "not a CA: basicConstraints CA=false"),
         (None, _cert(ca=None, key_cert_sign=True), "not a CA: no basicConstraints extension"),
         (None, _cert(ca=True, key_cert_sign=None), "not a CA: no keyUsage extension (keyCertSign required)"),
         (None, _cert(ca=True, key_cert_sign=False), "not a CA: keyUsage lacks keyCertSign"),
@@ -167,7 +160,7 @@ def test_only_a_ca_matching_its_listed_fingerprint_may_be_installed(
 
 
 def test_the_list_is_checked_entry_by_entry() -> None:
-    leaf = make_client(CA, "leaf")
+    leaf = issue_leaf(CA, "leaf")
     roots = parse_root_certificates(
         [*listed(CA), *listed(leaf), *listed(CA)]
     )  # the same root twice counts once
@@ -249,7 +242,7 @@ def test_install_two_then_remove_one_leaving_hand_added_roots(root: Path) -> Non
 def test_wrong_fingerprint_or_not_a_ca_is_never_installed(root: Path) -> None:
     nssdb = root / "home/ann/.pki/nssdb"
     good, spoofed = make_ca("Good"), make_ca("Spoofed")
-    leaf = make_client(good, "not a ca")
+    leaf = issue_leaf(good, "not a ca")
     answer = [*listed(good), *listed(spoofed, fingerprint_of=make_ca("Expected")), *listed(leaf)]
     reports = sync_all(options(root, system=True), answer, Ledger(None), which=lambda name: None)
     assert set(nss_listing(nssdb)) == {nickname_for(fingerprint(good.certificate))}

@@ -23,18 +23,9 @@ from agent.trust_store import der_fingerprints, file_name_for, fp16, nickname_fo
 from agent.trust_system import SystemStore  # noqa: F401  imported before run_as drops privileges
 from proxy.cli.main import main
 from tests.agent.agent_standin import ServerThread, StandIn, serving
-from tests.agent.agentlab import (
-    fingerprint,
-    import_into_nssdb,
-    make_ca,
-    make_client,
-    make_nssdb,
-    make_token,
-    need_nss,
-    rule_api,
-    wire_rule,
-)
+from tests.agent.agentlab import import_into_nssdb, make_nssdb, make_token, need_nss, rule_api, wire_rule
 from tests.agent.test_trust import ANCHORS, BUNDLE, UPDATE, listed, nss_listing
+from tests.support.pki import fingerprint, issue_leaf, make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = "/home/ann"
@@ -176,7 +167,7 @@ def test_a_refused_certificate_is_shown_and_exits_3(
     standin, thread = server
     state = tmp_path / "state.json"
     enroll(standin, thread.url, state, capsys)
-    good, leaf = make_ca("Good"), make_client(make_ca("Issuer"), "leaf")
+    good, leaf = make_ca("Good"), issue_leaf(make_ca("Issuer"), "leaf")
     standin.roots = [*listed(good), *listed(make_ca("Spoofed"), fingerprint_of=good), *listed(leaf)]
     standin.roots[1]["id"], standin.roots[2]["id"] = "spoofed", "leaf"
     standin.roots[1]["fingerprint"] = fingerprint(make_ca("Elsewhere").certificate)

@@ -11,89 +11,25 @@ stores while a root added by hand to the same NSS database stays."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import socket
-import ssl
 import subprocess
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from proxy.api import create_app
 from proxy.api.routes import ROUTES
 from proxy.cli.main import main
-from proxy.services.devices import DeviceService
-from tests.agent.agentlab import (
-    Issued,
-    fingerprint,
-    import_into_nssdb,
-    make_ca,
-    make_nssdb,
-    make_server_cert,
-    need_nss,
-)
+from tests.agent.agentlab import import_into_nssdb, make_nssdb, need_nss
 from tests.agent.test_trust import ANCHORS, BUNDLE, UPDATE, nss_listing
 from tests.agent.test_trust_cli import table
-from tests.proxy.conftest import FakeClock, Gateway
+from tests.support.pki import Issued, fingerprint, make_ca
+from tests.support.server import AgentServer as Server
 
 pytestmark = pytest.mark.skipif(
     not any(path.endswith("/agent/root_certificates") for _, path, _ in ROUTES),
     reason="the server has no GET /agent/root_certificates yet",
 )
 HOME = "/home/ann"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(datetime.now(UTC).replace(microsecond=0))
-
-
-@dataclasses.dataclass
-class Server:
-    url: str
-    gateway: Gateway
-    devices: DeviceService
-
-    async def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.gateway.token}"}
-        url = f"{self.url}/client/v4{path}"
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session,
-            session.request(method, url, json=body, headers=headers) as reply,
-        ):
-            envelope: dict[str, Any] = await reply.json()
-        assert envelope["success"], envelope
-        return envelope
-
-    async def admin(self, method: str, path: str, body: Any = None) -> Any:
-        return (await self.call(method, path, body))["result"]
-
-
-@pytest.fixture(params=["http", "https"])
-async def server(request: pytest.FixtureRequest, gateway: Gateway, tmp_path: Path) -> AsyncIterator[Server]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    context, pin = None, ""
-    if request.param == "https":
-        issued = make_server_cert()
-        (tmp_path / "server.pem").write_text(issued.cert_pem())
-        (tmp_path / "server.key").write_text(issued.key_pem())
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
-        pin = fingerprint(issued.certificate)
-    url = f"{request.param}://127.0.0.1:{port}"
-    devices = DeviceService(gateway.store, gateway.clock, public_base_url=url, server_fingerprint=pin)
-    runner = web.AppRunner(create_app(dataclasses.replace(gateway.api(), devices=devices)))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-    yield Server(url, gateway, devices)
-    await runner.cleanup()
 
 
 async def agent(*argv: str) -> int:

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from certs.authority import CertificateAuthority
-from certs.clock import ManualClock
 from certs.issuer import Leaf
+from tests.support.clock import FakeClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 """Start of the injected ``clock`` fixture: deterministic dates in messages."""
@@ -39,8 +39,8 @@ Handshake = Callable[[Leaf, str, str], dict[str, Any]]
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
+def clock() -> FakeClock:
+    return FakeClock(T0)
 
 
 @pytest.fixture(scope="session")

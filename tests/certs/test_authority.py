@@ -23,8 +23,8 @@ from certs.authority import (
     parse_certificates,
     validate_ca_certificate,
 )
-from certs.clock import ManualClock
 from certs.errors import InvalidCertificate
+from tests.support.clock import FakeClock
 
 CertificateFactory = Callable[..., x509.Certificate]
 Generated = Callable[[KeyType], CertificateAuthority]
@@ -69,7 +69,7 @@ def generated() -> Generated:
                 organization="Example Org",
                 country="US",
                 key_type=key_type,
-                clock=ManualClock(start),
+                clock=FakeClock(start),
             )
         return cache[key_type]
 
@@ -128,21 +128,21 @@ def test_generated_ca_has_the_root_profile(generated: Generated, key_type: KeyTy
     assert cert.serial_number > 0 and cert.serial_number.bit_length() >= 64
 
 
-def test_generate_validity_starts_an_hour_early(clock: ManualClock) -> None:
+def test_generate_validity_starts_an_hour_early(clock: FakeClock) -> None:
     ca = CertificateAuthority.generate(common_name="R", organization="O", validity_days=30, clock=clock)
     assert ca.not_before == clock.now - timedelta(hours=1)
     assert ca.not_after == clock.now + timedelta(days=30)
     assert ca.not_before.tzinfo is not None
 
 
-def test_generate_defaults_to_ec_p256_five_years_without_country(clock: ManualClock) -> None:
+def test_generate_defaults_to_ec_p256_five_years_without_country(clock: FakeClock) -> None:
     ca = CertificateAuthority.generate(common_name="R", organization="O", clock=clock)
     assert ca.key_type is KeyType.EC_P256
     assert ca.not_after - clock.now == timedelta(days=1825)
     assert not ca.certificate.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
 
 
-def test_generate_makes_distinct_serials_and_keys(clock: ManualClock) -> None:
+def test_generate_makes_distinct_serials_and_keys(clock: FakeClock) -> None:
     a = CertificateAuthority.generate(common_name="R", organization="O", clock=clock)
     b = CertificateAuthority.generate(common_name="R", organization="O", clock=clock)
     assert a.certificate.serial_number != b.certificate.serial_number
@@ -151,7 +151,7 @@ def test_generate_makes_distinct_serials_and_keys(clock: ManualClock) -> None:
 
 
 @pytest.mark.parametrize("days", [1, 10950])
-def test_generate_accepts_validity_bounds(days: int, clock: ManualClock) -> None:
+def test_generate_accepts_validity_bounds(days: int, clock: FakeClock) -> None:
     ca = CertificateAuthority.generate(common_name="R", organization="O", validity_days=days, clock=clock)
     assert ca.not_after - clock.now == timedelta(days=days)
 
@@ -213,7 +213,7 @@ def test_repr_never_shows_the_private_key(generated: Generated) -> None:
     assert ca.private_key_pem().decode().splitlines()[1] not in repr(ca)
 
 
-def test_constructor_refuses_a_key_of_another_certificate(generated: Generated, clock: ManualClock) -> None:
+def test_constructor_refuses_a_key_of_another_certificate(generated: Generated, clock: FakeClock) -> None:
     ca = generated(KeyType.EC_P256)
     other = CertificateAuthority.generate(common_name="R", organization="O", clock=clock)
     with pytest.raises(InvalidCertificate, match=r"^private key does not match the certificate$"):
@@ -444,7 +444,7 @@ def test_refusals_are_logged_without_key_material(
     assert private_key_pem.decode().splitlines()[1] not in caplog.text
 
 
-def test_from_pem_uses_the_injected_clock(make_certificate: CertificateFactory, clock: ManualClock) -> None:
+def test_from_pem_uses_the_injected_clock(make_certificate: CertificateFactory, clock: FakeClock) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = make_certificate(key=key, not_before=clock.now, not_after=clock.now + timedelta(days=2))
     CertificateAuthority.from_pem(_pem(cert), _key_pem(key), clock=clock)

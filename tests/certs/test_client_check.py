@@ -25,6 +25,7 @@ from certs.client_check import (
 )
 from certs.errors import CertError, InvalidCertificate
 from certs.keys import PrivateKey
+from tests.support.pki import Issued, make_ca
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
@@ -42,19 +43,12 @@ def _ec() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def make_ca(cn: str, key: PrivateKey, *, issuer: Issuer | None = None) -> x509.Certificate:
-    signer_name, signer_key = (issuer[0].subject, issuer[1]) if issuer else (_name(cn), key)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(signer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(datetime(2025, 1, 1, tzinfo=UTC))
-        .not_valid_after(datetime(2035, 1, 1, tzinfo=UTC))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(signer_key, hashes.SHA256())
-    )
+CA_FROM, CA_UNTIL = datetime(2025, 1, 1, tzinfo=UTC), datetime(2035, 1, 1, tzinfo=UTC)
+"""The signing CAs' validity (they carry no key usage: the checks must not depend on one)."""
+
+
+def _issuer(issued: Issued) -> Issuer:
+    return issued.certificate, issued.key
 
 
 def make_device(
@@ -110,14 +104,37 @@ def pki() -> Pki:
         _ec(),
         _ec(),
     )
-    root = (make_ca("Corp Root CA", root_key), root_key)
+    root = _issuer(
+        make_ca("Corp Root CA", key=root_key, key_usage=False, not_before=CA_FROM, not_after=CA_UNTIL)
+    )
     return Pki(
-        ca=(make_ca("Corp Device CA", ca_key), ca_key),
-        rsa_ca=(make_ca("Corp RSA Device CA", rsa_ca_key), rsa_ca_key),
-        other=(make_ca("Other CA", other_key), other_key),
-        impostor=(make_ca("Corp Device CA", impostor_key), impostor_key),
+        ca=_issuer(
+            make_ca("Corp Device CA", key=ca_key, key_usage=False, not_before=CA_FROM, not_after=CA_UNTIL)
+        ),
+        rsa_ca=_issuer(
+            make_ca(
+                "Corp RSA Device CA", key=rsa_ca_key, key_usage=False, not_before=CA_FROM, not_after=CA_UNTIL
+            )
+        ),
+        other=_issuer(
+            make_ca("Other CA", key=other_key, key_usage=False, not_before=CA_FROM, not_after=CA_UNTIL)
+        ),
+        impostor=_issuer(
+            make_ca(
+                "Corp Device CA", key=impostor_key, key_usage=False, not_before=CA_FROM, not_after=CA_UNTIL
+            )
+        ),
         root=root,
-        intermediate=(make_ca("Corp Intermediate CA", inter_key, issuer=root), inter_key),
+        intermediate=_issuer(
+            make_ca(
+                "Corp Intermediate CA",
+                key=inter_key,
+                issuer=Issued(*root),
+                key_usage=False,
+                not_before=CA_FROM,
+                not_after=CA_UNTIL,
+            )
+        ),
         device_key=_ec(),
         rsa_device_key=rsa.generate_private_key(public_exponent=65537, key_size=2048),
         stray_key=_ec(),
@@ -407,7 +424,10 @@ def test_requirements_need_a_signing_certificate() -> None:
 
 def test_requirements_refuse_an_empty_san() -> None:
     with pytest.raises(CertError, match="must not be empty"):
-        ClientCertRequirements((make_ca("X", _ec()),), subject_alternative_names=(" ",))
+        ClientCertRequirements(
+            (make_ca("X", key_usage=False, not_before=CA_FROM, not_after=CA_UNTIL).certificate,),
+            subject_alternative_names=(" ",),
+        )
 
 
 def test_requirements_keep_lists_as_tuples(pki: Pki) -> None:

@@ -9,9 +9,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from certs.authority import CertificateAuthority, KeyType
-from certs.clock import ManualClock
 from certs.crl import empty_crl
 from certs.errors import CertError
+from tests.support.clock import FakeClock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -24,7 +24,7 @@ def cas() -> dict[KeyType, CertificateAuthority]:
             organization="Example Org",
             country="US",
             key_type=key_type,
-            clock=ManualClock(START),
+            clock=FakeClock(START),
         )
         for key_type in (KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048)
     }
@@ -40,7 +40,7 @@ def cas() -> dict[KeyType, CertificateAuthority]:
 )
 def test_empty_crl_is_signed_current_and_empty(
     cas: dict[KeyType, CertificateAuthority],
-    clock: ManualClock,
+    clock: FakeClock,
     key_type: KeyType,
     hash_class: type,
 ) -> None:
@@ -59,13 +59,13 @@ def test_empty_crl_is_signed_current_and_empty(
 
 
 def test_crl_signature_fails_with_another_key(
-    cas: dict[KeyType, CertificateAuthority], clock: ManualClock
+    cas: dict[KeyType, CertificateAuthority], clock: FakeClock
 ) -> None:
     crl = x509.load_der_x509_crl(empty_crl(cas[KeyType.EC_P256], clock=clock))
     assert not crl.is_signature_valid(cas[KeyType.EC_P384].private_key.public_key())
 
 
-def test_crl_numbers_increase_with_time(cas: dict[KeyType, CertificateAuthority], clock: ManualClock) -> None:
+def test_crl_numbers_increase_with_time(cas: dict[KeyType, CertificateAuthority], clock: FakeClock) -> None:
     numbers = []
     for _ in range(3):
         crl = x509.load_der_x509_crl(empty_crl(cas[KeyType.EC_P256], clock=clock))
@@ -74,7 +74,7 @@ def test_crl_numbers_increase_with_time(cas: dict[KeyType, CertificateAuthority]
     assert numbers == sorted(set(numbers))
 
 
-def test_crl_validity_is_configurable_and_capped_at_the_ca(clock: ManualClock) -> None:
+def test_crl_validity_is_configurable_and_capped_at_the_ca(clock: FakeClock) -> None:
     ca = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=3, clock=clock)
     one_day = x509.load_der_x509_crl(empty_crl(ca, clock=clock, validity=timedelta(days=1)))
     assert one_day.next_update_utc == clock.now + timedelta(days=1)
@@ -82,7 +82,7 @@ def test_crl_validity_is_configurable_and_capped_at_the_ca(clock: ManualClock) -
     assert capped.next_update_utc == ca.not_after
 
 
-def test_expired_ca_signs_no_crl(clock: ManualClock) -> None:
+def test_expired_ca_signs_no_crl(clock: FakeClock) -> None:
     ca = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=1, clock=clock)
     clock.advance(timedelta(days=1))
     with pytest.raises(CertError, match=r"expired on 2026-01-02T00:00:00Z: it signs nothing"):

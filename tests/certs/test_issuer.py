@@ -18,9 +18,9 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from certs.authority import BACKDATE, CertificateAuthority, KeyType
-from certs.clock import ManualClock
 from certs.errors import CertError
 from certs.issuer import DV_POLICY_OID, Leaf, LeafIssuer, normalize_names, renewal_margin
+from tests.support.clock import FakeClock
 
 Handshake = Callable[[Leaf, str, str], dict[str, Any]]
 Lint = Callable[[str, str], list[tuple[str, str]]]
@@ -32,7 +32,7 @@ CRL = "http://gateway.example.com/ca.crl"
 @pytest.fixture(scope="module")
 def fixed_cas() -> dict[KeyType, CertificateAuthority]:
     """CAs made at 2026-01-01 (the ``clock`` fixture's start), valid five years."""
-    start = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    start = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
     return {
         key_type: CertificateAuthority.generate(
             common_name=f"Root {key_type.value}",
@@ -67,7 +67,7 @@ def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extensi
 )
 def test_leaf_has_the_cabf_dv_profile(
     fixed_cas: dict[KeyType, CertificateAuthority],
-    clock: ManualClock,
+    clock: FakeClock,
     ca_key: KeyType,
     hash_class: type,
 ) -> None:
@@ -114,7 +114,7 @@ def test_leaf_has_the_cabf_dv_profile(
 
 
 def test_leaf_without_urls_has_no_aia_or_crl_distribution_point(
-    ca: CertificateAuthority, clock: ManualClock
+    ca: CertificateAuthority, clock: FakeClock
 ) -> None:
     cert = LeafIssuer(ca, clock=clock).leaf_for(["www.example.com"]).certificate
     for kind in (x509.AuthorityInformationAccess, x509.CRLDistributionPoints):
@@ -132,7 +132,7 @@ def test_leaf_without_urls_has_no_aia_or_crl_distribution_point(
 )
 def test_leaf_key_type_and_key_encipherment_only_for_rsa(
     ca: CertificateAuthority,
-    clock: ManualClock,
+    clock: FakeClock,
     leaf_key_type: KeyType,
     key_class: type,
     key_encipherment: bool,
@@ -146,7 +146,7 @@ def test_leaf_key_type_and_key_encipherment_only_for_rsa(
 
 
 def test_leaf_key_is_made_once_per_issuer_and_is_not_the_ca_key(
-    ca: CertificateAuthority, clock: ManualClock
+    ca: CertificateAuthority, clock: FakeClock
 ) -> None:
     issuer = LeafIssuer(ca, clock=clock)
     first, second = issuer.leaf_for(["a.example.com"]), issuer.leaf_for(["b.example.com"])
@@ -159,12 +159,12 @@ def test_leaf_key_is_made_once_per_issuer_and_is_not_the_ca_key(
     assert "private_key" not in repr(first)
 
 
-def test_lifetime_is_configurable(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_lifetime_is_configurable(ca: CertificateAuthority, clock: FakeClock) -> None:
     cert = LeafIssuer(ca, lifetime=timedelta(days=200), clock=clock).leaf_for(["x.example.com"])
     assert cert.not_after == clock.now - BACKDATE + timedelta(days=200)
 
 
-def test_validity_never_passes_the_ca_not_after(clock: ManualClock) -> None:
+def test_validity_never_passes_the_ca_not_after(clock: FakeClock) -> None:
     short = CertificateAuthority.generate(
         common_name="Short", organization="O", validity_days=10, clock=clock
     )
@@ -173,7 +173,7 @@ def test_validity_never_passes_the_ca_not_after(clock: ManualClock) -> None:
     assert leaf.not_before == clock.now - timedelta(hours=1) == short.not_before
 
 
-def test_expired_ca_signs_nothing(clock: ManualClock) -> None:
+def test_expired_ca_signs_nothing(clock: FakeClock) -> None:
     short = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=1, clock=clock)
     issuer = LeafIssuer(short, clock=clock)
     issuer.leaf_for(["x.example.com"])
@@ -238,7 +238,7 @@ def test_bad_primary_name_is_refused(names: Any, match: str) -> None:
         normalize_names(names)
 
 
-def test_idna_name_reaches_the_certificate(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_idna_name_reaches_the_certificate(ca: CertificateAuthority, clock: FakeClock) -> None:
     cert = LeafIssuer(ca, clock=clock).leaf_for(["bücher.example", "10.0.0.1"]).certificate
     san = _ext(cert, x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["xn--bcher-kva.example"]
@@ -248,7 +248,7 @@ def test_idna_name_reaches_the_certificate(ca: CertificateAuthority, clock: Manu
 # -- cache, eviction, renewal -----------------------------------------------------------------
 
 
-def test_cache_returns_the_same_leaf_and_counts(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_cache_returns_the_same_leaf_and_counts(ca: CertificateAuthority, clock: FakeClock) -> None:
     issuer = LeafIssuer(ca, cache_size=100, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
     assert issuer.leaf_for(["a.example.com"]) is first
@@ -258,7 +258,7 @@ def test_cache_returns_the_same_leaf_and_counts(ca: CertificateAuthority, clock:
     assert (info.hits, info.misses, info.size, info.maxsize) == (2, 2, 2, 100)
 
 
-def test_cache_evicts_least_recently_used(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_cache_evicts_least_recently_used(ca: CertificateAuthority, clock: FakeClock) -> None:
     issuer = LeafIssuer(ca, cache_size=2, clock=clock)
     a = issuer.leaf_for(["a.example.com"])
     b = issuer.leaf_for(["b.example.com"])
@@ -270,13 +270,13 @@ def test_cache_evicts_least_recently_used(ca: CertificateAuthority, clock: Manua
     assert issuer.cache_info().misses == 4
 
 
-def test_cache_size_zero_disables_caching(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_cache_size_zero_disables_caching(ca: CertificateAuthority, clock: FakeClock) -> None:
     issuer = LeafIssuer(ca, cache_size=0, clock=clock)
     assert issuer.leaf_for(["a.example.com"]) is not issuer.leaf_for(["a.example.com"])
     assert issuer.cache_info().size == 0
 
 
-def test_cache_clear(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_cache_clear(ca: CertificateAuthority, clock: FakeClock) -> None:
     issuer = LeafIssuer(ca, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
     issuer.cache_clear()
@@ -296,7 +296,7 @@ def test_renewal_margin(lifetime: timedelta, margin: timedelta) -> None:
     assert renewal_margin(lifetime) == margin
 
 
-def test_cached_leaf_is_renewed_near_expiry(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_cached_leaf_is_renewed_near_expiry(ca: CertificateAuthority, clock: FakeClock) -> None:
     issuer = LeafIssuer(ca, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
     renew_at = first.not_after - renewal_margin(timedelta(days=47))
@@ -311,7 +311,7 @@ def test_cached_leaf_is_renewed_near_expiry(ca: CertificateAuthority, clock: Man
     assert issuer.cache_info().size == 1
 
 
-def test_leaf_cut_short_by_the_ca_is_kept_until_the_ca_expires(clock: ManualClock) -> None:
+def test_leaf_cut_short_by_the_ca_is_kept_until_the_ca_expires(clock: FakeClock) -> None:
     short = CertificateAuthority.generate(common_name="Short", organization="O", validity_days=3, clock=clock)
     issuer = LeafIssuer(short, clock=clock)
     first = issuer.leaf_for(["a.example.com"])
@@ -319,7 +319,7 @@ def test_leaf_cut_short_by_the_ca_is_kept_until_the_ca_expires(clock: ManualCloc
     assert issuer.leaf_for(["a.example.com"]) is first  # a new one could not last longer
 
 
-def test_clock_set_back_reissues(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_clock_set_back_reissues(ca: CertificateAuthority, clock: FakeClock) -> None:
     issuer = LeafIssuer(ca, clock=clock)
     clock.advance(timedelta(days=1))
     first = issuer.leaf_for(["a.example.com"])
@@ -362,7 +362,7 @@ def test_issuing_is_fast(ca: CertificateAuthority) -> None:
 # -- chain sent after the leaf ----------------------------------------------------------------
 
 
-def test_root_ca_sends_no_chain(ca: CertificateAuthority, clock: ManualClock) -> None:
+def test_root_ca_sends_no_chain(ca: CertificateAuthority, clock: FakeClock) -> None:
     assert LeafIssuer(ca, clock=clock).leaf_for(["a.example.com"]).chain == ()
 
 
@@ -391,7 +391,7 @@ def _verify(
 
 @pytest.mark.parametrize("ca_key", [KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048])
 def test_leaf_passes_the_webpki_verifier(
-    fixed_cas: dict[KeyType, CertificateAuthority], clock: ManualClock, ca_key: KeyType
+    fixed_cas: dict[KeyType, CertificateAuthority], clock: FakeClock, ca_key: KeyType
 ) -> None:
     root = fixed_cas[ca_key]
     leaf = LeafIssuer(root, aia_url=AIA, crl_url=CRL, clock=clock).leaf_for(["www.example.com", "192.0.2.10"])
@@ -432,7 +432,7 @@ def test_handshake_fails_for_a_wrong_host(root_ca: CertificateAuthority, handsha
 
 
 def test_handshake_fails_for_an_expired_leaf(handshake: Handshake) -> None:
-    past = ManualClock(datetime.now(UTC) - timedelta(days=100))
+    past = FakeClock(datetime.now(UTC) - timedelta(days=100))
     old_root = CertificateAuthority.generate(
         common_name="Old Root", organization="O", validity_days=365, clock=past
     )
@@ -456,7 +456,7 @@ def test_handshake_fails_for_a_foreign_ca(
 @pytest.mark.parametrize("ca_key", [KeyType.EC_P256, KeyType.EC_P384, KeyType.RSA_2048])
 def test_leaf_passes_pkilint_dv_final_certificate(
     fixed_cas: dict[KeyType, CertificateAuthority],
-    clock: ManualClock,
+    clock: FakeClock,
     lint: Lint,
     ca_key: KeyType,
 ) -> None:
@@ -466,7 +466,7 @@ def test_leaf_passes_pkilint_dv_final_certificate(
 
 
 def test_rsa_leaf_key_lint_only_notes_both_rsa_key_usages(
-    ca: CertificateAuthority, clock: ManualClock, lint: Lint
+    ca: CertificateAuthority, clock: FakeClock, lint: Lint
 ) -> None:
     """keyEncipherment is kept for RSA leaves (TLS 1.2 RSA key exchange needs it); the BRs only
     discourage asserting it together with digitalSignature."""

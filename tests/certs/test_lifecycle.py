@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from certs.clock import ManualClock
 from certs.errors import CertError, LifecycleError, LimitExceeded
 from certs.lifecycle import (
     EXPIRY_WARNING,
@@ -22,6 +21,7 @@ from certs.lifecycle import (
     expiry_message,
     turn_on,
 )
+from tests.support.clock import FakeClock
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = NOW + timedelta(days=365)
@@ -203,7 +203,7 @@ def test_delete_refuses(cert: CertificateState, match: str) -> None:
 # -- generation rate limit --------------------------------------------------------------------
 
 
-def test_three_generations_per_rolling_day(clock: ManualClock) -> None:
+def test_three_generations_per_rolling_day(clock: FakeClock) -> None:
     made: list[datetime] = []
     for _ in range(3):
         check_generation_allowed(made, clock.now)
@@ -288,7 +288,7 @@ def test_expiry_message(remaining: timedelta, in_use: bool, expected: str | None
     assert expiry_message(cert, NOW) == expected
 
 
-def test_expiry_message_follows_the_clock(clock: ManualClock) -> None:
+def test_expiry_message_follows_the_clock(clock: FakeClock) -> None:
     cert = state(AVAILABLE, not_after=clock.now + timedelta(days=45))
     assert expiry_message(cert, clock.now) is None
     clock.advance(timedelta(days=20))

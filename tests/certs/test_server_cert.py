@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs.authority import CertificateAuthority
-from certs.clock import ManualClock
 from certs.errors import InvalidCertificate
 from certs.server_cert import SERVER_CERT_VALIDITY_DAYS, ServerCertificate, load_private_key
+from tests.support.clock import FakeClock
 
 from .conftest import T0, build_certificate
 
@@ -66,7 +66,7 @@ def test_generated_certificate_is_a_p256_server_leaf_not_a_ca(server: ServerCert
 
 
 def test_generated_certificate_lives_five_years_from_the_injected_clock() -> None:
-    clock = ManualClock(T0)
+    clock = FakeClock(T0)
     made = ServerCertificate.generate(["localhost"], clock=clock)
     life = made.certificate.not_valid_after_utc - made.certificate.not_valid_before_utc
     assert life == timedelta(days=SERVER_CERT_VALIDITY_DAYS)
@@ -120,7 +120,7 @@ def test_a_wildcard_covers_one_label_only() -> None:
 def test_private_key_is_exported_only_encrypted(server: ServerCertificate) -> None:
     pem = server.private_key_pem(password=PASSWORD)
     assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Password was not given but private key is encrypted"):
         serialization.load_pem_private_key(pem, password=None)
     with pytest.raises(InvalidCertificate, match="give a password"):
         server.private_key_pem(password=b"")

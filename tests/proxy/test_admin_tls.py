@@ -23,8 +23,7 @@ from certs.server_cert import ServerCertificate
 from proxy.admin_tls import CERT_FILE, KEY_FILE, AdminTls, key_password, load_admin_tls, names_for
 from proxy.api import create_app
 from proxy.config import Config, ConfigError, HostPort
-
-from .conftest import Gateway
+from tests.support.server import Gateway
 
 HOSTNAME = socket.gethostname()
 
@@ -123,7 +122,7 @@ def test_auto_makes_a_certificate_for_the_admin_names_and_keeps_it_private(
     assert loaded == tls.server.certificate
     key_pem = key_file.read_bytes()
     assert key_pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Password was not given but private key is encrypted"):
         serialization.load_pem_private_key(key_pem, password=None)
     key = serialization.load_pem_private_key(key_pem, password=key_password(sealer))
     assert key.public_key() == loaded.public_key()

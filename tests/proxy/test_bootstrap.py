@@ -10,7 +10,7 @@ from proxy.config import ConfigError
 from proxy.services import accounts
 from proxy.services.certificates import CertificateService
 from proxy.store import Store, TokenOrigin
-from tests.proxy.conftest import FakeClock
+from tests.support.clock import FakeClock
 
 ENV_TOKEN = "env-admin-token-0123456789abcdef"
 

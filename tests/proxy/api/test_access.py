@@ -3,15 +3,15 @@ empty page), refusals with the store untouched, and the official SDK end to end.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import cloudflare
 import pytest
 from cloudflare import AsyncCloudflare
 
-from tests.proxy.conftest import Gateway
-from tests.proxy.policy_api import Api, api_for, sdk_for
+from proxy.api import ApiDeps
+from tests.support.policies import Api, deps_with_policies
+from tests.support.server import Gateway
 
 STAFF = {
     "name": "Staff",
@@ -21,12 +21,6 @@ STAFF = {
     "exclude": [{"email": {"email": "former@example.com"}}],
     "session_duration": "8h",
 }
-
-
-@pytest.fixture
-async def api(gateway: Gateway) -> AsyncIterator[Api]:
-    async with api_for(gateway) as api:
-        yield api
 
 
 async def test_policy_crud(api: Api) -> None:
@@ -207,9 +201,9 @@ async def test_file_managed_access_objects_are_read_only(api: Api) -> None:
 
 
 @pytest.fixture
-async def sdk(gateway: Gateway) -> AsyncIterator[AsyncCloudflare]:
-    async with sdk_for(gateway, files=None) as client:
-        yield client
+def deps(gateway: Gateway) -> ApiDeps:
+    """What ``sdk`` serves: the gateway with a PolicyService without policy files."""
+    return deps_with_policies(gateway, files=None)[0]
 
 
 async def test_sdk_pages_through_every_access_policy(sdk: AsyncCloudflare, gateway: Gateway) -> None:

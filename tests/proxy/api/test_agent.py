@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json as _json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -15,25 +14,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from certs.proof import proof_message, sign_proof
-from proxy.api import create_app
-from tests.proxy.conftest import Gateway, Reply, call
-from tests.proxy.device_lab import EMAIL, Lab, make_lab, pem, token_secret
+from proxy.api import ApiDeps, create_app
+from tests.support.devices import EMAIL, Lab, pem, token_secret
+from tests.support.server import Gateway, Reply, call
 
 Client = TestClient[web.Request, web.Application]
 AGENT = "/client/v4/agent"
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Iterator[Lab]:
-    lab = make_lab(gateway)
-    yield lab
-    lab.service.close()
-
-
-@pytest.fixture
-async def client(lab: Lab) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(lab.api()))) as client:
-        yield client
+def deps(lab: Lab) -> ApiDeps:
+    """What ``client`` and ``sdk`` serve: the gateway with the device lab's DeviceService."""
+    return lab.api()
 
 
 def basic(device_id: str, secret: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ SDK sees it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -15,11 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cloudflare import AsyncCloudflare
 
-from proxy.api import create_app
+from proxy.api import ApiDeps, create_app
 from proxy.services.device_trust import DeviceTrustService, parse_report
 from tests.proxy.api.test_agent import agent_call, basic, enroll
-from tests.proxy.conftest import Gateway, Reply, call
-from tests.proxy.device_lab import Lab, make_lab
+from tests.support.devices import Lab
+from tests.support.server import Gateway, Reply, call
 
 Client = TestClient[web.Request, web.Application]
 FP_A = ":".join(["AA"] * 32)
@@ -27,16 +26,9 @@ NSS = "nss:/home/ann/.pki/nssdb"
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Iterator[Lab]:
-    lab = make_lab(gateway)
-    yield lab
-    lab.service.close()
-
-
-@pytest.fixture
-async def client(lab: Lab) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(lab.api()))) as client:
-        yield client
+def deps(lab: Lab) -> ApiDeps:
+    """What ``client`` and ``sdk`` serve: the gateway with the device lab's DeviceService."""
+    return lab.api()
 
 
 def certificate_path(lab: Lab, cert_id: str, suffix: str = "") -> str:
@@ -282,21 +274,6 @@ async def test_without_devices_the_admin_views_still_answer(gateway: Gateway) ->
 
 
 # --- the official SDK -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def sdk(lab: Lab) -> AsyncIterator[AsyncCloudflare]:
-    runner = web.AppRunner(create_app(lab.api()), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        async with AsyncCloudflare(
-            base_url=f"http://127.0.0.1:{port}/client/v4", api_token=lab.gateway.token, max_retries=0
-        ) as client:
-            yield client
-    finally:
-        await runner.cleanup()
 
 
 # zero_trust.devices.get is deprecated in the SDK (api/test_devices.py), yet still served

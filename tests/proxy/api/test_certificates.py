@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography import x509
 
-from tests.proxy.conftest import Gateway, call
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 UNKNOWN = "7c0c1a4e-1f4e-4d3c-9a51-7a2d3e4f5a6b"

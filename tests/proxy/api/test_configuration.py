@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from proxy.services.settings import NIL_CERTIFICATE_REFUSED
-from tests.proxy.conftest import Gateway, call
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 NIL = "00000000-0000-0000-0000-000000000000"

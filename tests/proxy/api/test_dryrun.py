@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Gateway
-from tests.proxy.policy_api import Api, api_for
+from tests.support.policies import Api, api_for
+from tests.support.server import Gateway
 
 CORP = (Path(__file__).resolve().parents[3] / "policies" / "examples" / "corp.yaml").read_text()
 UPLOADS = "0c1d6a52-59d1-4c39-9a5b-3e0f1a2b3c20"

@@ -13,7 +13,7 @@ from proxy.api import create_app
 from proxy.services import accounts
 from proxy.services.accounts import create_account
 from proxy.store import TokenOrigin
-from tests.proxy.conftest import Gateway, call
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 

@@ -9,8 +9,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.proxy.certfactory import make_ca
-from tests.proxy.conftest import START, Gateway, call
+from tests.support.clock import START
+from tests.support.pki import make_ca
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 FIELDS = {
@@ -24,8 +25,8 @@ def mtls_path(gw: Gateway, suffix: str = "") -> str:
 
 
 async def test_upload_with_key_then_activate_as_custom(client: Client, gateway: Gateway) -> None:
-    pems = make_ca(START, name="BYO Root")
-    body = {"name": "byo", "ca": True, "certificates": pems.certificate, "private_key": pems.key}
+    pems = make_ca("BYO Root", organization="Lab", now=START)
+    body = {"name": "byo", "ca": True, "certificates": pems.cert_pem(), "private_key": pems.key_pem()}
     created = await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)
     assert created.status == 200
     upload = created.result
@@ -49,7 +50,7 @@ async def test_upload_with_key_then_activate_as_custom(client: Client, gateway: 
 
 
 async def test_upload_without_key_cannot_be_a_gateway_certificate(client: Client, gateway: Gateway) -> None:
-    body = {"ca": True, "certificates": make_ca(START).certificate}
+    body = {"ca": True, "certificates": make_ca(now=START).cert_pem()}
     upload = (await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)).result
     before = gateway.store.dump()
     path = f"/client/v4/accounts/{gateway.account_id}/gateway/certificates/{upload['id']}/activate"
@@ -68,11 +69,11 @@ async def test_upload_without_key_cannot_be_a_gateway_certificate(client: Client
 
 
 def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
-    ok = make_ca(START)
-    rsa_1024 = make_ca(START, key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
-    p521 = make_ca(START, key=ec.generate_private_key(ec.SECP521R1()))
-    expired = make_ca(START, not_before=timedelta(days=-30), not_after=timedelta(days=-1))
-    leaf = make_ca(START, ca=False)
+    ok = make_ca(now=START)
+    rsa_1024 = make_ca(now=START, key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    p521 = make_ca(now=START, key=ec.generate_private_key(ec.SECP521R1()))
+    expired = make_ca(now=START, not_before=timedelta(days=-30), not_after=timedelta(days=-1))
+    leaf = make_ca(now=START, ca=False)
     garbage_block = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
     return [
         ("malformed PEM", {"certificates": "hello"},
@@ -80,20 +81,20 @@ def _bad_uploads() -> list[tuple[str, dict[str, object], str]]:
         ("broken PEM block", {"certificates": garbage_block},
          ("could not parse the certificate PEM: a CERTIFICATE block is not valid PEM-encoded X.509 "
          "(check the BEGIN/END lines and the base64 text between them)")),
-        ("key mismatch", {"certificates": ok.certificate, "private_key": make_ca(START).key},
+        ("key mismatch", {"certificates": ok.cert_pem(), "private_key": make_ca(now=START).key_pem()},
          "private key does not match the certificate"),
-        ("not a CA", {"certificates": leaf.certificate}, "certificate is not a CA: basicConstraints CA=false"),
-        ("not a CA, with key", {"certificates": leaf.certificate, "private_key": leaf.key},
+        ("not a CA", {"certificates": leaf.cert_pem()}, "certificate is not a CA: basicConstraints CA=false"),
+        ("not a CA, with key", {"certificates": leaf.cert_pem(), "private_key": leaf.key_pem()},
          "certificate is not a CA: basicConstraints CA=false"),
-        ("expired", {"certificates": expired.certificate, "private_key": expired.key},
+        ("expired", {"certificates": expired.cert_pem(), "private_key": expired.key_pem()},
          "certificate expired on 2026-02-28T12:00:00Z"),
-        ("RSA 1024", {"certificates": rsa_1024.certificate, "private_key": rsa_1024.key},
+        ("RSA 1024", {"certificates": rsa_1024.cert_pem(), "private_key": rsa_1024.key_pem()},
          "RSA key of 1024 bits is too weak: at least 2048 required"),
-        ("P-521", {"certificates": p521.certificate},
+        ("P-521", {"certificates": p521.cert_pem()},
          ("EC P-521 key (secp521r1) is not supported: use an EC P-256 or P-384 key, or RSA of 2048 to "
          "8192 bits")),
-        ("larger than 64 KiB", {"certificates": ok.certificate + "#" * 65536},
-         f"certificate PEM is {len(ok.certificate) + 65536} bytes: at most 65536 (64 KiB) accepted"),
+        ("larger than 64 KiB", {"certificates": ok.cert_pem() + "#" * 65536},
+         f"certificate PEM is {len(ok.cert_pem()) + 65536} bytes: at most 65536 (64 KiB) accepted"),
     ]  # fmt: skip
 
 
@@ -144,7 +145,7 @@ async def test_bad_fields_are_400_naming_the_field(
 
 
 async def test_list_filters_by_type_repeated_or_comma_separated(client: Client, gateway: Gateway) -> None:
-    body = {"ca": True, "certificates": make_ca(START).certificate, "name": "signing"}
+    body = {"ca": True, "certificates": make_ca(now=START).cert_pem(), "name": "signing"}
     upload = (await call(client, "POST", mtls_path(gateway), token=gateway.token, json=body)).result
     for query in (
         "",

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from proxy.api.openapi import build
 from proxy.api.routes import setup_routes
-from tests.proxy.conftest import Gateway
+from tests.support.server import Gateway
 
 Client = TestClient[web.Request, web.Application]
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from cryptography import x509
 
-from tests.proxy.conftest import Gateway, call
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 

@@ -3,49 +3,26 @@ the posture log (our addition) with filters and paging."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import cloudflare
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cloudflare import AsyncCloudflare
 
-from proxy.api import create_app
+from proxy.api import ApiDeps
 from proxy.services.posture_verify import Report
-from tests.proxy.conftest import Gateway, call
-from tests.proxy.device_lab import DeviceCa, Lab, make_lab, pem, rule_body
+from tests.support.devices import DeviceCa, Lab, pem, rule_body
+from tests.support.server import call
 
 Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-def lab(gateway: Gateway) -> Iterator[Lab]:
-    lab = make_lab(gateway)
-    yield lab
-    lab.service.close()
-
-
-@pytest.fixture
-async def sdk(lab: Lab) -> AsyncIterator[AsyncCloudflare]:
-    runner = web.AppRunner(create_app(lab.api()), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        async with AsyncCloudflare(
-            base_url=f"http://127.0.0.1:{port}/client/v4", api_token=lab.gateway.token, max_retries=0
-        ) as client:
-            yield client
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def client(lab: Lab) -> AsyncIterator[Client]:
-    async with TestClient(TestServer(create_app(lab.api()))) as client:
-        yield client
+def deps(lab: Lab) -> ApiDeps:
+    """What ``client`` and ``sdk`` serve: the gateway with the device lab's DeviceService."""
+    return lab.api()
 
 
 async def test_sdk_creates_lists_gets_updates_and_deletes_rules(sdk: AsyncCloudflare, lab: Lab) -> None:

@@ -3,7 +3,6 @@ the store untouched), export/import as YAML, /metrics, and the official SDK end 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import cloudflare
@@ -13,10 +12,11 @@ from cloudflare import AsyncCloudflare
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from policies.yaml_io import load
-from proxy.api import create_app
+from proxy.api import ApiDeps, create_app
 from proxy.metrics import Metrics
-from tests.proxy.conftest import START, Gateway, call
-from tests.proxy.policy_api import Api, api_for, sdk_for
+from tests.support.clock import START
+from tests.support.policies import Api, api_for, deps_with_policies
+from tests.support.server import Gateway, call
 
 RULE = {
     "name": "Block casino",
@@ -29,12 +29,6 @@ SHAPE = {
     "id", "name", "description", "precedence", "enabled", "action", "filters", "traffic",
     "identity", "device_posture", "rule_settings", "created_at", "updated_at", "read_only",
 }  # fmt: skip
-
-
-@pytest.fixture
-async def api(gateway: Gateway) -> AsyncIterator[Api]:
-    async with api_for(gateway) as api:
-        yield api
 
 
 async def test_create_list_get_replace_delete(api: Api) -> None:
@@ -309,9 +303,9 @@ async def test_metrics_are_public_in_prometheus_format(gateway: Gateway) -> None
 
 
 @pytest.fixture
-async def sdk(gateway: Gateway) -> AsyncIterator[AsyncCloudflare]:
-    async with sdk_for(gateway) as client:
-        yield client
+def deps(gateway: Gateway) -> ApiDeps:
+    """What ``sdk`` serves: the gateway with a PolicyService over the policy files."""
+    return deps_with_policies(gateway)[0]
 
 
 async def test_sdk_drives_gateway_rules(sdk: AsyncCloudflare, gateway: Gateway) -> None:

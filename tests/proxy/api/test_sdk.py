@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import cloudflare
 import pytest
-from aiohttp import web
 from cloudflare import AsyncCloudflare
 
-from proxy.api import create_app
-from tests.proxy.certfactory import make_ca
-from tests.proxy.conftest import START, Gateway
-
-
-@pytest.fixture
-async def sdk(gateway: Gateway) -> AsyncIterator[AsyncCloudflare]:
-    runner = web.AppRunner(create_app(gateway.api()), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with AsyncCloudflare(
-            base_url=f"http://127.0.0.1:{port}/client/v4", api_token=gateway.token, max_retries=0
-        ) as client:
-            yield client
-    finally:
-        await runner.cleanup()
+from tests.support.clock import START
+from tests.support.pki import make_ca
+from tests.support.server import Gateway
 
 
 async def test_whole_certificate_lifecycle(sdk: AsyncCloudflare, gateway: Gateway) -> None:
@@ -63,9 +44,9 @@ async def test_whole_certificate_lifecycle(sdk: AsyncCloudflare, gateway: Gatewa
         await certificates.get(old, account_id=account)
     assert e.value.status_code == 404
 
-    pems = make_ca(START, name="BYO Root")
+    pems = make_ca("BYO Root", organization="Lab", now=START)
     upload = await sdk.mtls_certificates.create(
-        account_id=account, ca=True, certificates=pems.certificate, private_key=pems.key, name="byo"
+        account_id=account, ca=True, certificates=pems.cert_pem(), private_key=pems.key_pem(), name="byo"
     )
     assert upload.id and upload.type == "custom" and upload.issuer == "CN=BYO Root,O=Lab"
     listed = [
@@ -107,7 +88,7 @@ async def test_refusals_reach_the_sdk_as_the_right_errors(sdk: AsyncCloudflare, 
         )
     with pytest.raises(cloudflare.BadRequestError, match="not a CA"):
         await sdk.mtls_certificates.create(
-            account_id=account, ca=True, certificates=make_ca(START, ca=False).certificate
+            account_id=account, ca=True, certificates=make_ca(now=START, ca=False).cert_pem()
         )
     wrong = AsyncCloudflare(base_url=str(sdk.base_url), api_token="wrong-token", max_retries=0)
     async with wrong:

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from proxy.cli import ca
 from proxy.cli.main import main
+from tests.support.pki import make_ca
 
 TOKEN = "s3cret-admin-token-0123456789"
 ACCOUNT = "6f0c2d1e9a8b47c5b3d2e1f0a9b8c7d6"
@@ -40,35 +40,6 @@ def cli(*argv: str) -> int:
 
 
 # --- the API double ----------------------------------------------------------------------------------
-
-
-def make_ca(
-    days: int, key_type: str = "ec-p256", *, start: datetime | None = None
-) -> tuple[x509.Certificate, Any]:
-    key: Any = (
-        rsa.generate_private_key(65537, int(key_type[4:]))
-        if key_type.startswith("rsa")
-        else (ec.generate_private_key(ec.SECP384R1() if key_type == "ec-p384" else ec.SECP256R1()))
-    )
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Lab"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "Lab Root"),
-        ]
-    )
-    start = start or datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start - timedelta(hours=1))
-        .not_valid_after(start + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
 
 
 def rfc3339(moment: datetime) -> str:
@@ -190,7 +161,7 @@ def make_app(api: FakeApi) -> web.Application:
         days = body.get("validity_period_days", 1825)
         if not 1 <= days <= 10950:
             raise ApiRefusal(400, "validity_period_days must be between 1 and 10950")
-        cert, _ = make_ca(days, body.get("key_type", "ec-p256"))
+        cert = make_ca(not_after=timedelta(days=days), key_type=body.get("key_type", "ec-p256")).certificate
         return envelope(api.add(cert))
 
     async def get_cert(request: web.Request) -> web.Response:
@@ -330,8 +301,8 @@ async def test_generate_activate_use_lists_the_certificate_in_use(
 async def test_use_reports_the_previous_certificate_back_to_available(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = server.api.add(make_ca(100)[0], status="available")["id"]
-    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    old = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
+    new = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     server.api.in_use = old
     assert await server.run("use", new[:6]) == 0
     out = capsys.readouterr().out
@@ -344,7 +315,7 @@ async def test_use_reports_the_previous_certificate_back_to_available(
 async def test_use_of_the_certificate_in_use_changes_nothing(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert = server.api.add(make_ca(100)[0], status="available")["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     server.api.in_use = cert
     assert await server.run("use", cert) == 0
     assert capsys.readouterr().out == f"{cert} is already in use\n"
@@ -354,7 +325,7 @@ async def test_use_of_the_certificate_in_use_changes_nothing(
 async def test_activate_and_deactivate_post_empty_json(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert = server.api.add(make_ca(100)[0])["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)["id"]
     assert await server.run("activate", cert[:8]) == 0
     assert await server.run("deactivate", cert[:8]) == 0
     out = capsys.readouterr().out
@@ -384,7 +355,7 @@ async def test_generate_sends_days_and_key_type_and_prints_json(
 async def test_delete_removes_an_inactive_certificate(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert = server.api.add(make_ca(100)[0])["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)["id"]
     assert await server.run("delete", cert[:5]) == 0
     assert capsys.readouterr().out == f"deleted {cert}\n"
     assert server.api.certs == {}
@@ -393,7 +364,8 @@ async def test_delete_removes_an_inactive_certificate(
 async def test_upload_then_activate_a_custom_ca(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert, key = make_ca(365, "rsa-2048")
+    issued = make_ca(not_after=timedelta(days=365), key_type="rsa-2048")
+    cert, key = issued.certificate, issued.key
     (tmp_path / "corp.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "corp.key").write_bytes(
         key.private_bytes(
@@ -434,9 +406,11 @@ async def test_upload_of_a_missing_file_is_one_line(
 async def test_list_flags_expiry_and_prints_api_warnings_on_stderr(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    soon = server.api.add(make_ca(10)[0])["id"]
-    gone = server.api.add(make_ca(1, start=datetime.now(UTC) - timedelta(days=5))[0])["id"]
-    fine = server.api.add(make_ca(1825)[0])["id"]
+    soon = server.api.add(make_ca(not_after=timedelta(days=10)).certificate)["id"]
+    gone = server.api.add(
+        make_ca(now=datetime.now(UTC) - timedelta(days=5), not_after=timedelta(days=1)).certificate
+    )["id"]
+    fine = server.api.add(make_ca(not_after=timedelta(days=1825)).certificate)["id"]
     assert await server.run("list") == 0
     out, err = capsys.readouterr()
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
@@ -452,7 +426,7 @@ async def test_list_flags_expiry_and_prints_api_warnings_on_stderr(
 async def test_resolving_an_id_does_not_repeat_the_listing_warnings(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    soon = server.api.add(make_ca(10)[0])["id"]
+    soon = server.api.add(make_ca(not_after=timedelta(days=10)).certificate)["id"]
     assert await server.run("activate", soon[:8]) == 0
     assert capsys.readouterr().err == ""
 
@@ -460,7 +434,7 @@ async def test_resolving_an_id_does_not_repeat_the_listing_warnings(
 async def test_use_warns_about_the_state_after_the_switch(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    soon = server.api.add(make_ca(10)[0], status="available")["id"]
+    soon = server.api.add(make_ca(not_after=timedelta(days=10)).certificate, status="available")["id"]
     assert await server.run("use", soon[:8], "--json") == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["in_use"] is True
@@ -482,8 +456,8 @@ def lacking_line(missing: int, reporting: int, cert_id: str) -> str:
 async def test_use_refuses_without_force_while_devices_lack_the_certificate(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = server.api.add(make_ca(100)[0], status="available")["id"]
-    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    old = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
+    new = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     server.api.in_use = old
     server.api.devices[new] = {"installed": 1, "missing": 2, "reporting": 3}
     assert await server.run("use", new[:6]) == 1
@@ -505,8 +479,8 @@ async def test_use_refuses_without_force_while_devices_lack_the_certificate(
 async def test_use_with_force_turns_it_on_and_prints_the_api_warning(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = server.api.add(make_ca(100)[0], status="available")["id"]
-    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    old = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
+    new = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     server.api.in_use = old
     server.api.devices[new] = {"installed": 0, "missing": 1, "reporting": 1}
     assert await server.run("use", new[:6], "--force") == 0
@@ -519,7 +493,7 @@ async def test_use_with_force_turns_it_on_and_prints_the_api_warning(
 async def test_use_goes_ahead_when_every_reporting_device_has_it(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    new = server.api.add(make_ca(100)[0], status="available")["id"]
+    new = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     server.api.devices[new] = {"installed": 4, "missing": 0, "reporting": 4}
     assert await server.run("use", new) == 0
     out, err = capsys.readouterr()
@@ -600,7 +574,7 @@ async def test_list_without_certificates_says_how_to_make_one(
 
 
 async def test_list_json_is_the_api_result(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
-    cert = server.api.add(make_ca(100)[0])
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)
     assert await server.run("list", "--json") == 0
     assert json.loads(capsys.readouterr().out) == [cert]
 
@@ -609,7 +583,7 @@ async def test_list_json_is_the_api_result(server: Server, capsys: pytest.Captur
 
 
 async def test_download_in_use_pem_to_stdout(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
-    cert = server.api.add(make_ca(100)[0], status="available")["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     server.api.in_use = cert
     assert await server.run("download", "in-use") == 0
     out = capsys.readouterr().out
@@ -620,7 +594,7 @@ async def test_download_in_use_pem_to_stdout(server: Server, capsys: pytest.Capt
 async def test_download_der_to_a_file(
     server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert = server.api.add(make_ca(100)[0])["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)["id"]
     target = tmp_path / "ca.crt"
     assert await server.run("download", cert[:4], "--format", "der", "-o", str(target)) == 0
     assert (
@@ -632,7 +606,7 @@ async def test_download_der_to_a_file(
 
 
 async def test_download_der_to_a_pipe(server: Server, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    cert = server.api.add(make_ca(100)[0])["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)["id"]
     assert await server.run("download", cert, "--format", "der") == 0
     assert capsysbinary.readouterr().out == server.api.ders[cert]
 
@@ -640,7 +614,7 @@ async def test_download_der_to_a_pipe(server: Server, capsysbinary: pytest.Captu
 async def test_download_der_refuses_a_terminal(
     server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert = server.api.add(make_ca(100)[0])["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)["id"]
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     assert await server.run("download", cert, "--format", "der") == 1
     assert (
@@ -650,7 +624,7 @@ async def test_download_der_refuses_a_terminal(
 
 
 async def test_download_in_use_without_one(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
-    server.api.add(make_ca(100)[0])
+    server.api.add(make_ca(not_after=timedelta(days=100)).certificate)
     assert await server.run("download", "in-use") == 1
     assert (
         capsys.readouterr().err
@@ -674,7 +648,7 @@ async def test_api_refusal_is_the_first_error_message_and_status(
 async def test_deleting_an_available_certificate_is_refused(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert = server.api.add(make_ca(100)[0], status="available")["id"]
+    cert = server.api.add(make_ca(not_after=timedelta(days=100)).certificate, status="available")["id"]
     assert await server.run("delete", cert) == 1
     assert capsys.readouterr().err == (
         f"gateway: error: only inactive certificates can be deleted; {cert} is available (HTTP 400)\n"
@@ -803,7 +777,7 @@ async def test_a_server_that_is_not_the_admin_api(capsys: pytest.CaptureFixture[
 async def test_unknown_prefix(
     server: Server, capsys: pytest.CaptureFixture[str], prefix: str, message: str
 ) -> None:
-    server.api.add(make_ca(100)[0])
+    server.api.add(make_ca(not_after=timedelta(days=100)).certificate)
     assert await server.run("activate", prefix) == 1
     assert capsys.readouterr().err == f"gateway: error: {message}\n"
 
@@ -811,8 +785,8 @@ async def test_unknown_prefix(
 async def test_ambiguous_prefix_names_the_candidates(
     server: Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first = server.api.add(make_ca(100)[0])
-    second = server.api.add(make_ca(100)[0])
+    first = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)
+    second = server.api.add(make_ca(not_after=timedelta(days=100)).certificate)
     for cert, cert_id in (
         (first, "abc10000-0000-4000-8000-000000000001"),
         (second, "abc20000-0000-4000-8000-000000000002"),
@@ -875,7 +849,7 @@ def test_help_never_shows_the_token_from_the_environment(
 
 async def test_a_closed_stdout_pipe_is_no_traceback(server: Server) -> None:
     """``gateway ca list | head -0``: the reader is gone before the table is written."""
-    server.api.add(make_ca(10)[0])
+    server.api.add(make_ca(not_after=timedelta(days=10)).certificate)
     reader, writer = os.pipe()
     os.close(reader)
     try:

@@ -18,7 +18,7 @@ from proxy.cli.client import CACERT_ENV, AdminClient
 from proxy.cli.errors import CliError
 from proxy.cli.main import main
 from proxy.config import Config, HostPort
-from tests.proxy.conftest import Gateway
+from tests.support.server import Gateway
 
 
 @pytest.fixture

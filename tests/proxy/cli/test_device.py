@@ -14,8 +14,8 @@ from aiohttp import web
 from proxy.api import create_app
 from proxy.cli.main import main
 from proxy.services.posture_verify import Report
-from tests.proxy.conftest import Gateway
-from tests.proxy.device_lab import Lab, make_lab, token_secret
+from tests.support.devices import Lab, make_lab, token_secret
+from tests.support.server import Gateway
 
 
 @dataclass

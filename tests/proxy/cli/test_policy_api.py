@@ -17,8 +17,8 @@ from proxy.api import create_app
 from proxy.cli.main import main
 from proxy.services.policies import PolicyService
 from proxy.services.policy_kinds import GATEWAY_RULES
-from tests.proxy.conftest import Gateway
-from tests.proxy.policy_api import FILE, deps_with_policies
+from tests.support.policies import FILE, deps_with_policies
+from tests.support.server import Gateway
 
 POLICIES = """\
 gateway_rules:

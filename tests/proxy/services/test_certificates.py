@@ -13,8 +13,8 @@ from certs.lifecycle import BindingStatus
 from proxy.services.certificates import CertificateService
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.store import CertificateKind, Store
-from tests.proxy.certfactory import make_ca
-from tests.proxy.conftest import Gateway
+from tests.support.pki import make_ca
+from tests.support.server import Gateway
 
 AVAILABLE = BindingStatus.AVAILABLE
 PENDING = BindingStatus.PENDING_DEPLOYMENT
@@ -65,7 +65,7 @@ def test_fourth_generation_in_24_hours_is_refused_until_the_window_rolls(gateway
         gateway.service.generate(gateway.account_id)
     assert e.value.retry_after == first + timedelta(hours=24)
     assert len(gateway.service.list(gateway.account_id)) == 4  # the first-start CA + 3
-    gateway.clock.now = first + timedelta(hours=24, seconds=1)
+    gateway.clock.set(first + timedelta(hours=24, seconds=1))
     gateway.service.generate(gateway.account_id)
 
 
@@ -297,8 +297,8 @@ def test_expiry_messages_flag_the_last_30_days(gateway: Gateway) -> None:
 
 def test_upload_with_key_activates_as_custom(gateway: Gateway) -> None:
     svc, acc = gateway.service, gateway.account_id
-    pems = make_ca(gateway.clock())
-    upload = svc.create_mtls(acc, certificates=pems.certificate, private_key=pems.key, name="byo")
+    pems = make_ca(now=gateway.clock())
+    upload = svc.create_mtls(acc, certificates=pems.cert_pem(), private_key=pems.key_pem(), name="byo")
     assert upload.kind is CertificateKind.CUSTOM and upload.binding_status is None
     assert upload.id not in {c.id for c in svc.list(acc)}
     cert = svc.activate(acc, upload.id)
@@ -309,8 +309,8 @@ def test_upload_with_key_activates_as_custom(gateway: Gateway) -> None:
 
 
 def test_upload_without_key_cannot_be_activated(gateway: Gateway) -> None:
-    pems = make_ca(gateway.clock())
-    upload = gateway.service.create_mtls(gateway.account_id, certificates=pems.certificate)
+    pems = make_ca(now=gateway.clock())
+    upload = gateway.service.create_mtls(gateway.account_id, certificates=pems.cert_pem())
     assert upload.kind is CertificateKind.MTLS and not upload.has_private_key
     with pytest.raises(Refused, match="uploaded without its private key"):
         gateway.service.activate(gateway.account_id, upload.id)
@@ -318,8 +318,8 @@ def test_upload_without_key_cannot_be_activated(gateway: Gateway) -> None:
 
 def test_activated_upload_cannot_be_deleted_as_mtls(gateway: Gateway) -> None:
     svc, acc = gateway.service, gateway.account_id
-    pems = make_ca(gateway.clock())
-    upload = svc.create_mtls(acc, certificates=pems.certificate, private_key=pems.key)
+    pems = make_ca(now=gateway.clock())
+    upload = svc.create_mtls(acc, certificates=pems.cert_pem(), private_key=pems.key_pem())
     svc.activate(acc, upload.id)
     with pytest.raises(Refused, match="is activated as a gateway certificate"):
         svc.delete_mtls(acc, upload.id)
@@ -331,8 +331,8 @@ def test_activated_upload_cannot_be_deleted_as_mtls(gateway: Gateway) -> None:
 
 def test_deleting_a_custom_gateway_certificate_keeps_the_upload(gateway: Gateway) -> None:
     svc, acc = gateway.service, gateway.account_id
-    pems = make_ca(gateway.clock())
-    upload = svc.create_mtls(acc, certificates=pems.certificate, private_key=pems.key)
+    pems = make_ca(now=gateway.clock())
+    upload = svc.create_mtls(acc, certificates=pems.cert_pem(), private_key=pems.key_pem())
     svc.activate(acc, upload.id)
     svc.deactivate(acc, upload.id)
     svc.delete(acc, upload.id)
@@ -350,10 +350,12 @@ def test_gateway_managed_certificates_are_not_mtls_uploads(gateway: Gateway) -> 
 def test_bad_uploads_are_refused_and_nothing_is_stored(gateway: Gateway) -> None:
     now = gateway.clock()
     with pytest.raises(InvalidCertificate, match="not a CA"):
-        gateway.service.create_mtls(gateway.account_id, certificates=make_ca(now, ca=False).certificate)
+        gateway.service.create_mtls(gateway.account_id, certificates=make_ca(now=now, ca=False).cert_pem())
     with pytest.raises(InvalidCertificate, match="does not match"):
         gateway.service.create_mtls(
-            gateway.account_id, certificates=make_ca(now).certificate, private_key=make_ca(now).key
+            gateway.account_id,
+            certificates=make_ca(now=now).cert_pem(),
+            private_key=make_ca(now=now).key_pem(),
         )
     assert gateway.service.list_mtls(gateway.account_id) == []
 

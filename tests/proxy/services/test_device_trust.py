@@ -6,7 +6,6 @@ injected clock moves through the window), and the warning for turning a certific
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,19 +22,12 @@ from proxy.services.device_trust import (
 from proxy.services.devices import Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound
 from proxy.store import Coverage, Device, TrustStoreEntry
-from tests.proxy.conftest import Gateway
-from tests.proxy.device_lab import Lab, make_lab
+from tests.support.devices import Lab
+from tests.support.server import Gateway
 
 FP_A = ":".join(["AA"] * 32)
 FP_B = ":".join(["0B"] * 32)
 NSS = "nss:/home/ann/.pki/nssdb"
-
-
-@pytest.fixture
-def lab(gateway: Gateway) -> Iterator[Lab]:
-    lab = make_lab(gateway)
-    yield lab
-    lab.service.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ through an injected clock, and the cache)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -19,15 +18,9 @@ from proxy.services.devices import DeviceService, Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.posture_verify import Report
 from proxy.store import LogQuery, Outcome, Store
-from tests.proxy.conftest import FakeClock, Gateway
-from tests.proxy.device_lab import EMAIL, Lab, make_lab, pem, rule_body, token_secret
-
-
-@pytest.fixture
-def lab(gateway: Gateway) -> Iterator[Lab]:
-    lab = make_lab(gateway)
-    yield lab
-    lab.service.close()
+from tests.support.clock import FakeClock
+from tests.support.devices import EMAIL, Lab, make_lab, pem, rule_body, token_secret
+from tests.support.server import Gateway
 
 
 def _details(**changes: str) -> DeviceDetails:

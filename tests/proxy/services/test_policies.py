@@ -19,7 +19,8 @@ from proxy.services.policies import PolicyLoadError, PolicyService
 from proxy.services.policy_kinds import ACCESS_APPLICATIONS, ACCESS_POLICIES, GATEWAY_RULES, PolicyKind
 from proxy.services.policy_state import InvalidPolicy
 from proxy.store import Store, StoredRule
-from tests.proxy.conftest import START, FakeClock, Gateway
+from tests.support.clock import START, FakeClock
+from tests.support.server import Gateway
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 BLOCK = {
@@ -216,7 +217,11 @@ def test_a_rolled_back_outer_transaction_changes_nothing(policies: PolicyService
     before = policies.engines(a)
     told: list[bool] = []
     policies.subscribe(lambda: told.append(True))
-    with unchanged(gateway.store), pytest.raises(RuntimeError), gateway.store.transaction():
+    with (
+        unchanged(gateway.store),
+        pytest.raises(RuntimeError, match="rolled back"),
+        gateway.store.transaction(),
+    ):
         policies.create(GATEWAY_RULES, a, BLOCK)
         raise RuntimeError("rolled back")
     assert policies.engines(a) is before and told == []
@@ -533,7 +538,7 @@ def test_reads_inside_a_rolled_back_transaction_are_not_kept(
 ) -> None:
     a = gateway.account_id
     assert policies.list(GATEWAY_RULES, a) == []
-    with pytest.raises(RuntimeError), gateway.store.transaction():
+    with pytest.raises(RuntimeError, match="rolled back"), gateway.store.transaction():
         policies.create(GATEWAY_RULES, a, BLOCK)
         assert len(policies.list(GATEWAY_RULES, a)) == 1
         raise RuntimeError("rolled back")

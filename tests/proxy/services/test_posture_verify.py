@@ -7,7 +7,7 @@ import asyncio
 import base64
 import dataclasses
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
@@ -18,16 +18,7 @@ from proxy.services.device_errors import Unauthenticated
 from proxy.services.errors import InvalidInput
 from proxy.services.posture_verify import NO_PROOF, Report
 from proxy.store import LogQuery, Outcome
-from tests.proxy.conftest import Gateway
-from tests.proxy.device_lab import HOSTNAME, DeviceCa, Lab, make_lab, pem, rule_body
-
-
-@pytest.fixture
-def lab(gateway: Gateway) -> Iterator[Lab]:
-    lab = make_lab(gateway)
-    yield lab
-    lab.service.close()
-
+from tests.support.devices import HOSTNAME, DeviceCa, Lab, pem, rule_body
 
 BadReport = Callable[[Lab], Awaitable[Report]]
 

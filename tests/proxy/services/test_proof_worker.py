@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from certs.proof import PROOF_FAILED, proof_message, sign_proof
 from proxy.services.proof_worker import Item, ProofWorker, verify_items
-from tests.proxy.conftest import Gateway
-from tests.proxy.device_lab import make_lab
+from tests.support.devices import make_lab
+from tests.support.server import Gateway
 
 
 def _der(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:

@@ -15,7 +15,7 @@ from proxy.store import Account, CertificateKind, CertificateRecord, Store, Stor
 from proxy.store.database import Database
 from proxy.store.devices import insert_rows
 from proxy.store.migrations import MIGRATIONS, Migration, migrate
-from tests.proxy.conftest import START, FakeClock
+from tests.support.clock import START, FakeClock
 
 ACCOUNT = Account(id="0123456789abcdef0123456789abcdef", name="Lab", created_at=START)
 
@@ -143,7 +143,7 @@ def test_nested_failure_rolls_back_only_the_inner_part(store: Store) -> None:
     store.accounts.add(ACCOUNT)
     with store.transaction():
         store.certificates.add(_certificate("c1"))
-        with pytest.raises(ValueError), store.transaction():
+        with pytest.raises(ValueError, match="inner"), store.transaction():
             store.certificates.add(_certificate("c2"))
             raise ValueError("inner")
     assert [c.id for c in store.certificates.list(ACCOUNT.id)] == ["c1"]
@@ -155,9 +155,9 @@ def test_after_commit_runs_after_the_outer_commit_only(store: Store) -> None:
         store.after_commit(lambda: calls.append("outer"))
         assert calls == []
     assert calls == ["outer"]
-    with pytest.raises(RuntimeError), store.transaction():
+    with pytest.raises(RuntimeError, match="rolled back"), store.transaction():
         store.after_commit(lambda: calls.append("rolled back"))
-        raise RuntimeError
+        raise RuntimeError("rolled back")
     assert calls == ["outer"]
 
 

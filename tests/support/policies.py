@@ -1,5 +1,5 @@
-"""Shared by the policy API tests: the admin API with a PolicyService, over TestClient or a real
-loopback socket for the official SDK."""
+"""The policy lab: the admin API with a PolicyService (and policy files), over TestClient or, for
+the official SDK, a real loopback socket."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from policies.yaml_io import load
 from proxy.api import ApiDeps, create_app
 from proxy.metrics import Metrics
 from proxy.services.policies import PolicyService
-from tests.proxy.conftest import Gateway, Reply, call
+from tests.support import server
+from tests.support.server import Gateway, Reply, call
 
 FILE = "corp/files.yaml"
 FILES = """\
@@ -74,16 +75,7 @@ async def api_for(gateway: Gateway, **options: Any) -> AsyncIterator[Api]:
 
 @asynccontextmanager
 async def sdk_for(gateway: Gateway, **options: Any) -> AsyncIterator[AsyncCloudflare]:
-    """The official SDK against the real app on a loopback TCP socket."""
+    """The official SDK against the real app, with a PolicyService, on a loopback TCP socket."""
     deps, _ = deps_with_policies(gateway, **options)
-    runner = web.AppRunner(create_app(deps), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        async with AsyncCloudflare(
-            base_url=f"http://127.0.0.1:{port}/client/v4", api_token=gateway.token, max_retries=0
-        ) as client:
-            yield client
-    finally:
-        await runner.cleanup()
+    async with server.sdk_for(deps, gateway.token) as client:
+        yield client
