@@ -4,8 +4,9 @@ mitmproxy takes a redirected connection's destination from the socket (``SO_ORIG
 A client that reaches the transparent listener without a redirect rule (it connected to the
 gateway's address itself) has the listener as its "original destination": forwarding it would
 connect the gateway to itself, again and again. Such a connection is refused before any
-upstream connection: the client gets the reason (a 502 page once its TLS handshake or HTTP
-request is in) and the log says where it came from.
+upstream connection: mitmproxy's transparent layer then closes the client at once (no TLS
+handshake or HTTP request has happened yet, so no page can carry the reason), and the log line
+says who it was, where it went and why.
 """
 
 from __future__ import annotations
