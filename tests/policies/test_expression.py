@@ -66,7 +66,7 @@ def test_compiles_are_cached_and_shareable() -> None:
 
 
 def test_source_must_be_a_string() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="expression source must be a str, not NoneType"):
         compile_expression(None)  # type: ignore[arg-type]
 
 
@@ -75,9 +75,9 @@ def test_custom_scheme() -> None:
     expression = compile_expression("x.flag and x.count > 2", scheme=scheme)
     assert expression.evaluate({"x.flag": True, "x.count": 3})
     assert "unknown field 'http.request.host'" in error_of('http.request.host == "a"', scheme=scheme).message
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="field a declared twice"):
         Scheme([Field("a", BOOL), Field("a", INT)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="s: quoted_ints only applies to int fields"):
         Field("s", STRING, quoted_ints=True)
 
 

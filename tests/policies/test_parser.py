@@ -171,9 +171,9 @@ def test_depth_limit_is_a_setting() -> None:
     parse(nested(5), Limits(max_depth=5))
     with pytest.raises(ExpressionError, match="deeper than 5"):
         parse(nested(6), Limits(max_depth=5))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"max_depth must be between 1 and {HARD_MAX_DEPTH}"):
         Limits(max_depth=HARD_MAX_DEPTH + 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"max_depth must be between 1 and {HARD_MAX_DEPTH}"):
         Limits(max_depth=0)
 
 

@@ -31,6 +31,7 @@ from proxy.services.device_enrollment import DeviceDetails
 from proxy.services.device_trust import DeviceTrustService, parse_report
 from proxy.services.devices import DeviceService
 from proxy.store import Store
+from tests.support.wait import wait_until_async
 
 from .test_ca import cli
 
@@ -110,7 +111,7 @@ async def test_full_lifecycle(gateway: Gateway, tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().out == (
         f"activated {new}: pending_deployment (available once every running node has loaded it)\n"
     )
-    await asyncio.sleep(NODE_DELAY * 3)
+    assert await wait_until_async(lambda: gateway.status(new) == ("available", False), NODE_DELAY * 10)
     assert gateway.status(new) == ("available", False)
 
     # use: the new one in use, the first one back to available
@@ -155,7 +156,7 @@ async def test_full_lifecycle(gateway: Gateway, tmp_path: Path, capsys: pytest.C
     # deactivate the first one, then delete it once the node dropped it
     assert await gateway.run("deactivate", first["id"][:8]) == 0
     assert capsys.readouterr().out.startswith(f"deactivated {first['id']}: ")
-    await asyncio.sleep(NODE_DELAY * 3)
+    assert await wait_until_async(lambda: gateway.status(first["id"]) == ("inactive", False), NODE_DELAY * 10)
     assert gateway.status(first["id"]) == ("inactive", False)
     assert await gateway.run("delete", first["id"][:8]) == 0
     assert capsys.readouterr().out == f"deleted {first['id']}\n"
@@ -246,7 +247,7 @@ async def test_use_asks_for_force_while_a_reporting_device_lacks_the_certificate
 
     assert await gateway.run("generate", "--activate") == 0
     new = only_id(capsys.readouterr().out)
-    await asyncio.sleep(NODE_DELAY * 3)
+    assert await wait_until_async(lambda: gateway.status(new) == ("available", False), NODE_DELAY * 10)
     assert gateway.status(new) == ("available", False)
     lacking = (f"1 of 1 reporting devices have not installed certificate {new} yet: "
                "turning it on breaks TLS for them until their agent syncs")  # fmt: skip
