@@ -372,6 +372,7 @@ def test_another_devices_key_cannot_claim_the_first_devices_tunnel(lab: WireGuar
     status, _, _ = lab.curl(max_time=6)
     assert status == 0
     assert len(lab.wait_logged(0, timeout=1)) == before, "nothing was proxied for bob at ann's port"
+    assert "Failed to process a WireGuard handshake packet" in lab.gw.stderr_path().read_text()
     # bob's tunnel claiming ann's address: still bob (his listener), and the gateway says so
     lab.use(lab.bob, address=ann_address)
     status, body, _ = lab.curl()
