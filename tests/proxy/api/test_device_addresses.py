@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from proxy.api import create_app
 from proxy.store import Device
-from tests.proxy.conftest import Gateway, call
-from tests.proxy.device_lab import Lab, make_lab
+from tests.support.devices import Lab, make_lab
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 
@@ -128,7 +128,7 @@ async def test_binding_refuses_host_bits_and_unknown_devices(client: Client, lab
 
 async def test_enrollment_registers_the_addresses_it_carries(lab: Lab) -> None:
     from proxy.services.device_enrollment import DeviceDetails
-    from tests.proxy.device_lab import token_secret
+    from tests.support.devices import token_secret
 
     issued = lab.service.create_enrollment_token(lab.account, email="a@example.com")
     details = DeviceDetails.from_api({"name": "n", "os": "linux"})

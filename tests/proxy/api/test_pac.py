@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from proxy.api import create_app
 from proxy.api.pac import proxy_address
 from tests.policies.pac_eval import find_proxy
-from tests.proxy.conftest import Gateway, call
+from tests.support.server import Gateway, call
 
 Client = TestClient[web.Request, web.Application]
 
