@@ -87,8 +87,8 @@ class Expression:
         self.lists: Mapping[str, ListHandle] = lists or {}  # the lists it refers to, by id
 
     def uses_current_lists(self, lists: ListLookup | None) -> bool:
-        """Every list it refers to still has the handle it was compiled with (so it need not be
-        compiled again: a list's items may have changed, not its id or type)."""
+        """Every list it refers to still has the handle it was compiled with in ``lists`` (so it
+        need not be compiled again)."""
         return all(lists is not None and lists.get(i) is h for i, h in self.lists.items())
 
     def evaluate(self, ctx: Mapping[str, object]) -> bool:
@@ -142,6 +142,19 @@ def _compile_cached(source: str, scheme: Scheme, limits: Limits) -> Expression:
     fields = check(tree, scheme, limits, source)
     pred, plan = compile_tree(tree, scheme, limits, source)
     return Expression(source, tree, fields, pred, plan)
+
+
+def referenced_lists(
+    source: str, *, scheme: Scheme = GATEWAY_SCHEME, limits: Limits = Limits()
+) -> frozenset[str]:
+    """The ids of the lists ``source`` refers to (none when it does not parse)."""
+    if "$" not in source:
+        return frozenset()
+    try:
+        tree = _parse_cached(source, scheme, limits)
+    except ExpressionError:
+        return frozenset()
+    return frozenset(ref.list_id for ref in list_refs(tree))
 
 
 def list_refs(node: ast.Expr) -> Iterator[ast.ListRef]:

@@ -1,9 +1,9 @@
 """Gateway lists compiled for lookups, and the handles compiled expressions hold for ``$<id>``.
 
 Expressions do not hold a list's items: the compiler resolves ``$<id>`` through a
-:class:`ListLookup` to a :class:`ListHandle`, whose ``matcher`` is replaced whole (one attribute
-assignment) when the list changes. Compiled rules keep the handle, so a change to a list reaches
-every decision at the next request without compiling any rule again. Every lookup costs a few
+:class:`ListLookup` to a :class:`ListHandle` and the compiled leaf keeps a reference to it. A
+:class:`ListRegistry` keeps an account's handles between builds, so a change to one list makes
+one new matcher and recompiles only the rules that refer to that list. Every lookup costs a few
 hash probes, whatever the list's size (see each matcher).
 """
 
@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
 
@@ -189,8 +188,7 @@ def matcher_for(type_: ListType, values: Iterable[str]) -> Matcher:
 
 
 class ListHandle:
-    """What a compiled expression holds for ``$<id>``: the list's type (fixed) and its current
-    matcher, replaced whole (one attribute assignment) when the list's items change."""
+    """What a compiled expression holds for ``$<id>``: the list's type, name and matcher."""
 
     __slots__ = ("id", "matcher", "name", "type")
 
@@ -234,62 +232,35 @@ class ListLookup(Protocol):
     def get(self, list_id: str, /) -> ListHandle | None: ...
 
 
-@dataclass
-class StagedLists:
-    """The lists a change would leave, ready to compile against (``get``) and, once the change
-    is committed, to go live (``install``): new matchers are swapped into the handles."""
-
-    registry: ListRegistry
-    handles: dict[str, ListHandle] = field(default_factory=dict)
-    swaps: dict[str, tuple[Matcher, str]] = field(default_factory=dict)
-    built: dict[str, tuple[ListType, tuple[ItemValue, ...]]] = field(default_factory=dict)
-
-    def get(self, list_id: str, /) -> ListHandle | None:
-        return self.handles.get(list_id)
-
-    def install(self) -> None:
-        for list_id, (matcher, name) in self.swaps.items():
-            handle = self.handles[list_id]
-            handle.matcher = matcher
-            handle.name = name
-        self.registry.handles = dict(self.handles)
-        self.registry.built = dict(self.built)
-
-
 class ListRegistry:
-    """One account's live handles. ``stage`` prepares a change; ``StagedLists.install`` applies it.
+    """One account's handles, kept from one build of its rules to the next.
 
-    A list keeps its handle while its id and type stay the same, so rules compiled against it
-    need no recompiling; a matcher is rebuilt only for a list whose items changed."""
+    ``lookup(lists)`` gives the handles for a new set of lists: a list whose type and items are
+    unchanged keeps its handle (so the rules compiled against it are reused as they are); a
+    list whose items changed gets a new handle with a new matcher, and only the rules that
+    refer to it are compiled again. The engines built from them replace the old ones whole, so
+    a decision sees either the old list or the new one, never a mix."""
 
     def __init__(self) -> None:
-        self.handles: dict[str, ListHandle] = {}
-        self.built: dict[str, tuple[ListType, tuple[ItemValue, ...]]] = {}
+        self._handles: dict[str, tuple[ListHandle, tuple[ItemValue, ...]]] = {}
 
-    def get(self, list_id: str, /) -> ListHandle | None:
-        return self.handles.get(list_id)
-
-    def stage(self, lists: Iterable[ListValue]) -> StagedLists:
-        staged = StagedLists(self)
+    def lookup(self, lists: Iterable[ListValue]) -> ListLookup:
+        handles: dict[str, tuple[ListHandle, tuple[ItemValue, ...]]] = {}
         for gateway_list in lists:
-            list_id, type_, name = gateway_list.id, gateway_list.type, gateway_list.name
-            current = self.handles.get(list_id)
-            if current is not None and current.type is not type_:
-                current = None  # a new type is a new list to the compiled rules
-            built = self.built.get(list_id)
-            staged.built[list_id] = (type_, gateway_list.items)
-            if current is None:
-                matcher = matcher_for(type_, (item.value for item in gateway_list.items))
-                staged.handles[list_id] = ListHandle(list_id, type_, name, matcher)
+            list_id, type_, items = gateway_list.id, gateway_list.type, gateway_list.items
+            known = self._handles.get(list_id)
+            if (
+                known is not None
+                and known[0].type is type_
+                and known[0].name == gateway_list.name
+                and (known[1] is items or known[1] == items)
+            ):
+                handles[list_id] = known
                 continue
-            staged.handles[list_id] = current
-            same = built is not None and (built[1] is gateway_list.items or built[1] == gateway_list.items)
-            if not same:
-                matcher = matcher_for(type_, (item.value for item in gateway_list.items))
-                staged.swaps[list_id] = (matcher, name)
-            elif current.name != name:
-                staged.swaps[list_id] = (current.matcher, name)
-        return staged
+            matcher = matcher_for(type_, (item.value for item in items))
+            handles[list_id] = (ListHandle(list_id, type_, gateway_list.name, matcher), items)
+        self._handles = handles
+        return {list_id: handle for list_id, (handle, _) in handles.items()}
 
 
 def static_lookup(lists: Iterable[ListValue]) -> ListLookup:

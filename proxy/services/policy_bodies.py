@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from policies.access import AccessApplication, AccessPolicy
+from policies.lists import GatewayList
 from policies.rules import FieldError, GatewayRule
 from proxy.services.errors import InvalidInput
 from proxy.services.policy_state import (
@@ -25,7 +26,9 @@ def _refused(error: FieldError) -> InvalidPolicy:
     return InvalidPolicy(field_message(error), ".".join(map(str, error.path)))
 
 
-def parse[T: (GatewayRule, AccessPolicy, AccessApplication)](kind: type[T], body: Mapping[str, Any]) -> T:
+def parse[T: (GatewayRule, AccessPolicy, AccessApplication, GatewayList)](
+    kind: type[T], body: Mapping[str, Any]
+) -> T:
     """A rule, policy or application from a request body, checked that the store can keep it."""
     try:
         item = kind.from_api(body, where=BODY)
@@ -33,6 +36,16 @@ def parse[T: (GatewayRule, AccessPolicy, AccessApplication)](kind: type[T], body
         raise _refused(e) from None
     check_storable(item, f"{BODY} {item.name!r}")
     return item
+
+
+def parse_rule(state: PolicyState, body: Mapping[str, Any]) -> GatewayRule:
+    """Its expressions may refer to the account's Gateway lists (``$<id>``), by type."""
+    try:
+        rule = GatewayRule.from_api(body, where=BODY, lists=state.list_types())
+    except FieldError as e:
+        raise _refused(e) from None
+    check_storable(rule, f"{BODY} {rule.name!r}")
+    return rule
 
 
 def parse_application(state: PolicyState, body: Mapping[str, Any]) -> AccessApplication:

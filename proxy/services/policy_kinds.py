@@ -11,28 +11,41 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from policies.access import AccessApplication, AccessPolicy
-from policies.rules import GatewayRule
+from policies.lists import GatewayList, ListItem, normalise, read_items
+from policies.rules import ApiReader, FieldError, GatewayRule
 from proxy.services.errors import NotFound, Refused
-from proxy.services.policy_bodies import parse, parse_application
+from proxy.services.policy_bodies import BODY, parse, parse_application, parse_rule
 from proxy.services.policy_state import (
+    InvalidPolicy,
     Item,
     Managed,
     PolicyState,
     application_record,
     by_precedence,
+    field_message,
+    list_record,
     policy_record,
     replaced,
     rule_record,
 )
-from proxy.store import Store, StoredApplication, StoredPolicy, StoredRule
+from proxy.store import ListRecord, Store, StoredApplication, StoredPolicy, StoredRule
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ACCESS_APPLICATIONS", "ACCESS_POLICIES", "GATEWAY_RULES", "KINDS", "PolicyKind", "Table"]
+__all__ = [
+    "ACCESS_APPLICATIONS",
+    "ACCESS_POLICIES",
+    "GATEWAY_LISTS",
+    "GATEWAY_LIST_EDITS",
+    "GATEWAY_RULES",
+    "KINDS",
+    "PolicyKind",
+    "Table",
+]
 
 type Body = Mapping[str, Any]
 
@@ -142,7 +155,7 @@ def _with_precedence(
 GATEWAY_RULES = PolicyKind[GatewayRule, StoredRule](
     name="gateway rule",
     field="rules",
-    parse=lambda state, body: parse(GatewayRule, body),
+    parse=parse_rule,
     record=rule_record,
     table=lambda store: store.gateway_rules,
     place=_last_by_precedence,
@@ -186,5 +199,124 @@ ACCESS_APPLICATIONS = PolicyKind[AccessApplication, StoredApplication](
     describe=lambda application: application.label,
 )
 
+# --- Gateway lists --------------------------------------------------------------------------------
+
+
+def _list_unused(state: PolicyState, current: Managed[GatewayList]) -> None:
+    """A list is refused deletion while a rule refers to it (``$<id>``)."""
+    users = state.rules_using(current.id)
+    if users:
+        names = ", ".join(f"{m.item.name!r} (id {m.id})" for m in users)
+        raise Refused(
+            f"Gateway list {current.item.name!r} (id {current.id}) is used by gateway rule "
+            f"{names}: remove it from the rules first"
+        )
+
+
+def _same_type(
+    body: Body, state: PolicyState, current: Managed[GatewayList] | None, step: Callable[[], int]
+) -> Body:
+    """PUT: a list keeps its type (Cloudflare's update takes none); items it had keep their
+    creation time."""
+    if current is None:
+        return body
+    type_ = body.get("type", current.item.type.value)
+    if type_ != current.item.type.value:
+        raise InvalidPolicy(
+            f"{BODY}: type: a list keeps its type ({current.item.type.value}); create a new "
+            f"list for {type_!r} items",
+            "type",
+        )
+    items = body.get("items")
+    if not isinstance(items, list):
+        return {**body, "type": type_}
+    times = {i.value: i.created_at for i in current.item.items if i.created_at is not None}
+    dated = [
+        {**i, "created_at": times[i["value"]]}
+        if isinstance(i, Mapping) and i.get("created_at") is None and i.get("value") in times
+        else i
+        for i in items
+    ]
+    return {**body, "type": type_, "items": dated}
+
+
+GATEWAY_LISTS = PolicyKind[GatewayList, ListRecord](
+    name="Gateway list",
+    field="lists",
+    parse=lambda state, body: parse(GatewayList, body),
+    record=list_record,
+    table=lambda store: store.gateway_lists,
+    complete=_same_type,
+    check_delete=_list_unused,
+    describe=lambda gateway_list: gateway_list.label,
+)
+
+_EDITED = "the edited list"  # the key under which _edited hands the list to parse
+
+
+@dataclass(frozen=True)
+class EditedList(GatewayList):
+    """A list after a PATCH, knowing what changed, so that saving it writes only that."""
+
+    appended: tuple[ListItem, ...] = field(default=(), compare=False)
+    removed: frozenset[str] = field(default=frozenset(), compare=False)
+
+
+def _edit_record(account_id: str, gateway_list: GatewayList) -> ListRecord:
+    if not isinstance(gateway_list, EditedList):
+        return list_record(account_id, gateway_list)
+    delta = dataclasses.replace(gateway_list, items=gateway_list.appended)
+    record = list_record(account_id, delta)
+    return dataclasses.replace(record, items=(), delta=(record.items, gateway_list.removed))
+
+
+def _edited(
+    body: Body, state: PolicyState, current: Managed[GatewayList] | None, step: Callable[[], int]
+) -> Body:
+    """PATCH ``{append: [{value, description}], remove: [value]}``: only the appended values
+    are checked; the items kept are the list's own."""
+    assert current is not None, "an edit changes an existing list"
+    gateway_list = current.item
+    try:
+        reader = ApiReader(body, where=BODY)
+        removed: set[str] = set()
+        for index, text in enumerate(reader.strings("remove", default=())):
+            problem, value = normalise(gateway_list.type, text)
+            if problem is not None:
+                raise FieldError(BODY, ("remove", index), problem)
+            removed.add(value)
+        values = {i.value for i in gateway_list.items}
+        missing = sorted(removed - values)
+        if missing:
+            reader.fail(f"{missing[0]!r} is not in the list", "remove")
+        kept = tuple(i for i in gateway_list.items if i.value not in removed)
+        appended = read_items(
+            reader.sequence("append", default=()),
+            gateway_list.type,
+            where=BODY,
+            path=("append",),
+            taken=(i.value for i in kept),
+        )
+        reader.finish()
+    except FieldError as e:
+        raise InvalidPolicy(field_message(e), ".".join(map(str, e.path))) from None
+    edited = EditedList(
+        **{f.name: getattr(gateway_list, f.name) for f in dataclasses.fields(GatewayList)},
+        appended=appended,
+        removed=frozenset(removed),
+    )
+    return {_EDITED: dataclasses.replace(edited, items=kept + appended)}
+
+
+def _edited_list(state: PolicyState, body: Body) -> GatewayList:
+    edited = body[_EDITED]
+    assert isinstance(edited, GatewayList)
+    return edited
+
+
+GATEWAY_LIST_EDITS = dataclasses.replace(
+    GATEWAY_LISTS, parse=_edited_list, complete=_edited, record=_edit_record
+)
+
 # In the order they are written: an application refers to policies (delete in reverse).
-KINDS: tuple[PolicyKind[Any, Any], ...] = (GATEWAY_RULES, ACCESS_POLICIES, ACCESS_APPLICATIONS)
+KINDS: tuple[PolicyKind[Any, Any], ...] = (GATEWAY_LISTS, GATEWAY_RULES, ACCESS_POLICIES, ACCESS_APPLICATIONS)

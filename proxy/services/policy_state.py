@@ -21,16 +21,28 @@ from typing import Any
 
 from policies.access import AccessApplication, AccessEngine, AccessPolicy, PolicyRef
 from policies.engine import GatewayEngine
+from policies.expression import referenced_lists
+from policies.list_matchers import ExactMatcher, ListHandle, ListLookup, ListRegistry, ListType
+from policies.lists import GatewayList, ListItem
 from policies.rules import (
     CompiledRule,
     ConflictError,
     FieldError,
     GatewayRule,
+    Part,
     render_path,
 )
 from policies.yaml_io import PolicySet
 from proxy.services.errors import InvalidInput, Refused, ServiceError
-from proxy.store import PolicyLink, StoredApplication, StoredPolicy, StoredRule
+from proxy.store import (
+    ListRecord,
+    PolicyLink,
+    StoredApplication,
+    StoredList,
+    StoredListItem,
+    StoredPolicy,
+    StoredRule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +51,10 @@ _COLUMNS = frozenset({"id", "created_at", "updated_at"})
 # The namespace of the ids given to the files' objects that have none.
 _FILE_IDS = uuid.UUID("8f0b6a55-4c1e-4d0e-9a59-2f6d3c1b7e10")
 
+_NO_ITEMS = ExactMatcher((), hosts=False)
 MAX_PRECEDENCE = 2**31 - 1  # Cloudflare's precedences are 32-bit; the store's column takes 64
 
-type Item = GatewayRule | AccessPolicy | AccessApplication
+type Item = GatewayRule | AccessPolicy | AccessApplication | GatewayList
 
 
 class InvalidPolicy(InvalidInput):
@@ -120,6 +133,19 @@ class PolicyState:
     rules: tuple[Managed[GatewayRule], ...] = ()
     policies: tuple[Managed[AccessPolicy], ...] = ()
     applications: tuple[Managed[AccessApplication], ...] = ()
+    lists: tuple[Managed[GatewayList], ...] = ()
+
+    def list_types(self) -> ListLookup:
+        """The lists' ids, types and names, enough to check a rule (no items are read)."""
+        return {m.id: ListHandle(m.id, m.item.type, m.item.name, _NO_ITEMS) for m in self.lists}
+
+    def rules_using(self, list_id: str) -> list[Managed[GatewayRule]]:
+        """The rules whose expressions refer to the Gateway list ``$list_id``."""
+        return [
+            m
+            for m in self.rules
+            if any(list_id in referenced_lists(m.item.expression(part)) for part in Part)
+        ]
 
     def users_of(self, policy_id: str) -> list[Managed[AccessApplication]]:
         """The applications that refer to ``policy_id``."""
@@ -137,6 +163,7 @@ class PolicyState:
             tuple(m.item for m in self.rules),
             tuple(m.item for m in self.applications),
             tuple(m.item for m in self.policies),
+            lists=tuple(m.item for m in self.lists),
         )
 
     def check_references(self, application: AccessApplication, *, where: str) -> None:
@@ -167,15 +194,20 @@ class EngineBuilder:
 
     def __init__(self) -> None:
         self._compiled: dict[str, dict[GatewayRule, CompiledRule]] = {}
+        self._lists: dict[str, ListRegistry] = {}
 
     def build(self, account_id: str, state: PolicyState) -> tuple[GatewayEngine, AccessEngine]:
-        """Raises :class:`InvalidPolicy` when the objects do not load together."""
+        """Raises :class:`InvalidPolicy` when the objects do not load together. A rule compiled
+        for the last build is reused unless a Gateway list it refers to changed."""
         previous = self._compiled.get(account_id, {})
         compiled: dict[GatewayRule, CompiledRule] = {}
+        lists = self._lists.setdefault(account_id, ListRegistry()).lookup(m.item for m in state.lists)
         try:
             for managed in state.rules:
                 rule = managed.item
-                compiled[rule] = previous.get(rule) or rule.compile()
+                known = previous.get(rule)
+                usable = known is not None and known.uses_current_lists(lists)
+                compiled[rule] = known if known is not None and usable else rule.compile(lists=lists)
             gateway = GatewayEngine.build(compiled.values())
             access = AccessEngine.build(
                 [m.item for m in state.applications], [m.item for m in state.policies]
@@ -217,6 +249,30 @@ def application_record(account_id: str, application: AccessApplication) -> Store
     )  # fmt: skip
 
 
+def list_record(account_id: str, gateway_list: GatewayList) -> ListRecord:
+    """Its rows; an item without a time of its own is dated when the list was saved."""
+    assert gateway_list.created_at is not None and gateway_list.updated_at is not None
+    saved = gateway_list.updated_at
+    head = StoredList(
+        account_id, gateway_list.id, gateway_list.name, gateway_list.description,
+        gateway_list.type.value, 0, gateway_list.created_at, saved,
+    )  # fmt: skip
+    items = tuple(StoredListItem(i.value, i.description, i.created_at or saved) for i in gateway_list.items)
+    return ListRecord(head, items)
+
+
+def list_of(head: StoredList, items: Iterable[StoredListItem]) -> GatewayList:
+    return GatewayList(
+        name=head.name,
+        type=ListType(head.type),
+        id=head.id,
+        description=head.description,
+        items=tuple(ListItem(i.value, i.description, i.created_at) for i in items),
+        created_at=head.created_at,
+        updated_at=head.updated_at,
+    )
+
+
 def _stamped[T: Item](item: T, ident: str, created_at: datetime, updated_at: datetime) -> T:
     return dataclasses.replace(item, id=ident, created_at=created_at, updated_at=updated_at)
 
@@ -254,11 +310,15 @@ class Parsed:
         rules: Iterable[StoredRule],
         policies: Iterable[StoredPolicy],
         applications: Iterable[StoredApplication],
+        lists: Iterable[StoredList] = (),
+        items: Callable[[str, str], Iterable[StoredListItem]] = lambda account, ident: (),
     ) -> PolicyState:
+        """``lists`` without their items: ``items(account_id, list_id)`` reads those of a list
+        whose row changed (its revision) since the last read, and only those."""
         seen = self._seen.get(account_id, {})
         now: dict[tuple[str, str], tuple[object, Any]] = {}
 
-        def value[R: (StoredRule, StoredPolicy, StoredApplication), T: Item](
+        def value[R: (StoredRule, StoredPolicy, StoredApplication, StoredList), T: Item](
             kind: str, record: R, parse: Callable[[R], T]
         ) -> T:
             known = seen.get((kind, record.id))
@@ -270,6 +330,7 @@ class Parsed:
             tuple(Managed(value("rule", r, rule_of)) for r in rules),
             tuple(Managed(value("policy", p, policy_of)) for p in policies),
             tuple(Managed(value("application", a, application_of)) for a in applications),
+            tuple(Managed(value("list", h, lambda h: list_of(h, items(account_id, h.id)))) for h in lists),
         )
         self._seen[account_id] = now
         return state
@@ -295,6 +356,7 @@ def file_state(files: PolicySet, loaded_at: datetime) -> PolicyState:
         by_precedence(managed(r, "gateway_rule") for r in files.gateway_rules),
         tuple(managed(p, "access_policy") for p in files.access_policies),
         tuple(managed(a, "access_application") for a in files.access_applications),
+        tuple(managed(gl, "list") for gl in files.lists),
     )
 
 
@@ -311,6 +373,7 @@ def merged(files: PolicyState, stored: PolicyState) -> PolicyState:
         by_precedence((*files.rules, *stored.rules)),
         (*files.policies, *stored.policies),
         (*files.applications, *stored.applications),
+        (*files.lists, *stored.lists),
     )
 
 
@@ -321,6 +384,7 @@ def colliding_ids(files: PolicyState, stored: PolicyState) -> list[str]:
         (files.rules, stored.rules),
         (files.policies, stored.policies),
         (files.applications, stored.applications),
+        (files.lists, stored.lists),
     )
     for left, right in pairs:
         ids = {m.id for m in left}

@@ -19,11 +19,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from policies.access import AccessApplication, AccessPolicy
+from policies.lists import GatewayList
 from policies.rules import GatewayRule, format_timestamp
 from policies.yaml_io import PolicyFileError, PolicySet, dump, load
 from proxy.services.policy_kinds import (
     ACCESS_APPLICATIONS,
     ACCESS_POLICIES,
+    GATEWAY_LISTS,
     GATEWAY_RULES,
     KINDS,
     PolicyKind,
@@ -39,7 +41,8 @@ ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 def export(state: PolicyState, account_id: str, now: datetime) -> str:
-    files = [m.file for group in (state.rules, state.policies, state.applications) for m in group if m.file]
+    groups = (state.lists, state.rules, state.policies, state.applications)
+    files = [m.file for group in groups for m in group if m.file]
     header = (
         f"# Gateway rules and Access policies of account {account_id}, exported {format_timestamp(now)}.\n"
     )
@@ -74,7 +77,7 @@ class ImportPlan:
             "access_policies": len(self.state.policies),
             "access_applications": len(self.state.applications),
             "left_to_policy_files": self.left_to_files,
-        }
+        } | ({"lists": len(self.state.lists)} if self.state.lists else {})
 
     def write(self, store: Store, account_id: str) -> None:
         """Replace the account's API-managed objects (call inside one transaction)."""
@@ -101,10 +104,12 @@ def plan_import(imported: PolicySet, files: PolicyState, stored: PolicyState, no
     rules = sections.take("gateway_rules", GATEWAY_RULES, imported.gateway_rules)
     policies = sections.take("access_policies", ACCESS_POLICIES, imported.access_policies)
     applications = sections.take("access_applications", ACCESS_APPLICATIONS, imported.access_applications)
+    lists = sections.take("lists", GATEWAY_LISTS, imported.lists)
     state = PolicyState(
         tuple(Managed(stamp(r, GATEWAY_RULES.find(stored, r.id))) for r in rules),
         tuple(Managed(stamp(p, ACCESS_POLICIES.find(stored, p.id))) for p in policies),
         tuple(Managed(stamp(a, ACCESS_APPLICATIONS.find(stored, a.id))) for a in applications),
+        tuple(Managed(stamp(gl, GATEWAY_LISTS.find(stored, gl.id))) for gl in lists),
     )
     state = dataclasses.replace(state, rules=tuple(sorted(state.rules, key=lambda m: m.item.precedence)))
     return ImportPlan(state, sections.left_to_files)
@@ -117,7 +122,7 @@ class _Sections:
         self._files = files
         self.left_to_files = 0
 
-    def take[T: (GatewayRule, AccessPolicy, AccessApplication)](
+    def take[T: (GatewayRule, AccessPolicy, AccessApplication, GatewayList)](
         self, section: str, kind: PolicyKind[T, Any], items: Sequence[T]
     ) -> list[T]:
         kept: list[T] = []
@@ -156,7 +161,7 @@ class _Stamper:
     def __init__(self, now: datetime) -> None:
         self._now = now
 
-    def __call__[T: (GatewayRule, AccessPolicy, AccessApplication)](
+    def __call__[T: (GatewayRule, AccessPolicy, AccessApplication, GatewayList)](
         self, item: T, current: Managed[T] | None
     ) -> T:
         if current is None:

@@ -47,6 +47,7 @@ class ListRecord:
 
     list: StoredList
     items: tuple[StoredListItem, ...]
+    delta: tuple[tuple[StoredListItem, ...], frozenset[str]] | None = None  # (appended, removed)
 
 
 def _list(row: sqlite3.Row) -> StoredList:
@@ -82,8 +83,13 @@ class GatewayLists:
         return [StoredListItem(value, description, from_db(at)) for value, description, at in rows]
 
     def save(self, record: ListRecord) -> None:
-        """Insert, or replace the list of the same id and all its items."""
+        """Insert, or replace the list of the same id and all its items; a record that says
+        which items were appended and removed (``delta``) writes only those."""
         head = record.list
+        if record.delta is not None:
+            appended, removed = record.delta
+            self.change(head, append=appended, remove=removed)
+            return
         with self._db.transaction() as conn:
             self._save_head(conn, head)
             conn.execute(
@@ -145,11 +151,19 @@ class GatewayLists:
     def _insert(
         conn: sqlite3.Connection, head: StoredList, items: Iterable[StoredListItem], first: int
     ) -> None:
+        times: dict[datetime, str] = {}  # items saved together share their time: format it once
+
+        def at(moment: datetime) -> str:
+            text = times.get(moment)
+            if text is None:
+                text = times[moment] = to_db(moment)
+            return text
+
         conn.executemany(
             "INSERT INTO gateway_list_items (account_id, list_id, position, value, description,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?)",
             (
-                (head.account_id, head.id, first + i, item.value, item.description, to_db(item.created_at))
+                (head.account_id, head.id, first + i, item.value, item.description, at(item.created_at))
                 for i, item in enumerate(items)
             ),
         )
