@@ -6,6 +6,7 @@ import logging
 
 from aiohttp import web
 
+from proxy.api import offload
 from proxy.api.middleware import authenticate, envelope_errors
 from proxy.api.routes import setup_routes
 from proxy.api.state import CRLS, DEPS, ApiDeps, NodeInfo
@@ -23,5 +24,6 @@ def create_app(deps: ApiDeps) -> web.Application:
     app = web.Application(middlewares=[envelope_errors, authenticate], client_max_size=MAX_BODY_BYTES)
     app[DEPS] = deps
     app[CRLS] = CrlCache(deps.certificates, deps.clock)
+    offload.install(app)  # the admin thread for heavy work (proxy/services/offload.py)
     setup_routes(app)
     return app

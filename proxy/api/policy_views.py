@@ -13,7 +13,9 @@ from aiohttp import web
 
 from proxy.api.bodies import read_object
 from proxy.api.envelope import Paging, ok, ok_all, ok_list
+from proxy.api.offload import calling, offloaded
 from proxy.api.state import account_of, policies_of
+from proxy.services.offload import Ticket
 from proxy.services.policies import PolicyService
 from proxy.services.policy_kinds import PolicyKind
 from proxy.services.policy_state import Item, Managed, PolicyState
@@ -55,11 +57,13 @@ class PolicyViews:
     delete: View
 
 
-def _state_of(service: PolicyService, account_id: str) -> StateOf:
-    return lambda: service.state(account_id)
+def _state_of(state: PolicyState) -> StateOf:
+    return lambda: state
 
 
 def views[T: Item](resource: PolicyResource[T]) -> PolicyViews:
+    """Every handler does its heavy part (reading and rendering a thousand objects, parsing a
+    large body, building the engines a change leaves) in the admin thread (``offload``)."""
     kind, show = resource.kind, resource.show
 
     async def list_all(request: web.Request) -> web.Response:
@@ -69,30 +73,57 @@ def views[T: Item](resource: PolicyResource[T]) -> PolicyViews:
             else Paging.from_query(request, default=resource.per_page, maximum=resource.max_per_page)
         )
         service, account = policies_of(request), account_of(request)
-        found = resource.select(request, service.list(kind, account))
-        state = _state_of(service, account)
-        shown = [show(m, state) for m in found]
-        return ok_all(shown) if paging is None else ok_list(shown, paging)
+        state = await calling(request, lambda offload: service.state_async(account, offload=offload))
+
+        def render(ticket: Ticket) -> web.Response:
+            found = resource.select(request, kind.items(state))
+            shown = [show(m, _state_of(state)) for m in found]
+            return ok_all(shown) if paging is None else ok_list(shown, paging)
+
+        return await offloaded(request, render)
 
     async def create(request: web.Request) -> web.Response:
         body = await read_object(request)
         service, account = policies_of(request), account_of(request)
-        return ok(show(service.create(kind, account, body), _state_of(service, account)))
+        created = await calling(
+            request, lambda offload: service.create_async(kind, account, body, offload=offload)
+        )
+        return await _shown(request, service, account, created)
 
     async def get(request: web.Request) -> web.Response:
         service, account = policies_of(request), account_of(request)
-        found = service.get(kind, account, request.match_info[resource.param])
-        return ok(show(found, _state_of(service, account)))
+        state = await calling(request, lambda offload: service.state_async(account, offload=offload))
+        found = kind.existing(state, request.match_info[resource.param])
+        return ok(show(found, _state_of(state)))
 
     async def put(request: web.Request) -> web.Response:
         body = await read_object(request)
-        service, account = policies_of(request), account_of(request)
-        replaced = service.replace(kind, account, request.match_info[resource.param], body)
-        return ok(show(replaced, _state_of(service, account)))
+        service, account, ident = (
+            policies_of(request),
+            account_of(request),
+            request.match_info[resource.param],
+        )
+        replaced = await calling(
+            request, lambda offload: service.replace_async(kind, account, ident, body, offload=offload)
+        )
+        return await _shown(request, service, account, replaced)
 
     async def delete(request: web.Request) -> web.Response:
         await read_object(request)  # empty, as the SDK sends it, or a JSON object
-        deleted = policies_of(request).delete(kind, account_of(request), request.match_info[resource.param])
+        service, account, ident = (
+            policies_of(request),
+            account_of(request),
+            request.match_info[resource.param],
+        )
+        deleted = await calling(
+            request, lambda offload: service.delete_async(kind, account, ident, offload=offload)
+        )
         return ok({"id": deleted.id})
+
+    async def _shown(
+        request: web.Request, service: PolicyService, account: str, managed: Managed[T]
+    ) -> web.Response:
+        state = await calling(request, lambda offload: service.state_async(account, offload=offload))
+        return ok(show(managed, _state_of(state)))
 
     return PolicyViews(resource.param, list_all, create, get, put, delete)

@@ -11,6 +11,7 @@ from aiohttp import web
 from policies.rules import GatewayRule
 from proxy.api.envelope import ok
 from proxy.api.errors import INVALID_JSON, ApiError
+from proxy.api.offload import calling
 from proxy.api.policy_views import PolicyResource, views
 from proxy.api.state import account_of, policies_of
 from proxy.services.policy_kinds import GATEWAY_RULES
@@ -55,7 +56,8 @@ RULES = views(
 
 async def export_policies(request: web.Request) -> web.Response:
     """Our addition: every rule, policy and application as one policy file (YAML)."""
-    text = await policies_of(request).export_async(account_of(request))
+    service, account = policies_of(request), account_of(request)
+    text = await calling(request, lambda offload: service.export_async(account, offload=offload))
     headers = {"Content-Disposition": 'inline; filename="gateway-policies.yaml"'}
     return web.Response(text=text, content_type=YAML, charset="utf-8", headers=headers)
 
@@ -68,5 +70,8 @@ async def import_policies(request: web.Request) -> web.Response:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, INVALID_JSON, "request body is not UTF-8 text") from None
-    counts = await policies_of(request).import_policies_async(account_of(request), text)
+    service, account = policies_of(request), account_of(request)
+    counts = await calling(
+        request, lambda offload: service.import_policies_async(account, text, offload=offload)
+    )
     return ok(counts)
