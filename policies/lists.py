@@ -104,7 +104,13 @@ class GatewayList:
         out["description"] = self.description
         out["type"] = self.type.value
         out["count"] = len(self.items)
-        out["items"] = [item.to_api() for item in self.items]
+        saved = self.updated_at  # an item without a time of its own was added when the list was saved
+        out["items"] = [
+            item.to_api()
+            if item.created_at or saved is None
+            else {**item.to_api(), "created_at": format_timestamp(saved)}
+            for item in self.items
+        ]
         if self.created_at is not None:
             out["created_at"] = format_timestamp(self.created_at)
         if self.updated_at is not None:

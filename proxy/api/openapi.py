@@ -242,6 +242,16 @@ SCHEMAS: dict[str, Schema] = {
          "certificate": {"type": "string", "description": "PEM, with a pass"},
          "signature": {"type": "string", "description": "base64 proof over the nonce, device id and rule id"}},
         required=["rule_id", "success"])}}, required=["results"]),
+    "GatewayListItem": _object({"value": _STR, "description": _STR, "created_at": TIME}, required=["value"]),
+    "GatewayList": _object(
+        {"id": {"type": "string", "format": "uuid"}, "name": _STR, "description": _STR,
+         "type": {"type": "string", "enum": ["DOMAIN", "HOST", "URL", "IP", "EMAIL", "SERIAL"]},
+         "count": {"type": "integer"}, "items": {"type": "array", "items": _ref("GatewayListItem")},
+         "created_at": TIME, "updated_at": TIME, "read_only": _BOOL},
+        required=["name", "type"],
+    ),
+    "GatewayListEdit": _object({"append": {"type": "array", "items": _ref("GatewayListItem")},
+                                "remove": {"type": "array", "items": _STR}}),
     "StoredResult": _object({"rule_id": _STR, "success": _BOOL, "verified": _BOOL, "reason": _STR,
                              "expires_at": TIME}),
 }  # fmt: skip
@@ -479,6 +489,19 @@ PATHS: dict[str, dict[str, Any]] = {
     A + "/gateway/rules/import": {"post": _text_body(_op(
         "our addition: a policy file (YAML or JSON) replaces everything saved through the API, atomically",
         _ref("ImportResult")))},
+    A + "/gateway/lists": {
+        "get": _op("Gateway lists, without their items (one page)", _ref("GatewayList"), paged=True),
+        "post": _op("create a list (name, type, description, items)", _ref("GatewayList"), body=_ref("GatewayList")),
+    },
+    A + "/gateway/lists/{list_id}": {
+        "get": _op("one list with its items", _ref("GatewayList")),
+        "put": _op("replace a list's name, description and items (its type stays)", _ref("GatewayList"), body=_ref("GatewayList")),
+        "patch": _op("append and remove items", _ref("GatewayList"), body=_ref("GatewayListEdit")),
+        "delete": _op("delete a list no rule uses", _DELETED),
+    },
+    A + "/gateway/lists/{list_id}/items": {
+        "get": _op("a list's items, paged (default 50, at most 1000 per page)", _ref("GatewayListItem"), paged=True, query=_PAGING),
+    },
     A + "/gateway/policy_test": {"post": _op("our addition: dry run of one request (decision and trace)", _ref("PolicyTestResult"), body=_ref("PolicyTest"))},
     A + "/access/policies": {
         "get": _op("reusable Access policies, paged (default 25, at most 1000 per page)", _POLICY, paged=True, query=_PAGING),
