@@ -33,6 +33,8 @@ if str(REPO) not in sys.path:
 
 from policies.engine import GatewayEngine
 from policies.facts import Identity, RequestFacts
+from policies.list_matchers import ListRegistry, ListType
+from policies.lists import GatewayList, ListItem
 from policies.rules import GatewayRule
 
 POSTURE = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7"
@@ -128,6 +130,37 @@ def make_rules(count: int, rng: random.Random) -> tuple[list[GatewayRule], list[
     return rules, hosts
 
 
+LIST_ID = "5b1d0c4e-0000-4000-8000-00000000b1d5"
+
+
+def make_list(items: int, hosts: list[str], rng: random.Random) -> GatewayList:
+    """A DOMAIN list of ``items`` domains: a tenth of the rules' hosts (so some requests match),
+    the rest made up."""
+    named = rng.sample(hosts, min(len(hosts) // 10, items))
+    values = dict.fromkeys(named)
+    i = 0
+    while len(values) < items:
+        values[f"listed{i}.example.org"] = None
+        i += 1
+    return GatewayList("bench list", ListType.DOMAIN, LIST_ID, items=tuple(ListItem(v) for v in values))
+
+
+def list_rules(precedence: int) -> list[GatewayRule]:
+    """Two rules no index can narrow (every request evaluates them), after all the others."""
+    bodies = [
+        {"name": "listed host", "action": "block", "traffic": f"http.request.host in ${LIST_ID}"},
+        {
+            "name": "listed domain",
+            "action": "block",
+            "traffic": f"any(http.request.domains[*] in ${LIST_ID})",
+        },
+    ]
+    return [
+        GatewayRule.from_api({**body, "precedence": precedence + i}, where="bench", check_expressions=False)
+        for i, body in enumerate(bodies)
+    ]
+
+
 def make_requests(hosts: list[str], rng: random.Random) -> list[RequestFacts]:
     identities = [
         Identity.of(),
@@ -172,22 +205,53 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seconds", type=float, default=2.0, help="time per rule count (default: 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument(
+        "--list-items",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add a DOMAIN list of N items and two rules every request evaluates against it "
+        "(http.request.host in $list, any(http.request.domains[*] in $list)); also time a change "
+        "to the list (one item added: new matcher, the two rules recompiled, engine rebuilt)",
+    )
     args = parser.parse_args(argv)
     results: dict[str, dict[str, float]] = {}
     for size in SIZES:
         rng = random.Random(size)
         rules, hosts = make_rules(size, rng)
         requests = make_requests(hosts, rng)
+        registry = ListRegistry()
+        row: dict[str, float] = {}
+        if args.list_items:
+            gateway_list = make_list(args.list_items, hosts, rng)
+            rules += list_rules(10 * (len(rules) + 10))
+            registry.lookup([gateway_list])
         built = time.perf_counter()
-        engine = GatewayEngine.build(rules)
-        build_ms = (time.perf_counter() - built) * 1000
-        indexed = measure(engine, requests, args.seconds)
-        linear = measure(GatewayEngine.build(rules, indexed=False), requests, min(args.seconds, 1.0))
-        results[str(size)] = {
-            "decisions_per_s": indexed,
-            "unindexed_decisions_per_s": linear,
-            "build_ms": build_ms,
-        }
+        engine = GatewayEngine.build(
+            rules, lists=registry.lookup([gateway_list]) if args.list_items else None
+        )
+        row["build_ms"] = (time.perf_counter() - built) * 1000
+        row["decisions_per_s"] = measure(engine, requests, args.seconds)
+        row["unindexed_decisions_per_s"] = measure(
+            GatewayEngine.build(
+                rules, indexed=False, lists=registry.lookup([gateway_list]) if args.list_items else None
+            ),
+            requests,
+            min(args.seconds, 1.0),
+        )
+        if args.list_items:
+            changed = GatewayList(
+                gateway_list.name, gateway_list.type, gateway_list.id,
+                items=(*gateway_list.items, ListItem("added.example.org")),
+            )  # fmt: skip
+            compiled = [r.compile(lists=registry.lookup([gateway_list])) for r in rules]
+            started = time.perf_counter()
+            lookup = registry.lookup([changed])
+            fresh = [c if c.uses_current_lists(lookup) else c.rule.compile(lists=lookup) for c in compiled]
+            GatewayEngine.build(fresh)
+            row["list_change_ms"] = (time.perf_counter() - started) * 1000
+            row["recompiled_rules"] = sum(1 for a, b in zip(compiled, fresh, strict=True) if a is not b)
+        results[str(size)] = row
     ratio = results["10"]["decisions_per_s"] / results["1000"]["decisions_per_s"]
     if args.json:
         summary = {
@@ -197,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(summary, indent=2))
         return 0
+    if args.list_items:
+        print(f"with a {args.list_items:,}-item DOMAIN list and 2 rules every request evaluates against it")
     print(f"{'rules':>6} {'decisions/s':>12} {'µs/decision':>12} {'no index/s':>11} {'build ms':>9}")
     for size, row in results.items():
         rate = row["decisions_per_s"]
         print(
             f"{size:>6} {rate:>12,.0f} {1e6 / rate:>12.2f} {row['unindexed_decisions_per_s']:>11,.0f} {row['build_ms']:>9.1f}"
         )
+        if "list_change_ms" in row:
+            print(
+                f"{'':>6} list change: {row['list_change_ms']:.1f} ms "
+                f"({row['recompiled_rules']:.0f} rules recompiled of {int(size) + 5})"
+            )
     speed = results["1000"]["decisions_per_s"] / results["10"]["decisions_per_s"]
     print(f"decisions/s at 1000 rules / at 10 rules: {speed:.2f} (rule count: 100x)")
     print(f"cost per decision, 1000 rules vs 10 rules: {ratio:.2f}x")

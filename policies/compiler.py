@@ -18,7 +18,7 @@ from policies import ast
 from policies.checker import quoted_int, value_type
 from policies.errors import ExpressionError
 from policies.limits import Limits
-from policies.list_matchers import ListHandle, ListLookup
+from policies.list_matchers import ListHandle, ListLookup, exact_values
 from policies.matchers import (
     Intervals,
     IpSet,
@@ -174,6 +174,9 @@ class _Compiler:
             return lambda c, _: wanted in (c.get(name) or ())
         if leaf.op is ast.CompareOp.IN and isinstance(leaf.rhs, ast.ListRef):
             handle = self.handle(leaf.rhs)
+            values = exact_values(handle, name)
+            if values is not None and any_:
+                return lambda c, _: not values.isdisjoint(c.get(name) or ())
             if any_:
                 return lambda c, _: any(v in handle.matcher for v in c.get(name) or ())
             return lambda c, _: all(v in handle.matcher for v in c.get(name) or ())

@@ -62,10 +62,10 @@ class Matcher(Protocol):
 class ExactMatcher:
     """HOST, EMAIL and SERIAL lists (hosts compared lowercased): one hash lookup."""
 
-    __slots__ = ("_fold", "_values")
+    __slots__ = ("_fold", "_values", "values")
 
     def __init__(self, values: Iterable[str], *, hosts: bool) -> None:
-        self._values = frozenset(values)
+        self._values = self.values = frozenset(values)
         self._fold = hosts
 
     def _key(self, value: object) -> str | None:
@@ -84,21 +84,40 @@ class ExactMatcher:
 class DomainMatcher:
     """DOMAIN lists: the host and each parent domain, looked up in a hash set."""
 
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "values")
 
     def __init__(self, values: Iterable[str]) -> None:
-        self._values = frozenset(values)
+        self._values = self.values = frozenset(values)
 
     def __contains__(self, value: object) -> bool:
-        return self.find(value) is not None
+        if not isinstance(value, str) or not value.islower() or value[-1] == ".":
+            return self.find(value) is not None
+        values = self._values
+        if value in values:
+            return True
+        last = value.rfind(".")
+        dot = value.find(".")
+        while 0 <= dot < last:
+            if value[dot + 1 :] in values:
+                return True
+            dot = value.find(".", dot + 1)
+        return False
 
     def find(self, value: object) -> str | None:
         if not isinstance(value, str) or not value:
             return None
         values = self._values
-        for domain in domains_of(value):
-            if domain in values:
-                return domain
+        if not value.islower() or value[-1] == ".":  # upper case, a trailing dot, an IP literal
+            return next((d for d in domains_of(value) if d in values), None)
+        if value in values:  # a lowercase name (as the request's facts hold it): domains_of inlined
+            return value
+        last = value.rfind(".")
+        dot = value.find(".")
+        while 0 <= dot < last:
+            parent = value[dot + 1 :]
+            if parent in values:
+                return parent
+            dot = value.find(".", dot + 1)
         return None
 
 
@@ -185,6 +204,21 @@ def matcher_for(type_: ListType, values: Iterable[str]) -> Matcher:
     if type_ is ListType.IP:
         return IpMatcher(values)
     return ExactMatcher(values, hosts=type_ is ListType.HOST)
+
+
+# Arrays that hold a host and every parent domain of it: ``any(f[*] in $list)`` over them with a
+# DOMAIN or HOST list is "some element is an item", one set operation (a DOMAIN item matching a
+# parent of an element matches that parent, which is an element too).
+PARENT_ARRAYS: Final = frozenset({"http.request.domains", "http.conn.domains"})
+
+
+def exact_values(handle: ListHandle, field: str) -> frozenset[str] | None:
+    """The item set to test ``any(field[*] in $list)`` with, when membership is enough."""
+    matcher = handle.matcher
+    if field in PARENT_ARRAYS and isinstance(matcher, (DomainMatcher, ExactMatcher)):
+        if handle.type in (ListType.DOMAIN, ListType.HOST):
+            return matcher.values
+    return None
 
 
 class ListHandle:

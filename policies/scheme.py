@@ -193,6 +193,8 @@ def domains_of(host: str) -> tuple[str, ...]:
 
 
 def _is_ip_literal(host: str) -> bool:
+    if ":" not in host and not host[-1:].isdigit():
+        return False  # IPv4 ends with a digit, IPv6 holds a ':' (and the exception costs µs)
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
