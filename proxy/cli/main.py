@@ -32,10 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         token,
         transparent,
     )  # imported here so that `gateway --help` stays fast
+    from proxy.cli import list as list_
 
     run.register(commands)
     ca.register(commands)
     policy.register(commands)
+    list_.register(commands)
     device.register(commands)
     token.register(commands)
     transparent.register(commands)

@@ -248,7 +248,12 @@ def _import(args: argparse.Namespace) -> int:
     from policies.yaml_io import PolicySet, dump
 
     policy_set = _load(args.files)
-    sent = PolicySet(policy_set.gateway_rules, policy_set.access_applications, policy_set.access_policies)
+    sent = PolicySet(
+        policy_set.gateway_rules,
+        policy_set.access_applications,
+        policy_set.access_policies,
+        lists=policy_set.lists,
+    )
     client, account = _connect(args)
     reply = client.post_text(f"{account}/gateway/rules/import", dump(sent), "application/yaml")
     counts = reply.result if isinstance(reply.result, dict) else {}
@@ -257,6 +262,7 @@ def _import(args: argparse.Namespace) -> int:
         f"imported: {counts.get('gateway_rules', 0)} gateway rules, "
         f"{counts.get('access_policies', 0)} Access policies, "
         f"{counts.get('access_applications', 0)} Access applications"
+        + (f", {counts['lists']} Gateway lists" if counts.get("lists") else "")
         + (f" ({kept} objects left to the gateway's policy files)" if kept else "")
     )
     return 0
