@@ -349,6 +349,7 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
 async def serve(config: cfg.Config, environ: Mapping[str, str]) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean stop (also when stopped while starting)."""
     os.umask(0o077)  # every file this process creates is its owner's only
+    sys.setswitchinterval(0.001)  # the admin thread yields the GIL to the loop within 1 ms
     stopping = asyncio.Event()
     with _on_signals((signal.SIGINT, signal.SIGTERM), stopping.set):
         gateway = await start(config, environ)
