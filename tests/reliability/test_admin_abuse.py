@@ -1,0 +1,68 @@
+"""The proxy's latency while the admin API is abused: the p99 of a proxied keep-alive request
+stays within 2x of idle while clients hammer policy_test, imports and exports with maximal
+bodies. On a shared machine one window proves little, so idle and loaded windows alternate and
+the medians of their p99s are compared."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.gateway_process import GatewayProcess
+from tests.e2e.origin import Origin
+from tests.e2e.tunnel import client_context
+from tests.reliability.abuse import Abuser, Probe, summary, windows
+
+pytestmark = [pytest.mark.e2e, pytest.mark.reliability]
+
+REPO = Path(__file__).resolve().parents[2]
+PAIRS = 5
+WINDOW_SECONDS = 3.0
+RULES = 1000
+
+
+def policy_file(count: int) -> str:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import rulegen
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return str(yaml.safe_dump(rulegen.make(count), sort_keys=False, allow_unicode=True))
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 14, open: the p99 is 2-5x of idle under abuse (docs/performance.md, 'The proxy while "
+    "the admin API is abused'): GC pauses and YAML in the admin thread still hold the GIL",
+)
+def test_proxy_p99_within_2x_of_idle_under_admin_abuse(
+    module_gateway: GatewayProcess, origin: Origin, tmp_path: Path
+) -> None:
+    gw = module_gateway
+    rules = policy_file(RULES)
+    auth = {"Authorization": f"Bearer {gw.token}"}
+    with httpx.Client(base_url=gw.admin_url, headers=auth, timeout=60) as client:
+        account = client.get("/client/v4/accounts").json()["result"][0]["id"]
+        imported = client.post(f"/client/v4/accounts/{account}/gateway/rules/import", content=rules.encode())
+        assert imported.status_code == 200, imported.text
+    ca = tmp_path / "ca.pem"
+    ca.write_text(gw.ca_pem())
+    probe = Probe(gw.proxy_port, "origin.test", origin.port, client_context(ca))
+    abuser = Abuser(gw.admin_url, str(gw.token), account, rules)
+    probe.start()
+    abuser.start()
+    try:
+        found = windows(abuser, probe, pairs=PAIRS, seconds=WINDOW_SECONDS)
+    finally:
+        abuser.close()
+        probe.close()
+    figures = summary(found)
+    print(figures, dict(abuser.statuses))
+    assert probe.errors == 0
+    assert sum(abuser.statuses.values()) > 10, "the abuse did not happen"
+    assert set(abuser.statuses) <= {200, 400, 503}, abuser.statuses
+    assert figures["p99_ratio"] <= 2.0, figures
