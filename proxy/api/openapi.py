@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the admin API, served at /client/v4/openapi.json (public).
 
-Hand-written, compactly: ``tests/proxy/test_api_openapi.py`` checks that it names exactly the
+Hand-written, compactly: ``tests/proxy/api/test_openapi.py`` checks that it names exactly the
 routes ``routes.py`` serves.
 """
 

@@ -245,7 +245,6 @@ ERRORS = [
     ("a in {,1}", 1, 7, "expected a set item, found ','", "an integer"),
     ("a in {1 2", 1, 10, "expected '}' to close the set at line 1, column 6", "'}'"),
     ("a in {x}", 1, 7, 'strings must be quoted: "x"', "a string"),
-    ("a in $list", 1, 6, "lists ($list) are not supported yet", "{"),
     ("a == 1 AND b", 1, 8, "did you mean 'and'?", "and"),
     ("a == 1 b", 1, 8, "expected and, or, xor or the end, found 'b'", "or"),
     ("NOT a", 1, 5, "expected a comparison operator, found 'a'", "=="),

@@ -102,15 +102,15 @@ def test_unquoted_timestamps_are_read() -> None:
     [
         (
             "- a\n- b\n",
-            "p.yaml:1:1: a policy file is a mapping with any of: gateway_rules, access_applications, access_policies, tests, not a list",
+            "p.yaml:1:1: a policy file is a mapping with any of: gateway_rules, access_applications, access_policies, tests, lists, not a list",
         ),
         (
             "just text\n",
-            "p.yaml:1:1: a policy file is a mapping with any of: gateway_rules, access_applications, access_policies, tests, not the scalar 'just text'",
+            "p.yaml:1:1: a policy file is a mapping with any of: gateway_rules, access_applications, access_policies, tests, lists, not the scalar 'just text'",
         ),
         (
             "",
-            "p.yaml:1:1: the file is empty; a policy file is a mapping with any of: gateway_rules, access_applications, access_policies, tests (write {} for none)",
+            "p.yaml:1:1: the file is empty; a policy file is a mapping with any of: gateway_rules, access_applications, access_policies, tests, lists (write {} for none)",
         ),
         (
             "gateway_rules: [\n",
@@ -123,7 +123,7 @@ def test_unquoted_timestamps_are_read() -> None:
         ),
         (
             "rules: []\n",
-            "p.yaml:1:1: unknown key 'rules' (known: gateway_rules, access_applications, access_policies, tests)",
+            "p.yaml:1:1: unknown key 'rules' (known: gateway_rules, access_applications, access_policies, tests, lists)",
         ),
         (
             "gateway_rules: {name: x}\n",
@@ -195,7 +195,7 @@ def test_every_problem_is_reported() -> None:
         "p.yaml:2:27: gateway_rules[0] 'a': precedence: must be an integer, got 'x'",
         "p.yaml:3:38: gateway_rules[1] 'b': action: unknown action 'nope' (one of: allow, block, off, on, redirect)",
         "p.yaml:5:58: access_policies[0] 'p': include[0].email.email: must be an email address, got 'nobody'",
-        "p.yaml:6:1: unknown key 'bogus' (known: gateway_rules, access_applications, access_policies, tests)",
+        "p.yaml:6:1: unknown key 'bogus' (known: gateway_rules, access_applications, access_policies, tests, lists)",
     ]
 
 

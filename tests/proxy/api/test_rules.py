@@ -238,7 +238,7 @@ async def test_import_replaces_everything_saved_through_the_api(api: Api) -> Non
         (
             "- just\n- a list\n",
             ("request body:1:1: a policy file is a mapping with any of: gateway_rules, "
-            "access_applications, access_policies, tests, not a list\n    - just\n    ^"),
+            "access_applications, access_policies, tests, lists, not a list\n    - just\n    ^"),
         ),
         (
             "gateway_rules: {name: x}\n",
@@ -251,7 +251,7 @@ async def test_import_replaces_everything_saved_through_the_api(api: Api) -> Non
             "enabled rule its own"),
         ),
         ("", ("request body:1:1: the file is empty; a policy file is a mapping with any of: "
-             "gateway_rules, access_applications, access_policies, tests (write {} for none)")),
+             "gateway_rules, access_applications, access_policies, tests, lists (write {} for none)")),
     ],
 )  # fmt: skip
 async def test_import_refusals(api: Api, data: str, message: str) -> None:

@@ -426,7 +426,7 @@ def test_import_replaces_what_the_api_saved(
             "- a\n- b\n",
             (
                 "request body:1:1: a policy file is a mapping with any of: gateway_rules, "
-                "access_applications, access_policies, tests, not a list\n    - a\n    ^"
+                "access_applications, access_policies, tests, lists, not a list\n    - a\n    ^"
             ),
         ),
         (

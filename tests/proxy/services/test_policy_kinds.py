@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from policies.access import AccessApplication, AccessPolicy, PolicyRef
+from policies.lists import GatewayList, ListType
 from policies.rules import Action, GatewayRule
 from proxy.services.errors import NotFound, Refused
 from proxy.services.policy_kinds import ACCESS_APPLICATIONS, ACCESS_POLICIES, GATEWAY_RULES, KINDS
@@ -32,6 +33,10 @@ def application(ident: str, *policy_ids: str) -> AccessApplication:
 
 
 STATE = PolicyState(
+    lists=(
+        Managed(GatewayList(id="l1", name="l1", type=ListType.DOMAIN)),
+        Managed(GatewayList(id="l2", name="l2", type=ListType.IP)),
+    ),
     rules=(Managed(rule("r1", 10)), Managed(rule("r2", 20, enabled=False)), Managed(rule("r3", 30))),
     policies=(Managed(policy("p1")), Managed(policy("p2"))),
     applications=(Managed(application("a1", "p1")), Managed(application("a2"), file="corp.yaml", line=3)),
@@ -42,9 +47,12 @@ def ids(managed: tuple[Managed[Any], ...]) -> list[str]:
     return [m.id for m in managed]
 
 
-def test_the_kinds_are_written_rules_first() -> None:
-    assert [k.name for k in KINDS] == ["gateway rule", "Access policy", "Access application"]
-    assert [ids(k.items(STATE)) for k in KINDS] == [["r1", "r2", "r3"], ["p1", "p2"], ["a1", "a2"]]
+def test_the_kinds_are_written_lists_first_then_rules() -> None:
+    """Lists first: a rule's $<id> must name a list that is already there."""
+    assert [k.name for k in KINDS] == ["Gateway list", "gateway rule", "Access policy", "Access application"]
+    assert [ids(k.items(STATE)) for k in KINDS] == [
+        ["l1", "l2"], ["r1", "r2", "r3"], ["p1", "p2"], ["a1", "a2"],
+    ]  # fmt: skip
 
 
 def test_find_and_existing() -> None:
