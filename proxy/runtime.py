@@ -216,6 +216,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         proxy_listen=next(
             (str(cfg.HostPort(*listen_address(m))) for m in modes.of_kind(ModeKind.REGULAR)), ""
         ),
+        request_log=requests_file.path,
     )
     app = create_app(deps)
     app[WIREGUARD] = wireguard

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -40,6 +41,9 @@ class ApiDeps:
     # The explicit proxy's listen address (HOST:PORT) that GET /proxy.pac names; "": the public
     # URL's host, port 8080
     proxy_listen: str = ""
+    # The proxy's request log (DATA_DIR/requests.jsonl) that GET .../gateway/requests reads;
+    # None: that endpoint answers 404
+    request_log: Path | None = None
 
 
 DEPS = web.AppKey("deps", ApiDeps)
