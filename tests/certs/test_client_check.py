@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certs.client_check import (
     Candidate,
@@ -25,7 +24,7 @@ from certs.client_check import (
 )
 from certs.errors import CertError, InvalidCertificate
 from certs.keys import PrivateKey
-from tests.support.pki import Issued, make_ca
+from tests.support.pki import Issued, issue_leaf, make_ca
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
@@ -33,10 +32,6 @@ EMAIL = ExtendedKeyUsageOID.EMAIL_PROTECTION
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 
 Issuer = tuple[x509.Certificate, PrivateKey]
-
-
-def _name(cn: str | None) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
 
 
 def _ec() -> ec.EllipticCurvePrivateKey:
@@ -56,26 +51,18 @@ def make_device(
     key: PrivateKey,
     *,
     cn: str | None = "laptop-7.corp",
-    sans: Sequence[x509.GeneralName] | None = None,
-    eku: Sequence[x509.ObjectIdentifier] | None = (CLIENT_AUTH,),
+    dns_names: tuple[str, ...] = (),
+    ip_addresses: tuple[str, ...] = (),
+    emails: tuple[str, ...] = (),
+    ekus: tuple[x509.ObjectIdentifier, ...] = (CLIENT_AUTH,),
     not_before: datetime = datetime(2026, 1, 1, tzinfo=UTC),
     not_after: datetime = datetime(2027, 1, 1, tzinfo=UTC),
 ) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(issuer[0].subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    if sans is not None:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    if eku is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return builder.sign(issuer[1], hashes.SHA256())
+    """A device certificate from the shared leaf factory, valid through 2026 (``NOW`` is mid-year)."""
+    return issue_leaf(
+        Issued(*issuer), cn, key=key, dns_names=dns_names, ip_addresses=ip_addresses, emails=emails,
+        ekus=ekus, not_before=not_before, not_after=not_after,
+    ).certificate  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,10 +146,6 @@ def _dev(**kwargs: object) -> Callable[[Pki], x509.Certificate]:
     return lambda p: make_device(p.ca, p.device_key, **kwargs)  # type: ignore[arg-type]
 
 
-DNS = x509.DNSName
-EMAIL_SAN = x509.RFC822Name
-IP = x509.IPAddress
-
 PASSES: dict[str, Case] = {
     "no conditions": Case(_dev()),
     "RSA device key, RSA CA": Case(
@@ -175,16 +158,16 @@ PASSES: dict[str, Case] = {
     "RSA device key, EC CA": Case(lambda p: make_device(p.ca, p.rsa_device_key)),
     "CN exact": Case(_dev(), cn="laptop-7.corp"),
     "CN case-insensitive": Case(_dev(cn="LAPTOP-7.Corp"), cn="laptop-7.CORP"),
-    "SAN DNS": Case(_dev(sans=[DNS("laptop-7.corp")]), sans=("laptop-7.corp",)),
-    "SAN DNS case-insensitive": Case(_dev(sans=[DNS("Laptop-7.CORP")]), sans=("laptop-7.corp",)),
-    "SAN email": Case(_dev(sans=[EMAIL_SAN("ann@corp.example")]), sans=("Ann@corp.example",)),
-    "SAN IP": Case(_dev(sans=[IP(ipaddress.ip_address("2001:db8::7"))]), sans=("2001:DB8:0::7",)),
+    "SAN DNS": Case(_dev(dns_names=("laptop-7.corp",)), sans=("laptop-7.corp",)),
+    "SAN DNS case-insensitive": Case(_dev(dns_names=("Laptop-7.CORP",)), sans=("laptop-7.corp",)),
+    "SAN email": Case(_dev(emails=("ann@corp.example",)), sans=("Ann@corp.example",)),
+    "SAN IP": Case(_dev(ip_addresses=("2001:db8::7",)), sans=("2001:DB8:0::7",)),
     "every listed SAN": Case(
-        _dev(sans=[DNS("a.corp"), DNS("b.corp"), EMAIL_SAN("ann@corp.example")]),
+        _dev(dns_names=("a.corp", "b.corp"), emails=("ann@corp.example",)),
         sans=("b.corp", "a.corp"),
     ),
     "EKU clientAuth": Case(_dev(), eku=("clientAuth",)),
-    "both EKUs": Case(_dev(eku=[SERVER_AUTH, EMAIL, CLIENT_AUTH]), eku=("clientAuth", "emailProtection")),
+    "both EKUs": Case(_dev(ekus=(SERVER_AUTH, EMAIL, CLIENT_AUTH)), eku=("clientAuth", "emailProtection")),
     "EC key present": Case(_dev(), check_private_key=True, key=lambda p: p.device_key),
     "RSA key present": Case(
         lambda p: make_device(p.ca, p.rsa_device_key),
@@ -202,7 +185,7 @@ PASSES: dict[str, Case] = {
     ),
     "valid from exactly now": Case(_dev(not_before=NOW)),
     "everything": Case(
-        _dev(sans=[DNS("SN-42.corp")], eku=[CLIENT_AUTH, EMAIL]),
+        _dev(dns_names=("SN-42.corp",), ekus=(CLIENT_AUTH, EMAIL)),
         cn="laptop-7.corp",
         sans=("sn-42.corp",),
         eku=("clientAuth", "emailProtection"),
@@ -281,33 +264,33 @@ REJECTIONS: dict[str, tuple[Case, str]] = {
     ),
     "missing SAN": (
         Case(
-            _dev(sans=[DNS("laptop-1.corp"), IP(ipaddress.ip_address("10.0.0.7"))]),
+            _dev(dns_names=("laptop-1.corp",), ip_addresses=("10.0.0.7",)),
             sans=("laptop-7.corp",),
         ),
         "SAN 'laptop-7.corp' not in the certificate (it has DNS:laptop-1.corp, IP:10.0.0.7)",
     ),
     "one of two SANs missing": (
-        Case(_dev(sans=[DNS("a.corp")]), sans=("a.corp", "b.corp")),
+        Case(_dev(dns_names=("a.corp",)), sans=("a.corp", "b.corp")),
         "SAN 'b.corp' not in the certificate (it has DNS:a.corp)",
     ),
     "SAN is in the CN only": (
-        Case(_dev(sans=[DNS("other.corp")]), sans=("laptop-7.corp",)),
+        Case(_dev(dns_names=("other.corp",)), sans=("laptop-7.corp",)),
         "SAN 'laptop-7.corp' not in the certificate",
     ),
     "no EKU extension": (
-        Case(_dev(eku=None), eku=("clientAuth",)),
+        Case(_dev(ekus=()), eku=("clientAuth",)),
         "missing extended key usage clientAuth (the certificate has no extendedKeyUsage extension)",
     ),
     "missing EKU": (
-        Case(_dev(eku=[SERVER_AUTH]), eku=("clientAuth",)),
+        Case(_dev(ekus=(SERVER_AUTH,)), eku=("clientAuth",)),
         "missing extended key usage clientAuth (it has serverAuth)",
     ),
     "one of two EKUs missing": (
-        Case(_dev(eku=[CLIENT_AUTH]), eku=("clientAuth", "emailProtection")),
+        Case(_dev(ekus=(CLIENT_AUTH,)), eku=("clientAuth", "emailProtection")),
         "missing extended key usage emailProtection (it has clientAuth)",
     ),
     "anyExtendedKeyUsage does not count": (
-        Case(_dev(eku=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]), eku=("clientAuth",)),
+        Case(_dev(ekus=(ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,)), eku=("clientAuth",)),
         "missing extended key usage clientAuth (it has anyExtendedKeyUsage)",
     ),
     "key missing": (Case(_dev(), check_private_key=True), "private key not found"),
@@ -358,7 +341,7 @@ def test_certificate_rejected_with_reason(case: Case, reason: str, pki: Pki) -> 
 
 def test_issuer_problem_is_the_only_reason(pki: Pki) -> None:
     """A certificate of another CA is not worth more words: its CN and EKU do not matter."""
-    cert = make_device(pki.other, pki.device_key, cn="x", eku=None)
+    cert = make_device(pki.other, pki.device_key, cn="x", ekus=())
     req = ClientCertRequirements(
         (pki.ca[0],), cn="laptop-7.corp", extended_key_usage=("clientAuth",), check_private_key=True
     )
@@ -373,7 +356,7 @@ def test_every_failed_condition_is_listed(pki: Pki) -> None:
         pki.ca,
         pki.device_key,
         cn="laptop-1.corp",
-        eku=[SERVER_AUTH],
+        ekus=(SERVER_AUTH,),
         not_after=datetime(2026, 2, 1, tzinfo=UTC),
     )
     req = ClientCertRequirements(
@@ -509,7 +492,7 @@ def test_requirements_from_templates(pki: Pki) -> None:
         extended_key_usage=("clientAuth",),
         check_private_key=True,
     )
-    cert = make_device(pki.ca, pki.device_key, cn="LAPTOP-7.corp", sans=[DNS("sn-42.corp")])
+    cert = make_device(pki.ca, pki.device_key, cn="LAPTOP-7.corp", dns_names=("sn-42.corp",))
     assert check_certificate(cert, req, now=NOW, private_key=pki.device_key).ok
     assert (
         ClientCertRequirements.from_templates([pki.ca[0]], hostname="h", serial_number="s", cn="").cn is None

@@ -135,20 +135,27 @@ def issue_leaf(
     ekus: tuple[x509.ObjectIdentifier, ...] = (CLIENT_AUTH,),
     dns_names: tuple[str, ...] = (),
     ip_addresses: tuple[str, ...] = (),
+    emails: tuple[str, ...] = (),
     organization: str | None = None,
     key: Key | None = None,
     key_type: str = "ec-p256",
     now: datetime | None = None,
     valid_from: timedelta = timedelta(hours=-1),
     valid_for: timedelta = timedelta(days=7),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
     basic_constraints: bool = True,
     authority_key_identifier: bool = False,
 ) -> Issued:
     """An end-entity certificate signed by ``ca`` (self-signed when ``ca`` is None): by default a
-    P-256 client certificate (clientAuth) valid from an hour before ``now`` for a week."""
+    P-256 client certificate (clientAuth) valid from an hour before ``now`` for a week.
+
+    The subjectAltName lists ``dns_names``, then ``ip_addresses``, then ``emails`` (rfc822Name),
+    and is left out when all three are empty; ``ekus=()`` leaves out the extended key usage.
+    ``not_before`` / ``not_after`` are absolute bounds that replace ``valid_from`` / ``valid_for``."""
     key = key or new_key(key_type)
     subject = name(common_name, organization)
-    start = (now or datetime.now(UTC)) + valid_from
+    start = not_before or (now or datetime.now(UTC)) + valid_from
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -156,12 +163,13 @@ def issue_leaf(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(start + valid_for)
+        .not_valid_after(not_after or start + valid_for)
     )
     if basic_constraints:
         builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+    sans += [x509.RFC822Name(e) for e in emails]
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if ekus:
