@@ -83,6 +83,7 @@ class Config:
     admin_listen: HostPort = HostPort("127.0.0.1", 8081)
     upstream_ca: Path | None = None
     hosts_file: Path | None = None
+    hosts_only: bool = False  # --hosts-only: refuse every name hosts_file does not list
     policy_paths: tuple[Path, ...] = ()
     require_device: bool = False
     leaf_lifetime: timedelta = timedelta(days=47)
@@ -102,6 +103,8 @@ class Config:
         for option, path in (("--upstream-ca", self.upstream_ca), ("--hosts", self.hosts_file)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{option}: no such file: {path}")
+        if self.hosts_only and self.hosts_file is None:
+            raise ConfigError("--hosts-only needs --hosts FILE (the only names the gateway will answer)")
         for path in self.policy_paths:
             if not path.exists():
                 raise ConfigError(f"--policies: no such file or directory: {path}")

@@ -120,6 +120,7 @@ def build_master(
         onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
         ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
         gateway_hosts=str(config.hosts_file or ""),
+        gateway_hosts_only=config.hosts_only,
         gateway_require_identity=config.require_device,
     )
     return master

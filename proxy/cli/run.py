@@ -98,6 +98,12 @@ def register(commands: Any) -> None:
         help="hosts file resolving upstream names for labs ('*.suffix' wildcards allowed)",
     )
     parser.add_argument(
+        "--hosts-only",
+        action="store_true",
+        help="answer only the names of --hosts (and their addresses); refuse every other name with a 502 "
+        "page, before any DNS lookup or connection, so a lab's browser noise never leaves the lab",
+    )
+    parser.add_argument(
         "--policies",
         metavar="PATH",
         action="append",
@@ -150,6 +156,7 @@ def config_from(args: argparse.Namespace) -> Config:
             admin_listen=HostPort.parse(args.admin_listen, option="--admin-listen"),
             upstream_ca=Path(args.upstream_ca) if args.upstream_ca else None,
             hosts_file=Path(args.hosts) if args.hosts else None,
+            hosts_only=args.hosts_only,
             policy_paths=tuple(Path(p) for p in args.policies),
             require_device=args.require_device,
             leaf_lifetime=timedelta(days=args.leaf_lifetime_days),
