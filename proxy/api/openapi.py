@@ -252,6 +252,14 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "GatewayListEdit": _object({"append": {"type": "array", "items": _ref("GatewayListItem")},
                                 "remove": {"type": "array", "items": _STR}}),
+    "RequestLogLine": {**_object(
+        {"time": TIME, "node": _STR, "mode": _STR, "device": {"type": "string", "nullable": True},
+         "user": {"type": "string", "nullable": True}, "src_ip": {"type": "string", "nullable": True},
+         "method": _STR, "scheme": _STR, "host": _STR, "path": _STR, "action": _STR, "stage": _STR,
+         "rule_id": {"type": "string", "nullable": True}, "status": {"type": "integer", "nullable": True},
+         "bytes": {"type": "integer"}, "ca_fingerprint": {"type": "string", "nullable": True},
+         "reason": _STR, "error": _STR}),
+        "description": "one line of requests.jsonl as the proxy wrote it (more keys may appear)"},
     "StoredResult": _object({"rule_id": _STR, "success": _BOOL, "verified": _BOOL, "reason": _STR,
                              "expires_at": TIME}),
 }  # fmt: skip
@@ -390,6 +398,15 @@ _LOG_FILTERS = [
     _q("device_id", _STR, "one device's entries"),
     _q("rule_id", _STR, "one rule's entries"),
     _q("since", _STR, "RFC 3339 time, or a duration such as 10m (that long ago)"),
+]
+
+
+_REQUEST_FILTERS = [
+    _q("device", _STR, "one device's requests (its id)"),
+    _q("action", _STR, "allow, block, redirect, ... (repeated or commas)", explode=True),
+    _q("host", _STR, "part of the host name, any case"),
+    _q("since", _STR, "RFC 3339 time, or a duration such as 10m (that long ago)"),
+    _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many lines (default 100)"),
 ]
 
 
@@ -551,6 +568,9 @@ PATHS: dict[str, dict[str, Any]] = {
         "put": _op("replace a rule (results verified against other requirements are dropped)", _POSTURE, body=_POSTURE),
         "delete": _op("delete a rule and its results", _DELETED),
     },
+    A + "/gateway/requests": {"get": _op(
+        "our addition: the proxy's request log (requests.jsonl), newest first, from its newest 4 MiB",
+        _ref("RequestLogLine"), paged=True, query=_REQUEST_FILTERS)},
     A + "/devices/posture/logs": {"get": _op("our addition: posture log, newest first (default 100 per page)", _ref("PostureLogEntry"),
                                              paged=True, query=[*_PAGING, *_LOG_FILTERS])},
     A + "/devices/enrollment_tokens": {"post": _op("our addition: a single-use enrollment token (1 hour by default)",

@@ -24,6 +24,7 @@ from proxy.api import (
     pac,
     pki,
     posture,
+    requests_log,
     rules,
     wireguard,
 )
@@ -90,6 +91,7 @@ ROUTES: tuple[Route, ...] = (
     ("POST", f"{ACCOUNT}/gateway/rules/import", rules.import_policies),
     *_crud(f"{ACCOUNT}/gateway/rules", rules.RULES),
     ("POST", f"{ACCOUNT}/gateway/policy_test", dryrun.policy_test),
+    ("GET", f"{ACCOUNT}/gateway/requests", requests_log.list_requests),
     ("GET", f"{ACCOUNT}/gateway/lists", lists.LISTING.list),
     *_crud(f"{ACCOUNT}/gateway/lists", lists.LISTS)[1:],
     ("PATCH", f"{ACCOUNT}/gateway/lists/{{list_id}}", lists.patch_list),
