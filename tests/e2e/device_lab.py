@@ -1,13 +1,11 @@
-"""The device lab for the posture tests: a device signing CA and client certificates (made with
-`cryptography`), a real NSS database (NSS `certutil -N` and `pk12util -i`), the real
-`gateway agent` and admin CLI commands as processes, the proof of possession built from the
-documented wire contract (docs/architecture.md "Device posture"), and readers for what the
-agent prints."""
+"""The device lab for the posture tests: a real NSS database (NSS `certutil -N` and
+`pk12util -i`), the real `gateway agent` and admin CLI commands as processes, the proof of
+possession built from the documented wire contract (docs/architecture.md "Device posture"), and
+readers for what the agent prints. Certificates come from ``tests.support.pki``."""
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import os
 import subprocess
@@ -15,54 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support.pki import Issued, Key
 
 from . import tools
 from .gateway_process import GatewayProcess, child_env
-from .pki import Issued
 
 PROOF_PREFIX = b"gateway-posture-proof-v1\n"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-# --- certificates -----------------------------------------------------------------------------
-
-
-def issue_client_cert(
-    ca: Issued,
-    cn: str,
-    *,
-    eku: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
-    not_before: dt.timedelta = dt.timedelta(hours=-1),
-    lifetime: dt.timedelta = dt.timedelta(days=7),
-) -> Issued:
-    """A device certificate signed by `ca` itself: CN `cn`, EC P-256 key, the listed EKUs."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = _now() + not_before
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + lifetime)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()),
-            critical=False,
-        )
-    )
-    if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return Issued(builder.sign(ca.private_key, hashes.SHA256()), key)
 
 
 # --- a real NSS database ----------------------------------------------------------------------
@@ -88,7 +48,7 @@ def import_into_nssdb(directory: Path, issued: Issued, nickname: str) -> None:
     bundle.write_bytes(
         pkcs12.serialize_key_and_certificates(
             nickname.encode(),
-            issued.private_key,
+            issued.key,
             issued.certificate,
             None,
             serialization.BestAvailableEncryption(b"e2e-import"),
@@ -206,8 +166,9 @@ def proof_message(nonce: bytes, device_id: str, rule_id: str) -> bytes:
     return PROOF_PREFIX + nonce + b"\n" + device_id.encode() + b"\n" + rule_id.encode()
 
 
-def sign(key: ec.EllipticCurvePrivateKey, message: bytes) -> str:
-    """ECDSA-SHA256 (DER), base64, as the agent sends it for an EC key."""
+def sign(key: Key, message: bytes) -> str:
+    """ECDSA-SHA256 (DER), base64, as the agent sends it for an EC key (the lab's keys are EC)."""
+    assert isinstance(key, ec.EllipticCurvePrivateKey), type(key)
     return base64.b64encode(key.sign(message, ec.ECDSA(hashes.SHA256()))).decode()
 
 
@@ -221,8 +182,8 @@ def passing_claim(
         "rule_id": rule_id,
         "success": True,
         "nonce": nonce_b64,
-        "certificate": issued.cert_pem,
-        "signature": sign(key or issued.private_key, proof_message(nonce, device_id, rule_id)),
+        "certificate": issued.cert_pem(),
+        "signature": sign(key or issued.key, proof_message(nonce, device_id, rule_id)),
     }
 
 

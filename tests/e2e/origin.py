@@ -12,8 +12,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.pki import Issued, issue_server, make_ca
+
 from . import tools
-from .pki import Issued, issue_server_cert, make_ca
 
 # (server_name, names in the certificate, signed by the untrusted CA?)
 TRUSTED_SITES = [
@@ -57,8 +58,8 @@ _PAGE = (
 class Origin:
     directory: Path
     port: int
-    ca: Issued = field(default_factory=lambda: make_ca("e2e Origin CA"))
-    untrusted_ca: Issued = field(default_factory=lambda: make_ca("e2e Untrusted CA"))
+    ca: Issued = field(default_factory=lambda: make_ca("e2e Origin CA", key_identifiers=True))
+    untrusted_ca: Issued = field(default_factory=lambda: make_ca("e2e Untrusted CA", key_identifiers=True))
     proc: subprocess.Popen[bytes] | None = None
     http_port: int = field(default_factory=tools.free_port)  # plain HTTP, every host name
     # server_name → the certificate (and key) nginx serves for it, once started
@@ -85,7 +86,7 @@ class Origin:
         sites += [(n, names, self.untrusted_ca) for n, names in UNTRUSTED_SITES]
         for i, (server_name, names, ca) in enumerate(sites):
             stem = f"site{i}"
-            issued = issue_server_cert(ca, names)
+            issued = issue_server(ca, names)
             issued.write(d, stem)
             self.site_certs[server_name] = issued
             default = " default_server" if i == 0 else ""
@@ -133,7 +134,7 @@ http {{
         nginx = tools.require("nginx")
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "tmp").mkdir(exist_ok=True)
-        self.ca_path.write_text(self.ca.cert_pem)
+        self.ca_path.write_text(self.ca.cert_pem())
         conf = self.directory / "nginx.conf"
         conf.write_text(self._config())
         log = self.directory / "error.log"

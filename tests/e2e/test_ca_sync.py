@@ -21,11 +21,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.pki import make_ca
+
 from . import chromium, curl, sdk, tools
 from .device_lab import Agent, admin_cli, make_nssdb
 from .gateway_process import GatewayProcess, child_env
 from .origin import Origin, body_for
-from .pki import describe, issued_by, load_pem, make_ca
+from .pki import describe, issued_by, load_pem
 
 pytestmark = pytest.mark.e2e
 
@@ -159,9 +161,9 @@ def test_agent_syncs_cas_into_nss_and_system_store_across_a_hot_swap(
         assert devices_of(c, account, first_id) == {"installed": 1, "missing": 0, "reporting": 1}
 
         # --- 2. a root added by hand to the same NSS DB ----------------------------------------
-        hand = make_ca("Hand added e2e root")
+        hand = make_ca("Hand added e2e root", key_identifiers=True)
         hand_pem = tmp_path / "hand-added.pem"
-        hand_pem.write_text(hand.cert_pem)
+        hand_pem.write_text(hand.cert_pem())
         tools.run(
             [tools.require("certutil"), "-A", "-d", f"sql:{db}", "-n", HAND_ADDED,
              "-t", "C,,", "-i", str(hand_pem)],

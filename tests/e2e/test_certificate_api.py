@@ -8,10 +8,12 @@ from pathlib import Path
 import cloudflare
 import pytest
 
+from tests.support.pki import make_ca
+
 from . import curl, sdk
 from .gateway_process import GatewayProcess
 from .origin import Origin, body_for
-from .pki import describe, issued_by, load_pem, make_ca
+from .pki import describe, issued_by, load_pem
 
 pytestmark = pytest.mark.e2e
 
@@ -83,13 +85,13 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
         assert old.id not in sdk.certificates(c, account)
 
         # Bring your own CA: upload it with its key as an mTLS certificate, activate that id.
-        byo = make_ca("e2e Bring-Your-Own Root", organization="e2e BYO Org")
+        byo = make_ca("e2e Bring-Your-Own Root", organization="e2e BYO Org", key_identifiers=True)
         uploaded = c.mtls_certificates.create(
             account_id=account,
             ca=True,
             name="e2e byo root",
-            certificates=byo.cert_pem,
-            private_key=byo.key_pem,
+            certificates=byo.cert_pem(),
+            private_key=byo.key_pem(),
         )
         assert uploaded is not None and uploaded.id
         certs.activate(uploaded.id, account_id=account)
@@ -105,7 +107,7 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
         assert listing[new.id].binding_status == "available"
 
     byo_path = tmp_path / "byo-ca.pem"
-    byo_path.write_text(byo.cert_pem)
+    byo_path.write_text(byo.cert_pem())
     leaf = _leaf_through_proxy(gateway, origin, byo_path).certs[0]
     assert issued_by(leaf, byo.certificate), describe(leaf)
 
@@ -120,4 +122,4 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
             response = api.get(path)
             assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text[:300]}"
             assert "PRIVATE KEY" not in response.text, path
-            assert byo.key_pem.splitlines()[1] not in response.text, path
+            assert byo.key_pem().splitlines()[1] not in response.text, path

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pki import issue_leaf, make_ca
+
 from . import chromium, curl, sdk, tools
-from .device_lab import Agent, admin_cli, delete_from_nssdb, import_into_nssdb, issue_client_cert, make_nssdb
+from .device_lab import Agent, admin_cli, delete_from_nssdb, import_into_nssdb, make_nssdb
 from .gateway_process import GatewayProcess, child_env
 from .origin import Origin, body_for
-from .pki import make_ca
 
 pytestmark = pytest.mark.e2e
 
@@ -98,15 +99,15 @@ def lab(
 def _setup(gw: GatewayProcess, origin: Origin, base: Path) -> LocalProxyLab:
     gateway_ca = base / "gateway-ca.pem"
     gateway_ca.write_text(gw.ca_pem())
-    signing_ca = make_ca("e2e Local Proxy Device CA")
-    nss_client = issue_client_cert(signing_ca, "local-proxy-device.corp")
+    signing_ca = make_ca("e2e Local Proxy Device CA", key_identifiers=True)
+    nss_client = issue_leaf(signing_ca, "local-proxy-device.corp", authority_key_identifier=True)
     home = base / "home"
     nssdb = make_nssdb(home / ".pki" / "nssdb")
     import_into_nssdb(nssdb, nss_client, NSS_NICKNAME)
     with sdk.client(gw) as c:
         account = sdk.account_id(c)
         upload = c.mtls_certificates.create(
-            account_id=account, ca=True, certificates=signing_ca.cert_pem, name="e2e local proxy CA"
+            account_id=account, ca=True, certificates=signing_ca.cert_pem(), name="e2e local proxy CA"
         )
         assert upload is not None and upload.id
         rule = c.zero_trust.devices.posture.create(

@@ -37,6 +37,8 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support.pki import Issued, issue_leaf, make_ca
+
 from . import curl, sdk, tools
 from .conftest import GatewayFactory
 from .device_lab import (
@@ -44,7 +46,6 @@ from .device_lab import (
     admin_cli,
     delete_from_nssdb,
     import_into_nssdb,
-    issue_client_cert,
     make_nssdb,
     mode,
     nss_nicknames,
@@ -53,7 +54,6 @@ from .device_lab import (
 )
 from .gateway_process import GatewayProcess, child_env
 from .origin import HEADERS_PATH, Origin, body_for, echoed_proxy_authorization
-from .pki import Issued, make_ca
 from .policy_lab import KeepAlive
 from .tunnel import client_context
 
@@ -238,9 +238,9 @@ def _setup(gw: GatewayProcess, origin: Origin, base: Path) -> PostureLab:
 
     # A signing CA and two device certificates for "${hostname}.corp" (clientAuth): one in PEM
     # files (certificate and key apart, both listed), one with its key in a real NSS database.
-    signing_ca = make_ca("e2e Device Signing CA")
-    pem_client = issue_client_cert(signing_ca, CN)
-    nss_client = issue_client_cert(signing_ca, CN)
+    signing_ca = make_ca("e2e Device Signing CA", key_identifiers=True)
+    pem_client = issue_leaf(signing_ca, CN, authority_key_identifier=True)
+    nss_client = issue_leaf(signing_ca, CN, authority_key_identifier=True)
     device_dir = base / "device"
     device_dir.mkdir(mode=0o700)
     pem_cert, pem_key = pem_client.write(device_dir, "client")
@@ -251,7 +251,7 @@ def _setup(gw: GatewayProcess, origin: Origin, base: Path) -> PostureLab:
     with sdk.client(gw) as c:
         account = sdk.account_id(c)
         upload = c.mtls_certificates.create(
-            account_id=account, ca=True, certificates=signing_ca.cert_pem, name="e2e device CA"
+            account_id=account, ca=True, certificates=signing_ca.cert_pem(), name="e2e device CA"
         )
         assert upload is not None and upload.id
 
@@ -685,9 +685,9 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
 
                 # A certificate is back, one that expires in a few seconds (long before the
                 # rule's 2m): allowed after the next report, until the certificate expires.
-                short = issue_client_cert(
-                    lab.signing_ca, CN, not_before=dt.timedelta(hours=-1),
-                    lifetime=dt.timedelta(hours=1, seconds=SHORT_CERT_SECONDS),
+                short = issue_leaf(
+                    lab.signing_ca, CN, authority_key_identifier=True, valid_from=dt.timedelta(hours=-1),
+                    valid_for=dt.timedelta(hours=1, seconds=SHORT_CERT_SECONDS),
                 )  # fmt: skip
                 import_into_nssdb(lab.nssdb, short, NSS_NICKNAME)
                 rows = lab.report_passing()
@@ -759,7 +759,7 @@ def test_bad_agent_input_is_refused_never_500_never_a_pass(lab: PostureLab) -> N
 
 def _bad_agent_input(lab: PostureLab, windows_rule: str) -> None:
     agent, device_id = lab.agent, lab.agent.device_id
-    other_ca = make_ca("e2e Other CA")
+    other_ca = make_ca("e2e Other CA", key_identifiers=True)
     blocked_url = lab.origin.url("origin.test", "/after-bad-input")
     cases: dict[str, Any] = {}
     # The agent fetches only the rules for its platform (report_passing checks the names).
@@ -777,19 +777,20 @@ def _bad_agent_input(lab: PostureLab, windows_rule: str) -> None:
             return http.post("/results", headers=auth, json={"results": results})
 
         # Claims the server must store as failed, each with its own fresh nonce.
-        expired = issue_client_cert(
-            lab.signing_ca, CN, not_before=dt.timedelta(days=-10), lifetime=dt.timedelta(days=1)
-        )
+        expired = issue_leaf(
+            lab.signing_ca, CN, authority_key_identifier=True, valid_from=dt.timedelta(days=-10),
+            valid_for=dt.timedelta(days=1),
+        )  # fmt: skip
         claims = {
-            "another CA": passing_claim(issue_client_cert(other_ca, CN), nonce(), device_id, lab.pem_rule_id),
-            "wrong CN": passing_claim(issue_client_cert(lab.signing_ca, "other.corp"), nonce(), device_id, lab.pem_rule_id),
-            "no EKU": passing_claim(issue_client_cert(lab.signing_ca, CN, eku=()), nonce(), device_id, lab.pem_rule_id),
+            "another CA": passing_claim(issue_leaf(other_ca, CN, authority_key_identifier=True), nonce(), device_id, lab.pem_rule_id),
+            "wrong CN": passing_claim(issue_leaf(lab.signing_ca, "other.corp", authority_key_identifier=True), nonce(), device_id, lab.pem_rule_id),
+            "no EKU": passing_claim(issue_leaf(lab.signing_ca, CN, ekus=(), authority_key_identifier=True), nonce(), device_id, lab.pem_rule_id),
             "expired": passing_claim(expired, nonce(), device_id, lab.pem_rule_id),
             "key mismatch": passing_claim(lab.pem_client, nonce(), device_id, lab.pem_rule_id,
                                           key=ec.generate_private_key(ec.SECP256R1())),
             "proof for another rule": passing_claim(lab.pem_client, nonce(), device_id, lab.nss_rule_id)
             | {"rule_id": lab.pem_rule_id},
-            "no proof": {"rule_id": lab.pem_rule_id, "success": True, "certificate": lab.pem_client.cert_pem},
+            "no proof": {"rule_id": lab.pem_rule_id, "success": True, "certificate": lab.pem_client.cert_pem()},
             "unknown nonce": passing_claim(lab.pem_client, base64.b64encode(secrets.token_bytes(32)).decode(),
                                            device_id, lab.pem_rule_id),
         }  # fmt: skip

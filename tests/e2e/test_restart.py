@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pki import make_ca
+
 from . import sdk
 from .conftest import GatewayFactory
 from .gateway_process import GatewayProcess
 from .origin import Origin, body_for
-from .pki import describe, issued_by, load_pem, make_ca
+from .pki import describe, issued_by, load_pem
 from .tunnel import client_context, fetch
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +48,7 @@ def test_restart_keeps_certificates_and_signer(
     gw = gateway_factory()
     gw.start()
     first_ca = load_pem(gw.ca_pem())
-    byo = make_ca("e2e Restart BYO Root")  # a key we know, to look for on disk
+    byo = make_ca("e2e Restart BYO Root", key_identifiers=True)  # a key we know, to look for on disk
     with sdk.client(gw) as c:
         account = sdk.account_id(c)
         second = sdk.generate_available(c, account)
@@ -55,8 +57,8 @@ def test_restart_keeps_certificates_and_signer(
             account_id=account,
             ca=True,
             name="restart byo",
-            certificates=byo.cert_pem,
-            private_key=byo.key_pem,
+            certificates=byo.cert_pem(),
+            private_key=byo.key_pem(),
         )
         assert uploaded is not None and uploaded.id
         uploaded_id = uploaded.id
@@ -84,8 +86,8 @@ def test_restart_keeps_certificates_and_signer(
     # At rest, after two runs: no private key in plaintext in any file (store, WAL, key file) ...
     secrets = {
         "PEM private key": b"PRIVATE KEY",
-        "uploaded key (PKCS#8 DER)": byo.key_der,
-        "uploaded key (raw scalar)": byo.private_key.private_numbers().private_value.to_bytes(32, "big"),
+        "uploaded key (PKCS#8 DER)": byo.key_der(),
+        "uploaded key (raw scalar)": byo.key.private_numbers().private_value.to_bytes(32, "big"),
         # DER headers of any unencrypted P-256 key (the generated CAs' too), PKCS#8 and SEC1.
         "a P-256 PKCS#8 DER key": P256_PKCS8_DER_PREFIX,
         "a P-256 SEC1 DER key": P256_SEC1_DER_PREFIX,

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.pki import issue_leaf, make_ca
+
 from . import sdk, tools
-from .device_lab import Agent, admin_cli, issue_client_cert
+from .device_lab import Agent, admin_cli
 from .gateway_process import GatewayProcess, child_env
 from .origin import HOST_NAMES, Origin, body_for
-from .pki import make_ca
 
 pytestmark = pytest.mark.e2e
 
@@ -259,16 +260,17 @@ def lab(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wi
 def _setup(gw: GatewayProcess, origin: Origin, ns: ClientNamespace, base: Path, first: int) -> WireGuardLab:
     gateway_ca = base / "gateway-ca.pem"
     gateway_ca.write_text(gw.ca_pem())
-    signing_ca = make_ca("e2e WireGuard Device Signing CA")
+    signing_ca = make_ca("e2e WireGuard Device Signing CA", key_identifiers=True)
     device_dir = base / "device"
     device_dir.mkdir(mode=0o700)
     # CN ${serial_number}.corp: ann's serial number; bob, on the same machine, finds the same
     # files, and fails on the CN.
-    pem_cert, pem_key = issue_client_cert(signing_ca, f"{ANN_SERIAL}.corp").write(device_dir, "client")
+    ann_cert = issue_leaf(signing_ca, f"{ANN_SERIAL}.corp", authority_key_identifier=True)
+    pem_cert, pem_key = ann_cert.write(device_dir, "client")
     with sdk.client(gw) as c:
         account = sdk.account_id(c)
         upload = c.mtls_certificates.create(
-            account_id=account, ca=True, certificates=signing_ca.cert_pem, name="e2e wg device CA"
+            account_id=account, ca=True, certificates=signing_ca.cert_pem(), name="e2e wg device CA"
         )
         assert upload is not None and upload.id
         rule = c.zero_trust.devices.posture.create(
