@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.wait import poll
+
 from .gateway_process import GatewayProcess
 
 # Hosts (all resolved to the origin by the lab hosts file).
@@ -143,7 +145,7 @@ def settled_log_lines(lab: PolicyLab, *, timeout: float = 5) -> list[dict[str, A
     deadline = time.monotonic() + timeout
     lines = lab.log_lines()
     while time.monotonic() < deadline:
-        time.sleep(0.7)
+        time.sleep(0.7)  # real time on purpose: longer than a batch (0.5 s), then see if it grew
         again = lab.log_lines()
         if len(again) == len(lines):
             return again
@@ -154,12 +156,7 @@ def settled_log_lines(lab: PolicyLab, *, timeout: float = 5) -> list[dict[str, A
 def wait_log_lines(lab: PolicyLab, count: int, *, timeout: float = 5) -> list[dict[str, Any]]:
     """The log once it holds at least `count` lines (it is written as each response goes out;
     polling only absorbs scheduling noise), bounded by `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        lines = lab.log_lines()
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+    return poll(lab.log_lines, lambda lines: len(lines) >= count, timeout)
 
 
 def metric_counts(gw: GatewayProcess, counter: str, *labels: str) -> Counter[tuple[str, ...]]:

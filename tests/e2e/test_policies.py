@@ -11,7 +11,6 @@ import datetime as dt
 import glob
 import hashlib
 import re
-import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from tests.support.wait import wait_until
 
 from . import curl, sdk, tools
 from .conftest import GatewayFactory
@@ -89,10 +90,7 @@ def _origin_log_caught_up(lab: PolicyLab, origin: Origin, ca: Path) -> None:
     allowed = curl.via_proxy(lab.gateway.proxy_port, lab.url(UNMATCHED, f"/{marker}"), cacert=ca)
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.status == 200 and body_for(UNMATCHED) in allowed.body, allowed.body[:300]
-    deadline = time.monotonic() + 5
-    while not _origin_saw(origin, marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _origin_saw(origin, marker), "nginx never logged the allowed request"
+    assert wait_until(lambda: _origin_saw(origin, marker), 5), "nginx never logged the allowed request"
 
 
 def _cert_der(cert: x509.Certificate) -> bytes:
