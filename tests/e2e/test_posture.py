@@ -38,6 +38,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.pki import Issued, issue_leaf, make_ca
+from tests.support.wait import poll, wait_until
 
 from . import curl, sdk, tools
 from .conftest import GatewayFactory
@@ -146,13 +147,13 @@ class PostureLab:
 
     def logged(self, path: str, *, count: int = 1, timeout: float = 5) -> list[dict[str, Any]]:
         """The `count` request-log lines for `path` (written in batches: bounded poll)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [line for line in self.request_log() if line.get("path") == path]
-            if len(found) >= count or time.monotonic() > deadline:
-                assert len(found) == count, (path, found)
-                return found
-            time.sleep(0.1)
+        found = poll(
+            lambda: [line for line in self.request_log() if line.get("path") == path],
+            lambda lines: len(lines) >= count,
+            timeout,
+        )
+        assert len(found) == count, (path, found)
+        return found
 
     def posture_logs(self, **query: str) -> list[dict[str, Any]]:
         with self.gw.api() as api:
@@ -192,9 +193,7 @@ def block_rule_blocked(result: curl.CurlResult, lab: PostureLab) -> bool:
 
 def wait_status(lab: PostureLab, url: str, status: int, *, within: float = DECISION_DELAY) -> curl.CurlResult:
     """Request `url` as the device until it answers `status` (bounded); the last answer."""
-    deadline = time.monotonic() + within
-    while (got := lab.get(url)).status != status and time.monotonic() < deadline:
-        time.sleep(0.05)
+    got = poll(lambda: lab.get(url), lambda answer: answer.status == status, within)
     assert got.status == status, (url, got.status, got.body[:300])
     return got
 
@@ -209,13 +208,8 @@ def wait_decision(
     """Request `url` as the device until the Gateway rule's answer is `blocked` (bounded by
     `within` seconds); the seconds it took and the last answer."""
     started = time.monotonic()
-    while True:
-        got = lab.get(url)
-        if block_rule_blocked(got, lab) is blocked:
-            return time.monotonic() - started, got
-        if time.monotonic() - started > within:
-            return time.monotonic() - started, got
-        time.sleep(0.05)
+    got = poll(lambda: lab.get(url), lambda answer: block_rule_blocked(answer, lab) is blocked, within)
+    return time.monotonic() - started, got
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -619,7 +613,7 @@ def test_an_expired_pass_counts_as_failed(lab: PostureLab) -> None:
     while (until - dt.datetime.now(dt.UTC)).total_seconds() > 0.5:
         got = lab.get(url)
         assert got.status == 200, (until, got.status, got.body[:300])
-        time.sleep(0.5)
+        time.sleep(0.5)  # real time on purpose: samples the answer over the pass's remaining validity
     deadline = (until - dt.datetime.now(dt.UTC)).total_seconds() + DECISION_DELAY + 1
     _, got = wait_decision(lab, url, blocked=True, within=deadline)
     late = (dt.datetime.now(dt.UTC) - until).total_seconds()
@@ -698,7 +692,7 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
                 assert back.status == 200 and body_for(host) in back.body, (
                     f"{left:.1f} s before the certificate expires", back.body[:300],
                 )  # fmt: skip
-                time.sleep(max(0.0, left))
+                time.sleep(max(0.0, left))  # real time on purpose: until the certificate's notAfter
                 lapsed = wait_status(lab, url, 403, within=DECISION_DELAY + 1)
                 assert lapsed.body.startswith("Access denied"), lapsed.body[:300]
             finally:
@@ -1044,17 +1038,20 @@ def test_sigterm_right_after_healthz_exits_0(gateway_factory: GatewayFactory) ->
 def _healthz_at_once(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> bool:
     """Poll GET /healthz every few milliseconds (raw HTTP/1.0: no client overhead); True at the
     first 200, False when the process exits or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
+
+    def answer() -> str:
+        if proc.poll() is not None:
+            return "exited"
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
                 if sock.recv(64).startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-                    return True
+                    return "healthy"
         except OSError:
             pass
-        time.sleep(0.003)
-    return False
+        return ""
+
+    return wait_until(answer, timeout, interval=0.003) == "healthy"
 
 
 def test_require_device_answers_407_to_unidentified_clients(lab: PostureLab) -> None:
