@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from proxy.cli import (
         ca,
+        demo,
         device,
         policy,
         run,
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     device.register(commands)
     token.register(commands)
     transparent.register(commands)
+    demo.register(commands)
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         entry.load()(commands)
     return parser
