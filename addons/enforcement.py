@@ -9,7 +9,9 @@
   upstream connection without verification).
 
 Decisions come from ``policies/``; this addon only applies them, and records each in
-``flow.metadata["gateway.decision"]`` for the request log. A hook never raises: on an internal
+``flow.metadata["gateway.decision"]`` for the request log; ``gateway_decisions_total`` counts
+the same record's action and stage, in the log's words. An Access denial says what failed
+(``AccessEngine.why_denied``, worked out for denials only). A hook never raises: on an internal
 error it answers with an error page (fail closed), logs with the flow id and counts it.
 """
 
@@ -62,6 +64,9 @@ class Counters(Protocol):
     @property
     def internal_errors(self) -> object: ...
 
+    @property
+    def requests(self) -> object: ...
+
 
 @dataclass(frozen=True)
 class PolicySnapshot:
@@ -79,6 +84,8 @@ class DecisionRecord:
     rule_id: str = ""
     rule_name: str = ""
     reason: str = ""
+    access_policy: str = ""  # the Access policy that let the request through (its name)
+    posture: tuple[str, ...] = ()  # posture rule ids the Access application consulted
 
 
 ALLOWED = DecisionRecord("allow", "request")
@@ -131,7 +138,7 @@ class Enforcer:
         if decision.passes_through:
             data.ignore_connection = True
             self._count("handshakes", "passed_through")
-            self._count("decisions", Action.OFF.value, decision.stage.value)
+            self._count("decisions", Action.OFF.value, decision.stage.value)  # no request: no log line
             logger.info(
                 "do not inspect %s (rule %s): TLS passed through",
                 data.client_hello.sni,
@@ -165,7 +172,7 @@ class Enforcer:
         except Exception as e:  # fail closed
             logger.exception("policy check failed for flow %s; answering with an error page", flow.id)
             self._count("internal_errors")
-            flow.metadata[DECISION] = DecisionRecord("error", "internal", reason=type(e).__name__)
+            self._decided(flow, DecisionRecord("error", "internal", reason=type(e).__name__))
             flow.response = render(
                 flow,
                 500,
@@ -181,13 +188,16 @@ class Enforcer:
         identity = flow.metadata.get(IDENTITY)  # set per request for plain-HTTP proxy credentials
         if identity is None:
             identity = flow.metadata[IDENTITY] = self._identity_of(flow.client_conn)
+        self._count(
+            "requests",
+            flow.client_conn.proxy_mode.type_name,
+            "identified" if identity.device_id else "unidentified",
+        )
         if self._idle and not flow.server_conn.error:
-            self._count("decisions", "allow", "request")
-            flow.metadata[DECISION] = ALLOWED
+            self._decided(flow, ALLOWED)
             return
         facts = request_facts(flow, identity)
         decision = snapshot.engines.gateway.decide(facts)
-        self._count("decisions", decision.action.value, decision.stage.value)
         if decision.action is Action.BLOCK:
             reason = decision.settings.block_reason or "This request was blocked by policy."
             self._block(flow, snapshot, decision, reason)
@@ -198,15 +208,22 @@ class Enforcer:
         if flow.server_conn.error and self._upstream_failed(flow, snapshot, decision):
             return
         verdict = snapshot.engines.access.decide(facts)
-        if verdict is not None and not verdict.allowed:
-            self._count("decisions", "deny", "access")
-            self._deny(flow, snapshot, verdict)
-            return
-        flow.metadata[DECISION] = record(decision)
+        if verdict is None:
+            self._decided(flow, record(decision))
+        elif not verdict.allowed:
+            self._deny(flow, snapshot, verdict, snapshot.engines.access.why_denied(facts))
+        else:
+            policy = verdict.policy.name if verdict.policy else ""
+            self._decided(flow, record(decision, access_policy=policy, posture=verdict.posture))
+
+    def _decided(self, flow: http.HTTPFlow, decision: DecisionRecord) -> None:
+        """Record the decision for the log line, and count it with the log's words."""
+        flow.metadata[DECISION] = decision
+        self._count("decisions", decision.action, decision.stage)
 
     def _block(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, decision: Decision, reason: str) -> None:
         rule = decision.rule
-        flow.metadata[DECISION] = record(decision, reason)
+        self._decided(flow, record(decision, reason))
         flow.response = render(
             flow,
             403,
@@ -223,7 +240,7 @@ class Enforcer:
     def _redirect(self, flow: http.HTTPFlow, decision: Decision, facts: RequestFacts) -> None:
         settings = decision.settings.redirect
         assert settings is not None  # the rule model refuses a redirect without a target
-        flow.metadata[DECISION] = record(decision)
+        self._decided(flow, record(decision))
         target = redirect_target(settings, flow.request.path, facts, decision)
         flow.response = http.Response.make(307, b"", {"location": target, "cache-control": "no-store"})
 
@@ -233,7 +250,7 @@ class Enforcer:
         host = flow.request.pretty_host
         if not error.startswith(CERT_VERIFY_FAILED):
             self._count("upstream_errors", "unreachable")
-            flow.metadata[DECISION] = DecisionRecord("error", "upstream", reason=error)
+            self._decided(flow, DecisionRecord("error", "upstream", reason=error))
             flow.response = render(
                 flow,
                 502,
@@ -261,8 +278,11 @@ class Enforcer:
         detail = f"The certificate of {host} is not trusted: {reason}."
         if handling is UntrustedCertAction.ERROR:
             self._count("upstream_errors", "error")
-            flow.metadata[DECISION] = DecisionRecord(
-                "error", "upstream", rule.id if rule else "", rule.name if rule else "", reason
+            self._decided(
+                flow,
+                DecisionRecord(
+                    "error", "upstream", rule.id if rule else "", rule.name if rule else "", reason
+                ),
             )
             flow.response = render(
                 flow,
@@ -278,8 +298,9 @@ class Enforcer:
             )
             return True
         self._count("upstream_errors", "block")
-        flow.metadata[DECISION] = DecisionRecord(
-            "block", "upstream", rule.id if rule else "", rule.name if rule else "", reason
+        self._decided(
+            flow,
+            DecisionRecord("block", "upstream", rule.id if rule else "", rule.name if rule else "", reason),
         )
         flow.response = render(
             flow,
@@ -295,14 +316,21 @@ class Enforcer:
         )
         return True
 
-    def _deny(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, verdict: AccessDecision) -> None:
+    def _deny(self, flow: http.HTTPFlow, snapshot: PolicySnapshot, verdict: AccessDecision, why: str) -> None:
         policy = verdict.policy
-        detail = f"Access application {verdict.application.name!r} denies this request" + (
-            f" by policy {policy.name!r}." if policy else ": no policy allows it."
+        detail = f"Access application {verdict.application.name!r} denies this request: {why or 'no policy matched'}."
+        self._decided(
+            flow,
+            DecisionRecord(
+                "block",
+                "access",
+                policy.id if policy else "",
+                policy.name if policy else "",
+                detail,
+                posture=verdict.posture,
+            ),
         )
-        flow.metadata[DECISION] = DecisionRecord(
-            "block", "access", policy.id if policy else "", policy.name if policy else "", detail
-        )
+        logger.info("access denied to %s for flow %s: %s", flow.request.pretty_host, flow.id, why)
         flow.response = render(
             flow,
             403,
@@ -354,7 +382,9 @@ def redirect_target(
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
 
 
-def record(decision: Decision, reason: str = "") -> DecisionRecord:
+def record(
+    decision: Decision, reason: str = "", *, access_policy: str = "", posture: tuple[str, ...] = ()
+) -> DecisionRecord:
     rule = decision.rule
     return DecisionRecord(
         decision.action.value,
@@ -362,6 +392,8 @@ def record(decision: Decision, reason: str = "") -> DecisionRecord:
         rule.id if rule else "",
         rule.name if rule else "",
         reason,
+        access_policy,
+        posture,
     )
 
 

@@ -1,5 +1,8 @@
 """One JSON line per request (SPEC §4): time, node, mode, device, user, method, host, path,
-action, rule id, status, bytes, CA fingerprint. Written when the response (or the error) is known."""
+action, rule id and name, status, bytes, CA fingerprint; the reason of a block (an Access denial
+says what failed), the Access policy that let it through, and the posture checks the Access
+application consulted with the device's state on each. Written when the response (or the
+error) is known."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from datetime import UTC, datetime
 from mitmproxy import http
 
 from addons.enforcement import ALLOWED, DECISION, IDENTITY, DecisionRecord
+from policies.facts import ANONYMOUS, Identity, PostureState
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class RequestLog:
             "action": decision.action,
             "stage": decision.stage,
             "rule_id": decision.rule_id or None,
+            "rule": decision.rule_name or None,
             "status": response.status_code if response is not None else None,
             "bytes": len(response.raw_content or b"") if response is not None else 0,
             "ca_fingerprint": self._ca_fingerprint(flow.client_conn.id)
@@ -67,6 +72,18 @@ class RequestLog:
         }
         if decision.reason:
             line["reason"] = decision.reason
+        if decision.access_policy:
+            line["access_policy"] = decision.access_policy
+        if decision.posture:
+            line["posture"] = [_posture(identity, rule_id) for rule_id in decision.posture]
         if flow.error is not None:
             line["error"] = flow.error.msg
         return line
+
+
+def _posture(identity: Identity | None, rule_id: str) -> dict[str, str]:
+    note = (identity or ANONYMOUS).posture_note(rule_id)
+    entry = {"id": rule_id, "name": note.rule_name, "state": note.state.value}
+    if note.reason and note.state is not PostureState.PASSED:
+        entry["reason"] = note.reason
+    return entry

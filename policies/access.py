@@ -274,6 +274,14 @@ class AccessPolicy:
             and not any(r.holds(facts) for r in self.exclude)
         )
 
+    def unmet(self, facts: RequestFacts) -> tuple[AccessRule, ...]:
+        """The rules that keep it from matching: every ``include`` rule when none holds, the
+        ``require`` rules that do not hold, the ``exclude`` rules that do (empty: it matches)."""
+        include = () if any(r.holds(facts) for r in self.include) else self.include
+        require = tuple(r for r in self.require if not r.holds(facts))
+        exclude = tuple(r for r in self.exclude if r.holds(facts))
+        return (*include, *require, *exclude)
+
     def explain(self, facts: RequestFacts) -> tuple[bool, tuple[str, ...]]:
         """Whether it matches, and one line per list saying which rule decided."""
         lines: list[str] = []
@@ -477,6 +485,7 @@ class AccessDecision:
     policy: AccessPolicy | None
     allowed: bool
     trace: tuple[str, ...] = ()
+    posture: tuple[str, ...] = ()  # the posture rule ids the application's policies consult
 
     def render(self) -> str:
         verdict = "allowed" if self.allowed else "denied"
@@ -492,6 +501,21 @@ class AccessDecision:
 class _App:
     application: AccessApplication
     policies: tuple[AccessPolicy, ...]  # in execution order
+    posture: tuple[str, ...] = ()  # posture rule ids its policies consult, first use first
+
+    @classmethod
+    def of(cls, application: AccessApplication, policies: tuple[AccessPolicy, ...]) -> _App:
+        posture = dict.fromkeys(
+            rule.value
+            for policy in policies
+            for rule in (*policy.include, *policy.require, *policy.exclude)
+            if rule.kind is RuleKind.DEVICE_POSTURE
+        )
+        return cls(application, policies, tuple(posture))
+
+
+# Rules that only an identified device (its posture or its verified client certificate) can meet.
+DEVICE_KINDS: Final = frozenset({RuleKind.DEVICE_POSTURE, RuleKind.CERTIFICATE, RuleKind.COMMON_NAME})
 
 
 class AccessEngine:
@@ -539,7 +563,7 @@ class AccessEngine:
                     other,
                     application,
                 )
-            table[key] = _App(application, _ordered(application, by_id))
+            table[key] = _App.of(application, _ordered(application, by_id))
         return cls(exact, wildcard)
 
     def application_for(self, host: str) -> _App | None:
@@ -565,8 +589,42 @@ class AccessEngine:
             return None
         for policy in app.policies:
             if policy.matches(facts):
-                return AccessDecision(app.application, policy, policy.decision in LETS_THROUGH)
-        return AccessDecision(app.application, None, False)
+                return AccessDecision(
+                    app.application, policy, policy.decision in LETS_THROUGH, posture=app.posture
+                )
+        return AccessDecision(app.application, None, False, posture=app.posture)
+
+    def why_denied(self, facts: RequestFacts) -> str:
+        """What failed, in a few words, for a request :meth:`decide` denies (the block page and
+        the log say it): ``policy 'X' (deny) matched``; ``no device identified``; the first
+        posture check an allowing policy needed, with the device's state and stored reason
+        (``posture check 'Client certificate' failed: no certificate matched``); else ``no policy
+        matched``. Only called for denials: it walks the policies again."""
+        app = self.application_for(facts.host)
+        if app is None:
+            return ""
+        if not app.policies:
+            return "no policy matched: the application has no policies"
+        for policy in app.policies:
+            if policy.matches(facts):
+                if policy.decision in LETS_THROUGH:
+                    return ""
+                return f"policy {policy.name!r} (deny) matched"
+        identity = facts.identity
+        allowing = [p for p in app.policies if p.decision in LETS_THROUGH]
+        if not identity.device_id and any(
+            rule.kind in DEVICE_KINDS for p in allowing for rule in (*p.include, *p.require)
+        ):
+            return "no device identified"
+        needed = [(p, [r for r in p.unmet(facts) if r not in p.exclude]) for p in allowing]
+        for _, rules in needed:
+            for rule in rules:
+                if rule.kind is RuleKind.DEVICE_POSTURE:
+                    return identity.posture_note(rule.value).describe()
+        for policy, rules in needed:
+            if rules:
+                return f"no policy matched (policy {policy.name!r} needs {rules[0].describe()})"
+        return "no policy matched"
 
     def explain(self, facts: RequestFacts) -> AccessDecision | None:
         """As :meth:`decide`, with a trace line per policy looked at."""

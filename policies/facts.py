@@ -13,7 +13,8 @@ import ipaddress
 import logging
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final
 
 from policies import scheme
@@ -25,6 +26,37 @@ UNSPECIFIED: Final[IPAddress] = ipaddress.IPv4Address("0.0.0.0")
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 
+class PostureState(StrEnum):
+    """Where a device stands on one posture rule, in the words a denial uses."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    EXPIRED = "expired"  # it passed, and that result is too old to count
+    NO_RESULT = "no result"  # the device never reported on this rule (or it does not apply)
+
+
+@dataclass(frozen=True)
+class PostureNote:
+    """One posture rule as the device stands on it, for explanations: its name, its state and
+    the stored result's reason. Made when the identity is (cached per device), never per request."""
+
+    rule_id: str
+    rule_name: str
+    state: PostureState
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return repr(self.rule_name) if self.rule_name else repr(self.rule_id)
+
+    def describe(self) -> str:
+        """``posture check 'Client certificate' failed: no certificate found``."""
+        if self.state is PostureState.NO_RESULT:
+            return f"posture check {self.label}: no result from this device"
+        reason = f": {self.reason}" if self.reason and self.state is not PostureState.PASSED else ""
+        return f"posture check {self.label} {self.state.value}{reason}"
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who and what is behind a connection, as far as the gateway verified it.
@@ -32,7 +64,8 @@ class Identity:
     ``posture_passed`` / ``posture_failed`` hold posture rule ids (kept sorted and unique);
     ``verified_certificate_cn`` is the CN of a client certificate the server verified (proof of
     possession), ``None`` when there is none (a certificate with an empty CN is ``""``).
-    Unknown identity is the empty one: no email, no groups, no posture.
+    Unknown identity is the empty one: no email, no groups, no posture. ``posture_notes`` (not
+    compared) name each applicable rule and why it stands where it does, for denials and logs.
     """
 
     email: str = ""
@@ -41,6 +74,7 @@ class Identity:
     posture_passed: tuple[str, ...] = ()
     posture_failed: tuple[str, ...] = ()
     verified_certificate_cn: str | None = None
+    posture_notes: tuple[PostureNote, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("groups", "posture_passed", "posture_failed"):
@@ -59,8 +93,31 @@ class Identity:
         passed: Iterable[str] = (),
         failed: Iterable[str] = (),
         verified_certificate_cn: str | None = None,
+        notes: Iterable[PostureNote] = (),
     ) -> Identity:
-        return cls(email, tuple(groups), device_id, tuple(passed), tuple(failed), verified_certificate_cn)
+        return cls(
+            email,
+            tuple(groups),
+            device_id,
+            tuple(passed),
+            tuple(failed),
+            verified_certificate_cn,
+            tuple(notes),
+        )
+
+    def posture_note(self, rule_id: str) -> PostureNote:
+        """How this identity stands on ``rule_id``: its note when the directory made one, else
+        what ``posture_passed`` / ``posture_failed`` say (no name, no reason)."""
+        for note in self.posture_notes:
+            if note.rule_id == rule_id:
+                return note
+        if rule_id in self.posture_passed:
+            state = PostureState.PASSED
+        elif rule_id in self.posture_failed:
+            state = PostureState.FAILED
+        else:
+            state = PostureState.NO_RESULT
+        return PostureNote(rule_id, "", state)
 
 
 ANONYMOUS: Final = Identity()

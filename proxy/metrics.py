@@ -12,7 +12,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "gateway_decisions",
-            "Requests decided, by action and stage (connection, http, access).",
+            "Requests decided, by action and stage in the request log's words (action allow, block, "
+            "redirect, error; stage request, access, upstream, internal), and connections passed "
+            "through at the ClientHello (action off, stage connection).",
             ["action", "stage"],
             registry=self.registry,
         )
@@ -31,5 +33,19 @@ class Metrics:
         self.internal_errors = Counter(
             "gateway_internal_errors",
             "Hook failures answered fail-closed (an error page instead of the origin).",
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests seen, by proxy mode (regular, transparent, wireguard, ...) and whether a device "
+            "was identified (identified, unidentified).",
+            ["mode", "device"],
+            registry=self.registry,
+        )
+        self.posture_results = Counter(
+            "gateway_posture_results",
+            "Posture results agents reported and the server stored, by outcome (passed, failed), "
+            "and reports refused before any result was stored (refused).",
+            ["outcome"],
             registry=self.registry,
         )

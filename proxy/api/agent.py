@@ -16,7 +16,7 @@ from aiohttp import web
 from proxy.api.bodies import read_object, reject_unknown, required_str
 from proxy.api.envelope import ok, timestamp
 from proxy.api.errors import AUTHENTICATION, ApiError, invalid_field
-from proxy.api.state import devices_of
+from proxy.api.state import deps_of, devices_of
 from proxy.json_types import type_name
 from proxy.services.device_addresses import parse_registered
 from proxy.services.device_enrollment import DeviceDetails
@@ -153,12 +153,16 @@ async def results(request: web.Request) -> web.Response:
         reject_unknown(body, {"results"})
         reports = parse_reports(body.get("results"))
     except ApiError as e:
+        _count_posture(request, "refused")
         await devices_of(request).log_refused(device, f"report refused: {e.message}")
         raise
     try:
         stored = await devices_of(request).submit(device, reports, _ip(request))
     except Unauthenticated as e:
+        _count_posture(request, "refused")
         raise _unauthenticated(str(e)) from None
+    for s in stored:
+        _count_posture(request, "passed" if s.success else "failed")
     answer = ok(
         [
             {
@@ -212,3 +216,9 @@ def _report(item: Any, where: str) -> Report:
         certificate=texts["certificate"],
         signature=texts["signature"],
     )
+
+
+def _count_posture(request: web.Request, outcome: str) -> None:
+    metrics = deps_of(request).metrics
+    if metrics is not None:
+        metrics.posture_results.labels(outcome).inc()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from policies.facts import Identity
+from policies.facts import Identity, PostureNote, PostureState
 from policies.posture import PostureRule
 from proxy.store import Device, PostureResult
 
@@ -49,23 +49,36 @@ def posture_of(
     failed: list[str] = []
     valid_until = FOREVER
     newest_pass: PostureResult | None = None
+    notes: list[PostureNote] = []
     for rule in rules:
         result = results.get(rule.id)
         if result is None:
+            notes.append(PostureNote(rule.id, rule.name, PostureState.NO_RESULT))
             continue
         if is_current_pass(result, now):
             passed.append(rule.id)
             valid_until = min(valid_until, result.expires_at)
             if newest_pass is None or result.at > newest_pass.at:
                 newest_pass = result
+            notes.append(PostureNote(rule.id, rule.name, PostureState.PASSED, result.reason))
         else:
             failed.append(rule.id)
+            if result.success:
+                expired = result.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                notes.append(
+                    PostureNote(
+                        rule.id, rule.name, PostureState.EXPIRED, f"its last pass expired at {expired}"
+                    )
+                )
+            else:
+                notes.append(PostureNote(rule.id, rule.name, PostureState.FAILED, result.reason))
     identity = Identity.of(
         email=device.email,
         device_id=device.id,
         passed=passed,
         failed=failed,
         verified_certificate_cn=_cn(newest_pass),
+        notes=notes,
     )
     return Posture(identity, valid_until)
 

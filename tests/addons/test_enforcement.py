@@ -10,6 +10,7 @@ from addons.enforcement import DECISION, DecisionRecord, Enforcer, PolicySnapsho
 from addons.pages import BlockPage
 from policies.access import AccessEngine
 from policies.engine import GatewayEngine
+from policies.facts import Identity, PostureNote, PostureState
 from policies.yaml_io import load
 from proxy.metrics import Metrics
 
@@ -130,6 +131,10 @@ def test_access_denies_by_default(enforcer: Enforcer) -> None:
         enforcer.request(flow)
     assert flow.response.status_code == 403
     assert "Access denied" in flow.response.get_text() and "Intranet" in flow.response.get_text()
+    assert (
+        "no policy matched (policy &#x27;Staff only&#x27; needs email_domain corp.test)"
+        in flow.response.get_text()
+    )
 
 
 def test_untrusted_upstream_gets_a_block_page_by_default(enforcer: Enforcer) -> None:
@@ -225,3 +230,80 @@ def test_internal_error_fails_closed_and_is_counted(metrics: Metrics) -> None:
         addon.request(flow)
     assert flow.response.status_code == 500
     assert _count(metrics, "gateway_internal_errors_total") == 1
+
+
+POSTURE_POLICIES = """
+access_applications:
+  - {id: 5b0e2c7e-0000-4000-8000-000000000002, type: self_hosted, name: Secure, domain: secure.test, policies: [5b0e2c7e-0000-4000-8000-0000000000b1]}
+access_policies:
+  - {id: 5b0e2c7e-0000-4000-8000-0000000000b1, name: Managed devices, decision: allow, include: [{device_posture: {integration_uid: 6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7}}]}
+"""
+CERT_RULE = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7"
+
+
+def _posture_enforcer(metrics: Metrics, identity: Identity) -> Enforcer:
+    policy_set = load(POSTURE_POLICIES)
+    engines = Engines(
+        GatewayEngine.build(policy_set.gateway_rules),
+        AccessEngine.build(policy_set.access_applications, policy_set.access_policies),
+    )
+    addon = Enforcer(metrics, identity_of=lambda client: identity)
+    addon.use(PolicySnapshot(engines))
+    return addon
+
+
+@pytest.mark.parametrize(
+    ("identity", "why"),
+    [
+        (Identity.of(), "no device identified"),
+        (
+            Identity.of(
+                device_id="dev-1",
+                failed=[CERT_RULE],
+                notes=[
+                    PostureNote(CERT_RULE, "Client certificate", PostureState.FAILED, "no certificate found")
+                ],
+            ),
+            "posture check 'Client certificate' failed: no certificate found",
+        ),
+        (
+            Identity.of(
+                device_id="dev-1",
+                failed=[CERT_RULE],
+                notes=[
+                    PostureNote(
+                        CERT_RULE, "Client certificate", PostureState.EXPIRED, "its last pass expired"
+                    )
+                ],
+            ),
+            "posture check 'Client certificate' expired: its last pass expired",
+        ),
+        (Identity.of(device_id="dev-1"), f"posture check '{CERT_RULE}': no result from this device"),
+    ],
+)
+def test_access_denial_names_what_failed(identity: Identity, why: str, metrics: Metrics) -> None:
+    enforcer = _posture_enforcer(metrics, identity)
+    with taddons.context(enforcer):
+        flow = _flow("secure.test")
+        enforcer.request(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+    detail = f"Access application 'Secure' denies this request: {why}."
+    assert flow.response.get_text().splitlines()[:2] == ["Access denied", detail]
+    assert flow.metadata[DECISION] == DecisionRecord("block", "access", reason=detail, posture=(CERT_RULE,))
+    # the metric says what the log says
+    assert _count(metrics, "gateway_decisions_total", action="block", stage="access") == 1
+    assert _count(metrics, "gateway_decisions_total", action="allow", stage="request") == 0
+    device = "identified" if identity.device_id else "unidentified"
+    assert _count(metrics, "gateway_requests_total", mode="regular", device=device) == 1
+
+
+def test_access_allow_records_the_policy_and_the_posture_consulted(metrics: Metrics) -> None:
+    enforcer = _posture_enforcer(metrics, Identity.of(device_id="dev-1", passed=[CERT_RULE]))
+    with taddons.context(enforcer):
+        flow = _flow("secure.test")
+        enforcer.request(flow)
+    assert flow.response is None
+    assert flow.metadata[DECISION] == DecisionRecord(
+        "allow", "request", access_policy="Managed devices", posture=(CERT_RULE,)
+    )
+    assert _count(metrics, "gateway_decisions_total", action="allow", stage="request") == 1

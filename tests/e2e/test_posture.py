@@ -666,6 +666,7 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
             denied = lab.get(url, as_device=False)
             assert denied.status == 403, denied.body[:400]
             assert denied.body.splitlines()[0] == "Access denied", denied.body
+            assert "denies this request: no device identified." in denied.body, denied.body
             assert body_for(host) not in denied.body
             _service_auth_by_certificate(lab, access)
 
@@ -676,6 +677,7 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
                 assert rows[NSS_RULE][0] == "fail", rows
                 gone = wait_status(lab, url, 403)
                 assert gone.body.startswith("Access denied"), gone.body[:400]
+                assert f"posture check {NSS_RULE!r} failed: " in gone.body, gone.body[:400]
 
                 # A certificate is back, one that expires in a few seconds (long before the
                 # rule's 2m): allowed after the next report, until the certificate expires.
@@ -695,6 +697,7 @@ def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
                 time.sleep(max(0.0, left))  # real time on purpose: until the certificate's notAfter
                 lapsed = wait_status(lab, url, 403, within=DECISION_DELAY + 1)
                 assert lapsed.body.startswith("Access denied"), lapsed.body[:300]
+                assert f"posture check {NSS_RULE!r} expired: " in lapsed.body, lapsed.body[:300]
             finally:
                 delete_from_nssdb(lab.nssdb, NSS_NICKNAME, missing_ok=True)
                 import_into_nssdb(lab.nssdb, lab.nss_client, NSS_NICKNAME)

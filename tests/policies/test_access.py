@@ -17,7 +17,7 @@ from policies.access import (
     PolicyRef,
     RuleKind,
 )
-from policies.facts import Identity, RequestFacts
+from policies.facts import Identity, PostureNote, PostureState, RequestFacts
 from policies.rules import ConflictError, FieldError
 
 POSTURE = "6f1c2a3b-4d5e-4f60-8a71-92b3c4d5e6f7"
@@ -472,3 +472,69 @@ def test_explain_names_the_deciding_clause() -> None:
         good.trace[-1]
         == "Access application 'intranet.example.com' (intranet.example.com): allowed by policy 'employees' (allow, id e)"
     )
+
+
+# --- why a request is denied ----------------------------------------------------------------------
+
+OTHER = "0a1b2c3d-0000-4000-8000-000000000002"
+NOTES = (
+    PostureNote(POSTURE, "Client certificate", PostureState.FAILED, "no certificate matched"),
+    PostureNote(
+        OTHER, "Disk encryption", PostureState.EXPIRED, "its last pass expired at 2026-01-01T00:00:00Z"
+    ),
+)
+NEEDS_POSTURE = {"include": [{"device_posture": {"integration_uid": POSTURE}}]}
+
+
+@pytest.mark.parametrize(
+    ("lists", "decision", "identity", "why"),
+    [
+        (NEEDS_POSTURE, "allow", Identity.of(), "no device identified"),
+        (
+            NEEDS_POSTURE,
+            "allow",
+            Identity.of(device_id="d1", failed=[POSTURE], notes=NOTES),
+            "posture check 'Client certificate' failed: no certificate matched",
+        ),
+        (
+            {"include": [{"device_posture": {"integration_uid": OTHER}}]},
+            "allow",
+            Identity.of(device_id="d1", failed=[OTHER], notes=NOTES),
+            "posture check 'Disk encryption' expired: its last pass expired at 2026-01-01T00:00:00Z",
+        ),
+        (
+            {"include": [{"everyone": {}}], "require": [{"device_posture": {"integration_uid": POSTURE}}]},
+            "allow",
+            Identity.of(device_id="d1"),
+            f"posture check '{POSTURE}': no result from this device",
+        ),
+        (
+            {"include": [{"email_domain": {"domain": "example.com"}}]},
+            "allow",
+            Identity.of(email="x@other.example"),
+            "no policy matched (policy 'allow policy' needs email_domain example.com)",
+        ),
+        ({"include": [{"everyone": {}}]}, "deny", Identity.of(), "policy 'deny policy' (deny) matched"),
+        ({"include": [{"everyone": {}}]}, "allow", Identity.of(), ""),
+    ],
+)
+def test_why_denied_names_what_failed(
+    lists: dict[str, Any], decision: str, identity: Identity, why: str
+) -> None:
+    engine = AccessEngine.build([app("intranet.example.com", f"p-{decision}")], [policy(decision, **lists)])
+    request = RequestFacts.from_url("https://intranet.example.com/", identity=identity)
+    assert engine.why_denied(request) == why
+    verdict = engine.decide(request)
+    assert verdict is not None and verdict.allowed == (not why)
+    assert verdict.posture == tuple(
+        r["device_posture"]["integration_uid"]
+        for r in lists["include"] + lists.get("require", [])
+        if "device_posture" in r
+    )
+
+
+def test_why_denied_without_policies_or_application() -> None:
+    assert AccessEngine.build([app("intranet.example.com")], []).why_denied(facts()) == (
+        "no policy matched: the application has no policies"
+    )
+    assert AccessEngine.build([], []).why_denied(facts()) == ""
