@@ -10,6 +10,8 @@ from proxy.api import offload
 from proxy.api.middleware import authenticate, envelope_errors
 from proxy.api.routes import setup_routes
 from proxy.api.state import CRLS, DEPS, ApiDeps, NodeInfo
+from proxy.dashboard.cross_site import refuse_cross_site
+from proxy.dashboard.routes import setup_dashboard
 from proxy.services.crl import CrlCache
 
 logger = logging.getLogger(__name__)
@@ -20,10 +22,14 @@ MAX_BODY_BYTES = 1024 * 1024  # larger bodies: 413
 
 
 def create_app(deps: ApiDeps) -> web.Application:
-    """The admin API: ``/client/v4/...`` (bearer token), ``/healthz`` and ``/pki/...`` (public)."""
-    app = web.Application(middlewares=[envelope_errors, authenticate], client_max_size=MAX_BODY_BYTES)
+    """The admin API: ``/client/v4/...`` (bearer token), ``/healthz`` and ``/pki/...`` (public),
+    and the dashboard at ``/`` (public page; its data comes from the API with the token)."""
+    app = web.Application(
+        middlewares=[envelope_errors, refuse_cross_site, authenticate], client_max_size=MAX_BODY_BYTES
+    )
     app[DEPS] = deps
     app[CRLS] = CrlCache(deps.certificates, deps.clock)
     offload.install(app)  # the admin thread for heavy work (proxy/services/offload.py)
     setup_routes(app)
+    setup_dashboard(app)
     return app
