@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         ca,
         demo,
         device,
+        logs,
         policy,
         run,
         token,
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.register(commands)
     list_.register(commands)
     device.register(commands)
+    logs.register(commands)
     token.register(commands)
     transparent.register(commands)
     demo.register(commands)
