@@ -50,6 +50,7 @@ from certs.clock import utcnow
 from certs.lifecycle import expiry_message
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
+from proxy import gc_settings
 from proxy.admin_tls import AdminTls, load_admin_tls
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.api.wireguard import WIREGUARD
@@ -352,11 +353,13 @@ async def serve(config: cfg.Config, environ: Mapping[str, str]) -> int:
     """Run until SIGINT/SIGTERM; 0 on a clean stop (also when stopped while starting)."""
     os.umask(0o077)  # every file this process creates is its owner's only
     sys.setswitchinterval(0.001)  # the admin thread yields the GIL to the loop within 1 ms
+    gc_settings.tune()  # fewer, cheaper collections (proxy/gc_settings.py)
     stopping = asyncio.Event()
     with _on_signals((signal.SIGINT, signal.SIGTERM), stopping.set):
         gateway = await start(config, environ)
         try:
             if not stopping.is_set():
+                gc_settings.freeze_startup_heap()  # what start-up made leaves the collector's walks
                 print(_banner(gateway), flush=True)
                 warn_expiring(gateway)
                 await _first_done(gateway.master_run, stopping)
