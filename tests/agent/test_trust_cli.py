@@ -282,8 +282,9 @@ def test_sync_ca_help(capsys: pytest.CaptureFixture[str]) -> None:
         out = capsys.readouterr().out
         for option in ("--root DIR", "--no-system", "--no-nss", "--nss-db DIR", "--state FILE", "example:"):
             assert option in out, (command, option)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as done:
         main(["agent", "sync-ca", "--help"])
+    assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--json" in out and "--save" in out and "Exit status 3" in out
 
@@ -443,8 +444,9 @@ def test_the_help_says_every_exit_status(capsys: pytest.CaptureFixture[str]) -> 
         "  3    a rule failed (check, report)",
     ):
         assert line in out
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as done:
         main(["agent", "sync-ca", "--help"])
+    assert done.value.code == 0
     assert "example:\n  mkdir /tmp/sandbox\n  gateway agent sync-ca --root /tmp/sandbox --no-system" in (
         capsys.readouterr().out
     )

@@ -438,7 +438,10 @@ def test_refusals_are_logged_without_key_material(
     upload_cases: dict[str, tuple[bytes, bytes, str]], caplog: pytest.LogCaptureFixture
 ) -> None:
     certificate_pem, private_key_pem, _ = upload_cases["mismatched key"]
-    with caplog.at_level("INFO", logger="certs.authority"), pytest.raises(InvalidCertificate):
+    with (
+        caplog.at_level("INFO", logger="certs.authority"),
+        pytest.raises(InvalidCertificate, match="private key does not match the certificate"),
+    ):
         CertificateAuthority.from_pem(certificate_pem, private_key_pem)
     assert "refused uploaded CA: private key does not match the certificate" in caplog.text
     assert private_key_pem.decode().splitlines()[1] not in caplog.text

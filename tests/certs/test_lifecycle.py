@@ -217,7 +217,7 @@ def test_three_generations_per_rolling_day(clock: FakeClock) -> None:
         "the next one is allowed at 2026-01-02T00:00:00Z"
     )
     clock.set(caught.value.retry_after - timedelta(seconds=1))
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(LimitExceeded, match="at most 3 certificates can be generated per 24 hours"):
         check_generation_allowed(made, clock.now)
     clock.set(caught.value.retry_after)
     check_generation_allowed(made, clock.now)  # the oldest left the window
@@ -239,7 +239,7 @@ def test_generation_window(ages_hours: list[int], allowed: bool) -> None:
     if allowed:
         check_generation_allowed(previous, NOW)
     else:
-        with pytest.raises(LimitExceeded):
+        with pytest.raises(LimitExceeded, match="at most 3 certificates can be generated per 24 hours"):
             check_generation_allowed(previous, NOW)
 
 

@@ -108,7 +108,7 @@ def test_repr_hides_the_master_key() -> None:
 
 def test_messages_never_contain_the_plaintext(sealer: KeySealer) -> None:
     blob = sealer.seal(SECRET, context=CONTEXT)
-    with pytest.raises(CertError) as caught:
+    with pytest.raises(CertError, match="wrong master key or corrupted data") as caught:
         KeySealer(KeySealer.generate_master_key()).unseal(blob, context=CONTEXT)
     assert SECRET.decode() not in str(caught.value) and b"MIGH" not in str(caught.value).encode()
 

@@ -831,8 +831,9 @@ def test_help_on_every_command(command: str, capsys: pytest.CaptureFixture[str])
 
 
 def test_group_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         cli("ca", "--help")
+    assert exited.value.code == 0
     out = capsys.readouterr().out
     for command in ("list", "generate", "upload", "activate", "deactivate", "use", "download", "delete"):
         assert re.search(rf"^    {command} +\S", out, re.MULTILINE), command
@@ -842,8 +843,9 @@ def test_help_never_shows_the_token_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("GATEWAY_ADMIN_TOKEN", TOKEN)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exited:
         cli("ca", "list", "--help")
+    assert exited.value.code == 0
     assert TOKEN not in capsys.readouterr().out
 
 

@@ -73,7 +73,7 @@ def test_deleted_certificates_still_count_towards_the_limit(gateway: Gateway) ->
     for _ in range(3):
         cert = gateway.service.generate(gateway.account_id)
         gateway.service.delete(gateway.account_id, cert.id)
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(LimitExceeded, match="at most 3 certificates can be generated per 24 hours"):
         gateway.service.generate(gateway.account_id)
 
 
@@ -86,7 +86,7 @@ def test_uncounted_generation_is_outside_the_limit(gateway: Gateway) -> None:
 async def test_generate_async_counts_too(gateway: Gateway) -> None:
     for _ in range(3):
         await gateway.service.generate_async(gateway.account_id, 10, KeyType.EC_P256)
-    with pytest.raises(LimitExceeded):
+    with pytest.raises(LimitExceeded, match="at most 3 certificates can be generated per 24 hours"):
         await gateway.service.generate_async(gateway.account_id)
 
 
@@ -238,7 +238,7 @@ def test_subscribers_hear_of_committed_changes_only(gateway: Gateway) -> None:
     cert = gateway.service.generate(gateway.account_id)
     gateway.service.activate(gateway.account_id, cert.id)
     assert calls == [1]
-    with pytest.raises(LifecycleError):
+    with pytest.raises(LifecycleError, match="is already active"):
         gateway.service.activate(gateway.account_id, cert.id)
     assert calls == [1]
     gateway.service.turn_on(gateway.account_id, cert.id)
@@ -399,6 +399,6 @@ def test_configuration_change_is_all_or_nothing(gateway: Gateway) -> None:
     svc, acc = gateway.service, gateway.account_id
     cert = svc.generate(acc)  # inactive: cannot be turned on
     before = svc.configuration(acc)
-    with pytest.raises(LifecycleError):
+    with pytest.raises(LifecycleError, match="is inactive: activate it and wait until it is available"):
         svc.update_configuration(acc, {"certificate": {"id": cert.id}, "tls_decrypt": {"enabled": False}})
     assert svc.configuration(acc) == before

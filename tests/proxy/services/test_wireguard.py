@@ -70,7 +70,7 @@ def test_private_keys_are_sealed_to_their_device(lab: Lab, sealer: KeySealer) ->
     dump = "\n".join(lab.gateway.store.dump())
     assert keys.client_key not in dump and keys.server_key not in dump
     assert keys.client_key not in repr(keys) and keys.client_key not in repr(tunnel)
-    with pytest.raises(CertError):
+    with pytest.raises(CertError, match="wrong master key or corrupted data"):
         sealer.unseal(tunnel.sealed_client_key, context=f"wireguard/{ann.id}x/client".encode())
 
 
