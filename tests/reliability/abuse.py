@@ -91,7 +91,7 @@ class Abuser:
                 if reply.status_code == 413:
                     raise AssertionError(f"{path}: the abusive body is over the limit")
                 if reply.status_code == 503:  # busy: as a client honouring Retry-After would, briefly
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # real time on purpose: the abuser's back-off
 
 
 @dataclass
@@ -171,7 +171,7 @@ def windows(abuser: Abuser, probe: Probe, *, pairs: int, seconds: float) -> list
             else:
                 abuser.on.clear()
             start = time.monotonic()
-            time.sleep(seconds)
+            time.sleep(seconds)  # real time on purpose: the window the probe's latencies are taken in
             values = probe.window(start + settle, time.monotonic())
             if values:
                 out.append(Window(loaded, len(values), percentile(values, 0.5), percentile(values, 0.99)))

@@ -22,7 +22,7 @@ class LoopLag:
     async def _tick(self) -> None:
         while True:
             before = time.perf_counter()
-            await asyncio.sleep(TICK)
+            await asyncio.sleep(TICK)  # real time on purpose: the lateness of this tick is what is measured
             late = time.perf_counter() - before - TICK
             if late > self.worst:
                 self.worst = late
@@ -33,7 +33,7 @@ class LoopLag:
 
     async def __aenter__(self) -> LoopLag:
         self._task = asyncio.create_task(self._tick())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # no wait: one turn of the loop, so the ticker has started
         return self
 
     async def __aexit__(self, *exc: object) -> None:

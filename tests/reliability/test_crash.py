@@ -78,7 +78,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path, origin: Origin, host
             ]
             for t in threads:
                 t.start()
-            time.sleep(BURST_SECONDS)
+            time.sleep(BURST_SECONDS)  # real time on purpose: the kill comes in the middle of the writes
             assert gw.proc is not None
             tools.kill_group(gw.proc)  # SIGKILL, in the middle of the writes
             gw.proc.wait(10)

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from proxy.services.offload import Abandoned, Offload, Overloaded, Ticket
+from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.reliability
 
@@ -19,7 +20,7 @@ async def test_a_full_queue_is_refused_at_once() -> None:
     try:
         first = asyncio.ensure_future(offload.run(lambda t: release.wait(5)))
         second = asyncio.ensure_future(offload.run(lambda t: 2))
-        await asyncio.sleep(0.05)
+        assert await wait_until_async(lambda: offload.pending == 2, 5), offload.pending
         with pytest.raises(Overloaded, match="busy") as e:
             await offload.run(lambda t: 3)
         assert e.value.retry_after >= 1
@@ -47,9 +48,9 @@ async def test_over_budget_the_call_is_abandoned_before_it_writes() -> None:
     try:
         with pytest.raises(Overloaded, match="budget"):
             await offload.run(slow_write)
-        await asyncio.sleep(0.4)
+        # The abandoned call goes on in the thread until it finds it may not claim.
+        assert await wait_until_async(lambda: offload.pending == 0, 5), offload.pending
         assert outcome == ["abandoned"] and not wrote.is_set()
-        assert offload.pending == 0
     finally:
         offload.close()
 
