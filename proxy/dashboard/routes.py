@@ -64,6 +64,7 @@ FILES = {
     "/": ("index.html", "text/html"),
     "/dashboard/app.js": ("app.js", "text/javascript"),
     "/dashboard/style.css": ("style.css", "text/css"),
+    "/dashboard/icon.svg": ("icon.svg", "image/svg+xml"),
 }
 
 
