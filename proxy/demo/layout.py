@@ -66,6 +66,7 @@ class Ports:
         """Every port free on loopback, or one line naming the first busy one."""
         for what, port in self.named().items():
             with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is free
                 try:
                     probe.bind((LOOPBACK, port))
                 except OSError as e:
