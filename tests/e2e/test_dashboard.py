@@ -9,12 +9,17 @@ ones docs/dashboard.md shows: `GATEWAY_DASHBOARD_SCREENSHOTS=docs pytest tests/e
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.support.pki import make_ca
 
 from . import curl
 from .gateway_process import GatewayProcess
@@ -208,3 +213,100 @@ def _test_a_request(gateway: GatewayProcess, page: playwright.Page, tmp_path: Pa
     page.fill("#test-url", "ftp://casino.example.com/")  # refused by the API: its message shows
     page.click("#policy-test button[type=submit]")
     playwright.expect(page.locator("#policy-summary")).to_contain_text("request.url")
+
+
+def _enroll_device(gateway: GatewayProcess, account: str) -> tuple[str, str]:
+    """Through the API as an agent would: a device CA upload, a posture rule on it, a device
+    enrolled with a token, a failing result and a trust store report. (device id, rule id)"""
+    device_ca = make_ca("Dashboard e2e device CA")
+    with gateway.api() as api:
+        upload = api.post(
+            f"/accounts/{account}/mtls_certificates",
+            json={"name": "device CA", "certificates": device_ca.cert_pem(), "ca": True},
+        )
+        assert upload.status_code == 200, upload.text
+        rule = api.post(
+            f"/accounts/{account}/devices/posture",
+            json={
+                "name": "corp certificate",
+                "type": "client_certificate",
+                "input": {"certificate_id": upload.json()["result"]["id"], "cn": "${hostname}.corp"},
+                "expiration": "10m",
+            },
+        )
+        assert rule.status_code == 200, rule.text
+        rule_id = rule.json()["result"]["id"]
+        token = api.post(f"/accounts/{account}/devices/enrollment_tokens", json={"email": "ana@example.com"})
+        assert token.status_code == 200, token.text
+        in_use = api.get(f"/accounts/{account}/gateway/configuration").json()["result"]
+        cert_id = in_use["settings"]["certificate"]["id"]
+        fingerprint = api.get(f"/accounts/{account}/gateway/certificates/{cert_id}").json()["result"][
+            "fingerprint"
+        ]
+    payload = token.json()["result"]["token"].removeprefix("gwe1.")
+    secret = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["s"]
+    with gateway.api(token=None) as agent:
+        enrolled = agent.post(
+            "/agent/enroll",
+            json={
+                "secret": secret,
+                "name": "laptop-7",
+                "os": "linux",
+                "os_version": "6.1.0",
+                "serial_number": "SN-0042",
+                "hostname": "laptop-7",
+                "email": "ana@example.com",
+            },
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        device = enrolled.json()["result"]
+        auth = httpx.BasicAuth(device["device_id"], device["device_secret"])
+        results = agent.post(
+            "/agent/results",
+            auth=auth,
+            json={
+                "results": [
+                    {"rule_id": rule_id, "success": False, "reason": "no certificate in /etc/pki/client.pem"}
+                ]
+            },
+        )
+        assert results.status_code == 200, results.text
+        stores = agent.post(
+            "/agent/trust_stores",
+            auth=auth,
+            json={"stores": [{"store": "system", "installed": [fingerprint]}]},
+        )
+        assert stores.status_code == 200, stores.text
+    return device["device_id"], rule_id
+
+
+def test_devices_show_posture_and_installed_cas(
+    gateway: GatewayProcess, page: playwright.Page, tmp_path: Path
+) -> None:
+    assert gateway.token
+    with gateway.api() as api:
+        account = api.get("/accounts").json()["result"][0]["id"]
+    device_id, rule_id = _enroll_device(gateway, account)
+
+    page.goto(gateway.admin_url + "/")
+    page.fill("#token", gateway.token)
+    page.click("#sign-in button[type=submit]")
+    playwright.expect(page.locator("#certificate-table")).to_contain_text("1 of 1 installed")
+
+    page.click('#tabs button[data-tab="devices"]')
+    row = page.locator(f'#device-table tr[data-device="{device_id}"]')
+    playwright.expect(row).to_contain_text("laptop-7")
+    playwright.expect(row).to_contain_text("ana@example.com")
+    posture = row.locator(f'li[data-rule="{rule_id}"]')
+    playwright.expect(posture).to_contain_text("failed")
+    playwright.expect(posture).to_contain_text("corp certificate")
+    playwright.expect(posture).to_contain_text("no certificate in /etc/pki/client.pem")
+    playwright.expect(posture).to_contain_text("expires")
+    playwright.expect(row.locator("ul.stores")).to_contain_text("system: Gateway Inspection CA")
+    page.screenshot(path=_shots(tmp_path) / "dashboard-devices.png")
+
+    page.click('#tabs button[data-tab="logs"]')
+    page.select_option("#posture-device", device_id)
+    playwright.expect(page.locator("#posture-table")).to_contain_text("no certificate in /etc/pki/client.pem")
+    page.select_option("#posture-outcome", "passed")
+    playwright.expect(page.locator("#posture-table")).to_contain_text("No posture reports yet")
