@@ -66,8 +66,8 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from proxy.demo.admin import AdminError
     from proxy.demo.children import ChildError
-    from proxy.demo.lab import Lab, LabOptions
-    from proxy.demo.layout import Layout, LayoutError, Ports
+    from proxy.demo.lab import Lab
+    from proxy.demo.layout import LabOptions, Layout, LayoutError, Ports
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

@@ -6,13 +6,9 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from typing import TYPE_CHECKING
 
-from proxy.demo.layout import LOOPBACK
+from proxy.demo.layout import LOOPBACK, LabOptions
 from proxy.demo.origins import SITES
-
-if TYPE_CHECKING:
-    from proxy.demo.lab import LabOptions
 
 READY = "Gateway demo lab is ready"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

@@ -18,7 +18,6 @@ import logging
 import secrets
 import signal
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -28,7 +27,7 @@ from proxy.demo.admin import AdminClient, AdminError
 from proxy.demo.banner import Banner
 from proxy.demo.children import Child, ChildError
 from proxy.demo.device import NICKNAME, DemoDevice, posture_rule
-from proxy.demo.layout import LOOPBACK, DemoState, Layout, LayoutError, Ports
+from proxy.demo.layout import LOOPBACK, DemoState, LabOptions, Layout, LayoutError
 from proxy.demo.origins import SITE_NAMES, Origins
 from proxy.demo.pki import LabPki
 
@@ -36,14 +35,6 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0
 WATCH_INTERVAL = 0.5
-
-
-@dataclass(frozen=True)
-class LabOptions:
-    layout: Layout
-    ports: Ports
-    keep: bool = False  # leave the directory when stopping (logs, databases)
-    program: str = "gateway"  # how the trainer runs the gateway command, for the banner
 
 
 class Lab:

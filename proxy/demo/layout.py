@@ -66,7 +66,9 @@ class Ports:
         """Every port free on loopback, or one line naming the first busy one."""
         for what, port in self.named().items():
             with socket.socket() as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is free
+                probe.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+                )  # as servers bind: TIME_WAIT is free
                 try:
                     probe.bind((LOOPBACK, port))
                 except OSError as e:
@@ -184,6 +186,14 @@ class Layout:
             shutil.rmtree(self.root, ignore_errors=True)
         elif self.root.exists():
             self.empty()
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    layout: Layout
+    ports: Ports
+    keep: bool = False  # leave the directory when stopping (logs, databases)
+    program: str = "gateway"  # how the trainer runs the gateway command, for the banner
 
 
 @dataclass(frozen=True)

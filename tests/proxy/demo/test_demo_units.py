@@ -11,8 +11,7 @@ import pytest
 from proxy.cli.main import main
 from proxy.demo import policies
 from proxy.demo.banner import Banner, browser_command
-from proxy.demo.lab import LabOptions
-from proxy.demo.layout import MARKER, DemoState, Layout, LayoutError, Ports
+from proxy.demo.layout import MARKER, DemoState, LabOptions, Layout, LayoutError, Ports
 from proxy.demo.origins import SITE_NAMES, tls_context
 from proxy.demo.pki import LabPki, write_leaf
 
