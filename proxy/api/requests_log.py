@@ -142,11 +142,14 @@ def _since(raw: str, now: datetime) -> datetime | None:
     except ValueError:
         pass
     moment = _parse_time(text)
-    if moment is None:
-        raise invalid_field(
-            "since", f'must be an RFC 3339 time with a time zone, or a duration such as "10m", got {raw!r}'
-        )
-    return moment.astimezone(UTC)
+    try:
+        if moment is not None:
+            return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first UTC moment
+        pass
+    raise invalid_field(
+        "since", f'must be an RFC 3339 time with a time zone, or a duration such as "10m", got {raw!r}'
+    )
 
 
 def _limit(raw: str) -> int:

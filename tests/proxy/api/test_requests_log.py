@@ -117,6 +117,7 @@ def test_only_the_tail_is_read(log: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("?limit=x", "limit: must be an integer from 1 to 1000, got 'x'"),
         ("?since=yesterday", "since: must be an RFC 3339 time"),
         ("?since=2026-03-01T11:00:00", "since: must be an RFC 3339 time with a time zone"),
+        ("?since=0001-01-01T00:00:00%2B01:00", "since: must be an RFC 3339 time with a time zone"),
         ("?host=" + "a" * 300, "host: at most 253 characters"),
     ],
 )
