@@ -9,7 +9,7 @@ on Ctrl-C (docs/demo.md).
   layout.py    the directory, its files and the ports (one base, four ports)
   pki.py       the lab CA and the origins' leaves, the device CA and its client certificate
   origins.py   the demo sites: one HTTPS listener, a certificate per name (SNI)
-  policies.py  the sample policies and their tests (YAML, as policies/examples/demo*.yaml)
+  policies.py  the sample policies and their tests (YAML, as policies/examples/demo/*.yaml)
   nss.py       the device's NSS database (certutil, pk12util)
   children.py  child processes: started in their own session, stopped, killed after a timeout
   admin.py     the few admin API calls the lab needs

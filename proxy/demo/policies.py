@@ -1,5 +1,5 @@
 """The demo's policies and their tests, written into the demo directory for ``gateway run
---policies``. The same text is in ``policies/examples/demo.yaml`` and ``demo-tests.yaml`` (a test
+--policies``. The same text is in ``policies/examples/demo/demo.yaml`` and ``demo-tests.yaml`` (a test
 keeps them equal), so ``gateway policy test`` runs them from a checkout too."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 POLICIES = """\
 # The policies of `gateway demo` (docs/demo.md): the demo lab's four sites.
-# Check them with `gateway policy test policies/examples/demo.yaml policies/examples/demo-tests.yaml`.
+# Check them with `gateway policy test policies/examples/demo/demo.yaml policies/examples/demo/demo-tests.yaml`.
 #
 # secure.demo.test needs the demo laptop's client certificate, checked by the agent and verified by
 # the server (a client_certificate_v2 posture rule: issued by the Gateway Demo Device CA, CN
@@ -51,7 +51,7 @@ access_applications:
 
 TESTS = """\
 # Policy tests for demo.yaml (`gateway demo`'s policies).
-# Run: gateway policy test policies/examples/demo.yaml policies/examples/demo-tests.yaml
+# Run: gateway policy test policies/examples/demo/demo.yaml policies/examples/demo/demo-tests.yaml
 tests:
   - name: www is allowed
     request: {method: GET, url: "https://www.demo.test/"}

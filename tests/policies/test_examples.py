@@ -43,3 +43,17 @@ def test_every_rule_and_policy_is_exercised(examples: PolicySet) -> None:
     }
     assert decided_policies == {p.id for p in examples.access_policies}
     assert {r.outcome.access.allowed for r in results if r.outcome.access} == {True, False}
+
+
+DEMO = EXAMPLES / "demo"  # `gateway demo`'s policies: a set of its own (its own precedences)
+
+
+def test_the_demo_examples_load_and_pass_their_tests() -> None:
+    demo = load_files([DEMO])
+    assert sorted(p.name for p in DEMO.glob("*.yaml")) == ["demo-tests.yaml", "demo.yaml"]
+    results = run_tests(demo.tests, demo.gateway_engine(), demo.access_engine())
+    assert len(results) >= 6
+    failures = [r.render() for r in results if not r.passed]
+    assert not failures, "\n".join(failures)
+    decided = {r.outcome.decision.rule.name for r in results if r.outcome.decision.rule is not None}
+    assert {r.name for r in demo.gateway_rules if r.enabled} <= decided

@@ -65,8 +65,8 @@ def test_posture_without_a_running_lab_says_so(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_the_policies_are_the_examples_and_their_tests_pass(tmp_path: Path) -> None:
-    assert (REPO / "policies/examples/demo.yaml").read_text() == policies.POLICIES
-    assert (REPO / "policies/examples/demo-tests.yaml").read_text() == policies.TESTS
+    assert (REPO / "policies/examples/demo/demo.yaml").read_text() == policies.POLICIES
+    assert (REPO / "policies/examples/demo/demo-tests.yaml").read_text() == policies.TESTS
     policy_file = policies.write(tmp_path)
     assert main(["policy", "test", str(policy_file), str(tmp_path / "demo-tests.yaml")]) == 0
 
