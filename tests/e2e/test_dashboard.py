@@ -170,6 +170,19 @@ def test_hot_swap_from_the_dashboard_shows_in_the_live_log(
     playwright.expect(after_row).to_have_count(1)
     page.screenshot(path=shots / "dashboard-logs.png")
 
+    # Download .pem hands over the certificate (fetched with the token, saved as a file).
+    page.click('#tabs button[data-tab="certificates"]')
+    with page.expect_download() as download:
+        _row(page, new_id).locator('button[data-action="Download .pem"]').click()
+    assert download.value.suggested_filename == f"gateway-ca-{new_id}.pem"
+    assert Path(download.value.path()).read_text().strip() == new["certificate"].strip()
+
+    # The old CA can now be deactivated (confirmed), and goes on to inactive.
+    _row(page, old["id"]).locator('button[data-action="Deactivate"]').click()
+    page.click("#confirm-yes")
+    playwright.expect(_row(page, old["id"])).to_have_attribute("data-status", "inactive")
+    playwright.expect(_row(page, old["id"]).locator('button[data-action="Delete"]')).to_be_visible()
+
 
 def test_policy_test_form_shows_the_explanation(
     shared_gateway: GatewayProcess, page: playwright.Page, tmp_path: Path
@@ -292,6 +305,20 @@ def test_devices_show_posture_and_installed_cas(
     page.fill("#token", gateway.token)
     page.click("#sign-in button[type=submit]")
     playwright.expect(page.locator("#certificate-table")).to_contain_text("1 of 1 installed")
+
+    # Turning on a CA the reporting device lacks: the dialog says so, and so does the API after.
+    page.click("#generate")
+    new_row = page.locator('#certificate-table tr[data-status="inactive"]')
+    playwright.expect(new_row).to_have_count(1)
+    new_row.locator('button[data-action="Activate"]').click()
+    available = page.locator('#certificate-table tr[data-status="available"]:not(:has-text("in use"))')
+    playwright.expect(available).to_have_count(1)
+    available.locator('button[data-action="Turn on"]').click()
+    playwright.expect(page.locator("#confirm-warning")).to_contain_text(
+        "1 of 1 reporting devices have not installed this certificate yet"
+    )
+    page.click("#confirm-yes")
+    playwright.expect(page.locator("#notice")).to_contain_text("Warning: 1 of 1 reporting devices")
 
     page.click('#tabs button[data-tab="devices"]')
     row = page.locator(f'#device-table tr[data-device="{device_id}"]')
