@@ -23,6 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.wait import wait_until
+
 from . import tools
 
 HEALTH_TIMEOUT = 30.0
@@ -132,33 +134,37 @@ class GatewayProcess:
 
     def _wait_healthy(self, timeout: float) -> None:
         """Until /healthz answers 200 and the start-up banner is out."""
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
+        proc = self.proc
+        assert proc is not None
         last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+
+        def healthy() -> bool:
+            nonlocal last
+            if proc.poll() is not None:
                 pytest.fail(
-                    f"gateway exited with {self.proc.returncode} before /healthz answered\n"
+                    f"gateway exited with {proc.returncode} before /healthz answered\n"
                     f"argv: {' '.join(self.argv())}\n--- stderr tail ---\n{self.stderr_tail()}",
                     pytrace=False,
                 )
             if self.admin_tls and not self.admin_cert.exists():
                 last = f"no {self.admin_cert} yet"
-                time.sleep(0.1)
-                continue
+                return False
             try:
                 with httpx.Client(trust_env=False, timeout=2, verify=self.verify()) as client:
                     response = client.get(f"{self.admin_url}/healthz")
                 if response.status_code == 200 and BANNER_END in self.stdout():
-                    return  # the banner comes a moment after the admin API answers
+                    return True  # the banner comes a moment after the admin API answers
                 last = f"HTTP {response.status_code}" + (
                     "" if BANNER_END in self.stdout() else ", no banner yet"
                 )
             except httpx.HTTPError as e:
                 last = repr(e)
-            time.sleep(0.1)
-        tools.kill_group(self.proc)
-        self.proc.wait(10)
+            return False
+
+        if wait_until(healthy, timeout, interval=0.1):
+            return
+        tools.kill_group(proc)
+        proc.wait(10)
         pytest.fail(
             f"gateway /healthz not 200 within {timeout} s (last: {last})\n"
             f"argv: {' '.join(self.argv())}\n--- stderr tail ---\n{self.stderr_tail()}",

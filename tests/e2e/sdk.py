@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from cloudflare import Cloudflare
+
+from tests.support.wait import poll
 
 from .gateway_process import GatewayProcess
 
@@ -48,18 +49,20 @@ def wait_binding_status(
 ) -> Any:
     """Poll `get` until binding_status == status (activation and deactivation go through
     pending_* while the node loads or unloads the CA)."""
-    deadline = time.monotonic() + timeout
     seen: list[str | None] = []
-    while True:
+
+    def fetch() -> Any:
         cert = c.zero_trust.gateway.certificates.get(cert_id, account_id=account)
         assert cert is not None
         if not seen or seen[-1] != cert.binding_status:
             seen.append(cert.binding_status)
-        if cert.binding_status == status:
-            return cert
-        if time.monotonic() > deadline:
-            raise AssertionError(f"certificate {cert_id} never became {status!r} in {timeout} s; saw {seen}")
-        time.sleep(0.1)
+        return cert
+
+    cert = poll(fetch, lambda cert: cert.binding_status == status, timeout, interval=0.1)
+    assert cert.binding_status == status, (
+        f"certificate {cert_id} never became {status!r} in {timeout} s; saw {seen}"
+    )
+    return cert
 
 
 def generate_available(c: Cloudflare, account: str, *, days: int = 1825) -> Any:

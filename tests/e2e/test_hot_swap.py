@@ -105,7 +105,7 @@ def test_hot_swap_under_load(gateway: GatewayProcess, origin: Origin, tmp_path: 
             ]
             for t in threads:
                 t.start()
-            time.sleep(SWAP_AFTER)
+            time.sleep(SWAP_AFTER)  # real time on purpose: the load builds up before the swap
             swap_sent = time.monotonic()
             sdk.turn_on(c, account, new.id)
             swap_returned = time.monotonic()

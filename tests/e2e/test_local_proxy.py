@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pki import issue_leaf, make_ca
+from tests.support.wait import poll
 
 from . import chromium, curl, sdk, tools
 from .device_lab import Agent, admin_cli, delete_from_nssdb, import_into_nssdb, make_nssdb
@@ -162,12 +163,12 @@ def test_chromium_through_the_local_proxy_is_the_device(lab: LocalProxyLab, tmp_
     delete_from_nssdb(lab.nssdb, NSS_NICKNAME)
     try:
         assert "fail" in lab.report()
-        deadline = time.monotonic() + 5
-        while True:
-            denied = chromium.load(url, proxy_port=lab.port, home=home)
-            if "Access denied" in denied.dom or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        denied = poll(
+            lambda: chromium.load(url, proxy_port=lab.port, home=home),
+            lambda page: "Access denied" in page.dom,
+            5,
+            interval=0.5,
+        )
         assert "Access denied" in denied.dom, _page(denied.dom, denied)
         assert body_for(APP_HOST) not in denied.dom
     finally:

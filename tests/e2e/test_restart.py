@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.pki import make_ca
+from tests.support.wait import wait_until
 
 from . import sdk
 from .conftest import GatewayFactory
@@ -123,12 +123,8 @@ def _working_tokens(gw: GatewayProcess, stdout: str) -> list[str]:
 def test_first_start_prints_admin_token_once(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(token=None)  # GATEWAY_ADMIN_TOKEN unset
     gw.start()
-    deadline = time.monotonic() + 5
-    working: list[str] = []
-    while not working and time.monotonic() < deadline:  # the banner may trail /healthz a little
-        working = _working_tokens(gw, gw.stdout(1))
-        if not working:
-            time.sleep(0.2)
+    # The banner may trail /healthz a little.
+    working = wait_until(lambda: _working_tokens(gw, gw.stdout(1)), 5, interval=0.2)
     assert len(working) == 1, f"no working admin token on first start's stdout:\n{gw.stdout(1)[-2000:]}"
     token = working[0]
     with gw.api(token=None) as api:

@@ -40,6 +40,8 @@ import pytest
 from cloudflare import Cloudflare
 from cryptography import x509
 
+from tests.support.wait import wait_until
+
 from . import sdk, tools
 from .gateway_process import GatewayProcess, child_env, gateway_command
 from .origin import HOST_NAMES, Origin, body_for
@@ -51,6 +53,8 @@ BLOCKED = "blocked.origin.test"
 PASSTHROUGH = "pass.origin.test"
 BLOCK_REASON = "blocked in transparent mode (e2e)"
 CURL_SECONDS = 12
+LOAD_BEFORE_SWAP = 1.5  # seconds of requests before the hot swap ...
+LOAD_AFTER_SWAP = 2.0  # ... and after it
 _MARK = "\n--e2e-write-out--\n"
 
 
@@ -212,13 +216,9 @@ class TransparentLab:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def logged(self, host: str, timeout: float = 5) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = [line for line in self.log_lines() if line.get("host") == host]
-            if lines:
-                return lines[-1]
-            assert time.monotonic() < deadline, f"no request log line for {host}: {self.log_lines()[-3:]}"
-            time.sleep(0.1)
+        lines = wait_until(lambda: [line for line in self.log_lines() if line.get("host") == host], timeout)
+        assert lines, f"no request log line for {host}: {self.log_lines()[-3:]}"
+        return lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -360,10 +360,10 @@ def test_a_hot_swap_mid_run_fails_no_request(lab: TransparentLab, tmp_path: Path
         worker = threading.Thread(target=load, daemon=True)
         worker.start()
         try:
-            time.sleep(1.5)
+            time.sleep(LOAD_BEFORE_SWAP)  # real time on purpose: the load builds up before the swap
             before = len(results)
             sdk.turn_on(c, lab.account, new.id)
-            time.sleep(2.0)
+            time.sleep(LOAD_AFTER_SWAP)  # real time on purpose: the load goes on across the swap
         finally:
             stop.set()
             worker.join(CURL_SECONDS + 15)
@@ -389,9 +389,7 @@ def test_a_connection_that_was_not_redirected_gets_a_clear_answer(lab: Transpare
     assert result.returncode == 35 and time.monotonic() - started < CURL_SECONDS / 2, (
         answer
     )  # closed, no hang
-    deadline = time.monotonic() + 5
-    while f"transparent client {lab.ns.client_address}: " not in lab.gw.stderr_tail(200):
-        assert time.monotonic() < deadline, lab.gw.stderr_tail(40)
-        time.sleep(0.1)
+    explained = f"transparent client {lab.ns.client_address}: "
+    assert wait_until(lambda: explained in lab.gw.stderr_tail(200), 5), lab.gw.stderr_tail(40)
     assert "is this listener itself (not redirected" in lab.gw.stderr_tail(200)
     assert lab.curl().status == 200  # and everything else still works

@@ -28,7 +28,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pki import issue_leaf, make_ca
+from tests.support.wait import poll, wait_until
 
 from . import sdk, tools
 from .device_lab import Agent, admin_cli
@@ -138,11 +138,13 @@ class ClientNamespace:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 10
-        while _ip("-n", self.name, "link", "show", self.interface, check=False).returncode != 0:
+
+        def interface_made() -> bool:
+            assert self.wg_proc is not None
             assert self.wg_proc.poll() is None, f"wireguard-go exited {self.wg_proc.returncode}"
-            assert time.monotonic() < deadline, "wireguard-go made no interface within 10 s"
-            time.sleep(0.05)
+            return _ip("-n", self.name, "link", "show", self.interface, check=False).returncode == 0
+
+        assert wait_until(interface_made, 10), "wireguard-go made no interface within 10 s"
 
     def configure(self, wg_conf: str, address: str, directory: Path) -> None:
         """``wg setconf`` with this configuration (format wg), then the address and routes."""
@@ -218,12 +220,11 @@ class WireGuardLab:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def wait_logged(self, count: int, timeout: float = 5) -> list[dict[str, object]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.log_lines() if (self.gw.data_dir / "requests.jsonl").exists() else []
-            if len(lines) >= count or time.monotonic() > deadline:
-                return lines
-            time.sleep(0.1)
+        return poll(
+            lambda: self.log_lines() if (self.gw.data_dir / "requests.jsonl").exists() else [],
+            lambda lines: len(lines) >= count,
+            timeout,
+        )
 
     def port_of(self, agent: Agent) -> int:
         conf, _ = self.config(agent)
@@ -391,28 +392,25 @@ def test_another_devices_key_cannot_claim_the_first_devices_tunnel(lab: WireGuar
     assert status == 200
 
 
+def _listening(port: int) -> bool:
+    """Whether a UDP socket is bound to `port` (`ss -Huln`)."""
+    listed = subprocess.run(["ss", "-Huln", f"sport = :{port}"], capture_output=True, text=True).stdout
+    return f":{port}" in listed
+
+
 def test_a_new_and_a_deleted_device_take_effect_without_a_restart(lab: WireGuardLab) -> None:
     made = admin_cli(lab.gw, "device", "token", "--email", "cy@example.com", "--ttl", "10m")
     cy = Agent(state=lab.base / "cy" / "state.json", home=lab.base / "cy" / "home")
     cy.home.mkdir(parents=True)
     assert cy.run("enroll", "--token", made.stdout.decode().strip(), "--name", "cy").returncode == 0
     port = lab.port_of(cy)
-    listening = subprocess.run(["ss", "-Huln", f"sport = :{port}"], capture_output=True, text=True).stdout
-    deadline = time.monotonic() + 5
-    while f":{port}" not in listening and time.monotonic() < deadline:
-        time.sleep(0.1)
-        listening = subprocess.run(["ss", "-Huln", f"sport = :{port}"], capture_output=True, text=True).stdout
-    assert f":{port}" in listening
+    assert wait_until(lambda: _listening(port), 5), f"no listener on UDP port {port}"
     lab.use(cy)
     status, body, _ = lab.curl()
     assert status == 403, (status, body)  # cy has not reported: no pass
     deleted = admin_cli(lab.gw, "device", "delete", cy.device_id)
     assert deleted.returncode == 0, deleted.stderr.decode()
-    deadline = time.monotonic() + 5
-    while f":{port}" in listening and time.monotonic() < deadline:
-        time.sleep(0.1)
-        listening = subprocess.run(["ss", "-Huln", f"sport = :{port}"], capture_output=True, text=True).stdout
-    assert f":{port}" not in listening, "the deleted device's listener is gone"
+    assert wait_until(lambda: not _listening(port), 5), "the deleted device's listener is gone"
     assert not (lab.gw.data_dir / "wireguard" / f"{cy.device_id}.conf").exists()
     status, _, _ = lab.curl(max_time=5)
     assert status == 0

@@ -10,11 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run scripts/install-test-deps (as root) to install the e2e test tools"
@@ -116,13 +117,14 @@ def free_port() -> int:
 
 def wait_for_port(port: int, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """True once something accepts on 127.0.0.1:port; False on timeout or when `proc` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def accepts() -> str:
         if proc is not None and proc.poll() is not None:
-            return False
+            return "exited"
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
+                return "accepts"
         except OSError:
-            time.sleep(0.05)
-    return False
+            return ""
+
+    return wait_until(accepts, timeout) == "accepts"
