@@ -258,7 +258,10 @@ SCHEMAS: dict[str, Schema] = {
          "method": _STR, "scheme": _STR, "host": _STR, "path": _STR, "action": _STR, "stage": _STR,
          "rule_id": {"type": "string", "nullable": True}, "status": {"type": "integer", "nullable": True},
          "bytes": {"type": "integer"}, "ca_fingerprint": {"type": "string", "nullable": True},
-         "reason": _STR, "error": _STR}),
+         "rule": {"type": "string", "nullable": True}, "reason": _STR, "error": _STR, "access_policy": _STR,
+         "posture": {"type": "array", "items": _object(
+             {"id": _STR, "name": _STR, "state": {"type": "string", "enum": ["passed", "failed", "expired", "no result"]},
+              "reason": _STR})}}),
         "description": "one line of requests.jsonl as the proxy wrote it (more keys may appear)"},
     "StoredResult": _object({"rule_id": _STR, "success": _BOOL, "verified": _BOOL, "reason": _STR,
                              "expires_at": TIME}),

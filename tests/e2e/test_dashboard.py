@@ -162,7 +162,20 @@ def test_hot_swap_from_the_dashboard_shows_in_the_live_log(
     playwright.expect(before_row).to_have_attribute("data-fingerprint", old["fingerprint"])
     playwright.expect(before_row.locator("td.ca")).to_contain_text(old["id"][:8])
 
-    # The filters narrow the live log (polled every 2 s).
+    # A blocked request names its rule; the filters narrow the live log (polled every 2 s).
+    with gateway.api() as api:
+        rule = {"name": "No blocked.origin.test", "action": "block", "filters": ["http"], "precedence": 10,
+                "traffic": 'http.request.host == "blocked.origin.test"'}  # fmt: skip
+        assert api.post(f"/accounts/{account}/gateway/rules", json=rule).status_code == 200
+    blocked = curl.via_proxy(gateway.proxy_port, origin.url("blocked.origin.test"), cacert=both)
+    assert blocked.status == 403, (blocked.status, blocked.stderr, blocked.body[:300])
+    blocked_row = page.locator('#request-table tr[data-host="blocked.origin.test"]')
+    playwright.expect(blocked_row).to_contain_text("block")
+    playwright.expect(blocked_row).to_contain_text("No blocked.origin.test")
+    page.select_option("#requests-action", "block")
+    playwright.expect(after_row).to_have_count(0)
+    playwright.expect(blocked_row).to_have_count(1)
+    page.select_option("#requests-action", "")
     page.fill("#requests-host", "before.origin")
     playwright.expect(after_row).to_have_count(0)
     playwright.expect(before_row).to_have_count(1)

@@ -643,8 +643,21 @@ async function loadRequests() {
         el("td", {}, line.device ? devices.get(line.device) || short(line.device) : el("span", { className: "muted" }, "—")),
         el("td", {}, line.user || ""),
         el("td", { className: "mono" }, `${line.method} ${line.scheme}://${line.host}${line.path}`),
-        el("td", {}, badge(line.action), line.reason ? el("div", { className: "muted" }, line.reason) : ""),
-        el("td", {}, line.rule_id ? rules.get(line.rule_id) || short(line.rule_id) : ""),
+        el(
+          "td",
+          {},
+          badge(line.action),
+          line.reason ? el("div", { className: "muted" }, line.reason) : "",
+          (line.posture || []).map((check) =>
+            el("div", { className: "muted" }, `posture ${check.name}: ${check.state}${check.reason ? ` (${check.reason})` : ""}`),
+          ),
+        ),
+        el(
+          "td",
+          {},
+          line.rule || (line.rule_id ? rules.get(line.rule_id) || short(line.rule_id) : ""),
+          line.access_policy ? el("div", { className: "muted" }, `Access policy ${line.access_policy}`) : "",
+        ),
         el("td", {}, line.status ?? (line.error ? el("span", { className: "error" }, line.error) : "")),
         el(
           "td",
