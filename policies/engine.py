@@ -173,7 +173,10 @@ class _Index:
         )
 
     def candidates(self, host: str, sni: str) -> tuple[int, ...]:
-        """Probed as ``HostHints`` asks: both host fields and both domain lists."""
+        """Probed as ``HostHints`` asks: both host fields and both domain lists. Lower case, as
+        the rules read them (the context lowercases the SNI; a ClientHello may carry capitals);
+        this runs only when the candidate cache misses."""
+        host, sni = host.lower(), sni.lower()
         found: set[int] = set(self.unindexed)
         found.update(self.hosts.get(host, ()))
         found.update(self.hosts.get(sni, ()))

@@ -355,3 +355,16 @@ def test_index_gives_the_same_decisions(
     )
     explained = indexed.explain(facts)
     assert (explained.action, explained.rule) == (decided.action, decided.rule)
+
+
+def test_the_index_reads_the_sni_in_lower_case_as_the_rules_do() -> None:
+    """Found by the property test above: a ClientHello's 'A.example' missed the index's
+    'a.example' entry while the rule itself (which reads the SNI lowercased) matched it."""
+    rules = [
+        rule("any", 2, "allow"),
+        rule("sni", 1, "block", traffic='net.sni.host == "a.example"'),
+    ]
+    facts = request("https://www.a.example/", sni="A.example")
+    for engine in (GatewayEngine.build(rules), GatewayEngine.build(rules, indexed=False)):
+        decided = engine.decide(facts)
+        assert (decided.action, decided.rule and decided.rule.name) == (Action.BLOCK, "sni")
