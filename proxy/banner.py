@@ -35,6 +35,7 @@ def banner(
     lines: list[str] = ["Gateway is running"]
     lines.extend(line for mode in modes for line in mode_lines(mode))
     lines.append(f"  admin API    {config.admin_url}/client/v4   (account {account_id})")
+    lines.append(f"  dashboard    {config.admin_url}/   (sign in with the admin token)")
     regular = [m for m in modes if m.type_name == ModeKind.REGULAR]
     proxy_url = _address(regular[0]).url() if regular else None
     curl = "curl"
