@@ -59,7 +59,9 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
         assert issued_by(leaf, load_pem(new.certificate)), describe(leaf)
 
         # The in-use CA cannot be deactivated; a refusal the SDK will not retry (4xx).
-        with pytest.raises(cloudflare.APIStatusError) as refused:
+        with pytest.raises(
+            cloudflare.BadRequestError, match="is in use: turn another certificate on first"
+        ) as refused:
             certs.deactivate(new.id, account_id=account)
         assert 400 <= refused.value.status_code < 500 and refused.value.status_code not in (
             408,
@@ -68,7 +70,9 @@ def test_sdk_certificate_lifecycle(gateway: GatewayProcess, origin: Origin, tmp_
         )
 
         # An available CA cannot be deleted before it is deactivated.
-        with pytest.raises(cloudflare.APIStatusError) as refused:
+        with pytest.raises(
+            cloudflare.BadRequestError, match="only inactive certificates can be deleted"
+        ) as refused:
             certs.delete(old.id, account_id=account)
         assert 400 <= refused.value.status_code < 500 and refused.value.status_code not in (
             408,
