@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from proxy.api.errors import INVALID_JSON, ApiError, invalid_field
-from proxy.api.offload import offloaded
+from proxy.api.offload import calling
 from proxy.json_types import type_name
+from proxy.services.parse_worker import in_child
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 # the deepest, at five); 32 leaves room and keeps every later walk (copies, comparisons) cheap.
 MAX_DEPTH = 32
 # Bodies up to this size are parsed on the loop (well under a millisecond); larger ones in the
-# admin thread.
+# admin's child process (``proxy.services.parse_worker``).
 INLINE_BYTES = 16 * 1024
 
 
@@ -37,13 +38,26 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     """The JSON object in the body; an empty body (as the SDK sends on POST/DELETE) is ``{}``.
 
     Too large a body raises aiohttp's HTTPRequestEntityTooLarge (the middleware makes it a 413).
-    A body past ``INLINE_BYTES`` is parsed and checked in the admin thread (``offload``): a
-    1 MiB body takes up to a fifth of a second, which the proxy's requests must not wait for.
+    A body past ``INLINE_BYTES`` is parsed and checked in the admin's child process (``offload``):
+    a 1 MiB body takes up to a fifth of a second, which the proxy's requests must not wait for.
     """
     raw = await request.read()
     if len(raw) > INLINE_BYTES:
-        return await offloaded(request, lambda ticket: parse_object(raw, interruptible=True))
+        parsed = await calling(request, lambda offload: offload.run_in_child(_parse_large, raw))
+        if isinstance(parsed, tuple):
+            raise ApiError(*parsed)
+        return parsed
     return parse_object(raw)
+
+
+def _parse_large(raw: bytes) -> dict[str, Any] | tuple[int, int, str]:
+    """``parse_object`` of a large body, run in the offload's child process (the C scanner: the
+    loop's process is not held) or, if the child is unavailable, in the admin thread (the
+    interruptible one); an ApiError comes back as its status, code and message."""
+    try:
+        return parse_object(raw, interruptible=not in_child())
+    except ApiError as e:
+        return (e.status, e.code, e.message)
 
 
 def parse_object(raw: bytes, *, interruptible: bool = False) -> dict[str, Any]:

@@ -14,6 +14,12 @@ A call that overran its budget may still be running in the thread; it cannot be 
 call that writes takes its :class:`Ticket` at its commit point (``ticket.claim()``): a call the
 caller gave up on raises :class:`Abandoned` there, before writing, and one that claimed is
 waited for to the end (writing is short), so a 503 never hides a change that was made.
+
+Pure work that allocates much or holds the interpreter long (YAML parsing and writing, large JSON
+bodies) goes one step further with :meth:`Offload.run_in_child`: the admin thread hands it to the
+offload's :class:`~proxy.services.parse_worker.ParseWorker` child process and waits with the GIL
+released, so neither the interpreter's turns nor the garbage collections it would cause are
+taken from the proxy.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from proxy.services.errors import ServiceError
+from proxy.services.parse_worker import ParseWorker, WorkerTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +99,7 @@ class Offload:
         self._lock = threading.Lock()
         self._pending = 0  # submitted and not finished in the thread (abandoned ones included)
         self._executor: ThreadPoolExecutor | None = None
+        self.child = ParseWorker()  # started on first use
         self.refused = 0  # calls refused as over the queue or the budget (metrics, tests)
 
     @property
@@ -141,6 +149,24 @@ class Offload:
                 future.cancel()
             raise
 
+    async def run_in_child[T](self, function: Callable[..., T], *args: Any, budget: float | None = None) -> T:
+        """``function(*args)`` (a pure module-level function, its arguments and value picklable)
+        computed in the child process, called from the admin thread: queue, budget and 503s as
+        :meth:`run`. Falls back to computing it in the thread if the child is unavailable."""
+        allowed = self.budget if budget is None else budget
+
+        def work(_ticket: Ticket) -> T:
+            try:
+                return self.child.call(function, *args, timeout=allowed)
+            except WorkerTimeout:
+                raise Overloaded(
+                    f"the request took longer than the admin API's budget of {allowed:g} s and was "
+                    "abandoned (nothing was changed); try again later, or send less",
+                    retry_after=self._retry_after(),
+                ) from None
+
+        return await self.run(work, budget=budget)
+
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.budget / 5))
 
@@ -154,10 +180,11 @@ class Offload:
         return self._executor
 
     def close(self) -> None:
-        """Wait for the running call (queued ones are dropped) and stop the thread."""
+        """Wait for the running call (queued ones are dropped), stop the thread and the child."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self.child.close()
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

@@ -30,7 +30,7 @@ from certs.clock import Clock
 from policies.access import AccessEngine
 from policies.engine import GatewayEngine
 from policies.rules import FieldError
-from policies.yaml_io import PolicySet
+from policies.yaml_io import PolicySet, dump
 from proxy.services import policy_transfer
 from proxy.services.dry_run import dry_run
 from proxy.services.errors import InvalidInput, NotFound
@@ -394,11 +394,17 @@ class PolicyService:
         return policy_transfer.export(self.state(account_id), account_id, self._clock())
 
     async def export_async(self, account_id: str, *, offload: Offload | None = None) -> str:
-        """``export`` in the admin thread (a second at 1,000 rules)."""
+        """``export`` in the admin thread, its YAML written in the offload's child process (a
+        second of pure Python at 1,000 rules)."""
         self._account(account_id)
         now = self._clock()
-        return await self._offload(offload).run(
-            lambda ticket: policy_transfer.export(self._state_in_worker(account_id), account_id, now)
+        running = self._offload(offload)
+
+        def dumping(policy_set: PolicySet) -> str:
+            return running.child.call(dump, policy_set, timeout=running.budget)
+
+        return await running.run(
+            lambda ticket: policy_transfer.export(self._state_in_worker(account_id), account_id, now, dumping)
         )
 
     async def state_async(self, account_id: str, *, offload: Offload | None = None) -> PolicyState:
@@ -431,10 +437,10 @@ class PolicyService:
     async def import_policies_async(
         self, account_id: str, text: str, *, offload: Offload | None = None
     ) -> dict[str, int]:
-        """``import_policies`` with the YAML read, the engines built and the objects written in
-        the admin thread."""
+        """``import_policies`` with the YAML read in the offload's child process, the engines
+        built and the objects written in the admin thread."""
         self._account(account_id)
-        imported = await self._offload(offload).run(lambda ticket: policy_transfer.parse(text))
+        imported = await self._offload(offload).run_in_child(policy_transfer.parse, text)
         return await self._mutate_async(offload, account_id, self._importing(account_id, imported))
 
     def _importing(
