@@ -154,18 +154,20 @@ class Offload:
         computed in the child process, called from the admin thread: queue, budget and 503s as
         :meth:`run`. Falls back to computing it in the thread if the child is unavailable."""
         allowed = self.budget if budget is None else budget
+        return await self.run(lambda ticket: self.child_call(function, *args, budget=allowed), budget=budget)
 
-        def work(_ticket: Ticket) -> T:
-            try:
-                return self.child.call(function, *args, timeout=allowed)
-            except WorkerTimeout:
-                raise Overloaded(
-                    f"the request took longer than the admin API's budget of {allowed:g} s and was "
-                    "abandoned (nothing was changed); try again later, or send less",
-                    retry_after=self._retry_after(),
-                ) from None
-
-        return await self.run(work, budget=budget)
+    def child_call[T](self, function: Callable[..., T], *args: Any, budget: float | None = None) -> T:
+        """In work running in the admin thread: ``function(*args)`` in the child process;
+        Overloaded when it takes longer than ``budget`` (the default's)."""
+        allowed = self.budget if budget is None else budget
+        try:
+            return self.child.call(function, *args, timeout=allowed)
+        except WorkerTimeout:
+            raise Overloaded(
+                f"the request took longer than the admin API's budget of {allowed:g} s and was "
+                "abandoned (nothing was changed); try again later, or send less",
+                retry_after=self._retry_after(),
+            ) from None
 
     def _retry_after(self) -> int:
         return max(1, math.ceil(self.budget / 5))

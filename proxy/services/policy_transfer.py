@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pickle
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from policies.access import AccessApplication, AccessPolicy
 from policies.lists import GatewayList
@@ -99,6 +100,61 @@ def parse(text: str) -> PolicySet:
         return load(text, file=SOURCE)
     except PolicyFileError as e:
         raise InvalidPolicy(problems_message(e)) from None
+
+
+# Objects per pickle between the child and the admin thread: unpickling one piece holds the
+# interpreter well under a millisecond, where a whole PolicySet of 1,000 rules held it 15 ms.
+PIECE: Final = 32
+_SECTIONS: Final = ("gateway_rules", "access_applications", "access_policies", "tests", "lists")
+
+
+def parse_in_pieces(text: str) -> tuple[dict[str, list[bytes]], dict[str, str]]:
+    """``parse``, in the admin's child process: each section's objects as pickles of ``PIECE``
+    objects, and the set's sources, for :func:`assemble` in the admin thread."""
+    parsed = parse(text)
+    pieces = {}
+    for name in _SECTIONS:
+        items = getattr(parsed, name)
+        pieces[name] = [
+            pickle.dumps(items[at : at + PIECE], protocol=pickle.HIGHEST_PROTOCOL)
+            for at in range(0, len(items), PIECE)
+        ]
+    return pieces, dict(parsed.sources)
+
+
+def assemble(parsed: tuple[dict[str, list[bytes]], dict[str, str]]) -> PolicySet:
+    """The PolicySet of :func:`parse_in_pieces`, unpickled a piece at a time (the loop gets the
+    interpreter between pieces). Its ``locations`` (keyed by the objects' ids in the child) are
+    left out: nothing after parsing reads them."""
+    pieces, sources = parsed
+
+    def section(name: str) -> tuple[Any, ...]:
+        return tuple(item for piece in pieces[name] for item in pickle.loads(piece))
+
+    return PolicySet(
+        gateway_rules=section("gateway_rules"),
+        access_applications=section("access_applications"),
+        access_policies=section("access_policies"),
+        tests=section("tests"),
+        sources=sources,
+        lists=section("lists"),
+    )
+
+
+@dataclass(frozen=True)
+class _ApiShapes:
+    """What ``dump`` reads of a PolicySet: its API shapes, already made."""
+
+    shapes: Any
+
+    def to_api(self) -> Any:
+        return self.shapes
+
+
+def dump_api_shapes(shapes: Any) -> str:
+    """``dump`` of a PolicySet's ``to_api()``, in the admin's child process: plain dicts and
+    lists pickle in a millisecond where the objects take 20."""
+    return dump(cast(PolicySet, _ApiShapes(shapes)))
 
 
 def plan_import(imported: PolicySet, files: PolicyState, stored: PolicyState, now: datetime) -> ImportPlan:
