@@ -60,6 +60,10 @@ class GatewayProcess:
     extra_args: list[str] = field(default_factory=list)
     admin_host: str = "127.0.0.1"  # where it listens; the tests connect to 127.0.0.1 regardless
     admin_tls: bool = False  # --admin-tls auto
+    # --hosts-only: names outside the lab's hosts file are refused, never resolved, so a browser's
+    # background requests (Chromium's time and update checks) never leave this machine. Modes whose
+    # destinations are addresses (transparent, WireGuard) turn it off.
+    hosts_only: bool = True
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -97,6 +101,7 @@ class GatewayProcess:
             *(["--admin-tls", "auto"] if self.admin_tls else []),
             "--upstream-ca", str(self.upstream_ca),
             "--hosts", str(self.hosts),
+            *(["--hosts-only"] if self.hosts_only else []),
             *self.extra_args,
         ]  # fmt: skip
 

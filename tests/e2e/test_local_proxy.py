@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.pki import issue_leaf, make_ca
-from tests.support.wait import poll
+from tests.support.wait import poll, wait_until
 
 from . import chromium, curl, sdk, tools
 from .device_lab import Agent, admin_cli, delete_from_nssdb, import_into_nssdb, make_nssdb
@@ -208,8 +208,13 @@ def test_chromium_with_a_pac_url_reaches_the_page_through_the_proxy(
     # origin.test has no address outside the gateway's --hosts file: the page loads only through it
     page = _load_with_pac(lab.origin.url("origin.test", path), pac_url, home)
     assert body_for("origin.test") in page.dom, _page(page.dom, page)
-    log = (lab.gw.data_dir / "requests.jsonl").read_text()
-    assert f'"path": "{path}"' in log or f'"path":"{path}"' in log, log[-1500:]
+    requests = lab.gw.data_dir / "requests.jsonl"
+
+    def logged() -> bool:  # the request log is written in batches (every 0.5 s)
+        log = requests.read_text() if requests.exists() else ""
+        return f'"path": "{path}"' in log or f'"path":"{path}"' in log
+
+    assert wait_until(logged, 10), requests.read_text()[-1500:]
 
 
 def test_local_proxy_with_the_gateway_stopped_answers_502_then_recovers(lab: LocalProxyLab) -> None:
