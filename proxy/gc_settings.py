@@ -11,9 +11,11 @@ on a loaded 2-core machine (docs/performance.md, "The proxy while the admin API 
   mitmproxy, aiohttp and the gateway, the store, the CAs and the addons, all alive for the
   process's life. The policies' state and engines of that moment are frozen too and are
   replaced at the first change: they hold no reference cycles (tests/reliability/
-  test_parse_worker.py checks it), so reference
-  counting frees them even frozen. Nothing is frozen later: a freeze at run time would also
-  freeze the proxy's connections in flight, whose cycles would then never be collected.
+  test_parse_worker.py checks it), so reference counting frees them even frozen. Nothing is
+  frozen later, after an engine swap say: a freeze at run time would also freeze the proxy's
+  connections in flight, whose cycles would then never be collected; and with policy files
+  parsed in a child process and the thresholds below, full collections under abusive admin
+  load were down to about one in a minute (36-90 ms) anyway.
 - ``THRESHOLDS``: the young generations as in CPython (700, 10: their collections stay under a
   few milliseconds; 2,000 or 10,000 made them 5-25 ms), full collections considered after 100
   collections of generation 1 instead of 10 (and, as always, only once the objects promoted

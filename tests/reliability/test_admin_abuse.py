@@ -60,7 +60,9 @@ def test_proxy_p99_stays_bounded_under_admin_abuse(
     assert probe.errors == 0
     assert sum(abuser.statuses.values()) > 10, "the abuse did not happen"
     assert set(abuser.statuses) <= {200, 400, 503}, abuser.statuses
-    # Issue 14 asks for 2x; measured here 2.1-3.5x on a loaded 2-core machine (GC pauses and YAML
-    # in the admin thread still take the GIL: docs/performance.md). 8x is the guard that fails if
-    # admin work moves back onto the event loop (an import of 1,000 rules held it ~870 ms).
-    assert figures["p99_ratio"] <= 8.0, figures
+    # Issue 14 asks for 2x: bench/admin_abuse.py (6 pairs of 4 s) measures 1.2-1.75x since YAML
+    # and large JSON went to a child process and start-up's heap is frozen (docs/performance.md).
+    # These shorter windows are noisier on a shared 2-core machine: 0.98-1.56x, once 3.43x, so
+    # the guard is 5x; it fails if admin work moves back onto the event loop (an import of 1,000
+    # rules held it ~870 ms) or full collections come back with every import.
+    assert figures["p99_ratio"] <= 5.0, figures
