@@ -22,10 +22,7 @@ the packages; without the capabilities the tests skip and say why."""
 from __future__ import annotations
 
 import json
-import os
-import random
 import secrets
-import shutil
 import socket
 import subprocess
 import threading
@@ -42,7 +39,7 @@ from cryptography import x509
 
 from tests.support.wait import wait_until
 
-from . import sdk, tools
+from . import netns, sdk
 from .gateway_process import GatewayProcess, child_env, gateway_command
 from .origin import HOST_NAMES, Origin, body_for
 from .pki import load_pems
@@ -59,16 +56,9 @@ _MARK = "\n--e2e-write-out--\n"
 
 
 def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces, veth pairs and nftables"
-    for program in ("ip", "nft", "curl"):
-        if shutil.which(program) is None:
-            return f"{program} is not installed (scripts/install-test-deps)"
-    probe = f"gwprobe{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
-    if made.returncode != 0:
-        return f"cannot make a network namespace: {made.stderr.decode().strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    reason = netns.skip_reason("nft", "curl")
+    if reason is not None:
+        return reason
     table = f"gwprobe{secrets.token_hex(3)}"
     nft = subprocess.run(["nft", "add", "table", "inet", table], capture_output=True)
     if nft.returncode != 0:
@@ -111,44 +101,19 @@ class Fetched:
 
 
 @dataclass
-class ClientNamespace:
-    """A network namespace with one end of a veth pair, and the REDIRECT rule for it."""
+class ClientNamespace(netns.VethNamespace):
+    """The client's namespace, and the REDIRECT rule for it."""
 
-    name: str
-    veth_root: str
-    veth_client: str
-    table: str  # the nftables table holding the redirect rule
-    root_address: str
-    client_address: str
-    virtual: str  # the origin's address as the client sees it: redirected, never routed
+    table: str = ""  # the nftables table holding the redirect rule
     rules_applied: bool = False
 
     @classmethod
-    def make(cls) -> ClientNamespace:
-        tag = secrets.token_hex(3)
-        net = random.randrange(0, 256)
-        ns = cls(
-            name=f"gwtp-{tag}", veth_root=f"gwt{tag}a", veth_client=f"gwt{tag}b", table=f"gwtp{tag}",
-            root_address=f"10.213.{net}.1", client_address=f"10.213.{net}.2", virtual=f"10.213.{net}.9",
-        )  # fmt: skip
-        try:
-            ns._set_up()
-        except BaseException:
-            ns.tear_down()
-            raise
-        return ns
+    def create(cls) -> ClientNamespace:
+        return cls.make("gwtp", "10.213", table=f"gwtp{secrets.token_hex(3)}")
 
-    def _set_up(self) -> None:
-        _run("ip", "netns", "add", self.name)
-        _run("ip", "link", "add", self.veth_root, "type", "veth", "peer", "name", self.veth_client)
-        _run("ip", "link", "set", self.veth_client, "netns", self.name)
-        _run("ip", "address", "add", f"{self.root_address}/30", "dev", self.veth_root)
-        _run("ip", "address", "add", f"{self.virtual}/32", "dev", self.veth_root)
-        _run("ip", "link", "set", self.veth_root, "up")
-        _run("ip", "-n", self.name, "address", "add", f"{self.client_address}/30", "dev", self.veth_client)
-        _run("ip", "-n", self.name, "link", "set", self.veth_client, "up")
-        _run("ip", "-n", self.name, "link", "set", "lo", "up")
-        _run("ip", "-n", self.name, "route", "add", f"{self.virtual}/32", "dev", self.veth_client)
+    def set_up(self) -> None:
+        super().set_up()
+        netns.ip("-n", self.name, "route", "add", f"{self.virtual}/32", "dev", self.veth_client)
 
     def apply_rules(self, listener_port: int, origin_port: int) -> str:
         """What `gateway transparent rules` prints for this pair, applied with `nft -f -`."""
@@ -160,11 +125,6 @@ class ClientNamespace:
         self.rules_applied = True
         _run("nft", "-f", "-", stdin=printed)
         return printed.decode()
-
-    def exec(
-        self, *argv: str, timeout: float = 60, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[bytes]:
-        return tools.run(["ip", "netns", "exec", self.name, *argv], timeout=timeout, env=env or child_env())
 
     def curl(self, host: str, port: int, *, cacert: Path, address: str | None = None) -> Fetched:
         """curl https://HOST:PORT/ in the namespace, no proxy, HOST resolved to VIRTUAL."""
@@ -188,8 +148,7 @@ class ClientNamespace:
     def tear_down(self) -> None:
         if self.rules_applied:
             _run("nft", "delete", "table", "inet", self.table, check=False)
-        _run("ip", "netns", "del", self.name, check=False)  # takes the client's veth end with it
-        _run("ip", "link", "del", self.veth_root, check=False)
+        super().tear_down()
 
 
 @dataclass
@@ -227,7 +186,7 @@ def lab(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("transparent")
-    ns = ClientNamespace.make()
+    ns = ClientNamespace.create()
     try:
         hosts = base / "hosts"
         # The client's VIRTUAL address of origin.test is the origin on loopback, for the gateway.

@@ -25,7 +25,6 @@ import os
 import random
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ import pytest
 from tests.support.pki import issue_leaf, make_ca
 from tests.support.wait import poll, wait_until
 
-from . import sdk, tools
+from . import netns, sdk, tools
 from .device_lab import Agent, admin_cli
 from .gateway_process import GatewayProcess, child_env
 from .origin import HOST_NAMES, Origin, body_for
@@ -52,26 +51,9 @@ PORTS = 4  # device listeners: two devices and room
 
 
 def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root for network namespaces and veth pairs"
-    if not Path("/dev/net/tun").exists():
+    if os.geteuid() == 0 and not Path("/dev/net/tun").exists():
         return "no /dev/net/tun for wireguard-go"
-    for program in ("ip", "wireguard-go", "wg", "curl"):
-        if shutil.which(program) is None:
-            return f"{program} is not installed (scripts/install-test-deps)"
-    probe = f"gwprobe{secrets.token_hex(3)}"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
-    if made.returncode != 0:
-        return f"cannot make a network namespace: {made.stderr.decode().strip()}"
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return None
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    result = subprocess.run(["ip", *args], capture_output=True, timeout=20)
-    if check and result.returncode != 0:
-        raise AssertionError(f"ip {' '.join(args)}: {result.stderr.decode().strip()}")
-    return result
+    return netns.skip_reason("wireguard-go", "wg", "curl")
 
 
 def _free_udp_range(host: str, count: int) -> int:
@@ -94,43 +76,18 @@ def _free_udp_range(host: str, count: int) -> int:
 
 
 @dataclass
-class ClientNamespace:
-    """A network namespace with one end of a veth pair and a WireGuard interface (wireguard-go)."""
+class ClientNamespace(netns.VethNamespace):
+    """The client's namespace with a WireGuard interface (wireguard-go)."""
 
-    name: str
-    veth_root: str
-    veth_client: str
-    interface: str  # unique: wireguard-go's control sockets are shared across namespaces
-    root_address: str
-    client_address: str
-    virtual: str  # the origin's address as the client sees it: only through the tunnel
+    interface: str = ""  # unique: wireguard-go's control sockets are shared across namespaces
     wg_proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def make(cls) -> ClientNamespace:
-        tag = secrets.token_hex(3)
-        net = random.randrange(0, 256)
-        ns = cls(
-            name=f"gwwg-{tag}", veth_root=f"gwv{tag}a", veth_client=f"gwv{tag}b", interface=f"gwg{tag}",
-            root_address=f"10.214.{net}.1", client_address=f"10.214.{net}.2", virtual=f"10.214.{net}.9",
-        )  # fmt: skip
-        try:
-            ns._set_up()
-        except BaseException:
-            ns.tear_down()
-            raise
-        return ns
+    def create(cls) -> ClientNamespace:
+        return cls.make("gwwg", "10.214", interface=f"gwg{secrets.token_hex(3)}")
 
-    def _set_up(self) -> None:
-        _ip("netns", "add", self.name)
-        _ip("link", "add", self.veth_root, "type", "veth", "peer", "name", self.veth_client)
-        _ip("link", "set", self.veth_client, "netns", self.name)
-        _ip("address", "add", f"{self.root_address}/30", "dev", self.veth_root)
-        _ip("address", "add", f"{self.virtual}/32", "dev", self.veth_root)
-        _ip("link", "set", self.veth_root, "up")
-        _ip("-n", self.name, "address", "add", f"{self.client_address}/30", "dev", self.veth_client)
-        _ip("-n", self.name, "link", "set", self.veth_client, "up")
-        _ip("-n", self.name, "link", "set", "lo", "up")
+    def set_up(self) -> None:
+        super().set_up()
         self.wg_proc = subprocess.Popen(
             ["ip", "netns", "exec", self.name, "wireguard-go", "-f", self.interface],
             env=child_env(WG_ENV),
@@ -142,7 +99,7 @@ class ClientNamespace:
         def interface_made() -> bool:
             assert self.wg_proc is not None
             assert self.wg_proc.poll() is None, f"wireguard-go exited {self.wg_proc.returncode}"
-            return _ip("-n", self.name, "link", "show", self.interface, check=False).returncode == 0
+            return netns.ip("-n", self.name, "link", "show", self.interface, check=False).returncode == 0
 
         assert wait_until(interface_made, 10), "wireguard-go made no interface within 10 s"
 
@@ -152,10 +109,10 @@ class ClientNamespace:
         conf.write_text(wg_conf)
         conf.chmod(0o600)
         tools.run(["ip", "netns", "exec", self.name, "wg", "setconf", self.interface, str(conf)], check=True)
-        _ip("-n", self.name, "address", "flush", "dev", self.interface)
-        _ip("-n", self.name, "address", "add", address, "dev", self.interface)
-        _ip("-n", self.name, "link", "set", self.interface, "up")
-        _ip("-n", self.name, "route", "replace", "default", "dev", self.interface)
+        netns.ip("-n", self.name, "address", "flush", "dev", self.interface)
+        netns.ip("-n", self.name, "address", "add", address, "dev", self.interface)
+        netns.ip("-n", self.name, "link", "set", self.interface, "up")
+        netns.ip("-n", self.name, "route", "replace", "default", "dev", self.interface)
 
     def curl(
         self, url: str, *, cacert: Path, resolve: str, max_time: int = CURL_SECONDS
@@ -173,8 +130,7 @@ class ClientNamespace:
         if self.wg_proc is not None:
             tools.kill_group(self.wg_proc)
             self.wg_proc.wait(10)
-        _ip("netns", "del", self.name, check=False)  # takes the client's veth end with it
-        _ip("link", "del", self.veth_root, check=False)
+        super().tear_down()
         Path(f"/var/run/wireguard/{self.interface}.sock").unlink(missing_ok=True)
 
 
@@ -239,7 +195,7 @@ def lab(origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wi
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("wireguard")
-    ns = ClientNamespace.make()
+    ns = ClientNamespace.create()
     try:
         hosts = base / "hosts"
         # The client's VIRTUAL address of origin.test is the origin on loopback, for the gateway.
