@@ -27,7 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final, NoReturn
 
-from policies.facts import IPAddress, RequestFacts
+from policies.facts import Identity, IPAddress, PostureState, RequestFacts
 from policies.rules import (
     READ_ONLY_KEYS,
     ApiReader,
@@ -516,6 +516,16 @@ class _App:
 
 # Rules that only an identified device (its posture or its verified client certificate) can meet.
 DEVICE_KINDS: Final = frozenset({RuleKind.DEVICE_POSTURE, RuleKind.CERTIFICATE, RuleKind.COMMON_NAME})
+CERTIFICATE_KINDS: Final = frozenset({RuleKind.CERTIFICATE, RuleKind.COMMON_NAME})
+
+
+def _no_certificate(identity: Identity) -> str:
+    """Why a device has no verified client certificate: the posture check that does not pass
+    (its state and stored reason), when the directory noted one."""
+    failing = next((n for n in identity.posture_notes if n.state is not PostureState.PASSED), None)
+    if failing is None:
+        return "the device has no verified client certificate"
+    return f"the device has no verified client certificate ({failing.describe()})"
 
 
 class AccessEngine:
@@ -621,6 +631,10 @@ class AccessEngine:
             for rule in rules:
                 if rule.kind is RuleKind.DEVICE_POSTURE:
                     return identity.posture_note(rule.value).describe()
+        for policy, rules in needed:
+            for rule in rules:
+                if rule.kind in CERTIFICATE_KINDS and identity.verified_certificate_cn is None:
+                    return f"policy {policy.name!r} needs {rule.describe()}: {_no_certificate(identity)}"
         for policy, rules in needed:
             if rules:
                 return f"no policy matched (policy {policy.name!r} needs {rules[0].describe()})"

@@ -514,6 +514,19 @@ NEEDS_POSTURE = {"include": [{"device_posture": {"integration_uid": POSTURE}}]}
             Identity.of(email="x@other.example"),
             "no policy matched (policy 'allow policy' needs email_domain example.com)",
         ),
+        (
+            {"include": [{"common_name": {"common_name": "laptop.example.com"}}]},
+            "allow",
+            Identity.of(device_id="d1", failed=[POSTURE], notes=NOTES),
+            "policy 'allow policy' needs common_name laptop.example.com: the device has no verified "
+            "client certificate (posture check 'Client certificate' failed: no certificate matched)",
+        ),
+        (
+            {"include": [{"certificate": {}}]},
+            "allow",
+            Identity.of(device_id="d1"),
+            "policy 'allow policy' needs certificate: the device has no verified client certificate",
+        ),
         ({"include": [{"everyone": {}}]}, "deny", Identity.of(), "policy 'deny policy' (deny) matched"),
         ({"include": [{"everyone": {}}]}, "allow", Identity.of(), ""),
     ],
