@@ -130,6 +130,9 @@ def test_demo_lab_from_banner_to_ctrl_c(demo: Demo, tmp_path: Path) -> None:
     assert failed.returncode == 0 and b"fail" in failed.stdout, failed.stderr.decode()
     denied = demo.get("secure")
     assert denied.status == 403 and "Access denied" in denied.body, denied.body[:300]
+    # ... and the page says why: the certificate is gone, in the failing check's own words
+    assert "no verified client certificate" in denied.body, denied.body[:1500]
+    assert "posture check" in denied.body and "failed" in denied.body, denied.body[:1500]
     passed = demo.posture("pass")
     assert passed.returncode == 0 and b"pass (verified)" in passed.stdout, passed.stderr.decode()
     again = demo.get("secure")
