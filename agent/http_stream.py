@@ -84,36 +84,95 @@ class HttpStream:
             await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
 
+class _Relay(asyncio.Protocol):
+    """Takes over one side's transport for a tunnel: what arrives is written to the other side
+    at once, from the event loop's read callback (no task wakes per chunk: a keep-alive request
+    through the tunnel crosses this process twice). Flow control: when this side's send buffer is
+    full, reading the other side pauses until it drains."""
+
+    def __init__(self, own: asyncio.Transport, peer: asyncio.Transport, tunnel: _Tunnel) -> None:
+        self.own, self.peer, self.tunnel = own, peer, tunnel
+        self.stream_protocol = own.get_protocol()  # told of the connection's end, for wait_closed()
+
+    def data_received(self, data: bytes) -> None:
+        self.tunnel.last = time.monotonic()
+        self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        if not self.peer.is_closing() and self.peer.can_write_eof():
+            self.peer.write_eof()
+        self.tunnel.side_done()
+        return True  # half-closed: the other direction may still carry data
+
+    def pause_writing(self) -> None:
+        self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stream_protocol.connection_lost(exc)
+        self.tunnel.lost(exc)
+
+
+class _Tunnel:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.last = time.monotonic()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.open_sides = 2
+
+    def side_done(self) -> None:
+        self.open_sides -= 1
+        if self.open_sides <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+    def lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            logger.debug("tunnel connection lost: %s", exc)
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def _buffered(stream: HttpStream) -> bytes:
+    """What the stream's reader holds and nobody has read yet (asyncio keeps it in ``_buffer``)."""
+    buffer = getattr(stream.reader, "_buffer", None)
+    if not buffer:
+        return b""
+    data = bytes(buffer)
+    buffer.clear()
+    return data
+
+
 async def splice(a: HttpStream, b: HttpStream, *, idle_timeout: float) -> None:
     """Copy bytes both ways until both sides are done, either fails, or nothing moved either way
-    for ``idle_timeout`` seconds (one direction may be quiet while the other streams). One
-    watchdog keeps the time, so that a read costs no timer of its own."""
-    last = [time.monotonic()]
-
-    async def pipe(src: HttpStream, dst: HttpStream) -> None:
-        while data := await src.reader.read(READ_SIZE):
-            last[0] = time.monotonic()
-            dst.writer.write(data)
-            await dst.writer.drain()
-        if dst.writer.can_write_eof() and not dst.writer.is_closing():
-            dst.writer.write_eof()
-
-    async def watchdog() -> None:
-        while (quiet := time.monotonic() - last[0]) < idle_timeout:
-            await asyncio.sleep(idle_timeout - quiet)
-        raise StreamClosed(f"tunnel idle for {idle_timeout:g} s")
-
-    pipes = {asyncio.create_task(pipe(a, b)), asyncio.create_task(pipe(b, a))}
-    tasks = [*pipes, asyncio.create_task(watchdog())]
+    for ``idle_timeout`` seconds (one direction may be quiet while the other streams); then the
+    caller closes both. The two transports are handed to :class:`_Relay` protocols for the
+    tunnel's life."""
+    ta, tb = a.writer.transport, b.writer.transport
+    if ta.is_closing() or tb.is_closing():
+        return
+    assert isinstance(ta, asyncio.Transport) and isinstance(tb, asyncio.Transport)
+    tunnel = _Tunnel(asyncio.get_running_loop())
+    for stream, peer in ((a, tb), (b, ta)):
+        pending = _buffered(stream)
+        if pending:
+            peer.write(pending)
+        if stream.reader.at_eof():
+            if peer.can_write_eof():
+                peer.write_eof()
+            tunnel.side_done()
+    ta.set_protocol(_Relay(ta, tb, tunnel))
+    tb.set_protocol(_Relay(tb, ta, tunnel))
+    ta.resume_reading()
+    tb.resume_reading()
     try:
-        pending = set(tasks)
-        while pipes & pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(t.exception() is not None for t in done):
-                break
+        while (quiet := time.monotonic() - tunnel.last) < idle_timeout:
+            try:
+                await asyncio.wait_for(asyncio.shield(tunnel.done), idle_timeout - quiet)
+                return
+            except TimeoutError:
+                continue
+        logger.info("tunnel idle for %g s: closing it", idle_timeout)
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, OSError, StreamClosed):
-                await task
+        if not tunnel.done.done():
+            tunnel.done.cancel()
