@@ -12,6 +12,7 @@ from aiohttp import web
 from policies.lists import GatewayList
 from proxy.api.bodies import read_object
 from proxy.api.envelope import Paging, ok, ok_list
+from proxy.api.offload import calling, offloaded
 from proxy.api.policy_views import PolicyResource, StateOf, views
 from proxy.api.state import account_of, policies_of
 from proxy.services.policy_kinds import GATEWAY_LIST_EDITS, GATEWAY_LISTS
@@ -44,8 +45,11 @@ LISTING = views(
 async def patch_list(request: web.Request) -> web.Response:
     """``{"append": [{"value", "description"}], "remove": ["value"]}``: only these items change."""
     body = await read_object(request)
-    service, account = policies_of(request), account_of(request)
-    edited = service.replace(GATEWAY_LIST_EDITS, account, request.match_info["list_id"], body)
+    service, account, ident = policies_of(request), account_of(request), request.match_info["list_id"]
+    edited = await calling(  # the engines' rebuild runs in the admin thread, as for every change
+        request,
+        lambda offload: service.replace_async(GATEWAY_LIST_EDITS, account, ident, body, offload=offload),
+    )
     return ok(list_object(Managed(edited.item)))
 
 
@@ -54,6 +58,7 @@ async def list_items(request: web.Request) -> web.Response:
     paging = Paging.from_query(request, default=50, maximum=1000)
     service, account = policies_of(request), account_of(request)
     found = service.get(GATEWAY_LISTS, account, request.match_info["list_id"])
-    items = found.item.to_api()["items"]
+    # a list may hold 100,000 items: rendered in the admin thread, off the proxy's event loop
+    items = await offloaded(request, lambda ticket: found.item.to_api()["items"])
     assert isinstance(items, list)
     return ok_list(items, paging)
