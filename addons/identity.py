@@ -95,21 +95,21 @@ class DeviceIdentity:
         without them, or with a wrong secret, never borrows an earlier request's device."""
         if flow.request.method == "CONNECT" or flow.response is not None:
             return
-        if _transparent(flow.client_conn):  # no proxy request, no credentials: its address
-            device_id = self._resolved(flow.client_conn)
+        client = flow.client_conn
+        if not _sends_credentials(client):  # transparent, WireGuard: how it arrived names it
+            device_id = self._resolved(client)
             flow.metadata[IDENTITY] = self._identity(device_id)
             if device_id is None and ctx.options.gateway_require_identity:
                 self._unidentified(flow)
-            return
-        if flow.client_conn.tls:
-            device_id = self._devices.get(flow.client_conn.id) or self._resolved(flow.client_conn)
+        elif client.tls:
+            device_id = self._devices.get(client.id)
         else:
-            device_id = self._resolved(flow.client_conn) or self._authenticate(flow)
+            device_id = self._authenticate(flow)
             flow.metadata[IDENTITY] = self._identity(device_id)
             if device_id is None and ctx.options.gateway_require_identity:
                 self._challenge(flow)
         if HEADER in flow.request.headers:
-            del flow.request.headers[HEADER]  # never forwarded upstream
+            del flow.request.headers[HEADER]  # never forwarded upstream, whatever the mode
         if device_id is not None:
             flow.metadata.setdefault(IDENTITY, self._identity(device_id))
 
@@ -171,3 +171,9 @@ class DeviceIdentity:
 
 def _transparent(client: connection.Client) -> bool:
     return client.proxy_mode.type_name == "transparent"
+
+
+def _sends_credentials(client: connection.Client) -> bool:
+    """Only an explicit-proxy client (regular mode) can send Proxy-Authorization and answer a
+    407; in the other modes the resolvers (address, WireGuard listener) name the device."""
+    return client.proxy_mode.type_name == "regular"
