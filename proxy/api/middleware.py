@@ -15,7 +15,7 @@ from proxy.api.envelope import failure
 from proxy.api.errors import ApiError
 from proxy.api.state import DEPS, TOKEN
 from proxy.services import accounts
-from proxy.services.errors import InvalidInput, NotFound, Refused, ServiceError
+from proxy.services.errors import Conflict, InvalidInput, NotFound, Refused, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def domain_error(e: CertError | ServiceError, now: datetime) -> ApiError:
         return ApiError(400, errors.INVALID_FIELD, message)
     if isinstance(e, InvalidCertificate):
         return ApiError(400, errors.INVALID_CERTIFICATE, message)
+    if isinstance(e, Conflict):
+        return ApiError(409, errors.CONFLICT, message, headers={"x-should-retry": "false"})
     if isinstance(e, (LifecycleError, Refused)):
         return ApiError(400, errors.REFUSED, message)
     return ApiError(400, errors.REFUSED, message)
@@ -115,12 +117,21 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     token = accounts.authenticate(store, _presented_token(request))
     if token is None:
         logger.info("refused an API token from %s for %s %s", request.remote, request.method, request.path)
-        raise ApiError(401, errors.AUTHENTICATION, "invalid API token")
+        raise ApiError(
+            401,
+            errors.AUTHENTICATION,
+            "invalid API token (unknown, revoked, or made for an account that was deleted)",
+        )
     request[TOKEN] = token
     account_id = request.match_info.get("account_id")
     if account_id is not None:
         if not accounts.may_use(token, account_id):
-            raise ApiError(403, errors.FORBIDDEN, f"this token may not act on account {account_id!r}")
+            raise ApiError(
+                403,
+                errors.FORBIDDEN,
+                f"this token is scoped to account {token.account_id}: it may not act on account "
+                f"{account_id!r} (use a token of that account, or one for every account)",
+            )
         if store.accounts.get(account_id) is None:
             raise ApiError(404, errors.UNKNOWN_ACCOUNT, f"no account with id {account_id!r}")
     return await handler(request)

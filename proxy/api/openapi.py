@@ -385,6 +385,13 @@ _RULE = _ref("GatewayRule")
 _POLICY = _ref("AccessPolicy")
 _APP = _ref("AccessApplication")
 _DELETED = _ref("Deleted")
+_CREATE_ACCOUNT = _object({"name": {"type": "string", "minLength": 1, "maxLength": 100}}, required=["name"])
+_CONFLICT = {
+    "409": {
+        "description": "a name another account has; an account that still has devices",
+        **_json(_ref("Error")),
+    }
+}
 _APP_FILTERS = [
     _q(name, {"type": "string"}, text)
     for name, text in (
@@ -466,8 +473,14 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "ranges, the admin host and settings.pac_file.exclude; the query is ignored",
                                 "application/x-ns-proxy-autoconfig")},
     "/client/v4/openapi.json": {"get": _public(_op("this document", None, extra={"200": {"description": "OpenAPI 3"}}))},
-    "/client/v4/accounts": {"get": _op("accounts this token may use", _ref("Account"), paged=True, query=_PAGING)},
-    A: {"get": _op("one account", _ref("Account"))},
+    "/client/v4/accounts": {
+        "get": _op("accounts this token may use", _ref("Account"), paged=True, query=_PAGING),
+        "post": _op("make an account with its own CA in use (a token for every account only)", _ref("Account"),
+                    body=_CREATE_ACCOUNT, extra=_CONFLICT),
+    },
+    A: {"get": _op("one account", _ref("Account")),
+        "delete": _op("delete an account without devices, not the default one (a token for every account only)",
+                      _DELETED, extra=_CONFLICT)},
     A + "/gateway/certificates": {
         "get": _op("gateway certificates", _CERT, paged=True, query=_PAGING),
         "post": _op("generate a CA (inactive); at most 3 per 24 hours", _CERT, body=_CREATE_CERT, extra=_RATE),

@@ -11,6 +11,7 @@ from aiohttp import web
 from certs.clock import Clock
 from proxy.api.errors import NOT_FOUND, ApiError
 from proxy.metrics import Metrics
+from proxy.services.accounts import AccountService
 from proxy.services.certificates import CertificateService
 from proxy.services.crl import CrlCache
 from proxy.services.devices import DeviceService
@@ -44,11 +45,15 @@ class ApiDeps:
     # The proxy's request log (DATA_DIR/requests.jsonl) that GET .../gateway/requests reads;
     # None: that endpoint answers 404
     request_log: Path | None = None
+    # Accounts made and deleted through the API; None: one is made over the store, whose
+    # default account is the first one (tests; `gateway run` gives its own, with --default-account)
+    accounts: AccountService | None = None
 
 
 DEPS = web.AppKey("deps", ApiDeps)
 CRLS = web.AppKey("crls", CrlCache)
 TOKEN = web.RequestKey("token", ApiToken)
+ACCOUNTS = web.AppKey("accounts", AccountService)
 
 
 def deps_of(request: web.Request) -> ApiDeps:

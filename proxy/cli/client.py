@@ -40,9 +40,10 @@ CACERT_ENV = "GATEWAY_ADMIN_CACERT"
 CACERT_HINT = f"pass --cacert DATA_DIR/admin-tls.crt (or set {CACERT_ENV}) for a gateway's own certificate"
 
 
-def add_admin_options(group: argparse._ArgumentGroup, *, default: Any = None) -> None:
-    """``--server``, ``--token``, ``--cacert`` and ``--account`` on a command's option group
-    (``default=argparse.SUPPRESS`` on a subcommand leaves the group's value when not given)."""
+def add_admin_options(group: argparse._ArgumentGroup, *, default: Any = None, account: bool = True) -> None:
+    """``--server``, ``--token``, ``--cacert`` and (unless ``account=False``) ``--account`` on a
+    command's option group (``default=argparse.SUPPRESS`` on a subcommand leaves the group's
+    value when not given)."""
     group.add_argument(
         "--server", metavar="URL", default=default,
         help=f"admin API address (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
@@ -55,6 +56,8 @@ def add_admin_options(group: argparse._ArgumentGroup, *, default: Any = None) ->
         help="trust this certificate (PEM) for an https admin API instead of the system's roots, "
         f"such as the gateway's own DATA_DIR/admin-tls.crt (default: ${CACERT_ENV})",
     )  # fmt: skip
+    if not account:
+        return
     group.add_argument(
         "--account", metavar="ID", default=default,
         help="account id (default: the first account the token may use)",

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from proxy.cli import (
+        account,
         ca,
         demo,
         device,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.register(commands)
     ca.register(commands)
+    account.register(commands)
     policy.register(commands)
     list_.register(commands)
     device.register(commands)

@@ -21,7 +21,7 @@ from certs.clock import utcnow
 from proxy.cli.errors import CliError
 from proxy.config import ADMIN_TOKEN_ENV, Config
 from proxy.services.accounts import add_token, new_token
-from proxy.store import ApiToken, Store, StoreError, TokenOrigin
+from proxy.store import Account, ApiToken, Store, StoreError, TokenOrigin
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +47,17 @@ def register(subparsers: Subparsers) -> None:
         commands,
         "create",
         _create,
-        "make an admin token for every account and print it once (alone on stdout); only its hash is stored",
-        "gateway token create --data-dir /srv/gateway --name ci",
+        "make an admin token (for every account, or one with --account) and print it once (alone on "
+        "stdout); only its hash is stored",
+        "gateway token create --data-dir /srv/gateway --name ci --account Branch",
     )
     create.add_argument("--name", default="", metavar="NAME", help="what the token is for, shown by list")
+    create.add_argument(
+        "--account",
+        metavar="ACCOUNT",
+        help="scope the token to this account (its id, a unique prefix of it, or its name): it may act "
+        "on that account only (403 elsewhere). Default: every account (an admin's token)",
+    )
     _command(commands, "list", _list, "list admin tokens: id, origin, name, creation time (never a token)",
              "gateway token list")  # fmt: skip
     revoke = _command(commands, "revoke", _revoke, "revoke an admin token: it stops working at once",
@@ -109,11 +116,15 @@ def _create(args: argparse.Namespace) -> int:
     with opened(args.data_dir) as store:
         if not store.accounts.list():
             raise CliError(f"the store in {args.data_dir} has no account yet: start `gateway run` once first")
+        account = _account(store.accounts.list(), args.account, args.data_dir) if args.account else None
         token = new_token()
-        record = add_token(store, token, TokenOrigin.GENERATED, utcnow, name=name)
+        record = add_token(
+            store, token, TokenOrigin.GENERATED, utcnow, name=name, account_id=account.id if account else None
+        )
     print(token, flush=True)
+    scope = f"account {account.id} ({account.name}) only" if account else "every account"
     print(
-        f"made admin token {record.id[:8]}: shown once, keep it now (only its hash is stored); "
+        f"made admin token {record.id[:8]} for {scope}: shown once, keep it now (only its hash is stored); "
         f"use it as {ADMIN_TOKEN_ENV} or --token",
         file=sys.stderr,
     )
@@ -154,6 +165,17 @@ def _revoke(args: argparse.Namespace) -> int:
     if not left:
         print("note: no admin token is left; make one with `gateway token create`", file=sys.stderr)
     return 0
+
+
+def _account(accounts: list[Account], wanted: str, data_dir: Path) -> Account:
+    """The account named by id, a unique prefix of its id, or its name (any case)."""
+    exact = [a for a in accounts if a.id == wanted.lower() or a.name.casefold() == wanted.strip().casefold()]
+    matches = exact or [a for a in accounts if wanted and a.id.startswith(wanted.lower())]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise CliError(f"--account: no account {wanted!r} in {data_dir}: see `gateway account list`")
+    raise CliError(f"--account: {wanted!r} names {len(matches)} accounts: give more of its id")
 
 
 def _find(tokens: list[ApiToken], wanted: str, data_dir: Path) -> ApiToken:

@@ -1,6 +1,7 @@
 """Errors of the domain services that are not ``certs.errors.CertError``.
 
-The API maps them once: ``NotFound`` → 404, ``InvalidInput`` and ``Refused`` → 400.
+The API maps them once: ``NotFound`` → 404, ``InvalidInput`` and ``Refused`` → 400,
+``Conflict`` → 409 (with ``x-should-retry: false``: retrying cannot help).
 """
 
 from __future__ import annotations
@@ -33,3 +34,7 @@ class InvalidInput(ServiceError):
 
 class Refused(ServiceError):
     """The request is well formed but the object's state forbids it."""
+
+
+class Conflict(ServiceError):
+    """The request clashes with other objects (a duplicate name, objects still attached)."""

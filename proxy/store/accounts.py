@@ -45,6 +45,19 @@ class Accounts:
         rows = self._db.connection.execute("SELECT * FROM accounts ORDER BY created_at, rowid")
         return [_account(row) for row in rows]
 
+    def delete(self, account_id: str) -> bool:
+        """Delete the account and, by the schema's cascades, everything that belongs to it
+        (certificates, policies, configuration, tokens scoped to it); False when there is none."""
+        with self._db.transaction() as conn:
+            cursor = conn.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
+        return cursor.rowcount > 0
+
+    def device_count(self, account_id: str) -> int:
+        row = self._db.connection.execute(
+            "SELECT count(*) FROM devices WHERE account_id = ?", (account_id,)
+        ).fetchone()
+        return int(row[0])
+
 
 class Tokens:
     def __init__(self, db: Database) -> None:
