@@ -8,6 +8,10 @@
   ``untrusted_cert`` says: block page (the default), error page, or pass through (a new
   upstream connection without verification).
 
+Several accounts: each has its own snapshot (``use_account``), and a connection or request is
+decided with the snapshot of its device's account (``Identity.account_id``); no known device:
+the default snapshot (``use``, the default account's). With one account, the default decides.
+
 Decisions come from ``policies/``; this addon only applies them, and records each in
 ``flow.metadata["gateway.decision"]`` for the request log; ``gateway_decisions_total`` counts
 the same record's action and stage, in the log's words. An Access denial says what failed
@@ -96,6 +100,10 @@ def _anonymous(client: connection.Client) -> Identity:
     return ANONYMOUS
 
 
+class AccountNotLoaded(RuntimeError):
+    """A device's account has no snapshot on this node (yet): its traffic fails closed."""
+
+
 class Enforcer:
     def __init__(
         self,
@@ -105,6 +113,7 @@ class Enforcer:
     ) -> None:
         self._snapshot = EMPTY
         self._idle = True  # no rule and no application: allow without building request facts
+        self._by_account: dict[str, tuple[PolicySnapshot, bool]] = {}  # account → (snapshot, idle)
         self._counters = counters
         self._children: dict[tuple[str, ...], Any] = {}  # labelled counter children, by labels
         self._identity_of = identity_of
@@ -113,23 +122,56 @@ class Enforcer:
 
     def use(self, snapshot: PolicySnapshot) -> None:
         """From the next ClientHello and request on, decide with ``snapshot`` (one assignment)."""
-        engines = snapshot.engines
-        self._idle = engines is None or (engines.gateway.is_empty and engines.access.is_empty)
+        self._idle = _idle(snapshot)
         self._snapshot = snapshot
+
+    def use_account(self, account_id: str, snapshot: PolicySnapshot) -> None:
+        """Decide the traffic of ``account_id``'s devices with ``snapshot`` (one assignment);
+        other accounts' decisions are not touched."""
+        self._by_account = {**self._by_account, account_id: (snapshot, _idle(snapshot))}
+
+    def drop_account(self, account_id: str) -> None:
+        self._by_account = {a: s for a, s in self._by_account.items() if a != account_id}
+
+    def _snapshot_of(self, identity: Identity) -> tuple[PolicySnapshot, bool]:
+        """The snapshot (and whether it is idle) of the identity's account: the default one with
+        a single account or no known device."""
+        by_account = self._by_account
+        if len(by_account) < 2 or not identity.account_id:
+            return self._snapshot, self._idle
+        try:
+            return by_account[identity.account_id]
+        except KeyError:
+            raise AccountNotLoaded(
+                f"account {identity.account_id} of device {identity.device_id} is not loaded on this node (yet)"
+            ) from None
+
+    @property
+    def several_accounts(self) -> bool:
+        return len(self._by_account) > 1
 
     # -- connection level ---------------------------------------------------------------------------
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        client = data.context.client
+        identity: Identity | None = None
         snapshot = self._snapshot
+        if self.several_accounts:  # the device's account decides, tls_decrypt included
+            identity = self._identity_of(client)
+            try:
+                snapshot = self._snapshot_of(identity)[0]
+            except AccountNotLoaded as e:  # fail closed: inspect, and the request is refused
+                logger.warning("client %s: %s", client.id, e)
+                return
         if snapshot.engines is None:
             return
-        client = data.context.client
         if not snapshot.tls_decrypt:
             data.ignore_connection = True
             self._count("handshakes", "passed_through")
             logger.debug("TLS to %s passed through: tls_decrypt is off", data.client_hello.sni)
             return
         try:
-            facts = connection_facts(data.context, data.client_hello.sni, self._identity_of(client))
+            identity = identity or self._identity_of(client)
+            facts = connection_facts(data.context, data.client_hello.sni, identity)
             decision = snapshot.engines.gateway.decide_connection(facts)
         except Exception:  # fail closed: inspect, so HTTP rules still apply
             logger.exception("Do Not Inspect check failed for client %s; inspecting", client.id)
@@ -188,12 +230,13 @@ class Enforcer:
         identity = flow.metadata.get(IDENTITY)  # set per request for plain-HTTP proxy credentials
         if identity is None:
             identity = flow.metadata[IDENTITY] = self._identity_of(flow.client_conn)
+        snapshot, idle = self._snapshot_of(identity) if self.several_accounts else (snapshot, self._idle)
         self._count(
             "requests",
             flow.client_conn.proxy_mode.type_name,
             "identified" if identity.device_id else "unidentified",
         )
-        if self._idle and not flow.server_conn.error:
+        if idle and not flow.server_conn.error:
             self._decided(flow, ALLOWED)
             return
         facts = request_facts(flow, identity)
@@ -355,6 +398,12 @@ class Enforcer:
             metric = getattr(self._counters, counter)
             child = self._children[key] = metric.labels(*labels) if labels else metric
         child.inc()
+
+
+def _idle(snapshot: PolicySnapshot) -> bool:
+    """No rule and no application: every request is allowed without building its facts."""
+    engines = snapshot.engines
+    return engines is None or (engines.gateway.is_empty and engines.access.is_empty)
 
 
 def redirect_target(

@@ -82,6 +82,11 @@ class DeviceIdentity:
         ANONYMOUS when it did not identify."""
         return self._identity(self._devices.get(client.id) or self._resolved(client))
 
+    def account_of(self, client: connection.Client) -> str | None:
+        """The account of the client's device (what signs its leaves and decides its requests);
+        None when it did not identify (the gateway's default account)."""
+        return self.identity_of(client).account_id or None
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
         device_id = self._authenticate(flow)
         if device_id is not None:

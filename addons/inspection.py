@@ -9,6 +9,11 @@ option keeps working: ALPN, ciphers, upstream verification, QUIC). What changes:
   the next handshake signs with the new CA, established connections go on untouched;
 - mitmproxy's own confdir CA is never created or used, and options that would sign with a
   third-party key (``emudhra*`` in mitmproxy 12.3) are refused.
+
+Several accounts: each has its own in-use issuer (``use_account_issuer``), and a handshake is
+signed by the issuer of the client's account (``account_of``: the identity addon's answer, the
+device's account; None for no known device, which gets the default issuer of ``use_issuer``).
+With one account (or none registered) the default issuer signs everything, as before.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import ipaddress
 import logging
 import re
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 
 from cryptography import x509
@@ -42,12 +47,18 @@ class NoCertificateInUse(RuntimeError):
     """No CA is in use, so no leaf can be signed: the handshake fails closed."""
 
 
+def _no_account(client: connection.Client) -> str | None:
+    return None
+
+
 class HotTlsConfig(tlsconfig.TlsConfig):
     name = "tlsconfig"
 
-    def __init__(self) -> None:
+    def __init__(self, *, account_of: Callable[[connection.Client], str | None] = _no_account) -> None:
         super().__init__()
         self._issuer: LeafIssuer | None = None
+        self._by_account: dict[str, LeafIssuer | None] = {}  # account id → its in-use issuer
+        self.account_of = account_of  # the account of a client's device; None: no known device
         self._dhparams: certs.DHParams | None = None
         self._chain_files: dict[str, Path] = {}
         self._chain_dir: Path | None = None
@@ -69,6 +80,36 @@ class HotTlsConfig(tlsconfig.TlsConfig):
             logger.info("signing leaves with CA %s (%s)", issuer.authority.fingerprint, _subject(issuer))
         elif issuer is None and previous is not None:
             logger.warning("no certificate in use: TLS interception is refused until one is turned on")
+
+    def use_account_issuer(self, account_id: str, issuer: LeafIssuer | None) -> None:
+        """Sign the handshakes of ``account_id``'s devices with ``issuer`` from now on (None:
+        refuse them); other accounts' handshakes are not touched."""
+        previous = self._by_account.get(account_id)
+        self._by_account = {**self._by_account, account_id: issuer}  # one assignment
+        if issuer is not None and (previous is None or previous.fingerprint != issuer.fingerprint):
+            logger.info("account %s: signing leaves with CA %s", account_id, issuer.fingerprint)
+        elif issuer is None:
+            logger.warning("account %s: no certificate in use: its devices' TLS is refused", account_id)
+
+    def drop_account(self, account_id: str) -> None:
+        """The account is gone: its devices' handshakes are refused (until it comes back)."""
+        self._by_account = {a: i for a, i in self._by_account.items() if a != account_id}
+
+    def _issuer_for(self, client: connection.Client) -> LeafIssuer | None:
+        """The issuer of the client's account: one dictionary lookup, none with one account."""
+        by_account = self._by_account
+        if len(by_account) < 2:
+            return self._issuer
+        account = self.account_of(client)
+        if account is None:
+            return self._issuer
+        try:
+            return by_account[account]
+        except KeyError:
+            raise NoCertificateInUse(
+                f"account {account} of this client's device is not loaded on this node (yet): its "
+                "next synchronisation loads it"
+            ) from None
 
     # -- mitmproxy hooks --------------------------------------------------------------------
     def configure(self, updated: Collection[str] | str) -> None:
@@ -102,7 +143,7 @@ class HotTlsConfig(tlsconfig.TlsConfig):
         return self._ca_by_client.get(client_id)
 
     def get_cert(self, conn_context: context.Context) -> certs.CertStoreEntry:
-        issuer = self._issuer
+        issuer = self._issuer_for(conn_context.client)
         if issuer is None:
             raise NoCertificateInUse(
                 "no certificate is in use: turn one on (gateway ca use ID) to intercept TLS"

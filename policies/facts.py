@@ -75,6 +75,7 @@ class Identity:
     posture_failed: tuple[str, ...] = ()
     verified_certificate_cn: str | None = None
     posture_notes: tuple[PostureNote, ...] = field(default=(), compare=False, repr=False)
+    account_id: str = ""  # the device's account ("": no known device, the gateway's default account)
 
     def __post_init__(self) -> None:
         for name in ("groups", "posture_passed", "posture_failed"):
@@ -94,6 +95,7 @@ class Identity:
         failed: Iterable[str] = (),
         verified_certificate_cn: str | None = None,
         notes: Iterable[PostureNote] = (),
+        account_id: str = "",
     ) -> Identity:
         return cls(
             email,
@@ -103,6 +105,7 @@ class Identity:
             tuple(failed),
             verified_certificate_cn,
             tuple(notes),
+            account_id,
         )
 
     def posture_note(self, rule_id: str) -> PostureNote:

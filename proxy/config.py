@@ -86,6 +86,7 @@ class Config:
     hosts_only: bool = False  # --hosts-only: refuse every name hosts_file does not list
     policy_paths: tuple[Path, ...] = ()
     require_device: bool = False
+    default_account: str | None = None  # --default-account: traffic from no known device (default: the first)
     leaf_lifetime: timedelta = timedelta(days=47)
     leaf_cache_size: int = 10_000
     public_url: str | None = None

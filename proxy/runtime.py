@@ -51,6 +51,7 @@ from certs.lifecycle import expiry_message
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
 from proxy import gc_settings
+from proxy.account_nodes import AccountCaNodes, AccountPolicies, default_account
 from proxy.admin_tls import AdminTls, load_admin_tls
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.api.wireguard import WIREGUARD
@@ -59,7 +60,8 @@ from proxy.bootstrap import BootstrapResult, first_start
 from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
 from proxy.modes import DEFAULT_LISTEN_HOST, ModeKind, Modes, listen_address
-from proxy.node_sync import CaNode, IssuerSettings, PolicySync
+from proxy.node_sync import IssuerSettings
+from proxy.services.accounts import AccountService
 from proxy.services.certificates import CertificateService, state_of
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
@@ -135,7 +137,7 @@ class Gateway:
     store: Store
     service: CertificateService
     master: Master
-    node: CaNode
+    node: AccountCaNodes
     account_id: str
     boot: BootstrapResult
     devices: DeviceService
@@ -181,9 +183,12 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     service = CertificateService(store, sealer, utcnow)
     boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)  # 2
     policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
+    account_id = default_account(store.accounts.list(), config.default_account).id
+    accounts = AccountService(store, service, utcnow, default_account_id=account_id)
     tls = HotTlsConfig()
-    node = steps.enter_context(_ca_node(config, service, tls, boot.account_id))  # 3
+    node = steps.enter_context(_ca_node(config, service, tls, accounts))  # 3
     service.subscribe(node.sync)
+    accounts.subscribe(node.sync)
     devices = DeviceService(
         store,
         utcnow,
@@ -201,7 +206,8 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     )
     peers = WireGuardPeers(tunnels)
     identity = DeviceIdentity(devices, resolvers=[peers, SourceAddresses(devices)])
-    enforcer = _enforcer(metrics, identity, service, policies, boot.account_id)
+    tls.account_of = identity.account_of  # each device's leaves from its own account's CA
+    enforcer = _enforcer(metrics, identity, service, policies, accounts)
     request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
     master = build_master(
         config, [*build_addons(tls, identity, enforcer, request_log), peers], trust_bundle, modes
@@ -219,6 +225,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
             (str(cfg.HostPort(*listen_address(m))) for m in modes.of_kind(ModeKind.REGULAR)), ""
         ),
         request_log=requests_file.path,
+        accounts=accounts,
     )
     app = create_app(deps)
     app[WIREGUARD] = wireguard
@@ -229,7 +236,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     await tunnels.sync()  # a listener per device tunnel, then one more per enrolled device
     devices.subscribe(tunnels.changed)
     gateway = Gateway(
-        config, store, service, master, node, boot.account_id, boot, devices, admin_tls, modes, running, steps
+        config, store, service, master, node, account_id, boot, devices, admin_tls, modes, running, steps
     )
     _start_timers(steps, gateway)  # 8
     return gateway
@@ -240,27 +247,38 @@ def _enforcer(
     identity: DeviceIdentity,
     service: CertificateService,
     policies: PolicyService,
-    account_id: str,
+    accounts: AccountService,
 ) -> Enforcer:
-    """The policy enforcer, kept in step with every change of policies or configuration."""
+    """The policy enforcer, kept in step with every change of policies, configuration or
+    accounts (each account's policies decide for its devices)."""
     enforcer = Enforcer(metrics, identity_of=identity.identity_of)
-    sync = PolicySync(enforcer, service, policies, account_id)
+    sync = AccountPolicies(
+        enforcer, service, policies, accounts, default_account_id=accounts.default_account_id
+    )
     sync.refresh()
     service.subscribe(sync.refresh)
     policies.subscribe(sync.refresh)
+    accounts.subscribe(sync.refresh)
     return enforcer
 
 
 @contextmanager
 def _ca_node(
-    config: cfg.Config, service: CertificateService, tls: HotTlsConfig, account_id: str
-) -> Iterator[CaNode]:
+    config: cfg.Config, service: CertificateService, tls: HotTlsConfig, accounts: AccountService
+) -> Iterator[AccountCaNodes]:
     settings = IssuerSettings(
         public_base_url=config.public_base_url,
         lifetime=config.leaf_lifetime,
         cache_size=config.leaf_cache_size,
     )
-    node = CaNode(service, tls, account_id=account_id, node_id=uuid.uuid4().hex, settings=settings)
+    node = AccountCaNodes(
+        service,
+        tls,
+        accounts,
+        default_account_id=accounts.default_account_id,
+        node_id=uuid.uuid4().hex,
+        settings=settings,
+    )
     with node.live(f"gateway {socket.gethostname()} {' '.join(config.mode_specs)}"):
         yield node
 

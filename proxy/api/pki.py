@@ -8,7 +8,7 @@ from aiohttp import web
 
 from proxy.api import objects
 from proxy.api.errors import not_found
-from proxy.api.state import CRLS, deps_of
+from proxy.api.state import ACCOUNTS, CRLS, deps_of
 from proxy.store import CertificateRecord
 
 logger = logging.getLogger(__name__)
@@ -23,9 +23,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def _in_use(request: web.Request) -> CertificateRecord:
-    """The in-use CA of the first account (the embedded default has exactly one)."""
+    """The in-use CA of the default account (the one traffic from no known device gets), else
+    of the first account that has one; a device's own account's CA: its agent installs it."""
     deps = deps_of(request)
-    for account in deps.store.accounts.list():
+    default = request.app[ACCOUNTS].default_account_id
+    accounts = sorted(deps.store.accounts.list(), key=lambda a: a.id != default)
+    for account in accounts:
         record = deps.certificates.in_use(account.id)
         if record is not None:
             return record

@@ -116,6 +116,12 @@ def register(commands: Any) -> None:
         help="answer 407 to clients that do not send an enrolled device's id and secret as proxy credentials",
     )
     parser.add_argument(
+        "--default-account",
+        metavar="ACCOUNT",
+        help="the account (id, unique id prefix, or name) whose CA and policies serve traffic from no "
+        "known device; it cannot be deleted (default: the first account)",
+    )
+    parser.add_argument(
         "--leaf-lifetime-days",
         type=int,
         default=47,
@@ -159,6 +165,7 @@ def config_from(args: argparse.Namespace) -> Config:
             hosts_only=args.hosts_only,
             policy_paths=tuple(Path(p) for p in args.policies),
             require_device=args.require_device,
+            default_account=args.default_account,
             leaf_lifetime=timedelta(days=args.leaf_lifetime_days),
             leaf_cache_size=args.leaf_cache_size,
             public_url=args.public_url,

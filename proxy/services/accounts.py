@@ -131,6 +131,10 @@ class AccountService:
     def subscribe(self, callback: Callable[[], None]) -> None:
         self._subscribers.add(callback)
 
+    def list(self) -> list[Account]:
+        """Every account, oldest first."""
+        return self._store.accounts.list()
+
     def get(self, account_id: str) -> Account:
         account = self._store.accounts.get(account_id)
         if account is None:

@@ -79,6 +79,7 @@ def posture_of(
         failed=failed,
         verified_certificate_cn=_cn(newest_pass),
         notes=notes,
+        account_id=device.account_id,
     )
     return Posture(identity, valid_until)
 
