@@ -1,8 +1,7 @@
 """Leaf issuance for TLS inspection (SPEC §3).
 
 A ``LeafIssuer`` belongs to one loaded CA. It makes its own leaf key once, when constructed
-(distinct from the CA key, unlike mitmproxy), and encodes everything its leaves share once
-(``certs.template.LeafTemplate``), so issuing a leaf costs one signature and a little DER. Leaves are
+(distinct from the CA key, unlike mitmproxy), so issuing a leaf costs one signature. Leaves are
 kept in a bounded LRU cache keyed by (CA fingerprint, names) and re-issued before they expire.
 
 Leaf profile (passes pkilint's DV-FINAL-CERTIFICATE lint for public names): empty subject;
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -42,7 +40,6 @@ from certs.authority import BACKDATE, CertificateAuthority, is_self_signed
 from certs.clock import Clock, as_utc, format_time, utcnow
 from certs.errors import CertError
 from certs.keys import KeyType, PrivateKey, PublicKey, signature_hash
-from certs.template import LeafTemplate, looks_like_ip
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +163,6 @@ class LeafIssuer:
             aia_url=aia_url,
             crl_url=crl_url,
         )
-        # The same parts as DER, so a leaf costs little more than its signature; None (the
-        # builder signs) if the builder's encoding ever stops matching (checked right here).
-        self._der_template: LeafTemplate | None
-        try:
-            self._der_template = LeafTemplate.from_builder(self._template, self._ca_key, self._hash)
-        except CertError as e:
-            logger.warning("%s; leaves are built with the slower x509 builder", e)
-            self._der_template = None
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._hits = 0
@@ -252,17 +241,13 @@ class LeafIssuer:
         )  # validity period = not_after - not_before (CA/B Forum)
         capped = wanted_not_after >= self._ca_not_after
         not_after = self._ca_not_after if capped else wanted_not_after
-        serial = x509.random_serial_number()
-        if self._der_template is not None:
-            certificate = self._der_template.sign(serial, not_before, not_after, names)
-        else:
-            certificate = (
-                self._template.serial_number(serial)
-                .not_valid_before(not_before)
-                .not_valid_after(not_after)
-                .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=True)
-                .sign(self._ca_key, self._hash)
-            )
+        certificate = (
+            self._template.serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=True)
+            .sign(self._ca_key, self._hash)
+        )
         leaf = Leaf(certificate=certificate, private_key=self._leaf_key, chain=self._chain)
         renew_at = not_after if capped else not_after - self._margin
         if logger.isEnabledFor(logging.DEBUG):
@@ -305,7 +290,7 @@ def _normalize_name(raw: str) -> str:
         name = name[1:-1]
     elif name.endswith("."):
         name = name[:-1]
-    if looks_like_ip(name):
+    if _looks_like_ip(name):
         try:
             return str(ipaddress.ip_address(name))
         except ValueError:
@@ -317,8 +302,6 @@ def _normalize_name(raw: str) -> str:
         except UnicodeError:
             raise CertError(f"invalid host name {shown!r}: cannot be IDNA-encoded") from None
     name = name.lower()
-    if len(name) <= _MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(name):
-        return name  # the common case, decided by one regex instead of the loop below
     if not name or len(name) > _MAX_NAME_LENGTH:
         raise CertError(f"invalid host name {shown!r}: must be 1 to 253 characters")
     labels = name.split(".")
@@ -334,16 +317,19 @@ def _normalize_name(raw: str) -> str:
 
 
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-# Labels of 1 to 63 of _LABEL_CHARS, no wildcard: what the loop in _normalize_name accepts
-# without its wildcard exception.
-_PLAIN_NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
+
+
+def _looks_like_ip(name: str) -> bool:
+    """Cheap pre-check so DNS names skip ipaddress parsing (IPv6 has ':', IPv4 ends in a digit;
+    a DNS name's last label, the TLD, never is all digits)."""
+    return ":" in name or name[-1:].isdigit()
 
 
 def general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
     """SAN entries for names already normalized (``normalize_names``): IP literals as IPAddress."""
     result: list[x509.GeneralName] = []
     for name in names:
-        if looks_like_ip(name):
+        if _looks_like_ip(name):
             try:
                 result.append(x509.IPAddress(ipaddress.ip_address(name)))
                 continue
