@@ -17,29 +17,36 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
 from agent.errors import AgentError
-from agent.locations import (
-    EMPTY_DATABASE,
-    NO_DATABASE,
-    Candidate,
-    KeyUnavailable,
-    Locator,
-    Problem,
-)
+from agent.locations import Candidate, Inventory, KeyUnavailable, Locator, Problem
+from agent.store_key import StoreKey
 from certs.client_check import ClientCertRequirements, check_certificate, common_name
 from certs.clock import utcnow
 from certs.errors import CertError
 from certs.keys import PrivateKey
 from policies.errors import PolicyError
-from policies.posture import OperatingSystem, PostureRule, TrustStore
+from policies.posture import Locations, OperatingSystem, PostureRule
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "linux"
+ProofKey = PrivateKey | StoreKey  # a key the agent holds, or one the platform signs with
+
+
+class Finder(Protocol):
+    """Where one platform finds candidates for a rule (``agent.locations.Locator`` on Linux,
+    ``agent.stores_macos`` and ``agent.stores_windows`` elsewhere)."""
+
+    platform: str  # Cloudflare's name: linux, mac, windows
+
+    def find_for(self, locations: Locations) -> Inventory: ...
+
+    def quiet(self, problem: Problem, locations: Locations) -> bool:
+        """A problem not worth showing (a default store the rule did not name is missing)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class RuleCheck:
     passed: bool
     reason: str  # why it failed; or what the passing certificate passed on
     candidate: Candidate | None = None
-    key: PrivateKey | None = None
+    key: ProofKey | None = None
     key_problem: str = ""  # why there is no key for the proof, when ``key`` is None
     rejected: tuple[Rejected, ...] = ()
 
@@ -123,18 +130,18 @@ def check_rules(
     rules: Sequence[AgentRule],
     device: Device,
     *,
-    locator: Locator | None = None,
+    locator: Finder | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> list[RuleCheck]:
     locator = locator or Locator()
     return [check_rule(rule, device, locator=locator, now=clock()) for rule in rules]
 
 
-def check_rule(agent_rule: AgentRule, device: Device, *, locator: Locator, now: datetime) -> RuleCheck:
+def check_rule(agent_rule: AgentRule, device: Device, *, locator: Finder, now: datetime) -> RuleCheck:
     rule = agent_rule.rule
     if rule is None or agent_rule.problem:
         return RuleCheck(agent_rule.rule_id, agent_rule.name, False, agent_rule.problem)
-    not_here = _platform_problem(rule)
+    not_here = _platform_problem(rule, locator.platform)
     if not_here:
         return RuleCheck(agent_rule.rule_id, agent_rule.name, False, not_here)
     try:
@@ -150,9 +157,9 @@ def check_rule(agent_rule: AgentRule, device: Device, *, locator: Locator, now: 
     except CertError as e:
         return RuleCheck(agent_rule.rule_id, agent_rule.name, False, str(e))
     locations = rule.input.locations
-    inventory = locator.find(locations.paths, locations.nss_databases())
-    rejected = [Rejected(p.source, p.reason) for p in inventory.problems if not _quiet(p, rule, locator)]
-    passing: list[tuple[Candidate, str, PrivateKey | None, str]] = []
+    inventory = locator.find_for(locations)
+    rejected = [Rejected(p.source, p.reason) for p in inventory.problems if not locator.quiet(p, locations)]
+    passing: list[tuple[Candidate, str, ProofKey | None, str]] = []
     without_key = dataclasses.replace(requirements, check_private_key=False)
     for candidate in inventory.candidates:
         cert = candidate.certificate
@@ -161,13 +168,20 @@ def check_rule(agent_rule: AgentRule, device: Device, *, locator: Locator, now: 
             rejected.append(Rejected(candidate.source, result.reason, _cn(cert)))
             continue
         key, key_problem = _key(candidate)
+        reason = result.reason
         if requirements.check_private_key:
-            result = check_certificate(cert, requirements, now=now, private_key=key)
-            if not result.ok:
-                reason = key_problem if key is None and key_problem else result.reason
-                rejected.append(Rejected(candidate.source, reason, _cn(cert)))
-                continue
-        passing.append((candidate, result.reason, key, key_problem))
+            if isinstance(key, StoreKey):  # proven: it signed a challenge the certificate verifies
+                reason += ", private key present"
+            elif key is None and candidate.key_in_store:  # present, not usable: never a verified pass
+                reason += ", private key present (the store says so; the agent cannot use it)"
+            else:
+                result = check_certificate(cert, requirements, now=now, private_key=key)
+                if not result.ok:
+                    reason = key_problem if key is None and key_problem else result.reason
+                    rejected.append(Rejected(candidate.source, reason, _cn(cert)))
+                    continue
+                reason = result.reason
+        passing.append((candidate, reason, key, key_problem))
         if key is not None:
             break
     if passing:
@@ -185,31 +199,22 @@ def check_rule(agent_rule: AgentRule, device: Device, *, locator: Locator, now: 
     )
 
 
-def _quiet(problem: Problem, rule: PostureRule, locator: Locator) -> bool:
-    """A missing or empty system NSS database is not news when the rule did not ask for it by
-    name (it is read on every rule, as Cloudflare's Linux client does, and most machines have
-    none)."""
-    locations = rule.input.locations
-    if TrustStore.SYSTEM in locations.trust_stores or not (locations.paths or locations.trust_stores):
-        return False
-    return problem.reason in (NO_DATABASE, EMPTY_DATABASE) and (
-        problem.source == f"nss:{locator.nss_directory('system')}"
-    )
-
-
-def _platform_problem(rule: PostureRule) -> str:
-    if not rule.applies_to(PLATFORM):
+def _platform_problem(rule: PostureRule, platform: str) -> str:
+    if not rule.applies_to(platform):
         platforms = ", ".join(p.value for p in rule.match)
-        return f"the rule matches {platforms} devices, not {PLATFORM}"
+        return f"the rule matches {platforms} devices, not {platform}"
     system = rule.input.operating_system
-    if system is not None and system is not OperatingSystem.LINUX:
-        return f"the rule checks {system.value} devices (operating_system), not {PLATFORM}"
+    if system is not None and system is not OperatingSystem(platform):
+        return f"the rule checks {system.value} devices (operating_system), not {platform}"
     return ""
 
 
-def _key(candidate: Candidate) -> tuple[PrivateKey | None, str]:
+def _key(candidate: Candidate) -> tuple[ProofKey | None, str]:
     try:
         key = candidate.private_key()
+        if isinstance(key, StoreKey):
+            key.prove(candidate.certificate)
+            return key, ""
     except KeyUnavailable as e:
         return None, str(e)
     if not isinstance(key, PrivateKey):  # Ed25519 and the like: no proof possible

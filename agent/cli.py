@@ -291,10 +291,14 @@ def _state_path(args: argparse.Namespace) -> Path:
 
 
 def _session(args: argparse.Namespace) -> AgentSession:
+    from agent import host
     from agent.session import AgentSession
     from agent.state import load_state
 
-    session = AgentSession(load_state(_state_path(args)), timeout=args.timeout)
+    here = host.current_host()
+    session = AgentSession(
+        load_state(_state_path(args)), timeout=args.timeout, locator_factory=lambda: host.finder(here)
+    )
     warning = session.hostname_warning()
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
@@ -339,7 +343,7 @@ def _previous_state(path: Path) -> AgentState | None:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    from agent import device
+    from agent import device, host
     from agent.enroll import Enrollment, enroll
     from agent.token import check_server_url, parse_token
 
@@ -360,6 +364,7 @@ def _enroll(args: argparse.Namespace) -> int:
         email=(args.email or "").strip(),
         serial_number=(args.serial_number.strip() if args.serial_number else device.serial_number()),
         hostname=hostname,
+        operating_system=host.current_host().system,
     )
     previous = _previous_state(path)
     state = enroll(request, path, timeout=args.timeout)

@@ -49,5 +49,11 @@ def operating_system() -> str:
 
 
 def os_version() -> str:
-    """The kernel release on Linux (what Cloudflare's os_version checks compare)."""
+    """The kernel release on Linux (what Cloudflare's os_version checks compare); the macOS
+    version (``14.5``) on a Mac; the build (``10.0.22631``) on Windows."""
+    system = platform.system()
+    if system == "Darwin":
+        return platform.mac_ver()[0] or platform.release()
+    if system == "Windows":
+        return platform.version()
     return platform.release()

@@ -26,6 +26,7 @@ class Enrollment:
     email: str = ""
     serial_number: str = ""
     hostname: str = ""
+    operating_system: str = ""  # linux, mac, windows (default: this system's)
 
 
 def enroll(request: Enrollment, state_path: Path, *, timeout: float = 30.0) -> AgentState:
@@ -33,7 +34,7 @@ def enroll(request: Enrollment, state_path: Path, *, timeout: float = 30.0) -> A
     body = {
         "secret": request.token.secret,
         "name": request.name,
-        "os": device.operating_system(),
+        "os": request.operating_system or device.operating_system(),
         "os_version": device.os_version(),
         "serial_number": request.serial_number,
         "hostname": request.hostname,

@@ -437,7 +437,10 @@ def serve(proxy: LocalProxy, ready: Callable[[Address], None]) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:  # Windows: Ctrl-C ends asyncio.run with KeyboardInterrupt
+                pass
         try:
             bound = await proxy.start()
         except OSError as e:

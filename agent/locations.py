@@ -42,9 +42,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from agent.store_key import KeyUnavailable as KeyUnavailable
+from agent.store_key import StoreKey
 from certs.client_check import MAX_PEM_FILE_BYTES, load_candidates, pair_key
 from certs.errors import InvalidCertificate
 from certs.keys import PrivateKey
+from policies.posture import Locations, TrustStore
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +61,18 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----"
 _TRUST = re.compile(r"^(?P<nick>.*?\S)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)\s*$")
 
 
-class KeyUnavailable(Exception):
-    """The candidate's private key cannot be had; the message is the reason to show."""
-
-
 @dataclass(frozen=True)
 class Candidate:
     """One certificate found at one place, with a way to get its private key."""
 
     source: str  # "/etc/pki/client.pem", "/etc/pki/chain.pem #2", "nss:/etc/pki/nssdb/corp device"
     certificate: x509.Certificate
-    _key: Callable[[], PrivateKeyTypes] = field(repr=False, compare=False)
+    _key: Callable[[], PrivateKeyTypes | StoreKey] = field(repr=False, compare=False)
+    key_in_store: bool = False  # the platform's store says it holds the private key (macOS, Windows)
 
-    def private_key(self) -> PrivateKeyTypes:
-        """The matching private key, or ``KeyUnavailable`` saying why there is none."""
+    def private_key(self) -> PrivateKeyTypes | StoreKey:
+        """The matching private key (or a key the store signs with), or ``KeyUnavailable``
+        saying why there is none."""
         return self._key()
 
 
@@ -120,6 +121,26 @@ class Locator:
         self._system = system_nssdb or SYSTEM_NSSDB
         self._pem: dict[Path, bytes | Problem] = {}
         self._nssdb: dict[Path, Inventory] = {}
+
+    platform = "linux"
+
+    def find_for(self, locations: Locations) -> Inventory:
+        """The candidates of a rule's locations on Linux: its PEM paths and NSS databases."""
+        return self.find(locations.paths, locations.nss_databases())
+
+    def quiet(self, problem: Problem, locations: Locations) -> bool:
+        """A missing or empty system NSS database is not news when the rule did not ask for it
+        by name (it is read on every rule, as Cloudflare's Linux client does, and most machines
+        have none)."""
+        if TrustStore.SYSTEM in locations.trust_stores or not (locations.paths or locations.trust_stores):
+            return False
+        return problem.reason in (NO_DATABASE, EMPTY_DATABASE) and (
+            problem.source == f"nss:{self.nss_directory('system')}"
+        )
+
+    def pem(self, paths: Iterable[str]) -> Inventory:
+        """Candidates from PEM files alone (every platform reads listed paths)."""
+        return self._pem_candidates(list(dict.fromkeys(paths)))
 
     def find(self, paths: Iterable[str], nss_databases: Iterable[str]) -> Inventory:
         """Candidates from the PEM ``paths`` and the NSS databases (directories; ``~`` expanded;

@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from agent import addresses
 from agent.checks import AgentRule, RuleCheck, parse_rules
 from agent.errors import AgentError
+from agent.locations import KeyUnavailable
+from agent.store_key import StoreKey
 from agent.transport import Transport
 from certs.errors import CertError
 from certs.proof import proof_message, sign_proof
@@ -92,12 +94,18 @@ def build_result(check: RuleCheck, nonce: Callable[[], str], *, device_id: str) 
     nonce_text = nonce()
     try:
         raw = base64.b64decode(nonce_text, validate=True)
-        signature = sign_proof(
-            check.key, proof_message(nonce=raw, device_id=device_id, rule_id=check.rule_id)
-        )
+        message = proof_message(nonce=raw, device_id=device_id, rule_id=check.rule_id)
     except (binascii.Error, ValueError):
         raise AgentError("the server sent a nonce that is not base64") from None
     except CertError as e:
+        result["reason"] = f"no proof of possession: {e}"[:MAX_REASON_CHARS]
+        return result
+    try:
+        if isinstance(check.key, StoreKey):  # the platform signs; the key never leaves it
+            signature = check.key.sign(message)
+        else:
+            signature = sign_proof(check.key, message)
+    except (CertError, KeyUnavailable) as e:
         result["reason"] = f"no proof of possession: {e}"[:MAX_REASON_CHARS]
         return result
     result["nonce"] = nonce_text

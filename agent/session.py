@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent import device
-from agent.checks import AgentRule, Device, RuleCheck, check_rules
+from agent.checks import AgentRule, Device, Finder, RuleCheck, check_rules
 from agent.locations import Locator
 from agent.report import Stored, fetch_rules, report
 from agent.state import AgentState
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 class AgentSession:
     state: AgentState
     timeout: float = 30.0
-    locator_factory: Callable[[], Locator] = Locator
+    locator_factory: Callable[[], Finder] = Locator
     clock: Callable[[], datetime] = utcnow
     transport: Transport = field(init=False)
 

@@ -1,8 +1,12 @@
-"""The agent's state file: who this device is and how to reach its server, kept 0600.
+r"""The agent's state file: who this device is and how to reach its server, kept 0600.
 
-Default ``~/.config/gateway-agent/state.json`` (``$XDG_CONFIG_HOME`` is honoured). The file holds
-the device secret, so it is written atomically with mode 0600 in a 0700 directory, and a file
-that others may read is refused rather than used.
+Default: the platform's usual place (``agent.state_path``): ``~/.config/gateway-agent/state.json``
+on Linux (``$XDG_CONFIG_HOME`` is honoured), ``~/Library/Application Support/gateway-agent`` on
+macOS (``/Library/Application Support/gateway-agent`` for root), ``%LOCALAPPDATA%\gateway-agent``
+on Windows (``%PROGRAMDATA%\gateway-agent`` for LocalSystem). The file holds the device secret,
+so it is written atomically with mode 0600 in a 0700 directory, and a file that others may read
+is refused rather than used. On Windows modes mean nothing: the agent relies on the folder's
+access control list (docs/agent.md says what it does and does not do there).
 
 It also holds the trust-store part of the agent (issue 5): ``trust_stores``, which stores the
 CA sync uses (``TrustStoresConfig``), and ``trust_installed``, every root certificate this agent
@@ -15,7 +19,6 @@ no record.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -27,16 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentError
+from agent.state_path import default_state_path as default_state_path
 
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 MAX_STATE_BYTES = 64 * 1024
-
-
-def default_state_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "gateway-agent" / "state.json"
+WINDOWS = os.name == "nt"
+NOFOLLOW = getattr(
+    os, "O_NOFOLLOW", 0
+)  # Windows has none (and no symlinks a user may plant there by default)
 
 
 @dataclass(frozen=True)
@@ -77,13 +80,16 @@ class AgentState:
 
 def save_state(path: Path, state: AgentState) -> None:
     """Write atomically: a 0600 temporary file beside ``path``, then rename over it."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the mode is ignored on Windows
     data = json.dumps(state_to_json(state), indent=2).encode() + b"\n"
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | getattr(os, "O_BINARY", 0), 0o600
+        )
         try:
-            os.fchmod(fd, 0o600)  # whatever the umask
+            if not WINDOWS:
+                os.fchmod(fd, 0o600)  # whatever the umask
             os.write(fd, data)
             os.fsync(fd)
         finally:
@@ -97,7 +103,7 @@ def save_state(path: Path, state: AgentState) -> None:
 
 def load_state(path: Path) -> AgentState:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise AgentError(
             f"no state file at {path}: enroll first with `gateway agent enroll --token T`"
@@ -108,7 +114,7 @@ def load_state(path: Path) -> AgentState:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise AgentError(f"the state file {path} is not a regular file")
-        if info.st_mode & 0o077:
+        if info.st_mode & 0o077 and not WINDOWS:  # Windows: the folder's ACL decides (docs/agent.md)
             raise AgentError(
                 f"the state file {path} holds the device secret but others may read it "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}): run `chmod 600 {path}`"
@@ -191,14 +197,31 @@ def state_lock(path: Path) -> Iterator[None]:
     """An exclusive ``flock`` on ``<state>.lock`` (0600, beside the state file) for as long as held."""
     lock = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600)
     except OSError as e:
         raise AgentError(f"cannot open the lock file {lock}: {e.strerror or e}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _lock(fd: int) -> None:
+    """Block until this process holds the exclusive lock on ``fd`` (``flock``; on Windows
+    ``msvcrt.locking`` of the first byte, retried until it is free)."""
+    if WINDOWS:  # pragma: no cover -- not run on Linux
+        import msvcrt
+
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # type: ignore[attr-defined,unused-ignore]
+                return
+            except OSError:
+                continue  # LK_LOCK gives up after ten seconds: keep waiting, as flock does
+    import fcntl
+
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def update_state(path: Path, change: Callable[[AgentState], AgentState]) -> AgentState:

@@ -187,7 +187,7 @@ class StoreOptions:
 
 
 def describe_uid() -> str:
-    return f"uid {os.geteuid()}"
+    return f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "this user"
 
 
 def last_line_of(output: bytes, fallback: str) -> str:

@@ -52,7 +52,8 @@ def write_private(path: Path, text: str) -> None:
     """``text`` into ``path``, readable by its owner only (0600, also when it existed)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
+        if hasattr(os, "fchmod"):  # not on Windows, where the folder's ACL decides
+            os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as file:
             file.write(text)
     except OSError as e:
