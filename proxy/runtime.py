@@ -11,6 +11,7 @@ runs that same teardown. The steps, and what undoing each does:
   4. the device service (writer thread, proof worker) close
   5. the request log                                flush and close
   6. the admin API listening                        stop it (aiohttp runner cleanup)
+     and the CA rotation driver (once per gateway)    cancel it
   7. the proxy listening (mitmproxy's master runs)  stop listening, then the master's ``done``
      and the device tunnels' WireGuard listeners     remove their conf files
   8. timers: heartbeat, daily expiry check          cancel (first of all)
@@ -47,7 +48,6 @@ from addons.request_log import RequestLog
 from addons.transparent import TransparentGuard
 from addons.wireguard import WireGuardPeers
 from certs.clock import utcnow
-from certs.lifecycle import expiry_message
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
 from proxy import gc_settings
@@ -62,9 +62,11 @@ from proxy.metrics import Metrics
 from proxy.modes import DEFAULT_LISTEN_HOST, ModeKind, Modes, listen_address
 from proxy.node_sync import IssuerSettings
 from proxy.services.accounts import AccountService
-from proxy.services.certificates import CertificateService, state_of
+from proxy.services.certificates import CertificateService
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
+from proxy.services.rotation_driver import RotationDriver
+from proxy.services.rotations import RotationService
 from proxy.services.wireguard import WireGuardService
 from proxy.store import Store
 from proxy.wireguard import WireGuardModes
@@ -197,6 +199,8 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         proof_worker=(os.cpu_count() or 1) > 1,  # proof signatures checked off the event loop
     )
     steps.push_async_callback(devices.aclose)  # 4
+    rotations = RotationService(store, service, utcnow)
+    service.expiry_note = rotations.expiry_note
     requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
     steps.callback(requests_file.close)  # 5
     metrics = Metrics()
@@ -226,10 +230,12 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
         ),
         request_log=requests_file.path,
         accounts=accounts,
+        rotations=rotations,
     )
     app = create_app(deps)
     app[WIREGUARD] = wireguard
     await _serve_admin(steps, config, app, admin_tls)  # 6
+    await steps.enter_async_context(RotationDriver(rotations).running())  # 6b: drives CA rotations
     requests_file.start()
     running = await _run_proxy(steps, config, master)  # 7
     steps.push_async_callback(tunnels.aclose)
@@ -429,8 +435,9 @@ async def _every(interval: timedelta, job: Callable[[], object]) -> None:
 
 
 def warn_expiring(gateway: Gateway) -> None:
-    now = utcnow()
-    for cert in gateway.service.list(gateway.account_id):
-        message = expiry_message(state_of(cert), now)
-        if message:
-            (logger.error if cert.in_use else logger.warning)("certificate %s: %s", cert.id, message)
+    """Every account's certificates near expiry; the in-use one's warning names its rotation."""
+    for account in gateway.store.accounts.list():
+        for cert in gateway.service.list(account.id):
+            for message in gateway.service.expiry_messages([cert]):
+                log = logger.error if cert.in_use else logger.warning
+                log("account %s: certificate %s: %s", account.id, cert.id, message)

@@ -68,6 +68,9 @@ async def trust_stores(request: web.Request) -> web.Response:
         stored = await trust_of(request).report(device, stores)
     except Unauthenticated as e:  # deleted while the request was on its way
         raise _unauthenticated(str(e)) from None
+    rotations = deps_of(request).rotations
+    if rotations is not None:
+        rotations.reported()  # a rotation waiting for this device may move now
     return ok({"stores": stored.stores, "installed": stored.installed})
 
 

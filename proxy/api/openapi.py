@@ -75,6 +75,12 @@ SCHEMAS: dict[str, Schema] = {
         "tls_decrypt.enabled defaults to true. Unknown top-level keys are refused.",
         "properties": {
             "certificate": _object({"id": {"type": "string", "format": "uuid"}}, required=["id"]),
+            "certificate_rotation": {**_object({
+                "auto_rotate_days_before_expiry": {"type": "integer", "minimum": 0, "maximum": 3650},
+                "coverage": {"type": "integer", "minimum": 0, "maximum": 100},
+                "grace": {"type": "string", "example": "1d"},
+                "on_deadline": {"type": "string", "enum": ["hold", "proceed"]}}),
+                "description": "our addition: a CA rotation starts that many days before the in-use CA expires (0: off)"},
             "tls_decrypt": _object({"enabled": _BOOL}),
             "pac_file": _object({"exclude": {
                 "type": "array", "maxItems": 500, "items": _STR,
@@ -265,6 +271,30 @@ SCHEMAS: dict[str, Schema] = {
         "description": "one line of requests.jsonl as the proxy wrote it (more keys may appear)"},
     "StoredResult": _object({"rule_id": _STR, "success": _BOOL, "verified": _BOOL, "reason": _STR,
                              "expires_at": TIME}),
+    "Rotation": _object(
+        {"id": {"type": "string", "format": "uuid"},
+         "state": {"type": "string", "enum": ["running", "paused", "held", "completed", "cancelled", "failed"]},
+         "step": {"type": "string", "enum": ["deploy", "install", "grace", "retire", "done"]},
+         "trigger": {"type": "string", "enum": ["manual", "auto"]},
+         "new_certificate_id": _STR, "old_certificate_id": {"type": "string", "nullable": True},
+         "coverage": _object({"required_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+                              "installed": {"type": "integer"}, "reporting": {"type": "integer"}, "met": _BOOL,
+                              "missing": {"type": "array", "items": _object({"device_id": _STR, "name": _STR})}}),
+         "deadline": TIME, "grace": {"type": "string", "example": "1d"},
+         "on_deadline": {"type": "string", "enum": ["hold", "proceed"]}, "message": _STR,
+         "created_at": TIME, "updated_at": TIME, "switched_at": {**TIME, "nullable": True},
+         "finished_at": {**TIME, "nullable": True},
+         "steps": {"type": "array", "items": _object({"at": TIME, "step": _STR, "state": _STR, "message": _STR})}},
+    ),
+    "RotationRequest": _object(
+        {"coverage": {"type": "integer", "minimum": 0, "maximum": 100, "default": 100,
+                      "description": "percent of the devices reporting their trust stores that must have the new CA"},
+         "deadline": {"type": "string", "default": "7d", "description": "a duration from now (30s, 10m, 12h, 7d) or an RFC 3339 time"},
+         "grace": {"type": "string", "default": "1d", "description": "how long the old CA stays available after the switch"},
+         "on_deadline": {"type": "string", "enum": ["hold", "proceed"], "default": "hold"},
+         "upload_id": {"type": "string", "format": "uuid", "description": "an inactive mTLS upload with its key, instead of a new CA"},
+         "validity_period_days": {"type": "integer", "minimum": 1, "maximum": 10950, "default": 1825},
+         "key_type": {"type": "string", "enum": ["ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096"], "default": "ec-p256"}}),
 }  # fmt: skip
 
 
@@ -381,6 +411,10 @@ _RATE = {
 }
 A = "/client/v4/accounts/{account_id}"
 CERT = A + "/gateway/certificates/{certificate_id}"
+ROTATIONS = A + "/gateway/certificates/rotations"
+_ROTATION = _ref("Rotation")
+_CONFLICT = {"409": {"description": "another rotation is open, or this one changed meanwhile (x-should-retry: false)",
+                     **_json(_ref("Error"))}}  # fmt: skip
 _RULE = _ref("GatewayRule")
 _POLICY = _ref("AccessPolicy")
 _APP = _ref("AccessApplication")
@@ -485,6 +519,24 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("gateway certificates", _CERT, paged=True, query=_PAGING),
         "post": _op("generate a CA (inactive); at most 3 per 24 hours", _CERT, body=_CREATE_CERT, extra=_RATE),
     },
+    ROTATIONS: {
+        "get": _op("our addition: CA rotations, newest first", _ROTATION, paged=True, query=_PAGING),
+        "post": _op("our addition: start a CA rotation (generate or take an upload, activate, wait for devices, "
+                    "turn on, grace, deactivate the old one)", _ROTATION, body=_ref("RotationRequest"),
+                    extra={**_RATE, **_CONFLICT}),
+    },
+    ROTATIONS + "/current": {"get": _op("our addition: the open rotation, else the latest", _ROTATION)},
+    ROTATIONS + "/{rotation_id}": {"get": _op("our addition: one rotation with its steps", _ROTATION)},
+    ROTATIONS + "/{rotation_id}/pause": {"post": _op("our addition: pause a running rotation", _ROTATION, extra=_CONFLICT)},
+    ROTATIONS + "/{rotation_id}/resume": {"post": _op(
+        "our addition: resume a paused or held rotation (a held one needs a new deadline)", _ROTATION,
+        body=_object({"deadline": {"type": "string", "description": "a duration from now or an RFC 3339 time"}}),
+        extra=_CONFLICT)},
+    ROTATIONS + "/{rotation_id}/continue": {"post": _op(
+        "our addition: go on past the deadline whatever the coverage", _ROTATION, extra=_CONFLICT)},
+    ROTATIONS + "/{rotation_id}/cancel": {"post": _op(
+        "our addition: cancel before the switch (the new CA is deactivated); refused after it", _ROTATION,
+        extra=_CONFLICT)},
     CERT: {"get": _op("one gateway certificate", _CERT),
            "delete": _op("delete an inactive certificate (a custom one only leaves Gateway)", _CERT)},
     CERT + "/activate": {"post": _op("inactive -> pending_deployment -> available (at most 10)", _CERT)},

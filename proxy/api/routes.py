@@ -25,6 +25,7 @@ from proxy.api import (
     pki,
     posture,
     requests_log,
+    rotations,
     rules,
     wireguard,
 )
@@ -37,6 +38,8 @@ View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API = "/client/v4"
 ACCOUNT = f"{API}/accounts/{{account_id}}"
 GATEWAY_CERT = f"{ACCOUNT}/gateway/certificates/{{certificate_id}}"
+ROTATIONS = f"{ACCOUNT}/gateway/certificates/rotations"
+ROTATION = f"{ROTATIONS}/{{rotation_id}}"
 MTLS_CERT = f"{ACCOUNT}/mtls_certificates/{{certificate_id}}"
 DEVICE = f"{ACCOUNT}/devices/{{device_id}}"
 POSTURE_RULE = f"{ACCOUNT}/devices/posture/{{rule_id}}"
@@ -74,6 +77,12 @@ ROUTES: tuple[Route, ...] = (
     ("DELETE", ACCOUNT, accounts.delete_account),
     ("GET", f"{ACCOUNT}/gateway/certificates", certificates.list_certificates),
     ("POST", f"{ACCOUNT}/gateway/certificates", certificates.create_certificate),
+    # rotations before gateway/certificates/{certificate_id}, which would match them too
+    ("GET", ROTATIONS, rotations.list_rotations),
+    ("POST", ROTATIONS, rotations.start_rotation),
+    ("GET", f"{ROTATIONS}/current", rotations.current_rotation),
+    ("GET", ROTATION, rotations.get_rotation),
+    *((("POST", f"{ROTATION}/{a}", v) for a, v in rotations.ACTIONS.items())),
     ("GET", GATEWAY_CERT, certificates.get_certificate),
     ("DELETE", GATEWAY_CERT, certificates.delete_certificate),
     ("POST", f"{GATEWAY_CERT}/activate", certificates.activate_certificate),

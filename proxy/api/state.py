@@ -16,6 +16,7 @@ from proxy.services.certificates import CertificateService
 from proxy.services.crl import CrlCache
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
+from proxy.services.rotations import RotationService
 from proxy.store import ApiToken, Store
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ApiDeps:
     # Accounts made and deleted through the API; None: one is made over the store, whose
     # default account is the first one (tests; `gateway run` gives its own, with --default-account)
     accounts: AccountService | None = None
+    rotations: RotationService | None = None  # None: the CA rotation endpoints answer 404
 
 
 DEPS = web.AppKey("deps", ApiDeps)
@@ -76,4 +78,11 @@ def devices_of(request: web.Request) -> DeviceService:
     service = deps_of(request).devices
     if service is None:
         raise ApiError(404, NOT_FOUND, "devices and device posture are not enabled here")
+    return service
+
+
+def rotations_of(request: web.Request) -> RotationService:
+    service = deps_of(request).rotations
+    if service is None:
+        raise ApiError(404, NOT_FOUND, "CA rotations are not enabled here")
     return service

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from proxy.cli import rotation as rotation_cli
 from proxy.cli.client import AdminClient, Reply, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "running `gateway run`: generate or upload one, activate it on every node, turn it on,\n"
         "download it for trust stores, retire it.",
         epilog="examples:\n  gateway ca list\n  gateway ca generate --days 1825 --use\n"
-        "  gateway ca download in-use -o gateway-ca.pem\n\n"
+        "  gateway ca download in-use -o gateway-ca.pem\n  gateway ca rotate --deadline 7d --watch\n\n"
         "lifecycle: inactive -> activate -> available -> use (in use) ... deactivate -> inactive -> delete",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -411,6 +412,7 @@ _COMMANDS: tuple[tuple[str, Handler, str, str, Callable[[argparse.ArgumentParser
         _add_download,
     ),
     ("delete", _command(_delete), "delete an inactive certificate", "gateway ca delete 3f2a", _add_id),
+    *rotation_cli.COMMANDS,  # rotate, rotation (issue 12)
 )
 
 

@@ -79,6 +79,9 @@ class CertificateService:
         self._deployment = deployment.Deployment(store, clock, live_node_window)
         self._subscribers = Subscribers("certificate change")
         self._authorities: dict[str, CertificateAuthority] = {}  # by id, unsealed once
+        # What the in-use certificate's expiry warning adds (the CA rotation: under way, or not
+        # configured); set by the rotation service's owner
+        self.expiry_note: Callable[[CertificateRecord], str] | None = None
 
     # -- subscribers ----------------------------------------------------------------------------
 
@@ -220,9 +223,14 @@ class CertificateService:
     def expiry_messages(self, records: Sequence[CertificateRecord]) -> builtins.list[str]:
         """Warnings for certificates within 30 days of expiry (or expired), in-use first."""
         now = self._clock()
-        ordered = sorted(records, key=lambda r: not r.in_use)
-        messages = (lifecycle.expiry_message(state_of(r), now) for r in ordered)
-        return [m for m in messages if m]
+        messages = []
+        for record in sorted(records, key=lambda r: not r.in_use):
+            message = lifecycle.expiry_message(state_of(record), now)
+            if message and record.in_use and self.expiry_note is not None:
+                message = f"{message}; {self.expiry_note(record)}"
+            if message:
+                messages.append(message)
+        return messages
 
     # -- mTLS certificates ----------------------------------------------------------------------
 

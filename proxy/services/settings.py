@@ -16,6 +16,7 @@ from typing import Any
 from policies.pac import MAX_EXCLUSIONS, PacError, PacFile
 from proxy.json_types import type_name
 from proxy.services.errors import InvalidInput
+from proxy.services.rotation_input import check_setting as check_rotation_setting
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 OBJECT_SETTINGS = frozenset({
     "activity_log", "antivirus", "block_page", "body_scanning", "browser_isolation",
-    "certificate", "custom_certificate", "extended_email_matching", "fips", "host_selector",
+    "certificate", "certificate_rotation", "custom_certificate", "extended_email_matching", "fips", "host_selector",
     "inspection", "pac_file", "protocol_detection", "sandbox", "tls_decrypt",
 })  # fmt: skip
 INTEGER_SETTINGS = frozenset({"max_ttl_secs"})
@@ -74,6 +75,8 @@ def parse_settings(value: object, *, partial: bool) -> SettingsChange:
             settings[key] = copy.deepcopy(dict(item))
     _check_tls_decrypt(settings.get("tls_decrypt"))
     _check_pac_file(settings.get("pac_file"))
+    if settings.get("certificate_rotation") is not None:
+        check_rotation_setting(settings["certificate_rotation"])  # our own (issue 12)
     return SettingsChange(settings, certificate_id)
 
 

@@ -21,6 +21,12 @@ from proxy.store.records import (
     NodeLoadedCa,
     TokenOrigin,
 )
+from proxy.store.rotations import (
+    OpenRotationExists,
+    RotationChange,
+    RotationRecord,
+    RotationStep,
+)
 from proxy.store.store import Store
 from proxy.store.trust import Coverage, TrustReport, TrustStoreEntry
 
@@ -38,10 +44,14 @@ __all__ = [
     "Node",
     "NodeLoadedCa",
     "Nonce",
+    "OpenRotationExists",
     "Outcome",
     "PolicyLink",
     "PostureLogEntry",
     "PostureResult",
+    "RotationChange",
+    "RotationRecord",
+    "RotationStep",
     "Store",
     "StoreError",
     "StoredApplication",

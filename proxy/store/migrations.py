@@ -312,6 +312,45 @@ _V8 = (
     "CREATE INDEX gateway_list_items_by_position ON gateway_list_items(account_id, list_id, position)",
 )
 
+# CA rotations (issue 12): one row per rotation (what was asked, where it is; ``revision`` bumps
+# at every change, so that two drivers on one store never both act on the same step) and one per
+# step it took, in order. At most one open rotation per account. Certificate ids have no foreign
+# key: a rotation's record outlives the certificates it names.
+_V9 = (
+    """CREATE TABLE ca_rotations (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        trigger TEXT NOT NULL CHECK (trigger IN ('manual', 'auto')),
+        state TEXT NOT NULL CHECK (state IN
+            ('running', 'paused', 'held', 'completed', 'cancelled', 'failed')),
+        step TEXT NOT NULL CHECK (step IN ('deploy', 'install', 'grace', 'retire', 'done')),
+        new_certificate_id TEXT NOT NULL,
+        old_certificate_id TEXT,
+        coverage INTEGER NOT NULL CHECK (coverage BETWEEN 0 AND 100),
+        deadline TEXT NOT NULL,
+        grace_seconds INTEGER NOT NULL CHECK (grace_seconds >= 0),
+        on_deadline TEXT NOT NULL CHECK (on_deadline IN ('hold', 'proceed')),
+        message TEXT NOT NULL,
+        revision INTEGER NOT NULL CHECK (revision >= 1),
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        switched_at TEXT,
+        finished_at TEXT
+    )""",
+    "CREATE INDEX ca_rotations_by_account ON ca_rotations(account_id, created_at)",
+    "CREATE UNIQUE INDEX one_open_rotation_per_account ON ca_rotations(account_id)"
+    " WHERE state IN ('running', 'paused', 'held')",
+    """CREATE TABLE ca_rotation_steps (
+        rotation_id TEXT NOT NULL REFERENCES ca_rotations(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL CHECK (seq >= 1),
+        at TEXT NOT NULL,
+        step TEXT NOT NULL,
+        state TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (rotation_id, seq)
+    ) WITHOUT ROWID""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
@@ -321,6 +360,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "device addresses: registered by agents, bound by admins (transparent mode)", _V6),
     Migration(7, "WireGuard tunnels: a port, an address and key pairs per device", _V7),
     Migration(8, "Gateway lists and their items", _V8),
+    Migration(9, "CA rotations and their steps", _V9),
 )
 
 

@@ -19,6 +19,7 @@ from proxy.store.migrations import current_version, migrate
 from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
 from proxy.store.posture import PostureLogs, PostureResults, PostureRules
+from proxy.store.rotations import Rotations
 from proxy.store.trust import TrustReports
 from proxy.store.wireguard import WireGuardTunnels
 
@@ -49,6 +50,7 @@ class Store:
         self.trust_reports = TrustReports(db)
         self.device_addresses = DeviceAddresses(db)
         self.wireguard_tunnels = WireGuardTunnels(db)
+        self.rotations = Rotations(db)
 
     @classmethod
     def open(

@@ -103,7 +103,7 @@ async def test_turning_on_needs_an_available_certificate(client: Client, gateway
             {"settings": {"tls_decrpyt": {}}},
             (
                 "settings.tls_decrpyt: unknown setting (known: activity_log, antivirus, "
-                "block_page, body_scanning, browser_isolation, certificate, custom_certificate, extended_email_matching, "
+                "block_page, body_scanning, browser_isolation, certificate, certificate_rotation, custom_certificate, extended_email_matching, "
                 "fips, host_selector, inspection, max_ttl_secs, pac_file, protocol_detection, sandbox, tls_decrypt)"
             ),
         ),
