@@ -307,3 +307,62 @@ def test_access_allow_records_the_policy_and_the_posture_consulted(metrics: Metr
         "allow", "request", access_policy="Managed devices", posture=(CERT_RULE,)
     )
     assert _count(metrics, "gateway_decisions_total", action="allow", stage="request") == 1
+
+
+BRANCH_POLICIES = """
+gateway_rules:
+  - {name: Branch blocks the casino, precedence: 10, action: block, traffic: 'http.request.host == "casino.test"'}
+  - {name: Branch passes the bank through, precedence: 5, action: "off", traffic: 'net.sni.host == "bank.test"'}
+"""
+HQ, BRANCH = "a" * 32, "b" * 32
+
+
+def _accounts_enforcer(identity: Identity) -> Enforcer:
+    """HQ (the default: nothing blocked) and Branch (blocks the casino, passes the bank through)."""
+    empty = load("gateway_rules: []")
+    branch = load(BRANCH_POLICIES)
+    addon = Enforcer(identity_of=lambda client: identity)
+    hq = PolicySnapshot(
+        Engines(GatewayEngine.build(empty.gateway_rules), AccessEngine.build((), ()))  # type: ignore[arg-type]
+    )
+    addon.use(hq)
+    addon.use_account(HQ, hq)
+    addon.use_account(
+        BRANCH,
+        PolicySnapshot(
+            Engines(GatewayEngine.build(branch.gateway_rules), AccessEngine.build((), ()))  # type: ignore[arg-type]
+        ),
+    )
+    return addon
+
+
+@pytest.mark.parametrize(
+    ("identity", "blocked"),
+    [
+        (Identity(device_id="d-branch", account_id=BRANCH), True),
+        (Identity(device_id="d-hq", account_id=HQ), False),
+        (Identity(), False),  # no known device: the default account's policies
+    ],
+)
+def test_each_account_decides_for_its_own_devices(identity: Identity, blocked: bool) -> None:
+    addon = _accounts_enforcer(identity)
+    with taddons.context(addon) as tctx:
+        flow = _flow("casino.test")
+        addon.request(flow)
+        hello = _client_hello(tctx, "bank.test")
+        addon.tls_clienthello(hello)
+    assert (flow.response is not None and flow.response.status_code == 403) is blocked
+    assert hello.ignore_connection is blocked  # Branch's Do Not Inspect rule, Branch's devices only
+
+
+def test_a_device_of_an_account_not_loaded_here_fails_closed() -> None:
+    addon = _accounts_enforcer(Identity(device_id="d-new", account_id="c" * 32))
+    with taddons.context(addon):
+        flow = _flow("example.test")
+        addon.request(flow)
+    assert flow.response is not None and flow.response.status_code == 500
+    addon.drop_account(BRANCH)  # one account left: the default decides for everyone again
+    with taddons.context(addon):
+        flow = _flow("casino.test")
+        addon.request(flow)
+    assert flow.response is None

@@ -151,3 +151,32 @@ def test_leaked_key_signing_options_are_refused(tmp_path) -> None:
         with pytest.raises(exceptions.OptionsError, match="publicly leaked third-party key"):
             tctx.configure(hot, emudhra=True)
         assert tctx.options.emudhra is False  # rolled back
+
+
+def test_each_account_signs_with_its_own_ca_and_swaps_alone(tmp_path, authorities) -> None:
+    hq, branch = authorities
+    swapped = CertificateAuthority.generate(common_name="Branch Next", organization="Gateway Tests")
+    accounts = {5001: "hq", 5002: "branch", 5003: None, 5004: "gone"}
+    hot = HotTlsConfig(account_of=lambda client: accounts[client.peername[1]])
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        hot.use_issuer(LeafIssuer(hq))
+        hot.use_account_issuer("hq", hot.issuer)
+        hot.use_account_issuer("branch", LeafIssuer(branch))
+
+        def issuer_seen(port: int) -> x509.Name:
+            ctx = _context(tctx)
+            ctx.client.peername = ("127.0.0.1", port)
+            return _handshake(hot, ctx, [hq, branch, swapped]).issuer
+
+        assert issuer_seen(5001) == hq.certificate.subject
+        assert issuer_seen(5002) == branch.certificate.subject
+        assert issuer_seen(5003) == hq.certificate.subject  # no known device: the default
+        with pytest.raises(NoCertificateInUse, match="account gone of this client's device is not loaded"):
+            issuer_seen(5004)
+        hot.use_account_issuer("branch", LeafIssuer(swapped))  # a swap in one account only
+        assert issuer_seen(5002) == swapped.certificate.subject
+        assert issuer_seen(5001) == hq.certificate.subject
+        hot.use_account_issuer("branch", None)
+        with pytest.raises(NoCertificateInUse):
+            issuer_seen(5002)
