@@ -49,7 +49,9 @@ class Sinks:
 
 @pytest.fixture
 def accounts(gateway: Gateway) -> AccountService:
-    return AccountService(gateway.store, gateway.service, gateway.clock, default_account_id=gateway.account_id)
+    return AccountService(
+        gateway.store, gateway.service, gateway.clock, default_account_id=gateway.account_id
+    )
 
 
 def _nodes(gateway: Gateway, accounts: AccountService, sinks: Sinks) -> AccountCaNodes:
@@ -59,7 +61,9 @@ def _nodes(gateway: Gateway, accounts: AccountService, sinks: Sinks) -> AccountC
     )  # fmt: skip
 
 
-def test_every_account_signs_with_its_own_ca_under_one_node(gateway: Gateway, accounts: AccountService) -> None:
+def test_every_account_signs_with_its_own_ca_under_one_node(
+    gateway: Gateway, accounts: AccountService
+) -> None:
     sinks = Sinks()
     nodes = _nodes(gateway, accounts, sinks)
     accounts.subscribe(nodes.sync)
@@ -106,7 +110,9 @@ def test_every_account_decides_with_its_own_policies(gateway: Gateway, accounts:
     assert set(sinks.snapshots) == {gateway.account_id}
 
 
-def test_the_default_account_is_named_by_id_prefix_or_name(gateway: Gateway, accounts: AccountService) -> None:
+def test_the_default_account_is_named_by_id_prefix_or_name(
+    gateway: Gateway, accounts: AccountService
+) -> None:
     branch, _ = accounts.create("Branch")
     listed = accounts.list()
     assert default_account(listed, None).id == gateway.account_id
