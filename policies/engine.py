@@ -16,7 +16,12 @@ match decides; none matches: allow. A rule matches when all its non-empty expres
 HTTP rules whose traffic expression can only hold for given hosts or domains
 (``Expression.host_hints()``) are indexed under them; a request evaluates only the rules
 indexed under its host and its parent domains plus the rules that cannot be indexed, merged back
-into precedence order. The engine is immutable; build a new one when the rules change.
+into precedence order. A rule that tests a host against a DOMAIN or HOST list
+(``http.request.host in $<id>``, ``any(http.request.domains[*] in $<id>)``) is indexed under
+that list: the list's matcher (a hash index of its items, built once per change to the list) is
+probed with the request's names, so a host in no item never evaluates the rule, whatever the
+list's size, and building an engine does not walk the items. The engine is immutable; build a
+new one when the rules or lists change.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
-from policies.expression import Explanation, Expression
+from policies.expression import Explanation, Expression, HostHints
 from policies.facts import ConnectionFacts, RequestFacts, connection_context, request_context
-from policies.list_matchers import ListLookup
+from policies.list_matchers import ListHandle, ListLookup, ListType
 from policies.rules import (
     INSPECTION_ACTIONS,
     Action,
@@ -141,33 +146,44 @@ class Decision:
 
 @dataclass(frozen=True)
 class _Index:
-    """Positions (in precedence order) of the HTTP rules, by the hosts/domains they need."""
+    """Positions (in precedence order) of the HTTP rules, by the hosts/domains they need, and by
+    the DOMAIN/HOST lists of them they need (each list once, with every position it admits)."""
 
     hosts: Mapping[str, tuple[int, ...]]
     domains: Mapping[str, tuple[int, ...]]
+    host_lists: tuple[tuple[ListHandle, tuple[int, ...]], ...]
+    domain_lists: tuple[tuple[ListHandle, tuple[int, ...]], ...]
     unindexed: tuple[int, ...]
-    hints: Mapping[int, tuple[frozenset[str], frozenset[str]]]
+    hints: Mapping[int, HostHints]
 
     @classmethod
     def build(cls, rules: Sequence[CompiledRule]) -> _Index:
         hosts: dict[str, list[int]] = {}
         domains: dict[str, list[int]] = {}
+        host_lists: dict[ListHandle, list[int]] = {}
+        domain_lists: dict[ListHandle, list[int]] = {}
         unindexed: list[int] = []
-        hints: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+        hints: dict[int, HostHints] = {}
         for position, compiled in enumerate(rules):
             traffic = _part(compiled, Part.TRAFFIC)
             found = traffic.host_hints() if traffic is not None else None
             if found is None:
                 unindexed.append(position)
                 continue
-            hints[position] = (found.hosts, found.domains)
+            hints[position] = found
             for host in found.hosts:
                 hosts.setdefault(host, []).append(position)
             for domain in found.domains:
                 domains.setdefault(domain, []).append(position)
+            for handle in found.host_lists:
+                host_lists.setdefault(handle, []).append(position)
+            for handle in found.domain_lists:
+                domain_lists.setdefault(handle, []).append(position)
         return cls(
             {k: tuple(v) for k, v in hosts.items()},
             {k: tuple(v) for k, v in domains.items()},
+            tuple((k, tuple(v)) for k, v in host_lists.items()),
+            tuple((k, tuple(v)) for k, v in domain_lists.items()),
             tuple(unindexed),
             hints,
         )
@@ -183,6 +199,17 @@ class _Index:
         if self.domains:
             for domain in (*domains_of(host), *domains_of(sni)):
                 found.update(self.domains.get(domain, ()))
+        names = tuple(name for name in (host, sni) if name)
+        for handle, positions in self.host_lists:
+            matcher = handle.matcher
+            if any(name in matcher for name in names):
+                found.update(positions)
+        for handle, positions in self.domain_lists:
+            matcher = handle.matcher
+            # A DOMAIN item holding a parent of the name holds the name: the name alone is enough.
+            probes = names if handle.type is ListType.DOMAIN else (*domains_of(host), *domains_of(sni))
+            if any(name in matcher for name in probes):
+                found.update(positions)
         return tuple(sorted(found))
 
 
@@ -226,8 +253,10 @@ class _RuleList:
 
     def not_for_host(self, position: int, host: str) -> str:
         assert self.index is not None
-        hosts, domains = self.index.hints[position]
-        wanted = sorted(hosts) + [f"*.{d} or {d}" for d in sorted(domains)]
+        hints = self.index.hints[position]
+        wanted = [f"a host in list {h.name!r} ({h.type.value}, id {h.id})" for h in hints.host_lists]
+        wanted += [f"a domain in list {h.name!r} ({h.type.value}, id {h.id})" for h in hints.domain_lists]
+        wanted += sorted(hints.hosts) + [f"*.{d} or {d}" for d in sorted(hints.domains)]
         shown = ", ".join(wanted[:3]) + (f" and {len(wanted) - 3} more" if len(wanted) > 3 else "")
         return f"applies only to {shown}, not {host}"
 

@@ -6,7 +6,8 @@
 Steps (one module each): lexer → parser → checker (literal readings and types, against a
 ``Scheme``) → compiler
 (nested closures). ``evaluate`` runs only the closures; ``explain`` says which clause decided;
-``host_hints`` tells a rule index which hosts/domains the expression can possibly match.
+``host_hints`` tells a rule index which hosts/domains (or Gateway lists of them) the expression
+can possibly match.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from policies.compiler import Plan, Pred, compile_tree
 from policies.errors import ExpressionError, PolicyError
 from policies.explain import Explanation, explain
 from policies.limits import Limits
-from policies.list_matchers import ListHandle, ListLookup
+from policies.list_matchers import ListHandle, ListLookup, ListType
 from policies.parser import parse
 from policies.scheme import GATEWAY_SCHEME, Scheme
 
@@ -41,27 +42,40 @@ __all__ = [
 # Fields whose exact value, or whose domain list, can index rules (see HostHints).
 HOST_FIELDS = frozenset({"http.request.host", "net.sni.host"})
 DOMAIN_FIELDS = frozenset({"http.request.domains", "http.conn.domains"})
+HOST_LIST_TYPES = frozenset({ListType.DOMAIN, ListType.HOST})
 
 
 @dataclass(frozen=True)
 class HostHints:
     """The expression can only be true when ``http.request.host`` or ``net.sni.host`` is one of
-    ``hosts``, or ``http.request.domains`` or ``http.conn.domains`` holds one of ``domains``.
+    ``hosts`` or is in a list of ``host_lists``, or when ``http.request.domains`` or
+    ``http.conn.domains`` holds one of ``domains`` or an element in a list of ``domain_lists``.
 
     Values are compared exactly (case-sensitive, as the expression does), so an index must be
     probed with the context's own values: both host fields, and every element of both domain
-    arrays. A request matching none of them cannot match the expression.
+    arrays (a list's matcher folds case itself). A request matching none of them cannot match
+    the expression. A list hint holds the list's handle, whose matcher is the index of its items:
+    a change to the list makes a new handle, so the hint follows it with the rule's recompiling.
     """
 
     hosts: frozenset[str] = frozenset()
     domains: frozenset[str] = frozenset()
+    host_lists: frozenset[ListHandle] = frozenset()
+    domain_lists: frozenset[ListHandle] = frozenset()
 
     def __or__(self, other: HostHints) -> HostHints:
-        return HostHints(self.hosts | other.hosts, self.domains | other.domains)
+        return HostHints(
+            self.hosts | other.hosts,
+            self.domains | other.domains,
+            self.host_lists | other.host_lists,
+            self.domain_lists | other.domain_lists,
+        )
 
     @property
     def size(self) -> int:
-        return len(self.hosts) + len(self.domains)
+        """How many names it admits (a DOMAIN item counts once, its subdomains uncounted)."""
+        listed = sum(h.matcher.size for h in self.host_lists | self.domain_lists)
+        return len(self.hosts) + len(self.domains) + listed
 
 
 class Expression:
@@ -83,8 +97,8 @@ class Expression:
         self.fields = fields
         self._pred = pred
         self._plan = plan
-        self._hints = host_hints(tree)
         self.lists: Mapping[str, ListHandle] = lists or {}  # the lists it refers to, by id
+        self._hints = host_hints(tree, self.lists)
 
     def uses_current_lists(self, lists: ListLookup | None) -> bool:
         """Every list it refers to still has the handle it was compiled with in ``lists`` (so it
@@ -171,23 +185,25 @@ def list_refs(node: ast.Expr) -> Iterator[ast.ListRef]:
             yield from list_refs(operand)
 
 
-def host_hints(node: ast.Expr) -> HostHints | None:
+def host_hints(node: ast.Expr, lists: Mapping[str, ListHandle] | None = None) -> HostHints | None:
     """Derive HostHints soundly: ``and`` takes the narrowest side that has hints, ``or``/``xor``
     need hints on every side (their union), ``not`` and ``all()`` give none, ``any()`` passes on
-    its body's (a true any() means its body held for some element)."""
+    its body's (a true any() means its body held for some element). ``lists``: the handles of
+    the lists the expression was compiled against (``host in $<id>`` hints at that list)."""
+    lists = lists or {}
     if isinstance(node, ast.Comparison):
-        return _comparison_hints(node)
+        return _comparison_hints(node, lists)
     if isinstance(node, ast.Quantified):
         if node.quantifier is ast.Quantifier.ANY:
-            return host_hints(node.body)
+            return host_hints(node.body, lists)
         return None
     if isinstance(node, ast.And):
-        found = [h for h in (host_hints(op) for op in node.operands) if h is not None]
+        found = [h for h in (host_hints(op, lists) for op in node.operands) if h is not None]
         return min(found, key=lambda h: h.size) if found else None
     if isinstance(node, (ast.Or, ast.Xor)):
         union = HostHints()
         for operand in node.operands:
-            hints = host_hints(operand)
+            hints = host_hints(operand, lists)
             if hints is None:
                 return None
             union = union | hints
@@ -195,10 +211,12 @@ def host_hints(node: ast.Expr) -> HostHints | None:
     return None
 
 
-def _comparison_hints(node: ast.Comparison) -> HostHints | None:
+def _comparison_hints(node: ast.Comparison, lists: Mapping[str, ListHandle]) -> HostHints | None:
     lhs, rhs = node.lhs, node.rhs
     if lhs.functions or rhs is None:
         return None
+    if node.op is ast.CompareOp.IN and isinstance(rhs, ast.ListRef):
+        return _list_hints(lhs, lists.get(rhs.list_id))
     if node.op is ast.CompareOp.EQ and isinstance(rhs, ast.StringLit):
         values = frozenset({rhs.value})
     elif node.op is ast.CompareOp.IN and isinstance(rhs, ast.SetLit):
@@ -209,4 +227,16 @@ def _comparison_hints(node: ast.Comparison) -> HostHints | None:
         return HostHints(hosts=values)
     if lhs.field in DOMAIN_FIELDS and lhs.index is ast.IndexKind.EACH:
         return HostHints(domains=values)
+    return None
+
+
+def _list_hints(lhs: ast.Operand, handle: ListHandle | None) -> HostHints | None:
+    """``host in $<DOMAIN or HOST list>`` and ``any(domains[*] in $<list>)``: true only for
+    names the list's matcher holds (an unresolved list, or another type, gives no hint)."""
+    if handle is None or handle.type not in HOST_LIST_TYPES:
+        return None
+    if lhs.field in HOST_FIELDS and lhs.index is not ast.IndexKind.AT:
+        return HostHints(host_lists=frozenset({handle}))
+    if lhs.field in DOMAIN_FIELDS and lhs.index is ast.IndexKind.EACH:
+        return HostHints(domain_lists=frozenset({handle}))
     return None

@@ -58,15 +58,21 @@ class Matcher(Protocol):
 
     def __contains__(self, value: object) -> bool: ...
 
+    @property
+    def size(self) -> int:
+        """How many items it holds."""
+        ...
+
 
 class ExactMatcher:
     """HOST, EMAIL and SERIAL lists (hosts compared lowercased): one hash lookup."""
 
-    __slots__ = ("_fold", "_values", "values")
+    __slots__ = ("_fold", "_values", "size", "values")
 
     def __init__(self, values: Iterable[str], *, hosts: bool) -> None:
         self._values = self.values = frozenset(values)
         self._fold = hosts
+        self.size = len(self._values)
 
     def _key(self, value: object) -> str | None:
         if not isinstance(value, str):
@@ -86,11 +92,12 @@ class DomainMatcher:
     items' last two labels answers most misses with one probe (a matching item always ends
     with the host's last two labels)."""
 
-    __slots__ = ("_tails", "_values", "values")
+    __slots__ = ("_tails", "_values", "size", "values")
 
     def __init__(self, values: Iterable[str]) -> None:
         self._values = self.values = frozenset(values)
         self._tails = frozenset(_tail(v) for v in self._values)
+        self.size = len(self._values)
 
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, str) or not value.islower() or value[-1] == ".":
@@ -123,11 +130,12 @@ def _tail(domain: str) -> str:
 class UrlMatcher:
     """URL lists, by prefix without the scheme: one lookup per item length the list holds."""
 
-    __slots__ = ("_lengths", "_values")
+    __slots__ = ("_lengths", "_values", "size")
 
     def __init__(self, values: Iterable[str]) -> None:
         self._values = frozenset(strip_scheme(v) for v in values)
         self._lengths = tuple(sorted({len(v) for v in self._values}))
+        self.size = len(self._values)
 
     def __contains__(self, value: object) -> bool:
         return self.find(value) is not None
@@ -158,7 +166,7 @@ class IpMatcher:
     """IP lists: addresses in a hash set; CIDRs bucketed by (family, prefix length), each bucket a
     hash set of network numbers, so a lookup costs one probe per prefix length present."""
 
-    __slots__ = ("_buckets", "_by_key")
+    __slots__ = ("_buckets", "_by_key", "size")
 
     def __init__(self, values: Iterable[str]) -> None:
         buckets: dict[tuple[int, int], set[int]] = {}
@@ -173,6 +181,7 @@ class IpMatcher:
         ordered = sorted(buckets.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
         self._buckets = tuple((v, plen, frozenset(s)) for (v, plen), s in ordered)
         self._by_key = by_key
+        self.size = len(by_key)
 
     def __contains__(self, value: object) -> bool:
         return self._probe(value) is not None
