@@ -142,6 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--top", type=int, default=25, help="rows in the self-time list (default 25)")
     p.add_argument("-c", "--concurrency", type=int, default=20)
+    p.add_argument(
+        "--scenario",
+        default="keep-alive",
+        choices=PB.SCENARIOS,
+        help="the load profiled: keep-alive requests, or whole connections to one host (same-host) "
+        "or to a new host each (new-host) (default %(default)s)",
+    )
     p.add_argument("--py-spy", default=str(Path(sys.executable).parent / "py-spy"))
     p.add_argument("--results-dir", default=str(BENCH / "results"))
     a = p.parse_args(argv)
@@ -170,7 +177,7 @@ def bench_args(a: argparse.Namespace) -> argparse.Namespace:
         rules=a.rules,
         slice_rounds=a.rounds,
         slice_s=a.slice_s,
-        interleave_scenario_list=["keep-alive"],
+        interleave_scenario_list=[a.scenario],
     )
 
 
@@ -204,7 +211,9 @@ def self_time(stacks: Counter[tuple[str, ...]]) -> Counter[str]:
     return out
 
 
-def analyse(runs: dict[str, dict[str, Any]], top: int) -> tuple[str, dict[str, Any]]:
+def analyse(
+    runs: dict[str, dict[str, Any]], top: int, scenario: str = "keep-alive"
+) -> tuple[str, dict[str, Any]]:
     per_sample: dict[str, float] = {}
     incl: dict[str, Counter[str]] = {}
     selft: dict[str, Counter[str]] = {}
@@ -221,7 +230,7 @@ def analyse(runs: dict[str, dict[str, Any]], top: int) -> tuple[str, dict[str, A
         )
     names = list(runs)
     lines = [
-        "Keep-alive request cost by function, inclusive (us per request = share of samples x CPU per request)",
+        f"{scenario} operation cost by function, inclusive (us per request = share of samples x CPU per request)",
         *head,
         "",
     ]
@@ -322,7 +331,7 @@ async def main_async(a: argparse.Namespace, tmp: Path, out_dir: Path) -> dict[st
         raw = out_dir / f"{name}.txt"
         if not raw.exists():
             raise RuntimeError(f"py-spy wrote no profile for {name} (ptrace permission?)")
-        per = il["scenarios"]["keep-alive"]["summary"]["per_proxy"][name]
+        per = il["scenarios"][a.scenario]["summary"]["per_proxy"][name]
         runs[name] = {
             "stacks": read_raw(raw),
             "load": {
@@ -344,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     os.chmod(tmp, 0o755)
     try:
         out = asyncio.run(main_async(a, tmp, out_dir))
-        text, data = analyse(out["runs"], a.top)
-        ratios = out["interleaved"]["scenarios"]["keep-alive"]["summary"]["ratios"]
+        text, data = analyse(out["runs"], a.top, a.scenario)
+        ratios = out["interleaved"]["scenarios"][a.scenario]["summary"]["ratios"]
         text += (
             "\nCPU per request ratios from the same slices (geometric mean of rounds, ~95% interval):\n"
             + "\n".join(
@@ -356,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         machine = PB.machine_info()
         header = (
-            f"py-spy keep-alive profile  {stamp}  commit {machine['commit']}"
+            f"py-spy {a.scenario} profile  {stamp}  commit {machine['commit']}"
             f"{' (dirty)' if machine['dirty'] else ''}, {a.rate} samples/s, {a.rounds} rounds of "
             f"{a.slice_s:g} s slices per target, interleaved\n"
         )

@@ -5,9 +5,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import connection, exceptions, tls
+from mitmproxy.addons import tlsconfig
 from mitmproxy.proxy import context
 from mitmproxy.test import taddons
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 
 from addons.inspection import HotTlsConfig, NoCertificateInUse, leaf_names
 from certs.authority import CertificateAuthority
@@ -180,3 +181,60 @@ def test_each_account_signs_with_its_own_ca_and_swaps_alone(tmp_path, authoritie
         hot.use_account_issuer("branch", None)
         with pytest.raises(NoCertificateInUse):
             issuer_seen(5002)
+
+
+# -- per-handshake work ---------------------------------------------------------------------
+
+
+def test_leaf_and_key_reach_openssl_converted_once_per_leaf(tmp_path, authorities, monkeypatch) -> None:
+    """pyOpenSSL converts a cryptography certificate or key at every call (~100 µs each with
+    OpenSSL 3): a leaf served again, and the issuer's one leaf key, are converted only once."""
+    converted: list[str] = []
+    to_x509 = crypto.X509.from_cryptography.__func__  # type: ignore[attr-defined]
+    to_pkey = crypto.PKey.from_cryptography_key.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(
+        crypto.X509,
+        "from_cryptography",
+        classmethod(lambda cls, c: converted.append("cert") or to_x509(cls, c)),
+    )
+    monkeypatch.setattr(
+        crypto.PKey,
+        "from_cryptography_key",
+        classmethod(lambda cls, k: converted.append("key") or to_pkey(cls, k)),
+    )
+    old, new = authorities
+    hot = HotTlsConfig()
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path))
+        hot.use_issuer(LeafIssuer(old))
+        for _ in range(3):
+            assert _handshake(hot, _context(tctx), [old]).issuer == old.certificate.subject
+        assert converted == ["cert", "key"]
+        _handshake(hot, _context(tctx, sni="other.test"), [old])
+        assert converted == ["cert", "key", "cert"]  # a new leaf; the same leaf key
+        # A swap takes effect at the next handshake: the new issuer's leaf and key are converted.
+        hot.use_issuer(LeafIssuer(new))
+        assert _handshake(hot, _context(tctx), [new]).issuer == new.certificate.subject
+        assert converted == ["cert", "key", "cert", "cert", "key"]
+
+
+def test_client_connection_is_set_up_as_stock_tlsconfig_does(tmp_path, authorities) -> None:
+    """Same context options, cipher list, ALPN data and certificate as stock TlsConfig, which
+    our tls_start_client replaces only to skip the per-handshake conversions."""
+    hot = HotTlsConfig()
+    with taddons.context(hot) as tctx:
+        tctx.configure(hot, confdir=str(tmp_path), ciphers_client="ECDHE-ECDSA-AES128-GCM-SHA256")
+        hot.use_issuer(LeafIssuer(authorities[0]))
+        mine, theirs = _context(tctx), _context(tctx)
+        ours = tls.TlsData(mine.client, context=mine)
+        hot.tls_start_client(ours)
+        stock = tls.TlsData(theirs.client, context=theirs)
+        tlsconfig.TlsConfig.tls_start_client(hot, stock)
+        assert ours.ssl_conn is not None and stock.ssl_conn is not None
+        assert ours.ssl_conn.get_context() is stock.ssl_conn.get_context()  # mitmproxy's cached one
+        assert ours.ssl_conn.get_cipher_list() == stock.ssl_conn.get_cipher_list()
+        assert ours.ssl_conn.get_app_data() == stock.ssl_conn.get_app_data()
+        assert (
+            ours.ssl_conn.get_certificate().to_cryptography()
+            == stock.ssl_conn.get_certificate().to_cryptography()
+        )
