@@ -68,9 +68,15 @@ files:
   state   ~/.config/gateway-agent/state.json (0600): device id and secret, server URL,
           pinned server certificate fingerprint, account, trust store options and the
           root certificates this agent installed (--state FILE for another)
-  reads   the PEM paths each rule lists, /etc/pki/nssdb and ~/.pki/nssdb (NSS certutil)
+          (macOS: ~/Library/Application Support/gateway-agent; Windows:
+          %LOCALAPPDATA%\\gateway-agent)
+  reads   the PEM paths each rule lists, /etc/pki/nssdb and ~/.pki/nssdb (NSS certutil);
+          macOS: the System (and login) keychain (security); Windows: Cert:\\LocalMachine\\My
+          (and CurrentUser\\My) (PowerShell)
   writes  (sync-ca, run) the gateway's root CAs into /usr/local/share/ca-certificates
-          (+ update-ca-certificates), ~/.pki/nssdb and /etc/pki/nssdb (certutil)
+          (+ update-ca-certificates), ~/.pki/nssdb and /etc/pki/nssdb (certutil); macOS: the
+          System keychain as a trusted root; Windows: Cert:\\LocalMachine\\Root (--user: also
+          CurrentUser\\Root). sync-ca --dry-run prints the commands instead
 see docs/agent.md"""
 
 DESCRIPTION = (
@@ -185,7 +191,13 @@ def _add_stores(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--system", action=argparse.BooleanOptionalAction, default=None,
         help="the system store: /usr/local/share/ca-certificates + update-ca-certificates (Debian), or "
-        "/etc/pki/ca-trust/source/anchors + update-ca-trust (RHEL); needs root",
+        "/etc/pki/ca-trust/source/anchors + update-ca-trust (RHEL); on macOS the System keychain (as a "
+        "trusted root); on Windows Cert:\\LocalMachine\\Root; needs root / an elevated agent",
+    )  # fmt: skip
+    group.add_argument(
+        "--user", action=argparse.BooleanOptionalAction, default=None,
+        help="Windows: the user's own Root store, Cert:\\CurrentUser\\Root (Windows asks the user to "
+        "confirm each change) (default: off)",
     )  # fmt: skip
     group.add_argument(
         "--nss", action=argparse.BooleanOptionalAction, default=None,
@@ -200,6 +212,11 @@ def _add_stores(parser: argparse.ArgumentParser) -> None:
 def _add_sync_ca(parser: argparse.ArgumentParser) -> None:
     _add_output(parser)
     _add_stores(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="read the stores and print the commands that would install or remove a root, for an "
+        "administrator to review; change nothing, record nothing, report nothing",
+    )  # fmt: skip
     parser.add_argument(
         "--save", action="store_true",
         help="remember --system/--nss/--nss-db in the state file for later runs (not --root)",
@@ -306,9 +323,12 @@ def _session(args: argparse.Namespace) -> AgentSession:
 
 
 def _store_options(args: argparse.Namespace, state: AgentState) -> StoreOptions:
+    from agent import host
     from agent.trust_store import StoreOptions
 
     root = None
+    if args.root is not None and host.current_host().system != "linux":
+        raise AgentError("--root works with the Linux stores only: on macOS and Windows try --dry-run")
     if args.root is not None:
         root = Path(os.path.abspath(args.root))
         if not root.is_dir():
@@ -320,14 +340,41 @@ def _store_options(args: argparse.Namespace, state: AgentState) -> StoreOptions:
             if not directory.startswith(("/", "~")):
                 raise AgentError(f"--nss-db {directory}: give the NSS database's absolute directory")
     return StoreOptions.from_config(
-        state.trust_stores, system=args.system, nss=args.nss, nss_databases=databases, root=root
+        state.trust_stores,
+        system=args.system,
+        nss=args.nss,
+        nss_databases=databases,
+        root=root,
+        user=args.user,
     )
 
 
 def _trust_sync(args: argparse.Namespace, session: AgentSession, options: StoreOptions) -> TrustSync:
+    from agent import host
     from agent.trust import Ledger, TrustSync, build_stores
 
-    return TrustSync(session.transport, Ledger(_state_path(args)), lambda: build_stores(options))
+    here = host.current_host()
+    return TrustSync(session.transport, Ledger(_state_path(args)), lambda: build_stores(options, host=here))
+
+
+def _dry_sync(session: AgentSession, options: StoreOptions) -> TrustSync:
+    """A sync that reads the stores but only collects the commands that would change them: no
+    store is changed, no record written, nothing reported to the server."""
+    from dataclasses import replace
+
+    from agent import host
+    from agent.runner import Command, DryRunner
+    from agent.trust import DryNssTools, Ledger, TrustSync, build_stores
+
+    planned: list[Command] = []
+    here = host.current_host()
+    dry = replace(here, runner=DryRunner(here.runner, planned))
+    nss = DryNssTools(planned)
+    ledger = Ledger(None, session.state.trust_installed)
+    return TrustSync(
+        session.transport, ledger, lambda: build_stores(options, host=dry, nss_tools=nss, dry_run=True),
+        planned=planned,
+    )  # fmt: skip
 
 
 def _previous_state(path: Path) -> AgentState | None:
@@ -431,6 +478,14 @@ def _sync_ca(args: argparse.Namespace) -> int:
         raise AgentError(
             "no trust store is enabled: drop --no-system/--no-nss, or name one with --nss-db DIR"
         )
+    if args.dry_run:
+        from agent.output import format_plan
+
+        if args.save:
+            raise AgentError("--dry-run changes nothing: leave out --save")
+        report = _dry_sync(session, options).run()
+        print(json.dumps(report.to_json(), indent=2) if args.json else format_plan(report))
+        return 0
     report = _trust_sync(args, session, options).run()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -122,3 +122,25 @@ def format_sync(report: SyncReport) -> str:
         else:
             lines += ["", "reported to the server"]
     return "\n".join(lines)
+
+
+def format_plan(report: SyncReport) -> str:
+    """``sync-ca --dry-run``: per store, the commands that would run, and its problems."""
+    lines = ["dry run: no store was changed, nothing recorded, nothing reported to the server", ""]
+    for cert in report.certificates:
+        if not cert.accepted:
+            lines.append(
+                f"root {cert.id} ({_short(cert.fingerprint)}) would not be installed: {cert.refused}"
+            )
+    for store in report.stores:
+        changes = [f"+{_short(fp)}" for fp in store.added] + [f"-{_short(fp)}" for fp in store.removed]
+        lines.append(f"{store.store}: " + (" ".join(changes) if changes else "nothing to change"))
+        lines += [f"  would run: {line}" for command in store.planned for line in _indent(command)]
+        lines += [f"  problem: {error}" for error in store.errors if not (store.missing and store.optional)]
+        lines += [f"  note: {note}" for note in store.notes]
+    return "\n".join(lines)
+
+
+def _indent(command: str) -> list[str]:
+    first, *rest = command.splitlines() or [""]
+    return [first, *(f"           {line}" for line in rest)]

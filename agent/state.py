@@ -49,6 +49,7 @@ class TrustStoresConfig:
     system: bool = True  # /usr/local/share/ca-certificates (+ update-ca-certificates), or RHEL's anchors
     nss: bool = True  # the default NSS databases: ~/.pki/nssdb and /etc/pki/nssdb
     nss_databases: tuple[str, ...] = ()  # more NSS database directories (absolute, ``~`` expanded)
+    user: bool = False  # the user's own root store: Windows Cert:\\CurrentUser\\Root (asks the user)
 
 
 @dataclass(frozen=True)
@@ -163,16 +164,19 @@ def _parse_trust_stores(path: Path, value: object) -> TrustStoresConfig:
         return TrustStoresConfig()
     bad = AgentError(
         f'the state file {path} has a bad "trust_stores": expected {{"system": true|false, "nss": true|false, '
-        '"nss_databases": ["/absolute/dir", ...]}'
+        '"nss_databases": ["/absolute/dir", ...], "user": true|false}'
     )
-    if not isinstance(value, dict) or set(value) - {"system", "nss", "nss_databases"}:
+    if not isinstance(value, dict) or set(value) - {"system", "nss", "nss_databases", "user"}:
         raise bad
     system, nss, databases = value.get("system", True), value.get("nss", True), value.get("nss_databases", [])
-    if not isinstance(system, bool) or not isinstance(nss, bool) or not isinstance(databases, list):
+    user = value.get("user", False)
+    if not all(isinstance(flag, bool) for flag in (system, nss, user)) or not isinstance(databases, list):
         raise bad
     if not all(isinstance(d, str) and d.strip() for d in databases):
         raise bad
-    return TrustStoresConfig(system=system, nss=nss, nss_databases=tuple(d.strip() for d in databases))
+    return TrustStoresConfig(
+        system=system, nss=nss, nss_databases=tuple(d.strip() for d in databases), user=user
+    )
 
 
 def _parse_installed(path: Path, value: object) -> tuple[InstalledCertificate, ...]:
@@ -244,4 +248,7 @@ def update_trust_installed(
 
 
 def state_to_json(state: AgentState) -> dict[str, Any]:
-    return {"version": STATE_VERSION, **asdict(state)}
+    fields = asdict(state)
+    if not state.trust_stores.user:  # written only when on (Windows), so other files stay as they were
+        del fields["trust_stores"]["user"]
+    return {"version": STATE_VERSION, **fields}

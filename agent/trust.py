@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,7 +45,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent.errors import AgentError
+from agent.host import Host
 from agent.locations import NssTools
+from agent.runner import Command
 from agent.state import (
     InstalledCertificate,
     state_lock,
@@ -53,6 +56,7 @@ from agent.state import (
 )
 from agent.token import normalize_fingerprint
 from agent.transport import Transport, fingerprint_of
+from agent.trust_macos import KeychainStore
 from agent.trust_nss import NssStore
 from agent.trust_store import (
     SYSTEM_NSSDB,
@@ -66,6 +70,7 @@ from agent.trust_store import (
     fp16,
 )
 from agent.trust_system import SystemStore, detect_system_store
+from agent.trust_windows import WindowsRootStore
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +78,10 @@ ROOTS_PATH = "/agent/root_certificates"
 STORES_PATH = "/agent/trust_stores"
 MAX_ERROR_CHARS = 1000  # the server's limits (proxy/services/device_trust.py)
 MAX_STORE_CHARS = 4096
+DRY_RUN_SYSTEM = (
+    "not covered by --dry-run (it writes files and runs update-ca-certificates itself): "
+    "try the sync in a sandbox with --root DIR"
+)
 
 
 # --- what the server lists ------------------------------------------------------------------------
@@ -169,6 +178,8 @@ class StoreReport:
     notes: list[str] = field(default_factory=list)
     missing: bool = False  # an optional store that does not exist here
     optional: bool = False
+    planned: list[str] = field(default_factory=list)  # a dry run: the commands that would run
+    reported_as: str = ""  # the server's name for it, when not ``store`` (see ``wire_store``)
 
     @property
     def error(self) -> str:
@@ -180,21 +191,28 @@ class StoreReport:
         return bool(self.errors) and not (self.missing and self.optional)
 
     @property
+    def wire_store(self) -> str:
+        """The name sent to the server: the platform's system store (the macOS System keychain,
+        the Windows machine Root store) is ``system`` there, as on Linux."""
+        return self.reported_as or self.store
+
+    @property
     def reportable(self) -> bool:
         """A name the server takes: ``system``, or ``nss:`` and an absolute path without control
-        characters (a misconfigured relative directory is shown here, not sent)."""
-        if self.store == "system":
+        characters (a misconfigured relative directory, or the Windows user's Root store, which
+        the server has no name for, is shown here, not sent)."""
+        if self.wire_store == "system":
             return True
         path = self.store.removeprefix("nss:")
         return (self.store.startswith("nss:/") and len(self.store) <= MAX_STORE_CHARS
                 and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in path))  # fmt: skip
 
     def wire(self) -> dict[str, Any]:
-        return {"store": self.store, "installed": list(self.installed), "error": self.error}
+        return {"store": self.wire_store, "installed": list(self.installed), "error": self.error}
 
     def to_json(self) -> dict[str, Any]:
         return {**self.wire(), "added": self.added, "removed": self.removed, "notes": self.notes,
-                "missing": self.missing}  # fmt: skip
+                "missing": self.missing, **({"planned": self.planned} if self.planned else {})}  # fmt: skip
 
 
 @dataclass
@@ -275,7 +293,7 @@ class Ledger:
 
 def sync_store(store: TrustStore, roots: Sequence[RootCertificate], ledger: Ledger) -> StoreReport:
     """Install, remove, refresh and list one store; every failure goes into the report."""
-    report = StoreReport(store.name, optional=store.optional)
+    report = StoreReport(store.name, optional=store.optional, reported_as=getattr(store, "reported_as", ""))
     listed = [r.fingerprint for r in roots if r.fingerprint]
     problem = store.problem()
     if problem is not None:
@@ -385,23 +403,59 @@ def _list_installed(
 
 class TrustSync:
     """Fetch the list, sync every store, report. ``stores`` builds the stores afresh each time (a
-    database that appeared since the last sync is picked up)."""
+    database that appeared since the last sync is picked up).
 
-    def __init__(self, transport: Transport, ledger: Ledger, stores: Callable[[], list[TrustStore]]) -> None:
+    ``planned`` makes it a dry run: the stores were built with runners that keep the commands
+    that would change something instead of running them (``agent.runner.DryRunner``,
+    :class:`DryNssTools`) into that list; each store's share goes into its report, the ledger
+    must be an in-memory copy, and nothing is reported to the server."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        ledger: Ledger,
+        stores: Callable[[], list[TrustStore]],
+        *,
+        planned: list[Command] | None = None,
+    ) -> None:
         self.transport = transport
         self.ledger = ledger
         self.stores = stores
+        self.planned = planned
 
     def run(self) -> SyncReport:
         roots = fetch_root_certificates(self.transport)  # nothing changes when this fails
         reports = []
         with self.ledger.locked():
             for store in self.stores():
-                reports.append(sync_store(store, roots, self.ledger))
+                before = len(self.planned) if self.planned is not None else 0
+                report = sync_store(store, roots, self.ledger)
+                if self.planned is not None:
+                    report.planned = [command.shown() for command in self.planned[before:]]
+                reports.append(report)
         result = SyncReport(roots, reports)
+        if self.planned is not None:
+            return result
         answer = self.transport.post(STORES_PATH, {"stores": [r.wire() for r in reports if r.reportable]})
         result.server = answer if isinstance(answer, dict) else {"answer": answer}
         return result
+
+
+class DryNssTools(NssTools):
+    """NSS tools for a dry run: ``certutil`` commands that change a database (``-A``, ``-D``,
+    ``-M``, ``-N``) are kept in ``planned``, answered with success, and not run."""
+
+    CHANGES = frozenset({"-A", "-D", "-M", "-N"})
+
+    def __init__(self, planned: list[Command]) -> None:
+        super().__init__()
+        self.planned = planned
+
+    def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
+        if len(argv) > 1 and argv[1] in self.CHANGES:
+            self.planned.append(Command(tuple(argv), changes=True))
+            return subprocess.CompletedProcess(list(argv), 0, b"", b"")
+        return super().run(argv)
 
 
 # --- which stores ---------------------------------------------------------------------------------
@@ -446,15 +500,28 @@ def build_stores(
     *,
     nss_tools: NssTools | None = None,
     which: Callable[[str], str | None] | None = None,
+    host: Host | None = None,
+    dry_run: bool = False,
 ) -> list[TrustStore]:
-    """The enabled stores, in report order: system, the user's NSS database, the system one,
-    then the configured ones (the same directory once)."""
+    """The enabled stores, in report order: system (on macOS the System keychain, on Windows the
+    machine's Root store, then the user's with ``options.user``), the user's NSS database, the
+    system one (Linux only), then the configured ones (the same directory once). ``dry_run``: the
+    Linux system store, which writes files itself, is shown as not covered."""
     tools = nss_tools or NssTools()
+    system = host.system if host is not None else "linux"
     stores: list[TrustStore] = []
-    if options.system:
+    if system == "mac" and host is not None:
+        if options.system:
+            stores.append(KeychainStore(host.runner))
+    elif system == "windows" and host is not None:
+        stores += [WindowsRootStore(location, host.runner) for location, wanted in
+                   (("LocalMachine", options.system), ("CurrentUser", options.user)) if wanted]  # fmt: skip
+    elif options.system and dry_run:
+        stores.append(BrokenStore("system", "system", DRY_RUN_SYSTEM))
+    elif options.system:
         stores.append(detect_system_store(options, which=which or find_tool))
     databases: list[tuple[Path, bool]] = []
-    if options.nss:
+    if options.nss and system == "linux":
         databases += [
             (options.place(options.home_directory() / USER_NSSDB), True),
             (options.place(SYSTEM_NSSDB), True),

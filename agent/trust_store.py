@@ -156,6 +156,7 @@ class StoreOptions:
     nss_databases: tuple[str, ...] = ()
     root: Path | None = None
     home: Path | None = None
+    user: bool = False  # Windows: the user's Root store too
 
     @classmethod
     def from_config(cls, config: TrustStoresConfig, **overrides: Any) -> StoreOptions:
@@ -163,15 +164,18 @@ class StoreOptions:
             "system": config.system,
             "nss": config.nss,
             "nss_databases": config.nss_databases,
+            "user": config.user,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
     def config(self) -> TrustStoresConfig:
-        return TrustStoresConfig(system=self.system, nss=self.nss, nss_databases=self.nss_databases)
+        return TrustStoresConfig(
+            system=self.system, nss=self.nss, nss_databases=self.nss_databases, user=self.user
+        )
 
     def enabled(self) -> bool:
-        return self.system or self.nss or bool(self.nss_databases)
+        return self.system or self.nss or bool(self.nss_databases) or self.user
 
     def place(self, path: Path) -> Path:
         """``path`` (absolute) under ``root``."""

@@ -80,6 +80,7 @@ class FakeSecurity:
     trusted: dict[str, list[x509.Certificate]] = field(default_factory=dict)  # admin trust settings
     root: bool = True  # may change admin trust settings and the System keychain
     exportable: bool = True
+    unexportable: set[str] = field(default_factory=set)  # keychains whose keys security may not export
     installed: bool = True
     sha256_lines: bool = True
     override: dict[str, Completed] = field(default_factory=dict)  # subcommand -> canned answer
@@ -129,7 +130,7 @@ class FakeSecurity:
         items = self.items(options["-k"])
         if items is None:
             return self._no_keychain()
-        if not self.exportable:
+        if not self.exportable or options["-k"] in self.unexportable:
             return Completed(
                 1, b"", b"security: SecKeychainItemExport: The contents of this item cannot be retrieved.\n"
             )
