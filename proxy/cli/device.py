@@ -1,5 +1,5 @@
-"""``gateway device ...`` (enrollment tokens, enrolled devices) and ``gateway posture logs``,
-through the admin API of a running ``gateway run``."""
+"""``gateway device ...`` (enrollment tokens, enrolled devices), through the admin API of a
+running ``gateway run``. The posture log is ``gateway logs posture`` (``proxy.cli.logs``)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,12 @@ from typing import Any
 from proxy.cli.client import AdminClient, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
-LOG_PAGE = 1000
-DEFAULT_LOG_LIMIT = 50
-REASON_WIDTH = 100
-
 Handler = Callable[[argparse.Namespace], int]
 type Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def register(subparsers: Subparsers) -> None:
     _register_device(subparsers)
-    _register_posture(subparsers)
 
 
 def _register_device(subparsers: Subparsers) -> None:
@@ -108,26 +103,6 @@ def _addresses(session: Session, args: argparse.Namespace) -> None:
     print(table(header, [(r["network"], r["source"], r["first_seen"], r["last_seen"]) for r in rows]))
 
 
-def _register_posture(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser(
-        "posture",
-        help="see device posture results (the posture log)",
-        description="Device posture: every result the agents reported and what the server verified.",
-        epilog="example:\n  gateway posture logs --device laptop-7 --since 10m",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="posture_command", required=True, metavar="COMMAND")
-    logs = _command(commands, "logs", _logs, "posture log, newest first: device, rule, outcome, verified, reason",
-                    "gateway posture logs --rule 'corp certificate' --since 1h")  # fmt: skip
-    logs.add_argument("--device", metavar="ID", help="one device: its id, a unique prefix of it, or its name")
-    logs.add_argument("--rule", metavar="ID", help="one posture rule: its id or its name")
-    logs.add_argument(
-        "--since", metavar="WHEN", help='entries since then: a duration ("10m") or an RFC 3339 time'
-    )
-    logs.add_argument("--limit", type=int, default=DEFAULT_LOG_LIMIT, metavar="N",
-                      help=f"at most N entries (default: {DEFAULT_LOG_LIMIT})")  # fmt: skip
-
-
 def _command(
     commands: Subparsers,
     name: str,
@@ -166,7 +141,7 @@ def _handler(body: Callable[[Session, argparse.Namespace], None]) -> Handler:
         try:
             body(session, args)
             sys.stdout.flush()
-        except BrokenPipeError:  # `gateway posture logs | head`: the reader has all it wanted
+        except BrokenPipeError:  # `gateway device list | head`: the reader has all it wanted
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
@@ -265,37 +240,6 @@ def _wireguard(session: Session, args: argparse.Namespace) -> None:
     )
 
 
-def _logs(session: Session, args: argparse.Namespace) -> None:
-    if args.limit < 1:
-        raise CliError("--limit must be at least 1")
-    query: dict[str, str] = {}
-    if args.device:
-        query["device_id"] = str(resolve_device(_devices(session), args.device)["id"])
-    if args.rule:
-        rules = session.client.get(session.url("/devices/posture")).result or []
-        query["rule_id"] = resolve_rule(rules, args.rule)
-    if args.since:
-        query["since"] = args.since
-    entries: list[dict[str, Any]] = []
-    page = 1
-    while len(entries) < args.limit:
-        per_page = min(LOG_PAGE, args.limit)
-        found = session.client.get(
-            session.url("/devices/posture/logs"), {**query, "page": str(page), "per_page": str(per_page)}
-        ).result
-        if not found:
-            break
-        entries.extend(found)
-        page += 1
-    entries = entries[: args.limit]
-    if session.as_json:
-        _print_json(entries)
-    elif not entries:
-        print("no posture log entries" + (" match" if query else " yet"))
-    else:
-        print(format_logs(entries))
-
-
 def _devices(session: Session) -> list[dict[str, Any]]:
     return [d for d in session.client.get(session.url("/devices")).result or [] if isinstance(d, dict)]
 
@@ -331,27 +275,6 @@ def resolve_rule(rules: Sequence[Any], wanted: str) -> str:
         if len(matches) > 1:
             raise CliError(f"several posture rules are named {wanted!r}: give the id")
     raise CliError(f"no posture rule with id or name {wanted!r}")
-
-
-def format_logs(entries: Sequence[dict[str, Any]]) -> str:
-    header = ("TIME", "DEVICE", "RULE", "OUTCOME", "VERIFIED", "REASON")
-    rows = [
-        (
-            str(e.get("timestamp", "")),
-            str(e.get("device_name") or e.get("device_id", "")),
-            str(e.get("rule_name") or e.get("rule_id") or "-"),
-            str(e.get("outcome", "")),
-            "yes" if e.get("verified") else "no",
-            _short(str(e.get("reason", ""))),
-        )
-        for e in entries
-    ]
-    return table(header, rows)
-
-
-def _short(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= REASON_WIDTH else line[: REASON_WIDTH - 1] + "…"
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

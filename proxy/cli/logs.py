@@ -1,5 +1,7 @@
 """``gateway logs requests|posture``: the request log and the posture log of a running gateway,
 through its admin API (``GET .../gateway/requests``, ``GET .../devices/posture/logs``).
+``gateway posture logs`` is a deprecated alias of ``gateway logs posture``: the same options and
+output, after a one-line notice on stderr.
 
 One readable line per record, oldest first, as ``tail`` prints (``--json``: the records as the API
 gives them, one JSON object a line). ``--follow`` keeps asking for what is newer than the last
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from proxy.cli.client import AdminClient, account_of, add_admin_options, connect
+from proxy.cli.device import resolve_device, resolve_rule
 from proxy.cli.errors import CliError
 
 logger = logging.getLogger(__name__)
@@ -28,6 +32,9 @@ OUTCOMES: Final = ("passed", "failed", "refused")  # the posture log's words
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 1000  # what both endpoints answer at most per call
 DEFAULT_INTERVAL: Final = 1.0
+DEPRECATED_POSTURE_LOGS: Final = (
+    "gateway: `gateway posture logs` is deprecated; use `gateway logs posture` (same options)"
+)
 
 _sleep: Callable[[float], None] = time.sleep  # tests replace it to stop --follow
 
@@ -59,40 +66,69 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     requests.add_argument("--host", metavar="TEXT", help="only hosts containing TEXT (case-insensitive)")
     requests.set_defaults(func=_requests)
+    _common_options(requests)
 
     posture = commands.add_parser(
         "posture",
         help="posture results agents reported: time, device, outcome, rule, reason",
         description="The newest entries of the posture log, oldest first.",
     )
-    posture.add_argument("--device", metavar="ID", help="only this device's results")
-    posture.add_argument("--rule", metavar="ID", help="only this posture rule's results")
-    posture.add_argument(
+    _posture_options(posture)
+    posture.set_defaults(func=_posture)
+    _register_deprecated(subparsers)
+
+
+def _register_deprecated(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``gateway posture logs``: what ``gateway logs posture`` was called before."""
+    parser = subparsers.add_parser(
+        "posture",
+        help="deprecated: `gateway posture logs` is now `gateway logs posture`",
+        description="Deprecated: use `gateway logs posture`.",
+    )
+    commands = parser.add_subparsers(dest="posture_command", required=True, metavar="COMMAND")
+    alias = commands.add_parser(
+        "logs",
+        help="deprecated alias of `gateway logs posture` (same options and output)",
+        description="Deprecated: runs `gateway logs posture` with the same options, after a "
+        "one-line notice on stderr.",
+    )
+    _posture_options(alias)
+    alias.set_defaults(func=_deprecated_posture_logs)
+
+
+def _posture_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        metavar="ID",
+        help="only this device's results: its id, a unique prefix of it, or its name",
+    )
+    parser.add_argument("--rule", metavar="ID", help="only this posture rule's results: its id or its name")
+    parser.add_argument(
         "--outcome", action="append", choices=OUTCOMES, help="only results with this outcome (repeatable)"
     )
-    posture.set_defaults(func=_posture)
+    _common_options(parser)
 
-    for command in (requests, posture):
-        command.add_argument(
-            "--since",
-            metavar="WHEN",
-            help="only records from then on: a duration such as 10m or 2h, or an RFC 3339 time",
-        )
-        command.add_argument(
-            "--limit", type=_limit, default=DEFAULT_LIMIT, metavar="N",
-            help=f"at most N records at first (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})",
-        )  # fmt: skip
-        command.add_argument(
-            "-f", "--follow", action="store_true", help="keep printing new records until Ctrl-C"
-        )
-        command.add_argument(
-            "--interval", type=_interval, default=DEFAULT_INTERVAL, metavar="SECONDS",
-            help=f"with --follow: how often to ask (default {DEFAULT_INTERVAL:g})",
-        )  # fmt: skip
-        command.add_argument(
-            "--json", action="store_true", help="one JSON object per line, as the API gives them"
-        )
-        add_admin_options(command.add_argument_group("admin API options"))
+
+def _common_options(command: argparse.ArgumentParser) -> None:
+    """--since, --limit, --follow, --interval, --json and the admin API options of both logs."""
+    command.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only records from then on: a duration such as 10m or 2h, or an RFC 3339 time",
+    )
+    command.add_argument(
+        "--limit", type=_limit, default=DEFAULT_LIMIT, metavar="N",
+        help=f"at most N records at first (1-{MAX_LIMIT}, default {DEFAULT_LIMIT})",
+    )  # fmt: skip
+    command.add_argument("-f", "--follow", action="store_true", help="keep printing new records until Ctrl-C")
+    command.add_argument(
+        "--interval", type=_interval, default=DEFAULT_INTERVAL, metavar="SECONDS",
+        help=f"with --follow: how often to ask (default {DEFAULT_INTERVAL:g})",
+    )  # fmt: skip
+    command.add_argument(
+        "--json", action="store_true", help="one JSON object per line, as the API gives them"
+    )
+    add_admin_options(command.add_argument_group("admin API options"))
 
 
 def _limit(text: str) -> int:
@@ -155,10 +191,24 @@ def _requests(args: argparse.Namespace) -> int:
     return _show(client, source, args)
 
 
+def _deprecated_posture_logs(args: argparse.Namespace) -> int:
+    print(DEPRECATED_POSTURE_LOGS, file=sys.stderr)
+    return _posture(args)
+
+
 def _posture(args: argparse.Namespace) -> int:
     client = connect(args)
     account = account_of(client, args.account)
-    query = {k: v for k, v in (("device_id", args.device), ("rule_id", args.rule)) if v}
+    query: dict[str, str] = {}
+    if args.device:  # an id, a unique prefix of one or a name: the API filters by id
+        devices = client.get(f"/accounts/{account}/devices").result or []
+        query["device_id"] = str(
+            resolve_device([d for d in devices if isinstance(d, dict)], args.device)["id"]
+        )
+    if args.rule:
+        query["rule_id"] = resolve_rule(
+            client.get(f"/accounts/{account}/devices/posture").result or [], args.rule
+        )
     outcomes = frozenset(args.outcome or ())
     source = LogSource(
         f"/accounts/{account}/devices/posture/logs",
@@ -172,6 +222,16 @@ def _posture(args: argparse.Namespace) -> int:
 
 
 def _show(client: AdminClient, source: LogSource, args: argparse.Namespace) -> int:
+    try:
+        return _print_records(client, source, args)
+    except BrokenPipeError:  # `gateway logs posture | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+
+
+def _print_records(client: AdminClient, source: LogSource, args: argparse.Namespace) -> int:
     render: Callable[[Mapping[str, Any]], str] = _json_line if args.json else source.render
     records = source.fetch(client, args.since, args.limit)
     _emit(records, render)

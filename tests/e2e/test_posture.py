@@ -434,9 +434,9 @@ def test_enroll_check_and_report_store_verified_passes(lab: PostureLab) -> None:
         bad_since = api.get(f"/accounts/{lab.account}/devices/posture/logs", params={"since": "yesterday"})
     assert bad_since.status_code == 400 and "since" in bad_since.text, bad_since.text
     # ... and the CLI.
-    cli = admin_cli(lab.gw, "posture", "logs", "--device", device_id, "--json", "--limit", "2")
+    cli = admin_cli(lab.gw, "logs", "posture", "--device", device_id, "--json", "--limit", "2")
     assert cli.returncode == 0, cli.stderr.decode()
-    listed = json.loads(cli.stdout)
+    listed = [json.loads(line) for line in cli.stdout.splitlines()]
     assert {(e["rule_id"], e["verified"]) for e in listed} == {
         (lab.pem_rule_id, True), (lab.nss_rule_id, True),
     }, listed  # fmt: skip
@@ -583,10 +583,10 @@ def test_removed_certificate_blocks_after_the_next_report(lab: PostureLab) -> No
         failed = lab.get(lab.origin.url(FAILED_HOST, "/removed"))
         assert failed_rule_blocked(failed, lab), (failed.status, failed.body[:400])
 
-        cli = admin_cli(lab.gw, "posture", "logs", "--device", lab.agent.device_id,
+        cli = admin_cli(lab.gw, "logs", "posture", "--device", lab.agent.device_id,
                         "--rule", PEM_RULE, "--json", "--limit", "1")  # fmt: skip
         assert cli.returncode == 0, cli.stderr.decode()
-        (entry,) = json.loads(cli.stdout)
+        (entry,) = [json.loads(line) for line in cli.stdout.splitlines()]
         assert (entry["outcome"], entry["success"], entry["verified"]) == ("failed", False, False), entry
         assert entry["reason"] == f"no certificate found ({lab.pem_cert}: no such file)", entry
         posture = lab.identity()["devicePosture"]

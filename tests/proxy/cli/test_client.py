@@ -94,7 +94,7 @@ async def test_plain_http_to_the_tls_port_suggests_https(
 
 
 @pytest.mark.parametrize(
-    "command", [["ca", "list"], ["device", "list"], ["posture", "logs"], ["policy", "export"]]
+    "command", [["ca", "list"], ["device", "list"], ["logs", "posture"], ["policy", "export"]]
 )
 async def test_every_admin_command_takes_cacert_or_its_variable(
     https_admin: tuple[str, AdminTls],

@@ -1,5 +1,5 @@
-"""``gateway device token|list|delete`` and ``gateway posture logs`` against the real admin API
-over loopback HTTP."""
+"""``gateway device token|list|delete`` against the real admin API over loopback HTTP (the posture
+log, and its deprecated ``gateway posture logs``, are tests/proxy/cli/test_logs.py's)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from aiohttp import web
 
 from proxy.api import create_app
 from proxy.cli.main import main
-from proxy.services.posture_verify import Report
 from tests.support.devices import Lab, make_lab, token_secret
 from tests.support.server import Gateway
 
@@ -82,29 +81,3 @@ async def test_device_list_and_delete(server: Server, capsys: pytest.CaptureFixt
     assert f"deleted device {device.id}" in capsys.readouterr().out
     assert await server.run("device", "delete", "nothing") == 1
     assert "no device with id, id prefix or name 'nothing'" in capsys.readouterr().err
-
-
-async def test_posture_logs_with_filters(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
-    lab = server.lab
-    first, _ = lab.enroll(hostname="first")
-    second, _ = lab.enroll(hostname="second")
-    await lab.service.submit(first, [Report(rule_id=lab.rule_id, success=False, reason="no cert found")], "h")
-    lab.gateway.clock.advance(minutes=30)
-    cert, key = lab.ca.issue(lab.now, cn="second.corp")
-    await lab.service.submit(second, [await lab.passing(second, cert, key)], "h")
-    assert await server.run("posture", "logs") == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["TIME", "DEVICE", "RULE", "OUTCOME", "VERIFIED", "REASON"]
-    assert "second" in lines[1] and "passed" in lines[1] and " yes " in lines[1]
-    assert "first" in lines[2] and "failed" in lines[2] and "no cert found" in lines[2]
-    assert await server.run("posture", "logs", "--device", "first", "--json") == 0
-    (entry,) = json.loads(capsys.readouterr().out)
-    assert entry["device_id"] == first.id and entry["reason"] == "no cert found"
-    assert await server.run("posture", "logs", "--since", "10m") == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
-    assert await server.run("posture", "logs", "--rule", "corp certificate", "--limit", "1") == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
-    assert await server.run("posture", "logs", "--rule", "nope") == 1
-    assert "no posture rule with id or name 'nope'" in capsys.readouterr().err
-    assert await server.run("posture", "logs", "--since", "later") == 1
-    assert "since: must be an RFC 3339 time" in capsys.readouterr().err

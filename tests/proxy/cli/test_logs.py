@@ -1,5 +1,6 @@
-"""``gateway logs requests|posture`` against the real admin API on loopback HTTP (the request log
-file, the device service and the app are the real ones; the clock is the test's)."""
+"""``gateway logs requests|posture`` (and ``gateway posture logs``, its deprecated alias) against
+the real admin API on loopback HTTP (the request log file, the device service and the app are the
+real ones; the clock is the test's)."""
 
 from __future__ import annotations
 
@@ -199,6 +200,60 @@ async def test_posture_log_lines_filters_and_follow(
     assert len(lines) == 2 and lines[1].endswith(
         "second  failed   rule=corp certificate  certificate removed"
     ), lines
+
+
+async def test_posture_devices_and_rules_by_name_or_prefix(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = server.lab
+    first, _ = lab.enroll(hostname="first")
+    second, _ = lab.enroll(hostname="second")
+    await _fail(lab, first, "no certificate found")
+    await _fail(lab, second, "expired")
+    for wanted in ("first", first.id[:8], first.id.upper()):
+        assert await server.run("posture", "--device", wanted, "--json") == 0
+        assert [json.loads(x)["device_id"] for x in capsys.readouterr().out.splitlines()] == [first.id]
+    assert await server.run("posture", "--rule", "corp certificate", "--limit", "1") == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.endswith("second  failed   rule=corp certificate  expired"), line
+    assert await server.run("posture", "--rule", lab.rule_id, "--device", "second") == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert await server.run("posture", "--rule", "nope") == 1
+    assert "no posture rule with id or name 'nope'" in capsys.readouterr().err
+    assert await server.run("posture", "--device", "nothing") == 1
+    assert "no device with id, id prefix or name 'nothing'" in capsys.readouterr().err
+
+
+async def test_posture_logs_is_a_deprecated_alias_of_logs_posture(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = server.lab
+    first, _ = lab.enroll(hostname="first")
+    await _fail(lab, first, "no certificate found")
+    options = [
+        "--device",
+        "first",
+        "--outcome",
+        "failed",
+        "--server",
+        server.url,
+        f"--token={lab.gateway.token}",
+    ]
+    assert await asyncio.to_thread(main, ["logs", "posture", *options]) == 0
+    documented = capsys.readouterr()
+    assert await asyncio.to_thread(main, ["posture", "logs", *options]) == 0
+    alias = capsys.readouterr()
+    assert alias.out == documented.out and documented.out.count("\n") == 1, alias.out
+    assert documented.err == ""
+    assert alias.err == logs.DEPRECATED_POSTURE_LOGS + "\n"
+    assert "use `gateway logs posture`" in alias.err
+
+
+def test_posture_logs_help_points_at_logs_posture(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["posture", "logs", "--help"])
+    out = capsys.readouterr().out
+    assert "Deprecated: runs `gateway logs posture`" in out and "--outcome" in out
 
 
 @pytest.mark.parametrize(
