@@ -8,4 +8,11 @@ to the server with the pinned certificate), ``locations`` (PEM files and NSS dat
 enrolled agent), ``run`` (the loop), ``trust_store`` (what the trust stores share),
 ``trust_system`` and ``trust_nss`` (the stores), ``trust`` (one CA sync over them), ``cli`` and
 ``output`` (the command line and what it prints), ``errors`` (``AgentError``).
+
+macOS and Windows (issue 15): ``host`` (which platform, and the runner of its tools), ``runner``
+(running a tool; recorded output in tests; dry runs), ``macos_security`` and
+``windows_powershell`` (one keychain / one certificate store through the platform's tool),
+``stores_macos`` and ``stores_windows`` (posture candidates there), ``store_key`` (a key the
+platform signs with), ``trust_macos`` and ``trust_windows`` (their trust stores), ``state_path``
+(the state file's place per platform).
 """

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import AgentError
 
 if TYPE_CHECKING:  # the modules themselves are imported by the commands: `gateway --help` stays fast
+    from agent.host import Host
     from agent.run import Round
     from agent.session import AgentSession
     from agent.state import AgentState
@@ -157,7 +158,7 @@ def _add_enroll(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--serial-number", metavar="S",
         help="serial number for ${serial_number} (default: /sys/class/dmi/id/product_serial if readable, "
-        "else /etc/machine-id)",
+        "else /etc/machine-id; macOS: ioreg's IOPlatformSerialNumber; Windows: Win32_BIOS.SerialNumber)",
     )  # fmt: skip
     parser.add_argument("--force", action="store_true", help="enroll again even if the state file exists")
 
@@ -404,14 +405,15 @@ def _enroll(args: argparse.Namespace) -> int:
         raise AgentError(f"no enrollment token: pass --token TOKEN or set {TOKEN_ENV}")
     token = parse_token(text)
     hostname = device.hostname()
+    here = host.current_host()
     request = Enrollment(
         token=token,
         server=check_server_url(args.server) if args.server else token.server,
         name=(args.name or hostname).strip(),
         email=(args.email or "").strip(),
-        serial_number=(args.serial_number.strip() if args.serial_number else device.serial_number()),
+        serial_number=(args.serial_number.strip() if args.serial_number else _serial_number(here)),
         hostname=hostname,
-        operating_system=host.current_host().system,
+        operating_system=here.system,
     )
     previous = _previous_state(path)
     state = enroll(request, path, timeout=args.timeout)
@@ -432,6 +434,14 @@ def _enroll(args: argparse.Namespace) -> int:
         print("warning: no serial number found: rules using ${serial_number} will fail (enroll with --serial-number)",
               file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _serial_number(here: Host) -> str:
+    """Linux: the firmware's or the machine id; macOS and Windows: from their own tools."""
+    from agent import device
+    from agent.serial_number import platform_serial
+
+    return device.serial_number() if here.system == "linux" else platform_serial(here.system, here.runner)
 
 
 def _check(args: argparse.Namespace) -> int:

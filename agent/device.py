@@ -36,10 +36,15 @@ def serial_number(*, product_serial: Path = PRODUCT_SERIAL, machine_id: Path = M
         except OSError as e:
             logger.debug("serial number: cannot read %s: %s", path, e.strerror or e)
             continue
-        if value.lower() not in _PLACEHOLDERS and "\n" not in value and len(value) <= 128:
+        if usable_serial(value):
             logger.debug("serial number from %s", path)
             return value
     return ""
+
+
+def usable_serial(value: str) -> bool:
+    """A real serial number: not a firmware placeholder, one line, at most 128 characters."""
+    return value.lower() not in _PLACEHOLDERS and "\n" not in value and len(value) <= 128
 
 
 def operating_system() -> str:

@@ -78,6 +78,7 @@ ROOTS_PATH = "/agent/root_certificates"
 STORES_PATH = "/agent/trust_stores"
 MAX_ERROR_CHARS = 1000  # the server's limits (proxy/services/device_trust.py)
 MAX_STORE_CHARS = 4096
+NO_NSS_ON_WINDOWS = "NSS databases are not kept on Windows (certutil.exe there is Microsoft's, not NSS's)"
 DRY_RUN_SYSTEM = (
     "not covered by --dry-run (it writes files and runs update-ca-certificates itself): "
     "try the sync in a sandbox with --root DIR"
@@ -531,6 +532,9 @@ def build_stores(
         path = Path(raw)
         if path.parts[:1] == ("~",):
             path = options.home_directory().joinpath(*path.parts[1:])
+        if system == "windows":  # certutil there is Microsoft's, not NSS's
+            stores.append(BrokenStore(f"nss:{raw}", f"nss:{raw}", NO_NSS_ON_WINDOWS))
+            continue
         if not path.is_absolute():
             stores.append(
                 BrokenStore(

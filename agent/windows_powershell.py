@@ -132,6 +132,17 @@ def script_command(body: str, *, changes: bool = False) -> Command:
     )
 
 
+def run_script(runner: Runner, body: str) -> Completed:
+    """Run a read-only script; ``PowerShellError`` when PowerShell is missing or the script fails."""
+    try:
+        done = runner.run(script_command(body))
+    except (ToolMissing, ToolFailed) as e:
+        raise PowerShellError(str(e)) from None
+    if done.returncode != 0:
+        raise PowerShellError(f"PowerShell failed: {_error(done)}")
+    return done
+
+
 def decode_script(command: Command) -> str:
     """The script an encoded command carries (for dry runs and for tests)."""
     return base64.b64decode(command.argv[-1]).decode("utf-16-le")

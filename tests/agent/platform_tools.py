@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from agent.macos_security import SECURITY
 from agent.runner import Command, Completed, ToolMissing
+from agent.serial_number import IOREG
 from agent.windows_powershell import POWERSHELL, decode_script
 from tests.support.pki import Issued
 
@@ -83,11 +84,14 @@ class FakeSecurity:
     unexportable: set[str] = field(default_factory=set)  # keychains whose keys security may not export
     installed: bool = True
     sha256_lines: bool = True
+    serial: str = "C02TEST0MAC1"
     override: dict[str, Completed] = field(default_factory=dict)  # subcommand -> canned answer
     calls: list[Command] = field(default_factory=list)
 
     def run(self, command: Command) -> Completed:
         self.calls.append(command)
+        if command.argv[0] == IOREG:  # the serial number, at enrollment
+            return Completed(0, f'  {{\n    "IOPlatformSerialNumber" = "{self.serial}"\n  }}\n'.encode())
         assert command.argv[0] == SECURITY, command.argv
         if not self.installed:
             raise ToolMissing(f"{SECURITY} is not installed on this system")
@@ -269,6 +273,7 @@ class FakePowerShell:
     installed: bool = True
     encoding: str = "utf-8"
     bom: bool = False
+    serial: str = "5CDTEST0WIN1"
     override: dict[str, Completed] = field(default_factory=dict)  # "list", "sign", "add", "remove"
     calls: list[Command] = field(default_factory=list)
 
@@ -278,6 +283,8 @@ class FakePowerShell:
         if not self.installed:
             raise ToolMissing(f"{POWERSHELL} is not installed on this system")
         script = decode_script(command)
+        if "Win32_BIOS" in script:  # the serial number, at enrollment
+            return Completed(0, json.dumps(self.serial).encode() + b"\r\n")
         if (match := _SIGN.search(script)) is not None:
             return self.override.get("sign") or self._sign(match, script)
         if (match := _LIST.search(script)) is not None:

@@ -22,7 +22,7 @@ import pytest
 from agent import host
 from agent.macos_security import SECURITY, SYSTEM_KEYCHAIN
 from proxy.cli.main import main
-from tests.agent.platform_tools import FakeSecurity, KeychainItem, sha1_of
+from tests.agent.platform_tools import FakePowerShell, FakeSecurity, KeychainItem, StoreItem, sha1_of
 from tests.agent.test_end_to_end import _rows
 from tests.support.pki import fingerprint, issue_leaf, make_ca
 from tests.support.server import AgentServer as Server
@@ -76,7 +76,7 @@ async def test_recorded_macos_device_reports_pass_and_unverified_and_syncs_the_k
     assert await agent("enroll", "--token", issued["token"], "--state", str(state)) == 0
     device_id = capsys.readouterr().out.split()[3]
     device = await server.admin("GET", f"/accounts/{account}/devices/{device_id}")
-    assert device["device_type"] == "mac"
+    assert (device["device_type"], device["serial_number"]) == ("mac", "C02TEST0MAC1")  # from ioreg
 
     # check: both mac rules pass locally; the login keychain's key cannot be used, and it says so
     assert await agent("check", "--state", str(state)) == 0
@@ -154,3 +154,59 @@ def server_root(listing: list[dict[str, Any]]) -> Any:
 
     (in_use,) = [c for c in listing if c.get("in_use")]
     return x509.load_pem_x509_certificate(in_use["certificate"].encode())
+
+
+async def test_recorded_windows_device_proves_in_place_and_syncs_the_machine_root_store(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    account = server.gateway.account_id
+    machine_ca, user_ca = make_ca("Corp Machine CA"), make_ca("Corp User CA")
+    ids = []
+    for name, ca in (("machines", machine_ca), ("users", user_ca)):
+        upload = await server.admin("POST", f"/accounts/{account}/mtls_certificates",
+                                    {"name": name, "certificates": ca.cert_pem(), "ca": True})  # fmt: skip
+        ids.append(upload["id"])
+    machine_cert = issue_leaf(machine_ca, f"{HOST}.corp", key_type="ec-p384")  # P1363 -> DER on the way
+    user_cert = issue_leaf(user_ca, f"{HOST}.corp", key_type="rsa-2048")
+    shell = FakePowerShell({"LocalMachine\\My": [StoreItem(machine_cert)],
+                            "CurrentUser\\My": [StoreItem(user_cert, usable=False)]}, elevated=False)  # fmt: skip
+    monkeypatch.setattr(host, "current_host", lambda: host.Host("windows", shell, home=tmp_path))
+    posture = f"/accounts/{account}/devices/posture"
+    await server.admin("POST", posture, rule("machine cert", ids[0], "windows", []))
+    await server.admin("POST", posture, rule("user cert", ids[1], "windows", ["user"]))
+    issued = await server.admin(
+        "POST", f"/accounts/{account}/devices/enrollment_tokens", {"email": "bo@example.com"}
+    )
+    state = tmp_path / "state.json"
+    assert await agent("enroll", "--token", issued["token"], "--state", str(state)) == 0
+    device_id = capsys.readouterr().out.split()[3]
+    device = await server.admin("GET", f"/accounts/{account}/devices/{device_id}")
+    assert (device["device_type"], device["serial_number"]) == ("windows", "5CDTEST0WIN1")  # from Win32_BIOS
+
+    assert await agent("report", "--state", str(state)) == 3
+    stored = _rows(capsys.readouterr().out)
+    assert stored["machine cert"][0] == "pass (verified)"  # the server verified the in-place signature
+    assert stored["user cert"][0] == "fail"
+    assert "Windows does not let the agent use it" in stored["user cert"][2]
+    assert "Keyset does not exist" in stored["user cert"][2]
+    logs = await server.admin("GET", f"/accounts/{account}/devices/posture/logs?device_id={device_id}")
+    assert {(e["rule_name"], e["success"], e["verified"]) for e in logs} == {
+        ("machine cert", True, True),
+        ("user cert", False, False),
+    }
+
+    # not elevated, with the user's Root store too: the machine store says what to do, the
+    # user's store takes the root (shown, not reported: the server has no name for it)
+    root_fp = fingerprint(server_root(await server.admin("GET", f"/accounts/{account}/gateway/certificates")))
+    assert await agent("sync-ca", "--state", str(state), "--user") == 3
+    out = capsys.readouterr().out
+    assert "leave the machine store out with --no-system" in out
+    assert "windows:CurrentUser\\Root" in out
+    stores = (await server.admin("GET", f"/accounts/{account}/devices/{device_id}"))["trust_stores"]
+    assert [(s["store"], s["installed"]) for s in stores] == [("system", [])]
+    assert "Access is denied" in stores[0]["error"]
+    shell.elevated = True
+    assert await agent("sync-ca", "--state", str(state)) == 0
+    capsys.readouterr()
+    stores = (await server.admin("GET", f"/accounts/{account}/devices/{device_id}"))["trust_stores"]
+    assert [(s["store"], s["installed"], s["error"]) for s in stores] == [("system", [root_fp], "")]

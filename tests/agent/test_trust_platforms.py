@@ -302,3 +302,13 @@ def test_dry_run_on_linux_shows_certutil_commands_and_leaves_the_database_unchan
     (command,) = nss.planned
     assert command.startswith(f'certutil -A -n "Gateway {fp16(fingerprint(CA.certificate))}" -t C,, -i ')
     assert nss_listing(nssdb) == {}
+
+
+def test_nss_databases_are_refused_on_windows() -> None:
+    (_machine, nss) = build_stores(
+        StoreOptions(nss_databases=("C:/nssdb",)), host=Host("windows", FakePowerShell())
+    )
+    report = sync([nss], listed(CA), Ledger(None))["nss:C:/nssdb"]
+    assert report.errors == [
+        "NSS databases are not kept on Windows (certutil.exe there is Microsoft's, not NSS's)"
+    ]
