@@ -148,6 +148,11 @@ async def test_recorded_macos_device_reports_pass_and_unverified_and_syncs_the_k
     )
     assert record["gateway_devices"] == {"installed": 1, "missing": 0, "reporting": 1}
 
+    # run: one round of reports and a CA sync, on the forced platform
+    assert await agent("run", "--state", str(state), "--once") == 0
+    out = capsys.readouterr().out
+    assert "keychain cert: pass (verified)" in out and "login cert: fail: no proof of possession" in out
+
 
 def server_root(listing: list[dict[str, Any]]) -> Any:
     from cryptography import x509

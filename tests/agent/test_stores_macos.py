@@ -5,6 +5,7 @@ run on a real Mac (docs/agent.md)."""
 from __future__ import annotations
 
 import base64
+import plistlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -203,3 +204,34 @@ def test_a_linux_rule_fails_on_a_mac_with_the_reason(ca: Issued) -> None:
     (result,) = check(security, ca, rule_api("r1", match=(), operating_system="windows"))
     assert result.reason == "the rule checks windows devices (operating_system), not mac"
     assert security.calls == []
+
+
+def test_recorded_find_identity_that_does_not_parse_leaves_certificates_without_keys(ca: Issued) -> None:
+    client = issue_leaf(ca, "macbook.corp")
+    security = FakeSecurity({SYSTEM_KEYCHAIN: [KeychainItem(client)]},
+                            override={"find-identity": Completed(0, b"Policy: X.509 Basic\n  1) ???\n")})  # fmt: skip
+    (with_key, without) = check(security, ca, mac_rule("r1"), mac_rule("r2", check_private_key=False))
+    assert not with_key.passed
+    assert "cannot read `security find-identity` output" in with_key.reason
+    assert without.passed and without.key is None and "find-identity" in without.key_problem
+
+
+def test_recorded_trust_settings_deny_and_garbage() -> None:
+    from agent.macos_security import parse_trust_settings
+
+    plist = plistlib.dumps({"trustList": {
+        "AA" * 20: {"trustSettings": []},
+        "BB" * 20: {"trustSettings": [{"kSecTrustSettingsResult": 3}]},
+        "CC" * 20: {"trustSettings": [{"kSecTrustSettingsPolicy": b"\x01", "kSecTrustSettingsResult": 1}]},
+        "DD" * 20: {"trustSettings": [{"kSecTrustSettingsResult": 4}]},
+    }})  # fmt: skip
+    assert parse_trust_settings(plist) == {
+        "AA" * 20: True,
+        "BB" * 20: False,
+        "CC" * 20: True,
+        "DD" * 20: False,
+    }
+    with pytest.raises(ValueError, match="not a property list"):
+        parse_trust_settings(b"SecTrustSettings: oops")
+    with pytest.raises(ValueError, match="no trustList"):
+        parse_trust_settings(plistlib.dumps({"trustVersion": 1}))
