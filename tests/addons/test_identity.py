@@ -110,3 +110,35 @@ def test_posture_decides_and_a_change_reaches_the_next_request() -> None:
     assert allowed.response is None
     assert blocked.response is not None and blocked.response.status_code == 403
     assert blocked.metadata["gateway.identity"].email == "ana@corp.test"
+
+
+@dataclass
+class AccountDirectory(Directory):
+    """Devices of two accounts."""
+
+    accounts: dict[str, str] = field(default_factory=lambda: {"dev-1": "a" * 32, "dev-2": "b" * 32})
+
+    def identity(self, device_id: str) -> Identity:
+        return Identity.of(device_id=device_id, account_id=self.accounts[device_id])
+
+
+class ByPort:
+    """A resolver naming the device by the client's source port (as an address or a WireGuard
+    listener would)."""
+
+    def device_of(self, client):  # type: ignore[no-untyped-def]
+        return {6002: "dev-2"}.get(client.peername[1])
+
+
+def test_the_account_of_a_client_is_its_devices() -> None:
+    addon = DeviceIdentity(AccountDirectory(), resolvers=[ByPort()])
+    with taddons.context(addon):
+        flow = _connect(_basic("dev-1", "s3cret"))
+        addon.http_connect(flow)
+        assert addon.account_of(flow.client_conn) == "a" * 32  # from its CONNECT credentials
+        resolved = _connect(None)
+        resolved.client_conn.peername = ("192.0.2.7", 6002)
+        assert addon.account_of(resolved.client_conn) == "b" * 32  # from how it arrived
+        nobody = _connect(None)
+        nobody.client_conn.peername = ("192.0.2.8", 6003)
+        assert addon.account_of(nobody.client_conn) is None  # the default account's

@@ -154,3 +154,20 @@ async def test_the_sdk_makes_lists_and_deletes_accounts(deps: ApiDeps, gateway: 
     async with sdk_for(dataclasses.replace(deps), SCOPED) as scoped:
         with pytest.raises(PermissionDeniedError):
             await scoped.accounts.create(name="Mine")
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+async def test_a_device_cannot_be_moved_to_another_account(
+    client: Client, gateway: Gateway, lab: Lab, method: str
+) -> None:
+    """A device's account is fixed at enrollment: no call changes it (docs/api.md)."""
+    device, _ = lab.enroll()
+    other = await _create(client, gateway, "Branch")
+    path = f"/client/v4/accounts/{gateway.account_id}/devices/{device.id}"
+    reply = await call(client, method, path, token=gateway.token, json={"account_id": other})
+    assert reply.status == 405 and "allowed: DELETE, GET, HEAD" in reply.error
+    elsewhere = await call(
+        client, "GET", f"/client/v4/accounts/{other}/devices/{device.id}", token=gateway.token
+    )
+    assert elsewhere.status == 404
+    assert lab.service.device(gateway.account_id, device.id).account_id == gateway.account_id

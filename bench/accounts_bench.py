@@ -1,0 +1,133 @@
+"""What several accounts cost the proxy's per-handshake and per-request paths, in-process.
+
+With several accounts a handshake picks its signer, and a request its policies, by the client's
+account (docs/architecture.md "Several accounts"). This times the two places that changed, one
+call at a time, with the addons built as ``gateway run`` builds them, and the client identified
+as an enrolled device (explicit proxy credentials, its identity cached as DeviceService caches it):
+
+  HotTlsConfig.get_cert   a handshake's leaf, from the issuer's cache (the signature is not
+                          timed: only what picks the issuer and returns the cached leaf)
+  Enforcer.request        a request decided with no rules (the idle path), identity included
+
+for 1 account (today's path: no lookup), 2 accounts and 50 accounts, in interleaved rounds so
+that load on a shared machine hits every case alike. Figures: CPU microseconds per call (median
+of rounds) and each case's ratio to 1 account measured in the same round.
+
+Run:  .venv/bin/python bench/accounts_bench.py [--calls 20000] [--rounds 9] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from mitmproxy import connection
+from mitmproxy.proxy import context
+from mitmproxy.test import taddons, tflow
+
+from addons.enforcement import Enforcer, PolicySnapshot
+from addons.identity import DeviceIdentity
+from addons.inspection import HotTlsConfig
+from certs.authority import CertificateAuthority
+from certs.issuer import LeafIssuer
+from policies.access import AccessEngine
+from policies.engine import GatewayEngine
+from policies.facts import Identity
+from proxy.services.policies import PolicyEngines
+
+CASES = (1, 2, 50)
+DEVICE = "bench-device"
+
+
+class Directory:
+    """The device service as the proxy sees it: a cached identity per device."""
+
+    def __init__(self, account_id: str) -> None:
+        self._identities = {DEVICE: Identity(email="bench@example.com", device_id=DEVICE, account_id=account_id)}
+
+    def authenticate(self, device_id: str, secret: str) -> str | None:
+        return device_id
+
+    def identity(self, device_id: str) -> Identity:
+        return self._identities[device_id]
+
+
+def build(accounts: int, authority: CertificateAuthority, tctx: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """get_cert and request for one client of the last account, with ``accounts`` loaded."""
+    ids = [f"{n:032x}" for n in range(accounts)]
+    identity = DeviceIdentity(Directory(ids[-1]))
+    tls = HotTlsConfig(account_of=identity.account_of)
+    enforcer = Enforcer(identity_of=identity.identity_of)
+    issuer = LeafIssuer(authority)
+    snapshot = PolicySnapshot(PolicyEngines(GatewayEngine.build(()), AccessEngine.build((), ()), 0))
+    tls.use_issuer(issuer)
+    enforcer.use(snapshot)
+    for account in ids:
+        tls.use_account_issuer(account, issuer)
+        enforcer.use_account(account, snapshot)
+    client = connection.Client(peername=("127.0.0.1", 5000), sockname=("127.0.0.1", 8080), timestamp_start=0)
+    client.sni = "same.bench.test"
+    identity._devices[client.id] = DEVICE  # as its CONNECT left it
+    conn_context = context.Context(client, tctx.options)
+    conn_context.server.address = ("same.bench.test", 443)
+    tls.get_cert(conn_context)  # the leaf is made once and cached
+    flow = tflow.tflow(resp=False)
+    flow.client_conn = client
+
+    def request() -> None:
+        flow.metadata.clear()
+        flow.response = None
+        enforcer.request(flow)
+
+    return (lambda: tls.get_cert(conn_context)), request
+
+
+def per_call(call: Callable[[], Any], calls: int) -> float:
+    start = time.process_time()
+    for _ in range(calls):
+        call()
+    return (time.process_time() - start) / calls * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20_000, help="calls per case per round (default 20000)")
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    parser.add_argument("--json", action="store_true", help="print every figure as JSON")
+    args = parser.parse_args()
+    authority = CertificateAuthority.generate(common_name="Bench Root", organization="Gateway Bench")
+    figures: dict[str, dict[int, list[float]]] = {"get_cert": {}, "request": {}}
+    ratios: dict[str, dict[int, list[float]]] = {"get_cert": {}, "request": {}}
+    with tempfile.TemporaryDirectory() as confdir, taddons.context() as tctx:
+        tctx.options.confdir = confdir
+        built = {n: build(n, authority, tctx) for n in CASES}
+        for _ in range(args.rounds):
+            for index, name in enumerate(("get_cert", "request")):
+                measured = {n: per_call(built[n][index], args.calls) for n in CASES}
+                for n, value in measured.items():
+                    figures[name].setdefault(n, []).append(value)
+                    ratios[name].setdefault(n, []).append(value / measured[1])
+    if args.json:
+        print(json.dumps({"figures_us": figures, "ratios": ratios, "calls": args.calls}, indent=2))
+        return 0
+    for name in figures:
+        for n in CASES:
+            median = statistics.median(figures[name][n])
+            ratio = statistics.median(ratios[name][n])
+            print(f"{name:9} {n:3} account{'s' if n > 1 else ' '}  {median:7.2f} µs/call  {ratio:5.2f}× one account")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
