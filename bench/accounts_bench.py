@@ -54,7 +54,9 @@ class Directory:
     """The device service as the proxy sees it: a cached identity per device."""
 
     def __init__(self, account_id: str) -> None:
-        self._identities = {DEVICE: Identity(email="bench@example.com", device_id=DEVICE, account_id=account_id)}
+        self._identities = {
+            DEVICE: Identity(email="bench@example.com", device_id=DEVICE, account_id=account_id)
+        }
 
     def authenticate(self, device_id: str, secret: str) -> str | None:
         return device_id
@@ -63,7 +65,9 @@ class Directory:
         return self._identities[device_id]
 
 
-def build(accounts: int, authority: CertificateAuthority, tctx: Any) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def build(
+    accounts: int, authority: CertificateAuthority, tctx: Any
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """get_cert and request for one client of the last account, with ``accounts`` loaded."""
     ids = [f"{n:032x}" for n in range(accounts)]
     identity = DeviceIdentity(Directory(ids[-1]))
@@ -101,7 +105,9 @@ def per_call(call: Callable[[], Any], calls: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=20_000, help="calls per case per round (default 20000)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
@@ -125,7 +131,9 @@ def main() -> int:
         for n in CASES:
             median = statistics.median(figures[name][n])
             ratio = statistics.median(ratios[name][n])
-            print(f"{name:9} {n:3} account{'s' if n > 1 else ' '}  {median:7.2f} µs/call  {ratio:5.2f}× one account")
+            print(
+                f"{name:9} {n:3} account{'s' if n > 1 else ' '}  {median:7.2f} µs/call  {ratio:5.2f}x one account"
+            )
     return 0
 
 
