@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -39,7 +40,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from certs.authority import BACKDATE, CertificateAuthority, is_self_signed
 from certs.clock import Clock, as_utc, format_time, utcnow
 from certs.errors import CertError
-from certs.keys import KeyType, PrivateKey, PublicKey, signature_hash
+from certs.keys import KeyType, PrivateKey, signature_hash
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +157,9 @@ class LeafIssuer:
         self._leaf_public_key = self._leaf_key.public_key()
         self._chain = _chain_to_send(authority)
         # Everything but serial, validity and names is the same for every leaf: build it once.
-        self._template = _leaf_template(
+        self._issuer_name = authority.certificate.subject
+        self._extensions = _shared_extensions(
             authority,
-            self._leaf_public_key,
             rsa_leaf=isinstance(self._leaf_key, rsa.RSAPrivateKey),
             aia_url=aia_url,
             crl_url=crl_url,
@@ -241,13 +242,18 @@ class LeafIssuer:
         )  # validity period = not_after - not_before (CA/B Forum)
         capped = wanted_not_after >= self._ca_not_after
         not_after = self._ca_not_after if capped else wanted_not_after
-        certificate = (
-            self._template.serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=True)
-            .sign(self._ca_key, self._hash)
-        )
+        # One builder made with all its fields at once (each setter of a fluent chain copies the
+        # builder and re-checks its extensions); naive UTC times, as the setters would store them.
+        san = x509.Extension(_SAN_OID, True, x509.SubjectAlternativeName(general_names(names)))
+        certificate = x509.CertificateBuilder(
+            issuer_name=self._issuer_name,
+            subject_name=_EMPTY_NAME,
+            public_key=self._leaf_public_key,
+            serial_number=x509.random_serial_number(),
+            not_valid_before=not_before.astimezone(UTC).replace(tzinfo=None),
+            not_valid_after=not_after.astimezone(UTC).replace(tzinfo=None),
+            extensions=[*self._extensions, san],
+        ).sign(self._ca_key, self._hash)
         leaf = Leaf(certificate=certificate, private_key=self._leaf_key, chain=self._chain)
         renew_at = not_after if capped else not_after - self._margin
         if logger.isEnabledFor(logging.DEBUG):
@@ -261,6 +267,7 @@ class LeafIssuer:
 
 
 _EMPTY_NAME = x509.Name([])
+_SAN_OID = x509.SubjectAlternativeName.oid
 
 
 def normalize_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -302,6 +309,8 @@ def _normalize_name(raw: str) -> str:
         except UnicodeError:
             raise CertError(f"invalid host name {shown!r}: cannot be IDNA-encoded") from None
     name = name.lower()
+    if len(name) <= _MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(name):
+        return name  # the common case, decided by one regex instead of the loop below
     if not name or len(name) > _MAX_NAME_LENGTH:
         raise CertError(f"invalid host name {shown!r}: must be 1 to 253 characters")
     labels = name.split(".")
@@ -317,6 +326,9 @@ def _normalize_name(raw: str) -> str:
 
 
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+# Labels of 1 to 63 of _LABEL_CHARS, no wildcard: exactly what the loop in _normalize_name
+# accepts apart from its wildcard exception.
+_PLAIN_NAME = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
 
 
 def _looks_like_ip(name: str) -> bool:
@@ -347,15 +359,14 @@ def _chain_to_send(authority: CertificateAuthority) -> tuple[x509.Certificate, .
     return (authority.certificate, *(c for c in authority.chain if not is_self_signed(c)))
 
 
-def _leaf_template(
+def _shared_extensions(
     authority: CertificateAuthority,
-    leaf_public_key: PublicKey,
     *,
     rsa_leaf: bool,
     aia_url: str | None,
     crl_url: str | None,
-) -> x509.CertificateBuilder:
-    """A builder holding everything every leaf of this issuer shares (builders are immutable)."""
+) -> tuple[x509.Extension[x509.ExtensionType], ...]:
+    """The extensions every leaf of this issuer carries, in order, all but the SAN."""
     extensions: list[tuple[x509.ExtensionType, bool]] = [
         (x509.BasicConstraints(ca=False, path_length=None), True),
         (
@@ -396,15 +407,11 @@ def _leaf_template(
             crl_issuer=None,
         )
         extensions.append((x509.CRLDistributionPoints([point]), False))
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_EMPTY_NAME)
-        .issuer_name(authority.certificate.subject)
-        .public_key(leaf_public_key)
+    # Encoded to DER once here (by cryptography), so signing a leaf only copies the bytes; the
+    # certificate is byte-for-byte what the typed extension would give.
+    return tuple(
+        x509.Extension(
+            extension.oid, critical, x509.UnrecognizedExtension(extension.oid, extension.public_bytes())
+        )
+        for extension, critical in extensions
     )
-    for extension, critical in extensions:
-        # Encoded to DER once here, so signing a leaf only copies the bytes (~15% faster);
-        # the certificate is byte-for-byte what the typed extension would give.
-        encoded = x509.UnrecognizedExtension(extension.oid, extension.public_bytes())
-        builder = builder.add_extension(encoded, critical=critical)
-    return builder

@@ -212,6 +212,8 @@ def test_issuer_refuses_bad_settings(ca: CertificateAuthority, kwargs: dict[str,
         (["192.0.2.1", "192.0.2.1"], ("192.0.2.1",)),
         (["2001:DB8:0::1", "[2001:db8::1]"], ("2001:db8::1",)),
         (["under_score.example.com"], ("under_score.example.com",)),
+        (["X" * 63 + ".Example.com"], ("x" * 63 + ".example.com",)),
+        (["a." * 125 + "com"], ("a." * 125 + "com",)),  # 253 characters: the longest allowed
         (["x.example.com", "bad name", "y.example.com"], ("x.example.com", "y.example.com")),
     ],
 )
