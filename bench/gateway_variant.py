@@ -3,6 +3,8 @@ made in the product. Nothing here is the product: ``bench/run --interleave ...,g
 starts ``python bench/gateway_variant.py pruned run ARGS...`` next to the real ``gateway run``.
 
 Variants:
+  stock-tls  the per-handshake TLS set-up of stock mitmproxy (the 'before' of issue 11): the leaf
+           and its key converted for OpenSSL at every handshake, no upstream session resumption.
   pruned   mitmproxy's default addons cut to those ``gateway run`` uses (Core, Block, Onboarding
            (off, but its option is set), Proxyserver, DnsResolver, NextLayer, the TLS config,
            DisableH2C) plus the gateway's own. Every hook event is offered to every addon of the
@@ -38,7 +40,19 @@ def pruned() -> None:
     runtime.build_addons = build_addons
 
 
-VARIANTS = {"pruned": pruned}
+def stock_tls() -> None:
+    """The per-handshake work as before issue 11: mitmproxy's own tls_start_client (leaf and key
+    converted for OpenSSL at every handshake) and tls_start_server (no upstream session offered).
+    The 'before' of bench/run --interleave mitmdump,gateway,gateway-stock-tls."""
+    from mitmproxy.addons.tlsconfig import TlsConfig
+
+    from addons.inspection import HotTlsConfig
+
+    HotTlsConfig.tls_start_client = TlsConfig.tls_start_client  # type: ignore[method-assign]
+    HotTlsConfig.tls_start_server = TlsConfig.tls_start_server  # type: ignore[method-assign]
+
+
+VARIANTS = {"pruned": pruned, "stock-tls": stock_tls}
 
 
 def main() -> int:

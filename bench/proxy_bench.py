@@ -58,11 +58,15 @@ INTERLEAVE_TARGETS = (
     "gateway-device",
     "gateway-device-anon",
     "gateway-pruned",
+    "gateway-stock-tls",
 )
 DEVICE_TARGETS = {
     "gateway-device": True,
     "gateway-device-anon": False,
 }  # name: the client identifies as the device
+
+
+VARIANT_TARGETS = ("gateway-pruned", "gateway-stock-tls")  # bench/gateway_variant.py
 
 
 # Interleaved handshake slices keep fewer connections in flight: with 20, a handshake waits ~1 s in
@@ -142,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"paired ratios robust to other load; from {','.join(INTERLEAVE_TARGETS)} "
         "(gateway-device: gateway run with one enrolled device holding a verified posture pass and "
         "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
-        "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py) "
+        "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py; "
+        "gateway-stock-tls: gateway with stock mitmproxy's per-handshake TLS set-up, the 'before' of issue 11) "
         "(default: %(default)s; '' = skip)",
     )
     p.add_argument(
@@ -603,7 +608,7 @@ class Bench:
                     origin_ip=self.origin.ip,
                 )
             else:
-                variant = name.removeprefix("gateway-") if name == "gateway-pruned" else None
+                variant = name.removeprefix("gateway-") if name in VARIANT_TARGETS else None
                 procs[name] = T.Gateway(
                     name=name,
                     workdir=work,

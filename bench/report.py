@@ -217,6 +217,8 @@ RATIO_PAIRS = (
     ("gateway-device", "gateway-device-anon"),
     ("gateway-device-anon", "gateway"),
     ("gateway-device", "mitmdump"),
+    ("gateway", "gateway-stock-tls"),
+    ("gateway-stock-tls", "mitmdump"),
 )
 
 
