@@ -334,6 +334,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway": "gateway",
         "gateway-rules": f"gateway {il['rules']} rules",
         "gateway-pruned": "gateway pruned (experiment)",
+        "gateway-stock-tls": "gateway, stock TLS set-up",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
     }
