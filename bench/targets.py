@@ -362,6 +362,7 @@ class Gateway(Target):
             "--hosts",
             str(hosts),
             *(["--policies", str(self.policies)] if self.policies else []),
+            *([] if "--workers" in self.extra_args else ["--workers", "1"]),
             *self.extra_args,
         ]
         self.info["argv"] = argv

@@ -13,7 +13,7 @@ subscribers) and on the heartbeat for changes made elsewhere.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -142,6 +142,15 @@ class AccountCaNodes:
 
     def sync(self) -> None:
         """Make the nodes of new accounts, drop those of deleted ones, sync every one."""
+        self._each(CaNode.sync)
+
+    def refresh(self) -> None:
+        """After another process changed the store: like ``sync``, but an account's node
+        reloads only if its deployable CAs changed, and reports only if what it loaded did
+        (``CaNode.refresh``)."""
+        self._each(CaNode.refresh)
+
+    def _each(self, update: Callable[[CaNode], object]) -> None:
         present = {a.id for a in self._accounts.list()} | {self.default_account_id}
         for gone in self._nodes.keys() - present:
             del self._nodes[gone]
@@ -156,7 +165,7 @@ class AccountCaNodes:
                 )  # fmt: skip
                 logger.info("account %s: loading its CAs on node %s", account_id, self.node_id[:8])
             try:
-                node.sync()
+                update(node)
             except Exception:  # one account's trouble must not keep the others from syncing
                 logger.exception("account %s: loading its CAs failed", account_id)
 

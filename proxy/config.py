@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 MASTER_KEY_ENV = "GATEWAY_MASTER_KEY"
 ADMIN_TOKEN_ENV = "GATEWAY_ADMIN_TOKEN"
+MAX_WORKERS = 256
 
 
 class ConfigError(ValueError):
@@ -94,11 +95,20 @@ class Config:
     admin_tls_auto: bool = False  # --admin-tls auto: a self-signed certificate kept in data_dir
     admin_tls_cert: Path | None = None  # --admin-tls FILE: certificate chain (and key)
     admin_tls_key: Path | None = None  # --admin-tls-key FILE
+    node_timeout: timedelta = timedelta(seconds=30)  # --node-timeout: a silent node leaves "live"
+    workers: int = 1  # --workers: proxy processes sharing the listeners (proxy/workers.py)
 
     def __post_init__(self) -> None:
         self._check_admin_tls()
         if not timedelta(days=1) <= self.leaf_lifetime <= timedelta(days=398):
             raise ConfigError("--leaf-lifetime-days must be between 1 and 398")
+        if not timedelta(seconds=1) <= self.node_timeout <= timedelta(hours=1):
+            raise ConfigError("--node-timeout must be between 1 and 3600 seconds")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(
+                f"--workers must be between 1 and {MAX_WORKERS} (got {self.workers}); "
+                "1 runs the proxy in the admin process, as before"
+            )
         if self.leaf_cache_size < 1:
             raise ConfigError("--leaf-cache-size must be at least 1")
         for option, path in (("--upstream-ca", self.upstream_ca), ("--hosts", self.hosts_file)):
@@ -197,15 +207,18 @@ def load_master_key(data_dir: Path, environ: dict[str, str] | os._Environ[str] =
     return KeySealer(key)
 
 
-def upstream_trust_bundle(data_dir: Path, extra_ca: Path | None) -> Path | None:
+def upstream_trust_bundle(
+    data_dir: Path, extra_ca: Path | None, *, name: str = "upstream-trust.pem"
+) -> Path | None:
     """mitmproxy's ``ssl_verify_upstream_trusted_ca`` replaces the public roots, so an extra lab
-    CA is appended to certifi's bundle in a file of our own. None: public roots only."""
+    CA is appended to certifi's bundle in a file of our own (``name``: one per process when
+    several share the data directory). None: public roots only."""
     if extra_ca is None:
         return None
     extra = extra_ca.read_bytes()
     if b"-----BEGIN CERTIFICATE-----" not in extra:
         raise ConfigError(f"--upstream-ca {extra_ca}: no PEM certificate in the file")
-    bundle = data_dir / "upstream-trust.pem"
+    bundle = data_dir / name
     write_private(bundle, Path(certifi.where()).read_bytes().rstrip(b"\n") + b"\n" + extra)
     return bundle
 

@@ -36,6 +36,8 @@ class CaSource(Protocol):
 
     def loadable(self, account_id: str) -> list[LoadableCa]: ...
 
+    def loadable_version(self, account_id: str) -> tuple[tuple[str, str, str, bool], ...]: ...
+
     def node_stopped(self, node_id: str) -> None: ...
 
     def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None: ...
@@ -78,6 +80,7 @@ class CaNode:
         self._settings = settings
         self._issuers: dict[str, LeafIssuer] = {}  # by certificate id
         self._current: LeafIssuer | None = None
+        self._version: tuple[tuple[str, str, str, bool], ...] | None = None  # of what is loaded
         self.in_use_id: str | None = None
 
     @property
@@ -104,6 +107,25 @@ class CaNode:
         self._source.node_stopped(self.node_id)
 
     def sync(self) -> None:
+        """Load what the store says, and report it (the heartbeat: also when nothing changed)."""
+        self._load()
+        self._report()
+
+    def refresh(self) -> bool:
+        """After another process changed the store: reload only if the deployable certificates
+        changed, and report only if what is loaded changed (reporting is a write every other
+        node would see as a change in turn). True if it reloaded."""
+        version = self._source.loadable_version(self._account_id)
+        if version == self._version:
+            return False
+        before = dict(self.loaded)
+        self._load()
+        if self.loaded != before:
+            self._report()
+        return True
+
+    def _load(self) -> None:
+        version = self._source.loadable_version(self._account_id)
         wanted = {ca.id: ca for ca in self._source.loadable(self._account_id)}
         issuers: dict[str, LeafIssuer] = {}
         for cid, ca in wanted.items():
@@ -118,11 +140,14 @@ class CaNode:
         in_use = next((ca.id for ca in wanted.values() if ca.in_use), None)
         # One assignment: every handshake from here on signs with the new CA.
         self._issuers = issuers
+        self._version = version
         current = issuers[in_use] if in_use else None
         if current is not self._current:
             self._sink.use_issuer(current)
             self._current = current
             self.in_use_id = in_use
+
+    def _report(self) -> None:
         self._source.node_loaded(self.node_id, self._account_id, self.loaded)
 
 

@@ -32,35 +32,30 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
-from mitmproxy import options
-from mitmproxy.addons import default_addons
-from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
 
-from addons.enforcement import Enforcer
-from addons.hosts import LabHosts
 from addons.identity import DeviceIdentity, SourceAddresses
 from addons.inspection import HotTlsConfig
 from addons.request_log import RequestLog
-from addons.transparent import TransparentGuard
 from addons.wireguard import WireGuardPeers
 from certs.clock import utcnow
+from certs.sealing import KeySealer
 from policies.yaml_io import PolicyFileError, PolicySet, load_files
 from proxy import config as cfg
-from proxy import gc_settings
-from proxy.account_nodes import AccountCaNodes, AccountPolicies, default_account
+from proxy import data_plane, gc_settings
+from proxy.account_nodes import AccountCaNodes, default_account
 from proxy.admin_tls import AdminTls, load_admin_tls
 from proxy.api.app import ApiDeps, NodeInfo, create_app
 from proxy.api.wireguard import WIREGUARD
 from proxy.banner import banner
 from proxy.bootstrap import BootstrapResult, first_start
+from proxy.data_plane import build_addons, build_master
+from proxy.follower import StoreFollower
 from proxy.jsonlines import JsonLinesFile
 from proxy.metrics import Metrics
-from proxy.modes import DEFAULT_LISTEN_HOST, ModeKind, Modes, listen_address
-from proxy.node_sync import IssuerSettings
+from proxy.modes import ModeKind, Modes, listen_address
 from proxy.services.accounts import AccountService
 from proxy.services.certificates import CertificateService
 from proxy.services.devices import DeviceService
@@ -71,64 +66,12 @@ from proxy.services.wireguard import WireGuardService
 from proxy.store import Store
 from proxy.wireguard import WireGuardModes
 
+__all__ = ["build_addons", "build_master", "serve", "setup_logging", "start"]
+
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = timedelta(seconds=10)
 EXPIRY_CHECK_INTERVAL = timedelta(days=1)
-LISTEN_TIMEOUT = timedelta(seconds=5)
-
-
-# mitmproxy's default addons a gateway needs; every event is offered to every addon, so the
-# other ~20 (playback, map/modify, save, sticky cookies, ...) would cost about a millisecond
-# per keep-alive request for nothing (measured: docs/performance.md).
-NEEDED_DEFAULT_ADDONS = frozenset(
-    {"core", "block", "onboarding", "proxyserver", "dnsresolver", "nextlayer", "tlsconfig", "disableh2c"}
-)
-
-
-def build_addons(
-    tls: HotTlsConfig, identity: DeviceIdentity, enforcer: Enforcer, request_log: RequestLog
-) -> list[Any]:
-    """The default addons a gateway needs, with our TLS config in place of mitmproxy's, then
-    ours: the device is identified before the policies decide, and the log line comes last."""
-    chain = [
-        tls if isinstance(addon, TlsConfig) else addon
-        for addon in default_addons()
-        if _addon_name(addon) in NEEDED_DEFAULT_ADDONS
-    ]
-    return [*chain, TransparentGuard(), LabHosts(), identity, enforcer, request_log]
-
-
-def _addon_name(addon: Any) -> str:
-    return str(getattr(addon, "name", type(addon).__name__)).lower()
-
-
-def build_master(
-    config: cfg.Config, addons: Sequence[Any], trust_bundle: Path | None, modes: Modes | None = None
-) -> Master:
-    """mitmproxy's master on the running loop, with our addons, options and modes."""
-    config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
-    modes = modes or Modes.from_specs(config.mode_specs)
-    opts = options.Options(
-        listen_host=DEFAULT_LISTEN_HOST,
-        confdir=str(config.mitmproxy_dir),
-    )
-    master = Master(opts, with_termlog=False)
-    master.addons.add(*addons)
-    modes.attach(master)
-    opts.update(
-        # mitmproxy kills clients with public source addresses by default (an open proxy on the
-        # internet is its worry); a transparent gateway sees its clients' own addresses, public
-        # ones included (IPv6 above all), and only the redirect rules decide who reaches it.
-        block_global=not modes.has_transparent,
-        connection_strategy="eager",  # upstream TLS first: sniff its names, verify it, block page
-        onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
-        ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
-        gateway_hosts=str(config.hosts_file or ""),
-        gateway_hosts_only=config.hosts_only,
-        gateway_require_identity=config.require_device,
-    )
-    return master
 
 
 @dataclass
@@ -175,121 +118,130 @@ async def start(config: cfg.Config, environ: Mapping[str, str]) -> Gateway:
         raise
 
 
-async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExitStack) -> Gateway:
-    modes = Modes.from_specs(config.mode_specs)
+@dataclass(frozen=True)
+class AdminBase:
+    """Steps 1 and 2, which happen once per gateway (never in a data-plane node): the store
+    (migrated), first start, and the services over it."""
+
+    store: Store
+    sealer: KeySealer
+    admin_tls: AdminTls | None
+    service: CertificateService
+    policies: PolicyService
+    boot: BootstrapResult
+    account_id: str  # the default account
+    accounts: AccountService
+    rotations: RotationService
+
+
+def open_admin_base(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExitStack) -> AdminBase:
     cfg.prepare_data_dir(config.data_dir)
     sealer = cfg.load_master_key(config.data_dir, dict(environ))
     admin_tls = load_admin_tls(config, sealer)
-    trust_bundle = cfg.upstream_trust_bundle(config.data_dir, config.upstream_ca)
     store = steps.enter_context(closing(Store.open(config.database_path)))  # 1
-    service = CertificateService(store, sealer, utcnow)
+    service = CertificateService(
+        store, sealer, utcnow, live_node_window=config.node_timeout, live_clock=store.now
+    )
     boot = first_start(store, service, admin_token_env=environ.get(cfg.ADMIN_TOKEN_ENV), clock=utcnow)  # 2
     policies = PolicyService(store, utcnow, files=load_policy_files(config.policy_paths))
     account_id = default_account(store.accounts.list(), config.default_account).id
     accounts = AccountService(store, service, utcnow, default_account_id=account_id)
-    tls = HotTlsConfig()
-    node = steps.enter_context(_ca_node(config, service, tls, accounts))  # 3
-    service.subscribe(node.sync)
-    accounts.subscribe(node.sync)
+    rotations = RotationService(store, service, utcnow)
+    service.expiry_note = rotations.expiry_note
+    return AdminBase(store, sealer, admin_tls, service, policies, boot, account_id, accounts, rotations)
+
+
+def device_service(config: cfg.Config, base: AdminBase, steps: AsyncExitStack) -> DeviceService:
     devices = DeviceService(
-        store,
+        base.store,
         utcnow,
         public_base_url=config.public_base_url,
-        server_fingerprint=admin_tls.fingerprint if admin_tls else "",
+        server_fingerprint=base.admin_tls.fingerprint if base.admin_tls else "",
         proof_worker=(os.cpu_count() or 1) > 1,  # proof signatures checked off the event loop
     )
     steps.push_async_callback(devices.aclose)  # 4
-    rotations = RotationService(store, service, utcnow)
-    service.expiry_note = rotations.expiry_note
+    return devices
+
+
+async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExitStack) -> Gateway:
+    modes = Modes.from_specs(config.mode_specs)
+    base = open_admin_base(config, environ, steps)  # 1, 2
+    store, service, policies, accounts = base.store, base.service, base.policies, base.accounts
+    trust_bundle = cfg.upstream_trust_bundle(config.data_dir, config.upstream_ca)
+    tls = HotTlsConfig()
+    node = steps.enter_context(
+        data_plane.ca_node(
+            config, service, tls, accounts, base.account_id,
+            node_id=uuid.uuid4().hex, name=node_name(config, "gateway"),
+        )
+    )  # 3  # fmt: skip
+    service.subscribe(node.sync)
+    accounts.subscribe(node.sync)
+    devices = device_service(config, base, steps)  # 4
     requests_file = JsonLinesFile(config.data_dir / "requests.jsonl")
     steps.callback(requests_file.close)  # 5
     metrics = Metrics()
-    wireguard = WireGuardService(store, sealer, utcnow, config.wireguard)
+    wireguard = WireGuardService(store, base.sealer, utcnow, config.wireguard)
     tunnels = WireGuardModes(
         wireguard, config.data_dir / "wireguard", partial(modes.set_dynamic, "wireguard")
     )
     peers = WireGuardPeers(tunnels)
     identity = DeviceIdentity(devices, resolvers=[peers, SourceAddresses(devices)])
     tls.account_of = identity.account_of  # each device's leaves from its own account's CA
-    enforcer = _enforcer(metrics, identity, service, policies, accounts)
-    request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
-    master = build_master(
-        config, [*build_addons(tls, identity, enforcer, request_log), peers], trust_bundle, modes
+    enforcer, _ = data_plane.enforcer(
+        metrics, identity, service, policies, accounts, base.account_id, changes=(service, policies, accounts)
     )
-    deps = ApiDeps(
-        store=store,
-        certificates=service,
+    request_log = RequestLog(requests_file.write, node_id=node.node_id, ca_fingerprint=tls.ca_fingerprint)
+    master = data_plane.build_master(
+        config, [*data_plane.build_addons(tls, identity, enforcer, request_log), peers], trust_bundle, modes
+    )
+    app = create_app(
+        api_deps(config, base, devices, metrics, NodeInfo(node.node_id, node_name(config, "gateway")))
+    )
+    app[WIREGUARD] = wireguard
+    await serve_admin(steps, config, app, base.admin_tls)  # 6
+    await steps.enter_async_context(RotationDriver(base.rotations).running())  # 6b: drives CA rotations
+    requests_file.start()
+    running = await data_plane.run_proxy(steps, config, master, drain=data_plane.DRAIN_TIMEOUT)  # 7
+    steps.push_async_callback(tunnels.aclose)
+    await tunnels.sync()  # a listener per device tunnel, then one more per enrolled device
+    devices.subscribe(tunnels.changed)
+    gateway = Gateway(
+        config, store, service, master, node, base.account_id, base.boot, devices, base.admin_tls,
+        modes, running, steps,
+    )  # fmt: skip
+    _start_timers(steps, gateway)  # 8
+    return gateway
+
+
+def node_name(config: cfg.Config, what: str) -> str:
+    """How ``gateway nodes`` names this process: program, host, pid, listeners."""
+    return f"{what} {socket.gethostname()} pid {os.getpid()} {' '.join(config.mode_specs)}"
+
+
+def api_deps(
+    config: cfg.Config, base: AdminBase, devices: DeviceService, metrics: Metrics, node: NodeInfo | None
+) -> ApiDeps:
+    modes = Modes.from_specs(config.mode_specs)
+    return ApiDeps(
+        store=base.store,
+        certificates=base.service,
         clock=utcnow,
         public_base_url=config.public_base_url,
-        node=NodeInfo(node.node_id, f"gateway {' '.join(config.mode_specs)}"),
-        policies=policies,
+        node=node,
+        policies=base.policies,
         metrics=metrics,
         devices=devices,
         proxy_listen=next(
             (str(cfg.HostPort(*listen_address(m))) for m in modes.of_kind(ModeKind.REGULAR)), ""
         ),
-        request_log=requests_file.path,
-        accounts=accounts,
-        rotations=rotations,
+        request_log=config.data_dir / "requests.jsonl",
+        accounts=base.accounts,
+        rotations=base.rotations,
     )
-    app = create_app(deps)
-    app[WIREGUARD] = wireguard
-    await _serve_admin(steps, config, app, admin_tls)  # 6
-    await steps.enter_async_context(RotationDriver(rotations).running())  # 6b: drives CA rotations
-    requests_file.start()
-    running = await _run_proxy(steps, config, master)  # 7
-    steps.push_async_callback(tunnels.aclose)
-    await tunnels.sync()  # a listener per device tunnel, then one more per enrolled device
-    devices.subscribe(tunnels.changed)
-    gateway = Gateway(
-        config, store, service, master, node, account_id, boot, devices, admin_tls, modes, running, steps
-    )
-    _start_timers(steps, gateway)  # 8
-    return gateway
 
 
-def _enforcer(
-    metrics: Metrics,
-    identity: DeviceIdentity,
-    service: CertificateService,
-    policies: PolicyService,
-    accounts: AccountService,
-) -> Enforcer:
-    """The policy enforcer, kept in step with every change of policies, configuration or
-    accounts (each account's policies decide for its devices)."""
-    enforcer = Enforcer(metrics, identity_of=identity.identity_of)
-    sync = AccountPolicies(
-        enforcer, service, policies, accounts, default_account_id=accounts.default_account_id
-    )
-    sync.refresh()
-    service.subscribe(sync.refresh)
-    policies.subscribe(sync.refresh)
-    accounts.subscribe(sync.refresh)
-    return enforcer
-
-
-@contextmanager
-def _ca_node(
-    config: cfg.Config, service: CertificateService, tls: HotTlsConfig, accounts: AccountService
-) -> Iterator[AccountCaNodes]:
-    settings = IssuerSettings(
-        public_base_url=config.public_base_url,
-        lifetime=config.leaf_lifetime,
-        cache_size=config.leaf_cache_size,
-    )
-    node = AccountCaNodes(
-        service,
-        tls,
-        accounts,
-        default_account_id=accounts.default_account_id,
-        node_id=uuid.uuid4().hex,
-        settings=settings,
-    )
-    with node.live(f"gateway {socket.gethostname()} {' '.join(config.mode_specs)}"):
-        yield node
-
-
-async def _serve_admin(
+async def serve_admin(
     steps: AsyncExitStack, config: cfg.Config, app: web.Application, admin_tls: AdminTls | None
 ) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -307,44 +259,18 @@ async def _serve_admin(
         raise cfg.ConfigError(f"--admin-listen {config.admin_listen}: cannot listen: {e.strerror}") from e
 
 
-async def _run_proxy(steps: AsyncExitStack, config: cfg.Config, master: Master) -> asyncio.Task[None]:
-    """mitmproxy's master running, its proxy listening; undone by stopping to listen first."""
-    running = asyncio.create_task(master.run())
-    proxyserver = master.addons.get("proxyserver")
-
-    async def stop() -> None:
-        await proxyserver.servers.update([])  # run() returning would leave the sockets open
-        master.shutdown()
-        try:
-            await running
-        except Exception:  # the steps below must still be undone
-            logger.exception("mitmproxy's master failed")
-
-    steps.push_async_callback(stop)
-    tries = int(LISTEN_TIMEOUT / timedelta(milliseconds=25))
-    for _ in range(tries):
-        if _all_listening(proxyserver, len(config.mode_specs)) or running.done():
-            break
-        await asyncio.sleep(0.025)
-    if running.done() or not _all_listening(proxyserver, len(config.mode_specs)):
-        option = (
-            "--mode " + " --mode ".join(config.mode_specs)
-            if config.modes
-            else f"--proxy-listen {config.proxy_listen}"
-        )
-        raise cfg.ConfigError(f"{option}: the proxy could not listen (see log)")
-    return running
-
-
-def _all_listening(proxyserver: Any, count: int) -> bool:
-    servers = list(proxyserver.servers)
-    return len(servers) >= count and all(server.listen_addrs for server in servers)
-
-
 def _start_timers(steps: AsyncExitStack, gateway: Gateway) -> None:
+    follower = StoreFollower(
+        gateway.store,
+        on_change=gateway.node.refresh,  # CA changes by other processes (nodes' reports settle them)
+        heartbeat=gateway.node.sync,
+        heartbeat_interval=heartbeat_interval(gateway.config.node_timeout),
+    )
     timers = [
-        asyncio.create_task(_every(HEARTBEAT_INTERVAL, gateway.node.sync)),
-        asyncio.create_task(_every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway))),
+        asyncio.create_task(follower.run()),
+        asyncio.create_task(
+            _every(EXPIRY_CHECK_INTERVAL, lambda: warn_expiring(gateway.store, gateway.service))
+        ),
     ]
 
     async def cancel() -> None:
@@ -374,7 +300,8 @@ def load_policy_files(paths: Sequence[Path]) -> PolicySet | None:
 
 
 async def serve(config: cfg.Config, environ: Mapping[str, str]) -> int:
-    """Run until SIGINT/SIGTERM; 0 on a clean stop (also when stopped while starting)."""
+    """Run until SIGINT/SIGTERM; 0 on a clean stop (also when stopped while starting).
+    (``--workers N`` > 1 runs ``proxy/admin_plane.py`` instead.)"""
     os.umask(0o077)  # every file this process creates is its owner's only
     sys.setswitchinterval(0.001)  # the admin thread yields the GIL to the loop within 1 ms
     gc_settings.tune()  # fewer, cheaper collections (proxy/gc_settings.py)
@@ -385,7 +312,7 @@ async def serve(config: cfg.Config, environ: Mapping[str, str]) -> int:
             if not stopping.is_set():
                 gc_settings.freeze_startup_heap()  # what start-up made leaves the collector's walks
                 print(_banner(gateway), flush=True)
-                warn_expiring(gateway)
+                warn_expiring(gateway.store, gateway.service)
                 await _first_done(gateway.master_run, stopping)
         finally:
             await gateway.stop()
@@ -434,10 +361,15 @@ async def _every(interval: timedelta, job: Callable[[], object]) -> None:
             logger.exception("periodic job %s failed", getattr(job, "__name__", job))
 
 
-def warn_expiring(gateway: Gateway) -> None:
+def heartbeat_interval(node_timeout: timedelta) -> timedelta:
+    """Three heartbeats within the live window, at most one every 10 s."""
+    return min(HEARTBEAT_INTERVAL, node_timeout / 3)
+
+
+def warn_expiring(store: Store, service: CertificateService) -> None:
     """Every account's certificates near expiry; the in-use one's warning names its rotation."""
-    for account in gateway.store.accounts.list():
-        for cert in gateway.service.list(account.id):
-            for message in gateway.service.expiry_messages([cert]):
+    for account in store.accounts.list():
+        for cert in service.list(account.id):
+            for message in service.expiry_messages([cert]):
                 log = logger.error if cert.in_use else logger.warning
                 log("account %s: certificate %s: %s", account.id, cert.id, message)

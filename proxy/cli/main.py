@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         device,
         logs,
+        node,
+        nodes,
         policy,
         run,
         token,
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy.cli import list as list_
 
     run.register(commands)
+    node.register(commands)
+    nodes.register(commands)
     ca.register(commands)
     account.register(commands)
     policy.register(commands)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -141,6 +142,22 @@ def register(commands: Any) -> None:
         help="base URL clients use for the CA and CRL links in leaves and in enrollment tokens (default: admin URL)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="proxy processes sharing the listeners (default: one per core; 1: the proxy runs in this "
+        "process, as before). The admin API runs once, in this process (docs/scale.md)",
+    )
+    parser.add_argument(
+        "--node-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a node (gateway node, a worker) that stops heartbeating leaves the live nodes after this "
+        "long, and no certificate waits for it (default: 30)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -173,11 +190,17 @@ def config_from(args: argparse.Namespace) -> Config:
             admin_tls_auto=args.admin_tls == "auto",
             admin_tls_cert=Path(args.admin_tls) if args.admin_tls and args.admin_tls != "auto" else None,
             admin_tls_key=Path(args.admin_tls_key) if args.admin_tls_key else None,
+            node_timeout=timedelta(seconds=args.node_timeout),
+            workers=args.workers if args.workers is not None else (os.cpu_count() or 1),
         )
         from proxy.modes import Modes  # mitmproxy's mode parser: only for this command
         from proxy.wireguard import with_device_tunnels
 
         config = with_device_tunnels(config, ports=args.wireguard_ports, endpoint=args.wireguard_endpoint)
+        if args.workers is None and (
+            config.wireguard or any(s.startswith("wireguard") for s in config.mode_specs)
+        ):
+            config = dataclasses.replace(config, workers=1)  # WireGuard listeners cannot be shared
         Modes.from_specs(config.mode_specs)  # a bad spec is one line, before anything starts
         return config
     except ConfigError as e:

@@ -148,6 +148,7 @@ class Lab:
             "--hosts", str(self.layout.hosts),
             "--hosts-only",
             "--policies", str(policy_file),
+            "--workers", "1",
         )  # fmt: skip
 
     def _start(self, steps: AsyncExitStack, name: str, argv: list[str], extra: dict[str, str]) -> Child:

@@ -72,11 +72,15 @@ class CertificateService:
         clock: Clock,
         *,
         live_node_window: timedelta = timedelta(seconds=30),
+        live_clock: Clock | None = None,
     ) -> None:
+        """``live_node_window``: a node whose last heartbeat is older leaves the live nodes;
+        ``live_clock``: the time heartbeats are stamped and measured with (the database's,
+        ``Store.now``, so nodes with skewed clocks agree; default ``clock``)."""
         self._store = store
         self._sealer = sealer
         self._clock = clock
-        self._deployment = deployment.Deployment(store, clock, live_node_window)
+        self._deployment = deployment.Deployment(store, live_clock or clock, live_node_window)
         self._subscribers = Subscribers("certificate change")
         self._authorities: dict[str, CertificateAuthority] = {}  # by id, unsealed once
         # What the in-use certificate's expiry warning adds (the CA rotation: under way, or not
@@ -358,12 +362,30 @@ class CertificateService:
             result.append(LoadableCa(record.id, record.fingerprint, authority, record.in_use))
         return result
 
+    def loadable_version(self, account_id: str) -> tuple[tuple[str, str, str, bool], ...]:
+        """What ``loadable`` would return, as cheap comparable values (no key is unsealed):
+        a node reloads only when this changed."""
+        return tuple(
+            (r.id, r.fingerprint, str(r.binding_status), r.in_use)
+            for r in self.list(account_id)
+            if r.binding_status in LOADABLE
+        )
+
     def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None:
         """Heartbeat plus what the node has loaded; promotes pending certificates accordingly."""
         self._deployment.loaded(node_id, account_id, fingerprints_by_id)
 
     def live_nodes(self) -> builtins.list[str]:
         return self._deployment.live_nodes()
+
+    def node_is_live(self, node_id: str) -> bool:
+        """Whether a node with this id heartbeated within the live window (a second process
+        starting with the same ``--node-id`` is refused while the first one is)."""
+        return node_id in self._deployment.live_nodes()
+
+    @property
+    def live_node_window(self) -> timedelta:
+        return self._deployment.window
 
     def _settle(self, account_id: str) -> None:
         self._deployment.settle(account_id)

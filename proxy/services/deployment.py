@@ -58,6 +58,10 @@ class Deployment:
         self._clock = clock
         self._window = live_node_window
 
+    @property
+    def window(self) -> timedelta:
+        return self._window
+
     def register(self, node_id: str, name: str) -> None:
         """A node (re)starts: it is live and has loaded nothing yet."""
         self._store.nodes.register(node_id, name, self._clock())

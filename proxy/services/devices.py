@@ -133,6 +133,14 @@ class DeviceService:
         self._postures.clear()
         self._subscribers.notify()
 
+    def forget_cached(self) -> None:
+        """Another process changed the store (a data-plane node): read devices and posture
+        again when next asked. Nothing is dropped while the store cannot be read."""
+        self._devices.clear()
+        self._postures.clear()
+        self.addresses.refresh()
+        self._subscribers.notify()
+
     # -- the proxy ------------------------------------------------------------------------------
 
     def authenticate(self, device_id: str, secret: str) -> str | None:

@@ -158,6 +158,13 @@ class PolicyService:
                 self._engines[account_id] = cached
         return cached
 
+    def reload(self, account_id: str) -> None:
+        """Another process changed the account's policies (a data-plane node follows the admin
+        plane's changes): read them again, rebuild the engines, tell the subscribers."""
+        state = self._fresh(account_id)
+        gateway, access = self._builder.build(account_id, state)
+        self._install(account_id, gateway, access, state)
+
     def _commit(self, account_id: str, state: PolicyState) -> None:
         """Inside the mutation's transaction, before writing: build the engines the change
         leaves (InvalidPolicy if they cannot be built); install them once it commits."""

@@ -80,6 +80,17 @@ class Database:
     def close(self) -> None:
         self.connection.close()
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (another process included) has
+        committed a change since the last call; this connection's own commits leave it alone.
+        Microseconds (SQLite's ``PRAGMA data_version``): cheap enough to poll."""
+        return int(self.connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def now(self) -> datetime:
+        """The database's time, which every node sharing it agrees on (SQLite lives on this
+        machine: its clock)."""
+        return datetime.now(UTC)
+
     @property
     def in_transaction(self) -> bool:
         return self._depth > 0

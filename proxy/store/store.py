@@ -11,14 +11,15 @@ from pathlib import Path
 from proxy.store.accounts import Accounts, Tokens
 from proxy.store.certificates import Certificates
 from proxy.store.configuration import Configurations
-from proxy.store.database import MEMORY, Database
+from proxy.store.database import MEMORY, Database, StoreError
 from proxy.store.device_addresses import DeviceAddresses
 from proxy.store.devices import Devices, EnrollmentTokens, Nonces
 from proxy.store.lists import GatewayLists
-from proxy.store.migrations import current_version, migrate
+from proxy.store.migrations import MIGRATIONS, current_version, migrate
 from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
 from proxy.store.posture import PostureLogs, PostureResults, PostureRules
+from proxy.store.revisions import Revisions
 from proxy.store.rotations import Rotations
 from proxy.store.trust import TrustReports
 from proxy.store.wireguard import WireGuardTunnels
@@ -51,17 +52,24 @@ class Store:
         self.device_addresses = DeviceAddresses(db)
         self.wireguard_tunnels = WireGuardTunnels(db)
         self.rotations = Rotations(db)
+        self.revisions = Revisions(db)
 
     @classmethod
     def open(
-        cls, path: Path | str = MEMORY, *, now: datetime | None = None, power_safe: bool = True
+        cls,
+        path: Path | str = MEMORY,
+        *,
+        now: datetime | None = None,
+        power_safe: bool = True,
+        migrations: bool = True,
     ) -> Store:
         """Open (creating 0600 if needed) and migrate the database at ``path``;
         ``power_safe=False``: commits survive the process being killed, not a power cut
-        (``database`` module)."""
+        (``database`` module); ``migrations=False`` (data-plane nodes: only the admin plane
+        migrates): refuse a store at any other schema version than this code's."""
         db = Database.open(path, power_safe=power_safe)
         try:
-            version = migrate(db, now or datetime.now(UTC))
+            version = migrate(db, now or datetime.now(UTC)) if migrations else _expect_latest(db, path)
         except BaseException:
             db.close()
             raise
@@ -70,6 +78,14 @@ class Store:
 
     def close(self) -> None:
         self._db.close()
+
+    def data_version(self) -> int:
+        """Changes when another connection commits (``Database.data_version``)."""
+        return self._db.data_version()
+
+    def now(self) -> datetime:
+        """The database's notion of time: heartbeats and liveness are measured by it."""
+        return self._db.now()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -97,3 +113,17 @@ class Store:
     @property
     def schema_version(self) -> int:
         return current_version(self._db)
+
+
+def _expect_latest(db: Database, path: Path | str) -> int:
+    version, latest = current_version(db), MIGRATIONS[-1].version
+    if version != latest:
+        raise StoreError(
+            f"{path}: the store is at schema version {version}, this node runs version {latest}: "
+            + (
+                "start the admin plane (gateway run) of this version first: it migrates the store"
+                if version < latest
+                else "upgrade this node to the admin plane's version"
+            )
+        )
+    return version

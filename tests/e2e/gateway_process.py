@@ -64,6 +64,7 @@ class GatewayProcess:
     # background requests (Chromium's time and update checks) never leave this machine. Modes whose
     # destinations are addresses (transparent, WireGuard) turn it off.
     hosts_only: bool = True
+    workers: int = 1  # --workers: 1 keeps one process (the suite's speed); tests of workers set more
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -102,6 +103,7 @@ class GatewayProcess:
             "--upstream-ca", str(self.upstream_ca),
             "--hosts", str(self.hosts),
             *(["--hosts-only"] if self.hosts_only else []),
+            "--workers", str(self.workers),
             *self.extra_args,
         ]  # fmt: skip
 

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from mitmproxy.master import Master
 
-from proxy import runtime
+from proxy import data_plane, runtime
 from proxy.config import Config, ConfigError, HostPort
 from proxy.jsonlines import JsonLinesFile
 from proxy.node_sync import CaNode
@@ -128,7 +128,7 @@ async def test_a_taken_admin_port_undoes_the_steps_before_it(
 async def test_a_taken_proxy_port_undoes_every_step_before_it(
     tmp_path: Path, undone: list[str], taken_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "LISTEN_TIMEOUT", timedelta(seconds=1))
+    monkeypatch.setattr(data_plane, "LISTEN_TIMEOUT", timedelta(seconds=1))
     config = _config(tmp_path, proxy_port=taken_port)
     with pytest.raises(
         ConfigError, match=rf"--proxy-listen 127.0.0.1:{taken_port}: the proxy could not listen"
