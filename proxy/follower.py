@@ -129,6 +129,9 @@ class StoreFollower:
         except UNREACHABLE as e:
             self._unreachable(e)
             return None
+        except Exception:  # a bug must not stop the heartbeat: log it and go on
+            logger.exception("following the store failed (%s)", getattr(job, "__name__", job))
+            return None
         if self._health.degraded_since is not None:
             since = self._health.degraded_since
             self._health = Health()

@@ -106,8 +106,8 @@ async def _start(options: NodeOptions, environ: Mapping[str, str], steps: AsyncE
     config = options.config
     if options.reuse_port:
         reuse_port.enable()
-    sealer = _master_key(options, environ)
     store = _open_store(options, steps)  # 1
+    sealer = _master_key(options, environ)
     if not store.accounts.list():
         raise cfg.ConfigError(f"the store at {options.database} has no account yet: start gateway run first")
     account_id = default_account(store.accounts.list(), config.default_account).id

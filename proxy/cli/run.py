@@ -208,11 +208,12 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy import runtime  # heavy imports (mitmproxy) only for this command
+    from proxy import admin_plane, runtime  # heavy imports (mitmproxy) only for this command
 
     config = config_from(args)
     runtime.setup_logging(config.log_level)
+    serve = admin_plane.serve if config.workers > 1 else runtime.serve  # admin plane + N workers
     try:
-        return asyncio.run(runtime.serve(config, dict(os.environ)))
+        return asyncio.run(serve(config, dict(os.environ)))
     except (ConfigError, CertError, StoreError, PolicyLoadError) as e:
         raise CliError(str(e)) from e

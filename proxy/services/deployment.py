@@ -45,7 +45,11 @@ def settled(
             if not holding:
                 moves[record.id] = BindingStatus.INACTIVE
     for cert_id, status in moves.items():
-        why = "no live node" if not live_nodes else f"{len(live_nodes)} live node(s)"
+        why = (
+            "no live node"
+            if not live_nodes
+            else f"{len(live_nodes)} live node(s): {', '.join(n[:8] for n in sorted(live_nodes))}"
+        )
         logger.info("certificate %s is now %s (%s)", cert_id, status.value, why)
     return moves
 
