@@ -93,6 +93,11 @@ def register(commands: Any) -> None:
         help="the admin plane's YAML policy files (repeatable; the same files on every node)",
     )
     parser.add_argument(
+        "--default-account",
+        metavar="ID|NAME",
+        help="the account for traffic from no known device (default: the first; as gateway run's)",
+    )
+    parser.add_argument(
         "--require-device", action="store_true", help="407 to clients without device credentials"
     )
     parser.add_argument("--leaf-lifetime-days", type=int, default=47, metavar="N", help="default: 47")
