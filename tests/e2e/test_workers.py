@@ -1,0 +1,174 @@
+"""`gateway run --workers 2`: two proxy processes share the listening port, one admin API.
+Both serve; a hot swap under load fails no request on either and both sign with the new CA from
+the first handshake after the API call answered; a worker killed with -9 is restarted while the
+other serves on; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from tests.support.wait import wait_until
+
+from . import sdk
+from .gateway_process import GatewayProcess
+from .origin import Origin, body_for
+from .pki import issued_by, load_pem
+from .tunnel import client_context, fetch
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 120.0  # two workers import mitmproxy at once on a shared 2-core machine
+CLIENTS = 4
+PID = re.compile(r"\bpid (\d+)\b")
+
+
+@dataclass(frozen=True)
+class Result:
+    started: float
+    leaf: x509.Certificate | None
+    error: str | None
+
+
+def _load(
+    gw: GatewayProcess, origin: Origin, bundle: Path, n: int, stop: threading.Event, out: list[Result]
+) -> None:
+    ctx = client_context(bundle)
+    for i in range(100_000):
+        if stop.is_set():
+            return
+        host = f"c{n}-{i}.origin.test"
+        started = time.monotonic()
+        try:
+            got = fetch(gw.proxy_port, host, origin.port, ctx, timeout=10)
+            if got.status != 200 or body_for(host) not in got.body:
+                raise AssertionError(f"status {got.status}: {got.body[:200]!r}")
+            out.append(Result(started, got.leaf, None))
+        except Exception as e:  # recorded, asserted on below
+            out.append(Result(started, None, f"{host}: {type(e).__name__}: {e}"))
+
+
+def _workers(gw: GatewayProcess, account: str) -> dict[str, dict[str, Any]]:
+    """Live worker nodes by name ("worker 1"), with their pid."""
+    with gw.api() as api:
+        nodes = api.get(f"/accounts/{account}/gateway/nodes").json()["result"]
+    found = {}
+    for node in nodes:
+        name = node["name"]
+        if node["live"] and name.startswith("worker "):
+            match = PID.search(name)
+            assert match, name
+            found[" ".join(name.split()[:2])] = {**node, "pid": int(match.group(1))}
+    return found
+
+
+def _log_lines(gw: GatewayProcess) -> list[dict[str, Any]]:
+    path = gw.data_dir / "requests.jsonl"
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
+
+
+def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> None:
+    gw: GatewayProcess = gateway_factory(workers=2)
+    pids: set[int] = set()
+    gw.start(timeout=START_TIMEOUT)
+    try:
+        with sdk.client(gw) as c:
+            account = sdk.account_id(c)
+            workers = _workers(gw, account)
+            assert set(workers) == {"worker 1", "worker 2"}, workers
+            pids = {w["pid"] for w in workers.values()}
+            assert len(pids) == 2 and gw.proc is not None and gw.proc.pid not in pids
+
+            # A new CA, available (both workers loaded it), not yet on.
+            old_pem = gw.ca_pem()
+            created = sdk.generate_available(c, account, days=30)
+            with gw.api() as api:
+                new_pem = api.get(f"/accounts/{account}/gateway/certificates/{created.id}").json()["result"][
+                    "certificate"
+                ]
+            bundle = tmp_path / "both.pem"
+            bundle.write_text(old_pem + new_pem)
+
+            # Hot swap under load.
+            stop = threading.Event()
+            results: list[list[Result]] = [[] for _ in range(CLIENTS)]
+            threads = [
+                threading.Thread(target=_load, args=(gw, origin, bundle, n, stop, results[n]))
+                for n in range(CLIENTS)
+            ]
+            for t in threads:
+                t.start()
+            try:
+                time.sleep(2)
+                sdk.turn_on(c, account, created.id)
+                answered = time.monotonic()
+                time.sleep(2)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(30)
+            done = [r for rs in results for r in rs]
+            errors = [r.error for r in done if r.error]
+            assert not errors, errors[:5]
+            after = [r for r in done if r.started >= answered]
+            assert len(after) >= 4, f"only {len(after)} requests after the swap"
+            old, new = load_pem(old_pem), load_pem(new_pem)
+            stale = [r for r in after if r.leaf is None or not issued_by(r.leaf, new)]
+            assert not stale, (
+                f"{len(stale)} of {len(after)} handshakes after the API answered used another CA"
+            )
+            assert any(
+                r.leaf is not None and issued_by(r.leaf, old) for r in done if r.started < answered - 0.5
+            )
+
+            # Both workers served, and both signed with the new CA (the request log names the node).
+            node_ids = {w["id"] for w in workers.values()}
+
+            def served_by_both() -> bool:
+                lines = _log_lines(gw)
+                return node_ids <= {line.get("node") for line in lines}
+
+            assert wait_until(served_by_both, 5), {line.get("node") for line in _log_lines(gw)}
+            new_fingerprint = new.fingerprint(hashes.SHA256()).hex(":").upper()
+            signed_new = {
+                line.get("node") for line in _log_lines(gw) if line.get("ca_fingerprint") == new_fingerprint
+            }
+            assert node_ids <= signed_new, (signed_new, _log_lines(gw)[-1])
+
+            # kill -9 one worker: it is restarted, the other serves on, nothing fails after.
+            victim = workers["worker 1"]["pid"]
+            os.kill(victim, signal.SIGKILL)
+
+            def restarted() -> dict[str, Any] | None:
+                now = _workers(gw, account).get("worker 1")
+                return now if now is not None and now["pid"] != victim else None
+
+            again = wait_until(restarted, 60, interval=0.2)
+            assert again, f"worker 1 not restarted\n{gw.stderr_tail()}"
+            ctx = client_context(bundle)
+            for i in range(30):
+                host = f"after-{i}.origin.test"
+                got = fetch(gw.proxy_port, host, origin.port, ctx, timeout=10)
+                assert got.status == 200 and body_for(host) in got.body
+                assert issued_by(got.leaf, new)
+            assert "worker 1" in gw.stderr_tail(400) and "restarting it" in gw.stderr_tail(400)
+            pids = {w["pid"] for w in _workers(gw, account).values()}
+    finally:
+        if gw.running:
+            gw.stop()  # SIGTERM: exit 0 asserted
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
