@@ -350,3 +350,51 @@ def test_devices_show_posture_and_installed_cas(
     playwright.expect(page.locator("#posture-table")).to_contain_text("no certificate in /etc/pki/client.pem")
     page.select_option("#posture-outcome", "passed")
     playwright.expect(page.locator("#posture-table")).to_contain_text("No posture reports yet")
+
+
+def test_the_rotation_panel_shows_the_step_the_coverage_and_who_lacks_the_new_ca(
+    gateway: GatewayProcess, page: playwright.Page, tmp_path: Path
+) -> None:
+    from .test_rotation import enroll
+
+    assert gateway.token
+    ann = enroll(gateway, tmp_path, "ann")
+    synced = ann.agent.run("sync-ca", "--root", str(ann.root), "--json")  # reports once, never again
+    assert synced.returncode == 0, synced.stderr.decode()
+
+    page.goto(gateway.admin_url + "/")
+    page.fill("#token", gateway.token)
+    page.click("#sign-in button[type=submit]")
+    panel = page.locator("#rotation")
+    playwright.expect(panel).to_have_attribute("data-state", "none")
+    playwright.expect(page.locator("#rotation-summary")).to_contain_text("No rotation yet")
+
+    page.fill("#rotation-deadline", "10m")
+    page.fill("#rotation-grace", "1s")
+    page.click("#rotate")
+    playwright.expect(page.locator("#notice")).to_contain_text("Rotation started")
+    playwright.expect(panel).to_have_attribute("data-step", "install")
+    playwright.expect(page.locator("#rotation-coverage-text")).to_contain_text(
+        "0 of 1 reporting devices have the new CA (need 100%)"
+    )
+    playwright.expect(page.locator("#rotation-missing")).to_contain_text(
+        f"Lacks the new CA: ann ({ann.agent.device_id[:8]})"
+    )
+    playwright.expect(page.locator("#rotate")).to_be_disabled()
+    page.screenshot(path=_shots(tmp_path) / "dashboard-rotation.png")
+
+    panel.locator('button[data-action="Pause"]').click()
+    playwright.expect(panel).to_have_attribute("data-state", "paused")
+    panel.locator('button[data-action="Resume"]').click()
+    playwright.expect(panel).to_have_attribute("data-state", "running")
+    panel.locator('button[data-action="Cancel"]').click()
+    playwright.expect(panel).to_have_attribute("data-state", "cancelled")
+    playwright.expect(page.locator("#rotation-summary")).to_contain_text("was deactivated")
+    playwright.expect(page.locator("#rotate")).to_be_enabled()
+    with gateway.api() as api:
+        account = api.get("/accounts").json()["result"][0]["id"]
+        current = api.get(f"/accounts/{account}/gateway/certificates/rotations/current").json()["result"]
+    assert current["state"] == "cancelled"
+    playwright.expect(_row(page, current["new_certificate_id"])).not_to_have_attribute(
+        "data-status", "available"
+    )

@@ -211,7 +211,7 @@ function poll() {
 async function refreshNow() {
   if (!state.account) return;
   try {
-    if (state.tab === "certificates") await loadCertificates();
+    if (state.tab === "certificates") await Promise.all([loadCertificates(), loadRotation()]);
     else if (state.tab === "devices") {
       if (Date.now() - state.lastSlow >= SLOW_POLL_MS) {
         state.lastSlow = Date.now();
@@ -281,6 +281,71 @@ async function loadCertificates() {
   fillTable("certificate-table", signature, rows, "No certificates.", 8);
 }
 
+// --- the CA rotation panel (docs/rotation.md) ----------------------------------------------
+
+const ROTATION_OPEN = ["running", "paused", "held"];
+
+async function loadRotation() {
+  // the list (newest first), not .../current: no 404 to log while there never was a rotation
+  const rotations = await get("/gateway/certificates/rotations");
+  const rotation = rotations.find((r) => ROTATION_OPEN.includes(r.state)) ?? rotations[0] ?? null;
+  const signature = JSON.stringify(rotation);
+  if (state.rendered.rotation === signature) return;
+  state.rendered.rotation = signature;
+  const open = rotation !== null && ROTATION_OPEN.includes(rotation.state);
+  $("rotate").disabled = open;
+  const panel = $("rotation");
+  panel.dataset.state = rotation ? rotation.state : "none";
+  panel.dataset.step = rotation ? rotation.step : "";
+  if (!rotation) {
+    $("rotation-state").replaceChildren();
+    $("rotation-missing").replaceChildren();
+    $("rotation-actions").replaceChildren();
+    return;
+  }
+  const kind = { running: "pending_deployment", held: "block", completed: "available", failed: "block" }[rotation.state];
+  $("rotation-state").replaceChildren(badge(rotation.state, kind || "off"), " ", badge(`step ${rotation.step}`, "off"));
+  const c = rotation.coverage;
+  $("rotation-summary").className = "";
+  $("rotation-summary").replaceChildren(
+    el("span", { id: "rotation-coverage-text" }, `${c.installed} of ${c.reporting} reporting devices have the new CA (need ${c.required_percent}%)`),
+    el("br"),
+    el("span", { className: "muted" }, `New ${short(rotation.new_certificate_id)}, replacing ${short(rotation.old_certificate_id) || "none"}; deadline ${time(rotation.deadline)} (then ${rotation.on_deadline}), grace ${rotation.grace}.`),
+    el("br"),
+    el("span", { className: "muted" }, rotation.message),
+  );
+  $("rotation-missing").replaceChildren(
+    ...(open ? c.missing : []).map((d) => el("li", { dataset: { device: d.device_id } }, `Lacks the new CA: ${d.name} (${short(d.device_id)})`)),
+  );
+  const buttons = [];
+  const action = (label, path, className = "secondary") =>
+    buttons.push(el("button", { type: "button", className, dataset: { action: label }, onclick: () => rotationAction(rotation, path) }, label));
+  if (rotation.state === "running") action("Pause", "pause");
+  if (rotation.state === "paused") action("Resume", "resume", "");
+  if (["held", "paused"].includes(rotation.state)) action("Continue", "continue");
+  if (open && ["deploy", "install"].includes(rotation.step)) action("Cancel", "cancel", "danger");
+  $("rotation-actions").replaceChildren(...buttons);
+}
+
+async function rotationAction(rotation, path) {
+  await changed(
+    () => api("POST", inAccount(`/gateway/certificates/rotations/${rotation.id}/${path}`)),
+    `Rotation ${short(rotation.id)}: ${path} done.`,
+  );
+}
+
+async function rotate() {
+  const body = {
+    coverage: Number($("rotation-coverage").value),
+    deadline: $("rotation-deadline").value.trim(),
+    grace: $("rotation-grace").value.trim(),
+  };
+  await changed(
+    () => api("POST", inAccount("/gateway/certificates/rotations"), body),
+    "Rotation started: the new CA is turned on once the devices have installed it.",
+  );
+}
+
 function certificateActions(cert) {
   const buttons = [];
   const action = (label, handler, className = "secondary") =>
@@ -302,6 +367,7 @@ async function changed(work, done) {
     failed(error);
   }
   state.rendered["certificate-table"] = null;
+  state.rendered.rotation = null;
   await refresh();
 }
 
@@ -714,6 +780,7 @@ function wire() {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
   $("generate").addEventListener("click", generate);
+  $("rotate").addEventListener("click", rotate);
   $("policy-test").addEventListener("submit", testPolicy);
   for (const id of ["requests-device", "requests-action", "requests-host", "posture-device", "posture-outcome"]) {
     $(id).addEventListener(id.endsWith("host") ? "input" : "change", () => refresh());
