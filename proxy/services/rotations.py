@@ -268,9 +268,13 @@ class RotationService:
     def _step(self, record: RotationRecord) -> bool:
         """One decision applied; False when there was nothing to do."""
         new, old = self._ca_views(record)
-        coverage, _ = self._coverage(record)
-        seen = machine.Observation(self._clock(), new, old, coverage or Coverage(0, 0))
-        decision = machine.decide(_plan(record), _progress(record), seen)
+        plan, now = _plan(record), self._clock()
+        waiting = record.step in (Step.DEPLOY.value, Step.INSTALL.value)
+        coverage = self._counts(record) if waiting else Coverage(0, 0)
+        if waiting and now >= plan.deadline and not coverage.met(plan.coverage):  # the message names them
+            coverage = self._coverage(record)[0] or coverage
+        seen = machine.Observation(now, new, old, coverage)
+        decision = machine.decide(plan, _progress(record), seen)
         if not decision.changed:
             return False
         message = decision.message
@@ -387,6 +391,15 @@ class RotationService:
         new = _ca_view(record.new_certificate_id, by_id.get(record.new_certificate_id))
         old = record.old_certificate_id
         return new, None if old is None else _ca_view(old, by_id.get(old))
+
+    def _counts(self, record: RotationRecord) -> Coverage:
+        """Installed and reporting only: one aggregate query, what the driver needs every second
+        while it waits (the names only when a message needs them)."""
+        cert = self._store.certificates.get(record.new_certificate_id, account_id=record.account_id)
+        if cert is None:
+            return Coverage(0, 0)
+        counted = self._trust.coverage(cert)
+        return Coverage(counted.installed, counted.reporting)
 
     def _coverage(self, record: RotationRecord) -> tuple[Coverage | None, tuple[MissingDevice, ...]]:
         try:
