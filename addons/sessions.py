@@ -59,9 +59,15 @@ class UpstreamSessions:
         key: _Key = (ssl_conn.get_context(), server.address, server.sni, tuple(server.alpn_offers))
         session = self._sessions.get(key)
         if session is not None:
-            ssl_conn.set_session(session)
-            self._sessions.move_to_end(key)
-            self._offered += 1
+            try:
+                ssl_conn.set_session(session)
+            except SSL.Error as e:  # OpenSSL refused it: a full handshake, as without a session
+                logger.info("upstream %s: stored TLS session not usable (%s); dropped", server.address, e)
+                del self._sessions[key]
+                session = None
+            else:
+                self._sessions.move_to_end(key)
+                self._offered += 1
         self._open[server.id] = (key, ssl_conn, session is not None)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

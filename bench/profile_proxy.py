@@ -310,9 +310,17 @@ async def main_async(a: argparse.Namespace, tmp: Path, out_dir: Path) -> dict[st
     ca = Authority.generate("Bench origin CA")
     origin_ca = tmp / "origin-ca.pem"
     origin_ca.write_bytes(ca.cert_pem())
+    new_hosts = (
+        a.rounds * len(a.target_list) * PB.names_per_slice(a.slice_s) if a.scenario == "new-host" else 0
+    )
     write_host_certs(
         ca,
-        [PB.SAME_HOST, rulegen.CONTROL_HOST, device.POSTURE_HOST],
+        [
+            PB.SAME_HOST,
+            rulegen.CONTROL_HOST,
+            device.POSTURE_HOST,
+            *(PB.NEW_FMT.format(i) for i in range(new_hosts)),
+        ],
         origin_dir / "certs",
         origin_dir / "host.key",
     )
