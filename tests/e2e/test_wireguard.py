@@ -372,3 +372,38 @@ def test_a_new_and_a_deleted_device_take_effect_without_a_restart(lab: WireGuard
     assert status == 0
     conf_dir = lab.gw.data_dir / "wireguard"
     assert {p.stat().st_mode & 0o777 for p in conf_dir.iterdir()} == {0o600}
+
+
+def test_a_device_of_another_account_gets_that_accounts_ca_and_rules(lab: WireGuardLab) -> None:
+    """Issue 12: a WireGuard peer's account signs its leaves and decides its requests; the first
+    account's rule (origin.test needs the device certificate) is not the other account's."""
+    made = admin_cli(lab.gw, "account", "create", "e2e WireGuard branch")
+    assert made.returncode == 0, made.stderr.decode()
+    account = made.stdout.decode().strip()
+    token = admin_cli(lab.gw, "device", "token", "--account", account, "--email", "dee@example.com")
+    assert token.returncode == 0, token.stderr.decode()
+    dee = Agent(state=lab.base / "dee" / "state.json", home=lab.base / "dee" / "home")
+    dee.home.mkdir(parents=True)
+    assert dee.run("enroll", "--token", token.stdout.decode().strip(), "--name", "dee").returncode == 0
+    with lab.gw.api() as api:
+        (ca,) = [
+            c for c in api.get(f"/accounts/{account}/gateway/certificates").json()["result"] if c["in_use"]
+        ]
+    branch_ca = lab.base / "branch-ca.pem"
+    branch_ca.write_text(ca["certificate"])
+    port = lab.port_of(dee)
+    assert wait_until(lambda: _listening(port), 5), f"no listener on UDP port {port}"
+    lab.use(dee)
+    url, resolve = (
+        f"https://origin.test:{lab.origin.port}/",
+        f"origin.test:{lab.origin.port}:{lab.ns.virtual}",
+    )
+    status, body, err = lab.ns.curl(url, cacert=branch_ca, resolve=resolve)  # trusting Branch's CA alone
+    assert status == 200 and body_for("origin.test") in body, (status, err, lab.gw.stderr_tail())
+    status, _, err = lab.ns.curl(url, cacert=lab.gateway_ca, resolve=resolve)  # the first account's CA
+    assert status == 0 and "certificate" in err, err
+    assert admin_cli(lab.gw, "device", "delete", "--account", account, dee.device_id).returncode == 0
+    assert admin_cli(lab.gw, "account", "delete", account).returncode == 0
+    lab.use(lab.ann)
+    status, _, _ = lab.curl()
+    assert status == 200
