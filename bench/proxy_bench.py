@@ -59,7 +59,11 @@ INTERLEAVE_TARGETS = (
     "gateway-device-anon",
     "gateway-pruned",
     "gateway-stock-tls",
+    "gateway-w1",
+    "gateway-w2",
 )
+# gateway run --workers N: the proxy CPU of a slice is the whole process tree's (admin + workers)
+WORKER_TARGETS = {"gateway-w1": 1, "gateway-w2": 2}
 DEVICE_TARGETS = {
     "gateway-device": True,
     "gateway-device-anon": False,
@@ -147,7 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(gateway-device: gateway run with one enrolled device holding a verified posture pass and "
         "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
         "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py; "
-        "gateway-stock-tls: gateway with stock mitmproxy's per-handshake TLS set-up, the 'before' of issue 11) "
+        "gateway-stock-tls: gateway with stock mitmproxy's per-handshake TLS set-up, the 'before' of issue 11; "
+        "gateway-w1, gateway-w2: gateway run --workers 1 and 2, CPU of the whole process tree, issue 11) "
         "(default: %(default)s; '' = skip)",
     )
     p.add_argument(
@@ -531,7 +536,7 @@ class Bench:
                 T.tree_cpu_seconds(self.origin.pid),
                 T.proc_cpu_ns(proc.pid) / 1e9,
                 busy,
-                *(T.proc_cpu_ns(t.pid) / 1e9 for t in pair),
+                *((T.tree_cpu_ns(t.pid) if t.tree_cpu else T.proc_cpu_ns(t.pid)) / 1e9 for t in pair),
             )
 
         marks: dict[int, list[tuple[float, ...]]] = {}
@@ -620,6 +625,9 @@ class Bench:
                     policies=rules_file if name == "gateway-rules" else None,
                     launcher=[sys.executable, str(BENCH / "gateway_variant.py"), variant] if variant else [],
                 )
+                if name in WORKER_TARGETS:
+                    procs[name].extra_args = [*a.gateway_arg, "--workers", str(WORKER_TARGETS[name])]
+                    procs[name].tree_cpu = True
         try:
             for t in procs.values():
                 await t.start()

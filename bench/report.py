@@ -219,6 +219,7 @@ RATIO_PAIRS = (
     ("gateway-device", "mitmdump"),
     ("gateway", "gateway-stock-tls"),
     ("gateway-stock-tls", "mitmdump"),
+    ("gateway-w2", "gateway-w1"),
 )
 
 
@@ -337,6 +338,8 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-stock-tls": "gateway, stock TLS set-up",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
+        "gateway-w1": "gateway --workers 1",
+        "gateway-w2": "gateway --workers 2",
     }
     scenarios = il.get("scenarios") or {
         "keep-alive": {"summary": il["summary"]}

@@ -145,6 +145,28 @@ def tree_cpu_seconds(pid: int | None) -> float:
     return total / CLK_TCK
 
 
+def tree_cpu_ns(pid: int | None) -> int:
+    """``proc_cpu_ns`` of ``pid`` and of every live descendant (the workers of ``gateway run
+    --workers N``)."""
+    if pid is None:
+        return 0
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += proc_cpu_ns(current)
+        todo.extend(children.get(current, []))
+    return total
+
+
 def proc_cpu_ns(pid: int | None) -> int:
     """CPU time (ns) of every thread of ``pid``, from ``/proc/PID/task/*/schedstat``: exact, where
     ``/proc/PID/stat`` counts 10 ms ticks. 0 when the process is gone."""
@@ -258,6 +280,7 @@ class Target:
     proc: subprocess.Popen | None = None
     info: dict = field(default_factory=dict)
     proxy_headers: dict[str, str] = field(default_factory=dict)  # sent on every CONNECT (device identity)
+    tree_cpu: bool = False  # its CPU is its process tree's (gateway run --workers N: the workers)
 
     @property
     def pid(self) -> int | None:
@@ -378,6 +401,10 @@ class Gateway(Target):
         self.cafile = self.workdir / "gateway-ca.pem"
         self.cafile.write_bytes(pem)
         self.proxy = ("127.0.0.1", pport)
+        while "Stop with Ctrl-C." not in self.log.read_text(errors="replace"):  # every worker serves
+            if self.proc.poll() is not None or time.monotonic() - t0 > self.startup_timeout:
+                raise RuntimeError(f"gateway run printed no banner within {self.startup_timeout:.0f} s")
+            await asyncio.sleep(0.2)
         await wait_port("127.0.0.1", pport, self.proc, 10, "gateway proxy listener")
 
     async def _wait_healthy(self, admin: str, t0: float) -> None:
