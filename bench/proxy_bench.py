@@ -61,9 +61,10 @@ INTERLEAVE_TARGETS = (
     "gateway-stock-tls",
     "gateway-w1",
     "gateway-w2",
+    "gateway-w4",
 )
 # gateway run --workers N: the proxy CPU of a slice is the whole process tree's (admin + workers)
-WORKER_TARGETS = {"gateway-w1": 1, "gateway-w2": 2}
+WORKER_TARGETS = {"gateway-w1": 1, "gateway-w2": 2, "gateway-w4": 4}
 DEVICE_TARGETS = {
     "gateway-device": True,
     "gateway-device-anon": False,
@@ -152,7 +153,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "one posture rule, the client sending the device's Proxy-Authorization on every CONNECT, "
         "issue 4; gateway-device-anon: the same setup, the client not identifying; gateway-pruned: an experiment, bench/gateway_variant.py; "
         "gateway-stock-tls: gateway with stock mitmproxy's per-handshake TLS set-up, the 'before' of issue 11; "
-        "gateway-w1, gateway-w2: gateway run --workers 1 and 2, CPU of the whole process tree, issue 11) "
+        "gateway-w1, gateway-w2, gateway-w4: gateway run --workers 1, 2, 4, CPU of the process tree, issue 11) "
         "(default: %(default)s; '' = skip)",
     )
     p.add_argument(

@@ -220,6 +220,7 @@ RATIO_PAIRS = (
     ("gateway", "gateway-stock-tls"),
     ("gateway-stock-tls", "mitmdump"),
     ("gateway-w2", "gateway-w1"),
+    ("gateway-w4", "gateway-w1"),
 )
 
 
@@ -340,6 +341,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-device-anon": "gateway + device, anon client",
         "gateway-w1": "gateway --workers 1",
         "gateway-w2": "gateway --workers 2",
+        "gateway-w4": "gateway --workers 4",
     }
     scenarios = il.get("scenarios") or {
         "keep-alive": {"summary": il["summary"]}
