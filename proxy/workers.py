@@ -78,6 +78,10 @@ def worker_argv(config: cfg.Config, name: str) -> list[str]:
 def check_listeners(config: cfg.Config) -> None:
     """Workers need fixed TCP ports nobody else holds: a port already taken (also by another
     gateway's workers, which would silently share it) is refused before any worker starts."""
+    if config.wireguard is not None:
+        raise cfg.ConfigError(
+            "--wireguard-ports: WireGuard device tunnels cannot be shared by workers: run with --workers 1"
+        )
     for spec in config.mode_specs:
         mode = parse_mode(spec)
         if mode.type_name == "wireguard":

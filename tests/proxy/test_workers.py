@@ -1,0 +1,126 @@
+"""The admin plane's side of its workers (``proxy/workers.py``), with stand-in worker programs
+that speak the control protocol: start waits for every "ready", ``sync`` waits for every "ack"
+(but not past its timeout for a worker that never answers), a worker that dies is restarted,
+``stop`` ends them all, and the admin API's middleware waits for the workers only after a call
+that changed something."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from proxy import workers as workers_module
+from proxy.admin_plane import sync_middleware
+from proxy.config import Config, ConfigError, HostPort
+from proxy.workers import Workers, check_listeners
+
+# A worker: "ready", then an "ack N" for every "sync N" (after `delay` seconds); exits on EOF.
+ECHO = """
+import sys, time
+delay = float(sys.argv[1])
+print("ready node-" + sys.argv[2], flush=True)
+for line in sys.stdin:
+    word, _, n = line.strip().partition(" ")
+    if word == "sync":
+        time.sleep(delay)
+        print("ack " + n, flush=True)
+"""
+
+
+def _workers(tmp_path: Path, delays: list[float]) -> Workers:
+    def argv(config: Config, name: str) -> list[str]:
+        index = int(name.split()[-1]) - 1
+        return [sys.executable, "-c", ECHO, str(delays[index]), str(index + 1)]
+
+    return Workers(Config(data_dir=tmp_path), len(delays), argv_for=argv)
+
+
+async def test_sync_waits_for_every_ack(tmp_path: Path) -> None:
+    pool = _workers(tmp_path, [0.0, 0.2])
+    await pool.start()
+    try:
+        assert [w.node_id for w in pool.workers] == ["node-1", "node-2"]
+        started = time.monotonic()
+        assert await pool.sync() is True
+        assert time.monotonic() - started >= 0.2  # the slower worker was waited for
+    finally:
+        await pool.stop()
+    assert all(w.process is not None and w.process.returncode is not None for w in pool.workers)
+
+
+async def test_a_worker_that_does_not_answer_does_not_hold_the_call(tmp_path: Path) -> None:
+    pool = _workers(tmp_path, [0.0, 30.0])
+    await pool.start()
+    try:
+        started = time.monotonic()
+        assert await pool.sync(timedelta(milliseconds=300)) is False
+        assert time.monotonic() - started < 2
+    finally:
+        await pool.stop()
+
+
+async def test_a_dead_worker_is_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers_module, "FIRST_BACKOFF", timedelta(milliseconds=50))
+    pool = _workers(tmp_path, [0.0, 0.0])
+    await pool.start()
+    try:
+        victim = pool.workers[0]
+        assert victim.process is not None
+        old_pid = victim.pid
+        victim.process.kill()
+        deadline = time.monotonic() + 20
+        while (victim.pid == old_pid or not victim.ready.is_set()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert victim.pid != old_pid and victim.ready.is_set()
+        assert pool.restarts == 1
+        assert await pool.sync() is True  # the new one answers too
+    finally:
+        await pool.stop()
+
+
+async def test_the_api_waits_for_workers_only_after_a_change() -> None:
+    changes, synced = [0], []
+
+    async def sync() -> bool:
+        synced.append(True)
+        return True
+
+    async def change(request: web.Request) -> web.Response:
+        changes[0] += 1
+        return web.json_response({})
+
+    async def no_change(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application(middlewares=[sync_middleware(lambda: changes[0], sync)])
+    app.router.add_post("/change", change)
+    app.router.add_post("/noop", no_change)
+    app.router.add_get("/read", change)  # reads never wait, whatever they do
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.post("/noop")).status == 200
+        assert (await client.get("/read")).status == 200
+        assert synced == []
+        assert (await client.post("/change")).status == 200
+        assert synced == [True]
+
+
+def test_workers_refuse_port_zero_taken_ports_and_wireguard(tmp_path: Path) -> None:
+    import socket
+
+    with pytest.raises(ConfigError, match="port other than 0"):
+        check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", 0)))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: in use"):
+            check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", port)))
+    with pytest.raises(ConfigError, match="WireGuard"):
+        check_listeners(Config(data_dir=tmp_path, modes=("wireguard@127.0.0.1:51820",)))
