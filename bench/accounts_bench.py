@@ -13,7 +13,12 @@ for 1 account (today's path: no lookup), 2 accounts and 50 accounts, in interlea
 that load on a shared machine hits every case alike. Figures: CPU microseconds per call (median
 of rounds) and each case's ratio to 1 account measured in the same round.
 
-Run:  .venv/bin/python bench/accounts_bench.py [--calls 20000] [--rounds 9] [--json]
+``--sync``: instead, what keeping N accounts loaded costs the event loop: one
+``AccountCaNodes.sync`` (the heartbeat, and every certificate change) and one
+``AccountPolicies.refresh`` (every policy or configuration change) on a store on disk with
+1, 10 and 100 accounts (wall milliseconds, median of 5).
+
+Run:  .venv/bin/python bench/accounts_bench.py [--calls 20000] [--rounds 9] [--json] [--sync]
 """
 
 from __future__ import annotations
@@ -104,6 +109,51 @@ def per_call(call: Callable[[], Any], calls: int) -> float:
     return (time.process_time() - start) / calls * 1e6
 
 
+def sync_costs() -> None:
+    """Wall ms of one CA sync and one policy refresh with 1, 10, 100 accounts."""
+    from certs.clock import utcnow
+    from certs.sealing import KeySealer
+    from proxy.account_nodes import AccountCaNodes, AccountPolicies
+    from proxy.bootstrap import first_start
+    from proxy.node_sync import IssuerSettings
+    from proxy.services.accounts import AccountService
+    from proxy.services.certificates import CertificateService
+    from proxy.services.policies import PolicyService
+    from proxy.store import Store
+
+    class Sink:
+        def use_issuer(self, issuer: Any) -> None: ...
+        def use_account_issuer(self, account_id: str, issuer: Any) -> None: ...
+        def drop_account(self, account_id: str) -> None: ...
+        def use(self, snapshot: Any) -> None: ...
+        def use_account(self, account_id: str, snapshot: Any) -> None: ...
+
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store.open(Path(directory) / "gateway.db")
+        service = CertificateService(store, KeySealer(KeySealer.generate_master_key()), utcnow)
+        default = first_start(store, service, admin_token_env=None, clock=utcnow).account_id
+        accounts = AccountService(store, service, utcnow, default_account_id=default)
+        policies = PolicyService(store, utcnow)
+        for count in (1, 10, 100):
+            while len(accounts.list()) < count:
+                accounts.create(f"bench {len(accounts.list())}")
+            nodes = AccountCaNodes(service, Sink(), accounts, default_account_id=default,
+                                   settings=IssuerSettings("http://127.0.0.1:8081"), node_id="b" * 32)  # fmt: skip
+            sync = AccountPolicies(Sink(), service, policies, accounts, default_account_id=default)
+            with nodes.live("bench"):
+                sync.refresh()
+                ca = statistics.median(_wall(nodes.sync) for _ in range(5))
+                policy = statistics.median(_wall(sync.refresh) for _ in range(5))
+            print(f"{count:4} accounts: CA sync {ca:7.1f} ms   policy refresh {policy:7.1f} ms")
+        store.close()
+
+
+def _wall(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,7 +161,11 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20_000, help="calls per case per round (default 20000)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
+    parser.add_argument("--sync", action="store_true", help="the cost of keeping 1, 10, 100 accounts loaded")
     args = parser.parse_args()
+    if args.sync:
+        sync_costs()
+        return 0
     authority = CertificateAuthority.generate(common_name="Bench Root", organization="Gateway Bench")
     figures: dict[str, dict[int, list[float]]] = {"get_cert": {}, "request": {}}
     ratios: dict[str, dict[int, list[float]]] = {"get_cert": {}, "request": {}}

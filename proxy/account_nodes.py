@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 from addons.enforcement import PolicySnapshot
@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 class AccountList(Protocol):
-    """The store's accounts (``Store.accounts`` fits)."""
+    """The store's accounts (``Store.accounts`` and ``AccountService`` fit)."""
 
     def list(self) -> list[Account]: ...
+
+    def transaction(self) -> AbstractContextManager[object]: ...
 
 
 class AccountIssuers(Protocol):
@@ -141,8 +143,11 @@ class AccountCaNodes:
             yield self
 
     def sync(self) -> None:
-        """Make the nodes of new accounts, drop those of deleted ones, sync every one."""
-        self._each(CaNode.sync)
+        """Make the nodes of new accounts, drop those of deleted ones, sync every one: in one
+        store transaction, so that every account's report commits at once (one write to disk,
+        not one per account: 100 accounts took 0.6-0.9 s one by one)."""
+        with self._accounts.transaction():
+            self._each(CaNode.sync)
 
     def refresh(self) -> None:
         """After another process changed the store: like ``sync``, but an account's node

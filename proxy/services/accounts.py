@@ -14,6 +14,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from certs.clock import Clock
@@ -134,6 +135,10 @@ class AccountService:
     def list(self) -> list[Account]:
         """Every account, oldest first."""
         return self._store.accounts.list()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """The store's transaction (several account updates committed at once)."""
+        return self._store.transaction()
 
     def get(self, account_id: str) -> Account:
         account = self._store.accounts.get(account_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from contextlib import AbstractContextManager
 
 from proxy.store.database import Database, from_db, to_db
 from proxy.store.records import Account, ApiToken, TokenOrigin
@@ -44,6 +45,10 @@ class Accounts:
     def list(self) -> list[Account]:
         rows = self._db.connection.execute("SELECT * FROM accounts ORDER BY created_at, rowid")
         return [_account(row) for row in rows]
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A transaction of the store (several account updates committed at once)."""
+        return self._db.transaction()
 
     def delete(self, account_id: str) -> bool:
         """Delete the account and, by the schema's cascades, everything that belongs to it

@@ -38,7 +38,10 @@ def to_db(moment: datetime) -> str:
 
 
 def from_db(text: str) -> datetime:
-    return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    """What ``to_db`` wrote (``fromisoformat`` reads that format about 20 times faster than
+    ``strptime``: a node's sync reads every certificate row of every account)."""
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _create_private_file(path: Path) -> None:
