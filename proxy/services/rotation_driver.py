@@ -3,7 +3,10 @@ per gateway, however many proxy processes it runs.
 
 It advances every open rotation every ``interval`` (the deadline and the grace period are
 times: only a timer notices them), and at once when woken: a rotation started, resumed or
-continued, or a device reported its trust stores. Automatic rotations are looked for every
+continued, or a device reported its trust stores. On the timer alone, a rotation waiting for
+devices is counted again only every ``RECOUNT`` (10 s; reports arriving through another
+process of the store are noticed that late), and however many wake-ups come, there is at most
+one round per ``min_gap`` (500 ms). Automatic rotations are looked for every
 ``auto_interval``. Its state is the store's: a restarted gateway picks up where it stopped.
 """
 
@@ -21,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 INTERVAL = timedelta(seconds=1)
 AUTO_INTERVAL = timedelta(minutes=1)
+MIN_GAP = timedelta(milliseconds=500)
 
 
 class RotationDriver:
@@ -30,12 +34,15 @@ class RotationDriver:
         *,
         interval: timedelta = INTERVAL,
         auto_interval: timedelta = AUTO_INTERVAL,
+        min_gap: timedelta = MIN_GAP,
     ) -> None:
         self._service = service
         self._interval = interval.total_seconds()
+        self._min_gap = min(min_gap, interval).total_seconds()
         self._auto_every = max(1, round(auto_interval / interval))
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._periodic = False  # the next round comes from the timer, not a wake-up
         service.subscribe(self.wake)
 
     def wake(self) -> None:
@@ -66,18 +73,27 @@ class RotationDriver:
                 await task
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         rounds = 0
         while True:
+            began = loop.time()
             if rounds % self._auto_every == 0:
                 await self._guarded(self._service.auto_start)
             await self._guarded(self._advance)
             rounds += 1
+            self._periodic = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self._interval)
+                self._periodic = False
+            # however many reports wake it, at most one round per min_gap: a round counts every
+            # reporting device of a waiting rotation (about 10 ms for 1,000 devices)
+            rest = self._min_gap - (loop.time() - began)
+            if rest > 0:
+                await asyncio.sleep(rest)
             self._woken.clear()
 
     async def _advance(self) -> None:
-        self._service.advance()
+        self._service.advance(periodic=self._periodic)
 
     async def _guarded(self, job: Callable[[], Awaitable[object]]) -> None:
         try:

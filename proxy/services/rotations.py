@@ -40,6 +40,8 @@ MANUAL = "manual"
 AUTO = "auto"
 AUTO_RETRY = timedelta(hours=1)  # after an automatic start failed (generation limit, ...)
 MAX_STEPS_PER_ADVANCE = 5
+MAX_MISSING = 100  # devices lacking the new CA listed by name (the counts are exact)
+RECOUNT = timedelta(seconds=10)  # a waiting rotation's coverage, on the timer alone
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class RotationService:
         self._trust = DeviceTrustService(store, certificates, clock, window=window)
         self._wake = Subscribers("rotation wake-up")
         self._auto_retry_at: dict[str, datetime] = {}
+        self._counted_at: dict[str, datetime] = {}  # by rotation id: its last decision
 
     # -- wake-ups -------------------------------------------------------------------------------
 
@@ -254,10 +257,17 @@ class RotationService:
 
     # -- the driver -----------------------------------------------------------------------------
 
-    def advance(self) -> int:
-        """Move every running rotation as far as it can go now; the number of steps taken."""
+    def advance(self, *, periodic: bool = False) -> int:
+        """Move every running rotation as far as it can go now; the number of steps taken.
+
+        ``periodic`` (the driver's timer, not a wake-up): a rotation waiting for devices is
+        counted again only every ``RECOUNT`` (a trust report wakes the driver anyway), or once
+        its deadline has come."""
         taken = 0
+        now = self._clock()
         for record in self._store.rotations.all_open():
+            if periodic and self._counted_recently(record, now):
+                continue
             for _ in range(MAX_STEPS_PER_ADVANCE):
                 if record.state != State.RUNNING.value or not self._step(record):
                     break
@@ -265,10 +275,17 @@ class RotationService:
                 record = self._record(record.account_id, record.id)
         return taken
 
+    def _counted_recently(self, record: RotationRecord, now: datetime) -> bool:
+        if record.state != State.RUNNING.value or record.step != Step.INSTALL.value or now >= record.deadline:
+            return False
+        counted = self._counted_at.get(record.id)
+        return counted is not None and now - counted < RECOUNT
+
     def _step(self, record: RotationRecord) -> bool:
         """One decision applied; False when there was nothing to do."""
         new, old = self._ca_views(record)
         plan, now = _plan(record), self._clock()
+        self._counted_at[record.id] = now
         waiting = record.step in (Step.DEPLOY.value, Step.INSTALL.value)
         coverage = self._counts(record) if waiting else Coverage(0, 0)
         if waiting and now >= plan.deadline and not coverage.met(plan.coverage):  # the message names them
@@ -402,17 +419,16 @@ class RotationService:
         return Coverage(counted.installed, counted.reporting)
 
     def _coverage(self, record: RotationRecord) -> tuple[Coverage | None, tuple[MissingDevice, ...]]:
-        try:
-            rows = self._trust.devices_for(record.account_id, record.new_certificate_id)
-        except NotFound:
+        """The counts, and the reporting devices that lack the new CA (at most ``MAX_MISSING``)."""
+        cert = self._store.certificates.get(record.new_certificate_id, account_id=record.account_id)
+        if cert is None:
             return None, ()
-        reporting = [r for r in rows if r.reporting]
-        missing = tuple(MissingDevice(r.device.id, r.device.name) for r in reporting if not r.installed)
-        coverage = Coverage(
-            installed=sum(1 for r in reporting if r.installed),
-            reporting=len(reporting),
-            missing=tuple(m.label for m in missing),
+        counted = self._trust.coverage(cert)
+        rows = self._store.trust_reports.lacking(
+            record.account_id, cert.fingerprint.upper(), self._trust.since(), MAX_MISSING
         )
+        missing = tuple(MissingDevice(device_id, name) for device_id, name in rows)
+        coverage = Coverage(counted.installed, counted.reporting, tuple(m.label for m in missing))
         return coverage, missing
 
     def _view(self, record: RotationRecord) -> RotationView:

@@ -133,3 +133,17 @@ class TrustReports:
         for row in rows:
             found.setdefault(row["device_id"], []).append(row["store"])
         return found
+
+    def lacking(
+        self, account_id: str, fingerprint: str, since: datetime, limit: int
+    ) -> builtins.list[tuple[str, str]]:
+        """``(device id, name)`` of the account's devices that reported at or after ``since``
+        without ``fingerprint`` in any store, in enrollment order, at most ``limit``."""
+        rows = self._db.connection.execute(
+            "SELECT d.id, d.name FROM device_trust_reports r JOIN devices d ON d.id = r.device_id"
+            " WHERE d.account_id = ? AND r.reported_at >= ? AND NOT EXISTS (SELECT 1 FROM"
+            " device_trust_installed i WHERE i.device_id = r.device_id AND i.fingerprint = ?)"
+            " ORDER BY d.rowid LIMIT ?",
+            (account_id, to_db(since), fingerprint, limit),
+        )
+        return [(row["id"], row["name"]) for row in rows]

@@ -274,3 +274,18 @@ def test_the_store_keeps_one_open_rotation_per_account(lab: Lab) -> None:
     with pytest.raises(OpenRotationExists):
         store.rotations.add(replace(record, id="r2"))
     store.rotations.add(replace(record, id="r3", state="completed"))  # a finished one does not count
+
+
+async def test_on_the_timer_alone_a_waiting_rotation_is_counted_every_10_seconds(
+    lab: Lab, rotations: RotationService
+) -> None:
+    bob, _ = lab.enroll(hostname="bob-laptop", serial="SN-2")
+    report(lab, bob)
+    started = await rotations.start(lab.account, request(lab))
+    rotations.advance()
+    report(lab, bob, started.record.new_certificate_id)  # seen at a wake-up (advance()) at once...
+    lab.gateway.clock.advance(seconds=9)
+    assert rotations.advance(periodic=True) == 0  # ... by the timer alone only 10 s after the last count
+    lab.gateway.clock.advance(seconds=1)
+    assert rotations.advance(periodic=True) >= 1
+    assert rotations.get(lab.account, started.record.id).record.step == "grace"
