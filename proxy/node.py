@@ -115,7 +115,8 @@ async def _start(options: NodeOptions, environ: Mapping[str, str], steps: AsyncE
         store, sealer, utcnow, live_node_window=config.node_timeout, live_clock=store.now
     )
     node_id = options.node_id or uuid.uuid4().hex
-    if options.node_id and service.node_is_live(node_id):
+    # (A restarted worker takes over its predecessor's id: the parent knows that one is gone.)
+    if options.node_id and not options.control and service.node_is_live(node_id):
         raise cfg.ConfigError(
             f"--node-id {node_id}: a node with this id is live in the store (heartbeat within "
             f"{config.node_timeout.total_seconds():g} s): give each node its own id, or wait until "

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,9 +47,12 @@ MAX_BACKOFF = timedelta(seconds=30)
 STABLE_AFTER = timedelta(seconds=30)  # a worker up this long had a good run: back-off resets
 
 
-def worker_argv(config: cfg.Config, name: str) -> list[str]:
-    """``gateway node`` with this gateway's data-plane settings, as worker ``name``."""
+def worker_argv(config: cfg.Config, name: str, node_id: str) -> list[str]:
+    """``gateway node`` with this gateway's data-plane settings, as worker ``name``, node
+    ``node_id`` (the same id across the worker's restarts: a restarted worker takes over its
+    predecessor's entry in the store, so a worker killed with -9 never holds a rollout back)."""
     argv = [sys.executable, "-m", "proxy.cli.main", "node", "--data-dir", str(config.data_dir)]
+    argv += ["--node-id", node_id]
     argv += ["--database", str(config.database_path)]
     for spec in config.mode_specs:
         argv += ["--mode", spec]
@@ -133,10 +137,14 @@ class Workers:
         config: cfg.Config,
         count: int,
         *,
-        argv_for: Callable[[cfg.Config, str], list[str]] = worker_argv,
+        argv_for: Callable[[cfg.Config, str, str], list[str]] = worker_argv,
         env: dict[str, str] | None = None,
     ) -> None:
-        self._workers = [Worker(f"worker {n}", argv_for(config, f"worker {n}")) for n in range(1, count + 1)]
+        prefix = uuid.uuid4().hex[:12]
+        self._workers = [
+            Worker(f"worker {n}", argv_for(config, f"worker {n}", f"{prefix}-w{n}"))
+            for n in range(1, count + 1)
+        ]
         self._env = env
         self._sequence = itertools.count(1)
         self._stopping = False

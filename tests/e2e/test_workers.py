@@ -158,6 +158,7 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
 
             again = wait_until(restarted, 60, interval=0.2)
             assert again, f"worker 1 not restarted\n{gw.stderr_tail()}"
+            assert again["id"] == workers["worker 1"]["id"], "the restarted worker took a new node id"
             ctx = client_context(bundle)
             for i in range(30):
                 host = f"after-{i}.origin.test"
@@ -165,6 +166,22 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
                 assert got.status == 200 and body_for(host) in got.body
                 assert issued_by(got.leaf, new)
             assert "worker 1" in gw.stderr_tail(400) and "restarting it" in gw.stderr_tail(400)
+
+            # A rule change reaches both workers before the API call answers.
+            with gw.api() as api:
+                made = api.post(
+                    f"/accounts/{account}/gateway/rules",
+                    json={
+                        "name": "Block one",
+                        "action": "block",
+                        "traffic": 'http.request.host == "blocked.origin.test"',
+                    },
+                )
+            assert made.status_code == 200, made.text
+            blocked = [
+                fetch(gw.proxy_port, "blocked.origin.test", origin.port, ctx, timeout=10) for _ in range(20)
+            ]
+            assert {got.status for got in blocked} == {403}, [got.status for got in blocked]
             pids = {w["pid"] for w in _workers(gw, account).values()}
     finally:
         if gw.running:

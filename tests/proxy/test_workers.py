@@ -35,7 +35,7 @@ for line in sys.stdin:
 
 
 def _workers(tmp_path: Path, delays: list[float]) -> Workers:
-    def argv(config: Config, name: str) -> list[str]:
+    def argv(config: Config, name: str, node_id: str) -> list[str]:
         index = int(name.split()[-1]) - 1
         return [sys.executable, "-c", ECHO, str(delays[index]), str(index + 1)]
 
