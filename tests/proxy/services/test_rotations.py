@@ -14,7 +14,7 @@ import pytest
 from certs.lifecycle import BindingStatus
 from certs.sealing import KeySealer
 from proxy.services.certificates import CertificateService
-from proxy.services.errors import Conflict, InvalidInput, Refused
+from proxy.services.errors import Conflict, InvalidInput, NotFound, Refused
 from proxy.services.rotation import OnDeadline
 from proxy.services.rotation_input import RotationRequest
 from proxy.services.rotations import RotationService
@@ -289,3 +289,21 @@ async def test_on_the_timer_alone_a_waiting_rotation_is_counted_every_10_seconds
     lab.gateway.clock.advance(seconds=1)
     assert rotations.advance(periodic=True) >= 1
     assert rotations.get(lab.account, started.record.id).record.step == "grace"
+
+
+async def test_each_account_rotates_on_its_own(lab: Lab, rotations: RotationService) -> None:
+    from proxy.services.accounts import AccountService
+
+    service = lab.gateway.service
+    accounts = AccountService(lab.gateway.store, service, lab.gateway.clock, default_account_id=lab.account)
+    other, other_ca = accounts.create("Other")
+    mine = await rotations.start(lab.account, request(lab))
+    theirs = await rotations.start(other.id, request(lab))  # one open rotation per account, not per gateway
+    assert theirs.record.old_certificate_id == other_ca.id
+    assert {r.record.id for r in rotations.list(other.id)} == {theirs.record.id}
+    rotations.pause(other.id, theirs.record.id)
+    rotations.advance()  # mine moves on to the switch (nobody reports), theirs stays paused
+    assert service.get(lab.account, mine.record.new_certificate_id).in_use
+    assert service.get(other.id, other_ca.id).in_use
+    with pytest.raises(NotFound):
+        rotations.get(other.id, mine.record.id)  # another account's rotation is not found
