@@ -39,7 +39,7 @@ class RotationDriver:
         self._service = service
         self._interval = interval.total_seconds()
         self._min_gap = min(min_gap, interval).total_seconds()
-        self._auto_every = max(1, round(auto_interval / interval))
+        self._auto_interval = auto_interval.total_seconds()
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._periodic = False  # the next round comes from the timer, not a wake-up
@@ -74,13 +74,13 @@ class RotationDriver:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        rounds = 0
+        next_auto = loop.time()
         while True:
             began = loop.time()
-            if rounds % self._auto_every == 0:
+            if began >= next_auto:
+                next_auto = began + self._auto_interval
                 await self._guarded(self._service.auto_start)
             await self._guarded(self._advance)
-            rounds += 1
             self._periodic = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self._interval)
