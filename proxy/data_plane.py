@@ -204,11 +204,12 @@ def enforcer(
 
 
 class Following:
-    """What a data-plane-only process does when another process changed the store: reload the
-    CAs of accounts whose deployable ones changed (and pick up accounts made or deleted),
-    recompile an account's policies only if their revision moved (else refresh the settings:
-    ``tls_decrypt``, the block page), forget cached devices and posture (read again at the next
-    connection)."""
+    """What a data-plane-only process does when another process changed the store: forget
+    cached devices and posture (read again at the next connection); then, only if what a node
+    loads changed (``Revisions.data_plane``: one digest over every account, so a store busy with
+    posture reports costs a few queries per change), reload the CAs of accounts whose deployable
+    ones changed (and pick up accounts made or deleted), recompile an account's policies only if
+    their revision moved, and refresh the settings (``tls_decrypt``, the block page)."""
 
     def __init__(
         self,
@@ -224,11 +225,16 @@ class Following:
         self._policy_sync = policy_sync
         self._devices = devices
         self._revisions = self._read_revisions()
+        self._digest = store.revisions.data_plane()
 
     def _read_revisions(self) -> dict[str, str]:
         return {a.id: self._store.revisions.policies(a.id) for a in self._store.accounts.list()}
 
     def __call__(self) -> None:
+        self._devices.forget_cached()
+        digest = self._store.revisions.data_plane()
+        if digest == self._digest:
+            return
         self._node.refresh()
         revisions = self._read_revisions()
         for account_id, revision in revisions.items():
@@ -236,4 +242,4 @@ class Following:
                 self._policies.reload(account_id)
         self._revisions = revisions
         self._policy_sync.refresh()
-        self._devices.forget_cached()
+        self._digest = digest

@@ -262,7 +262,9 @@ async def serve_admin(
 def _start_timers(steps: AsyncExitStack, gateway: Gateway) -> None:
     follower = StoreFollower(
         gateway.store,
-        on_change=gateway.node.refresh,  # CA changes by other processes (nodes' reports settle them)
+        # Every change this plane's node cares about is made in this process and reaches it by the
+        # services' subscribers; the follower beats, and says when the store is away.
+        on_change=lambda: None,
         heartbeat=gateway.node.sync,
         heartbeat_interval=heartbeat_interval(gateway.config.node_timeout),
     )

@@ -92,6 +92,12 @@ def test_a_node_follows_another_process(gateway: Gateway, db_path: Path, sealer:
         assert engines.version > first_engines.version
         assert [r.item.name for r in policies.list(GATEWAY_RULES, account)] == ["Block casino"]
 
+        # A setting changed by the admin plane: in the next snapshot.
+        assert enforcer.snapshots[-1].tls_decrypt is True
+        gateway.service.update_configuration(account, {"tls_decrypt": {"enabled": False}})
+        follow()
+        assert enforcer.snapshots[-1].tls_decrypt is False
+
         # A CA turned on by the admin plane: signing with it after the follow.
         second = gateway.service.generate(account)
         gateway.service.activate(account, second.id)
