@@ -352,3 +352,50 @@ def test_a_connection_that_was_not_redirected_gets_a_clear_answer(lab: Transpare
     assert wait_until(lambda: explained in lab.gw.stderr_tail(200), 5), lab.gw.stderr_tail(40)
     assert "is this listener itself (not redirected" in lab.gw.stderr_tail(200)
     assert lab.curl().status == 200  # and everything else still works
+
+
+def test_an_address_bound_to_another_accounts_device_gets_that_accounts_ca_and_rules(
+    lab: TransparentLab,
+) -> None:
+    """Issue 12: in transparent mode the source address names the device, and the device's
+    account signs the leaf and decides the request (the first account's block rule is not the
+    other account's)."""
+    with lab.gw.api() as api:
+        made = api.post("/accounts", json={"name": "e2e transparent branch"})
+        assert made.status_code == 200, made.text
+        account = made.json()["result"]["id"]
+        token = api.post(f"/accounts/{account}/devices/enrollment_tokens", json={"email": "bo@example.com"})
+        assert token.status_code == 200, token.text
+        state = lab.base / "branch-agent" / "state.json"
+        state.parent.mkdir(mode=0o700)
+        enrolled = subprocess.run(
+            [gateway_command(), "agent", "enroll", "--token", token.json()["result"]["token"], "--name",
+             "branch-laptop", "--state", str(state)],
+            env=child_env({"HOME": str(state.parent)}), capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert enrolled.returncode == 0, enrolled.stderr.decode()
+        device = str(json.loads(state.read_text())["device_id"])
+        (ca,) = [
+            c for c in api.get(f"/accounts/{account}/gateway/certificates").json()["result"] if c["in_use"]
+        ]
+        branch_ca = lab.base / "branch-ca.pem"
+        branch_ca.write_text(ca["certificate"])
+        addresses = f"/accounts/{account}/devices/{device}/addresses"
+        bound = api.put(addresses, json={"network": f"{lab.ns.client_address}/32"})  # the admin's word wins
+        assert bound.status_code == 200, bound.text
+        try:
+            fetched = lab.curl(cacert=branch_ca)  # trusting the other account's CA alone
+            assert fetched.status == 200 and body_for("origin.test") in fetched.body, fetched.stderr
+            assert fetched.certs[0].issuer == load_pems(ca["certificate"])[0].subject
+            assert lab.curl(BLOCKED, cacert=branch_ca).status == 200  # the first account's rule
+            assert wait_until(
+                lambda: [
+                    x for x in lab.log_lines() if x.get("host") == BLOCKED and x.get("device") == device
+                ],
+                5,
+            ), lab.log_lines()[-2:]
+        finally:
+            api.request("DELETE", addresses, params={"network": f"{lab.ns.client_address}/32"})
+            api.delete(f"/accounts/{account}/devices/{device}")
+            api.delete(f"/accounts/{account}")
+    assert lab.curl(BLOCKED).status == 403  # the address is tess's again: the first account's rule
