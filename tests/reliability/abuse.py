@@ -50,6 +50,8 @@ class Abuser:
     stop: threading.Event = field(default_factory=threading.Event)
     max_requests: int = 5000
     statuses: Counter[int] = field(default_factory=Counter)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each request
+    _inflight: dict[int, float] = field(default_factory=dict)  # client -> start of its request
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self, clients: int = 2) -> None:
@@ -63,6 +65,18 @@ class Abuser:
         self.on.set()
         for thread in self._threads:
             thread.join(60)
+
+    def busy(self, start: float, end: float) -> float:
+        """The share of [start, end) during which at least one admin request was in flight."""
+        now = time.monotonic()
+        spans = sorted([*self.spans, *((at, now) for at in list(self._inflight.values()))])
+        covered, reach = 0.0, start
+        for begin, finish in spans:
+            begin, finish = max(begin, reach), min(finish, end)
+            if finish > begin:
+                covered += finish - begin
+                reach = finish
+        return covered / (end - start) if end > start else 0.0
 
     def _run(self, n: int) -> None:
         base = f"/client/v4/accounts/{self.account_id}"
@@ -86,7 +100,12 @@ class Abuser:
                 if self.stop.is_set():
                     return
                 method, path, body, headers = requests[(i + n) % len(requests)]
-                reply = client.request(method, path, content=body or None, headers=headers)
+                started = self._inflight[n] = time.monotonic()
+                try:
+                    reply = client.request(method, path, content=body or None, headers=headers)
+                finally:
+                    del self._inflight[n]
+                    self.spans.append((started, time.monotonic()))
                 self.statuses[reply.status_code] += 1
                 if reply.status_code == 413:
                     raise AssertionError(f"{path}: the abusive body is over the limit")
@@ -157,6 +176,7 @@ class Window:
     count: int
     p50: float
     p99: float
+    admin_busy: float  # share of the window with an admin request in flight
 
 
 def windows(abuser: Abuser, probe: Probe, *, pairs: int, seconds: float) -> list[Window]:
@@ -172,9 +192,13 @@ def windows(abuser: Abuser, probe: Probe, *, pairs: int, seconds: float) -> list
                 abuser.on.clear()
             start = time.monotonic()
             time.sleep(seconds)  # real time on purpose: the window the probe's latencies are taken in
-            values = probe.window(start + settle, time.monotonic())
+            end = time.monotonic()
+            values = probe.window(start + settle, end)
             if values:
-                out.append(Window(loaded, len(values), percentile(values, 0.5), percentile(values, 0.99)))
+                busy = abuser.busy(start + settle, end)
+                out.append(
+                    Window(loaded, len(values), percentile(values, 0.5), percentile(values, 0.99), busy)
+                )
     abuser.on.clear()
     return out
 
@@ -189,6 +213,7 @@ def summary(found: list[Window]) -> dict[str, float]:
         "loaded_p50_ms": statistics.median(w.p50 for w in loaded) * 1000,
         "loaded_p99_ms": statistics.median(w.p99 for w in loaded) * 1000,
     }
+    out["loaded_admin_busy"] = statistics.median(w.admin_busy for w in loaded)
     out["p50_ratio"] = out["loaded_p50_ms"] / out["idle_p50_ms"]
     out["p99_ratio"] = out["loaded_p99_ms"] / out["idle_p99_ms"]
     return out

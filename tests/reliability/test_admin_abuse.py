@@ -58,7 +58,10 @@ def test_proxy_p99_stays_bounded_under_admin_abuse(
     figures = summary(found)
     print(figures, dict(abuser.statuses))
     assert probe.errors == 0
-    assert sum(abuser.statuses.values()) > 10, "the abuse did not happen"
+    # The abuse happened: an admin request was in flight for most of every loaded window (a
+    # count of answers would depend on how fast a loaded machine answers them).
+    assert abuser.statuses, "no admin request was answered"
+    assert figures["loaded_admin_busy"] >= 0.8, figures
     assert set(abuser.statuses) <= {200, 400, 503}, abuser.statuses
     # Issue 14 asks for 2x: bench/admin_abuse.py (6 pairs of 4 s) measures 1.2-1.75x since YAML
     # and large JSON went to a child process and start-up's heap is frozen (docs/performance.md).
