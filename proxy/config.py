@@ -78,6 +78,7 @@ class HostPort:
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("var")
+    database: str = ""  # --database: a SQLite path/URL or a postgresql:// URL; "": data_dir/gateway.db
     proxy_listen: HostPort = HostPort("127.0.0.1", 8080)
     modes: tuple[str, ...] = ()  # --mode specs; none: one regular mode at proxy_listen
     wireguard: WireGuardSettings | None = None  # device tunnels (proxy/wireguard.py); None: off
@@ -164,6 +165,11 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "gateway.db"
+
+    @property
+    def store_location(self) -> str:
+        """Where the store lives: ``--database``, else the SQLite file in the data directory."""
+        return self.database or str(self.database_path)
 
     @property
     def mitmproxy_dir(self) -> Path:

@@ -138,7 +138,7 @@ def open_admin_base(config: cfg.Config, environ: Mapping[str, str], steps: Async
     cfg.prepare_data_dir(config.data_dir)
     sealer = cfg.load_master_key(config.data_dir, dict(environ))
     admin_tls = load_admin_tls(config, sealer)
-    store = steps.enter_context(closing(Store.open(config.database_path)))  # 1
+    store = steps.enter_context(closing(Store.open(config.store_location)))  # 1
     service = CertificateService(
         store, sealer, utcnow, live_node_window=config.node_timeout, live_clock=store.now
     )

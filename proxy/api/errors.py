@@ -4,6 +4,7 @@ Codes (also in docs/api.md): 1000 internal error, 1001 request body is not valid
 1002 invalid field, 1003 invalid certificate or key, 1004 refused in the current state,
 1005 limit reached (400), 1006 rate limited (429), 1007 object not found, 1008 body too large,
 1009 conflict (409),
+1010 store unavailable (503),
 7000 no route, 7001 method not allowed, 7003 unknown account, 9109 forbidden,
 10000 authentication error.
 """
@@ -25,6 +26,7 @@ RATE_LIMITED = 1006
 NOT_FOUND = 1007
 TOO_LARGE = 1008
 CONFLICT = 1009
+STORE_UNAVAILABLE = 1010
 NO_ROUTE = 7000
 METHOD_NOT_ALLOWED = 7001
 UNKNOWN_ACCOUNT = 7003

@@ -16,12 +16,15 @@ from proxy.api.errors import ApiError
 from proxy.api.state import DEPS, TOKEN
 from proxy.services import accounts
 from proxy.services.errors import Conflict, InvalidInput, NotFound, Refused, ServiceError
+from proxy.store.database import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/client/v4"
 PUBLIC_API_PATHS = frozenset({f"{API_PREFIX}/openapi.json"})
 AGENT_PREFIX = f"{API_PREFIX}/agent/"  # device credentials, checked by proxy/api/agent.py
+
+RETRY_AFTER_SECONDS = 2  # the store tries to reconnect at most once a second
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,6 +43,9 @@ async def envelope_errors(request: web.Request, handler: Handler) -> web.StreamR
         if e.status < 400:
             raise
         return _http_error(request, e)
+    except StoreUnavailable as e:  # the database is away: say so, and when to try again
+        logger.warning("%s %s: %s", request.method, request.path, e)
+        return failure(503, errors.STORE_UNAVAILABLE, str(e), {"Retry-After": str(RETRY_AFTER_SECONDS)})
     except Exception:
         logger.exception("internal error in %s %s", request.method, request.path)
         return failure(500, errors.INTERNAL, "internal error: the gateway logged the details")

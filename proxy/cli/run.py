@@ -15,12 +15,14 @@ from proxy.cli.errors import CliError
 from proxy.config import Config, ConfigError, HostPort
 from proxy.services.policy_state import PolicyLoadError
 from proxy.store.database import StoreError
+from proxy.store.locator import locate
 
 EPILOG = """\
 examples:
   gateway run                                   # embedded defaults: ./var, 127.0.0.1:8080 and :8081
   gateway run --data-dir /srv/gateway --upstream-ca lab-ca.pem --hosts lab.hosts
   gateway run --policies policies/examples/          # rules and Access from YAML files
+  gateway run --database postgresql://gateway@db.example:5432/gateway   # the store on PostgreSQL
   gateway run --admin-listen 0.0.0.0:8081 --admin-tls auto   # admin API for other machines, over TLS
   gateway run --mode regular@127.0.0.1:8080 --mode transparent@192.0.2.1:8443
                                                 # explicit and transparent at once (docs/modes.md;
@@ -43,6 +45,13 @@ def register(commands: Any) -> None:
     )
     parser.add_argument(
         "--data-dir", default="var", metavar="DIR", help="store, keys and state (default: ./var)"
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="the store: a file path or sqlite:///PATH (default: DATA_DIR/gateway.db), or "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE to share it between nodes "
+        "(a password may also come from PGPASSWORD or ~/.pgpass)",
     )
     parser.add_argument(
         "--proxy-listen",
@@ -172,8 +181,11 @@ def config_from(args: argparse.Namespace) -> Config:
         modes = tuple(args.mode)
         if modes and args.proxy_listen:  # both: the explicit proxy comes first
             modes = (f"regular@{proxy_listen}", *modes)
+        if args.database is not None:
+            locate(args.database)  # a bad URL is one line, before anything starts
         config = Config(
             data_dir=Path(args.data_dir),
+            database=args.database or "",
             proxy_listen=proxy_listen,
             modes=modes,
             admin_listen=HostPort.parse(args.admin_listen, option="--admin-listen"),
@@ -203,7 +215,7 @@ def config_from(args: argparse.Namespace) -> Config:
             config = dataclasses.replace(config, workers=1)  # WireGuard listeners cannot be shared
         Modes.from_specs(config.mode_specs)  # a bad spec is one line, before anything starts
         return config
-    except ConfigError as e:
+    except (ConfigError, StoreError) as e:
         raise CliError(str(e), exit_code=2) from e
 
 
@@ -215,5 +227,7 @@ def run(args: argparse.Namespace) -> int:
     serve = admin_plane.serve if config.workers > 1 else runtime.serve  # admin plane + N workers
     try:
         return asyncio.run(serve(config, dict(os.environ)))
-    except (ConfigError, CertError, StoreError, PolicyLoadError) as e:
+    except StoreError as e:  # unreachable, refused credentials, no such database, newer schema
+        raise CliError(f"the store cannot be used: {e}", exit_code=2) from e
+    except (ConfigError, CertError, PolicyLoadError) as e:
         raise CliError(str(e)) from e

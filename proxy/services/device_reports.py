@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +37,7 @@ from proxy.services.posture_verify import (
 )
 from proxy.services.proof_worker import ProofWorker, verify_items
 from proxy.store import Device, Nonce, Outcome, PostureLogEntry, PostureResult, Store
+from proxy.store.database import INTEGRITY_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Ingest:
         write = _Write(device, verdicts, ip, now, seen, prune)
         try:
             final = await self._writer.add(self._batch, write)
-        except sqlite3.IntegrityError:  # the device was deleted while its report was checked
+        except INTEGRITY_ERRORS:  # the device was deleted while its report was checked
             raise Unauthenticated(f"device {device.id} was deleted: enroll again") from None
         self._stored(device.id)
         for verdict in final:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -32,6 +31,7 @@ from certs.sealing import KeySealer
 from proxy.services.errors import NotFound, Refused
 from proxy.services.wireguard_config import ClientConfig, ConfigOptions, endpoint
 from proxy.store import Store
+from proxy.store.database import INTEGRITY_ERRORS
 from proxy.store.wireguard import WireGuardTunnel
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class WireGuardService:
                 for device_id, account_id in tunnels.devices_without():
                     if not self._add(settings, device_id, account_id, ports, addresses):
                         break
-        except sqlite3.IntegrityError as e:  # another node allocated the same port meanwhile
+        except INTEGRITY_ERRORS as e:  # another node allocated the same port meanwhile
             logger.warning(
                 "WireGuard: tunnels not allocated this time (%s); trying again on the next change", e
             )

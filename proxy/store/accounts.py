@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from contextlib import AbstractContextManager
 
-from proxy.store.database import Database, from_db, to_db
+from proxy.store.database import Connection, Database, Row, from_db, to_db
 from proxy.store.records import Account, ApiToken, TokenOrigin
 
 logger = logging.getLogger(__name__)
 
 
-def _account(row: sqlite3.Row) -> Account:
+def _account(row: Row) -> Account:
     return Account(id=row["id"], name=row["name"], created_at=from_db(row["created_at"]))
 
 
-def _token(row: sqlite3.Row) -> ApiToken:
+def _token(row: Row) -> ApiToken:
     return ApiToken(
         id=row["id"],
         account_id=row["account_id"],
@@ -46,7 +45,7 @@ class Accounts:
         rows = self._db.connection.execute("SELECT * FROM accounts ORDER BY created_at, rowid")
         return [_account(row) for row in rows]
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+    def transaction(self) -> AbstractContextManager[Connection]:
         """A transaction of the store (several account updates committed at once)."""
         return self._db.transaction()
 
@@ -91,7 +90,7 @@ class Tokens:
         """Delete every token of ``origin`` except the one with hash ``keep_sha256``."""
         with self._db.transaction() as conn:
             cursor = conn.execute(
-                "DELETE FROM api_tokens WHERE origin = ? AND token_sha256 IS NOT ?",
+                "DELETE FROM api_tokens WHERE origin = ? AND token_sha256 IS DISTINCT FROM ?",
                 (origin.value, keep_sha256),
             )
         return cursor.rowcount

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import builtins
 import logging
-import sqlite3
 from collections.abc import Collection
 from datetime import datetime
 
 from certs.lifecycle import BindingStatus
-from proxy.store.database import Database, from_db, to_db
+from proxy.store.database import Database, Row, from_db, to_db
 from proxy.store.records import CertificateKind, CertificateRecord
 
 logger = logging.getLogger(__name__)
@@ -21,7 +20,7 @@ _COLUMNS = (
 )
 
 
-def _record(row: sqlite3.Row) -> CertificateRecord:
+def _record(row: Row) -> CertificateRecord:
     sealed = row["sealed_private_key"]
     return CertificateRecord(
         id=row["id"],

@@ -7,6 +7,10 @@ the process being killed and a power cut. A connection opened with ``power_safe=
 the process being killed (they are in the WAL, in the kernel's hands), but the last ones may be
 lost in a power cut or a kernel crash. Only agent telemetry is written that way
 (``services.device_writer``).
+
+The same class runs the store on PostgreSQL (``proxy.store.postgres``): repositories use only
+``connection.execute``/``executemany``, ``transaction``, ``after_commit`` and the rows' name and
+index access, which both backends give.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +33,46 @@ _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 class StoreError(Exception):
     """The database cannot be used (wrong permissions, newer schema, integrity failure)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached now (server down, network, timeout); the store reconnects
+    by itself at a later call. The admin API answers 503 with Retry-After."""
+
+
+class ConstraintViolation(StoreError):
+    """A write broke a constraint of the schema (PostgreSQL's form of ``sqlite3.IntegrityError``)."""
+
+
+# Catch these, not one backend's class: a write refused by a constraint on either backend.
+INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, ConstraintViolation)
+
+
+class Row(Protocol):
+    """A result row, read by column name or by index (``sqlite3.Row`` and PostgreSQL's rows)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What repositories use of a connection: ``sqlite3.Connection`` and ``postgres.PgConnection``."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor: ...
 
 
 def to_db(moment: datetime) -> str:
@@ -61,10 +106,11 @@ def _create_private_file(path: Path) -> None:
 class Database:
     """A connection plus nested transactions (outermost: BEGIN IMMEDIATE, inner: SAVEPOINT)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
+        self.location = ""  # the file or URL it was opened from ("" in memory)
 
     @classmethod
     def open(cls, path: Path | str, *, power_safe: bool = True) -> Database:
@@ -78,16 +124,42 @@ class Database:
             raise StoreError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         connection.execute("PRAGMA synchronous=FULL" if power_safe else "PRAGMA synchronous=NORMAL")
         connection.execute("PRAGMA foreign_keys=ON")
-        return cls(connection)
+        db = cls(connection)
+        db.location = "" if str(path) == MEMORY else str(path)
+        return db
+
+    @property
+    def _sqlite(self) -> sqlite3.Connection:
+        assert isinstance(self.connection, sqlite3.Connection)
+        return self.connection
 
     def close(self) -> None:
-        self.connection.close()
+        self._sqlite.close()
+
+    def dump(self) -> list[str]:
+        """Every table and row as SQL text (diagnostics; tests compare before and after)."""
+        return list(self._sqlite.iterdump())
+
+    @contextmanager
+    def migration_lock(self) -> Iterator[None]:
+        """Held while migrating (SQLite: each migration's ``BEGIN IMMEDIATE`` is enough)."""
+        yield
+
+    def _begin(self) -> None:
+        self._sqlite.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self._sqlite.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        if self._sqlite.in_transaction:
+            self._sqlite.execute("ROLLBACK")
 
     def data_version(self) -> int:
         """A number that changes whenever another connection (another process included) has
         committed a change since the last call; this connection's own commits leave it alone.
         Microseconds (SQLite's ``PRAGMA data_version``): cheap enough to poll."""
-        return int(self.connection.execute("PRAGMA data_version").fetchone()[0])
+        return int(self._sqlite.execute("PRAGMA data_version").fetchone()[0])
 
     def now(self) -> datetime:
         """The database's time, which every node sharing it agrees on (SQLite lives on this
@@ -99,28 +171,27 @@ class Database:
         return self._depth > 0
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Connection]:
         """All writes inside commit together or not at all; nesting joins the outer one."""
         if self._depth:
             yield from self._savepoint()
             return
-        self.connection.execute("BEGIN IMMEDIATE")
+        self._begin()
         self._depth = 1
         try:
             yield self.connection
-            self.connection.execute("COMMIT")
+            self._commit()
         except BaseException:
             self._depth = 0
             self._after_commit.clear()
-            if self.connection.in_transaction:
-                self.connection.execute("ROLLBACK")
+            self._rollback()
             raise
         self._depth = 0
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
 
-    def _savepoint(self) -> Iterator[sqlite3.Connection]:
+    def _savepoint(self) -> Iterator[Connection]:
         name = f"sp{self._depth}"
         pending = len(self._after_commit)
         self.connection.execute(f"SAVEPOINT {name}")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import builtins
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from proxy.store.database import Database
+from proxy.store.database import Database, Row
 from proxy.store.devices import from_db, to_db, writing
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ class DeviceAddress:
 _COLUMNS = "device_id, account_id, network, source, first_seen, last_seen"
 
 
-def _row(row: sqlite3.Row) -> DeviceAddress:
+def _row(row: Row) -> DeviceAddress:
     return DeviceAddress(
         device_id=row["device_id"],
         account_id=row["account_id"],

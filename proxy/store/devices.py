@@ -10,13 +10,12 @@ from __future__ import annotations
 import builtins
 import functools
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from proxy.store.database import Database
+from proxy.store.database import Connection, Database, Row
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def to_db(moment: datetime) -> str:
 
 
 @contextmanager
-def writing(db: Database) -> Iterator[sqlite3.Connection]:
+def writing(db: Database) -> Iterator[Connection]:
     """The connection for one write: in a transaction of its own, or, inside one, without the
     savepoint ``Database.transaction`` would add (a statement is atomic by itself; the caller's
     transaction or savepoint covers the rest). Posture ingest writes several per result."""
@@ -52,8 +51,11 @@ def writing(db: Database) -> Iterator[sqlite3.Connection]:
             yield conn
 
 
-def insert_rows(conn: sqlite3.Connection, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
-    """``statement`` (``INSERT ... VALUES``) for every row, as multi-row statements of at most
+def insert_rows(
+    conn: Connection, statement: str, rows: Sequence[tuple[object, ...]], *, suffix: str = ""
+) -> None:
+    """``statement`` (``INSERT ... VALUES``, then ``suffix``) for every row, as multi-row
+    statements of at most
     ``_MAX_VARIABLES`` host parameters. SQLite runs each in one step, so Python's sqlite3 lets go
     of the GIL once per statement rather than once per row as ``executemany`` does: in the
     group-commit thread every hand-back of the GIL waits for the busy event loop."""
@@ -65,7 +67,7 @@ def insert_rows(conn: sqlite3.Connection, statement: str, rows: Sequence[tuple[o
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         values = [value for row in chunk for value in row]
-        conn.execute(f"{statement} {', '.join([group] * len(chunk))}", values)
+        conn.execute(f"{statement} {', '.join([group] * len(chunk))}{suffix}", values)
 
 
 def _maybe(text: str | None) -> datetime | None:
@@ -116,7 +118,7 @@ _DEVICE_COLUMNS = (
 )
 
 
-def _device(row: sqlite3.Row) -> Device:
+def _device(row: Row) -> Device:
     return Device(
         id=row["id"],
         account_id=row["account_id"],
@@ -190,7 +192,7 @@ class Devices:
             conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
 
 
-def _token(row: sqlite3.Row) -> EnrollmentToken:
+def _token(row: Row) -> EnrollmentToken:
     return EnrollmentToken(
         id=row["id"],
         account_id=row["account_id"],
@@ -268,8 +270,8 @@ class Nonces:
         one nonce, exactly one claims it."""
         with writing(self._db) as conn:
             cursor = conn.execute(
-                "INSERT OR IGNORE INTO posture_nonces (nonce, device_id, issued_at, expires_at,"
-                " used_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO posture_nonces (nonce, device_id, issued_at, expires_at, used_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (nonce.nonce, nonce.device_id, to_db(nonce.issued_at), to_db(nonce.expires_at),
                  to_db(nonce.used_at or nonce.issued_at)),
             )  # fmt: skip

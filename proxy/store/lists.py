@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import builtins
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from proxy.store.database import Database, to_db
+from proxy.store.database import Connection, Database, Row, to_db
 from proxy.store.policies import from_db
 
 logger = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class ListRecord:
     delta: tuple[tuple[StoredListItem, ...], frozenset[str]] | None = None  # (appended, removed)
 
 
-def _list(row: sqlite3.Row) -> StoredList:
+def _list(row: Row) -> StoredList:
     return StoredList(
         account_id=row["account_id"],
         id=row["id"],
@@ -128,7 +127,7 @@ class GatewayLists:
             conn.execute("DELETE FROM gateway_lists WHERE account_id = ?", (account_id,))
 
     @staticmethod
-    def _save_head(conn: sqlite3.Connection, head: StoredList) -> None:
+    def _save_head(conn: Connection, head: StoredList) -> None:
         conn.execute(
             "INSERT INTO gateway_lists (account_id, id, name, description, type, revision,"
             " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
@@ -148,9 +147,7 @@ class GatewayLists:
         )
 
     @staticmethod
-    def _insert(
-        conn: sqlite3.Connection, head: StoredList, items: Iterable[StoredListItem], first: int
-    ) -> None:
+    def _insert(conn: Connection, head: StoredList, items: Iterable[StoredListItem], first: int) -> None:
         times: dict[datetime, str] = {}  # items saved together share their time: format it once
 
         def at(moment: datetime) -> str:

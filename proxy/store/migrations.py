@@ -376,29 +376,47 @@ def _ensure_version_table(db: Database) -> None:
 
 def current_version(db: Database) -> int:
     _ensure_version_table(db)
+    return _version(db)
+
+
+def _version(db: Database) -> int:
     row = db.connection.execute("SELECT max(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
 
 
-def migrate(db: Database, now: datetime, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
-    """Apply every migration newer than the database; return the resulting version."""
-    version = current_version(db)
-    latest = migrations[-1].version if migrations else 0
+def _check_known(version: int, latest: int) -> None:
     if version > latest:
         raise StoreError(
-            f"the store is at schema version {version} but this gateway knows only up to "
-            f"{latest}: upgrade the gateway or use the matching data directory"
+            f"database schema is version {version}, this gateway knows up to {latest}: "
+            "upgrade the gateway (or point it at the database of its own version)"
         )
-    for migration in migrations:
-        if migration.version <= version:
-            continue
-        with db.transaction() as conn:
-            for statement in migration.statements:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.description, to_db(now)),
-            )
-        logger.info("store migrated to version %d: %s", migration.version, migration.description)
-        version = migration.version
+
+
+def migrate(db: Database, now: datetime, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply every migration newer than the database; return the resulting version.
+
+    Several processes may start at once on one database: on PostgreSQL one holds the migration
+    lock while the others wait; on both backends each migration re-reads the version inside its
+    write transaction, so a migration another process applied meanwhile is skipped."""
+    latest = migrations[-1].version if migrations else 0
+    with db.migration_lock():
+        _ensure_version_table(db)
+        version = _version(db)
+        _check_known(version, latest)
+        for migration in migrations:
+            if migration.version <= version:
+                continue
+            with db.transaction() as conn:
+                version = _version(db)
+                _check_known(version, latest)
+                if migration.version <= version:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.description, to_db(now)),
+                )
+            logger.info("store migrated to version %d: %s", migration.version, migration.description)
+            version = migration.version
     return version

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import builtins
 import logging
-import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
 
-from proxy.store.database import Database, from_db, to_db
+from proxy.store.database import Database, Row, from_db, to_db
 from proxy.store.records import Node, NodeLoadedCa
 
 logger = logging.getLogger(__name__)
 
 
-def _node(row: sqlite3.Row) -> Node:
+def _node(row: Row) -> Node:
     return Node(
         id=row["id"],
         name=row["name"],

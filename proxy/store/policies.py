@@ -10,13 +10,12 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from proxy.store.database import Database, to_db
+from proxy.store.database import Database, Row, to_db
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def _dumps(body: dict[str, Any]) -> str:
     return json.dumps(body, sort_keys=True, allow_nan=False, ensure_ascii=False)
 
 
-def _rule(row: sqlite3.Row) -> StoredRule:
+def _rule(row: Row) -> StoredRule:
     return StoredRule(
         account_id=row["account_id"],
         id=row["id"],
@@ -78,7 +77,7 @@ def _rule(row: sqlite3.Row) -> StoredRule:
     )
 
 
-def _policy(row: sqlite3.Row) -> StoredPolicy:
+def _policy(row: Row) -> StoredPolicy:
     return StoredPolicy(
         account_id=row["account_id"],
         id=row["id"],
@@ -259,7 +258,7 @@ class AccessApplications:
         return {key: tuple(value) for key, value in found.items()}
 
     @staticmethod
-    def _application(row: sqlite3.Row, links: tuple[PolicyLink, ...]) -> StoredApplication:
+    def _application(row: Row, links: tuple[PolicyLink, ...]) -> StoredApplication:
         return StoredApplication(
             account_id=row["account_id"],
             id=row["id"],

@@ -11,14 +11,13 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from proxy.store.database import Database
+from proxy.store.database import Database, Row
 from proxy.store.devices import from_db, insert_rows, to_db, writing
 
 logger = logging.getLogger(__name__)
@@ -80,7 +79,7 @@ def _dumps(body: dict[str, Any]) -> str:
     return json.dumps(body, sort_keys=True, allow_nan=False, ensure_ascii=False)
 
 
-def _rule(row: sqlite3.Row) -> StoredPostureRule:
+def _rule(row: Row) -> StoredPostureRule:
     return StoredPostureRule(
         account_id=row["account_id"],
         id=row["id"],
@@ -137,7 +136,7 @@ class PostureRules:
         return [row["id"] for row in rows]
 
 
-def _result(row: sqlite3.Row) -> PostureResult:
+def _result(row: Row) -> PostureResult:
     return PostureResult(
         device_id=row["device_id"],
         rule_id=row["rule_id"],
@@ -163,17 +162,23 @@ class PostureResults:
 
     def save(self, results: Iterable[PostureResult]) -> None:
         """Each replaces the device's previous result for that rule."""
-        rows = [
-            (r.device_id, r.rule_id, int(r.success), int(r.verified), r.reason,
-             r.certificate_fingerprint, r.certificate_cn, to_db(r.at), to_db(r.expires_at))
+        latest = {
+            (r.device_id, r.rule_id): (
+                r.device_id, r.rule_id, int(r.success), int(r.verified), r.reason,
+                r.certificate_fingerprint, r.certificate_cn, to_db(r.at), to_db(r.expires_at))
             for r in results
-        ]  # fmt: skip
+        }  # fmt: skip  # one row per key: an upsert may not touch a row twice in one statement
         with writing(self._db) as conn:
             insert_rows(
                 conn,
-                "INSERT OR REPLACE INTO posture_results (device_id, rule_id, success, verified,"
-                " reason, certificate_fingerprint, certificate_cn, at, expires_at) VALUES",
-                rows,
+                "INSERT INTO posture_results (device_id, rule_id, success, verified, reason,"
+                " certificate_fingerprint, certificate_cn, at, expires_at) VALUES",
+                list(latest.values()),
+                suffix=" ON CONFLICT (device_id, rule_id) DO UPDATE SET success = excluded.success,"
+                " verified = excluded.verified, reason = excluded.reason,"
+                " certificate_fingerprint = excluded.certificate_fingerprint,"
+                " certificate_cn = excluded.certificate_cn, at = excluded.at,"
+                " expires_at = excluded.expires_at",
             )
 
     def delete_for_rule(self, rule_id: str) -> None:
@@ -181,7 +186,7 @@ class PostureResults:
             conn.execute("DELETE FROM posture_results WHERE rule_id = ?", (rule_id,))
 
 
-def _entry(row: sqlite3.Row) -> PostureLogEntry:
+def _entry(row: Row) -> PostureLogEntry:
     expires = row["expires_at"]
     return PostureLogEntry(
         seq=int(row["seq"]),

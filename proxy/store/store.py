@@ -1,4 +1,5 @@
-"""The store: one SQLite database, opened and migrated, with one repository per table group."""
+"""The store: one database (SQLite by default, or PostgreSQL), opened and migrated, with one
+repository per table group."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from proxy.store.database import MEMORY, Database, StoreError
 from proxy.store.device_addresses import DeviceAddresses
 from proxy.store.devices import Devices, EnrollmentTokens, Nonces
 from proxy.store.lists import GatewayLists
+from proxy.store.locator import Backend, locate
 from proxy.store.migrations import MIGRATIONS, current_version, migrate
 from proxy.store.nodes import Nodes
 from proxy.store.policies import AccessApplications, AccessPolicies, GatewayRules
@@ -25,6 +27,16 @@ from proxy.store.trust import TrustReports
 from proxy.store.wireguard import WireGuardTunnels
 
 logger = logging.getLogger(__name__)
+
+
+def open_database(path: Path | str, *, power_safe: bool = True) -> Database:
+    """The connection to ``path`` (a SQLite file or a ``postgresql://`` URL), not migrated."""
+    where = locate(path)
+    if where.backend is Backend.POSTGRESQL:
+        from proxy.store.postgres import PostgresDatabase  # psycopg only for PostgreSQL
+
+        return PostgresDatabase.connect(where.target)
+    return Database.open(where.target, power_safe=power_safe)
 
 
 class Store:
@@ -63,17 +75,19 @@ class Store:
         power_safe: bool = True,
         migrations: bool = True,
     ) -> Store:
-        """Open (creating 0600 if needed) and migrate the database at ``path``;
-        ``power_safe=False``: commits survive the process being killed, not a power cut
-        (``database`` module); ``migrations=False`` (data-plane nodes: only the admin plane
+        """Open and migrate the store at ``path``: a SQLite file (created 0600 if needed), or a
+        ``postgresql://`` URL (``locator``); ``power_safe=False``: on SQLite, commits survive the
+        process being killed, not a power cut (``database`` module); PostgreSQL always waits for
+        the server's disk; ``migrations=False`` (data-plane nodes: only the admin plane
         migrates): refuse a store at any other schema version than this code's."""
-        db = Database.open(path, power_safe=power_safe)
+        where = locate(path)
+        db = open_database(path, power_safe=power_safe)
         try:
             version = migrate(db, now or datetime.now(UTC)) if migrations else _expect_latest(db, path)
         except BaseException:
             db.close()
             raise
-        logger.info("store %s open at schema version %d", path, version)
+        logger.info("store %s open at schema version %d", where.display, version)
         return cls(db)
 
     def close(self) -> None:
@@ -102,13 +116,13 @@ class Store:
 
     def dump(self) -> list[str]:
         """Every table and row as SQL statements (diagnostics; tests compare before and after)."""
-        return list(self._db.connection.iterdump())
+        return self._db.dump()
 
     @property
     def path(self) -> str:
-        """The database file, or ``""`` for an in-memory store."""
-        row = self._db.connection.execute("PRAGMA database_list").fetchone()
-        return str(row[2] or "")
+        """What the store was opened from, to open another connection to it: the database file
+        or PostgreSQL URL (password included: never log it), or ``""`` for an in-memory store."""
+        return self._db.location
 
     @property
     def schema_version(self) -> int:

@@ -102,8 +102,9 @@ class TrustReports:
         """Devices of the account that reported at or after ``since``, and how many of them have
         ``fingerprint`` in at least one store."""
         row = self._db.connection.execute(
-            "SELECT count(*) AS reporting, coalesce(sum(EXISTS (SELECT 1 FROM"
-            " device_trust_installed i WHERE i.device_id = r.device_id AND i.fingerprint = ?)), 0)"
+            "SELECT count(*) AS reporting, coalesce(sum(CASE WHEN EXISTS (SELECT 1 FROM"
+            " device_trust_installed i WHERE i.device_id = r.device_id AND i.fingerprint = ?)"
+            " THEN 1 ELSE 0 END), 0)"
             " AS installed FROM device_trust_reports r JOIN devices d ON d.id = r.device_id"
             " WHERE d.account_id = ? AND r.reported_at >= ?",
             (fingerprint, account_id, to_db(since)),

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import builtins
 import logging
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from proxy.store.database import Database
+from proxy.store.database import Database, Row
 from proxy.store.devices import from_db, to_db, writing
 
 logger = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ _COLUMNS = (
 )
 
 
-def _tunnel(row: sqlite3.Row) -> WireGuardTunnel:
+def _tunnel(row: Row) -> WireGuardTunnel:
     return WireGuardTunnel(
         device_id=row["device_id"],
         account_id=row["account_id"],

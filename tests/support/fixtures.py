@@ -23,6 +23,7 @@ from proxy.store import Store
 from tests.support.clock import FakeClock
 from tests.support.devices import Lab, make_lab
 from tests.support.policies import Api, api_for
+from tests.support.postgres import Cluster
 from tests.support.server import Client, Gateway, sdk_for
 
 
@@ -41,9 +42,42 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "gateway.sqlite3"
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the session (``tests/support/postgres.py``)."""
+    cluster = Cluster.start_new()
+    yield cluster
+    cluster.close()
+
+
 @pytest.fixture
-def store(db_path: Path, clock: FakeClock) -> Iterator[Store]:
-    store = Store.open(db_path, now=clock())
+def pg_url(postgres: Cluster) -> Iterator[str]:
+    """A new empty PostgreSQL database for one test, dropped after it."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture
+def store_url(db_path: Path) -> str:
+    """Where ``store`` lives: SQLite here; folders that run on both backends override it with
+    ``both_backends``."""
+    return str(db_path)
+
+
+def both_backends(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """``store_url`` for ``sqlite`` and ``postgresql`` (use as ``pytest.fixture(params=BACKENDS)``)."""
+    if request.param == "sqlite":
+        return str(db_path)
+    return str(request.getfixturevalue("pg_url"))
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture
+def store(store_url: str, clock: FakeClock) -> Iterator[Store]:
+    store = Store.open(store_url, now=clock())
     yield store
     store.close()
 

@@ -5,7 +5,6 @@ injected clock moves through the window), and the warning for turning a certific
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -22,6 +21,7 @@ from proxy.services.device_trust import (
 from proxy.services.devices import Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound
 from proxy.store import Coverage, Device, TrustStoreEntry
+from proxy.store.database import INTEGRITY_ERRORS
 from tests.support.devices import Lab
 from tests.support.server import Gateway
 
@@ -121,7 +121,7 @@ def test_the_schema_checks_the_store_name_and_fingerprint_again(lab: Lab) -> Non
     device, _ = lab.enroll()
     reports = lab.gateway.store.trust_reports
     for bad in (entry("nss:relative"), entry("system", "AA:BB")):
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(INTEGRITY_ERRORS):
             reports.replace(device.id, [bad], lab.now)
     assert reports.for_device(device.id) is None  # each attempt rolled back whole
 

@@ -227,11 +227,11 @@ def test_a_rolled_back_outer_transaction_changes_nothing(policies: PolicyService
     assert policies.engines(a) is before and told == []
 
 
-def test_rules_survive_a_restart(gateway: Gateway, db_path: Path, clock: FakeClock) -> None:
+def test_rules_survive_a_restart(gateway: Gateway, store_url: str, clock: FakeClock) -> None:
     a = gateway.account_id
     rule = PolicyService(gateway.store, clock).create(GATEWAY_RULES, a, BLOCK).item
     gateway.store.close()
-    store = Store.open(db_path)
+    store = Store.open(store_url)
     try:
         again = PolicyService(store, clock)
         assert again.get(GATEWAY_RULES, a, rule.id).item == rule

@@ -10,8 +10,7 @@ from proxy.store.device_addresses import AddressSource
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _store_with_device() -> tuple[Store, str, str]:
-    store = Store.open(":memory:")
+def _store_with_device(store: Store) -> tuple[Store, str, str]:
     account_id = "a" * 32
     store.accounts.add(Account(account_id, "acme", T0))
     device = Device(
@@ -22,8 +21,8 @@ def _store_with_device() -> tuple[Store, str, str]:
     return store, account_id, device.id
 
 
-def test_a_report_replaces_the_agents_addresses_and_keeps_first_seen() -> None:
-    store, account_id, device_id = _store_with_device()
+def test_a_report_replaces_the_agents_addresses_and_keeps_first_seen(store: Store) -> None:
+    store, account_id, device_id = _store_with_device(store)
     store.device_addresses.register(device_id, account_id, ["10.0.0.5/32", "10.0.0.6/32"], T0)
     later = T0 + timedelta(minutes=5)
     store.device_addresses.register(device_id, account_id, ["10.0.0.5/32"], later)
@@ -38,8 +37,8 @@ def test_a_report_replaces_the_agents_addresses_and_keeps_first_seen() -> None:
     assert store.device_addresses.of_device(device_id) == []
 
 
-def test_bindings_survive_reports_and_go_with_the_device() -> None:
-    store, account_id, device_id = _store_with_device()
+def test_bindings_survive_reports_and_go_with_the_device(store: Store) -> None:
+    store, account_id, device_id = _store_with_device(store)
     store.device_addresses.bind(device_id, account_id, "192.0.2.0/24", T0)
     store.device_addresses.register(device_id, account_id, [], T0)
     assert [a.network for a in store.device_addresses.all()] == ["192.0.2.0/24"]

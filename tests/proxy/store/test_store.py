@@ -1,4 +1,5 @@
-"""The SQLite store: file mode, durability settings, migrations, transactions, constraints."""
+"""The store: file mode and durability settings (SQLite), and on both backends (``conftest.py``):
+migrations, transactions, constraints, durability."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import pytest
 
 from certs.lifecycle import BindingStatus
 from proxy.store import Account, CertificateKind, CertificateRecord, Store, StoreError
-from proxy.store.database import Database
+from proxy.store.database import INTEGRITY_ERRORS
 from proxy.store.devices import insert_rows
 from proxy.store.migrations import MIGRATIONS, Migration, migrate
+from proxy.store.store import open_database
 from tests.support.clock import START, FakeClock
 
 ACCOUNT = Account(id="0123456789abcdef0123456789abcdef", name="Lab", created_at=START)
@@ -51,11 +53,13 @@ def test_existing_file_with_open_mode_is_restricted(db_path: Path) -> None:
     assert _mode(db_path) == 0o600
 
 
-def test_pragmas_wal_full_sync_foreign_keys(store: Store) -> None:
+def test_pragmas_wal_full_sync_foreign_keys(db_path: Path) -> None:
+    store = Store.open(db_path)
     conn = store._db.connection
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    store.close()
 
 
 def test_a_store_that_is_not_power_safe_syncs_normally(db_path: Path) -> None:
@@ -86,10 +90,10 @@ def test_insert_rows_writes_every_row_in_multi_row_statements() -> None:
     assert len(inserts) == 3  # 495 rows of 2 parameters per statement
 
 
-def test_migrations_are_recorded_and_idempotent(db_path: Path, clock: FakeClock) -> None:
-    Store.open(db_path).close()
-    Store.open(db_path).close()
-    store = Store.open(db_path)
+def test_migrations_are_recorded_and_idempotent(store_url: str, clock: FakeClock) -> None:
+    Store.open(store_url).close()
+    Store.open(store_url).close()
+    store = Store.open(store_url)
     rows = store._db.connection.execute("SELECT version FROM schema_version").fetchall()
     assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
     assert store.schema_version == MIGRATIONS[-1].version
@@ -97,33 +101,34 @@ def test_migrations_are_recorded_and_idempotent(db_path: Path, clock: FakeClock)
     store.close()
 
 
-def test_a_new_migration_applies_once(db_path: Path, clock: FakeClock) -> None:
-    Store.open(db_path).close()
-    db = Database.open(db_path)
-    extra = (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test", ("CREATE TABLE t (x)",)))
+def test_a_new_migration_applies_once(store_url: str, clock: FakeClock) -> None:
+    Store.open(store_url).close()
+    db = open_database(store_url)
+    extra = (*MIGRATIONS, Migration(MIGRATIONS[-1].version + 1, "test", ("CREATE TABLE t (x INTEGER)",)))
     assert migrate(db, clock(), extra) == extra[-1].version
     assert migrate(db, clock(), extra) == extra[-1].version
     db.close()
 
 
-def test_newer_schema_is_refused(db_path: Path, clock: FakeClock) -> None:
-    Store.open(db_path).close()
-    db = Database.open(db_path)
+def test_newer_schema_is_refused(store_url: str, clock: FakeClock) -> None:
+    Store.open(store_url).close()
+    db = open_database(store_url)
     db.connection.execute("INSERT INTO schema_version VALUES (999, 'future', 'x')")
     db.close()
     with pytest.raises(
-        StoreError, match=f"schema version 999 but this gateway knows only up to {MIGRATIONS[-1].version}"
+        StoreError,
+        match=f"database schema is version 999, this gateway knows up to {MIGRATIONS[-1].version}: upgrade the gateway",
     ):
-        Store.open(db_path)
+        Store.open(store_url)
 
 
-def test_reopen_keeps_data(db_path: Path, clock: FakeClock) -> None:
-    store = Store.open(db_path)
+def test_reopen_keeps_data(store_url: str, clock: FakeClock) -> None:
+    store = Store.open(store_url)
     store.accounts.add(ACCOUNT)
     store.certificates.add(_certificate("c1"))
     store.configurations.save(ACCOUNT.id, {"tls_decrypt": {"enabled": False}}, clock())
     store.close()
-    store = Store.open(db_path)
+    store = Store.open(store_url)
     assert store.accounts.list() == [ACCOUNT]
     assert store.certificates.get("c1") == _certificate("c1")
     configuration = store.configurations.get(ACCOUNT.id)
@@ -133,7 +138,7 @@ def test_reopen_keeps_data(db_path: Path, clock: FakeClock) -> None:
 
 def test_failed_transaction_saves_nothing(store: Store) -> None:
     store.accounts.add(ACCOUNT)
-    with pytest.raises(sqlite3.IntegrityError), store.transaction():
+    with pytest.raises(INTEGRITY_ERRORS), store.transaction():
         store.certificates.add(_certificate("c1"))
         store.certificates.add(_certificate("c1"))  # duplicate id
     assert store.certificates.list(ACCOUNT.id) == []
@@ -171,17 +176,17 @@ def test_at_most_one_certificate_in_use_per_account(store: Store, clock: FakeClo
         "c1": False,
         "c2": True,
     }
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         store._db.connection.execute("UPDATE certificates SET in_use = 1")
 
 
 def test_schema_checks_refuse_inconsistent_rows(store: Store) -> None:
     store.accounts.add(ACCOUNT)
-    with pytest.raises(sqlite3.IntegrityError):  # in use but not available
+    with pytest.raises(INTEGRITY_ERRORS):  # in use but not available
         store.certificates.add(_certificate("c1", in_use=True))
-    with pytest.raises(sqlite3.IntegrityError):  # an mTLS upload without key has no status
+    with pytest.raises(INTEGRITY_ERRORS):  # an mTLS upload without key has no status
         store.certificates.add(_certificate("c2", kind=CertificateKind.MTLS, sealed_private_key=None))
-    with pytest.raises(sqlite3.IntegrityError):  # account ids are 32 hex characters
+    with pytest.raises(INTEGRITY_ERRORS):  # account ids are 32 hex characters
         store.accounts.add(Account(id="not-hex", name="x", created_at=START))
 
 
@@ -208,7 +213,7 @@ def test_times_round_trip_as_aware_utc(store: Store) -> None:
     assert stored is not None and stored.created_at == START and stored.created_at.tzinfo is not None
 
 
-def test_acknowledged_write_survives_sigkill(db_path: Path) -> None:
+def test_acknowledged_write_survives_sigkill(store_url: str) -> None:
     import signal
     import subprocess
     import sys
@@ -217,13 +222,13 @@ def test_acknowledged_write_survives_sigkill(db_path: Path) -> None:
         "import os, signal\n"
         "from proxy.store import Store\n"
         "from tests.proxy.store.test_store import ACCOUNT\n"
-        f"store = Store.open({str(db_path)!r})\n"
+        f"store = Store.open({store_url!r})\n"
         "store.accounts.add(ACCOUNT)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     root = Path(__file__).resolve().parents[3]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
     assert done.returncode == -signal.SIGKILL
-    store = Store.open(db_path)
+    store = Store.open(store_url)
     assert store.accounts.list() == [ACCOUNT]
     store.close()
