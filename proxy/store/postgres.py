@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -96,6 +96,12 @@ class _BoolAsInteger(Dumper):
         return b"1" if obj else b"0"
 
 
+def _reads(sql: str) -> bool:
+    """True for a statement that changes nothing, or only opens a transaction: safe to repeat."""
+    head = sql.lstrip()[:6].upper()
+    return head in ("SELECT", "BEGIN;")
+
+
 def _reason(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -145,7 +151,8 @@ class PgConnection:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._conn: psycopg.Connection[Any] | None = connect(url)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._conn = connect(url)
         self._next_attempt = 0.0
         self.pinned = False  # in a transaction: a lost connection is not replaced silently
 
@@ -189,33 +196,38 @@ class PgConnection:
         return StoreUnavailable(f"the database failed: {_reason(error)}; retrying")
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
-        conn = self._live()
-        try:
-            return conn.execute(to_postgres(sql), parameters)
-        except psycopg.IntegrityError as e:
-            raise ConstraintViolation(_reason(e)) from e
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            raise self._lost(e) from e
+        query = to_postgres(sql)
+        return self._run(lambda conn: conn.execute(query, parameters), retry=_reads(sql))
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Cursor:
-        conn = self._live()
-        try:
+        query, rows = to_postgres(sql), list(parameters)
+
+        def run(conn: psycopg.Connection[Any]) -> Cursor:
             cursor = conn.cursor()
-            cursor.executemany(to_postgres(sql), parameters)
+            cursor.executemany(query, rows)
             return cursor
-        except psycopg.IntegrityError as e:
-            raise ConstraintViolation(_reason(e)) from e
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            raise self._lost(e) from e
+
+        return self._run(run, retry=False)
 
     def execute_native(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
-        conn = self._live()
-        try:
-            return conn.execute(sql, parameters)
-        except psycopg.IntegrityError as e:
-            raise ConstraintViolation(_reason(e)) from e
-        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-            raise self._lost(e) from e
+        """``sql`` as PostgreSQL text (no translation)."""
+        return self._run(lambda conn: conn.execute(sql, parameters), retry=_reads(sql))
+
+    def _run(self, call: Callable[[psycopg.Connection[Any]], Cursor], *, retry: bool) -> Cursor:
+        """``call`` on the live connection. A read, or the start of a transaction, that finds
+        the connection lost (the server restarted since the last call) runs again, once, on a
+        new connection: it changed nothing, so the caller need not see the restart."""
+        for attempt in (1, 2):
+            conn = self._live()
+            try:
+                return call(conn)
+            except psycopg.IntegrityError as e:
+                raise ConstraintViolation(_reason(e)) from e
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                error = self._lost(e)
+                if attempt == 2 or not retry or self.pinned or not (conn.closed or conn.broken):
+                    raise error from e
+        raise AssertionError("unreachable")
 
     @property
     def in_transaction(self) -> bool:
@@ -264,13 +276,12 @@ class PostgresDatabase(Database):
                 logger.debug("store: migration lock released with the connection: %s", e)
 
     def _begin(self) -> None:
-        self._pg.pinned = True
         try:
             self._pg.execute_native(f"BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})")
         except BaseException:
-            self._pg.pinned = False
             self._rollback()
             raise
+        self._pg.pinned = True  # from here, a lost connection ends the transaction with an error
 
     def _commit(self) -> None:
         self._pg.execute_native(
