@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import builtins
 import logging
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from proxy.store.database import Database, from_db, to_db
+from proxy.store.database import INTEGRITY_ERRORS, Connection, Database, Row, from_db, to_db
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class Rotations:
                     ),
                 )  # fmt: skip
                 self._add_step(conn, record.id, record.created_at, record.step, record.state, record.message)
-        except sqlite3.IntegrityError as e:
+        except INTEGRITY_ERRORS as e:
             if "one_open_rotation_per_account" in str(e) or "ca_rotations.account_id" in str(e):
                 raise OpenRotationExists(record.account_id) from None
             raise
@@ -167,7 +166,7 @@ class Rotations:
 
     @staticmethod
     def _add_step(
-        conn: sqlite3.Connection, rotation_id: str, at: datetime, step: str, state: str, message: str
+        conn: Connection, rotation_id: str, at: datetime, step: str, state: str, message: str
     ) -> None:
         conn.execute(
             "INSERT INTO ca_rotation_steps (rotation_id, seq, at, step, state, message) VALUES"
@@ -176,7 +175,7 @@ class Rotations:
             (rotation_id, rotation_id, to_db(at), step, state, message),
         )
 
-    def _record(self, row: sqlite3.Row) -> RotationRecord:
+    def _record(self, row: Row) -> RotationRecord:
         steps = tuple(
             RotationStep(from_db(s["at"]), s["step"], s["state"], s["message"])
             for s in self._db.connection.execute(
