@@ -82,13 +82,22 @@ def _command(
         metavar="DIR",
         help="the data directory of `gateway run` (default: ./var)",
     )
+    command.add_argument(
+        "--database",
+        metavar="URL",
+        help="the store's database when `gateway run` has --database (a postgresql:// URL or SQLite path)",
+    )
     command.set_defaults(func=handler)
     return command
 
 
 @contextmanager
-def opened(data_dir: Path) -> Iterator[Store]:
-    """The data directory's store, which must exist: these commands never make one."""
+def opened(data_dir: Path, database: str | None = None) -> Iterator[Store]:
+    """The data directory's store (or ``--database``), which must exist: these commands never
+    make one."""
+    if database:
+        yield from _opened_database(database)
+        return
     path = Config(data_dir=data_dir).database_path
     try:
         exists = path.is_file()
@@ -109,11 +118,20 @@ def opened(data_dir: Path) -> Iterator[Store]:
         yield store
 
 
+def _opened_database(database: str) -> Iterator[Store]:
+    try:
+        store = Store.open(database)
+    except (sqlite3.Error, StoreError, OSError) as e:
+        raise CliError(f"cannot open the gateway store: {e}", exit_code=2) from e
+    with closing(store):
+        yield store
+
+
 def _create(args: argparse.Namespace) -> int:
     name = str(args.name).strip()
     if len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise CliError(f"--name: use at most {MAX_NAME_LENGTH} printable characters")
-    with opened(args.data_dir) as store:
+    with opened(args.data_dir, args.database) as store:
         if not store.accounts.list():
             raise CliError(f"the store in {args.data_dir} has no account yet: start `gateway run` once first")
         account = _account(store.accounts.list(), args.account, args.data_dir) if args.account else None
@@ -132,7 +150,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with opened(args.data_dir) as store:
+    with opened(args.data_dir, args.database) as store:
         tokens = store.tokens.list()
     rows = [("ID", "ORIGIN", "NAME", "CREATED", "SCOPE")]
     rows += [
@@ -152,7 +170,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    with opened(args.data_dir) as store:
+    with opened(args.data_dir, args.database) as store:
         token = _find(store.tokens.list(), str(args.id), args.data_dir)
         store.tokens.delete(token.id)
         left = store.tokens.count()

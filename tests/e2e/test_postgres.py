@@ -1,0 +1,131 @@
+"""`gateway run --database postgresql://...`: the store on a real PostgreSQL server (a throwaway
+cluster, tests/support/postgres.py): it proxies and turns on a CA; a bad URL, refused credentials,
+a missing database and an unreachable server are one line and exit 2; while the server is down
+the admin API answers 503 at once, and it serves again when the server is back."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.postgres import Cluster
+from tests.support.wait import wait_until
+
+from . import sdk, tools
+from .conftest import GatewayFactory
+from .gateway_process import GatewayProcess, child_env, gateway_command
+from .origin import Origin, body_for
+from .pki import describe, issued_by, load_pem
+from .tunnel import client_context, fetch
+
+pytestmark = pytest.mark.e2e
+
+
+def _signs_with(gw: GatewayProcess, origin: Origin, ca_path: Path) -> None:
+    got = fetch(gw.proxy_port, "origin.test", origin.port, client_context(ca_path))
+    assert got.status == 200 and body_for("origin.test") in got.body
+    assert issued_by(got.leaf, load_pem(ca_path.read_text())), describe(got.leaf)
+
+
+def test_gateway_runs_on_postgresql(
+    gateway_factory: GatewayFactory,
+    origin: Origin,
+    pg_url: str,
+    ca_file: Callable[[GatewayProcess], Path],
+    tmp_path: Path,
+) -> None:
+    gw = gateway_factory(extra_args=["--database", pg_url])
+    with gw.serving():
+        _signs_with(gw, origin, ca_file(gw))
+        with sdk.client(gw) as c:
+            account = sdk.account_id(c)
+            second = sdk.generate_available(c, account)
+            sdk.turn_on(c, account, second.id)
+        new_ca = tmp_path / "second.pem"
+        new_ca.write_text(second.certificate)
+        assert wait_until(lambda: _leaf_from(gw, origin, new_ca), 10), "the new CA never signed"
+        assert "password" not in gw.stdout() and pg_url.split("@")[0].rsplit(":", 1)[1] not in gw.stderr_tail(
+            400
+        )
+    assert not (gw.data_dir / "gateway.db").exists()  # the store is on the server, not in the data dir
+
+
+def _leaf_from(gw: GatewayProcess, origin: Origin, ca_path: Path) -> bool:
+    try:
+        _signs_with(gw, origin, ca_path)
+    except (AssertionError, OSError):
+        return False
+    return True
+
+
+def _run_with(database: str, tmp_path: Path) -> tuple[int, str, float]:
+    argv = [
+        gateway_command(), "run", "--data-dir", str(tmp_path / "data"), "--database", database,
+        "--proxy-listen", f"127.0.0.1:{tools.free_port()}", "--admin-listen", f"127.0.0.1:{tools.free_port()}",
+    ]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, env=child_env(), timeout=60, check=False)
+    return done.returncode, done.stderr.decode(errors="replace"), time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("database", "message"),
+    [
+        ("mysql://gateway@127.0.0.1/gateway", "--database: unsupported scheme 'mysql'"),
+        ("postgresql://gateway@127.0.0.1:port/gateway", "not a valid PostgreSQL URL"),
+        ("WRONG_PASSWORD", "the server refused the credentials"),
+        ("MISSING_DATABASE", 'database "no_such_db" does not exist'),
+        ("UNREACHABLE", "the database is unreachable"),
+    ],
+)
+def test_a_bad_database_is_one_line_and_exit_2(
+    database: str, message: str, postgres: Cluster, tmp_path: Path
+) -> None:
+    database = {
+        "WRONG_PASSWORD": postgres.url(password="not-the-password"),
+        "MISSING_DATABASE": postgres.url("no_such_db"),
+        "UNREACHABLE": f"postgresql://gateway@127.0.0.1:{tools.free_port()}/gateway",
+    }.get(database, database)
+    code, stderr, took = _run_with(database, tmp_path)
+    assert code == 2, stderr
+    assert message in stderr and "Traceback" not in stderr, stderr
+    assert "not-the-password" not in stderr
+    assert took < 30
+
+
+def test_an_outage_answers_503_then_the_gateway_serves_again(
+    gateway_factory: GatewayFactory, postgres: Cluster, pg_url: str
+) -> None:
+    gw = gateway_factory(extra_args=["--database", pg_url])
+    with gw.serving(), gw.api() as api:
+        account = api.get("/accounts").json()["result"][0]["id"]
+        path = f"/accounts/{account}/gateway/certificates"
+        assert api.get(path).status_code == 200
+        postgres.stop(mode="immediate")
+        try:
+            started = time.monotonic()
+            down = api.get(path)
+            assert time.monotonic() - started < 10
+            assert down.status_code == 503, down.text
+            body = down.json()
+            assert body["success"] is False and "the database is unreachable" in body["errors"][0]["message"]
+            assert "retrying" in body["errors"][0]["message"]
+            assert int(down.headers["Retry-After"]) >= 1
+            assert gw.running
+        finally:
+            postgres.start()
+        assert wait_until(lambda: _status(api, path) == 200, 15)
+        created = api.post(path, json={"validity_period_days": 30})
+        assert created.status_code == 200, created.text
+
+
+def _status(api: httpx.Client, path: str) -> int:
+    try:
+        return api.get(path).status_code
+    except httpx.HTTPError:
+        return 0
