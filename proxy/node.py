@@ -48,6 +48,7 @@ from proxy.services.certificates import CertificateService
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
 from proxy.store import Store
+from proxy.store.locator import Backend, locate
 from proxy.worker_control import ControlChannel
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class NodeOptions:
     config: cfg.Config  # data directory, modes, leaves, hosts, --public-url, --node-timeout
-    database: Path  # the store the admin plane made
+    database: str  # the store the admin plane made: a SQLite file or a postgresql:// URL
     node_id: str | None = None  # --node-id: stable across restarts; None: a new one per start
     health_listen: cfg.HostPort | None = None
     reuse_port: bool = False  # a worker of gateway run --workers N: share the listeners
@@ -74,7 +75,8 @@ class RunningNode:
 
 
 def _open_store(options: NodeOptions, steps: AsyncExitStack) -> Store:
-    if not options.database.is_file():
+    where = locate(options.database)
+    if where.backend is Backend.SQLITE and not Path(where.target).is_file():
         raise cfg.ConfigError(
             f"no gateway store at {options.database}: a node joins a gateway's store; start the "
             "admin plane (gateway run --data-dir DIR) once first, then give the node the same "
@@ -109,7 +111,9 @@ async def _start(options: NodeOptions, environ: Mapping[str, str], steps: AsyncE
     store = _open_store(options, steps)  # 1
     sealer = _master_key(options, environ)
     if not store.accounts.list():
-        raise cfg.ConfigError(f"the store at {options.database} has no account yet: start gateway run first")
+        raise cfg.ConfigError(
+            f"the store at {locate(options.database).display} has no account yet: start gateway run first"
+        )
     account_id = default_account(store.accounts.list(), config.default_account).id
     service = CertificateService(
         store, sealer, utcnow, live_node_window=config.node_timeout, live_clock=store.now
@@ -169,7 +173,11 @@ async def _start(options: NodeOptions, environ: Mapping[str, str], steps: AsyncE
 
     steps.push_async_callback(stop_following)
     logger.info(
-        "%s %s serving (%s); store %s", options.what, node_id, " ".join(config.mode_specs), options.database
+        "%s %s serving (%s); store %s",
+        options.what,
+        node_id,
+        " ".join(config.mode_specs),
+        locate(options.database).display,
     )
     return RunningNode(options, node_id, follower, running, steps)
 

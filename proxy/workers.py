@@ -53,7 +53,7 @@ def worker_argv(config: cfg.Config, name: str, node_id: str) -> list[str]:
     predecessor's entry in the store, so a worker killed with -9 never holds a rollout back)."""
     argv = [sys.executable, "-m", "proxy.cli.main", "node", "--data-dir", str(config.data_dir)]
     argv += ["--node-id", node_id]
-    argv += ["--database", str(config.database_path)]
+    argv += ["--database", config.store_location]
     for spec in config.mode_specs:
         argv += ["--mode", spec]
     if config.upstream_ca:

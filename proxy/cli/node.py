@@ -20,6 +20,7 @@ from proxy.cli.errors import CliError
 from proxy.config import Config, ConfigError, HostPort
 from proxy.services.policy_state import PolicyLoadError
 from proxy.store.database import StoreError
+from proxy.store.locator import Backend, locate
 
 EPILOG = """\
 examples:
@@ -52,7 +53,8 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--database",
         metavar="PATH",
-        help="the gateway's store, when not DATA_DIR/gateway.db (a SQLite file on this machine)",
+        help="the gateway's store, when not DATA_DIR/gateway.db: a SQLite file on this machine, or the "
+        "postgresql://USER@HOST:PORT/DATABASE URL that gateway run --database has",
     )
     parser.add_argument(
         "--proxy-listen",
@@ -122,18 +124,25 @@ def options_from(args: argparse.Namespace) -> Any:
     if not args.data_dir and not args.database:
         raise CliError(
             "gateway node needs the gateway's store: --data-dir DIR (its gateway.db and master.key) "
-            "or --database PATH",
+            "or --database PATH|URL",
             exit_code=2,
         )
-    if args.database and "://" in args.database:
-        raise CliError(f"--database {args.database}: only a SQLite file path is supported here", exit_code=2)
+    try:
+        where = locate(args.database) if args.database else None
+    except StoreError as e:
+        raise CliError(str(e), exit_code=2) from e
     if args.node_id is not None and not NODE_ID.fullmatch(args.node_id):
         raise CliError(
             f"--node-id {args.node_id!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
             exit_code=2,
         )
-    database = Path(args.database) if args.database else Path(args.data_dir) / "gateway.db"
-    data_dir = Path(args.data_dir) if args.data_dir else database.parent
+    database = args.database or str(Path(args.data_dir) / "gateway.db")
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+    elif where is not None and where.backend is Backend.SQLITE:
+        data_dir = Path(where.target).parent
+    else:  # PostgreSQL without --data-dir: the master key comes from the environment
+        data_dir = Path("var")
     try:
         proxy_listen = HostPort.parse(args.proxy_listen or "127.0.0.1:8080", option="--proxy-listen")
         modes = tuple(args.mode)
