@@ -148,3 +148,26 @@ def test_create_refuses_a_store_without_an_account(
 def test_create_refuses_an_unprintable_name(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, "token", "create", "--data-dir", str(data_dir), "--name", "a\x1bb")
     assert code == 1 and out == "" and err == "gateway: error: --name: use at most 100 printable characters\n"
+
+
+def test_create_with_account_scopes_the_token_to_it(
+    data_dir: Path, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    branch = accounts.create_account(store, "Branch", utcnow)
+    for wanted in (branch.id, branch.id[:12], "branch"):
+        code, out, err = _run(capsys, "token", "create", "--data-dir", str(data_dir), "--account", wanted)
+        assert code == 0 and f"for account {branch.id} (Branch) only" in err
+        record = accounts.authenticate(store, out.strip())
+        assert record is not None and record.account_id == branch.id
+    listed = _run(capsys, "token", "list", "--data-dir", str(data_dir))[1]
+    assert listed.count(branch.id) == 3 and "all accounts" in listed
+
+
+def test_create_refuses_an_unknown_account_and_makes_nothing(
+    data_dir: Path, store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = store.tokens.count()
+    code, out, err = _run(capsys, "token", "create", "--data-dir", str(data_dir), "--account", "nowhere")
+    assert code == 1 and out == ""
+    assert "--account: no account 'nowhere'" in err and "gateway account list" in err
+    assert store.tokens.count() == before
