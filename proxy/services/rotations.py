@@ -109,7 +109,9 @@ class RotationService:
         self._certificates.list(account_id)
         record = self._store.rotations.open_for(account_id) or self._store.rotations.latest(account_id)
         if record is None:
-            raise NotFound("CA rotation", "current")
+            none = NotFound("CA rotation", "current")
+            none.args = ("no CA rotation in this account yet: start one with `gateway ca rotate`",)
+            raise none
         return self._view(record)
 
     # -- starting -------------------------------------------------------------------------------
@@ -137,8 +139,8 @@ class RotationService:
             old_certificate_id=old.id if old else None, coverage=request.coverage,
             deadline=request.deadline, grace_seconds=int(request.grace.total_seconds()),
             on_deadline=request.on_deadline.value,
-            message=f"started ({trigger}): {how} (expires {format_time(new.expires_on)}) and "
-            f"activated it; replacing {old.id if old else 'no certificate'}",
+            message=f"{trigger} rotation: {how} (expires {format_time(new.expires_on)}) and "
+            f"activated it, to replace {old.id if old else 'no certificate'}",
             revision=1, created_at=now, updated_at=now,
         )  # fmt: skip
         try:

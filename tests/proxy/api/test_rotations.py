@@ -72,7 +72,11 @@ async def test_a_second_rotation_is_a_409_not_retried(client: Client, lab: Lab) 
 
 
 async def test_unknown_rotation_and_none_yet_are_404(client: Client, lab: Lab) -> None:
-    assert (await admin(client, lab, "GET", "/current")).status == 404
+    none = await admin(client, lab, "GET", "/current")
+    assert (
+        none.status == 404
+        and none.error == "no CA rotation in this account yet: start one with `gateway ca rotate`"
+    )
     unknown = await admin(client, lab, "GET", "/4a3c3a3e-0000-4000-8000-000000000000")
     assert unknown.status == 404 and "no CA rotation" in unknown.error
     assert (await admin(client, lab, "POST", "/4a3c3a3e-0000-4000-8000-000000000000/pause")).status == 404

@@ -46,7 +46,7 @@ async def test_rotate_and_watch_to_the_end(served: Served, capsys: pytest.Captur
     code = await served.run("rotate", "--coverage", "0", "--deadline", "10m", "--grace", "0s", "--watch")
     out, err = capsys.readouterr()
     assert code == 0, (out, err)
-    assert "started: started (manual): generated certificate" in out
+    assert "started: manual rotation: generated certificate" in out
     assert "completed step done" in out
     (current,) = served.rotations.list(served.lab.account)
     assert current.record.state == "completed"
