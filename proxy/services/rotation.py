@@ -189,12 +189,12 @@ def _install(plan: Plan, progress: Progress, seen: Observation) -> Decision:
     if plan.on_deadline is OnDeadline.PROCEED:
         return _switch(
             seen,
-            f"the deadline {format_time(plan.deadline)} passed with {coverage.describe()} "
+            f"the deadline {format_time(plan.deadline)} passed and {coverage.describe()} "
             f"(needed {plan.coverage}%); going on as asked; {lacking}",
         )
     return Decision(
         Progress(State.HELD, Step.INSTALL),
-        message=f"held: the deadline {format_time(plan.deadline)} passed with {coverage.describe()} "
+        message=f"held: the deadline {format_time(plan.deadline)} passed and {coverage.describe()} "
         f"(needed {plan.coverage}%); {lacking}. Continue (turn it on anyway), resume with a new "
         "deadline, or cancel",
     )
