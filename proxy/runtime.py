@@ -202,7 +202,7 @@ async def _start(config: cfg.Config, environ: Mapping[str, str], steps: AsyncExi
     await serve_admin(steps, config, app, base.admin_tls)  # 6
     await steps.enter_async_context(RotationDriver(base.rotations).running())  # 6b: drives CA rotations
     requests_file.start()
-    running = await data_plane.run_proxy(steps, config, master, drain=data_plane.DRAIN_TIMEOUT)  # 7
+    running = await data_plane.run_proxy(steps, config, master)  # 7: stops at once, as before
     steps.push_async_callback(tunnels.aclose)
     await tunnels.sync()  # a listener per device tunnel, then one more per enrolled device
     devices.subscribe(tunnels.changed)
