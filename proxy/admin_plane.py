@@ -68,6 +68,19 @@ def sync_middleware(changes: Callable[[], int], sync: Callable[[], Awaitable[boo
     return middleware
 
 
+def health_middleware(workers: Callable[[], dict[str, object]]) -> Middleware:
+    """``GET /healthz`` says how the workers are, besides the admin API answering."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/healthz" or request.method != "GET":
+            return await handler(request)
+        await handler(request)  # the admin API's own check
+        return web.json_response(workers())
+
+    return middleware
+
+
 async def serve(config: cfg.Config, environ: Mapping[str, str]) -> int:
     """Run the admin plane and its workers until SIGINT/SIGTERM; 0 on a clean stop."""
     os.umask(0o077)
@@ -102,6 +115,7 @@ async def _start(
     app = create_app(api_deps(config, base, devices, Metrics(), None))
     app[WIREGUARD] = WireGuardService(base.store, base.sealer, utcnow, config.wireguard)
     app.middlewares.append(sync_middleware(changes, workers.sync))
+    app.middlewares.append(health_middleware(workers.health))
     await serve_admin(steps, config, app, base.admin_tls)  # 6
     await steps.enter_async_context(RotationDriver(base.rotations).running())  # 6b: once per gateway
     _prepare_confdir(config)

@@ -90,6 +90,7 @@ class StoreFollower:
         self._skewed = False
         self._next_heartbeat = time.monotonic() + self._heartbeat_interval
         self.changes = 0  # how many changes were followed (tests, metrics)
+        self.on_health: Callable[[Health], object] | None = None  # told when the health changes
 
     def health(self) -> Health:
         return self._health
@@ -134,7 +135,7 @@ class StoreFollower:
             return None
         if self._health.degraded_since is not None:
             since = self._health.degraded_since
-            self._health = Health()
+            self._set_health(Health())
             logger.warning(
                 "store reachable again after %.1f s: catching up with what changed meanwhile",
                 (self._clock() - since).total_seconds(),
@@ -147,13 +148,18 @@ class StoreFollower:
         self._version = None  # whatever the version says once it is back: catch up
         if self._health.degraded_since is not None:
             return
-        self._health = Health(self._clock(), str(error) or type(error).__name__)
+        self._set_health(Health(self._clock(), str(error) or type(error).__name__))
         logger.error(
             "store unreachable (%s): serving on with the CAs, rules and posture last loaded; "
             "retrying every %d ms",
             self._health.reason,
             round(self._poll_interval * 1000),
         )
+
+    def _set_health(self, health: Health) -> None:
+        self._health = health
+        if self.on_health is not None:
+            self.on_health(health)
 
     def _check_skew(self) -> None:
         skew = self._clock() - self._store.now()

@@ -21,6 +21,7 @@ Start-up steps, each undone in reverse by the same ``AsyncExitStack``:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -198,6 +199,8 @@ async def serve_node(options: NodeOptions, environ: Mapping[str, str]) -> int:
         if options.control:
             channel = await ControlChannel.open(running.follower.check, on_closed=stopping.set)
             channel.send("ready " + running.node_id)
+            tell = channel.send  # the admin plane's /healthz shows each worker's
+            running.follower.on_health = lambda health: tell("health " + json.dumps(health.to_json()))
         else:
             print(
                 f"gateway node {running.node_id} serving: {' '.join(options.config.mode_specs)}", flush=True

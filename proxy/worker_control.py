@@ -4,6 +4,7 @@ lines on its stdin and stdout.
     parent → worker   sync N        someone changed the store: follow it now
     worker → parent   ready NODE    serving (once)
                       ack N         followed everything committed before "sync N" was sent
+                      health JSON   its store became unreachable, or reachable again
 
 The parent waits for every worker's ``ack`` before an admin API call that changed something
 answers (``proxy/workers.py``). When the parent goes away its end closes; the worker then

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import itertools
+import json
 import logging
 import os
 import signal
@@ -115,6 +116,7 @@ class Worker:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
+    health: dict[str, object] = field(default_factory=lambda: {"status": "ok", "database": "ok"})
 
     @property
     def pid(self) -> int | None:
@@ -204,11 +206,31 @@ class Workers:
             command, _, argument = line.decode("ascii", "replace").strip().partition(" ")
             if command == "ready":
                 worker.node_id = argument
+                worker.health = {"status": "ok", "database": "ok"}
                 worker.ready.set()
+            elif command == "health":
+                try:
+                    worker.health = dict(json.loads(argument))
+                except ValueError:
+                    logger.warning("%s sent a health line that is not JSON", worker.name)
             elif command == "ack":
                 future = worker.acks.pop(int(argument), None) if argument.isdigit() else None
                 if future is not None and not future.done():
                     future.set_result(None)
+
+    def health(self) -> dict[str, object]:
+        """For the admin plane's /healthz: "degraded" while a worker is not serving or says its
+        store is unreachable (still 200: the others, or the worker itself, serve on)."""
+        workers: dict[str, object] = {}
+        degraded = False
+        for worker in self._workers:
+            serving = (
+                worker.ready.is_set() and worker.process is not None and worker.process.returncode is None
+            )
+            state = dict(worker.health) if serving else {"status": "degraded", "serving": "no (restarting)"}
+            degraded = degraded or state.get("status") != "ok"
+            workers[worker.name] = {**state, "pid": worker.pid, "node": worker.node_id}
+        return {"status": "degraded" if degraded else "ok", "workers": workers}
 
     async def sync(self, timeout: timedelta = ACK_TIMEOUT) -> bool:
         """Every serving worker has followed the store (True), or ``timeout`` passed (False)."""

@@ -91,6 +91,10 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
             assert set(workers) == {"worker 1", "worker 2"}, workers
             pids = {w["pid"] for w in workers.values()}
             assert len(pids) == 2 and gw.proc is not None and gw.proc.pid not in pids
+            with gw.api() as api:
+                health = api.get(f"{gw.admin_url}/healthz").json()
+            assert health["status"] == "ok", health
+            assert {w["pid"] for w in health["workers"].values()} == pids, health
 
             # A new CA, available (both workers loaded it), not yet on.
             old_pem = gw.ca_pem()

@@ -22,10 +22,14 @@ from proxy.config import Config, ConfigError, HostPort
 from proxy.workers import Workers, check_listeners
 
 # A worker: "ready", then an "ack N" for every "sync N" (after `delay` seconds); exits on EOF.
+# A negative delay: it also says its store is unreachable.
 ECHO = """
-import sys, time
+import json, sys, time
 delay = float(sys.argv[1])
 print("ready node-" + sys.argv[2], flush=True)
+if delay < 0:
+    print("health " + json.dumps({"status": "degraded", "database": "unreachable since then"}), flush=True)
+    delay = 0
 for line in sys.stdin:
     word, _, n = line.strip().partition(" ")
     if word == "sync":
@@ -124,3 +128,23 @@ def test_workers_refuse_port_zero_taken_ports_and_wireguard(tmp_path: Path) -> N
             check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", port)))
     with pytest.raises(ConfigError, match="WireGuard"):
         check_listeners(Config(data_dir=tmp_path, modes=("wireguard@127.0.0.1:51820",)))
+
+
+async def test_health_names_a_degraded_worker(tmp_path: Path) -> None:
+    pool = _workers(tmp_path, [0.0, -1.0])
+    await pool.start()
+    try:
+        await pool.sync()  # the health line came before the ack
+        health = pool.health()
+        assert health["status"] == "degraded"
+        workers = health["workers"]
+        assert isinstance(workers, dict)
+        assert workers["worker 1"]["status"] == "ok"
+        assert workers["worker 2"] == {
+            "status": "degraded",
+            "database": "unreachable since then",
+            "pid": pool.workers[1].pid,
+            "node": "node-2",
+        }
+    finally:
+        await pool.stop()
