@@ -39,13 +39,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from agent.errors import AgentError
-from agent.host import Host
 from agent.locations import NssTools
 from agent.runner import Command
 from agent.state import (
@@ -56,7 +55,6 @@ from agent.state import (
 )
 from agent.token import normalize_fingerprint
 from agent.transport import Transport, fingerprint_of
-from agent.trust_macos import KeychainStore
 from agent.trust_nss import NssStore
 from agent.trust_store import (
     SYSTEM_NSSDB,
@@ -70,7 +68,9 @@ from agent.trust_store import (
     fp16,
 )
 from agent.trust_system import SystemStore, detect_system_store
-from agent.trust_windows import WindowsRootStore
+
+if TYPE_CHECKING:
+    from agent.host import Host
 
 logger = logging.getLogger(__name__)
 
@@ -512,9 +512,13 @@ def build_stores(
     system = host.system if host is not None else "linux"
     stores: list[TrustStore] = []
     if system == "mac" and host is not None:
+        from agent.trust_macos import KeychainStore  # the platforms' stores: imported where they are used
+
         if options.system:
             stores.append(KeychainStore(host.runner))
     elif system == "windows" and host is not None:
+        from agent.trust_windows import WindowsRootStore
+
         stores += [WindowsRootStore(location, host.runner) for location, wanted in
                    (("LocalMachine", options.system), ("CurrentUser", options.user)) if wanted]  # fmt: skip
     elif options.system and dry_run:
