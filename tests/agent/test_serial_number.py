@@ -46,7 +46,7 @@ def test_recorded_bios_serial_from_powershell_and_placeholders_are_not_serials()
     assert parse_bios_serial(b'\xef\xbb\xbf"ABC"') == "ABC" and parse_bios_serial(b"{") == ""
 
 
-def test_a_missing_tool_or_a_failure_gives_no_serial_number() -> None:
+def test_recorded_missing_tool_or_failure_gives_no_serial_number() -> None:
     assert platform_serial("mac", Recorded(None)) == ""
     assert platform_serial("windows", Recorded(None)) == ""
     assert (

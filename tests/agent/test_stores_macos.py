@@ -159,7 +159,7 @@ def test_recorded_certificate_without_its_key_fails_a_key_check_but_passes_witho
     assert without.passed and without.key is None
 
 
-def test_the_login_keychain_is_read_only_when_the_rule_lists_user(ca: Issued, tmp_path: Path) -> None:
+def test_recorded_login_keychain_is_read_only_when_the_rule_lists_user(ca: Issued, tmp_path: Path) -> None:
     client = issue_leaf(ca, "macbook.corp")
     login = str(tmp_path / "Library/Keychains/login.keychain-db")
     security = FakeSecurity({SYSTEM_KEYCHAIN: [], login: [KeychainItem(client)]})
@@ -197,7 +197,7 @@ def test_recorded_unreadable_output_and_a_missing_tool_are_reasons_not_crashes(c
     assert "The specified keychain could not be found." in result.reason
 
 
-def test_a_linux_rule_fails_on_a_mac_with_the_reason(ca: Issued) -> None:
+def test_recorded_mac_fails_a_linux_rule_with_the_reason_without_running_security(ca: Issued) -> None:
     security = FakeSecurity({SYSTEM_KEYCHAIN: [KeychainItem(issue_leaf(ca, "macbook.corp"))]})
     (result,) = check(security, ca, rule_api("r1"))
     assert result.reason == "the rule matches linux devices, not mac"

@@ -75,7 +75,7 @@ def test_recorded_listing_output_that_does_not_parse_is_refused(output: bytes, m
         parse_listing(output)
 
 
-def test_a_thumbprint_that_is_not_the_certificates_is_refused(ca: Issued) -> None:
+def test_recorded_listing_whose_thumbprint_is_not_the_certificates_is_refused(ca: Issued) -> None:
     text = render_listing([StoreItem(issue_leaf(ca, "a"))]).decode()
     thumbprint = text.split('"Thumbprint":"')[1][:40]
     with pytest.raises(ValueError, match="is not the certificate's"):
@@ -137,7 +137,7 @@ def test_recorded_several_certificates_without_key_expired_and_foreign(ca: Issue
     assert_proved(result, good)
 
 
-def test_the_user_store_is_read_only_when_the_rule_lists_user(ca: Issued) -> None:
+def test_recorded_user_store_is_read_only_when_the_rule_lists_user(ca: Issued) -> None:
     client = issue_leaf(ca, "desktop-7.corp")
     shell = FakePowerShell({USER: [StoreItem(client)]})
     (machine_only, user) = check(shell, ca, win_rule("r1"), win_rule("r2", trust_stores=("user",)))
@@ -164,7 +164,7 @@ def test_recorded_broken_output_and_a_missing_powershell_are_reasons(ca: Issued)
     assert f"{POWERSHELL} is not on this system" in result.reason
 
 
-def test_a_signature_powershell_prints_wrong_is_not_a_proof(ca: Issued) -> None:
+def test_recorded_signature_that_powershell_prints_wrong_is_not_a_proof(ca: Issued) -> None:
     client = issue_leaf(ca, "desktop-7.corp")
     other = issue_leaf(ca, "other")
     shell = FakePowerShell({MACHINE: [StoreItem(client)]})

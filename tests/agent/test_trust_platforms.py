@@ -200,7 +200,7 @@ def test_recorded_windows_listing_that_does_not_parse_installs_nothing() -> None
     assert ledger.records() == [] and not any(c.changes for c in shell.calls)
 
 
-def test_linux_default_nss_databases_are_not_stores_on_macos_or_windows(tmp_path: Path) -> None:
+def test_recorded_macos_and_windows_have_no_default_nss_stores(tmp_path: Path) -> None:
     assert [
         s.name for s in build_stores(StoreOptions(), host=Host("mac", FakeSecurity(), home=tmp_path))
     ] == [KEYCHAIN]
@@ -210,7 +210,7 @@ def test_linux_default_nss_databases_are_not_stores_on_macos_or_windows(tmp_path
     assert build_stores(StoreOptions(system=False), host=Host("windows", FakePowerShell())) == []
 
 
-def test_the_platform_system_store_is_reported_as_system_and_the_user_root_store_not_at_all() -> None:
+def test_recorded_platform_system_store_is_reported_as_system_and_the_user_root_store_not_at_all() -> None:
     reports = sync(
         build_stores(StoreOptions(user=True), host=Host("windows", FakePowerShell())),
         listed(CA),
@@ -304,7 +304,7 @@ def test_dry_run_on_linux_shows_certutil_commands_and_leaves_the_database_unchan
     assert nss_listing(nssdb) == {}
 
 
-def test_nss_databases_are_refused_on_windows() -> None:
+def test_recorded_windows_refuses_nss_databases() -> None:
     (_machine, nss) = build_stores(
         StoreOptions(nss_databases=("C:/nssdb",)), host=Host("windows", FakePowerShell())
     )
