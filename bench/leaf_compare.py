@@ -22,7 +22,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
 _CHILD = """
-import json, sys, leafbench
+import json, pathlib, sys, leafbench
+leafbench.REPO = pathlib.Path(sys.argv[2])  # the tree to measure goes first on sys.path
 r = leafbench.bench_gateway(int(sys.argv[1]), 200)
 import certs.issuer
 print(json.dumps({"median_us": r["new"]["median_us"], "p99_us": r["new"]["p99_us"],
@@ -34,7 +35,7 @@ def one(tree: Path, n: int) -> dict[str, float]:
     env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{BENCH}")
     # cwd elsewhere, so the tree on PYTHONPATH is the one imported (not the current directory)
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(n)],
+        [sys.executable, "-c", _CHILD, str(n), str(tree)],
         env=env,
         cwd="/",
         capture_output=True,
