@@ -22,9 +22,17 @@ nonce the previous answer offered (``Gateway-Nonce``), so a report is one reques
 one ``POST /agent/nonce`` per report; ``per-result``: one per passing result (the agent before
 2026-11-23).
 
+``--backend``: the store on SQLite (default), on PostgreSQL, or ``both`` (rounds alternate, so
+the two are compared under the same load). PostgreSQL is the server at ``--database URL`` (the
+bench makes a fresh database on it for each round and drops it after; the role needs CREATEDB), or
+without ``--database`` a throwaway local cluster (Debian's binaries, ``tests/support/postgres.py``,
+with fsync and synchronous_commit on, as a real server). The server CPU figures do not count the
+PostgreSQL server's processes.
+
 Run:  .venv/bin/python bench/posture_bench.py [--devices 64] [--rules 2] [--seconds 10] [--clients 1]
                                              [--protocol offered|per-report|per-result]
-                                             [--aiohttp-client] [--json]
+                                             [--backend sqlite|postgresql|both] [--database URL]
+                                             [--rounds N] [--aiohttp-client] [--json]
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import multiprocessing
 import os
@@ -40,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,7 +84,7 @@ def _child_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(data_dir: Path, proof_worker: bool) -> None:
+def serve(data_dir: Path, proof_worker: bool, database: str | None = None) -> None:
     """The admin API with devices, on a free loopback port; prints {"port", "token", "account"}."""
     import logging
 
@@ -89,7 +99,7 @@ def serve(data_dir: Path, proof_worker: bool) -> None:
     from proxy.store import Store
 
     logging.basicConfig(level=logging.WARNING)
-    store = Store.open(data_dir / "gateway.sqlite3")
+    store = Store.open(database or data_dir / "gateway.sqlite3")
     certificates = CertificateService(store, KeySealer(KeySealer.generate_master_key()), utcnow)
     boot = first_start(store, certificates, admin_token_env=None, clock=utcnow)
     devices = DeviceService(store, utcnow, public_base_url="http://127.0.0.1", proof_worker=proof_worker)
@@ -389,7 +399,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, database: str | None = None) -> dict[str, Any]:
+    """One measured run; ``database``: a PostgreSQL URL (None: SQLite in a temporary directory)."""
     with tempfile.TemporaryDirectory(prefix="posture-bench-") as data_dir:
         server = subprocess.Popen(
             [
@@ -398,6 +409,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--serve",
                 data_dir,
                 *(["--no-proof-worker"] if args.no_proof_worker else []),
+                *(["--serve-database", database] if database else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -455,6 +467,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     commits = after["commits"] - before["commits"]
     jobs = after["jobs"] - before["jobs"]
     return {
+        "backend": "postgresql" if database else "sqlite",
         "devices": args.devices,
         "rules_per_device": args.rules,
         "client_processes": args.clients,
@@ -571,18 +584,48 @@ def main() -> None:
         action="store_true",
         help="verify proof signatures in the server's own process, not in its proof worker",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql", "both"),
+        default="sqlite",
+        help="the store: SQLite (default), PostgreSQL, or both in alternating rounds",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="PostgreSQL server for --backend postgresql|both (a fresh database is made on it per "
+        "round and dropped); default: a throwaway local cluster from Debian's binaries",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="measured runs per backend (default 1)")
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-database", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(Path(args.serve), proof_worker=not args.no_proof_worker)
+        serve(Path(args.serve), proof_worker=not args.no_proof_worker, database=args.serve_database)
         return
-    figures = run(args)
-    figures["identity_cached_us"] = round(identity_lookup(), 2)
+    backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
+    with _postgres_server(args.database if "postgresql" in backends else "") as server_url:
+        rounds = []
+        for _ in range(args.rounds):
+            for backend in backends:
+                if backend == "sqlite":
+                    rounds.append(run(args))
+                    continue
+                with _fresh_database(server_url) as url:
+                    rounds.append(run(args, url))
+    identity = round(identity_lookup(), 2)
+    for figures in rounds:
+        figures["identity_cached_us"] = identity
     if args.json:
-        print(json.dumps(figures, indent=2))
+        print(json.dumps(rounds[0] if len(rounds) == 1 else rounds, indent=2))
         return
+    for figures in rounds:
+        _print(figures)
+
+
+def _print(figures: dict[str, Any]) -> None:
     print(
-        f"posture ingest: {figures['results_per_second']} verified results/s "
+        f"posture ingest on {figures['backend']}: {figures['results_per_second']} verified results/s "
         f"({figures['devices']} devices x {figures['rules_per_device']} rules, {figures['client_processes']} client "
         f"process(es), {figures['seconds']:g} s)\n"
         f"  report latency (nonce + results POST): p50 {figures['report_p50_ms']} ms, p99 {figures['report_p99_ms']} ms\n"
@@ -595,6 +638,39 @@ def main() -> None:
         f"  failed: {figures['failed_results']}, transport errors: {figures['errors']}\n"
         f"  DeviceService.identity() of a cached device: {figures['identity_cached_us']} µs per call"
     )
+
+
+@contextlib.contextmanager
+def _postgres_server(url: str | None) -> Iterator[str]:
+    """``url`` as given; "" (PostgreSQL not used): ""; None: a throwaway local cluster's URL."""
+    if url is not None:
+        yield url
+        return
+    from tests.support.postgres import Cluster
+
+    cluster = Cluster.start_new(fsync=True)
+    try:
+        yield cluster.url()
+    finally:
+        cluster.close()
+
+
+@contextlib.contextmanager
+def _fresh_database(server_url: str) -> Iterator[str]:
+    """A new empty database on the server of ``server_url``, dropped afterwards; its URL."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"posture_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

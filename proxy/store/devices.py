@@ -61,6 +61,10 @@ def insert_rows(
     group-commit thread every hand-back of the GIL waits for the busy event loop."""
     if not rows:
         return
+    bulk = getattr(conn, "insert_rows", None)  # PostgreSQL: COPY (``postgres.PgConnection``)
+    if bulk is not None:
+        bulk(statement, rows, suffix)
+        return
     width = len(rows[0])
     group = "(" + ", ".join("?" * width) + ")"
     per = max(1, _MAX_VARIABLES // width)

@@ -21,6 +21,7 @@ outside a transaction connects again (at most once a second while the server sta
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 STATEMENT_TIMEOUT_MS = 15_000  # a statement (a lock wait included) that takes longer fails
 RECONNECT_INTERVAL = 1.0  # seconds between connection attempts while the server is away
 CHANNEL = "gateway_changes"
+_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES")
 WRITER_LOCK = 0x6761_7465_7761_7901  # pg_advisory_xact_lock key: one writer at a time
 MIGRATION_LOCK = 0x6761_7465_7761_7902  # pg_advisory_lock key: one node migrates
 
@@ -228,6 +230,38 @@ class PgConnection:
                 if attempt == 2 or not retry or self.pinned or not (conn.closed or conn.broken):
                     raise error from e
         raise AssertionError("unreachable")
+
+    def insert_rows(self, statement: str, rows: Sequence[tuple[object, ...]], suffix: str) -> None:
+        """``devices.insert_rows`` on PostgreSQL: the rows go by COPY, which costs a tenth of
+        the CPU of a multi-row INSERT through psycopg (posture ingest writes thousands a
+        second); with ``suffix`` (``ON CONFLICT ...``) they are copied to a temporary table
+        first and inserted from there with it. Inside the caller's transaction."""
+        match = _INSERT.fullmatch(statement.strip())
+        if match is None:
+            raise ValueError(
+                f"insert_rows: not an 'INSERT INTO table (columns) VALUES' statement: {statement!r}"
+            )
+        table, columns = match.group(1), match.group(2)
+        target = table
+        if suffix:
+            target = f"stage_{table}"
+            self.execute_native(
+                f"CREATE TEMP TABLE IF NOT EXISTS {target} (LIKE {table}) ON COMMIT DELETE ROWS"
+            )
+
+        def copy(conn: psycopg.Connection[Any]) -> Cursor:
+            cursor = conn.cursor()
+            with cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as pipe:
+                for row in rows:
+                    pipe.write_row(row)
+            return cursor
+
+        self._run(copy, retry=False)
+        if suffix:
+            self.execute_native(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {target}{to_postgres(suffix)};"
+                f" DELETE FROM {target}"
+            )
 
     @property
     def in_transaction(self) -> bool:
