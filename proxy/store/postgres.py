@@ -112,7 +112,10 @@ def _reason(error: BaseException) -> str:
 def connect(url: str) -> psycopg.Connection[Any]:
     """A new connection in autocommit mode (transactions are explicit); :class:`StoreError` with
     a line a user can act on (wrong credentials, no such database, server unreachable)."""
-    options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=60000"
+    options = (
+        f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout=60000"
+        " -c synchronous_commit=on"  # COMMIT returns once on the server's disk, whatever its default
+    )
     try:
         connection: psycopg.Connection[Any] = psycopg.Connection.connect(
             url,
