@@ -6,6 +6,7 @@ the admin API answers 503 at once, and it serves again when the server is back."
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -129,3 +130,47 @@ def _status(api: httpx.Client, path: str) -> int:
         return api.get(path).status_code
     except httpx.HTTPError:
         return 0
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_server_restart_under_api_writes_loses_no_acknowledged_write(
+    gateway_factory: GatewayFactory, postgres: Cluster, pg_url: str, mode: str
+) -> None:
+    """An admin client creates lists as fast as it can while PostgreSQL restarts (cleanly, or
+    as a crash): every list the API answered 200 for is there afterwards; the others got a 503."""
+    gw = gateway_factory(extra_args=["--database", pg_url, "--workers", "1"])
+    with gw.serving(), gw.api(timeout=30) as api:
+        account = api.get("/accounts").json()["result"][0]["id"]
+        lists = f"/accounts/{account}/gateway/lists"
+        acknowledged: list[str] = []
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def writer() -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    answer = api.post(
+                        lists, json={"name": f"list {n}", "type": "HOST", "items": ["a.example"]}
+                    )
+                except httpx.HTTPError:
+                    statuses.append(0)
+                    continue
+                statuses.append(answer.status_code)
+                if answer.status_code == 200:
+                    acknowledged.append(answer.json()["result"]["id"])
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert wait_until(lambda: len(acknowledged) >= 10, 30)
+            postgres.restart(mode=mode)
+            count = len(acknowledged)
+            assert wait_until(lambda: len(acknowledged) >= count + 10, 30), statuses[-20:]
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        assert set(statuses) <= {200, 503}, sorted(set(statuses))
+        stored = {item["id"] for item in api.get(lists, params={"per_page": 1000}).json()["result"]}
+        assert set(acknowledged) <= stored, set(acknowledged) - stored
