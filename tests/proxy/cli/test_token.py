@@ -171,3 +171,22 @@ def test_create_refuses_an_unknown_account_and_makes_nothing(
     assert code == 1 and out == ""
     assert "--account: no account 'nowhere'" in err and "gateway account list" in err
     assert store.tokens.count() == before
+
+
+def test_tokens_of_a_store_on_postgresql(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--database: the commands act on that store, not on a data directory's."""
+    store = Store.open(pg_url)
+    try:
+        accounts.create_account(store, "Gateway", utcnow)
+        code, out, _ = _run(
+            capsys, "token", "create", "--data-dir", str(tmp_path / "none"), "--database", pg_url
+        )
+        assert code == 0 and accounts.authenticate(store, out.strip()) is not None
+        code, out, _ = _run(capsys, "token", "list", "--database", pg_url)
+        assert code == 0 and len(out.strip().splitlines()) >= 1
+    finally:
+        store.close()
+    assert main(["token", "list", "--database", "postgresql://gateway@127.0.0.1:1/none"]) == 2
+    assert "the database is unreachable" in capsys.readouterr().err
