@@ -20,6 +20,7 @@ from tests.support.wait import wait_until
 from . import sdk, tools
 from .conftest import GatewayFactory
 from .gateway_process import GatewayProcess, child_env, gateway_command
+from .node_process import NodeProcess
 from .origin import Origin, body_for
 from .pki import describe, issued_by, load_pem
 from .tunnel import client_context, fetch
@@ -174,3 +175,30 @@ def test_a_server_restart_under_api_writes_loses_no_acknowledged_write(
         assert set(statuses) <= {200, 503}, sorted(set(statuses))
         stored = {item["id"] for item in api.get(lists, params={"per_page": 1000}).json()["result"]}
         assert set(acknowledged) <= stored, set(acknowledged) - stored
+
+
+def test_a_node_on_the_same_database_follows_a_turn_on(
+    gateway_factory: GatewayFactory, origin: Origin, pg_url: str, tmp_path: Path
+) -> None:
+    """gateway node --database postgresql://...: it registers, loads the CA and follows a turn-on
+    (LISTEN/NOTIFY) by its next handshake."""
+    gw = gateway_factory(extra_args=["--database", pg_url, "--workers", "1"])
+    with gw.serving():
+        node = NodeProcess(gw, "pg-node", ["--database", pg_url])
+        node.start()
+        try:
+            with sdk.client(gw) as c:
+                account = sdk.account_id(c)
+                with gw.api() as api:
+                    listed = api.get(f"/accounts/{account}/gateway/nodes").json()["result"]
+                assert node.health()["node"] in {n["id"] for n in listed if n["live"]}, listed
+                second = sdk.generate_available(c, account)  # available: the node loaded it too
+                sdk.turn_on(c, account, second.id)
+            assert wait_until(lambda: node.health()["in_use"] == second.id, 5, interval=0.05)
+            bundle = tmp_path / "both.pem"
+            bundle.write_text(gw.ca_pem() + second.certificate)
+            got = fetch(node.proxy_port, "origin.test", origin.port, client_context(bundle))
+            assert got.status == 200 and issued_by(got.leaf, load_pem(second.certificate)), describe(got.leaf)
+            node.stop()
+        finally:
+            node.kill()
