@@ -103,12 +103,37 @@ class StoreFollower:
             self.check()
 
     def check(self) -> bool:
-        """One round: follow a change, heartbeat if due. True if a change was followed."""
+        """One round: follow a change, heartbeat if due. True if a change was followed. While
+        the store is away, only a probe that reads it (``_probe``) tells it is back."""
+        if self._health.degraded_since is not None:
+            if self._guarded(self._probe) is None:
+                return False
+            self._recovered()
+            return True
         changed = bool(self._guarded(self._follow))
         if time.monotonic() >= self._next_heartbeat:
             self._next_heartbeat = time.monotonic() + self._heartbeat_interval
             self._guarded(self._beat)
         return changed
+
+    def _probe(self) -> bool:
+        """Both calls read the database on one backend or the other (SQLite's clock is this
+        machine's; PostgreSQL's data version is counted by a listener thread)."""
+        self._store.now()
+        self._store.data_version()
+        return True
+
+    def _recovered(self) -> None:
+        since = self._health.degraded_since
+        assert since is not None
+        self._set_health(Health())
+        logger.warning(
+            "store reachable again after %.1f s: catching up with what changed meanwhile",
+            (self._clock() - since).total_seconds(),
+        )
+        self._next_heartbeat = time.monotonic() + self._heartbeat_interval
+        self._guarded(self._follow)  # the version was forgotten: everything is followed
+        self._guarded(self._beat)
 
     def _follow(self) -> bool:
         version = self._store.data_version()
@@ -133,15 +158,6 @@ class StoreFollower:
         except Exception:  # a bug must not stop the heartbeat: log it and go on
             logger.exception("following the store failed (%s)", getattr(job, "__name__", job))
             return None
-        if self._health.degraded_since is not None:
-            since = self._health.degraded_since
-            self._set_health(Health())
-            logger.warning(
-                "store reachable again after %.1f s: catching up with what changed meanwhile",
-                (self._clock() - since).total_seconds(),
-            )
-            self._guarded(self._follow)
-            self._guarded(self._beat)
         return result
 
     def _unreachable(self, error: BaseException) -> None:

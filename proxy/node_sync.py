@@ -27,6 +27,7 @@ from addons.pages import BlockPage
 from certs.issuer import LeafIssuer
 from proxy.services.certificates import LoadableCa
 from proxy.store import GatewayConfiguration
+from proxy.store.database import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,14 @@ class CaNode:
             self.stop()
 
     def stop(self) -> None:
-        """Leave the store's live nodes, so no certificate waits for this node."""
-        self._source.node_stopped(self.node_id)
+        """Leave the store's live nodes, so no certificate waits for this node (when the store
+        is away, the node ages out of them after the heartbeat timeout instead)."""
+        try:
+            self._source.node_stopped(self.node_id)
+        except StoreError as e:
+            logger.warning(
+                "node %s could not leave the live nodes (%s): it ages out instead", self.node_id[:8], e
+            )
 
     def sync(self) -> None:
         """Load what the store says, and report it (the heartbeat: also when nothing changed)."""

@@ -1,5 +1,5 @@
-"""Three `gateway node` processes and one `gateway run` on one store (SQLite), as docs/scale.md
-shows: activation waits for every live node, turning a CA on reaches every node by its next
+"""Three `gateway node` processes and one `gateway run` on one store (SQLite, and PostgreSQL), as
+docs/scale.md shows: activation waits for every live node, turning a CA on reaches every node by its next
 handshake, a node killed with -9 holds a rollout back only until the heartbeat timeout, and
 `gateway nodes` shows them all."""
 
@@ -11,8 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support.postgres import Cluster
 from tests.support.wait import wait_until
 
 from . import sdk, tools
@@ -28,11 +30,22 @@ GatewayFactory = Callable[..., GatewayProcess]
 NODE_TIMEOUT = 6.0  # seconds: short, so a killed node's hold on a rollout ends soon
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_args(request: pytest.FixtureRequest) -> list[str]:
+    """Where the store lives: the data directory's SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return []
+    return ["--database", str(request.getfixturevalue("pg_url"))]
+
+
 @pytest.fixture
-def cluster(gateway_factory: GatewayFactory) -> Iterator[tuple[GatewayProcess, list[NodeProcess]]]:
-    gw = gateway_factory(extra_args=["--node-timeout", str(NODE_TIMEOUT)])
+def cluster(
+    gateway_factory: GatewayFactory, store_args: list[str]
+) -> Iterator[tuple[GatewayProcess, list[NodeProcess]]]:
+    timeout = ["--node-timeout", str(NODE_TIMEOUT)]
+    gw = gateway_factory(extra_args=[*timeout, *store_args])
     gw.start()
-    nodes = [NodeProcess(gw, f"node{n}", ["--node-timeout", str(NODE_TIMEOUT)]) for n in (1, 2, 3)]
+    nodes = [NodeProcess(gw, f"node{n}", [*timeout, *store_args]) for n in (1, 2, 3)]
     try:
         for node in nodes:
             node.spawn()
@@ -171,3 +184,48 @@ def test_bad_worker_counts(workers: str, tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert b"--workers" in result.stderr, result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_nodes_serve_on_while_postgresql_is_down(
+    gateway_factory: GatewayFactory, postgres: Cluster, pg_url: str, origin: Origin, tmp_path: Path
+) -> None:
+    """Fail static: with the database stopped a node keeps signing with the CA it loaded and says
+    "degraded" (200); when the database is back it says ok and follows what changed."""
+    store = ["--database", pg_url, "--node-timeout", "3"]
+    gw = gateway_factory(extra_args=store)
+    node = NodeProcess(gw, "node1", store)
+    with gw.serving():
+        node.start()
+        try:
+            ca = gw.ca_pem()
+            bundle = tmp_path / "ca.pem"
+            bundle.write_text(ca)
+            assert _signs_with(node.proxy_port, origin, "before.origin.test", ca, bundle)
+            postgres.stop(mode="immediate")
+            try:
+                assert wait_until(lambda: node.health()["status"] == "degraded", 15, interval=0.1), (
+                    node.health()
+                )
+                health = node.health()
+                assert health["database"].startswith("unreachable since "), health
+                for n in range(5):  # serving on, with what it loaded
+                    assert _signs_with(node.proxy_port, origin, f"down{n}.origin.test", ca, bundle)
+                assert node.stderr().count("serving on with the CAs, rules and posture last loaded") == 1
+            finally:
+                postgres.start()
+            assert wait_until(lambda: node.health()["status"] == "ok", 30, interval=0.1), node.health()
+            assert node.stderr().count("store reachable again") == 1, node.stderr()[-3000:]
+            with gw.api() as api:  # the admin plane reconnects too
+
+                def admin_back() -> bool:
+                    try:
+                        return api.get("/accounts").status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                assert wait_until(admin_back, 30, interval=0.2)
+            with sdk.client(gw) as c:  # it follows again: a new CA waits for it, then is available
+                account = sdk.account_id(c)
+                sdk.generate_available(c, account, days=30)
+        finally:
+            node.kill()
