@@ -6,7 +6,7 @@ turn-on it measures, from the moment the API call answered, how long until the n
 ``/healthz`` names the new in-use certificate (polled every 2 ms). The node follows the store by
 polling its data version every 50 ms, so the expected figure is 0-50 ms plus the reload.
 
-Run:  .venv/bin/python bench/follow_bench.py [--rounds 20]
+Run:  .venv/bin/python bench/follow_bench.py [--rounds 20] [--database postgresql://...]
 """
 
 from __future__ import annotations
@@ -53,16 +53,20 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument(
+        "--database", metavar="URL", help="the store on PostgreSQL (postgresql://...) instead of SQLite"
+    )
     args = parser.parse_args()
     token = secrets.token_urlsafe(24)
     env = {**os.environ, "GATEWAY_ADMIN_TOKEN": token}
     admin, health = free_port(), free_port()
+    database = ["--database", args.database] if args.database else []
     with tempfile.TemporaryDirectory(prefix="follow-bench-") as tmp:
         data = Path(tmp) / "data"
         log = open(Path(tmp) / "log", "wb")  # noqa: SIM115 - closed with the processes
         procs = [
             subprocess.Popen(
-                [GATEWAY, "run", "--workers", "1", "--data-dir", str(data), "--admin-listen",
+                [GATEWAY, "run", "--workers", "1", "--data-dir", str(data), *database, "--admin-listen",
                  f"127.0.0.1:{admin}", "--proxy-listen", f"127.0.0.1:{free_port()}", "--log-level", "warning"],
                 stdout=log, stderr=log, env=env,
             )
@@ -74,7 +78,7 @@ def main() -> int:
             wait(lambda: api.get("/accounts").status_code == 200, 120, "gateway run")
             procs.append(
                 subprocess.Popen(
-                    [GATEWAY, "node", "--data-dir", str(data), "--proxy-listen", f"127.0.0.1:{free_port()}",
+                    [GATEWAY, "node", "--data-dir", str(data), *database, "--proxy-listen", f"127.0.0.1:{free_port()}",
                      "--health-listen", f"127.0.0.1:{health}", "--log-level", "warning"],
                     stdout=log, stderr=log, env=env,
                 )
@@ -108,7 +112,7 @@ def main() -> int:
             print(
                 f"node follows a turn-on in: median {statistics.median(delays):.0f} ms, "
                 f"p90 {delays[int(0.9 * (len(delays) - 1))]:.0f} ms, max {delays[-1]:.0f} ms "
-                f"({len(delays)} turn-ons; the node polls every 50 ms)"
+                f"({len(delays)} turn-ons on {'PostgreSQL' if database else 'SQLite'}; the node polls every 50 ms)"
             )
         finally:
             for proc in reversed(procs):
