@@ -37,6 +37,7 @@ from datetime import timedelta
 
 from proxy import config as cfg
 from proxy.modes import listen_address, parse_mode
+from proxy.store.locator import split_password
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def worker_argv(config: cfg.Config, name: str, node_id: str) -> list[str]:
     predecessor's entry in the store, so a worker killed with -9 never holds a rollout back)."""
     argv = [sys.executable, "-m", "proxy.cli.main", "node", "--data-dir", str(config.data_dir)]
     argv += ["--node-id", node_id]
-    argv += ["--database", config.store_location]
+    argv += ["--database", split_password(config.store_location)[0]]  # the password: PGPASSWORD
     for spec in config.mode_specs:
         argv += ["--mode", spec]
     if config.upstream_ca:
@@ -147,6 +148,9 @@ class Workers:
             Worker(f"worker {n}", argv_for(config, f"worker {n}", f"{prefix}-w{n}"))
             for n in range(1, count + 1)
         ]
+        password = split_password(config.store_location)[1]
+        if password is not None:  # not on the workers' command lines, where any local user sees it
+            env = {**(os.environ if env is None else env), "PGPASSWORD": password}
         self._env = env
         self._sequence = itertools.count(1)
         self._stopping = False

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from proxy.store.database import MEMORY, StoreError
 
@@ -43,6 +43,16 @@ class Location:
 def redact(url: str) -> str:
     """``url`` with any password replaced by ``***`` (in the authority and in ``password=``)."""
     return _PASSWORD_PARAM.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``url`` without the password of its authority, and that password (decoded), for handing
+    the URL to a child process on its command line and the password through ``PGPASSWORD``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, None
+    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
+    return urlunsplit(parts._replace(netloc=netloc)), unquote(parts.password)
 
 
 def locate(value: str | Path) -> Location:

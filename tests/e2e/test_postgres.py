@@ -41,7 +41,7 @@ def test_gateway_runs_on_postgresql(
     ca_file: Callable[[GatewayProcess], Path],
     tmp_path: Path,
 ) -> None:
-    gw = gateway_factory(extra_args=["--database", pg_url])
+    gw = gateway_factory(extra_args=["--database", pg_url], workers=2)  # the workers share the store
     with gw.serving():
         _signs_with(gw, origin, ca_file(gw))
         with sdk.client(gw) as c:
@@ -51,10 +51,25 @@ def test_gateway_runs_on_postgresql(
         new_ca = tmp_path / "second.pem"
         new_ca.write_text(second.certificate)
         assert wait_until(lambda: _leaf_from(gw, origin, new_ca), 10), "the new CA never signed"
-        assert "password" not in gw.stdout() and pg_url.split("@")[0].rsplit(":", 1)[1] not in gw.stderr_tail(
-            400
-        )
+        password = pg_url.split("@")[0].rsplit(":", 1)[1]
+        assert password not in gw.stdout() and password not in gw.stderr_tail(400)
+        workers = _command_lines(pg_url.rsplit("/", 1)[1])  # this test's database: its workers
+        assert len(workers) == 2, "gateway run --workers 2: two gateway node processes"
+        assert not [line for line in workers if password in line], "a password on a command line"
     assert not (gw.data_dir / "gateway.db").exists()  # the store is on the server, not in the data dir
+
+
+def _command_lines(word: str) -> list[str]:
+    """The command lines of this machine's ``gateway node`` processes with ``word`` in an argument."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"node" in argv and any(word.encode() in arg for arg in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
 
 
 def _leaf_from(gw: GatewayProcess, origin: Origin, ca_path: Path) -> bool:
@@ -139,7 +154,7 @@ def test_a_server_restart_under_api_writes_loses_no_acknowledged_write(
 ) -> None:
     """An admin client creates lists as fast as it can while PostgreSQL restarts (cleanly, or
     as a crash): every list the API answered 200 for is there afterwards; the others got a 503."""
-    gw = gateway_factory(extra_args=["--database", pg_url, "--workers", "1"])
+    gw = gateway_factory(extra_args=["--database", pg_url])
     with gw.serving(), gw.api(timeout=30) as api:
         account = api.get("/accounts").json()["result"][0]["id"]
         lists = f"/accounts/{account}/gateway/lists"
@@ -182,7 +197,7 @@ def test_a_node_on_the_same_database_follows_a_turn_on(
 ) -> None:
     """gateway node --database postgresql://...: it registers, loads the CA and follows a turn-on
     (LISTEN/NOTIFY) by its next handshake."""
-    gw = gateway_factory(extra_args=["--database", pg_url, "--workers", "1"])
+    gw = gateway_factory(extra_args=["--database", pg_url])
     with gw.serving():
         node = NodeProcess(gw, "pg-node", ["--database", pg_url])
         node.start()

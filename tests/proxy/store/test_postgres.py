@@ -13,7 +13,7 @@ import pytest
 from proxy.store import Account, Store, StoreError
 from proxy.store.database import StoreUnavailable
 from proxy.store.dialect import glob_to_regex, to_postgres
-from proxy.store.locator import Backend, locate
+from proxy.store.locator import Backend, locate, split_password
 from proxy.store.migrations import MIGRATIONS
 from tests.support.clock import START
 from tests.support.postgres import Cluster
@@ -245,3 +245,12 @@ def test_restart_under_write_load_loses_no_acknowledged_write(
     store.close()
     assert failed, "the restart should have failed some writes"
     assert set(acknowledged) <= stored
+
+
+def test_a_password_is_split_off_for_child_processes() -> None:
+    assert split_password("postgresql://gateway:p%40ss@db:5432/gateway") == (
+        "postgresql://gateway@db:5432/gateway",
+        "p@ss",
+    )
+    assert split_password("postgresql://gateway@db/gateway") == ("postgresql://gateway@db/gateway", None)
+    assert split_password("var/gateway.db") == ("var/gateway.db", None)
