@@ -15,7 +15,8 @@ the commit is on the server's disk, so an acknowledged write is durable.
 
 Faults: connecting times out after :data:`CONNECT_TIMEOUT` seconds, a statement after
 :data:`STATEMENT_TIMEOUT`; a lost connection raises :class:`StoreUnavailable` and the next call
-outside a transaction connects again (at most once a second while the server stays away).
+outside a transaction connects again, in a thread, without blocking its caller for more than
+:data:`RECONNECT_WAIT` (attempts 1 s apart, then further apart while the server stays away).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5  # seconds to reach the server (libpq's connect_timeout)
 STATEMENT_TIMEOUT_MS = 15_000  # a statement (a lock wait included) that takes longer fails
-RECONNECT_INTERVAL = 1.0  # seconds between connection attempts while the server is away
+RECONNECT_INTERVAL = 1.0  # seconds before the next connection attempt after a failed one,
+RECONNECT_MAX = 8.0  # doubling up to this while the server stays away
+RECONNECT_WAIT = 0.25  # seconds the call that starts an attempt waits for it
 CHANNEL = "gateway_changes"
 _INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES")
 WRITER_LOCK = 0x6761_7465_7761_7901  # pg_advisory_xact_lock key: one writer at a time
@@ -157,8 +160,14 @@ class PgConnection:
     def __init__(self, url: str) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
-        self._conn = connect(url)
+        self._lock = threading.Lock()  # guards what the reconnecting thread hands over
+        self._reconnecting: threading.Thread | None = None
+        self._ready: psycopg.Connection[Any] | None = None  # made by that thread, not yet in use
+        self._failures = 0
+        self._last_error = ""
         self._next_attempt = 0.0
+        self._closed = False
+        self._conn = connect(url)
         self.pinned = False  # in a transaction: a lost connection is not replaced silently
 
     @property
@@ -166,6 +175,10 @@ class PgConnection:
         return self._conn.info.backend_pid if self._conn is not None else 0
 
     def _live(self) -> psycopg.Connection[Any]:
+        """The connection, or :class:`StoreUnavailable` at once. A lost connection is made again
+        in a thread of its own (connecting may take the whole connect timeout, and the caller
+        may be the proxy's event loop): the call that starts an attempt waits for it at most
+        :data:`RECONNECT_WAIT` (a server that is back answers sooner), the others not at all."""
         conn = self._conn
         if conn is not None and not conn.closed and not conn.broken:
             return conn
@@ -173,17 +186,46 @@ class PgConnection:
             raise StoreUnavailable(
                 "the database is unreachable: the connection was lost in a transaction; retrying"
             )
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise StoreUnavailable(f"the database is unreachable: {redact(self._url)}; retrying")
+        started = self._start_reconnect()
+        if started is not None:
+            started.join(RECONNECT_WAIT)
+        with self._lock:
+            ready, self._ready = self._ready, None
+            reason = self._last_error
+        if ready is None:
+            raise StoreUnavailable(reason or f"the database is unreachable: {redact(self._url)}; retrying")
         self._discard()
-        try:
-            self._conn = connect(self._url)
-        except StoreError as e:
-            self._next_attempt = time.monotonic() + RECONNECT_INTERVAL
-            raise StoreUnavailable(f"{e}; retrying") from None
+        self._conn = ready
         logger.info("store: connected to %s again", redact(self._url))
-        return self._conn
+        return ready
+
+    def _start_reconnect(self) -> threading.Thread | None:
+        with self._lock:
+            busy = self._reconnecting is not None and self._reconnecting.is_alive()
+            if busy or self._ready is not None or time.monotonic() < self._next_attempt:
+                return None
+            thread = threading.Thread(target=self._reconnect, name="store-reconnect", daemon=True)
+            self._reconnecting = thread
+        thread.start()
+        return thread
+
+    def _reconnect(self) -> None:
+        try:
+            conn = connect(self._url)
+        except StoreError as e:
+            with self._lock:
+                self._failures += 1
+                backoff = min(RECONNECT_MAX, RECONNECT_INTERVAL * 2 ** (self._failures - 1))
+                self._next_attempt = time.monotonic() + backoff
+                self._last_error = f"{e}; retrying"
+            return
+        with self._lock:
+            if self._closed:
+                conn.close()
+                return
+            self._failures = 0
+            self._last_error = ""
+            self._ready = conn
 
     def _discard(self) -> None:
         if self._conn is not None:
@@ -272,6 +314,11 @@ class PgConnection:
         return conn is not None and not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.close()
         self._discard()
 
     def __del__(self) -> None:  # a store dropped unclosed (a helper's second connection)

@@ -254,3 +254,23 @@ def test_a_password_is_split_off_for_child_processes() -> None:
     )
     assert split_password("postgresql://gateway@db/gateway") == ("postgresql://gateway@db/gateway", None)
     assert split_password("var/gateway.db") == ("var/gateway.db", None)
+
+
+def test_reconnecting_to_a_silent_server_never_blocks_the_caller(pg_url: str) -> None:
+    """A server that accepts TCP and never answers (a black hole) holds a connection attempt for
+    the whole connect timeout: that wait is the reconnecting thread's, not the caller's."""
+    import socket
+
+    store = Store.open(pg_url)
+    connection = store._db.connection
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        connection._url = f"postgresql://gateway@127.0.0.1:{silent.getsockname()[1]}/gateway"  # type: ignore[union-attr]
+        connection._conn.close()  # type: ignore[union-attr]
+        for _ in range(5):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="retrying"):
+                store.accounts.list()
+            assert time.monotonic() - started < 1.5
+        store.close()
