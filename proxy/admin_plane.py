@@ -76,7 +76,8 @@ def health_middleware(workers: Callable[[], dict[str, object]]) -> Middleware:
         if request.path != "/healthz" or request.method != "GET":
             return await handler(request)
         await handler(request)  # the admin API's own check
-        return web.json_response(workers())
+        state = workers()
+        return web.json_response(state, status=503 if state.get("status") == "down" else 200)
 
     return middleware
 

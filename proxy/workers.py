@@ -224,16 +224,21 @@ class Workers:
 
     def health(self) -> dict[str, object]:
         """For the admin plane's /healthz: "degraded" while a worker is not serving or says its
-        store is unreachable (still 200: the others, or the worker itself, serve on)."""
+        store is unreachable (still 200: the others, or the worker itself, serve on); "down"
+        while no worker serves (starting, or all restarting: 503, so that nothing is sent yet)."""
         workers: dict[str, object] = {}
         degraded = False
+        serving_any = False
         for worker in self._workers:
             serving = (
                 worker.ready.is_set() and worker.process is not None and worker.process.returncode is None
             )
+            serving_any = serving_any or serving
             state = dict(worker.health) if serving else {"status": "degraded", "serving": "no (restarting)"}
             degraded = degraded or state.get("status") != "ok"
             workers[worker.name] = {**state, "pid": worker.pid, "node": worker.node_id}
+        if not serving_any:  # starting, or every worker down: nothing answers on the proxy port
+            return {"status": "down", "workers": workers}
         return {"status": "degraded" if degraded else "ok", "workers": workers}
 
     async def sync(self, timeout: timedelta = ACK_TIMEOUT) -> bool:

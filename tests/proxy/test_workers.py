@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from proxy import workers as workers_module
-from proxy.admin_plane import sync_middleware
+from proxy.admin_plane import health_middleware, sync_middleware
 from proxy.config import Config, ConfigError, HostPort
 from proxy.workers import Workers, check_listeners
 
@@ -148,3 +148,27 @@ async def test_health_names_a_degraded_worker(tmp_path: Path) -> None:
         }
     finally:
         await pool.stop()
+
+
+async def test_health_is_down_until_a_worker_serves(tmp_path: Path) -> None:
+    pool = _workers(tmp_path, [0.0, 0.0])
+    assert pool.health()["status"] == "down"  # nothing listens on the proxy port yet
+    await pool.start()
+    try:
+        assert pool.health()["status"] == "ok"
+    finally:
+        await pool.stop()
+    assert pool.health()["status"] == "down"
+
+
+@pytest.mark.parametrize(("state", "status"), [("down", 503), ("degraded", 200), ("ok", 200)])
+async def test_healthz_is_503_only_while_no_worker_serves(state: str, status: int) -> None:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application(middlewares=[health_middleware(lambda: {"status": state, "workers": {}})])
+    app.router.add_get("/healthz", healthz)
+    async with TestClient(TestServer(app)) as client:
+        answer = await client.get("/healthz")
+        assert answer.status == status
+        assert (await answer.json())["status"] == state
