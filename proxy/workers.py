@@ -99,6 +99,9 @@ def check_listeners(config: cfg.Config) -> None:
             raise cfg.ConfigError(f"--mode {spec}: workers share fixed ports; give a port other than 0")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As every listener does (asyncio's too): connections of a stopped gateway left in
+            # TIME_WAIT do not hold the port, a listening socket still does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError as e:

@@ -172,3 +172,18 @@ async def test_healthz_is_503_only_while_no_worker_serves(state: str, status: in
         answer = await client.get("/healthz")
         assert answer.status == status
         assert (await answer.json())["status"] == state
+
+
+def test_workers_start_where_a_stopped_gateway_left_connections_in_time_wait(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            served, _ = listener.accept()
+            served.close()  # the server's side closes first: its end waits in TIME_WAIT
+            client.recv(1)
+    check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", port)))
