@@ -44,7 +44,11 @@ def hash_token(token: str) -> bytes:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A new admin token (256 random bits, URL-safe base64) that never starts with '-', so that
+    ``--token T`` on any command line is read as a value, not as an option."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def add_token(

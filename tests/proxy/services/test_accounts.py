@@ -62,3 +62,10 @@ def test_a_deleted_account_takes_its_objects_and_tokens_along(
     assert gateway.store.certificates.get(ca.id) is None
     assert accounts.authenticate(gateway.store, SCOPED) is None
     assert gateway.store.accounts.delete(account.id) is False
+
+
+def test_a_new_admin_token_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A token starting with '-' is read as an option by `--token T` (argparse, and most CLIs).
+    drawn = iter(["-dash-first", "ok-token"])
+    monkeypatch.setattr(accounts.secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert accounts.new_token() == "ok-token"
