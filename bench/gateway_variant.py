@@ -11,10 +11,15 @@ Variants:
            chain (mitmproxy's AddonManager: a safecall context manager, a coroutine and a generator
            per addon and event), so addons that do nothing still cost CPU per request; MapLocal
            even formats the request URL on every request with no mapping configured.
+  stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
+           index (the 'before' of that change).
+  uvloop   the gateway on uvloop's event loop.
+  optimized  the gateway under ``python -O``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +57,39 @@ def stock_tls() -> None:
     HotTlsConfig.tls_start_server = TlsConfig.tls_start_server  # type: ignore[method-assign]
 
 
-VARIANTS = {"pruned": pruned, "stock-tls": stock_tls}
+def stock_dispatch() -> None:
+    """mitmproxy's own event dispatch (every event offered to every addon of the chain) instead
+    of proxy/addon_dispatch.py's index: the 'before' of that change."""
+    from mitmproxy.addonmanager import AddonManager
+
+    from proxy.addon_dispatch import IndexedAddonManager
+
+    IndexedAddonManager.trigger_event = AddonManager.trigger_event  # type: ignore[method-assign]
+
+
+def uvloop_loop() -> None:
+    """The gateway on uvloop's event loop instead of asyncio's default one."""
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def optimized() -> None:
+    """The gateway under ``python -O``: mitmproxy skips the run-time type checks it keeps under
+    ``if __debug__`` (every Request and Response field, per message) and asserts are off."""
+    if not sys.flags.optimize:
+        os.execv(sys.executable, [sys.executable, "-O", __file__, "optimized", *sys.argv[1:]])
+
+
+VARIANTS = {
+    "optimized": optimized,
+    "pruned": pruned,
+    "stock-tls": stock_tls,
+    "stock-dispatch": stock_dispatch,
+    "uvloop": uvloop_loop,
+}
 
 
 def main() -> int:

@@ -59,6 +59,9 @@ INTERLEAVE_TARGETS = (
     "gateway-device-anon",
     "gateway-pruned",
     "gateway-stock-tls",
+    "gateway-stock-dispatch",
+    "gateway-uvloop",
+    "gateway-optimized",
     "gateway-w1",
     "gateway-w2",
     "gateway-w4",
@@ -71,7 +74,14 @@ DEVICE_TARGETS = {
 }  # name: the client identifies as the device
 
 
-VARIANT_TARGETS = ("gateway-pruned", "gateway-stock-tls")  # bench/gateway_variant.py
+# bench/gateway_variant.py
+VARIANT_TARGETS = (
+    "gateway-pruned",
+    "gateway-stock-tls",
+    "gateway-stock-dispatch",
+    "gateway-uvloop",
+    "gateway-optimized",
+)
 
 
 # Interleaved handshake slices keep fewer connections in flight: with 20, a handshake waits ~1 s in

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mitmproxy import options
+from mitmproxy.addonmanager import AddonManager
 from mitmproxy.addons import default_addons
 from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
@@ -35,6 +36,7 @@ from addons.request_log import RequestLog
 from addons.transparent import TransparentGuard
 from proxy import config as cfg
 from proxy.account_nodes import AccountCaNodes, AccountList, AccountPolicies
+from proxy.addon_dispatch import IndexedAddonManager
 from proxy.metrics import Metrics
 from proxy.modes import DEFAULT_LISTEN_HOST, Modes
 from proxy.node_sync import IssuerSettings
@@ -84,6 +86,8 @@ def build_master(
         confdir=str(config.mitmproxy_dir),
     )
     master = Master(opts, with_termlog=False)
+    dispatch: AddonManager = IndexedAddonManager(master)  # each event to its handlers only
+    master.addons = dispatch
     master.addons.add(*addons)
     modes.attach(master)
     opts.update(
