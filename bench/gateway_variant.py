@@ -13,7 +13,7 @@ Variants:
            even formats the request URL on every request with no mapping configured.
   stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
            index (the 'before' of that change).
-  uvloop   the gateway on uvloop's event loop.
+  asyncio-loop  the gateway on asyncio's own event loop instead of uvloop (the 'before').
   optimized  the gateway under ``python -O``.
 """
 
@@ -67,13 +67,10 @@ def stock_dispatch() -> None:
     IndexedAddonManager.trigger_event = AddonManager.trigger_event  # type: ignore[method-assign]
 
 
-def uvloop_loop() -> None:
-    """The gateway on uvloop's event loop instead of asyncio's default one."""
-    import asyncio
-
-    import uvloop
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+def asyncio_loop() -> None:
+    """The gateway on asyncio's own event loop instead of uvloop (proxy/event_loop.py): the
+    'before' of that change."""
+    os.environ["GATEWAY_EVENT_LOOP"] = "asyncio"
 
 
 def optimized() -> None:
@@ -88,7 +85,7 @@ VARIANTS = {
     "pruned": pruned,
     "stock-tls": stock_tls,
     "stock-dispatch": stock_dispatch,
-    "uvloop": uvloop_loop,
+    "asyncio-loop": asyncio_loop,
 }
 
 

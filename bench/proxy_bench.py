@@ -60,7 +60,7 @@ INTERLEAVE_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
-    "gateway-uvloop",
+    "gateway-asyncio-loop",
     "gateway-optimized",
     "gateway-w1",
     "gateway-w2",
@@ -79,7 +79,7 @@ VARIANT_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
-    "gateway-uvloop",
+    "gateway-asyncio-loop",
     "gateway-optimized",
 )
 

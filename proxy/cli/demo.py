@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -64,6 +63,8 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from proxy import event_loop
+    from proxy.config import ConfigError
     from proxy.demo.admin import AdminError
     from proxy.demo.children import ChildError
     from proxy.demo.lab import Lab
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
         options = LabOptions(
             Layout(args.dir.absolute()), Ports(args.port_base), keep=args.keep, program=program
         )
-        return asyncio.run(Lab(options).run())
-    except (LayoutError, ChildError, AdminError) as e:
+        return event_loop.run(Lab(options).run())
+    except (LayoutError, ChildError, AdminError, ConfigError) as e:
         raise CliError(str(e)) from e
 
 
