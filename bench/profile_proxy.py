@@ -73,6 +73,9 @@ ROOTS = {
     "run (proxy/cli/run.py)",
     "serve (proxy/runtime.py)",
     "<module> (gateway)",
+    "run (proxy/event_loop.py)",
+    "run (asyncio/runners.py)",
+    "Runner.run (asyncio/runners.py)",
 }
 PACKAGES = (
     "mitmproxy/",
@@ -126,8 +129,8 @@ def area(frames: tuple[str, ...]) -> str:
         if leaf.startswith(("asyncio/", "selectors.py", "socket.py")):
             return "asyncio event loop and socket I/O"
         return "mitmproxy proxy core (server, layers, events)"
-    if leaf.startswith(("asyncio/", "selectors.py", "socket.py")):
-        return "asyncio event loop and socket I/O"
+    if leaf.startswith(("asyncio/", "selectors.py", "socket.py")) or frames[-1] in ROOTS:
+        return "asyncio event loop and socket I/O"  # under uvloop: its C code, no Python frame
     return "other"
 
 

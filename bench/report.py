@@ -500,7 +500,14 @@ def _render_leaf(leaf: dict[str, Any] | None) -> list[str]:
         med = gw.get("new", {}).get("median_us")
         if med is not None:
             lines.append(
-                f"target new-host median <= 1000 us: {'met' if med <= 1000 else 'NOT met'} ({med:.0f} us)"
+                f"target new-host median <= 100 us: {'met' if med <= 100 else 'NOT met'} ({med:.0f} us)"
+            )
+        floor = gw.get("floor") or {}
+        if floor.get("cryptography"):
+            lines.append(
+                "cryptography's floor, alternated with leaf_for on new names: builder + sign "
+                f"{floor['cryptography']['median_us']:.0f} us median, leaf_for "
+                f"{floor['leaf_for']['median_us']:.0f} us ({floor['ratio_median']:.2f}x the floor)"
             )
     lines.append(
         f"mitmproxy CertStore keeps {mp.get('store_cap')} leaves (FIFO); misses past that also evict."
