@@ -306,10 +306,12 @@ def _general_names(altnames: Iterable[x509.GeneralName]) -> Iterable[str]:
 
 
 def _normalise(name: str) -> str:
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name.strip().rstrip(".").lower()
+    if ":" in name or name[-1:].isdigit():  # only these can be IP literals (a TLD is never all digits)
+        try:
+            return str(ipaddress.ip_address(name))
+        except ValueError:
+            pass
+    return name.strip().rstrip(".").lower()
 
 
 def _subject(issuer: LeafIssuer) -> str:

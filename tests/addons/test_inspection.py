@@ -128,6 +128,10 @@ def test_confdir_gets_no_mitmproxy_ca(tmp_path, authorities) -> None:
         ("Origin.Test", ("origin.test", 443), ["origin.test"]),
         ("www.example.com", ("127.0.0.1", 443), ["www.example.com"]),  # a lab-mapped address stays out
         (None, ("10.1.2.3", 443), ["127.0.0.1", "10.1.2.3"]),
+        ("WWW.Example.com.", ("origin.test", 443), ["www.example.com"]),  # trailing dot, case
+        ("2001:DB8::0001", ("origin.test", 443), ["2001:db8::1"]),  # an IPv6 SNI, canonical
+        (None, ("0:0:0:0:0:0:0:1", 443), ["127.0.0.1", "::1"]),
+        ("host-1.example.test9", ("origin.test", 443), ["host-1.example.test9"]),  # digit, not an IP
     ],
 )
 def test_leaf_names(sni, server, expected) -> None:
