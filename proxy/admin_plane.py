@@ -13,6 +13,7 @@ followed the change (``Workers.sync``), so the next handshake on any worker sees
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -113,7 +114,10 @@ async def _start(
     for service in (base.service, base.policies, base.accounts, base.rotations, devices):
         service.subscribe(bump)
     workers = Workers(config, config.workers, env=dict(os.environ))
-    app = create_app(api_deps(config, base, devices, Metrics(), None))
+    deps = dataclasses.replace(
+        api_deps(config, base, devices, Metrics(), None), worker_counters=workers.counters
+    )
+    app = create_app(deps)
     app[WIREGUARD] = WireGuardService(base.store, base.sealer, utcnow, config.wireguard)
     app.middlewares.append(sync_middleware(changes, workers.sync))
     app.middlewares.append(health_middleware(workers.health))

@@ -43,7 +43,7 @@ from proxy.account_nodes import default_account
 from proxy.follower import StoreFollower
 from proxy.health import serve_health
 from proxy.jsonlines import JsonLinesFile
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, samples_to_json
 from proxy.runtime import heartbeat_interval, load_policy_files, node_name
 from proxy.services.certificates import CertificateService
 from proxy.services.devices import DeviceService
@@ -71,6 +71,7 @@ class RunningNode:
     options: NodeOptions
     node_id: str
     follower: StoreFollower
+    metrics: Metrics
     master_run: asyncio.Task[None]
     teardown: AsyncExitStack
 
@@ -180,7 +181,7 @@ async def _start(options: NodeOptions, environ: Mapping[str, str], steps: AsyncE
         " ".join(config.mode_specs),
         locate(options.database).display,
     )
-    return RunningNode(options, node_id, follower, running, steps)
+    return RunningNode(options, node_id, follower, metrics, running, steps)
 
 
 async def serve_node(options: NodeOptions, environ: Mapping[str, str]) -> int:
@@ -197,7 +198,12 @@ async def serve_node(options: NodeOptions, environ: Mapping[str, str]) -> int:
     try:
         gc_settings.freeze_startup_heap()
         if options.control:
-            channel = await ControlChannel.open(running.follower.check, on_closed=stopping.set)
+            metrics = running.metrics
+            channel = await ControlChannel.open(
+                running.follower.check,
+                on_closed=stopping.set,
+                counters=lambda: samples_to_json(metrics.samples()),
+            )
             channel.send("ready " + running.node_id)
             tell = channel.send  # the admin plane's /healthz shows each worker's
             running.follower.on_health = lambda health: tell("health " + json.dumps(health.to_json()))

@@ -2,8 +2,10 @@
 lines on its stdin and stdout.
 
     parent → worker   sync N        someone changed the store: follow it now
+                      counters N    what have you counted? (the admin plane's /metrics)
     worker → parent   ready NODE    serving (once)
                       ack N         followed everything committed before "sync N" was sent
+                      counters N JSON  its counters since it started (``proxy/metrics.py``)
                       health JSON   its store became unreachable, or reachable again
 
 The parent waits for every worker's ``ack`` before an admin API call that changed something
@@ -14,6 +16,7 @@ stops as if it got SIGTERM, so no worker outlives its gateway.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -43,13 +46,26 @@ class _Lines(asyncio.Protocol):
 
 
 class ControlChannel:
-    def __init__(self, follow: Callable[[], object], transport: asyncio.BaseTransport) -> None:
+    def __init__(
+        self,
+        follow: Callable[[], object],
+        transport: asyncio.BaseTransport,
+        counters: Callable[[], object] = list,
+    ) -> None:
         self._follow = follow
+        self._counters = counters
         self._transport = transport
         self._out = sys.stdout.buffer
 
     @classmethod
-    async def open(cls, follow: Callable[[], object], *, on_closed: Callable[[], None]) -> ControlChannel:
+    async def open(
+        cls,
+        follow: Callable[[], object],
+        *,
+        on_closed: Callable[[], None],
+        counters: Callable[[], object] = list,
+    ) -> ControlChannel:
+        """``counters``: this worker's counters as JSON-able data (``samples_to_json``)."""
         loop = asyncio.get_running_loop()
         channel: ControlChannel | None = None
 
@@ -58,11 +74,14 @@ class ControlChannel:
                 channel._handle(line)
 
         transport, _ = await loop.connect_read_pipe(lambda: _Lines(on_line, on_closed), sys.stdin)
-        channel = cls(follow, transport)
+        channel = cls(follow, transport, counters)
         return channel
 
     def _handle(self, line: str) -> None:
         command, _, argument = line.partition(" ")
+        if command == "counters" and argument.isdigit():
+            self.send(f"counters {argument} {json.dumps(self._counters(), separators=(',', ':'))}")
+            return
         if command != "sync":
             logger.warning("control channel: unknown command %r ignored", line[:40])
             return

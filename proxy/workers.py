@@ -10,6 +10,10 @@ stdin/stdout (``proxy/worker_control.py``).
   worker and waits (at most ``ACK_TIMEOUT``) for each to answer ``ack N`` once it has followed
   the store. A worker that does not answer in time is logged and the call answers anyway (the
   worker still follows the store by itself within 50 ms).
+- **Counters**: the proxy's counters live in the workers; ``counters()`` asks each serving
+  worker for its own (``counters N``, answered with JSON) for the admin plane's ``/metrics``,
+  which sums them (``proxy/metrics.py``). A worker that does not answer in time counts with the
+  figures it last sent; a dead worker's last figures stay in the totals (``retired``).
 - **A worker that dies is restarted**, after a back-off that doubles from 0.5 s up to 30 s
   while it keeps dying young; the others go on serving.
 - **Stopping** sends SIGTERM to every worker (each stops listening, lets open connections
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from proxy import config as cfg
+from proxy.metrics import SampleKey, WorkerCounters, add, samples_from_json
 from proxy.modes import listen_address, parse_mode
 from proxy.store.locator import split_password
 
@@ -119,6 +124,8 @@ class Worker:
     failures: int = 0  # deaths in a row, each soon after its start
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    counted: dict[int, asyncio.Future[None]] = field(default_factory=dict)  # "counters N" asked
+    counters: dict[SampleKey, float] = field(default_factory=dict)  # the latest this run sent
     reader: asyncio.Task[None] | None = None
     health: dict[str, object] = field(default_factory=lambda: {"status": "ok", "database": "ok"})
 
@@ -158,6 +165,7 @@ class Workers:
         self._sequence = itertools.count(1)
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
+        self._retired: dict[SampleKey, float] = {}  # the last counters of runs that ended
         self.restarts = 0
 
     @property
@@ -224,6 +232,49 @@ class Workers:
                 future = worker.acks.pop(int(argument), None) if argument.isdigit() else None
                 if future is not None and not future.done():
                     future.set_result(None)
+            elif command == "counters":
+                self._counted(worker, argument)
+
+    def _counted(self, worker: Worker, argument: str) -> None:
+        n, _, data = argument.partition(" ")
+        try:
+            worker.counters = samples_from_json(json.loads(data))
+        except ValueError as e:
+            logger.warning("%s sent counters that are not understood: %s", worker.name, e)
+            return
+        future = worker.counted.pop(int(n), None) if n.isdigit() else None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def counters(self, timeout: timedelta = ACK_TIMEOUT) -> WorkerCounters:
+        """Every serving worker's counters, asked now (waiting at most ``timeout``; one that
+        does not answer counts with the figures it sent last), and those of ended runs."""
+        n = next(self._sequence)
+        loop = asyncio.get_running_loop()
+        waiting: list[asyncio.Future[None]] = []
+        for worker in self._workers:
+            if not worker.ready.is_set():
+                continue
+            future: asyncio.Future[None] = loop.create_future()
+            worker.counted[n] = future
+            if worker.send(f"counters {n}"):
+                waiting.append(future)
+            else:
+                worker.counted.pop(n, None)
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=timeout.total_seconds())
+            for future in pending:
+                future.cancel()
+            for worker in self._workers:
+                worker.counted.pop(n, None)
+            if pending:
+                logger.warning(
+                    "%d worker(s) did not send their counters in time: their last ones count", len(pending)
+                )
+        return WorkerCounters(
+            by_worker={w.name.removeprefix("worker "): dict(w.counters) for w in self._workers if w.counters},
+            retired=dict(self._retired),
+        )
 
     def health(self) -> dict[str, object]:
         """For the admin plane's /healthz: "degraded" while a worker is not serving or says its
@@ -305,9 +356,12 @@ class Workers:
             lived,
             backoff.total_seconds(),
         )
-        for future in worker.acks.values():
+        for future in (*worker.acks.values(), *worker.counted.values()):
             future.cancel()
         worker.acks.clear()
+        worker.counted.clear()
+        add(self._retired, worker.counters)  # the totals never go back; its own series restart at 0
+        worker.counters = {}
         await asyncio.sleep(backoff.total_seconds())
         if self._stopping:
             return

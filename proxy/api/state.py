@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from certs.clock import Clock
 from proxy.api.errors import NOT_FOUND, ApiError
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, WorkerCounters
 from proxy.services.accounts import AccountService
 from proxy.services.certificates import CertificateService
 from proxy.services.crl import CrlCache
@@ -50,6 +51,8 @@ class ApiDeps:
     # default account is the first one (tests; `gateway run` gives its own, with --default-account)
     accounts: AccountService | None = None
     rotations: RotationService | None = None  # None: the CA rotation endpoints answer 404
+    # gateway run --workers N: the workers' counters, which GET /metrics adds to this process's
+    worker_counters: Callable[[], Awaitable[WorkerCounters]] | None = None
 
 
 DEPS = web.AppKey("deps", ApiDeps)

@@ -1,7 +1,8 @@
 """`gateway run --workers 2`: two proxy processes share the listening port, one admin API.
 Both serve; a hot swap under load fails no request on either and both sign with the new CA from
 the first handshake after the API call answered; a worker killed with -9 is restarted while the
-other serves on; SIGTERM stops them all."""
+other serves on; SIGTERM stops them all. The admin API's /metrics counts what both proxied, and
+its totals keep a killed worker's last figures."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.wait import wait_until
 
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.e2e
 
 START_TIMEOUT = 120.0  # two workers import mitmproxy at once on a shared 2-core machine
 CLIENTS = 4
+COUNTED = 24  # requests whose count /metrics shows
 PID = re.compile(r"\bpid (\d+)\b")
 
 
@@ -73,6 +76,22 @@ def _workers(gw: GatewayProcess, account: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _requests_counted(gw: GatewayProcess) -> dict[str, float]:
+    """``gateway_requests_total`` of the admin API's /metrics ("total"), and each worker's."""
+    with gw.api() as api:
+        answer = api.get(f"{gw.admin_url}/metrics")
+    assert answer.status_code == 200, answer.text
+    counted: dict[str, float] = {"total": 0.0}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            if sample.name == "gateway_requests_total":
+                counted["total"] += sample.value
+            elif sample.name == "gateway_worker_requests_total":
+                worker = sample.labels["worker"]
+                counted[worker] = counted.get(worker, 0.0) + sample.value
+    return counted
+
+
 def _log_lines(gw: GatewayProcess) -> list[dict[str, Any]]:
     path = gw.data_dir / "requests.jsonl"
     return (
@@ -95,6 +114,17 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
                 health = api.get(f"{gw.admin_url}/healthz").json()
             assert health["status"] == "ok", health
             assert {w["pid"] for w in health["workers"].values()} == pids, health
+
+            # /metrics: the workers' counters, summed (the admin process proxies nothing).
+            first = tmp_path / "first.pem"
+            first.write_text(gw.ca_pem())
+            ctx = client_context(first)
+            for i in range(COUNTED):
+                got = fetch(gw.proxy_port, f"counted-{i}.origin.test", origin.port, ctx, timeout=10)
+                assert got.status == 200
+            counted = _requests_counted(gw)
+            assert counted["total"] == COUNTED, counted
+            assert sum(v for k, v in counted.items() if k != "total") == COUNTED, counted
 
             # A new CA, available (both workers loaded it), not yet on.
             old_pem = gw.ca_pem()
@@ -153,6 +183,7 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
             assert node_ids <= signed_new, (signed_new, _log_lines(gw)[-1])
 
             # kill -9 one worker: it is restarted, the other serves on, nothing fails after.
+            before_kill = _requests_counted(gw)
             victim = workers["worker 1"]["pid"]
             os.kill(victim, signal.SIGKILL)
 
@@ -170,6 +201,10 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
                 assert got.status == 200 and body_for(host) in got.body
                 assert issued_by(got.leaf, new)
             assert "worker 1" in gw.stderr_tail(400) and "restarting it" in gw.stderr_tail(400)
+            # The totals keep what the dead run last reported; its own series starts again.
+            after_kill = _requests_counted(gw)
+            assert after_kill["total"] >= before_kill["total"] + 30, (before_kill, after_kill)
+            assert after_kill.get("1", 0) <= 30 < before_kill.get("1", 0), (before_kill, after_kill)
 
             # A rule change reaches both workers before the API call answers.
             with gw.api() as api:

@@ -19,10 +19,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from proxy import workers as workers_module
 from proxy.admin_plane import health_middleware, sync_middleware
 from proxy.config import Config, ConfigError, HostPort
+from proxy.metrics import Metrics
 from proxy.workers import Workers, check_listeners
 
 # A worker: "ready", then an "ack N" for every "sync N" (after `delay` seconds); exits on EOF.
-# A negative delay: it also says its store is unreachable.
+# A negative delay: it also says its store is unreachable. Worker n has counted 10 * n requests.
 ECHO = """
 import json, sys, time
 delay = float(sys.argv[1])
@@ -35,6 +36,9 @@ for line in sys.stdin:
     if word == "sync":
         time.sleep(delay)
         print("ack " + n, flush=True)
+    elif word == "counters":
+        counted = [["gateway_requests", {"mode": "regular", "device": "unidentified"}, 10 * int(sys.argv[2])]]
+        print("counters " + n + " " + json.dumps(counted), flush=True)
 """
 
 
@@ -187,3 +191,34 @@ def test_workers_start_where_a_stopped_gateway_left_connections_in_time_wait(tmp
             served.close()  # the server's side closes first: its end waits in TIME_WAIT
             client.recv(1)
     check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", port)))
+
+
+REQUESTS = ("gateway_requests", (("mode", "regular"), ("device", "unidentified")))
+
+
+async def test_counters_are_summed_and_a_dead_runs_stay_in_the_totals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workers_module, "FIRST_BACKOFF", timedelta(milliseconds=50))
+    pool = _workers(tmp_path, [0.0, 0.0])
+    await pool.start()
+    try:
+        counted = await pool.counters()
+        assert counted.by_worker == {"1": {REQUESTS: 10.0}, "2": {REQUESTS: 20.0}}
+        assert counted.retired == {}
+        victim = pool.workers[0]
+        assert victim.process is not None
+        old_pid = victim.pid
+        victim.process.kill()
+        deadline = time.monotonic() + 20
+        while (victim.pid == old_pid or not victim.ready.is_set()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        counted = await pool.counters()
+        # The new run of worker 1 starts again (its own series), the totals keep the dead run's.
+        assert counted.by_worker == {"1": {REQUESTS: 10.0}, "2": {REQUESTS: 20.0}}
+        assert counted.retired == {REQUESTS: 10.0}
+        text = Metrics().exposition(counted).decode()
+        assert 'gateway_requests_total{device="unidentified",mode="regular"} 40.0' in text
+        assert 'gateway_worker_requests_total{device="unidentified",mode="regular",worker="1"} 10.0' in text
+    finally:
+        await pool.stop()
