@@ -18,7 +18,14 @@ of rounds) and each case's ratio to 1 account measured in the same round.
 ``AccountPolicies.refresh`` (every policy or configuration change) on a store on disk with
 1, 10 and 100 accounts (wall milliseconds, median of 5).
 
+``--loop-lag``: what the heartbeat holds the event loop for, with 100 accounts on a store on
+disk: a ``StoreFollower`` (as a node runs it, heartbeat every second) beside a probe task that
+sleeps 1 ms at a time and records how late it wakes (max and 99th percentile over the run).
+Three runs, one after the other: no heartbeat (the machine's own noise), the walk of every
+account (``AccountCaNodes.sync``, the heartbeat before) and ``AccountCaNodes.heartbeat``.
+
 Run:  .venv/bin/python bench/accounts_bench.py [--calls 20000] [--rounds 9] [--json] [--sync]
+      .venv/bin/python bench/accounts_bench.py --loop-lag [--accounts 100] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -148,6 +155,77 @@ def sync_costs() -> None:
         store.close()
 
 
+def loop_lag(count: int, seconds: float) -> None:
+    """The event loop's lateness while a node heartbeats ``count`` accounts once a second."""
+    import asyncio
+    from datetime import timedelta
+
+    from certs.clock import utcnow
+    from certs.sealing import KeySealer
+    from proxy.account_nodes import AccountCaNodes
+    from proxy.bootstrap import first_start
+    from proxy.follower import StoreFollower
+    from proxy.node_sync import IssuerSettings
+    from proxy.services.accounts import AccountService
+    from proxy.services.certificates import CertificateService
+    from proxy.store import Store
+
+    class Sink:
+        def use_issuer(self, issuer: Any) -> None: ...
+        def use_account_issuer(self, account_id: str, issuer: Any) -> None: ...
+        def drop_account(self, account_id: str) -> None: ...
+
+    async def probe(lags: list[float], stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            asked = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append((loop.time() - asked - 0.001) * 1000)
+
+    async def run(beat: Callable[[], Any], store: Store) -> tuple[list[float], list[float], list[float]]:
+        beats: list[float] = []
+        cpu: list[float] = []
+
+        def heartbeat() -> None:
+            started = time.thread_time()
+            beats.append(_wall(beat))
+            cpu.append((time.thread_time() - started) * 1000)
+
+        follower = StoreFollower(store, on_change=lambda: None, heartbeat=heartbeat,
+                                 heartbeat_interval=timedelta(seconds=1))  # fmt: skip
+        lags: list[float] = []
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(follower.run()), asyncio.create_task(probe(lags, stop))]
+        await asyncio.sleep(seconds)
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return lags, beats, cpu
+
+    with tempfile.TemporaryDirectory() as directory:
+        store = Store.open(Path(directory) / "gateway.db")
+        service = CertificateService(store, KeySealer(KeySealer.generate_master_key()), utcnow)
+        default = first_start(store, service, admin_token_env=None, clock=utcnow).account_id
+        accounts = AccountService(store, service, utcnow, default_account_id=default)
+        while len(accounts.list()) < count:
+            accounts.create(f"bench {len(accounts.list())}")
+        nodes = AccountCaNodes(service, Sink(), accounts, default_account_id=default,
+                               settings=IssuerSettings("http://127.0.0.1:8081"), node_id="b" * 32)  # fmt: skip
+        with nodes.live("bench"):
+            for name, beat in (("none", lambda: None), ("walk", nodes.sync), ("heartbeat", nodes.heartbeat)):
+                lags, beats, cpu = asyncio.run(run(beat, store))
+                lags.sort()
+                print(
+                    f"{count} accounts, {seconds:g} s, {name:9}: {len(beats)} beats, median "
+                    f"{statistics.median(beats):6.1f} ms wall, {statistics.median(cpu):6.1f} ms CPU "
+                    f"(max {max(beats):6.1f} wall); loop lag max "
+                    f"{lags[-1]:6.1f} ms, p99 {lags[int(len(lags) * 0.99)]:5.2f} ms, "
+                    f"probes late > 10 ms: {sum(lag > 10 for lag in lags)} of {len(lags)}"
+                )
+        store.close()
+
+
 def _wall(call: Callable[[], Any]) -> float:
     start = time.perf_counter()
     call()
@@ -162,7 +240,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     parser.add_argument("--json", action="store_true", help="print every figure as JSON")
     parser.add_argument("--sync", action="store_true", help="the cost of keeping 1, 10, 100 accounts loaded")
+    parser.add_argument(
+        "--loop-lag", action="store_true", help="the event loop's lateness while heartbeating"
+    )
+    parser.add_argument("--accounts", type=int, default=100, help="accounts for --loop-lag (default 100)")
+    parser.add_argument("--seconds", type=float, default=10, help="how long --loop-lag runs (default 10)")
     args = parser.parse_args()
+    if args.loop_lag:
+        loop_lag(args.accounts, args.seconds)
+        return 0
     if args.sync:
         sync_costs()
         return 0

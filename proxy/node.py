@@ -156,7 +156,7 @@ async def _start(options: NodeOptions, environ: Mapping[str, str], steps: AsyncE
     follower = StoreFollower(
         store,
         on_change=data_plane.Following(store, node, policies, policy_sync, devices),
-        heartbeat=node.sync,
+        heartbeat=node.heartbeat,
         heartbeat_interval=heartbeat_interval(config.node_timeout),
     )
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from addons.enforcement import Engines, PolicySnapshot
@@ -85,6 +85,19 @@ class CaNode:
         self.in_use_id: str | None = None
 
     @property
+    def account_id(self) -> str:
+        return self._account_id
+
+    @property
+    def version(self) -> tuple[tuple[str, str, str, bool], ...] | None:
+        """The ``loadable_version`` of what is loaded (None: nothing loaded yet)."""
+        return self._version
+
+    def expired(self, now: datetime) -> bool:
+        """Whether a loaded CA has expired since it was loaded (``sync`` drops it)."""
+        return any(i.authority.certificate.not_valid_after_utc <= now for i in self._issuers.values())
+
+    @property
     def loaded(self) -> Mapping[str, str]:
         """Certificate id → fingerprint of every CA this node can sign with."""
         return {cid: issuer.authority.fingerprint for cid, issuer in self._issuers.items()}
@@ -116,7 +129,7 @@ class CaNode:
     def sync(self) -> None:
         """Load what the store says, and report it (the heartbeat: also when nothing changed)."""
         self._load()
-        self._report()
+        self.report()
 
     def refresh(self) -> bool:
         """After another process changed the store: reload only if the deployable certificates
@@ -128,7 +141,7 @@ class CaNode:
         before = dict(self.loaded)
         self._load()
         if self.loaded != before:
-            self._report()
+            self.report()
         return True
 
     def _load(self) -> None:
@@ -154,7 +167,8 @@ class CaNode:
             self._current = current
             self.in_use_id = in_use
 
-    def _report(self) -> None:
+    def report(self) -> None:
+        """Tell the store what is loaded here (a heartbeat too)."""
         self._source.node_loaded(self.node_id, self._account_id, self.loaded)
 
 

@@ -265,7 +265,7 @@ def _start_timers(steps: AsyncExitStack, gateway: Gateway) -> None:
         # Every change this plane's node cares about is made in this process and reaches it by the
         # services' subscribers; the follower beats, and says when the store is away.
         on_change=lambda: None,
-        heartbeat=gateway.node.sync,
+        heartbeat=gateway.node.heartbeat,
         heartbeat_interval=heartbeat_interval(gateway.config.node_timeout),
     )
     timers = [

@@ -13,7 +13,7 @@ import asyncio
 import builtins
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,6 +35,7 @@ from proxy.services.subscribers import Subscribers
 from proxy.services.uploads import parse_upload
 from proxy.store import (
     Account,
+    CertificateBinding,
     CertificateKind,
     CertificateRecord,
     GatewayConfiguration,
@@ -46,6 +47,16 @@ logger = logging.getLogger(__name__)
 GATEWAY_KINDS = frozenset({CertificateKind.GATEWAY_MANAGED, CertificateKind.CUSTOM})
 MTLS_KINDS = frozenset({CertificateKind.CUSTOM, CertificateKind.MTLS})
 LOADABLE = frozenset({BindingStatus.PENDING_DEPLOYMENT, BindingStatus.AVAILABLE})
+
+type LoadableVersion = tuple[tuple[str, str, str, bool], ...]  # id, fingerprint, status, in use
+
+
+def _loadable_version(records: Iterable[CertificateRecord | CertificateBinding]) -> LoadableVersion:
+    return tuple(
+        (r.id, r.fingerprint, str(r.binding_status), r.in_use)
+        for r in records
+        if r.binding_status in LOADABLE
+    )
 
 
 @dataclass(frozen=True)
@@ -362,14 +373,26 @@ class CertificateService:
             result.append(LoadableCa(record.id, record.fingerprint, authority, record.in_use))
         return result
 
-    def loadable_version(self, account_id: str) -> tuple[tuple[str, str, str, bool], ...]:
+    def loadable_version(self, account_id: str) -> LoadableVersion:
         """What ``loadable`` would return, as cheap comparable values (no key is unsealed):
         a node reloads only when this changed."""
-        return tuple(
-            (r.id, r.fingerprint, str(r.binding_status), r.in_use)
-            for r in self.list(account_id)
-            if r.binding_status in LOADABLE
-        )
+        return _loadable_version(self.list(account_id))
+
+    def loadable_versions(self) -> dict[str, LoadableVersion]:
+        """Every account's ``loadable_version`` in one query (accounts with none are absent)."""
+        by_account: dict[str, builtins.list[CertificateBinding]] = {}
+        for record in self._store.certificates.with_status(LOADABLE):
+            if record.kind in GATEWAY_KINDS:  # as ``list``: gateway certificates only
+                by_account.setdefault(record.account_id, []).append(record)
+        return {account_id: _loadable_version(records) for account_id, records in by_account.items()}
+
+    def node_reports(self, node_id: str) -> dict[str, dict[str, str]]:
+        """What ``node_id`` reported it loaded: account id → certificate id → fingerprint."""
+        return self._store.nodes.loaded_by(node_id)
+
+    def node_heartbeat(self, node_id: str) -> None:
+        """The node is alive (what it loaded unchanged); pending certificates are settled."""
+        self._deployment.heartbeat(node_id)
 
     def node_loaded(self, node_id: str, account_id: str, fingerprints_by_id: Mapping[str, str]) -> None:
         """Heartbeat plus what the node has loaded; promotes pending certificates accordingly."""

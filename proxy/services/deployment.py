@@ -78,6 +78,14 @@ class Deployment:
             self._store.nodes.replace_loaded(node_id, account_id, fingerprints_by_id, now)
             self.settle(account_id)
 
+    def heartbeat(self, node_id: str) -> None:
+        """The node is alive; settle the accounts that have pending certificates (one query
+        finds them), since a node that timed out may be what they waited for."""
+        with self._store.transaction():
+            self._store.nodes.heartbeat(node_id, self._clock())
+            for account_id in sorted({r.account_id for r in self._store.certificates.with_status(PENDING)}):
+                self.settle(account_id)
+
     def live_nodes(self) -> list[str]:
         since = self._clock() - self._window
         return [node.id for node in self._store.nodes.live(since)]

@@ -14,6 +14,7 @@ from proxy.store.posture import (
 from proxy.store.records import (
     Account,
     ApiToken,
+    CertificateBinding,
     CertificateKind,
     CertificateRecord,
     GatewayConfiguration,
@@ -33,6 +34,7 @@ from proxy.store.trust import Coverage, TrustReport, TrustStoreEntry
 __all__ = [
     "Account",
     "ApiToken",
+    "CertificateBinding",
     "CertificateKind",
     "CertificateRecord",
     "Coverage",

@@ -96,6 +96,18 @@ class Nodes:
                     (node_id, fingerprint, to_db(now), certificate_id, account_id),
                 )
 
+    def loaded_by(self, node_id: str) -> dict[str, dict[str, str]]:
+        """What ``node_id`` has reported: account id → certificate id → fingerprint."""
+        rows = self._db.connection.execute(
+            "SELECT c.account_id, l.certificate_id, l.fingerprint FROM node_loaded_cas l"
+            " JOIN certificates c ON c.id = l.certificate_id WHERE l.node_id = ?",
+            (node_id,),
+        )
+        result: dict[str, dict[str, str]] = {}
+        for row in rows:
+            result.setdefault(row["account_id"], {})[row["certificate_id"]] = row["fingerprint"]
+        return result
+
     def loaded(self, account_id: str) -> builtins.list[NodeLoadedCa]:
         rows = self._db.connection.execute(
             "SELECT l.* FROM node_loaded_cas l JOIN certificates c ON c.id = l.certificate_id"

@@ -49,6 +49,18 @@ class ApiToken:
 
 
 @dataclass(frozen=True)
+class CertificateBinding:
+    """What a node's heartbeat reads of a certificate (``Certificates.with_status``)."""
+
+    id: str
+    account_id: str
+    kind: CertificateKind
+    fingerprint: str
+    binding_status: BindingStatus
+    in_use: bool
+
+
+@dataclass(frozen=True)
 class CertificateRecord:
     id: str  # UUID
     account_id: str

@@ -121,3 +121,61 @@ def test_the_default_account_is_named_by_id_prefix_or_name(
     assert default_account(listed, branch.id[:16]).id == branch.id
     with pytest.raises(ConfigError, match="--default-account 'nowhere': no such account"):
         default_account(listed, "nowhere")
+
+
+def test_the_heartbeat_reloads_only_the_accounts_whose_certificates_changed(
+    gateway: Gateway, accounts: AccountService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sinks = Sinks()
+    nodes = _nodes(gateway, accounts, sinks)  # not subscribed: changes come as from another process
+    branch, _ = accounts.create("Branch")
+    accounts.create("Other")
+    with nodes.live("test"):
+        loaded: list[str] = []
+        loadable = gateway.service.loadable
+
+        def spy(account_id: str) -> Any:
+            loaded.append(account_id)
+            return loadable(account_id)
+
+        monkeypatch.setattr(gateway.service, "loadable", spy)
+        nodes.heartbeat()
+        assert loaded == []  # nothing changed: no account walked
+
+        new = gateway.service.generate(branch.id)
+        gateway.service.activate(branch.id, new.id)  # pending until every live node has it
+        nodes.heartbeat()
+        assert loaded == [branch.id]
+        node = nodes.node(branch.id)
+        assert node is not None and new.id in node.loaded
+        assert gateway.service.get(branch.id, new.id).binding_status.value == "available"
+
+        nodes.heartbeat()  # the move to available is a change too: that account once more
+        assert loaded == [branch.id, branch.id]
+
+        # What the store lost of this node's reports is reported again, without a reload.
+        gateway.store.nodes.register(nodes.node_id, "test", gateway.clock())  # forgets its reports
+        nodes.heartbeat()
+        assert loaded == [branch.id, branch.id]
+        for account in accounts.list():
+            node = nodes.node(account.id)
+            assert node is not None
+            reported = {n.certificate_id: n.fingerprint for n in gateway.store.nodes.loaded(account.id)}
+            assert reported == node.loaded
+
+
+def test_the_heartbeat_drops_a_ca_that_expired(gateway: Gateway, accounts: AccountService) -> None:
+    sinks = Sinks()
+    nodes = AccountCaNodes(
+        gateway.service, sinks, accounts, default_account_id=gateway.account_id,
+        settings=IssuerSettings("http://127.0.0.1:8081"), node_id="n" * 32, clock=gateway.clock,
+    )  # fmt: skip
+    branch, _ = accounts.create("Branch")
+    short = gateway.service.generate(branch.id, validity_period_days=2)
+    gateway.service.activate(branch.id, short.id)
+    with nodes.live("test"):
+        node = nodes.node(branch.id)
+        assert node is not None and short.id in node.loaded
+        gateway.clock.advance(days=3)
+        nodes.heartbeat()
+        assert short.id not in node.loaded

@@ -200,6 +200,25 @@ def test_deleting_a_certificate_forgets_nodes_loading_it(store: Store, clock: Fa
     assert store.nodes.loaded(ACCOUNT.id) == []
 
 
+def test_a_heartbeat_reads_every_account_in_one_query_each(store: Store, clock: FakeClock) -> None:
+    other = Account(id="b" * 32, name="Other", created_at=START)
+    store.accounts.add(ACCOUNT)
+    store.accounts.add(other)
+    store.certificates.add(_certificate("c1", binding_status=BindingStatus.AVAILABLE))
+    store.certificates.add(_certificate("c2", account_id=other.id))  # inactive
+    store.certificates.add(
+        _certificate("c3", account_id=other.id, binding_status=BindingStatus.PENDING_DEPLOYMENT)
+    )
+    found = store.certificates.with_status({BindingStatus.PENDING_DEPLOYMENT, BindingStatus.AVAILABLE})
+    assert [(c.id, c.account_id) for c in found] == [("c1", ACCOUNT.id), ("c3", other.id)]
+    assert store.certificates.with_status(()) == []
+    store.nodes.heartbeat("n1", clock())
+    store.nodes.replace_loaded("n1", ACCOUNT.id, {"c1": "AA"}, clock())
+    store.nodes.replace_loaded("n1", other.id, {"c3": "BB"}, clock())
+    assert store.nodes.loaded_by("n1") == {ACCOUNT.id: {"c1": "AA"}, other.id: {"c3": "BB"}}
+    assert store.nodes.loaded_by("n2") == {}
+
+
 def test_generations_are_kept_after_the_certificate_goes(store: Store, clock: FakeClock) -> None:
     store.accounts.add(ACCOUNT)
     store.certificates.record_generation(ACCOUNT.id, clock())
