@@ -10,6 +10,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from proxy.cli import options as shared
 from proxy.cli.client import AdminClient, add_admin_options, connect
 from proxy.cli.device import table
 from proxy.cli.errors import CliError
@@ -56,7 +57,7 @@ def _command(
     )
     options = parser.add_argument_group("admin API options")
     add_admin_options(options, account=False)
-    options.add_argument("--json", action="store_true", help="print the API's JSON result instead of a table")
+    shared.JSON.add(options)
 
     def handler(args: argparse.Namespace) -> int:
         client = connect(args)

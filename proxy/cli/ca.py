@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from proxy.cli import options as shared
 from proxy.cli import rotation as rotation_cli
 from proxy.cli.client import AdminClient, Reply, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
@@ -60,12 +61,7 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, default: Any) ->
     """On the group and on every subcommand; a subcommand's copy overrides only when given."""
     options = parser.add_argument_group("admin API options")
     add_admin_options(options, default=default)
-    options.add_argument(
-        "--json",
-        action="store_true",
-        default=default if default is argparse.SUPPRESS else False,
-        help="print the API's JSON result instead of a table or summary",
-    )
+    shared.JSON.add(options, default=default if default is argparse.SUPPRESS else False)
 
 
 def _add_id(parser: argparse.ArgumentParser, *, in_use: bool = False) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from proxy.cli import options as shared
 from proxy.cli.client import AdminClient, account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
@@ -119,7 +120,7 @@ def _command(
     )
     options = parser.add_argument_group("admin API options")
     add_admin_options(options)
-    options.add_argument("--json", action="store_true", help="print the API's JSON result instead of a table")
+    shared.JSON.add(options)
     parser.set_defaults(func=_handler(body))
     return parser
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from proxy.cli import options as shared
 from proxy.cli.client import AdminClient, account_of, add_admin_options, connect
 from proxy.cli.device import resolve_device, resolve_rule
 from proxy.cli.errors import CliError
@@ -125,9 +126,7 @@ def _common_options(command: argparse.ArgumentParser) -> None:
         "--interval", type=_interval, default=DEFAULT_INTERVAL, metavar="SECONDS",
         help=f"with --follow: how often to ask (default {DEFAULT_INTERVAL:g})",
     )  # fmt: skip
-    command.add_argument(
-        "--json", action="store_true", help="one JSON object per line, as the API gives them"
-    )
+    shared.JSON.add(command, note="one JSON object per line, as the API gives them")
     add_admin_options(command.add_argument_group("admin API options"))
 
 

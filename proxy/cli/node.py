@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from certs.errors import CertError
+from proxy.cli import options as shared
 from proxy.cli.errors import CliError
 from proxy.config import Config, ConfigError, HostPort
 from proxy.services.policy_state import PolicyLoadError
@@ -44,30 +45,10 @@ def register(commands: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="the gateway's data directory: its store (gateway.db), master key, request log",
-    )
-    parser.add_argument(
-        "--database",
-        metavar="PATH",
-        help="the gateway's store, when not DATA_DIR/gateway.db: a SQLite file on this machine, or the "
-        "postgresql://USER@HOST:PORT/DATABASE URL that gateway run --database has",
-    )
-    parser.add_argument(
-        "--proxy-listen",
-        metavar="HOST:PORT",
-        help="explicit proxy, the same as --mode regular@HOST:PORT (default: 127.0.0.1:8080 when no --mode)",
-    )
-    parser.add_argument(
-        "--mode",
-        metavar="SPEC",
-        action="append",
-        default=[],
-        help="a proxy mode (repeatable): regular@HOST:PORT or transparent@HOST:PORT (docs/modes.md); "
-        "WireGuard device tunnels run in the admin plane only",
-    )
+    shared.DATA_DIR.add(parser, default=None, note="no default: give it, --database, or both")
+    shared.DATABASE.add(parser)
+    shared.PROXY_LISTEN.add(parser)
+    shared.MODE.add(parser, note="WireGuard device tunnels run in the admin plane only")
     parser.add_argument(
         "--node-id", metavar="ID", help="a stable id for this node (default: a new one per start)"
     )
@@ -76,42 +57,11 @@ def register(commands: Any) -> None:
         metavar="HOST:PORT",
         help="serve GET /healthz here for load balancers (200 with status ok or degraded)",
     )
-    parser.add_argument(
-        "--node-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="a node silent this long leaves the live nodes (default: 30; use the admin plane's value)",
-    )
-    parser.add_argument("--upstream-ca", metavar="FILE", help="extra CA (PEM) trusted for upstream servers")
-    parser.add_argument("--hosts", metavar="FILE", help="hosts file resolving upstream names for labs")
-    parser.add_argument("--hosts-only", action="store_true", help="answer only the names of --hosts")
-    parser.add_argument(
-        "--policies",
-        metavar="PATH",
-        action="append",
-        default=[],
-        help="the admin plane's YAML policy files (repeatable; the same files on every node)",
-    )
-    parser.add_argument(
-        "--default-account",
-        metavar="ID|NAME",
-        help="the account for traffic from no known device (default: the first; as gateway run's)",
-    )
-    parser.add_argument(
-        "--require-device", action="store_true", help="407 to clients without device credentials"
-    )
-    parser.add_argument("--leaf-lifetime-days", type=int, default=47, metavar="N", help="default: 47")
-    parser.add_argument("--leaf-cache-size", type=int, default=10_000, metavar="N", help="default: 10000")
-    parser.add_argument(
-        "--public-url",
-        metavar="URL",
-        default="http://127.0.0.1:8081",
-        help="the admin server as clients reach it, for the CA and CRL links in leaves (default: http://127.0.0.1:8081)",
-    )
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="default: info"
-    )
+    shared.NODE_TIMEOUT.add(parser)
+    for option in shared.DATA_PLANE:
+        option.add(parser)
+    shared.PUBLIC_URL.add(parser, default="http://127.0.0.1:8081", default_text="http://127.0.0.1:8081")
+    shared.LOG_LEVEL.add(parser)
     # A worker of `gateway run --workers N` (proxy/workers.py): not for people.
     parser.add_argument("--worker", metavar="NAME", help=argparse.SUPPRESS)
     parser.set_defaults(func=run)

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from proxy.cli import options as shared
 from proxy.cli.client import account_of, add_admin_options, connect
 from proxy.cli.errors import CliError
 
@@ -23,7 +24,7 @@ def register(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_admin_options(parser.add_argument_group("admin API"))
-    parser.add_argument("--json", action="store_true", help="print the API's JSON")
+    shared.JSON.add(parser)
     parser.set_defaults(func=run)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from certs.errors import CertError
+from proxy.cli import options as shared
 from proxy.cli.errors import CliError
 from proxy.config import Config, ConfigError, HostPort
 from proxy.services.policy_state import PolicyLoadError
@@ -42,30 +43,10 @@ def register(commands: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data-dir", default="var", metavar="DIR", help="store, keys and state (default: ./var)"
-    )
-    parser.add_argument(
-        "--database",
-        metavar="URL",
-        help="the store: a file path or sqlite:///PATH (default: DATA_DIR/gateway.db), or "
-        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE to share it between nodes "
-        "(a password may also come from PGPASSWORD or ~/.pgpass)",
-    )
-    parser.add_argument(
-        "--proxy-listen",
-        metavar="HOST:PORT",
-        help="explicit proxy, the same as --mode regular@HOST:PORT (default: 127.0.0.1:8080 when no --mode)",
-    )
-    parser.add_argument(
-        "--mode",
-        metavar="SPEC",
-        action="append",
-        default=[],
-        help="a proxy mode, mitmproxy's syntax (repeatable): regular@HOST:PORT (explicit proxy), "
-        "transparent@HOST:PORT (Linux: connections redirected by firewall rules), wireguard[:CONF]@HOST:PORT; "
-        "a spec without HOST listens on 127.0.0.1",
-    )
+    shared.DATA_DIR.add(parser)
+    shared.DATABASE.add(parser)
+    shared.PROXY_LISTEN.add(parser)
+    shared.MODE.add(parser)
     parser.add_argument(
         "--wireguard-ports",
         metavar="[HOST:]FIRST-LAST",
@@ -96,59 +77,9 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="the unencrypted PEM private key of --admin-tls FILE, when not in that file",
     )
-    parser.add_argument(
-        "--upstream-ca",
-        metavar="FILE",
-        help="extra CA (PEM) trusted for upstream servers, besides the public roots",
-    )
-    parser.add_argument(
-        "--hosts",
-        metavar="FILE",
-        help="hosts file resolving upstream names for labs ('*.suffix' wildcards allowed)",
-    )
-    parser.add_argument(
-        "--hosts-only",
-        action="store_true",
-        help="answer only the names of --hosts (and their addresses); refuse every other name with a 502 "
-        "page, before any DNS lookup or connection, so a lab's browser noise never leaves the lab",
-    )
-    parser.add_argument(
-        "--policies",
-        metavar="PATH",
-        action="append",
-        default=[],
-        help="YAML policy file or directory (repeatable): Gateway rules and Access, read-only through the API",
-    )
-    parser.add_argument(
-        "--require-device",
-        action="store_true",
-        help="answer 407 to clients that do not send an enrolled device's id and secret as proxy credentials",
-    )
-    parser.add_argument(
-        "--default-account",
-        metavar="ACCOUNT",
-        help="the account (id, unique id prefix, or name) whose CA and policies serve traffic from no "
-        "known device; it cannot be deleted (default: the first account)",
-    )
-    parser.add_argument(
-        "--leaf-lifetime-days",
-        type=int,
-        default=47,
-        metavar="N",
-        help="lifetime of issued leaves (default: 47)",
-    )
-    parser.add_argument(
-        "--leaf-cache-size",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="leaves kept in memory (default: 10000)",
-    )
-    parser.add_argument(
-        "--public-url",
-        metavar="URL",
-        help="base URL clients use for the CA and CRL links in leaves and in enrollment tokens (default: admin URL)",
-    )
+    for option in shared.DATA_PLANE:
+        option.add(parser)
+    shared.PUBLIC_URL.add(parser, note="and in enrollment tokens")
     parser.add_argument(
         "--workers",
         type=int,
@@ -157,20 +88,8 @@ def register(commands: Any) -> None:
         help="proxy processes sharing the listeners (default: one per core; 1: the proxy runs in this "
         "process, as before). The admin API runs once, in this process (docs/scale.md)",
     )
-    parser.add_argument(
-        "--node-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="a node (gateway node, a worker) that stops heartbeating leaves the live nodes after this "
-        "long, and no certificate waits for it (default: 30)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log level (default: info)",
-    )
+    shared.NODE_TIMEOUT.add(parser)
+    shared.LOG_LEVEL.add(parser)
     parser.set_defaults(func=run)
 
 

@@ -18,6 +18,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from certs.clock import utcnow
+from proxy.cli import options as shared
 from proxy.cli.errors import CliError
 from proxy.config import ADMIN_TOKEN_ENV, Config
 from proxy.services.accounts import add_token, new_token
@@ -75,18 +76,8 @@ def _command(
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    command.add_argument(
-        "--data-dir",
-        default="var",
-        type=Path,
-        metavar="DIR",
-        help="the data directory of `gateway run` (default: ./var)",
-    )
-    command.add_argument(
-        "--database",
-        metavar="URL",
-        help="the store's database when `gateway run` has --database (a postgresql:// URL or SQLite path)",
-    )
+    shared.DATA_DIR.add(command)
+    shared.DATABASE.add(command)
     command.set_defaults(func=handler)
     return command
 
@@ -131,10 +122,10 @@ def _create(args: argparse.Namespace) -> int:
     name = str(args.name).strip()
     if len(name) > MAX_NAME_LENGTH or not name.isprintable():
         raise CliError(f"--name: use at most {MAX_NAME_LENGTH} printable characters")
-    with opened(args.data_dir, args.database) as store:
+    with opened(Path(args.data_dir), args.database) as store:
         if not store.accounts.list():
             raise CliError(f"the store in {args.data_dir} has no account yet: start `gateway run` once first")
-        account = _account(store.accounts.list(), args.account, args.data_dir) if args.account else None
+        account = _account(store.accounts.list(), args.account, Path(args.data_dir)) if args.account else None
         token = new_token()
         record = add_token(
             store, token, TokenOrigin.GENERATED, utcnow, name=name, account_id=account.id if account else None
@@ -150,7 +141,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with opened(args.data_dir, args.database) as store:
+    with opened(Path(args.data_dir), args.database) as store:
         tokens = store.tokens.list()
     rows = [("ID", "ORIGIN", "NAME", "CREATED", "SCOPE")]
     rows += [
@@ -170,8 +161,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    with opened(args.data_dir, args.database) as store:
-        token = _find(store.tokens.list(), str(args.id), args.data_dir)
+    with opened(Path(args.data_dir), args.database) as store:
+        token = _find(store.tokens.list(), str(args.id), Path(args.data_dir))
         store.tokens.delete(token.id)
         left = store.tokens.count()
     print(f"revoked admin token {token.id}" + (f" ({token.name})" if token.name else ""))
