@@ -20,7 +20,7 @@ from proxy import workers as workers_module
 from proxy.admin_plane import health_middleware, sync_middleware
 from proxy.config import Config, ConfigError, HostPort
 from proxy.metrics import Metrics
-from proxy.workers import Workers, check_listeners
+from proxy.workers import Worker, Workers, check_listeners
 
 # A worker: "ready", then an "ack N" for every "sync N" (after `delay` seconds); exits on EOF.
 # A negative delay: it also says its store is unreachable. Worker n has counted 10 * n requests.
@@ -48,6 +48,17 @@ def _workers(tmp_path: Path, delays: list[float]) -> Workers:
         return [sys.executable, "-c", ECHO, str(delays[index]), str(index + 1)]
 
     return Workers(Config(data_dir=tmp_path), len(delays), argv_for=argv)
+
+
+async def _kill_and_await_restart(victim: Worker) -> None:
+    """kill -9, then wait until the pool has restarted it and it is ready again."""
+    assert victim.process is not None
+    old_pid = victim.pid
+    victim.process.kill()
+    deadline = time.monotonic() + 20
+    while (victim.pid == old_pid or not victim.ready.is_set()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert victim.pid != old_pid and victim.ready.is_set()
 
 
 async def test_sync_waits_for_every_ack(tmp_path: Path) -> None:
@@ -79,14 +90,7 @@ async def test_a_dead_worker_is_restarted(tmp_path: Path, monkeypatch: pytest.Mo
     pool = _workers(tmp_path, [0.0, 0.0])
     await pool.start()
     try:
-        victim = pool.workers[0]
-        assert victim.process is not None
-        old_pid = victim.pid
-        victim.process.kill()
-        deadline = time.monotonic() + 20
-        while (victim.pid == old_pid or not victim.ready.is_set()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert victim.pid != old_pid and victim.ready.is_set()
+        await _kill_and_await_restart(pool.workers[0])
         assert pool.restarts == 1
         assert await pool.sync() is True  # the new one answers too
     finally:
@@ -206,13 +210,7 @@ async def test_counters_are_summed_and_a_dead_runs_stay_in_the_totals(
         counted = await pool.counters()
         assert counted.by_worker == {"1": {REQUESTS: 10.0}, "2": {REQUESTS: 20.0}}
         assert counted.retired == {}
-        victim = pool.workers[0]
-        assert victim.process is not None
-        old_pid = victim.pid
-        victim.process.kill()
-        deadline = time.monotonic() + 20
-        while (victim.pid == old_pid or not victim.ready.is_set()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await _kill_and_await_restart(pool.workers[0])
         counted = await pool.counters()
         # The new run of worker 1 starts again (its own series), the totals keep the dead run's.
         assert counted.by_worker == {"1": {REQUESTS: 10.0}, "2": {REQUESTS: 20.0}}
