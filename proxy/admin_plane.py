@@ -43,7 +43,8 @@ from proxy.runtime import (
 )
 from proxy.services.rotation_driver import RotationDriver
 from proxy.services.wireguard import WireGuardService
-from proxy.workers import Workers, check_listeners, dirty_tracker
+from proxy.worker_launch import check_listeners
+from proxy.workers import Workers, dirty_tracker
 
 logger = logging.getLogger(__name__)
 

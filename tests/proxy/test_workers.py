@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from proxy import workers as workers_module
 from proxy.admin_plane import health_middleware, sync_middleware
-from proxy.config import Config, ConfigError, HostPort
+from proxy.config import Config
 from proxy.metrics import Metrics
-from proxy.workers import Worker, Workers, check_listeners
+from proxy.workers import Worker, Workers
 
 # A worker: "ready", then an "ack N" for every "sync N" (after `delay` seconds); exits on EOF.
 # A negative delay: it also says its store is unreachable. Worker n has counted 10 * n requests.
@@ -123,21 +123,6 @@ async def test_the_api_waits_for_workers_only_after_a_change() -> None:
         assert synced == [True]
 
 
-def test_workers_refuse_port_zero_taken_ports_and_wireguard(tmp_path: Path) -> None:
-    import socket
-
-    with pytest.raises(ConfigError, match="port other than 0"):
-        check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", 0)))
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: in use"):
-            check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", port)))
-    with pytest.raises(ConfigError, match="WireGuard"):
-        check_listeners(Config(data_dir=tmp_path, modes=("wireguard@127.0.0.1:51820",)))
-
-
 async def test_health_names_a_degraded_worker(tmp_path: Path) -> None:
     pool = _workers(tmp_path, [0.0, -1.0])
     await pool.start()
@@ -180,21 +165,6 @@ async def test_healthz_is_503_only_while_no_worker_serves(state: str, status: in
         answer = await client.get("/healthz")
         assert answer.status == status
         assert (await answer.json())["status"] == state
-
-
-def test_workers_start_where_a_stopped_gateway_left_connections_in_time_wait(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        port = listener.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)) as client:
-            served, _ = listener.accept()
-            served.close()  # the server's side closes first: its end waits in TIME_WAIT
-            client.recv(1)
-    check_listeners(Config(data_dir=tmp_path, proxy_listen=HostPort("127.0.0.1", port)))
 
 
 REQUESTS = ("gateway_requests", (("mode", "regular"), ("device", "unidentified")))
