@@ -8,7 +8,7 @@ hands that module an ``asyncio`` whose ``start_server`` sets ``reuse_port=True``
 else changes: the rest of asyncio, and every other module, are untouched. A socket can join a
 port only if every socket on it set ``SO_REUSEPORT`` and (Linux) belongs to the same user, so
 another user's process cannot steal connections. UDP listeners (WireGuard) are bound by
-mitmproxy_rs without it: workers refuse WireGuard modes (``proxy/workers.py``).
+mitmproxy_rs without it: workers refuse WireGuard modes (``proxy/worker_launch.py``).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def register(commands: Any) -> None:
     )
     for option in shared.DATA_PLANE:
         option.add(parser)
-    shared.PUBLIC_URL.add(parser, note="and in enrollment tokens")
+    shared.PUBLIC_URL.add(parser, note="also in enrollment tokens")
     parser.add_argument(
         "--workers",
         type=int,

@@ -48,4 +48,4 @@ def test_every_command_declares_a_shared_option_alike(command: str, action: argp
     option = SHARED[action.option_strings[0]]
     assert action.help is not None and action.help.startswith(option.help), (command, action.help)
     for setting in ("metavar", "type", "choices"):
-        assert getattr(action, setting) == option.settings.get(setting), (command, setting)
+        assert getattr(action, setting) == getattr(option, setting), (command, setting)
