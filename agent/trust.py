@@ -79,6 +79,7 @@ STORES_PATH = "/agent/trust_stores"
 MAX_ERROR_CHARS = 1000  # the server's limits (proxy/services/device_trust.py)
 MAX_STORE_CHARS = 4096
 NO_NSS_ON_WINDOWS = "NSS databases are not kept on Windows (certutil.exe there is Microsoft's, not NSS's)"
+WINDOWS_USER_STORE = "windows:CurrentUser\\Root"  # as the server names it (proxy/services/device_trust.py)
 DRY_RUN_SYSTEM = (
     "not covered by --dry-run (it writes files and runs update-ca-certificates itself): "
     "try the sync in a sandbox with --root DIR"
@@ -199,10 +200,10 @@ class StoreReport:
 
     @property
     def reportable(self) -> bool:
-        """A name the server takes: ``system``, or ``nss:`` and an absolute path without control
-        characters (a misconfigured relative directory, or the Windows user's Root store, which
-        the server has no name for, is shown here, not sent)."""
-        if self.wire_store == "system":
+        """A name the server takes: ``system``, ``windows:CurrentUser\\Root`` (the Windows user's
+        Root store), or ``nss:`` and an absolute path without control characters (a
+        misconfigured relative directory is shown here, not sent)."""
+        if self.wire_store in ("system", WINDOWS_USER_STORE):
             return True
         path = self.store.removeprefix("nss:")
         return (self.store.startswith("nss:/") and len(self.store) <= MAX_STORE_CHARS

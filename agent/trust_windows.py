@@ -45,8 +45,8 @@ class WindowsRootStore:
     def __init__(self, location: str, runner: Runner) -> None:
         self.store = CertStore(location, ROOT, runner)
         self.key = self.name = f"{STORE_PREFIX}{self.store.path}"
-        # the server names stores "system" or "nss:/...": the machine's Root store is the
-        # system's; the user's has no name there and is shown locally only
+        # the machine's Root store is the server's "system" store; the user's is reported by its
+        # own name (windows:CurrentUser\Root)
         self.reported_as = "system" if location == "LocalMachine" else ""
 
     def __repr__(self) -> str:

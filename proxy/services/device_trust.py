@@ -59,8 +59,11 @@ MAX_STORES: Final = 64
 MAX_INSTALLED: Final = 256  # fingerprints per store
 MAX_STORE_CHARS: Final = 4096
 MAX_ERROR_CHARS: Final = 1000  # the agent cuts its errors to as much
-SYSTEM: Final = "system"
+SYSTEM: Final = (
+    "system"  # the platform's system store (Linux, macOS System keychain, Windows LocalMachine\Root)
+)
 NSS: Final = "nss:"
+WINDOWS_USER: Final = "windows:CurrentUser\\Root"  # the Windows user's Root store (the agent's --user)
 STORE_FIELDS: Final = frozenset({"store", "installed", "error"})
 _FINGERPRINT = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31}")
 
@@ -124,7 +127,7 @@ def _entry(item: object, where: str) -> TrustStoreEntry:
 
 
 def _store(value: object, where: str) -> str:
-    expected = '"system" or "nss:" followed by the NSS database\'s absolute path'
+    expected = f'"system", "nss:" followed by the NSS database\'s absolute path, or "{WINDOWS_USER}"'
     if value is None:
         raise InvalidInput(where, f"required: {expected}")
     if not isinstance(value, str):
@@ -133,7 +136,7 @@ def _store(value: object, where: str) -> str:
         raise InvalidInput(where, f"at most {MAX_STORE_CHARS} characters, got {len(value)}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidInput(where, "holds control characters")
-    if value == SYSTEM:
+    if value in (SYSTEM, WINDOWS_USER):
         return value
     path = value.removeprefix(NSS)
     if value.startswith(NSS) and path.startswith("/") and len(path) > 1:

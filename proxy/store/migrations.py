@@ -351,6 +351,39 @@ _V9 = (
     ) WITHOUT ROWID""",
 )
 
+# The Windows user's Root store gets a name in trust reports (`windows:CurrentUser\Root`, the
+# agent's `--user`): the agent installs roots there, and a report must say so. The platforms'
+# system stores (Linux's, the macOS System keychain, Windows' LocalMachine\Root) stay `system`.
+# SQLite cannot change a CHECK in place: the stores table is made again under a new name and
+# renamed, its installed fingerprints copied aside and back (dropping the stores table with
+# them in place would cascade to them).
+_V10 = (
+    """CREATE TABLE device_trust_installed_copy (
+        device_id TEXT NOT NULL,
+        store TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (device_id, store, fingerprint)
+    ) WITHOUT ROWID""",
+    "INSERT INTO device_trust_installed_copy SELECT device_id, store, fingerprint FROM device_trust_installed",
+    "DROP TABLE device_trust_installed",
+    """CREATE TABLE device_trust_stores_v10 (
+        device_id TEXT NOT NULL REFERENCES device_trust_reports(device_id) ON DELETE CASCADE,
+        store TEXT NOT NULL CHECK (
+            store = 'system' OR store GLOB 'nss:/?*' OR store = 'windows:CurrentUser\\Root'
+        ),
+        position INTEGER NOT NULL CHECK (position >= 0),
+        error TEXT NOT NULL,
+        PRIMARY KEY (device_id, store),
+        UNIQUE (device_id, position)
+    ) WITHOUT ROWID""",
+    "INSERT INTO device_trust_stores_v10 SELECT device_id, store, position, error FROM device_trust_stores",
+    "DROP TABLE device_trust_stores",
+    "ALTER TABLE device_trust_stores_v10 RENAME TO device_trust_stores",
+    _V4[2],  # device_trust_installed, as version 4 made it
+    "INSERT INTO device_trust_installed SELECT device_id, store, fingerprint FROM device_trust_installed_copy",
+    "DROP TABLE device_trust_installed_copy",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
@@ -361,6 +394,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "WireGuard tunnels: a port, an address and key pairs per device", _V7),
     Migration(8, "Gateway lists and their items", _V8),
     Migration(9, "CA rotations and their steps", _V9),
+    Migration(10, "device trust stores: the Windows user's Root store has a name", _V10),
 )
 
 

@@ -210,7 +210,7 @@ def test_recorded_macos_and_windows_have_no_default_nss_stores(tmp_path: Path) -
     assert build_stores(StoreOptions(system=False), host=Host("windows", FakePowerShell())) == []
 
 
-def test_recorded_platform_system_store_is_reported_as_system_and_the_user_root_store_not_at_all() -> None:
+def test_recorded_platform_system_store_is_reported_as_system_and_the_user_root_store_by_its_name() -> None:
     reports = sync(
         build_stores(StoreOptions(user=True), host=Host("windows", FakePowerShell())),
         listed(CA),
@@ -218,7 +218,7 @@ def test_recorded_platform_system_store_is_reported_as_system_and_the_user_root_
     )
     assert [(r.reportable, r.wire()["store"]) for r in reports.values()] == [
         (True, "system"),
-        (False, USER_ROOT),
+        (True, USER_ROOT),
     ]
     (keychain,) = sync(
         [KeychainStore(FakeSecurity({SYSTEM_KEYCHAIN: []}))], listed(CA), Ledger(None)

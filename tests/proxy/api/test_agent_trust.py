@@ -168,7 +168,7 @@ async def _refused_logged(client: Client, lab: Lab, device_id: str) -> str:
         ('{"stores": null}', 400, 1002, "stores: must be an array of stores, got null"),
         ('{"stores": [], "device": "x"}', 400, 1002, "device: unknown field (accepted: stores)"),
         ('{"stores": [{"store": "C:\\\\certs", "installed": []}]}', 400, 1002,
-         "stores[0].store: must be \"system\" or \"nss:\" followed by the NSS database's absolute path, got 'C:\\\\certs'"),
+         "stores[0].store: must be \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\", got 'C:\\\\certs'"),
         ('{"stores": [{"store": "system", "installed": ["sha256"]}]}', 400, 1002,
          "stores[0].installed[0]: must be a SHA-256 fingerprint as 32 colon-separated hex bytes, got 'sha256'"),
         ('{"stores": [{"store": "system", "installed": [], "error": 0}]}', 400, 1002,

@@ -53,11 +53,13 @@ def test_a_report_is_normalized() -> None:
         {"store": "system", "installed": [FP_A.lower(), FP_A, FP_B.lower()], "error": ""},
         {"store": NSS, "installed": []},
         {"store": "nss:/etc/pki/nssdb", "installed": [], "error": "no NSS database here"},
+        {"store": "windows:CurrentUser\\Root", "installed": [FP_B]},
     ]}  # fmt: skip
     assert parse_report(body) == [
         entry("system", FP_A, FP_B),  # upper case, each once, in order
         entry(NSS),  # error defaults to ""
         entry("nss:/etc/pki/nssdb", error="no NSS database here"),
+        entry("windows:CurrentUser\\Root", FP_B),  # the Windows user's Root store (agent --user)
     ]
     assert parse_report({"stores": []}) == []  # every store switched off: still a report
 
@@ -74,15 +76,17 @@ LONG = "x" * 1001
         ({"stores": [{"store": "system", "installed": []}] * 65}, "stores", "at most 64 stores per report, got 65"),
         ({"stores": ["system"]}, "stores[0]", "must be an object {store, installed, error}, got a string"),
         ({"stores": [{"installed": []}]}, "stores[0].store",
-         "required: \"system\" or \"nss:\" followed by the NSS database's absolute path"),
+         "required: \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\""),
         ({"stores": [{"store": 7, "installed": []}]}, "stores[0].store",
-         "must be \"system\" or \"nss:\" followed by the NSS database's absolute path, got a number"),
+         "must be \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\", got a number"),
         ({"stores": [{"store": "nss:relative/db", "installed": []}]}, "stores[0].store",
-         "must be \"system\" or \"nss:\" followed by the NSS database's absolute path, got 'nss:relative/db'"),
+         "must be \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\", got 'nss:relative/db'"),
         ({"stores": [{"store": "nss:/", "installed": []}]}, "stores[0].store",
-         "must be \"system\" or \"nss:\" followed by the NSS database's absolute path, got 'nss:/'"),
+         "must be \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\", got 'nss:/'"),
         ({"stores": [{"store": "System", "installed": []}]}, "stores[0].store",
-         "must be \"system\" or \"nss:\" followed by the NSS database's absolute path, got 'System'"),
+         "must be \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\", got 'System'"),
+        ({"stores": [{"store": "windows:LocalMachine\\Root", "installed": []}]}, "stores[0].store",
+         "must be \"system\", \"nss:\" followed by the NSS database's absolute path, or \"windows:CurrentUser\\Root\", got 'windows:LocalMachine\\\\Root'"),
         ({"stores": [{"store": "nss:/a\nb", "installed": []}]}, "stores[0].store", "holds control characters"),
         ({"stores": [{"store": "nss:/" + "d" * 4096, "installed": []}]}, "stores[0].store",
          "at most 4096 characters, got 4101"),
@@ -120,7 +124,7 @@ def test_a_bad_report_names_the_field(body: dict[str, Any], field: str, message:
 def test_the_schema_checks_the_store_name_and_fingerprint_again(lab: Lab) -> None:
     device, _ = lab.enroll()
     reports = lab.gateway.store.trust_reports
-    for bad in (entry("nss:relative"), entry("system", "AA:BB")):
+    for bad in (entry("nss:relative"), entry("system", "AA:BB"), entry("windows:LocalMachine\\Root")):
         with pytest.raises(INTEGRITY_ERRORS):
             reports.replace(device.id, [bad], lab.now)
     assert reports.for_device(device.id) is None  # each attempt rolled back whole

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from certs.lifecycle import BindingStatus
-from proxy.store import Account, CertificateKind, CertificateRecord, Store, StoreError
-from proxy.store.database import INTEGRITY_ERRORS
+from proxy.store import Account, CertificateKind, CertificateRecord, Store, StoreError, TrustStoreEntry
+from proxy.store.database import INTEGRITY_ERRORS, to_db
 from proxy.store.devices import insert_rows
 from proxy.store.migrations import MIGRATIONS, Migration, migrate
 from proxy.store.store import open_database
@@ -108,6 +108,43 @@ def test_a_new_migration_applies_once(store_url: str, clock: FakeClock) -> None:
     assert migrate(db, clock(), extra) == extra[-1].version
     assert migrate(db, clock(), extra) == extra[-1].version
     db.close()
+
+
+def test_trust_reports_survive_the_migration_that_names_the_windows_user_store(
+    store_url: str, clock: FakeClock
+) -> None:
+    db = open_database(store_url)
+    assert migrate(db, clock(), MIGRATIONS[:9]) == 9
+    fingerprint = ":".join(["AB"] * 32)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO accounts VALUES (?, ?, ?)", (ACCOUNT.id, ACCOUNT.name, to_db(START)))
+        conn.execute(
+            "INSERT INTO devices VALUES (?, ?, ?, 'pc', 'windows', '11', 'S1', 'pc', 'a@b.c', '', ?, ?, ?)",
+            ("d1", ACCOUNT.id, b"s" * 32, to_db(START), to_db(START), to_db(START)),
+        )
+        conn.execute("INSERT INTO device_trust_reports VALUES ('d1', ?)", (to_db(START),))
+        conn.execute("INSERT INTO device_trust_stores VALUES ('d1', 'system', 0, '')")
+        conn.execute("INSERT INTO device_trust_stores VALUES ('d1', 'nss:/home/a/.pki/nssdb', 1, 'x')")
+        conn.execute("INSERT INTO device_trust_installed VALUES ('d1', 'system', ?)", (fingerprint,))
+    assert migrate(db, clock()) == MIGRATIONS[-1].version
+    db.close()
+    store = Store.open(store_url)
+    try:
+        report = store.trust_reports.for_device("d1")
+        assert report is not None
+        assert [(s.store, s.installed, s.error) for s in report.stores] == [
+            ("system", (fingerprint,), ""),
+            ("nss:/home/a/.pki/nssdb", (), "x"),
+        ]
+        user = TrustStoreEntry("windows:CurrentUser\\Root", (fingerprint,), "")
+        store.trust_reports.replace("d1", [user], START)  # the new name is taken
+        report = store.trust_reports.for_device("d1")
+        assert report is not None and [s.store for s in report.stores] == ["windows:CurrentUser\\Root"]
+        for bad in ("windows:LocalMachine\\Root", "keychain:/Library/Keychains/System.keychain"):
+            with pytest.raises(INTEGRITY_ERRORS):  # the platforms' system stores are "system"
+                store.trust_reports.replace("d1", [TrustStoreEntry(bad, (), "")], START)
+    finally:
+        store.close()
 
 
 def test_newer_schema_is_refused(store_url: str, clock: FakeClock) -> None:
