@@ -201,14 +201,17 @@ async def test_recorded_windows_device_proves_in_place_and_syncs_the_machine_roo
     }
 
     # not elevated, with the user's Root store too: the machine store says what to do, the
-    # user's store takes the root (shown, not reported: the server has no name for it)
+    # user's store takes the root, and the server is told so (by that store's own name)
     root_fp = fingerprint(server_root(await server.admin("GET", f"/accounts/{account}/gateway/certificates")))
     assert await agent("sync-ca", "--state", str(state), "--user") == 3
     out = capsys.readouterr().out
     assert "leave the machine store out with --no-system" in out
     assert "windows:CurrentUser\\Root" in out
     stores = (await server.admin("GET", f"/accounts/{account}/devices/{device_id}"))["trust_stores"]
-    assert [(s["store"], s["installed"]) for s in stores] == [("system", [])]
+    assert [(s["store"], s["installed"]) for s in stores] == [
+        ("system", []),
+        ("windows:CurrentUser\\Root", [root_fp]),
+    ]
     assert "Access is denied" in stores[0]["error"]
     shell.elevated = True
     assert await agent("sync-ca", "--state", str(state)) == 0
