@@ -143,8 +143,17 @@ def parse_object(raw: bytes, *, interruptible: bool = False) -> dict[str, Any]:
         raise ApiError(400, INVALID_JSON, "request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise ApiError(400, INVALID_JSON, f"request body must be a JSON object, got {type_name(value)}")
-    check_json_value(value)
+    if not _plainly_acceptable(raw):
+        check_json_value(value)
     return value
+
+
+def _plainly_acceptable(raw: bytes) -> bool:
+    """True when the text alone shows that :func:`check_json_value` would pass what it parsed
+    to: no ``\\u`` escape (strict UTF-8 text decodes to no lone surrogate, so only an escape
+    makes one) and at most ``MAX_DEPTH`` brackets (each level of nesting opens one). Two scans
+    in C, where the walk cost twice the parsing of an agent's report."""
+    return b"\\u" not in raw and raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH
 
 
 def check_json_value(value: object) -> None:

@@ -185,11 +185,11 @@ class Devices:
 
     def seen_many(self, sightings: Iterable[tuple[str, str, datetime]]) -> None:
         """Each ``(device id, ip, time)``: the device's last sighting."""
+        rows = [(to_db(now), ip, device_id) for device_id, ip, now in sightings]
+        if not rows:  # most group commits (a sighting is written once a minute per device)
+            return
         with writing(self._db) as conn:
-            conn.executemany(
-                "UPDATE devices SET last_seen = ?, ip = ? WHERE id = ?",
-                [(to_db(now), ip, device_id) for device_id, ip, now in sightings],
-            )
+            conn.executemany("UPDATE devices SET last_seen = ?, ip = ? WHERE id = ?", rows)
 
     def delete(self, device_id: str) -> None:
         with self._db.transaction() as conn:

@@ -169,6 +169,9 @@ class PgConnection:
         self._closed = False
         self._conn = connect(url)
         self.pinned = False  # in a transaction: a lost connection is not replaced silently
+        # staging tables of ``insert_rows`` this session has (a temporary table lives as long as
+        # its session); forgotten at every rollback and error, which may have undone a CREATE
+        self._staged: set[str] = set()
 
     @property
     def backend_pid(self) -> int:
@@ -196,6 +199,7 @@ class PgConnection:
             raise StoreUnavailable(reason or f"the database is unreachable: {redact(self._url)}; retrying")
         self._discard()
         self._conn = ready
+        self._staged.clear()
         logger.info("store: connected to %s again", redact(self._url))
         return ready
 
@@ -243,6 +247,8 @@ class PgConnection:
         return StoreUnavailable(f"the database failed: {_reason(error)}; retrying")
 
     def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        if sql.startswith("ROLLBACK"):  # ``ROLLBACK TO`` a savepoint may undo a staging table
+            self._staged.clear()
         query = to_postgres(sql)
         return self._run(lambda conn: conn.execute(query, parameters), retry=_reads(sql))
 
@@ -268,9 +274,12 @@ class PgConnection:
             conn = self._live()
             try:
                 return call(conn)
-            except psycopg.IntegrityError as e:
-                raise ConstraintViolation(_reason(e)) from e
-            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            except psycopg.Error as e:
+                self._staged.clear()  # the transaction that made a staging table may be lost
+                if isinstance(e, psycopg.IntegrityError):
+                    raise ConstraintViolation(_reason(e)) from e
+                if not isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
+                    raise
                 error = self._lost(e)
                 if attempt == 2 or not retry or self.pinned or not (conn.closed or conn.broken):
                     raise error from e
@@ -290,9 +299,11 @@ class PgConnection:
         target = table
         if suffix:
             target = f"stage_{table}"
-            self.execute_native(
-                f"CREATE TEMP TABLE IF NOT EXISTS {target} (LIKE {table}) ON COMMIT DELETE ROWS"
-            )
+            if target not in self._staged:  # a round trip less per group commit once made
+                self.execute_native(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {target} (LIKE {table}) ON COMMIT DELETE ROWS"
+                )
+                self._staged.add(target)
 
         def copy(conn: psycopg.Connection[Any]) -> Cursor:
             cursor = conn.cursor()
@@ -307,6 +318,10 @@ class PgConnection:
                 f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {target}{to_postgres(suffix)};"
                 f" DELETE FROM {target}"
             )
+
+    def forget_staged(self) -> None:
+        """The transaction is rolled back: a staging table made in it is gone."""
+        self._staged.clear()
 
     @property
     def in_transaction(self) -> bool:
@@ -375,6 +390,7 @@ class PostgresDatabase(Database):
 
     def _rollback(self) -> None:
         self._pg.pinned = False
+        self._pg.forget_staged()
         if self._pg.in_transaction:
             try:
                 self._pg.execute_native("ROLLBACK")

@@ -274,3 +274,27 @@ def test_reconnecting_to_a_silent_server_never_blocks_the_caller(pg_url: str) ->
                 store.accounts.list()
             assert time.monotonic() - started < 1.5
         store.close()
+
+
+def test_a_staging_table_undone_by_a_rollback_is_made_again(pg_url: str) -> None:
+    from proxy.store.devices import insert_rows
+    from proxy.store.postgres import PostgresDatabase
+
+    db = PostgresDatabase.connect(pg_url)
+    statement, upsert = "INSERT INTO t (k, v) VALUES", " ON CONFLICT (k) DO UPDATE SET v = excluded.v"
+    try:
+        db.connection.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID")
+        with pytest.raises(RuntimeError), db.transaction() as conn:  # makes the staging table...
+            insert_rows(conn, statement, [("a", "1")], suffix=upsert)
+            raise RuntimeError("...and rolls it back")
+        with db.transaction() as conn:
+            with pytest.raises(RuntimeError), db.transaction():  # a savepoint: the same
+                insert_rows(conn, statement, [("a", "2")], suffix=upsert)
+                raise RuntimeError("rolled back to the savepoint")
+            insert_rows(conn, statement, [("a", "3"), ("b", "3")], suffix=upsert)
+        with db.transaction() as conn:  # made once per session, then only used
+            insert_rows(conn, statement, [("b", "4")], suffix=upsert)
+        rows = db.connection.execute("SELECT k, v FROM t ORDER BY k").fetchall()
+        assert [tuple(row) for row in rows] == [("a", "3"), ("b", "4")]
+    finally:
+        db.close()
