@@ -53,25 +53,29 @@ def writing(db: Database) -> Iterator[Connection]:
 
 def insert_rows(
     conn: Connection, statement: str, rows: Sequence[tuple[object, ...]], *, suffix: str = ""
-) -> None:
+) -> list[Row]:
     """``statement`` (``INSERT ... VALUES``, then ``suffix``) for every row, as multi-row
-    statements of at most
-    ``_MAX_VARIABLES`` host parameters. SQLite runs each in one step, so Python's sqlite3 lets go
-    of the GIL once per statement rather than once per row as ``executemany`` does: in the
-    group-commit thread every hand-back of the GIL waits for the busy event loop."""
+    statements of at most ``_MAX_VARIABLES`` host parameters; the rows a ``RETURNING`` in
+    ``suffix`` gives. SQLite runs each in one step, so Python's sqlite3 lets go of the GIL once
+    per statement rather than once per row as ``executemany`` does: in the group-commit thread
+    every hand-back of the GIL waits for the busy event loop."""
     if not rows:
-        return
+        return []
     bulk = getattr(conn, "insert_rows", None)  # PostgreSQL: COPY (``postgres.PgConnection``)
     if bulk is not None:
-        bulk(statement, rows, suffix)
-        return
+        copied: list[Row] = bulk(statement, rows, suffix)
+        return copied
     width = len(rows[0])
     group = "(" + ", ".join("?" * width) + ")"
     per = max(1, _MAX_VARIABLES // width)
+    returned: list[Row] = []
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
         values = [value for row in chunk for value in row]
-        conn.execute(f"{statement} {', '.join([group] * len(chunk))}{suffix}", values)
+        cursor = conn.execute(f"{statement} {', '.join([group] * len(chunk))}{suffix}", values)
+        if "RETURNING" in suffix:
+            returned.extend(cursor.fetchall())
+    return returned
 
 
 def _maybe(text: str | None) -> datetime | None:
@@ -283,26 +287,20 @@ class Nonces:
 
     def claim_many(self, nonces: Iterable[Nonce]) -> set[bytes]:
         """Record every nonce not redeemed before (the first of equal ones); the set of those
-        recorded. Two statements for any number: a look-up and an insert. Call it inside a
-        write transaction (``BEGIN IMMEDIATE``), so that no other writer claims in between."""
+        recorded. One insert-or-ignore for any number (``RETURNING`` says which went in): of two
+        transactions racing with one nonce, exactly one claims it."""
         fresh: dict[bytes, Nonce] = {}
         for nonce in nonces:
             fresh.setdefault(nonce.nonce, nonce)
-        conn = self._db.connection
-        keys = list(fresh)
-        for start in range(0, len(keys), _MAX_VARIABLES):
-            chunk = keys[start : start + _MAX_VARIABLES]
-            marks = ", ".join("?" * len(chunk))
-            for (used,) in conn.execute(f"SELECT nonce FROM posture_nonces WHERE nonce IN ({marks})", chunk):
-                del fresh[bytes(used)]
         with writing(self._db) as conn:
-            insert_rows(
+            claimed = insert_rows(
                 conn,
                 "INSERT INTO posture_nonces (nonce, device_id, issued_at, expires_at, used_at) VALUES",
                 [(n.nonce, n.device_id, to_db(n.issued_at), to_db(n.expires_at),
                   to_db(n.used_at or n.issued_at)) for n in fresh.values()],
+                suffix=" ON CONFLICT DO NOTHING RETURNING nonce",
             )  # fmt: skip
-        return set(fresh)
+        return {bytes(row[0]) for row in claimed}
 
     def delete_expired(self, before: datetime) -> int:
         with writing(self._db) as conn:

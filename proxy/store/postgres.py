@@ -285,11 +285,12 @@ class PgConnection:
                     raise error from e
         raise AssertionError("unreachable")
 
-    def insert_rows(self, statement: str, rows: Sequence[tuple[object, ...]], suffix: str) -> None:
+    def insert_rows(self, statement: str, rows: Sequence[tuple[object, ...]], suffix: str) -> list[Any]:
         """``devices.insert_rows`` on PostgreSQL: the rows go by COPY, which costs a tenth of
         the CPU of a multi-row INSERT through psycopg (posture ingest writes thousands a
-        second); with ``suffix`` (``ON CONFLICT ...``) they are copied to a temporary table
-        first and inserted from there with it. Inside the caller's transaction."""
+        second); with ``suffix`` (``ON CONFLICT ...``, ``RETURNING ...``) they are copied to a
+        temporary table first and inserted from there with it. Inside the caller's transaction;
+        the rows ``RETURNING`` gives."""
         match = _INSERT.fullmatch(statement.strip())
         if match is None:
             raise ValueError(
@@ -313,11 +314,13 @@ class PgConnection:
             return cursor
 
         self._run(copy, retry=False)
-        if suffix:
-            self.execute_native(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {target}{to_postgres(suffix)};"
-                f" DELETE FROM {target}"
-            )
+        if not suffix:
+            return []
+        cursor = self.execute_native(  # the cursor holds the first statement's rows
+            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {target}{to_postgres(suffix)};"
+            f" DELETE FROM {target}"
+        )
+        return cursor.fetchall() if "RETURNING" in suffix else []
 
     def forget_staged(self) -> None:
         """The transaction is rolled back: a staging table made in it is gone."""
