@@ -25,6 +25,9 @@ queues one item, and the batch's ``apply`` gets every item queued for it in the 
 at once, so that it writes them with a few ``executemany`` statements instead of a savepoint and
 several statements per request. When ``apply`` raises, its savepoint is rolled back and each item
 is applied again alone, in a savepoint of its own: only the item that fails gets the exception.
+A transaction that holds one batch's items and nothing else (the common case) needs no savepoint
+for it: when ``apply`` raises, that transaction is rolled back and the items are applied alone
+in the next (two statements fewer per commit: two round trips on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -128,6 +131,12 @@ class GroupCommit:
     def _commit(self, jobs: list[Job | _Item], store: Store | None = None) -> list[Outcome]:
         store = store or self._writer
         assert store is not None
+        first = jobs[0] if jobs else None
+        if isinstance(first, _Item) and all(isinstance(j, _Item) and j.batch is first.batch for j in jobs):
+            alone = self._commit_batch(first.batch, [j.item for j in jobs], store)  # type: ignore[union-attr]
+            self.commits += 1
+            self.jobs += len(jobs)
+            return alone
         outcomes: list[Outcome | None] = [None] * len(jobs)
         batches: dict[Batch[Any, Any], list[int]] = {}
         with store.transaction():
@@ -146,12 +155,25 @@ class GroupCommit:
         return outcomes  # type: ignore[return-value]
 
     @classmethod
+    def _commit_batch(cls, batch: Batch[Any, Any], items: list[Any], store: Store) -> list[Outcome]:
+        """A transaction of one batch's items only (the common case: every report queued while
+        the last one committed): the transaction is the batch's savepoint, which saves two
+        statements (two round trips on PostgreSQL). When ``apply`` raises, the transaction is
+        rolled back and the items are applied one by one in the next, as :meth:`_apply` does."""
+        try:
+            with store.transaction():
+                values = _values(batch, items, store)
+        except Exception:  # noqa: BLE001 -- some item is at fault (rolled back): find which, alone
+            logger.debug("batch %s of %d items failed: applying them one by one", batch.name, len(items))
+            with store.transaction():
+                return [cls._one(_alone(batch, item), store) for item in items]
+        return [(value, None) for value in values]
+
+    @classmethod
     def _apply(cls, batch: Batch[Any, Any], items: list[Any], store: Store) -> list[Outcome]:
         try:
             with store.transaction():
-                values = batch.apply(store, items)
-                if len(values) != len(items):
-                    raise RuntimeError(f"batch {batch.name}: {len(values)} values for {len(items)} items")
+                values = _values(batch, items, store)
         except Exception:  # noqa: BLE001 -- some item is at fault (rolled back): find which, alone
             logger.debug("batch %s of %d items failed: applying them one by one", batch.name, len(items))
             return [cls._one(_alone(batch, item), store) for item in items]
@@ -164,6 +186,13 @@ class GroupCommit:
                 return job(store), None
         except Exception as e:  # noqa: BLE001 -- handed to the job's request, which raises it
             return None, e
+
+
+def _values(batch: Batch[Any, Any], items: list[Any], store: Store) -> list[Any]:
+    values = batch.apply(store, items)
+    if len(values) != len(items):
+        raise RuntimeError(f"batch {batch.name}: {len(values)} values for {len(items)} items")
+    return values
 
 
 def _alone(batch: Batch[Any, Any], item: Any) -> Job:

@@ -17,7 +17,7 @@ from proxy.services.device_writer import Batch
 from proxy.services.devices import DeviceService, Unauthenticated
 from proxy.services.errors import InvalidInput, NotFound, Refused
 from proxy.services.posture_verify import Report
-from proxy.store import LogQuery, Outcome, Store
+from proxy.store import LogQuery, Outcome, PostureLogEntry, Store
 from tests.support.clock import FakeClock
 from tests.support.devices import EMAIL, Lab, make_lab, pem, rule_body, token_secret
 from tests.support.server import Gateway
@@ -287,6 +287,58 @@ async def test_a_batch_item_that_fails_is_applied_again_alone(lab: Lab) -> None:
     assert isinstance(results[1], ValueError) and str(results[1]) == "bad item"
     assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
     assert writer.commits - before == 1
+
+
+def _logging_batch(lab: Lab, calls: list[list[str]]) -> Batch[str, str]:
+    """A batch that writes a posture-log entry per item, then fails when an item is "bad"."""
+
+    def apply(store: Store, items: list[str]) -> list[str]:
+        calls.append(list(items))
+        store.posture_logs.add(
+            PostureLogEntry(account_id=lab.account, device_id="d", rule_id=item, rule_name="",
+                            outcome=Outcome.REFUSED, verified=False, reason="test", at=lab.now)
+            for item in items
+        )  # fmt: skip
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [f"{item}!" for item in items]
+
+    return Batch("logging", apply)
+
+
+def _logged(lab: Lab) -> list[str]:
+    entries, _ = lab.service.logs(LogQuery(lab.account), offset=0, limit=100)
+    return sorted(e.rule_id for e in entries if e.reason == "test")
+
+
+async def test_a_failed_batch_writes_only_its_good_items_once(lab: Lab) -> None:
+    """One batch alone in its transaction (no savepoint): the failure rolls the whole
+    transaction back, then each item is applied alone in the next."""
+    calls: list[list[str]] = []
+    batch = _logging_batch(lab, calls)
+    results = await asyncio.gather(
+        *(lab.service.writer.add(batch, i) for i in ("a", "bad", "c")), return_exceptions=True
+    )
+    assert results[0] == "a!" and results[2] == "c!" and isinstance(results[1], ValueError)
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    assert _logged(lab) == ["a", "c"]
+
+
+async def test_a_failed_batch_beside_another_job_keeps_that_job(lab: Lab) -> None:
+    """A batch sharing its transaction with other work fails inside its own savepoint."""
+    calls: list[list[str]] = []
+    batch = _logging_batch(lab, calls)
+    entry = PostureLogEntry(account_id=lab.account, device_id="d", rule_id="job", rule_name="",
+                            outcome=Outcome.REFUSED, verified=False, reason="test", at=lab.now)  # fmt: skip
+    writer = lab.service.writer
+    results = await asyncio.gather(
+        writer.run(lambda store: store.posture_logs.add([entry])),
+        *(writer.add(batch, i) for i in ("a", "bad")),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[1] == "a!" and isinstance(results[2], ValueError)
+    assert calls == [["a", "bad"], ["a"], ["bad"]]
+    assert _logged(lab) == ["a", "job"]
 
 
 async def test_reports_of_many_devices_are_written_together(lab: Lab) -> None:
