@@ -95,8 +95,10 @@ def counting_origin(origin: Origin, tmp_path: Path) -> Iterator[CountingOrigin]:
     thread = threading.Thread(target=server.serve, daemon=True)
     thread.start()
     yield server
+    server.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a close alone does not, on Linux)
     server.sock.close()
     thread.join(timeout=10)
+    assert not thread.is_alive(), "the origin's accept loop did not end"
 
 
 def _sans(leaf: x509.Certificate) -> list[str]:
