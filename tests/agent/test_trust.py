@@ -147,6 +147,21 @@ OTHER = make_ca("Gateway Root B")
         (None, _cert(ca=True, key_cert_sign=None), "not a CA: no keyUsage extension (keyCertSign required)"),
         (None, _cert(ca=True, key_cert_sign=False), "not a CA: keyUsage lacks keyCertSign"),
     ],
+    # named, not from the values: the CAs are made at import, so fingerprints and PEMs differ in
+    # every process (pytest-xdist's workers must collect the same test ids)
+    ids=[
+        "listed",
+        "listed-lowercase-no-colons",
+        "another-fingerprint",
+        "not-a-digest",
+        "no-pem",
+        "pem-not-a-certificate",
+        "two-certificates",
+        "leaf",
+        "no-basic-constraints",
+        "no-key-usage",
+        "no-key-cert-sign",
+    ],
 )
 def test_only_a_ca_matching_its_listed_fingerprint_may_be_installed(
     listed_fp: str | None, pem: Any, reason: str
