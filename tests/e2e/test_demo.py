@@ -7,9 +7,11 @@ every child gone and the directory emptied; a second run in the same directory w
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -86,10 +88,33 @@ def stop_demo(demo: Demo) -> int | None:
     return tools.stop(demo.proc, sig=signal.SIGINT, timeout=30)
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel picks for outgoing connections (and for bind to port 0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    """Free as `gateway demo` checks it: bind on loopback with SO_REUSEADDR (TIME_WAIT is free)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_base() -> int:
-    for _ in range(50):
-        base = tools.free_port()
-        if base < 65000 and all(tools.wait_for_port(base + i, timeout=0) is False for i in range(4)):
+    """Four free ports in a row below the ephemeral range: no client socket of this run (nor of
+    a parallel test process) is given one of them as its source port while the demo is down
+    between its two starts, as happens to ports handed out by bind(0)."""
+    high = max(_ephemeral_low(), 12000) - 4
+    for _ in range(200):
+        base = random.randrange(10000, high)
+        if all(_bindable(base + i) for i in range(4)):
             return base
     raise RuntimeError("no four free ports in a row")
 
