@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -59,6 +60,42 @@ def cluster(
             gw.stop()
 
 
+def _stopped(pid: int) -> bool:
+    """The process is stopped (state T in /proc/PID/stat), not only sent SIGSTOP."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def _sqlite_write_lock_free(database: Path) -> bool:
+    """Nobody holds the write lock of the SQLite store: a write could start now."""
+    conn = sqlite3.connect(database, timeout=0)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+
+
+def _pause_outside_a_write(node: NodeProcess, gw: GatewayProcess) -> None:
+    """SIGSTOP `node` while it holds no write lock on a SQLite store. Stopped in the middle of a
+    write (its heartbeat), it would hold the whole database's lock for as long as it is stopped,
+    and the admin API's next write fails with "database is locked": not the live node that has
+    not loaded the CA yet which the test pauses it to be. (PostgreSQL locks rows, not the database.)"""
+    assert node.proc is not None
+    pid, database = node.proc.pid, gw.data_dir / "gateway.db"
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        assert wait_until(lambda: _stopped(pid), 5), f"{node.name} did not stop"
+        if not database.exists() or _sqlite_write_lock_free(database):
+            return
+        os.kill(pid, signal.SIGCONT)  # in a write: let it finish, then try again
+        time.sleep(0.05)
+    pytest.fail(f"{node.name} held the SQLite write lock at each of 50 pauses")
+
+
 def _wait_serving(node: NodeProcess) -> None:
     def healthy() -> bool:
         assert node.proc is not None
@@ -93,7 +130,7 @@ def test_three_nodes_follow_one_admin_plane(
         # Activation waits for every live node: node 3 paused (live, not loading) holds it back.
         # (Paused well within the heartbeat timeout: made first, the CA only needs activating.)
         created = c.zero_trust.gateway.certificates.create(account_id=account, validity_period_days=30)
-        os.kill(nodes[2].proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+        _pause_outside_a_write(nodes[2], gw)
         try:
             c.zero_trust.gateway.certificates.activate(created.id, account_id=account)
             held = wait_until(
