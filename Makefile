@@ -9,11 +9,19 @@ run: ## install into .venv and start the gateway on embedded defaults (./var, 12
 	@scripts/bootstrap
 	.venv/bin/gateway run $(ARGS)
 
+# `make test`'s parallel pass: pytest-xdist worker processes. More than the cores: most of a test's
+# time is spent waiting on the processes it started (tests/support/parallel.py).
+JOBS ?= 4
+
 test: ## install everything the tests need (pip and Debian packages), lint, and run the whole suite
 	@scripts/bootstrap test
 	@scripts/install-test-deps
 	@$(MAKE) --no-print-directory lint
-	.venv/bin/python -m pytest $(ARGS)
+	@status=0; \
+	set -x; \
+	.venv/bin/python -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder --serial-tests=without $(ARGS) || status=1; \
+	.venv/bin/python -m pytest --serial-tests=only $(ARGS) || status=1; \
+	exit $$status
 
 lint: ## mypy strict on every package, ruff lint + format check, the layering test
 	@scripts/bootstrap test

@@ -5,7 +5,7 @@ import os
 
 from hypothesis import settings
 
-pytest_plugins = ["tests.support.fixtures"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.parallel"]
 
 # In CI, property tests run the same examples every time: a red CI then always means a change,
 # never the luck of the draw (locally they keep exploring new examples).

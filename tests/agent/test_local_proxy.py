@@ -209,6 +209,7 @@ async def test_connect_tunnels_bytes_both_ways(gateway: StandIn, local: int) -> 
     assert gateway.seen[-1][b"proxy-authorization"] == AUTH.encode()
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 @pytest.mark.parametrize(("accept", "kind"), [("text/html", "text/html"), ("*/*", "text/plain")])
 async def test_gateway_down_is_502_naming_it_at_once(accept: str, kind: str) -> None:
     down = StandIn()

@@ -632,6 +632,7 @@ def test_unterminated_blocks_do_not_hide_the_next(pki: Pki) -> None:
     assert load_candidates(text.decode()) == [(cert, None)]
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 def test_many_unterminated_blocks_are_read_in_linear_time() -> None:
     import time
 

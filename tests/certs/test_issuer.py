@@ -352,6 +352,7 @@ def test_concurrent_callers_all_get_valid_leaves(ca: CertificateAuthority) -> No
     assert info.hits + info.misses == 400 and info.size <= 50
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 def test_issuing_is_fast(ca: CertificateAuthority) -> None:
     """Loose guard (real figures: bench or the report): new hosts well under 1 ms each."""
     issuer = LeafIssuer(ca, aia_url=AIA, crl_url=CRL)

@@ -557,6 +557,7 @@ def test_gateway_rule_allows_only_the_passing_device(lab: PostureLab) -> None:
 # --- 4. the certificate is removed ------------------------------------------------------------
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 def test_removed_certificate_blocks_after_the_next_report(lab: PostureLab) -> None:
     lab.report_passing()
     url = lab.origin.url("origin.test", "/removed")

@@ -74,6 +74,7 @@ async def test_sync_waits_for_every_ack(tmp_path: Path) -> None:
     assert all(w.process is not None and w.process.returncode is not None for w in pool.workers)
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 async def test_a_worker_that_does_not_answer_does_not_hold_the_call(tmp_path: Path) -> None:
     pool = _workers(tmp_path, [0.0, 30.0])
     await pool.start()

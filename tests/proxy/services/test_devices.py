@@ -229,6 +229,7 @@ async def test_subscribers_hear_of_every_stored_result(lab: Lab) -> None:
     assert calls == [1]
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 def test_cached_identity_costs_microseconds(lab: Lab) -> None:
     import time
 

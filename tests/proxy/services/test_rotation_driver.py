@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, cast
 
+import pytest
+
 from proxy.services.rotation_driver import RotationDriver
 from proxy.services.rotations import RotationService
 from tests.support.wait import wait_until_async
@@ -39,6 +41,7 @@ def driver(service: FakeService, **timing: timedelta) -> RotationDriver:
     return RotationDriver(cast(RotationService, service), **timing)
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 async def test_wake_ups_are_coalesced_to_one_round_per_min_gap() -> None:
     service = FakeService()
     loop = asyncio.get_running_loop()

@@ -256,6 +256,7 @@ def test_a_password_is_split_off_for_child_processes() -> None:
     assert split_password("var/gateway.db") == ("var/gateway.db", None)
 
 
+@pytest.mark.serial  # a tight time bound: runs alone (tests/support/parallel.py)
 def test_reconnecting_to_a_silent_server_never_blocks_the_caller(pg_url: str) -> None:
     """A server that accepts TCP and never answers (a black hole) holds a connection attempt for
     the whole connect timeout: that wait is the reconnecting thread's, not the caller's."""
