@@ -16,6 +16,9 @@ unit modules, not on one long module with the other workers idle."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 MARK = "serial"
@@ -32,6 +35,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # execnet starts the workers with SIGINT and SIGQUIT ignored, and an ignored signal stays
+        # ignored across exec: every process a test starts would ignore them too, and a test that
+        # stops one with SIGINT (Ctrl-C: `gateway demo`, `gateway logs --follow`) would wait for
+        # nothing. The worker takes Python's own defaults back, as a plain pytest run has them.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
     config.addinivalue_line(
         "markers", f"{MARK}: a tight time bound; `make test` runs it after the parallel pass, alone"
     )
