@@ -366,6 +366,7 @@ def test_nss_database_in_another_directory_is_not_a_trust_store(lab: PostureLab)
 # --- 2. enroll, check, report -------------------------------------------------------------------
 
 
+@pytest.mark.serial  # the PEM rule's 6 s pass, or a bound after it: runs alone (tests/support/parallel.py)
 def test_enroll_check_and_report_store_verified_passes(lab: PostureLab) -> None:
     agent = lab.agent
     saved = agent.saved()
@@ -601,6 +602,7 @@ def test_removed_certificate_blocks_after_the_next_report(lab: PostureLab) -> No
 # --- 5. an expired pass -----------------------------------------------------------------------
 
 
+@pytest.mark.serial  # the PEM rule's 6 s pass, or a bound after it: runs alone (tests/support/parallel.py)
 def test_an_expired_pass_counts_as_failed(lab: PostureLab) -> None:
     url = lab.origin.url("origin.test", "/expiry")
     rows = lab.report_passing()
@@ -640,6 +642,7 @@ def test_an_expired_pass_counts_as_failed(lab: PostureLab) -> None:
 # --- 6. Access decides with device posture and email ----------------------------------------------
 
 
+@pytest.mark.serial  # the PEM rule's 6 s pass, or a bound after it: runs alone (tests/support/parallel.py)
 def test_access_application_requires_the_nss_posture(lab: PostureLab) -> None:
     host = "app.origin.test"
     url = lab.origin.url(host, "/")
@@ -738,6 +741,7 @@ def _service_auth_by_certificate(lab: PostureLab, access: Any) -> None:
 # --- 7. bad input against the real process ------------------------------------------------------
 
 
+@pytest.mark.serial  # the PEM rule's 6 s pass, or a bound after it: runs alone (tests/support/parallel.py)
 def test_bad_agent_input_is_refused_never_500_never_a_pass(lab: PostureLab) -> None:
     with lab.gw.api() as api:  # a rule this (linux) device is not under
         made = api.post(
