@@ -115,6 +115,7 @@ def _signs_with(port: int, origin: Origin, host: str, ca_pem: str, bundle: Path)
     return issued_by(got.leaf, load_pem(ca_pem))
 
 
+@pytest.mark.serial  # a time bound (follow within 2 s, p99 ratio, counts per window): runs alone (tests/support/parallel.py)
 def test_three_nodes_follow_one_admin_plane(
     cluster: tuple[GatewayProcess, list[NodeProcess]], origin: Origin, tmp_path: Path
 ) -> None:

@@ -99,6 +99,7 @@ def _log_lines(gw: GatewayProcess) -> list[dict[str, Any]]:
     )
 
 
+@pytest.mark.serial  # a time bound (follow within 2 s, p99 ratio, counts per window): runs alone (tests/support/parallel.py)
 def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> None:
     gw: GatewayProcess = gateway_factory(workers=2)
     pids: set[int] = set()

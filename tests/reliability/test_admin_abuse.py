@@ -34,6 +34,7 @@ def policy_file(count: int) -> str:
     return str(yaml.safe_dump(rulegen.make(count), sort_keys=False, allow_unicode=True))
 
 
+@pytest.mark.serial  # a time bound (follow within 2 s, p99 ratio, counts per window): runs alone (tests/support/parallel.py)
 def test_proxy_p99_stays_bounded_under_admin_abuse(
     module_gateway: GatewayProcess, origin: Origin, tmp_path: Path
 ) -> None:
