@@ -13,7 +13,7 @@ Variants:
            even formats the request URL on every request with no mapping configured.
   stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
            index (the 'before' of that change).
-  asyncio-loop  the gateway on asyncio's own event loop instead of uvloop (the 'before').
+  uvloop   the gateway on uvloop's event loop (an experiment; needs uvloop installed).
   optimized  the gateway under ``python -O``.
 """
 
@@ -67,10 +67,16 @@ def stock_dispatch() -> None:
     IndexedAddonManager.trigger_event = AddonManager.trigger_event  # type: ignore[method-assign]
 
 
-def asyncio_loop() -> None:
-    """The gateway on asyncio's own event loop instead of uvloop (proxy/event_loop.py): the
-    'before' of that change."""
-    os.environ["GATEWAY_EVENT_LOOP"] = "asyncio"
+def uvloop_loop() -> None:
+    """The gateway on uvloop's event loop instead of asyncio's (needs ``.venv/bin/pip install
+    uvloop``; an experiment, not shipped: docs/performance.md, "Cheaper handshakes, second pass")."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        sys.exit("gateway_variant.py uvloop: uvloop is not installed (.venv/bin/pip install uvloop)")
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def optimized() -> None:
@@ -85,7 +91,7 @@ VARIANTS = {
     "pruned": pruned,
     "stock-tls": stock_tls,
     "stock-dispatch": stock_dispatch,
-    "asyncio-loop": asyncio_loop,
+    "uvloop": uvloop_loop,
 }
 
 

@@ -73,7 +73,6 @@ ROOTS = {
     "run (proxy/cli/run.py)",
     "serve (proxy/runtime.py)",
     "<module> (gateway)",
-    "run (proxy/event_loop.py)",
     "run (asyncio/runners.py)",
     "Runner.run (asyncio/runners.py)",
 }

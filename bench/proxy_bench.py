@@ -60,7 +60,7 @@ INTERLEAVE_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
-    "gateway-asyncio-loop",
+    "gateway-uvloop",
     "gateway-optimized",
     "gateway-w1",
     "gateway-w2",
@@ -79,7 +79,7 @@ VARIANT_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
-    "gateway-asyncio-loop",
+    "gateway-uvloop",
     "gateway-optimized",
 )
 

@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     # the server: everything but the agent
     "proxy": {
         "addons", "certs", "policies", "mitmproxy", "aiohttp", "cryptography", "yaml",
-        "prometheus_client", "OpenSSL", "certifi", "psycopg", "uvloop",
+        "prometheus_client", "OpenSSL", "certifi", "psycopg",
     },
 }  # fmt: skip
 FORBIDDEN: dict[str, set[str]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -63,8 +64,6 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy import event_loop
-    from proxy.config import ConfigError
     from proxy.demo.admin import AdminError
     from proxy.demo.children import ChildError
     from proxy.demo.lab import Lab
@@ -80,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         options = LabOptions(
             Layout(args.dir.absolute()), Ports(args.port_base), keep=args.keep, program=program
         )
-        return event_loop.run(Lab(options).run())
-    except (LayoutError, ChildError, AdminError, ConfigError) as e:
+        return asyncio.run(Lab(options).run())
+    except (LayoutError, ChildError, AdminError) as e:
         raise CliError(str(e)) from e
 
 

@@ -8,6 +8,7 @@ activated CA stays pending until every live node has loaded it (docs/scale.md).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 from datetime import timedelta
@@ -135,15 +136,11 @@ def options_from(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy import event_loop, node, runtime
+    from proxy import node, runtime
 
     options = options_from(args)
-    try:
-        event_loop.loop_name(os.environ)  # a bad GATEWAY_EVENT_LOOP is a usage error
-    except ConfigError as e:
-        raise CliError(str(e), exit_code=2) from e
     runtime.setup_logging(options.config.log_level)
     try:
-        return event_loop.run(node.serve_node(options, dict(os.environ)))
+        return asyncio.run(node.serve_node(options, dict(os.environ)))
     except (ConfigError, CertError, StoreError, PolicyLoadError, OSError) as e:
         raise CliError(str(e)) from e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 from datetime import timedelta
@@ -138,17 +139,13 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy import admin_plane, event_loop, runtime  # heavy imports (mitmproxy) only for this command
+    from proxy import admin_plane, runtime  # heavy imports (mitmproxy) only for this command
 
     config = config_from(args)
-    try:
-        event_loop.loop_name(os.environ)  # a bad GATEWAY_EVENT_LOOP is a usage error
-    except ConfigError as e:
-        raise CliError(str(e), exit_code=2) from e
     runtime.setup_logging(config.log_level)
     serve = admin_plane.serve if config.workers > 1 else runtime.serve  # admin plane + N workers
     try:
-        return event_loop.run(serve(config, dict(os.environ)))
+        return asyncio.run(serve(config, dict(os.environ)))
     except StoreError as e:  # unreachable, refused credentials, no such database, newer schema
         raise CliError(f"the store cannot be used: {e}", exit_code=2) from e
     except (ConfigError, CertError, PolicyLoadError) as e:
