@@ -40,22 +40,25 @@ class IndexedAddonManager(AddonManager):
         super().__init__(master)  # type: ignore[no-untyped-call]
         self._index: dict[str, _Handlers] = {}
 
+    # The chain changes only inside these (synchronously, with no event in between), so
+    # forgetting the index once each has run is enough.
     def register(self, addon: Any) -> Any:
-        self._index.clear()
         try:
             return super().register(addon)  # type: ignore[no-untyped-call]
         finally:
             self._index.clear()
 
     def remove(self, addon: Any) -> None:
-        self._index.clear()
-        super().remove(addon)  # type: ignore[no-untyped-call]
-        self._index.clear()
+        try:
+            super().remove(addon)  # type: ignore[no-untyped-call]
+        finally:
+            self._index.clear()
 
     def clear(self) -> None:
-        self._index.clear()
-        super().clear()  # type: ignore[no-untyped-call]
-        self._index.clear()
+        try:
+            super().clear()  # type: ignore[no-untyped-call]
+        finally:
+            self._index.clear()
 
     def handlers(self, event: hooks.Hook) -> _Handlers:
         """The handlers of ``event`` along the chain (indexed on first use)."""

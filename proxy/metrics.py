@@ -15,7 +15,7 @@ after the last scrape is lost with it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -113,12 +113,7 @@ class Metrics:
 
     def samples(self) -> dict[SampleKey, float]:
         """Every counter's current value, by family and labels (not the ``_created`` stamps)."""
-        result: dict[SampleKey, float] = {}
-        for family in self.registry.collect():
-            for sample in family.samples:
-                if sample.name == family.name + "_total":
-                    result[(family.name, tuple(sample.labels.items()))] = sample.value
-        return result
+        return _samples_of(self.registry.collect())
 
     def exposition(self, workers: WorkerCounters | None = None) -> bytes:
         """``GET /metrics``: this process's counters, or with ``workers`` the gateway's totals
@@ -136,10 +131,10 @@ class _Combined(Collector):
         self._workers = workers
 
     def collect(self) -> Iterator[Metric]:
-        totals = add(self._own.samples(), self._workers.retired)
+        families = list(self._own.registry.collect())  # collected once for totals and names
+        totals = add(_samples_of(families), self._workers.retired)
         for samples in self._workers.by_worker.values():
             add(totals, samples)
-        families = list(self._own.registry.collect())
         for family in families:
             yield _family(family.name, family.documentation, family.name, totals)
         for family in families:
@@ -155,6 +150,16 @@ class _Combined(Collector):
                 family.name,
                 per_worker,
             )
+
+
+def _samples_of(families: Iterable[Metric]) -> dict[SampleKey, float]:
+    """Each counter's value by family and labels (not the ``_created`` stamps)."""
+    result: dict[SampleKey, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == family.name + "_total":
+                result[(family.name, tuple(sample.labels.items()))] = sample.value
+    return result
 
 
 def _family(name: str, documentation: str, of: str, samples: Samples) -> CounterMetricFamily:
