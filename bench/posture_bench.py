@@ -135,6 +135,80 @@ def serve(data_dir: Path, proof_worker: bool, database: str | None = None) -> No
         asyncio.run(main())
 
 
+def _tree_cpu(root: int) -> tuple[float, float]:
+    """CPU seconds of ``root`` and of all its live descendants, from /proc: (root, descendants)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    below, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        below += children
+        frontier += children
+    return _child_cpu(root), sum(_child_cpu(pid) for pid in below)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_gateway(data_dir: Path, workers: int, database: str | None = None) -> None:
+    """``gateway run --workers N`` as users run it (admin plane, its proof worker, N proxy
+    workers), on free loopback ports; the same stdin/stdout protocol as ``serve``. "cpu" is the
+    admin plane's process, "worker_cpu" every process below it (proof worker, proxy workers)."""
+    import secrets
+    import urllib.request
+
+    token = secrets.token_urlsafe(32)
+    admin, proxy_port = _free_port(), _free_port()
+    argv = [sys.executable, "-m", "proxy.cli.main", "run", "--data-dir", str(data_dir),
+            "--admin-listen", f"127.0.0.1:{admin}", "--proxy-listen", f"127.0.0.1:{proxy_port}",
+            "--workers", str(workers), "--log-level", os.environ.get("POSTURE_BENCH_LOG", "warning"),
+            *(["--database", database] if database else [])]  # fmt: skip
+    env = {**os.environ, "GATEWAY_ADMIN_TOKEN": token, "PYTHONPATH": str(REPO)}
+    gateway = subprocess.Popen(
+        argv,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=None if os.environ.get("POSTURE_BENCH_LOG") else subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/healthz", timeout=2) as answer:
+                    if json.loads(answer.read()).get("status") == "ok":
+                        break
+            except OSError:
+                pass
+            if gateway.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"gateway run did not become healthy (exit {gateway.poll()})")
+            time.sleep(0.2)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{admin}{API}/accounts", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            account = json.loads(answer.read())["result"][0]["id"]
+        print(json.dumps({"port": admin, "token": token, "account": account}), flush=True)
+        for _ in sys.stdin:
+            own, below = _tree_cpu(gateway.pid)
+            print(json.dumps({"commits": 0, "jobs": 0, "cpu": own, "loop_cpu": own, "worker_cpu": below}),
+                  flush=True)  # fmt: skip
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=30)
+
+
 # --- certificates -----------------------------------------------------------------------------------
 
 
@@ -410,6 +484,7 @@ def run(args: argparse.Namespace, database: str | None = None) -> dict[str, Any]
                 data_dir,
                 *(["--no-proof-worker"] if args.no_proof_worker else []),
                 *(["--serve-database", database] if database else []),
+                *(["--serve-workers", str(args.gateway_run)] if args.gateway_run else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -468,6 +543,7 @@ def run(args: argparse.Namespace, database: str | None = None) -> dict[str, Any]
     jobs = after["jobs"] - before["jobs"]
     return {
         "backend": "postgresql" if database else "sqlite",
+        "server": f"gateway run --workers {args.gateway_run}" if args.gateway_run else "admin API alone",
         "devices": args.devices,
         "rules_per_device": args.rules,
         "client_processes": args.clients,
@@ -597,9 +673,20 @@ def main() -> None:
         "round and dropped); default: a throwaway local cluster from Debian's binaries",
     )
     parser.add_argument("--rounds", type=int, default=1, help="measured runs per backend (default 1)")
+    parser.add_argument(
+        "--gateway-run",
+        type=int,
+        metavar="WORKERS",
+        help="serve with the real `gateway run --workers WORKERS` (admin plane, proof worker, "
+        "proxy workers) instead of the admin API alone; CPU figures then count every process",
+    )
     parser.add_argument("--serve", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-workers", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-database", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve and args.serve_workers:
+        serve_gateway(Path(args.serve), args.serve_workers, database=args.serve_database)
+        return
     if args.serve:
         serve(Path(args.serve), proof_worker=not args.no_proof_worker, database=args.serve_database)
         return
@@ -625,7 +712,7 @@ def main() -> None:
 
 def _print(figures: dict[str, Any]) -> None:
     print(
-        f"posture ingest on {figures['backend']}: {figures['results_per_second']} verified results/s "
+        f"posture ingest on {figures['backend']} ({figures['server']}): {figures['results_per_second']} verified results/s "
         f"({figures['devices']} devices x {figures['rules_per_device']} rules, {figures['client_processes']} client "
         f"process(es), {figures['seconds']:g} s)\n"
         f"  report latency (nonce + results POST): p50 {figures['report_p50_ms']} ms, p99 {figures['report_p99_ms']} ms\n"

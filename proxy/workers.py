@@ -9,7 +9,8 @@ stdin/stdout (``proxy/worker_control.py``).
   changed certificates, policies, settings or devices, ``sync()`` sends ``sync N`` to every
   worker and waits (at most ``ACK_TIMEOUT``) for each to answer ``ack N`` once it has followed
   the store. A worker that does not answer in time is logged and the call answers anyway (the
-  worker still follows the store by itself within 50 ms).
+  worker still follows the store by itself within 50 ms). Calls made while a round is on its
+  way share the next round, so a burst of changes costs the workers one follow per round trip.
 - **Counters**: the proxy's counters live in the workers; ``counters()`` asks each serving
   worker for its own (``counters N``, answered with JSON) for the admin plane's ``/metrics``,
   which sums them (``proxy/metrics.py``). A worker that does not answer in time counts with the
@@ -103,7 +104,10 @@ class Workers:
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self._retired: dict[SampleKey, float] = {}  # the last counters of runs that ended
+        self._next_round: asyncio.Future[bool] | None = None  # not sent yet: callers join it
+        self._rounds: asyncio.Task[None] | None = None
         self.restarts = 0
+        self.sync_rounds = 0  # rounds of "sync N" sent (tests, figures)
 
     @property
     def workers(self) -> Sequence[Worker]:
@@ -233,7 +237,35 @@ class Workers:
         return {"status": "degraded" if degraded else "ok", "workers": workers}
 
     async def sync(self, timeout: timedelta = ACK_TIMEOUT) -> bool:
-        """Every serving worker has followed the store (True), or ``timeout`` passed (False)."""
+        """Every serving worker has followed the store (True), or ``timeout`` passed (False).
+
+        Calls coalesce: a caller waits for the next round of ``sync N`` that starts after it
+        called (one already on its way may have been sent before the caller's change was
+        committed), and every caller that arrives before that round is sent shares it. Under a
+        burst of changes (posture reports) the workers follow once per round trip, not once per
+        call. A caller waits for at most the round in flight and its own: two ``timeout``s.
+        """
+        if self._next_round is None:
+            self._next_round = asyncio.get_running_loop().create_future()
+            if self._rounds is None or self._rounds.done():
+                self._rounds = asyncio.create_task(self._run_rounds(timeout))
+        return await asyncio.shield(self._next_round)
+
+    async def _run_rounds(self, timeout: timedelta) -> None:
+        while self._next_round is not None:
+            waiting, self._next_round = self._next_round, None
+            try:
+                synced = await self._round(timeout)
+            except asyncio.CancelledError:
+                waiting.cancel()
+                raise
+            except Exception as e:  # noqa: BLE001 - a bug: its callers see it, later rounds still run
+                waiting.set_exception(e)
+                continue
+            waiting.set_result(synced)
+            self.sync_rounds += 1
+
+    async def _round(self, timeout: timedelta) -> bool:
         n = next(self._sequence)
         loop = asyncio.get_running_loop()
         waiting: list[tuple[Worker, asyncio.Future[None]]] = []
@@ -308,6 +340,7 @@ class Workers:
     async def stop(self) -> None:
         """SIGTERM to every worker, then wait; kill those that outlive ``STOP_TIMEOUT``."""
         self._stopping = True
+        logger.info("stopping %d workers (%d sync rounds sent)", len(self._workers), self.sync_rounds)
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)

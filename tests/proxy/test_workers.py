@@ -1,6 +1,6 @@
 """The admin plane's side of its workers (``proxy/workers.py``), with stand-in worker programs
 that speak the control protocol: start waits for every "ready", ``sync`` waits for every "ack"
-(but not past its timeout for a worker that never answers), a worker that dies is restarted,
+(but not past its timeout for a worker that never answers; calls during a round share the next), a worker that dies is restarted,
 ``stop`` ends them all, and the admin API's middleware waits for the workers only after a call
 that changed something."""
 
@@ -94,6 +94,23 @@ async def test_a_dead_worker_is_restarted(tmp_path: Path, monkeypatch: pytest.Mo
         await _kill_and_await_restart(pool.workers[0])
         assert pool.restarts == 1
         assert await pool.sync() is True  # the new one answers too
+    finally:
+        await pool.stop()
+
+
+async def test_syncs_made_while_a_round_is_on_its_way_share_the_next_one(tmp_path: Path) -> None:
+    pool = _workers(tmp_path, [0.2, 0.0])
+    await pool.start()
+    try:
+        first = asyncio.create_task(pool.sync())
+        await asyncio.sleep(0.05)  # round 1 sent: the changes below may be newer than it
+        started = time.monotonic()
+        later = await asyncio.gather(*(pool.sync() for _ in range(10)))
+        waited = time.monotonic() - started
+        assert await first is True
+        assert later == [True] * 10
+        assert pool.sync_rounds == 2  # not 11: the ten shared one round
+        assert waited >= 0.3  # the rest of round 1, then a whole round of their own
     finally:
         await pool.stop()
 
