@@ -3,6 +3,7 @@ order, with the same arguments, and skips the addons that have no handler."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.proxy.server_hooks import ClientConnectedHook
 from mitmproxy.test import tflow
 
-from proxy.addon_dispatch import IndexedAddonManager
+from proxy.addon_dispatch import IndexedAddonManager, args_of
 
 
 class Recorder:
@@ -147,3 +148,47 @@ async def test_addon_halt_ends_the_event() -> None:
     manager.add(Halting(), Recorder("after", log))
     await manager.trigger_event(HttpRequestHook(tflow.tflow()))
     assert log == []
+
+
+@dataclasses.dataclass
+class _NoArgs(hooks.Hook):
+    name = "gateway_test_no_args"
+
+
+@dataclasses.dataclass
+class _OneArg(hooks.Hook):
+    name = "gateway_test_one_arg"
+    flow: Any
+
+
+@dataclasses.dataclass
+class _TwoArgs(hooks.Hook):
+    name = "gateway_test_two_args"
+    first: Any
+    second: Any
+
+
+@dataclasses.dataclass
+class _OwnArgs(hooks.Hook):
+    name = "gateway_test_own_args"
+    first: Any
+
+    def args(self) -> list[Any]:
+        return ["said", self.first]
+
+
+@pytest.mark.parametrize(
+    "event", [_NoArgs(), _OneArg("f"), _TwoArgs(1, [2]), _OwnArgs("x")], ids=lambda e: type(e).__name__
+)
+def test_an_events_arguments_are_what_its_args_method_says(event: hooks.Hook) -> None:
+    assert tuple(args_of(event)) == tuple(event.args())
+    assert tuple(args_of(event)) == tuple(event.args())  # the cached getter, second time
+
+
+def test_every_mitmproxy_hook_with_fields_is_read_as_stock_reads_it() -> None:
+    for hook in hooks.all_hooks.values():
+        names = [f.name for f in dataclasses.fields(hook)]
+        event = hook.__new__(hook)
+        for n, name in enumerate(names):
+            object.__setattr__(event, name, f"value {n}")
+        assert tuple(args_of(event)) == tuple(event.args()), hook.__name__
