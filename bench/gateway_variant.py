@@ -13,6 +13,8 @@ Variants:
            even formats the request URL on every request with no mapping configured.
   stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
            index (the 'before' of that change).
+  stock-reads  mitmproxy's own reads of options (a deep copy each) and of an event's arguments
+           (``Hook.args()``): the 'before' of proxy/option_reads.py and ``addon_dispatch.args_of``.
   uvloop   the gateway on uvloop's event loop (an experiment; needs uvloop installed).
   optimized  the gateway under ``python -O``.
 """
@@ -67,6 +69,17 @@ def stock_dispatch() -> None:
     IndexedAddonManager.trigger_event = AddonManager.trigger_event  # type: ignore[method-assign]
 
 
+def stock_reads() -> None:
+    """mitmproxy's own option reads (deep copies) and event arguments (``Hook.args()``): the
+    'before' of proxy/option_reads.py and of ``addon_dispatch.args_of``."""
+    from mitmproxy import options
+
+    from proxy import addon_dispatch, data_plane
+
+    data_plane.SharedReadOptions = options.Options  # type: ignore[assignment, misc]
+    addon_dispatch.args_of = lambda event: event.args()
+
+
 def uvloop_loop() -> None:
     """The gateway on uvloop's event loop instead of asyncio's (needs ``.venv/bin/pip install
     uvloop``; an experiment, not shipped: docs/performance.md, "Cheaper handshakes, second pass")."""
@@ -91,6 +104,7 @@ VARIANTS = {
     "pruned": pruned,
     "stock-tls": stock_tls,
     "stock-dispatch": stock_dispatch,
+    "stock-reads": stock_reads,
     "uvloop": uvloop_loop,
 }
 

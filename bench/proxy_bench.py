@@ -60,6 +60,7 @@ INTERLEAVE_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
+    "gateway-stock-reads",
     "gateway-uvloop",
     "gateway-optimized",
     "gateway-w1",
@@ -79,6 +80,7 @@ VARIANT_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
+    "gateway-stock-reads",
     "gateway-uvloop",
     "gateway-optimized",
 )

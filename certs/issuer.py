@@ -150,8 +150,8 @@ class LeafIssuer:
         self._clock = clock
         self._fingerprint = authority.fingerprint
         self._ca_key = authority.private_key
-        self._ca_not_before = authority.not_before
-        self._ca_not_after = authority.not_after
+        self._ca_not_before = as_utc(authority.not_before)
+        self._ca_not_after = as_utc(authority.not_after)
         self._hash = signature_hash(authority.private_key)
         self._leaf_key = leaf_key_type.generate_private_key()
         self._leaf_public_key = self._leaf_key.public_key()
@@ -196,7 +196,9 @@ class LeafIssuer:
         Served from the cache while fresh; issued (one signature) otherwise. Raises CertError
         when the CA has expired (expired CAs sign nothing) or a name is not a valid host name.
         """
-        now = as_utc(self._clock(), what="clock()")
+        now = self._clock()
+        if now.tzinfo is not UTC:  # the default clock's times are UTC already
+            now = as_utc(now, what="clock()")
         if now >= self._ca_not_after:
             raise CertError(
                 f"CA {self._fingerprint} expired on {format_time(self._ca_not_after)}: "
@@ -236,6 +238,7 @@ class LeafIssuer:
             self._cache.clear()
 
     def _issue(self, names: tuple[str, ...], *, now: datetime) -> _Entry:
+        """``now``: timezone-aware UTC (``leaf_for`` sees to it), as the CA's times are."""
         not_before = max(now - BACKDATE, self._ca_not_before)
         wanted_not_after = (
             not_before + self._lifetime
@@ -243,15 +246,16 @@ class LeafIssuer:
         capped = wanted_not_after >= self._ca_not_after
         not_after = self._ca_not_after if capped else wanted_not_after
         # One builder made with all its fields at once (each setter of a fluent chain copies the
-        # builder and re-checks its extensions); naive UTC times, as the setters would store them.
+        # builder and re-checks its extensions); naive UTC times, as the setters would store them
+        # (every time here is UTC already: dropping the zone is the conversion).
         san = x509.Extension(_SAN_OID, True, x509.SubjectAlternativeName(general_names(names)))
         certificate = x509.CertificateBuilder(
             issuer_name=self._issuer_name,
             subject_name=_EMPTY_NAME,
             public_key=self._leaf_public_key,
             serial_number=x509.random_serial_number(),
-            not_valid_before=not_before.astimezone(UTC).replace(tzinfo=None),
-            not_valid_after=not_after.astimezone(UTC).replace(tzinfo=None),
+            not_valid_before=not_before.replace(tzinfo=None),
+            not_valid_after=not_after.replace(tzinfo=None),
             extensions=[*self._extensions, san],
         ).sign(self._ca_key, self._hash)
         leaf = Leaf(certificate=certificate, private_key=self._leaf_key, chain=self._chain)
@@ -282,6 +286,8 @@ def normalize_names(names: Sequence[str]) -> tuple[str, ...]:
         raise CertError("names must be a sequence of host names, not a single string")
     if not names:
         raise CertError("a leaf needs at least one host name")
+    if len(names) == 1:  # the SNI alone: the common case
+        return (_normalize_name(names[0]),)
     result: dict[str, None] = {_normalize_name(names[0]): None}
     for raw in names[1:]:
         try:
@@ -292,6 +298,8 @@ def normalize_names(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _normalize_name(raw: str) -> str:
+    if len(raw) <= _MAX_NAME_LENGTH and _PLAIN_NAME.fullmatch(raw) and not _looks_like_ip(raw):
+        return raw  # already what it would become: lower-case ASCII labels, no dot at the end
     name = raw.strip()
     if name.startswith("[") and name.endswith("]"):
         name = name[1:-1]

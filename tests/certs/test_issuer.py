@@ -7,7 +7,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -111,6 +111,19 @@ def test_leaf_has_the_cabf_dv_profile(
     assert cert.serial_number > 0 and cert.serial_number.bit_length() >= 64
     assert cert.not_valid_before_utc == clock.now - timedelta(hours=1)
     assert cert.not_valid_after_utc == clock.now - BACKDATE + timedelta(days=47)
+
+
+def test_a_clock_in_another_zone_gives_the_same_validity(ca: CertificateAuthority, clock: FakeClock) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    elsewhere = LeafIssuer(ca, clock=lambda: clock.now.astimezone(plus_two)).leaf_for(["a.example.com"])
+    here = LeafIssuer(ca, clock=clock).leaf_for(["a.example.com"])
+    assert elsewhere.certificate.not_valid_before_utc == here.certificate.not_valid_before_utc
+    assert elsewhere.certificate.not_valid_after_utc == here.certificate.not_valid_after_utc
+
+
+def test_a_naive_clock_is_refused(ca: CertificateAuthority, clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        LeafIssuer(ca, clock=lambda: clock.now.replace(tzinfo=None)).leaf_for(["a.example.com"])
 
 
 def test_leaf_without_urls_has_no_aia_or_crl_distribution_point(
