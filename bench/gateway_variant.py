@@ -13,8 +13,8 @@ Variants:
            even formats the request URL on every request with no mapping configured.
   stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
            index (the 'before' of that change).
-  stock-reads  mitmproxy's own reads of options (a deep copy each) and of an event's arguments
-           (``Hook.args()``): the 'before' of proxy/option_reads.py and ``addon_dispatch.args_of``.
+  stock-args  mitmproxy's own ``Hook.args()`` for an event's arguments instead of
+           ``addon_dispatch.args_of`` (the 'before' of that change).
   uvloop   the gateway on uvloop's event loop (an experiment; needs uvloop installed).
   optimized  the gateway under ``python -O``.
 """
@@ -69,14 +69,11 @@ def stock_dispatch() -> None:
     IndexedAddonManager.trigger_event = AddonManager.trigger_event  # type: ignore[method-assign]
 
 
-def stock_reads() -> None:
-    """mitmproxy's own option reads (deep copies) and event arguments (``Hook.args()``): the
-    'before' of proxy/option_reads.py and of ``addon_dispatch.args_of``."""
-    from mitmproxy import options
+def stock_args() -> None:
+    """mitmproxy's own ``Hook.args()`` for every event's arguments: the 'before' of
+    ``addon_dispatch.args_of``."""
+    from proxy import addon_dispatch
 
-    from proxy import addon_dispatch, data_plane
-
-    data_plane.SharedReadOptions = options.Options  # type: ignore[assignment, misc]
     addon_dispatch.args_of = lambda event: event.args()
 
 
@@ -104,7 +101,7 @@ VARIANTS = {
     "pruned": pruned,
     "stock-tls": stock_tls,
     "stock-dispatch": stock_dispatch,
-    "stock-reads": stock_reads,
+    "stock-args": stock_args,
     "uvloop": uvloop_loop,
 }
 

@@ -60,7 +60,7 @@ INTERLEAVE_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
-    "gateway-stock-reads",
+    "gateway-stock-args",
     "gateway-uvloop",
     "gateway-optimized",
     "gateway-w1",
@@ -80,7 +80,7 @@ VARIANT_TARGETS = (
     "gateway-pruned",
     "gateway-stock-tls",
     "gateway-stock-dispatch",
-    "gateway-stock-reads",
+    "gateway-stock-args",
     "gateway-uvloop",
     "gateway-optimized",
 )

@@ -22,6 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from mitmproxy import options
 from mitmproxy.addonmanager import AddonManager
 from mitmproxy.addons import default_addons
 from mitmproxy.addons.tlsconfig import TlsConfig
@@ -39,7 +40,6 @@ from proxy.addon_dispatch import IndexedAddonManager
 from proxy.metrics import Metrics
 from proxy.modes import DEFAULT_LISTEN_HOST, Modes
 from proxy.node_sync import IssuerSettings
-from proxy.option_reads import SharedReadOptions
 from proxy.services.certificates import CertificateService
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
@@ -81,7 +81,7 @@ def build_master(
     """mitmproxy's master on the running loop, with our addons, options and modes."""
     config.mitmproxy_dir.mkdir(parents=True, exist_ok=True)
     modes = modes or Modes.from_specs(config.mode_specs)
-    opts = SharedReadOptions(  # reads without a deep copy where one cannot matter
+    opts = options.Options(
         listen_host=DEFAULT_LISTEN_HOST,
         confdir=str(config.mitmproxy_dir),
     )
@@ -90,7 +90,7 @@ def build_master(
     master.addons = dispatch
     master.addons.add(*addons)
     modes.attach(master)
-    opts.update(  # type: ignore[no-untyped-call]
+    opts.update(
         # mitmproxy kills clients with public source addresses by default (an open proxy on the
         # internet is its worry); a transparent gateway sees its clients' own addresses, public
         # ones included (IPv6 above all), and only the redirect rules decide who reaches it.
