@@ -86,6 +86,22 @@ async def test_a_worker_that_does_not_answer_does_not_hold_the_call(tmp_path: Pa
         await pool.stop()
 
 
+async def test_a_worker_that_dies_during_a_sync_is_not_waited_for(tmp_path: Path) -> None:
+    pool = _workers(tmp_path, [0.0, 30.0])  # the second would answer after 30 s
+    await pool.start()
+    try:
+        syncing = asyncio.create_task(pool.sync(timedelta(seconds=20)))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        victim = pool.workers[1].process
+        assert victim is not None
+        victim.kill()
+        assert await syncing is True  # the one left serving followed
+        assert time.monotonic() - started < 10  # not the 20 s timeout
+    finally:
+        await pool.stop()
+
+
 async def test_a_dead_worker_is_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workers_module, "FIRST_BACKOFF", timedelta(milliseconds=50))
     pool = _workers(tmp_path, [0.0, 0.0])
