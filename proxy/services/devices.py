@@ -134,10 +134,11 @@ class DeviceService:
         self._subscribers.notify()
 
     def forget_cached(self) -> None:
-        """Another process changed the store (a data-plane node): read devices and posture
-        again when next asked. Nothing is dropped while the store cannot be read."""
+        """Another process changed the store (a data-plane node): read devices, posture rules
+        and results again when next asked. Nothing is dropped while the store cannot be read."""
         self._devices.clear()
         self._postures.clear()
+        self._rulebook.forget_all()
         self.addresses.refresh()
         self._subscribers.notify()
 

@@ -133,6 +133,11 @@ class RuleBook:
                 self._sets[account_id] = cached
         return cached
 
+    def forget_all(self) -> None:
+        """Another process may have changed any account's rules: read them again when next
+        asked (a data-plane node, after it followed the store)."""
+        self._sets.clear()
+
     def get(self, account_id: str, rule_id: str) -> PostureRule:
         found = self.rule_set(account_id).by_id.get(rule_id)
         if found is None:

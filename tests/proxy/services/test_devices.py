@@ -220,6 +220,36 @@ async def test_rule_changes_reach_cached_identities(lab: Lab) -> None:
     assert lab.service.identity(device.id).posture_failed == ()
 
 
+async def test_a_node_sees_rules_another_process_made_changed_and_deleted(lab: Lab, store_url: str) -> None:
+    """A data-plane node (a worker, ``gateway node``: its own connection to the store) reads the
+    rules again once it has followed a change (``forget_cached``), not only devices and results."""
+    node_store = Store.open(store_url, migrations=False)
+    node = DeviceService(node_store, lab.gateway.clock, public_base_url="http://127.0.0.1:8081")
+    try:
+        device, _ = lab.enroll()
+        cert, key = lab.ca.issue(lab.now)
+        await lab.service.submit(device, [await lab.passing(device, cert, key)], "127.0.0.1")
+        assert node.identity(device.id).posture_passed == (lab.rule_id,)
+        second = lab.service.create_rule(lab.account, rule_body(lab.ca_id, name="second"))
+        passing = await lab.passing(device, cert, key, rule_id=second.id)
+        await lab.service.submit(device, [passing], "127.0.0.1")
+        node.forget_cached()
+        assert set(node.identity(device.id).posture_passed) == {lab.rule_id, second.id}
+        stricter = rule_body(
+            lab.ca_id, input={**rule_body(lab.ca_id)["input"], "extended_key_usage": ["emailProtection"]}
+        )
+        lab.service.replace_rule(lab.account, second.id, stricter)  # new requirements: report again
+        node.forget_cached()
+        assert node.identity(device.id).posture_passed == (lab.rule_id,)
+        lab.service.delete_rule(lab.account, lab.rule_id)
+        node.forget_cached()
+        assert node.identity(device.id).posture_passed == ()
+        assert node.identity(device.id) == lab.service.identity(device.id)  # the admin plane's
+    finally:
+        node.close()
+        node_store.close()
+
+
 async def test_subscribers_hear_of_every_stored_result(lab: Lab) -> None:
     device, _ = lab.enroll()
     calls: list[int] = []
