@@ -2,10 +2,12 @@
 Both serve; a hot swap under load fails no request on either and both sign with the new CA from
 the first handshake after the API call answered; a worker killed with -9 is restarted while the
 other serves on; SIGTERM stops them all. The admin API's /metrics counts what both proxied, and
-its totals keep a killed worker's last figures."""
+its totals keep a killed worker's last figures. A posture rule made while the workers serve
+reaches both workers' decisions."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,9 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.devices import token_secret
+from tests.support.pki import issue_leaf, make_ca
 from tests.support.wait import wait_until
 
-from . import sdk
+from . import curl, sdk
+from .device_lab import passing_claim
 from .gateway_process import GatewayProcess
 from .origin import Origin, body_for
 from .pki import issued_by, load_pem
@@ -229,3 +234,98 @@ def test_two_workers(gateway_factory: Any, origin: Origin, tmp_path: Path) -> No
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+DEVICE_HOST = "e2e-workers"  # the enrolled device's host name: its certificate is for "<it>.corp"
+IDENTIFIED = 16  # connections per host as the device: both workers serve some (1 - 2**-15)
+
+
+def _posture_rule(api: Any, account: str, upload_id: str, name: str) -> str:
+    made = api.post(f"/accounts/{account}/devices/posture", json={
+        "name": name, "type": "client_certificate_v2", "expiration": "10m",
+        "match": [{"platform": "linux"}],
+        "input": {"certificate_id": upload_id, "cn": "${hostname}.corp", "check_private_key": True,
+                  "operating_system": "linux", "extended_key_usage": ["clientAuth"]},
+    })  # fmt: skip
+    assert made.status_code == 200, made.text
+    return str(made.json()["result"]["id"])
+
+
+def _block_unless_passed(api: Any, account: str, host: str, rule_id: str) -> None:
+    made = api.post(f"/accounts/{account}/gateway/rules", json={
+        "name": f"e2e {host} needs {rule_id}", "action": "block", "precedence": 100 + len(host),
+        "filters": ["http"], "traffic": f'http.request.host == "{host}"',
+        "device_posture": f'not(any(device_posture.checks.passed[*] in {{"{rule_id}"}}))',
+    })  # fmt: skip
+    assert made.status_code == 200, made.text
+
+
+def _report_pass(api: Any, device: dict[str, str], issued: Any, rule_id: str) -> None:
+    """As the agent does: a nonce, then a passing result with the proof over it."""
+    auth = {
+        "Authorization": "Basic " + base64.b64encode(f"{device['id']}:{device['secret']}".encode()).decode()
+    }
+    nonce = api.post("/agent/nonce", json={}, headers=auth)
+    assert nonce.status_code == 200, nonce.text
+    claim = passing_claim(issued, nonce.json()["result"]["nonce"], device["id"], rule_id)
+    stored = api.post("/agent/results", json={"results": [claim]}, headers=auth)
+    assert stored.status_code == 200, stored.text
+    assert [r["verified"] for r in stored.json()["result"]] == [True], stored.text
+
+
+def test_posture_rules_made_after_start_reach_every_worker(
+    gateway_factory: Any, origin: Origin, tmp_path: Path
+) -> None:
+    """Each worker caches the account's posture rules; a rule the admin API makes while they
+    serve reaches every worker's decisions before the call answers (it did not, once)."""
+    gw: GatewayProcess = gateway_factory(workers=2)
+    gw.start(timeout=START_TIMEOUT)
+    try:
+        cacert = tmp_path / "gateway-ca.pem"
+        cacert.write_text(gw.ca_pem())
+        signing = make_ca("e2e workers device CA", key_identifiers=True)
+        issued = issue_leaf(signing, f"{DEVICE_HOST}.corp", authority_key_identifier=True)
+        with gw.api() as api:
+            account = api.get("/accounts").json()["result"][0]["id"]
+            upload = api.post(f"/accounts/{account}/mtls_certificates", json={
+                "name": "e2e workers devices", "certificates": signing.cert_pem(), "ca": True})  # fmt: skip
+            assert upload.status_code == 200, upload.text
+            upload_id = upload.json()["result"]["id"]
+            first = _posture_rule(api, account, upload_id, "e2e first")
+            _block_unless_passed(api, account, "first.origin.test", first)
+            token = api.post(
+                f"/accounts/{account}/devices/enrollment_tokens", json={"email": "w@example.com"}
+            )
+            assert token.status_code == 200, token.text
+            enrolled = api.post("/agent/enroll", json={
+                "secret": token_secret(token.json()["result"]["token"]), "name": DEVICE_HOST, "os": "linux",
+                "hostname": DEVICE_HOST, "serial_number": "E2E-W"})  # fmt: skip
+            assert enrolled.status_code == 200, enrolled.text
+            result = enrolled.json()["result"]
+            device = {"id": result["device_id"], "secret": result["device_secret"]}
+            _report_pass(api, device, issued, first)
+
+            def statuses(host: str) -> list[int]:
+                user = ("--proxy-user", f"{device['id']}:{device['secret']}")
+                url = origin.url(host)
+                return [
+                    curl.via_proxy(gw.proxy_port, url, cacert=cacert, args=user).status
+                    for _ in range(IDENTIFIED)
+                ]
+
+            assert statuses("first.origin.test") == [200] * IDENTIFIED  # both workers cached {first}
+            second = _posture_rule(api, account, upload_id, "e2e second")
+            _block_unless_passed(api, account, "second.origin.test", second)
+            _report_pass(api, device, issued, second)
+            assert statuses("second.origin.test") == [200] * IDENTIFIED
+            node_ids = {w["id"] for w in _workers(gw, account).values()}
+            served = {line.get("node") for line in _log_lines(gw) if line.get("host") == "second.origin.test"}
+        assert wait_until(
+            lambda: (
+                node_ids
+                <= {line.get("node") for line in _log_lines(gw) if line.get("host") == "second.origin.test"}
+            ),
+            5,
+        ), (node_ids, served)
+    finally:
+        gw.stop()
