@@ -209,9 +209,9 @@ def enforcer(
 
 class Following:
     """What a data-plane-only process does when another process changed the store: forget
-    cached devices and posture (read again at the next connection); then, only if what a node
-    loads changed (``Revisions.data_plane``: one digest over every account, so a store busy with
-    posture reports costs a few queries per change), reload the CAs of accounts whose deployable
+    cached devices, posture rules and results (read again at the next connection); then, only if
+    what a node loads changed (``Revisions.data_plane``: one digest over every account, so a store
+    busy with posture reports costs a few queries per change), reload the CAs of accounts whose deployable
     ones changed (and pick up accounts made or deleted), recompile an account's policies only if
     their revision moved, and refresh the settings (``tls_decrypt``, the block page)."""
 

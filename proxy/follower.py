@@ -3,8 +3,9 @@ and fail static when the database cannot be reached.
 
 Every ``poll_interval`` (50 ms) the follower asks the store whether anyone else committed since
 it last looked (``Store.data_version``: microseconds); if so it calls ``on_change`` (reload the
-CAs, the policies if their revision moved, forget cached devices). Every ``heartbeat_interval``
-it calls ``heartbeat`` (``CaNode.sync``: live in the store, what it has loaded).
+CAs, the policies if their revision moved, forget cached devices, posture rules and results).
+Every ``heartbeat_interval`` it calls ``heartbeat`` (``CaNode.sync``: live in the store, what it
+has loaded).
 
 When the store raises (the database is down, the file unreadable), nothing that was loaded is
 dropped: the proxy keeps signing with the CAs and enforcing the rules it last loaded. The
