@@ -25,10 +25,31 @@ def test_ports_are_four_from_the_base() -> None:
         Ports(80)
 
 
-def test_a_busy_port_is_one_clear_line() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+def _held_port_pair() -> tuple[socket.socket, socket.socket]:
+    """A base port held so that only a server-style probe may share it, and the next port listening.
+
+    Other tests run alongside and take ports of their own: the base is held (bound with
+    SO_REUSEADDR, not listening, which ``check_free``'s probe may share) so none of them can take it.
+    """
+    for _ in range(50):
+        base = socket.socket()
+        base.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        base.bind(("127.0.0.1", 0))
+        busy = socket.socket()
+        try:
+            busy.bind(("127.0.0.1", base.getsockname()[1] + 1))
+        except OSError:
+            base.close()
+            busy.close()
+            continue
         busy.listen()
+        return base, busy
+    raise AssertionError("no two neighbouring loopback ports were free in 50 tries")
+
+
+def test_a_busy_port_is_one_clear_line() -> None:
+    base, busy = _held_port_pair()
+    with base, busy:
         port = busy.getsockname()[1]
         with pytest.raises(LayoutError, match=rf"port {port} \(admin API\) on 127.0.0.1 is in use"):
             Ports(port - 1).check_free()
