@@ -44,6 +44,7 @@ from proxy.services.certificates import CertificateService
 from proxy.services.devices import DeviceService
 from proxy.services.policies import PolicyService
 from proxy.store import Store
+from proxy.store.changes import NOTHING
 
 logger = logging.getLogger(__name__)
 
@@ -208,12 +209,15 @@ def enforcer(
 
 
 class Following:
-    """What a data-plane-only process does when another process changed the store: forget
-    cached devices, posture rules and results (read again at the next connection); then, only if
-    what a node loads changed (``Revisions.data_plane``: one digest over every account, so a store
-    busy with posture reports costs a few queries per change), reload the CAs of accounts whose deployable
-    ones changed (and pick up accounts made or deleted), recompile an account's policies only if
-    their revision moved, and refresh the settings (``tls_decrypt``, the block page)."""
+    """What a data-plane-only process does when another process changed the store: read the
+    store's change journal (``Store.changes``) and forget the devices, posture rules and address
+    index it names (all of them when it cannot tell); then, only if the journal says something a
+    node loads changed (``plane``: checked against ``Revisions.data_plane``, one digest over every
+    account), reload the CAs of accounts whose deployable ones changed (and pick up accounts made
+    or deleted), recompile an account's policies only if their revision moved, and refresh the
+    settings (``tls_decrypt``, the block page). A heartbeat or a posture report reloads nothing
+    but that device. What one call took and could not finish (the store went away) is done by
+    the next."""
 
     def __init__(
         self,
@@ -228,6 +232,8 @@ class Following:
         self._policies = policies
         self._policy_sync = policy_sync
         self._devices = devices
+        self._pending = NOTHING  # taken from the journal, not yet followed
+        store.changes.take()  # where the journal stands: what commits from here is followed
         self._revisions = self._read_revisions()
         self._digest = store.revisions.data_plane()
 
@@ -235,7 +241,14 @@ class Following:
         return {a.id: self._store.revisions.policies(a.id) for a in self._store.accounts.list()}
 
     def __call__(self) -> None:
-        self._devices.forget_cached()
+        self._pending |= self._store.changes.take()
+        changes = self._pending
+        self._devices.forget_changed(changes)
+        if changes.plane or changes.everything:
+            self._reload()
+        self._pending = NOTHING
+
+    def _reload(self) -> None:
         digest = self._store.revisions.data_plane()
         if digest == self._digest:
             return

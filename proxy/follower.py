@@ -2,8 +2,9 @@
 and fail static when the database cannot be reached.
 
 Every ``poll_interval`` (50 ms) the follower asks the store whether anyone else committed since
-it last looked (``Store.data_version``: microseconds); if so it calls ``on_change`` (reload the
-CAs, the policies if their revision moved, forget cached devices, posture rules and results).
+it last looked (``Store.data_version``: microseconds); if so it calls ``on_change`` (forget the
+devices and posture rules the change journal names; reload the CAs and the policies if it says
+what a node loads changed: ``data_plane.Following``).
 Every ``heartbeat_interval`` it calls ``heartbeat`` (``CaNode.sync``: live in the store, what it
 has loaded).
 

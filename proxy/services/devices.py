@@ -46,7 +46,7 @@ from proxy.services.posture_rules import RuleBook, RuleSet
 from proxy.services.posture_verify import Report
 from proxy.services.proof_worker import ProofWorker
 from proxy.services.subscribers import Subscribers
-from proxy.store import Device, LogQuery, Outcome, PostureLogEntry, PostureResult, Store
+from proxy.store import Changes, Device, LogQuery, Outcome, PostureLogEntry, PostureResult, Store
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,23 @@ class DeviceService:
         self._rulebook.forget_all()
         self.addresses.refresh()
         self._subscribers.notify()
+
+    def forget_changed(self, changes: Changes) -> None:
+        """Another process made ``changes`` (the store's change journal): forget those devices,
+        those accounts' rules (and every posture computed with them), read the address index
+        again if an address changed; all of it when the journal cannot tell."""
+        if changes.everything:
+            self.forget_cached()
+            return
+        for device_id in changes.devices:
+            self._devices.pop(device_id, None)
+            self._postures.pop(device_id, None)
+        for account_id in changes.rule_accounts:
+            self._rulebook.forget(account_id)  # and every cached posture (_rules_changed)
+        if changes.addresses:
+            self.addresses.refresh()
+        if changes.devices or changes.addresses or changes.rule_accounts:
+            self._subscribers.notify()
 
     # -- the proxy ------------------------------------------------------------------------------
 

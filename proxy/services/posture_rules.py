@@ -133,6 +133,10 @@ class RuleBook:
                 self._sets[account_id] = cached
         return cached
 
+    def forget(self, account_id: str) -> None:
+        """Another process changed this account's rules: read them again when next asked."""
+        self._forget(account_id)
+
     def forget_all(self) -> None:
         """Another process may have changed any account's rules: read them again when next
         asked (a data-plane node, after it followed the store)."""

@@ -1,5 +1,6 @@
 """Persistence: SQLite (WAL, synchronous=FULL, versioned migrations). No SQL lives elsewhere."""
 
+from proxy.store.changes import Changes
 from proxy.store.database import StoreError
 from proxy.store.devices import Device, EnrollmentToken, Nonce
 from proxy.store.lists import ListRecord, StoredList, StoredListItem
@@ -37,6 +38,7 @@ __all__ = [
     "CertificateBinding",
     "CertificateKind",
     "CertificateRecord",
+    "Changes",
     "Coverage",
     "Device",
     "EnrollmentToken",

@@ -106,6 +106,8 @@ def _create_private_file(path: Path) -> None:
 class Database:
     """A connection plus nested transactions (outermost: BEGIN IMMEDIATE, inner: SAVEPOINT)."""
 
+    dialect = "sqlite"  # whose SQL ``execute_native`` takes
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._depth = 0
@@ -136,9 +138,20 @@ class Database:
     def close(self) -> None:
         self._sqlite.close()
 
+    def execute_native(self, sql: str) -> None:
+        """Run ``sql`` as this backend's own SQL, untranslated (a migration's native statements)."""
+        self._sqlite.execute(sql)
+
     def dump(self) -> list[str]:
-        """Every table and row as SQL text (diagnostics; tests compare before and after)."""
-        return list(self._sqlite.iterdump())
+        """Every table and row as SQL text (diagnostics; tests compare before and after), the
+        change journal's rows and counter left out: they say that rows were written, not what
+        the store holds."""
+        return [
+            line
+            for line in self._sqlite.iterdump()
+            if not line.startswith('INSERT INTO "store_changes"')
+            and not (line.startswith('INSERT INTO "sqlite_sequence"') and "'store_changes'" in line)
+        ]
 
     @contextmanager
     def migration_lock(self) -> Iterator[None]:

@@ -16,9 +16,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Migration:
+    """``statements`` run on both backends (PostgreSQL reads them translated, ``dialect``);
+    ``sqlite`` and ``postgresql`` run as written, after them, on that backend only."""
+
     version: int
     description: str
     statements: tuple[str, ...]
+    sqlite: tuple[str, ...] = ()
+    postgresql: tuple[str, ...] = ()
+
+    def native(self, dialect: str) -> tuple[str, ...]:
+        return self.postgresql if dialect == "postgresql" else self.sqlite
 
 
 _V1 = (
@@ -384,6 +392,98 @@ _V10 = (
     "DROP TABLE device_trust_installed_copy",
 )
 
+# The change journal (issue 11): which devices, whose posture rules, and whether anything a
+# data-plane node loads changed, one row per change, written by triggers in the transaction that
+# made it, so that no code path can change a row without saying so. A node that follows the
+# store reads the rows after the last it read and forgets only those devices (``changes``).
+# Writers run one at a time on both backends (BEGIN IMMEDIATE; PostgreSQL's writer lock), so
+# ``seq`` grows in commit order. The journal keeps its last 10,000 rows: a reader that fell
+# further behind finds its last row gone and forgets everything. Trigger and function names end
+# in ``_journal``.
+_JOURNALED_KEYS = (  # table, kind, the column whose value is the key
+    ("devices", "device", "id"),
+    ("posture_results", "device", "device_id"),
+    ("wireguard_tunnels", "device", "device_id"),
+    ("device_addresses", "address", "device_id"),
+    ("device_posture_rules", "rules", "account_id"),
+)
+_JOURNALED_PLANE = (  # what Revisions.data_plane fingerprints, and the rows its parents stand for
+    "accounts",
+    "certificates",
+    "gateway_configuration",
+    "gateway_rules",
+    "access_policies",
+    "access_applications",
+    "access_application_policies",
+    "gateway_lists",
+    "gateway_list_items",
+)
+JOURNAL_KEEP = 10_000
+_EVENTS = (("insert", "INSERT", "new"), ("update", "UPDATE", "new"), ("delete", "DELETE", "old"))
+_V11 = (
+    """CREATE TABLE store_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('device', 'address', 'rules', 'plane')),
+        key TEXT NOT NULL
+    )""",
+)
+_V11_SQLITE = (
+    *(
+        f"""CREATE TRIGGER {table}_{event}_journal AFTER {verb} ON {table} BEGIN
+            INSERT INTO store_changes (kind, key) VALUES ('{kind}', {row}.{column});
+        END"""
+        for table, kind, column in _JOURNALED_KEYS
+        for event, verb, row in _EVENTS
+    ),
+    *(
+        f"""CREATE TRIGGER {table}_{event}_journal AFTER {verb} ON {table} BEGIN
+            INSERT INTO store_changes (kind, key) VALUES ('plane', '');
+        END"""
+        for table in _JOURNALED_PLANE
+        for event, verb, _ in _EVENTS
+    ),
+    f"""CREATE TRIGGER store_changes_pruned_journal AFTER INSERT ON store_changes
+        WHEN new.seq % 1000 = 0 BEGIN
+            DELETE FROM store_changes WHERE seq <= new.seq - {JOURNAL_KEEP};
+        END""",
+)
+# PostgreSQL: one trigger per statement (transition tables: a group commit's COPY of many
+# results writes one row per device, not one per result); a plane statement writes one row.
+_V11_POSTGRESQL = (
+    """CREATE FUNCTION store_changes_of_rows_journal() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        EXECUTE format(
+            'INSERT INTO store_changes (kind, key) SELECT DISTINCT %L, %I FROM changed_rows',
+            TG_ARGV[0], TG_ARGV[1]
+        );
+        RETURN NULL;
+    END $f$""",
+    """CREATE FUNCTION store_changes_of_plane_journal() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        INSERT INTO store_changes (kind, key) VALUES ('plane', '');
+        RETURN NULL;
+    END $f$""",
+    f"""CREATE FUNCTION store_changes_pruned_journal() RETURNS trigger LANGUAGE plpgsql AS $f$
+    BEGIN
+        DELETE FROM store_changes WHERE seq <= NEW.seq - {JOURNAL_KEEP};
+        RETURN NULL;
+    END $f$""",
+    *(
+        f"""CREATE TRIGGER {table}_{event}_journal AFTER {verb} ON {table}
+            REFERENCING {row.upper()} TABLE AS changed_rows FOR EACH STATEMENT
+            EXECUTE FUNCTION store_changes_of_rows_journal('{kind}', '{column}')"""
+        for table, kind, column in _JOURNALED_KEYS
+        for event, verb, row in _EVENTS
+    ),
+    *(
+        f"""CREATE TRIGGER {table}_journal AFTER INSERT OR UPDATE OR DELETE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION store_changes_of_plane_journal()"""
+        for table in _JOURNALED_PLANE
+    ),
+    """CREATE TRIGGER store_changes_pruned_journal AFTER INSERT ON store_changes
+        FOR EACH ROW WHEN (NEW.seq % 1000 = 0) EXECUTE FUNCTION store_changes_pruned_journal()""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "accounts, tokens, certificates, configuration, nodes", _V1),
     Migration(2, "gateway rules, Access policies and applications", _V2),
@@ -395,6 +495,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "Gateway lists and their items", _V8),
     Migration(9, "CA rotations and their steps", _V9),
     Migration(10, "device trust stores: the Windows user's Root store has a name", _V10),
+    Migration(
+        11, "the change journal: what changed, for the nodes that follow", _V11, _V11_SQLITE, _V11_POSTGRESQL
+    ),
 )
 
 
@@ -447,6 +550,8 @@ def migrate(db: Database, now: datetime, migrations: tuple[Migration, ...] = MIG
                     continue
                 for statement in migration.statements:
                     conn.execute(statement)
+                for statement in migration.native(db.dialect):
+                    db.execute_native(statement)
                 conn.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                     (migration.version, migration.description, to_db(now)),

@@ -346,6 +346,8 @@ class PgConnection:
 class PostgresDatabase(Database):
     """:class:`Database` on PostgreSQL: same transactions, plus a change counter across nodes."""
 
+    dialect = "postgresql"
+
     def __init__(self, connection: PgConnection, url: str) -> None:
         super().__init__(connection)
         self.location = url
@@ -400,6 +402,9 @@ class PostgresDatabase(Database):
             except StoreError as e:  # the connection is gone, and the transaction with it
                 logger.debug("store: rollback on a lost connection: %s", e)
 
+    def execute_native(self, sql: str) -> None:
+        self._pg.execute_native(sql)
+
     def data_version(self) -> int:
         """Counts other connections' committed write transactions (LISTEN ``gateway_changes``
         on a connection of its own, in a thread); also changes when that connection was lost
@@ -416,12 +421,13 @@ class PostgresDatabase(Database):
         return moment.astimezone(UTC)
 
     def dump(self) -> list[str]:
-        """Every table's rows (SQLite's implicit ``rowid`` left out, as ``iterdump`` does), in
-        the order of their values."""
+        """Every table's rows (SQLite's implicit ``rowid`` and the change journal left out, as
+        ``Database.dump`` does), in the order of their values."""
         columns: dict[str, list[str]] = {}
         for table, column in self._pg.execute_native(
             "SELECT table_name, column_name FROM information_schema.columns"
             " WHERE table_schema = current_schema() AND column_name != 'rowid'"
+            " AND table_name != 'store_changes'"
             " ORDER BY table_name, ordinal_position"
         ):
             columns.setdefault(table, []).append(f'"{column}"')

@@ -49,8 +49,8 @@ class Revisions:
     def data_plane(self) -> str:
         """Changes whenever anything a data-plane node loads changes, in any account: accounts,
         certificates (state, in use), settings, rules, Access, lists (a SHA-256 hex digest; a
-        handful of queries). Devices and posture are not in it: a node forgets those at every
-        change of the store."""
+        handful of queries). Devices and posture are not in it: a node forgets those the change
+        journal names (``changes``), and asks for this digest only when the journal says ``plane``."""
         return self._digest(_DATA_PLANE, ())
 
     def policies(self, account_id: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from proxy.store.accounts import Accounts, Tokens
 from proxy.store.certificates import Certificates
+from proxy.store.changes import ChangeJournal
 from proxy.store.configuration import Configurations
 from proxy.store.database import MEMORY, Database, StoreError
 from proxy.store.device_addresses import DeviceAddresses
@@ -65,6 +66,7 @@ class Store:
         self.wireguard_tunnels = WireGuardTunnels(db)
         self.rotations = Rotations(db)
         self.revisions = Revisions(db)
+        self.changes = ChangeJournal(db)
 
     @classmethod
     def open(

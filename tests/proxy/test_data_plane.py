@@ -5,6 +5,9 @@ services on each side."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,8 +57,20 @@ class Enforcer:
         pass
 
 
-def test_a_node_follows_another_process(gateway: Gateway, db_path: Path, sealer: KeySealer) -> None:
-    admin_policies = PolicyService(gateway.store, gateway.clock)
+@dataclass
+class NodeUnderTest:
+    store: Store
+    node: AccountCaNodes
+    policies: PolicyService
+    enforcer: Enforcer
+    signer: Signer
+    devices: DeviceService
+    follow: Following
+
+
+@contextmanager
+def _node(gateway: Gateway, db_path: Path, sealer: KeySealer) -> Iterator[NodeUnderTest]:
+    """A data-plane node's services on a connection of their own, following the gateway's."""
     account = gateway.account_id
     node_store = Store.open(db_path, migrations=False)
     try:
@@ -76,6 +91,22 @@ def test_a_node_follows_another_process(gateway: Gateway, db_path: Path, sealer:
         sync.refresh()
         devices = DeviceService(node_store, gateway.clock, public_base_url="http://127.0.0.1:8081")
         follow = Following(node_store, node, policies, sync, devices)
+        try:
+            yield NodeUnderTest(node_store, node, policies, enforcer, signer, devices, follow)
+        finally:
+            node.default.stop()
+            devices.close()
+    finally:
+        node_store.close()
+
+
+def test_a_node_follows_another_process(gateway: Gateway, db_path: Path, sealer: KeySealer) -> None:
+    admin_policies = PolicyService(gateway.store, gateway.clock)
+    account = gateway.account_id
+    with _node(gateway, db_path, sealer) as under_test:
+        node, policies, enforcer, signer, follow = (
+            under_test.node, under_test.policies, under_test.enforcer, under_test.signer, under_test.follow
+        )  # fmt: skip
         first_engines = enforcer.snapshots[-1].engines
         assert node.in_use_id == gateway.initial_ca_id
 
@@ -108,10 +139,30 @@ def test_a_node_follows_another_process(gateway: Gateway, db_path: Path, sealer:
         follow()
         assert node.in_use_id == second.id
         assert signer.issuer is not None and signer.issuer.authority.fingerprint == second.fingerprint
-        node.default.stop()
-        devices.close()
-    finally:
-        node_store.close()
+
+
+def test_a_follow_the_store_broke_off_is_finished_by_the_next(
+    gateway: Gateway, db_path: Path, sealer: KeySealer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's rows are read once: a follow that took them and then lost the store keeps
+    them, and the next follow reloads what they named."""
+    with _node(gateway, db_path, sealer) as under_test:
+        first_engines = under_test.enforcer.snapshots[-1].engines
+        PolicyService(gateway.store, gateway.clock).create(GATEWAY_RULES, gateway.account_id, BLOCK)
+        digest = under_test.store.revisions.data_plane
+
+        def unreachable() -> str:
+            raise StoreError("the database went away")
+
+        monkeypatch.setattr(under_test.store.revisions, "data_plane", unreachable)
+        with pytest.raises(StoreError):
+            under_test.follow()
+        monkeypatch.setattr(under_test.store.revisions, "data_plane", digest)
+        under_test.follow()  # the journal has nothing new: what the first took is followed
+        assert [r.item.name for r in under_test.policies.list(GATEWAY_RULES, gateway.account_id)] == [
+            "Block casino"
+        ]
+        assert under_test.enforcer.snapshots[-1].engines.version > first_engines.version
 
 
 def test_a_node_refuses_a_store_at_another_schema_version(db_path: Path) -> None:

@@ -250,6 +250,44 @@ async def test_a_node_sees_rules_another_process_made_changed_and_deleted(lab: L
         node_store.close()
 
 
+async def test_a_node_forgets_only_what_the_journal_names(lab: Lab, store_url: str) -> None:
+    """A node follows a posture report of one device by forgetting that device alone (the others
+    stay cached: no store read per request after every report); a deleted device and a changed
+    rule reach it all the same."""
+    node_store = Store.open(store_url, migrations=False)
+    node = DeviceService(node_store, lab.gateway.clock, public_base_url="http://127.0.0.1:8081")
+    try:
+        node_store.changes.take()
+        (first, first_secret), (second, _) = lab.enroll(hostname="one"), lab.enroll()
+        cert, key = lab.ca.issue(lab.now)
+        node.forget_changed(node_store.changes.take())
+        assert node.authenticate(first.id, first_secret) == first.id
+        kept = node.identity(first.id)
+        assert node.identity(second.id).posture_passed == ()
+        await lab.service.submit(second, [await lab.passing(second, cert, key)], "127.0.0.1")
+        changes = node_store.changes.take()
+        assert changes.devices == {second.id} and not changes.everything
+        node.forget_changed(changes)
+        assert node.identity(first.id) is kept  # still cached
+        assert node.identity(second.id).posture_passed == (lab.rule_id,)  # read again
+        lab.service.replace_rule(
+            lab.account,
+            lab.rule_id,
+            rule_body(
+                lab.ca_id, input={**rule_body(lab.ca_id)["input"], "extended_key_usage": ["emailProtection"]}
+            ),
+        )
+        node.forget_changed(node_store.changes.take())
+        assert node.identity(second.id).posture_passed == ()  # the rule's new requirements
+        lab.service.delete_device(lab.account, first.id)
+        node.forget_changed(node_store.changes.take())
+        assert node.authenticate(first.id, first_secret) is None
+        assert node.identity(first.id) is ANONYMOUS
+    finally:
+        node.close()
+        node_store.close()
+
+
 async def test_subscribers_hear_of_every_stored_result(lab: Lab) -> None:
     device, _ = lab.enroll()
     calls: list[int] = []
