@@ -277,7 +277,8 @@ def test_posture_rules_made_after_start_reach_every_worker(
     gateway_factory: Any, origin: Origin, tmp_path: Path
 ) -> None:
     """Each worker caches the account's posture rules; a rule the admin API makes while they
-    serve reaches every worker's decisions before the call answers (it did not, once)."""
+    serve reaches every worker's decisions before the call answers (it did not, once); so does
+    a device deleted while every worker has it cached."""
     gw: GatewayProcess = gateway_factory(workers=2)
     gw.start(timeout=START_TIMEOUT)
     try:
@@ -320,6 +321,19 @@ def test_posture_rules_made_after_start_reach_every_worker(
             assert statuses("second.origin.test") == [200] * IDENTIFIED
             node_ids = {w["id"] for w in _workers(gw, account).values()}
             served = {line.get("node") for line in _log_lines(gw) if line.get("host") == "second.origin.test"}
+            # The device deleted: no worker knows its secret any more (each forgets it by the
+            # store's change journal), so it is anonymous: it fails the posture check, and where
+            # no policy applies it is served but logged without a device.
+            deleted = api.delete(f"/accounts/{account}/devices/{device['id']}")
+            assert deleted.status_code == 200, deleted.text
+            assert statuses("second.origin.test") == [403] * IDENTIFIED
+            assert statuses("after-delete.origin.test") == [200] * IDENTIFIED
+
+        def after_delete() -> list[dict[str, Any]]:
+            return [line for line in _log_lines(gw) if line.get("host") == "after-delete.origin.test"]
+
+        assert wait_until(lambda: len(after_delete()) >= IDENTIFIED, 5), after_delete()
+        assert {line.get("device") for line in after_delete()} == {None}, after_delete()
         assert wait_until(
             lambda: (
                 node_ids
