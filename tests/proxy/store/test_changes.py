@@ -13,8 +13,9 @@ import pytest
 
 from proxy.store import Account, Changes, Device, PostureResult, Store, StoredPostureRule
 from proxy.store.changes import EVERYTHING, MAX_ROWS, NOTHING
-from proxy.store.migrations import JOURNAL_KEEP
+from proxy.store.migrations import JOURNAL_KEEP, MIGRATIONS, migrate
 from proxy.store.revisions import _DATA_PLANE
+from proxy.store.store import open_database
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 A, B = "a" * 32, "b" * 32
@@ -151,3 +152,23 @@ def test_every_table_a_node_caches_from_has_journal_triggers(store: Store) -> No
         events.setdefault(table, set()).add(event)
     for table in fingerprinted | device_tables:
         assert events.get(table) == {"INSERT", "UPDATE", "DELETE"}, table
+
+
+def test_a_store_made_before_the_journal_is_journaled_once_migrated(store_url: str) -> None:
+    """Version 10 → 11 on a store with devices: the triggers take over the existing tables."""
+    db = open_database(store_url)
+    try:
+        assert migrate(db, T0, MIGRATIONS[:10]) == 10
+        admin = Store(db)
+        admin.accounts.add(Account(A, "acme", T0))
+        admin.devices.add(_device("d1"))
+        assert migrate(db, T0) == MIGRATIONS[-1].version
+        reader = Store.open(store_url, migrations=False)
+        try:
+            reader.changes.take()
+            admin.devices.seen_many([("d1", "10.0.0.7", T0 + timedelta(minutes=1))])
+            assert reader.changes.take() == Changes(devices=frozenset({"d1"}))
+        finally:
+            reader.close()
+    finally:
+        db.close()
