@@ -11,7 +11,7 @@ alternating, the node's two ways:
 - ``journal``: ``Store.changes.take()``, forget the devices it names, the rest stay cached.
 
 On SQLite (a file) and on PostgreSQL (a throwaway local cluster, Debian's binaries, as the
-tests start it; or ``--database URL``). Bounded: ``--reports`` per backend.
+tests start it; or a fresh database on ``--database URL``, dropped after). Bounded: ``--reports`` per backend.
 
 Run:  .venv/bin/python bench/follow_cost.py [--devices 200] [--reports 50] [--sqlite-only]
 """
@@ -19,16 +19,16 @@ Run:  .venv/bin/python bench/follow_cost.py [--devices 200] [--reports 50] [--sq
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from posture_bench import fresh_database, postgres_server
 
 from proxy.services.devices import DeviceService
 from proxy.store import Account, Device, PostureResult, Store
@@ -92,20 +92,6 @@ def measure(url: str, devices: int, reports: int) -> dict[str, float]:
         admin.close()
 
 
-@contextlib.contextmanager
-def _postgres(url: str | None) -> Iterator[str]:
-    if url is not None:
-        yield url
-        return
-    from tests.support.postgres import Cluster
-
-    cluster = Cluster.start_new(fsync=True)
-    try:
-        yield cluster.create_database()
-    finally:
-        cluster.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,7 +105,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="follow-cost-") as tmp:
         rows.append(("SQLite", measure(str(Path(tmp) / "store.db"), args.devices, args.reports)))
     if not args.sqlite_only:
-        with _postgres(args.database) as url:
+        with postgres_server(args.database) as server_url, fresh_database(server_url) as url:
             rows.append(("PostgreSQL", measure(url, args.devices, args.reports)))
     print(f"a node follows a posture report, then answers identity() for {args.devices} devices")
     print(f"(median of {args.reports} reports, ms per followed report):")

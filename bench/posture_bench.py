@@ -691,14 +691,14 @@ def main() -> None:
         serve(Path(args.serve), proof_worker=not args.no_proof_worker, database=args.serve_database)
         return
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
-    with _postgres_server(args.database if "postgresql" in backends else "") as server_url:
+    with postgres_server(args.database if "postgresql" in backends else "") as server_url:
         rounds = []
         for _ in range(args.rounds):
             for backend in backends:
                 if backend == "sqlite":
                     rounds.append(run(args))
                     continue
-                with _fresh_database(server_url) as url:
+                with fresh_database(server_url) as url:
                     rounds.append(run(args, url))
     identity = round(identity_lookup(), 2)
     for figures in rounds:
@@ -728,7 +728,7 @@ def _print(figures: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _postgres_server(url: str | None) -> Iterator[str]:
+def postgres_server(url: str | None) -> Iterator[str]:
     """``url`` as given; "" (PostgreSQL not used): ""; None: a throwaway local cluster's URL."""
     if url is not None:
         yield url
@@ -743,7 +743,7 @@ def _postgres_server(url: str | None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _fresh_database(server_url: str) -> Iterator[str]:
+def fresh_database(server_url: str) -> Iterator[str]:
     """A new empty database on the server of ``server_url``, dropped afterwards; its URL."""
     import secrets
     from urllib.parse import urlsplit, urlunsplit
