@@ -64,10 +64,11 @@ def measure(url: str, devices: int, reports: int) -> dict[str, float]:
     node = DeviceService(node_store, lambda: T0, public_base_url="http://127.0.0.1:8081")
     try:
         admin.accounts.add(Account(ACCOUNT, "bench", T0))
+        made = [_device(i) for i in range(devices)]
         with admin.transaction():
-            for i in range(devices):
-                admin.devices.add(_device(i))
-        ids = [_device(i).id for i in range(devices)]
+            for device in made:
+                admin.devices.add(device)
+        ids = [device.id for device in made]
         node_store.changes.take()
         node.forget_cached()
         for device_id in ids:

@@ -153,10 +153,10 @@ class DeviceService:
             self._devices.pop(device_id, None)
             self._postures.pop(device_id, None)
         for account_id in changes.rule_accounts:
-            self._rulebook.forget(account_id)  # and every cached posture (_rules_changed)
+            self._rulebook.forget(account_id)  # _rules_changed: every cached posture, subscribers
         if changes.addresses:
             self.addresses.refresh()
-        if changes.devices or changes.addresses or changes.rule_accounts:
+        if changes.devices or changes.addresses:
             self._subscribers.notify()
 
     # -- the proxy ------------------------------------------------------------------------------

@@ -133,10 +133,6 @@ class RuleBook:
                 self._sets[account_id] = cached
         return cached
 
-    def forget(self, account_id: str) -> None:
-        """Another process changed this account's rules: read them again when next asked."""
-        self._forget(account_id)
-
     def forget_all(self) -> None:
         """Another process may have changed any account's rules: read them again when next
         asked (a data-plane node, after it followed the store)."""
@@ -186,15 +182,17 @@ class RuleBook:
             rule = self.get(account_id, rule_id)
             self._store.posture_rules.delete(account_id, rule_id)
             self._store.posture_results.delete_for_rule(rule_id)
-            self._store.after_commit(lambda: self._forget(account_id))
+            self._store.after_commit(lambda: self.forget(account_id))
         logger.info("account %s: deleted device posture rule %s", account_id, rule_id)
         return rule
 
     def _save(self, account_id: str, rule: PostureRule, *, created_at: datetime, now: datetime) -> None:
         stored = StoredPostureRule(account_id, rule.id, stored_body(rule), created_at, now)
         self._store.posture_rules.save(stored)
-        self._store.after_commit(lambda: self._forget(account_id))
+        self._store.after_commit(lambda: self.forget(account_id))
 
-    def _forget(self, account_id: str) -> None:
+    def forget(self, account_id: str) -> None:
+        """This account's rules changed (here, or in another process): read them again when
+        next asked, and tell ``changed``."""
         self._sets.pop(account_id, None)
         self._changed(account_id)

@@ -37,9 +37,6 @@ class Changes:
             plane=self.plane or other.plane,
         )
 
-    def __bool__(self) -> bool:
-        return self != NOTHING
-
 
 NOTHING = Changes()
 EVERYTHING = Changes(everything=True)
