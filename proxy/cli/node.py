@@ -69,8 +69,6 @@ def register(commands: Any) -> None:
 
 
 def options_from(args: argparse.Namespace) -> Any:
-    from proxy.node import NodeOptions  # heavy imports (mitmproxy) only for this command
-
     if not args.data_dir and not args.database:
         raise CliError(
             "gateway node needs the gateway's store: --data-dir DIR (its gateway.db and master.key) "
@@ -124,6 +122,8 @@ def options_from(args: argparse.Namespace) -> Any:
         health = HostPort.parse(args.health_listen, option="--health-listen") if args.health_listen else None
     except ConfigError as e:
         raise CliError(str(e), exit_code=2) from e
+    from proxy.node import NodeOptions  # heavy imports (mitmproxy): after the input is checked
+
     return NodeOptions(
         config=config,
         database=database,
@@ -136,9 +136,9 @@ def options_from(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = options_from(args)  # bad input is one line, before the heavy imports
     from proxy import node, runtime
 
-    options = options_from(args)
     runtime.setup_logging(options.config.log_level)
     try:
         return asyncio.run(node.serve_node(options, dict(os.environ)))

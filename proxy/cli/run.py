@@ -139,9 +139,9 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxy import admin_plane, runtime  # heavy imports (mitmproxy) only for this command
+    config = config_from(args)  # bad input is one line, before the heavy imports
+    from proxy import admin_plane, runtime  # mitmproxy, aiohttp: only for this command
 
-    config = config_from(args)
     runtime.setup_logging(config.log_level)
     serve = admin_plane.serve if config.workers > 1 else runtime.serve  # admin plane + N workers
     try:
