@@ -9,7 +9,6 @@ given only `--proxy-server=http://127.0.0.1:LOCAL` (no credentials: it could not
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -177,23 +176,6 @@ def test_chromium_through_the_local_proxy_is_the_device(lab: LocalProxyLab, tmp_
     assert "pass (verified)" in lab.report()
 
 
-def _load_with_pac(url: str, pac_url: str, home: Path, timeout: float = 60) -> chromium.PageLoad:
-    """`chromium --dump-dom` with `--proxy-pac-url` (no --proxy-server)."""
-    profile = home / "profile"
-    profile.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env["HOME"] = str(home)
-    result = tools.run(
-        [tools.require("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", f"--proxy-pac-url={pac_url}", "--dump-dom", url],
-        timeout=timeout, env=env,
-    )  # fmt: skip
-    return chromium.PageLoad(
-        result.stdout.decode(errors="replace"), set(), result.stderr.decode(errors="replace")
-    )
-
-
 @pytest.mark.parametrize("served_by", ["gateway", "local proxy"])
 def test_chromium_with_a_pac_url_reaches_the_page_through_the_proxy(
     lab: LocalProxyLab, tmp_path: Path, served_by: str
@@ -206,7 +188,7 @@ def test_chromium_with_a_pac_url_reaches_the_page_through_the_proxy(
     path = f"/pac-{served_by.replace(' ', '-')}"
     home = chromium.make_home(tmp_path / "browser", lab.gateway_ca)
     # origin.test has no address outside the gateway's --hosts file: the page loads only through it
-    page = _load_with_pac(lab.origin.url("origin.test", path), pac_url, home)
+    page = chromium.load(lab.origin.url("origin.test", path), pac_url=pac_url, home=home)
     assert body_for("origin.test") in page.dom, _page(page.dom, page)
     requests = lab.gw.data_dir / "requests.jsonl"
 
