@@ -88,8 +88,10 @@ class Cpu:
 
 def gateway_cpu(root: int) -> Cpu:
     """The workers are the ``gateway node --worker`` processes under ``root``; the admin plane is
-    ``root`` with its other children (the proof worker)."""
+    ``root`` with its other children (the proof worker). With ``--workers 1`` one process proxies
+    and serves the API: its CPU is counted as the proxy's, the proof worker's as the admin's."""
     workers = admin = 0
+    found = False
     for pid in _tree(root):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -98,8 +100,12 @@ def gateway_cpu(root: int) -> Cpu:
         cpu = T.proc_cpu_ns(pid)
         if b"node" in cmdline and b"--worker" in cmdline:
             workers += cpu
+            found = True
         else:
             admin += cpu
+    if not found:
+        own = T.proc_cpu_ns(root)
+        workers, admin = own, admin - own
     return Cpu(workers / 1e9, admin / 1e9)
 
 
