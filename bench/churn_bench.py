@@ -20,8 +20,11 @@ request, the admin plane's CPU (with its proof worker) per report, reports/s rea
 latency; and churn / quiet in the same run. The load client, the reporter and nginx share the
 machine's cores with the gateway.
 
+``--control``: the reporter asks for two nonces instead (the same number of requests to the admin
+plane, nothing changes): what the churn slices lose beyond that is the cost of the change itself.
+
 Run:  .venv/bin/python bench/churn_bench.py [--workers 2] [--pairs 6] [--slice-s 5]
-                                            [--concurrency 8] [--report-rate 50] [--json]
+                                            [--concurrency 8] [--report-rate 50] [--control] [--json]
 """
 
 from __future__ import annotations
@@ -63,7 +66,11 @@ def reporter(spec: dict[str, Any]) -> dict[str, Any]:
         due += interval
         t0 = time.monotonic()
         try:
-            device.report_pass(spec["admin"], dev)
+            if spec["control"]:
+                device.ask_nonce(spec["admin"], dev)
+                device.ask_nonce(spec["admin"], dev)
+            else:
+                device.report_pass(spec["admin"], dev)
         except (RuntimeError, OSError, http.client.HTTPException) as e:
             errors.append(str(e)[:200])
             continue
@@ -176,6 +183,7 @@ async def one_slice(
             "admin": gw.admin,
             "device": dataclasses.asdict(dev),
             "rate": args.report_rate,
+            "control": args.control,
             "seconds": args.slice_s + 1.0,  # covers the load's set-up as well
         }
         jobs.append(_json_child([sys.executable, __file__, "--reporter"], report_spec))
@@ -316,6 +324,12 @@ def main() -> None:
     parser.add_argument("--slice-s", type=float, default=5.0, help="seconds per slice (default 5)")
     parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections (default 8)")
     parser.add_argument("--report-rate", type=float, default=50.0, help="reports per second (default 50)")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="the reporter asks for two nonces instead of reporting: as many requests to the admin "
+        "plane, nothing changed for the workers to follow (a baseline for the churn slices)",
+    )
     parser.add_argument("--origin-ip", default="127.0.0.1")
     parser.add_argument("--gateway", default=str(REPO / ".venv" / "bin" / "gateway"))
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -343,7 +357,12 @@ def _print(f: dict[str, Any]) -> None:
     q, c, s = f["quiet"], f["churn"], f["settings"]
     print(
         f"gateway run --workers {s['workers']}, {s['concurrency']} keep-alive connections identified as one device, "
-        f"{s['pairs']} pairs of {s['slice_s']:.0f} s slices, reports at {s['report_rate']:.0f}/s for that device"
+        f"{s['pairs']} pairs of {s['slice_s']:.0f} s slices, "
+        + (
+            f"two nonce requests (--control) at {s['report_rate']:.0f}/s"
+            if s["control"]
+            else f"reports at {s['report_rate']:.0f}/s for that device"
+        )
     )
     print(f"{'':28}{'quiet':>14}{'churn':>14}")
     print(f"{'requests/s':28}{q['requests_per_s']:>14,.0f}{c['requests_per_s']:>14,.0f}")

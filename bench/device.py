@@ -171,12 +171,18 @@ def enroll(admin: str, token: str) -> Device:
     return device
 
 
+def ask_nonce(admin: str, device: Device) -> str:
+    """A server nonce for the device (``POST /agent/nonce``): a request that changes nothing."""
+    basic = {"Authorization": device.proxy_headers["Proxy-Authorization"]}
+    return str(_call("POST", f"{admin}{API}/agent/nonce", {}, basic)["nonce"])
+
+
 def report_pass(admin: str, device: Device) -> None:
     """One verified passing result for the device's posture rule, as ``gateway agent report``
     sends it: a server nonce, then the result proven with the device certificate's key."""
     base = admin + API
     basic = {"Authorization": device.proxy_headers["Proxy-Authorization"]}
-    nonce = _call("POST", f"{base}/agent/nonce", {}, basic)["nonce"]
+    nonce = ask_nonce(admin, device)
     key = serialization.load_pem_private_key(device.key_pem.encode(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     message = proof_message(
