@@ -18,8 +18,8 @@ test: ## install everything the tests need (pip and Debian packages), lint, and 
 	@scripts/install-test-deps
 	@$(MAKE) --no-print-directory lint
 	@# Each pass's pytest processes import and assertion-rewrite every test module, and the tests
-	@# start hundreds of gateway and agent processes: with PYTHONDONTWRITEBYTECODE set (as on the CI
-	@# machines) all of that is compiled again in every process (about 12 s of CPU per pytest process).
+	@# start hundreds of gateway and agent processes: with PYTHONDONTWRITEBYTECODE set (as on our
+	@# development machines) all of that is compiled again in every process (about 12 s of CPU per pytest process).
 	@# The tests write their bytecode to __pycache__ (ignored by git) whatever that variable says.
 	@status=0; \
 	export PYTHONDONTWRITEBYTECODE=; \

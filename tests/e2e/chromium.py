@@ -64,6 +64,8 @@ def load(
     """`chromium --dump-dom url` through the proxy at `proxy_port` (or the one the PAC file at
     `pac_url` names); on a certificate error the DOM is empty and the reason is in the net-log.
     With `screenshot`, the same load also writes a PNG there."""
+    if (proxy_port is None) == (pac_url is None):
+        raise ValueError("chromium.load: give exactly one of proxy_port and pac_url")
     chromium = tools.require("chromium")
     netlog = home / "netlog.json"
     profile = home / "profile"
