@@ -34,7 +34,6 @@ import asyncio
 import dataclasses
 import http.client
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -99,7 +98,7 @@ def gateway_cpu(root: int) -> Cpu:
     and serves the API: its CPU is counted as the proxy's, the proof worker's as the admin's."""
     workers = admin = 0
     found = False
-    for pid in _tree(root):
+    for pid in T.process_tree(root):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
@@ -114,23 +113,6 @@ def gateway_cpu(root: int) -> Cpu:
         own = T.proc_cpu_ns(root)
         workers, admin = own, admin - own
     return Cpu(workers / 1e9, admin / 1e9)
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                raw = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 async def _json_child(argv: list[str], spec: dict[str, Any], on_line: Any = None) -> dict[str, Any]:

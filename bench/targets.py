@@ -150,6 +150,11 @@ def tree_cpu_ns(pid: int | None) -> int:
     --workers N``)."""
     if pid is None:
         return 0
+    return sum(proc_cpu_ns(p) for p in process_tree(pid))
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant of it, parents before their children (from /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -159,12 +164,12 @@ def tree_cpu_ns(pid: int | None) -> int:
         except OSError:
             continue
         children.setdefault(int(raw[raw.rfind(")") + 2 :].split()[1]), []).append(int(entry))
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += proc_cpu_ns(current)
+        found.append(current)
         todo.extend(children.get(current, []))
-    return total
+    return found
 
 
 def proc_cpu_ns(pid: int | None) -> int:
