@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import device
+import report
 import targets as T
 from pki import Authority, write_host_certs
 
@@ -96,7 +97,7 @@ def gateway_cpu(root: int) -> Cpu:
     """The workers are the ``gateway node --worker`` processes under ``root``; the admin plane is
     ``root`` with its other children (the proof worker). With ``--workers 1`` one process proxies
     and serves the API: its CPU is counted as the proxy's, the proof worker's as the admin's."""
-    workers = admin = 0
+    workers = admin = own = 0
     found = False
     for pid in T.process_tree(root):
         try:
@@ -109,8 +110,9 @@ def gateway_cpu(root: int) -> Cpu:
             found = True
         else:
             admin += cpu
+        if pid == root:
+            own = cpu
     if not found:
-        own = T.proc_cpu_ns(root)
         workers, admin = own, admin - own
     return Cpu(workers / 1e9, admin / 1e9)
 
@@ -181,8 +183,7 @@ async def one_slice(
         "requests_per_s": ok / (t1 - t0),
         "workers_cpu_us_per_request": (c1.workers - c0.workers) / ok * 1e6 if ok else None,
         "admin_cpu_s_per_s": (c1.admin - c0.admin) / (t1 - t0),
-        "request_p50_ms": statistics.median(loaded["latency_us"]) / 1000 if ok else None,
-        "request_p99_ms": _quantile(loaded["latency_us"], 0.99) / 1000 if ok else None,
+        **report.percentiles(loaded["latency_us"], "request"),
     }
     if churn:
         reported = results[1]
@@ -200,11 +201,6 @@ async def one_slice(
             figures["admin_cpu_s_per_s"] / figures["reports_per_s"] * 1e6 if reported["reports"] else None
         )
     return figures
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _median(slices: list[dict[str, Any]], key: str) -> float | None:

@@ -55,8 +55,16 @@ class Device:
 
     @property
     def proxy_headers(self) -> dict[str, str]:
-        raw = f"{self.device_id}:{self.secret}".encode()
-        return {"Proxy-Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {"Proxy-Authorization": self._basic}
+
+    @property
+    def agent_headers(self) -> dict[str, str]:
+        """What ``gateway agent`` sends to the agent API: the same credentials."""
+        return {"Authorization": self._basic}
+
+    @property
+    def _basic(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.device_id}:{self.secret}".encode()).decode()
 
 
 # Never via a proxy environment variable. Made once: each opener makes an SSL context and loads
@@ -173,15 +181,12 @@ def enroll(admin: str, token: str) -> Device:
 
 def ask_nonce(admin: str, device: Device) -> str:
     """A server nonce for the device (``POST /agent/nonce``): a request that changes nothing."""
-    basic = {"Authorization": device.proxy_headers["Proxy-Authorization"]}
-    return str(_call("POST", f"{admin}{API}/agent/nonce", {}, basic)["nonce"])
+    return str(_call("POST", f"{admin}{API}/agent/nonce", {}, device.agent_headers)["nonce"])
 
 
 def report_pass(admin: str, device: Device) -> None:
     """One verified passing result for the device's posture rule, as ``gateway agent report``
     sends it: a server nonce, then the result proven with the device certificate's key."""
-    base = admin + API
-    basic = {"Authorization": device.proxy_headers["Proxy-Authorization"]}
     nonce = ask_nonce(admin, device)
     key = serialization.load_pem_private_key(device.key_pem.encode(), None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
@@ -190,7 +195,7 @@ def report_pass(admin: str, device: Device) -> None:
     )
     stored = _call(
         "POST",
-        f"{base}/agent/results",
+        f"{admin}{API}/agent/results",
         {
             "results": [
                 {
@@ -202,7 +207,7 @@ def report_pass(admin: str, device: Device) -> None:
                 }
             ]
         },
-        basic,
+        device.agent_headers,
     )
     if not (len(stored) == 1 and stored[0]["success"] and stored[0]["verified"]):
         raise RuntimeError(f"gateway-device: the passing result was not stored as verified: {stored}")

@@ -123,26 +123,15 @@ def tree_cpu_seconds(pid: int | None) -> float:
     """user+system CPU of ``pid`` and all its live descendants (from /proc)."""
     if pid is None:
         return 0.0
-    children: dict[int, list[int]] = {}
-    stats: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    ticks = 0
+    for p in process_tree(pid):
         try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
+            raw = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         fields = raw[raw.rfind(")") + 2 :].split()
-        ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
-        children.setdefault(ppid, []).append(int(entry))
-        stats[int(entry)] = (utime, stime)
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += sum(stats[p])
-        todo.extend(children.get(p, ()))
-    return total / CLK_TCK
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / CLK_TCK
 
 
 def tree_cpu_ns(pid: int | None) -> int:
