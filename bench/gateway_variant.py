@@ -17,6 +17,9 @@ Variants:
            ``addon_dispatch.args_of`` (the 'before' of that change).
   uvloop   the gateway on uvloop's event loop (an experiment; needs uvloop installed).
   optimized  the gateway under ``python -O``.
+  gc-young the garbage collector's young generation collected after more net allocations:
+           ``GATEWAY_BENCH_GC_THRESHOLDS`` (default ``10000,10,100``) instead of
+           ``proxy/gc_settings.THRESHOLDS``.
 """
 
 from __future__ import annotations
@@ -96,7 +99,16 @@ def optimized() -> None:
         os.execv(sys.executable, [sys.executable, "-O", __file__, "optimized", *sys.argv[1:]])
 
 
+def gc_young() -> None:
+    """Other thresholds for the garbage collector (``proxy.gc_settings.tune`` reads them at start)."""
+    from proxy import gc_settings
+
+    raw = os.environ.get("GATEWAY_BENCH_GC_THRESHOLDS", "10000,10,100")
+    gc_settings.THRESHOLDS = tuple(int(part) for part in raw.split(","))  # type: ignore[misc]
+
+
 VARIANTS = {
+    "gc-young": gc_young,
     "optimized": optimized,
     "pruned": pruned,
     "stock-tls": stock_tls,

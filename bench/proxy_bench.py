@@ -63,6 +63,7 @@ INTERLEAVE_TARGETS = (
     "gateway-stock-args",
     "gateway-uvloop",
     "gateway-optimized",
+    "gateway-gc-young",
     "gateway-w1",
     "gateway-w2",
     "gateway-w4",
@@ -83,6 +84,7 @@ VARIANT_TARGETS = (
     "gateway-stock-args",
     "gateway-uvloop",
     "gateway-optimized",
+    "gateway-gc-young",
 )
 
 

@@ -227,6 +227,8 @@ RATIO_PAIRS = (
     ("gateway-uvloop", "mitmdump"),
     ("gateway-optimized", "gateway"),
     ("gateway-optimized", "mitmdump"),
+    ("gateway-gc-young", "gateway"),
+    ("gateway-gc-young", "mitmdump"),
     ("gateway-w2", "gateway-w1"),
     ("gateway-w4", "gateway-w1"),
 )
@@ -349,6 +351,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-stock-args": "gateway, stock Hook.args()",
         "gateway-uvloop": "gateway on uvloop (experiment)",
         "gateway-optimized": "gateway, python -O",
+        "gateway-gc-young": "gateway, other GC thresholds (experiment)",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
         "gateway-w1": "gateway --workers 1",
