@@ -64,6 +64,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from targets import process_tree
 
 from certs.proof import proof_message, sign_proof
 
@@ -137,20 +138,7 @@ def serve(data_dir: Path, proof_worker: bool, database: str | None = None) -> No
 
 def _tree_cpu(root: int) -> tuple[float, float]:
     """CPU seconds of ``root`` and of all its live descendants, from /proc: (root, descendants)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    below, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [child for child, parent in parents.items() if parent == pid]
-        below += children
-        frontier += children
-    return _child_cpu(root), sum(_child_cpu(pid) for pid in below)
+    return _child_cpu(root), sum(_child_cpu(pid) for pid in process_tree(root)[1:])
 
 
 def _free_port() -> int:
