@@ -32,6 +32,7 @@ from mitmproxy import connection, http, tls
 from OpenSSL import SSL
 
 from addons.pages import BlockPage, PageFacts, render
+from addons.request_names import ip, pretty_host_and_url
 from policies.access import AccessDecision, AccessEngine
 from policies.engine import Decision, GatewayEngine
 from policies.facts import ANONYMOUS, ConnectionFacts, Identity, RequestFacts
@@ -452,7 +453,7 @@ def connection_facts(context: object, sni: str | None, identity: Identity = ANON
     dst_ip, dst_port = _destination(server)
     return ConnectionFacts(
         sni=sni.lower() if sni else None,
-        src_ip=ipaddress.ip_address(client.peername[0]),
+        src_ip=ip(client.peername[0]),
         dst_ip=dst_ip,
         dst_port=dst_port,
         identity=identity,
@@ -461,18 +462,18 @@ def connection_facts(context: object, sni: str | None, identity: Identity = ANON
 
 def request_facts(flow: http.HTTPFlow, identity: Identity = ANONYMOUS) -> RequestFacts:
     request = flow.request
-    host = request.pretty_host.lower().rstrip(".")
+    host, url = pretty_host_and_url(request)
     path, _, query = request.path.partition("?")
     dst_ip, _ = _destination(flow.server_conn)
     sni = flow.client_conn.sni
     conn = ConnectionFacts(
         sni=sni.lower() if sni else None,
-        src_ip=ipaddress.ip_address(flow.client_conn.peername[0]),
+        src_ip=ip(flow.client_conn.peername[0]),
         dst_ip=dst_ip,
         dst_port=request.port,
         identity=identity,
     )
-    return RequestFacts(request.method.upper(), request.pretty_url, host, path or "/", query, conn)
+    return RequestFacts(request.method.upper(), url, host.lower().rstrip("."), path or "/", query, conn)
 
 
 def _destination(server: connection.Server) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
@@ -480,7 +481,7 @@ def _destination(server: connection.Server) -> tuple[ipaddress.IPv4Address | ipa
     if not address:
         return UNSPECIFIED, 0
     try:
-        return ipaddress.ip_address(address[0]), int(address[1])
+        return ip(address[0]), int(address[1])
     except ValueError:
         return UNSPECIFIED, int(address[1])
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from mitmproxy import http
 
 from addons.enforcement import ALLOWED, DECISION, IDENTITY, DecisionRecord
+from addons.request_names import pretty_host
 from policies.facts import ANONYMOUS, Identity, PostureState
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class RequestLog:
             "src_ip": flow.client_conn.peername[0] if flow.client_conn.peername else None,
             "method": flow.request.method,
             "scheme": flow.request.scheme,
-            "host": flow.request.pretty_host,
+            "host": pretty_host(flow.request),
             "path": flow.request.path.partition("?")[0],
             "action": decision.action,
             "stage": decision.stage,
