@@ -165,6 +165,8 @@ class Enforcer:
                 return
         if snapshot.engines is None:
             return
+        if snapshot.tls_decrypt and snapshot.engines.gateway.inspects_every_connection:
+            return  # no Do Not Inspect rule: nothing to decide (and no facts to build)
         if not snapshot.tls_decrypt:
             data.ignore_connection = True
             self._count("handshakes", "passed_through")

@@ -317,6 +317,12 @@ class GatewayEngine:
         return not (self._connection.rules or self._inspection.rules or self._http.rules)
 
     @property
+    def inspects_every_connection(self) -> bool:
+        """No Do Not Inspect rule decides at the ClientHello: ``decide_connection`` is always
+        ``inspect``, whatever the connection's facts."""
+        return not self._connection.rules
+
+    @property
     def rules(self) -> tuple[GatewayRule, ...]:
         """The enabled rules in evaluation order."""
         return tuple(c.rule for c in (*self._inspection.rules, *self._http.rules))
@@ -331,7 +337,7 @@ class GatewayEngine:
     def decide_connection(self, facts: ConnectionFacts) -> Decision:
         """At the ClientHello: ``off`` → pass the TLS bytes through; else inspect."""
         rules = self._connection
-        if not rules.rules:
+        if self.inspects_every_connection:
             return INSPECT
         position = rules.first(connection_context(facts), "", (facts.sni or "").lower())
         return INSPECT if position is None else rules.decisions[position]

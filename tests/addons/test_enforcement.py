@@ -210,6 +210,34 @@ def test_tls_decrypt_off_passes_everything_through(engines: Engines) -> None:
     assert hello.ignore_connection is True
 
 
+def test_without_do_not_inspect_rules_the_clienthello_decides_nothing() -> None:
+    """Only HTTP rules: every connection is inspected, so the ClientHello neither looks the device
+    up nor builds facts; one Do Not Inspect rule and it does both."""
+    asked: list[str] = []
+
+    def identity_of(client: connection.Client) -> Identity:
+        asked.append(client.id)
+        return Identity()
+
+    http_only = load(
+        "gateway_rules:\n  - {name: Block, precedence: 1, action: block, traffic: 'http.request.host == \"x.test\"'}\n"
+    )
+    with_dni = load(
+        'gateway_rules:\n  - {name: Bank, precedence: 1, action: "off", traffic: \'net.sni.host == "bank.test"\'}\n'
+    )
+    for policy_set, lookups, passed in ((http_only, 0, False), (with_dni, 1, True)):
+        asked.clear()
+        addon = Enforcer(identity_of=identity_of)
+        addon.use(
+            PolicySnapshot(Engines(GatewayEngine.build(policy_set.gateway_rules), AccessEngine.build((), ())))
+        )
+        with taddons.context(addon) as tctx:
+            hello = _client_hello(tctx, "bank.test")
+            addon.tls_clienthello(hello)
+        assert len(asked) == lookups
+        assert hello.ignore_connection is passed
+
+
 class BrokenGateway:
     is_empty = False
 
