@@ -6,7 +6,8 @@ mitmproxy parses the Host header again at each ``pretty_host`` and each ``pretty
 facts of a request need both, the request log the host again. A keep-alive client sends the same
 Host header on every request, and a connection's addresses do not change. Both parses are pure
 functions of a string, so their results are kept in bounded LRU caches: the Host header is the
-client's to choose, so at most ``CACHE_SIZE`` distinct values are kept of each.
+client's to choose, so at most ``CACHE_SIZE`` distinct values are kept of each, and a Host header
+longer than any host name and port (``CACHEABLE_LENGTH``) is parsed without being kept.
 
 The values are mitmproxy's own, by construction (its parser, its ``unparse``) and by test
 (``tests/addons/test_request_names.py`` compares them with ``pretty_host``/``pretty_url``).
@@ -21,15 +22,22 @@ from typing import Final
 from mitmproxy import http
 from mitmproxy.net.http import url
 
-__all__ = ["CACHE_SIZE", "ip", "pretty_host", "pretty_host_and_url"]
+__all__ = ["CACHEABLE_LENGTH", "CACHE_SIZE", "ip", "pretty_host", "pretty_host_and_url"]
 
 CACHE_SIZE: Final = 4096
+CACHEABLE_LENGTH: Final = 270  # a DNS name is at most 253 characters; brackets, colon and port fit too
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
 def _authority(authority: str) -> tuple[str, int | None]:
+    if len(authority) > CACHEABLE_LENGTH:
+        return url.parse_authority(authority, check=False)
+    return _cached_authority(authority)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _cached_authority(authority: str) -> tuple[str, int | None]:
     return url.parse_authority(authority, check=False)
 
 

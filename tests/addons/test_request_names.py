@@ -80,10 +80,19 @@ def test_a_changed_host_header_is_read_again() -> None:
     assert pretty_host(request) == "second.test"
 
 
-def test_the_cache_of_host_headers_is_bounded() -> None:
+def test_the_cache_of_host_headers_is_bounded_in_count_and_size() -> None:
+    cache = request_names._cached_authority
     for i in range(request_names.CACHE_SIZE + 50):
         pretty_host(_request(host_header=f"h{i}.bound.test"))
-    assert request_names._authority.cache_info().currsize <= request_names.CACHE_SIZE
+    assert cache.cache_info().currsize == request_names.CACHE_SIZE
+    cache.cache_clear()
+    long = _request(host_header="a" * 5000 + ".test:8443", path=b"/long")
+    assert pretty_host_and_url(long) == (long.pretty_host, long.pretty_url)
+    assert cache.cache_info().currsize == 0  # parsed, not kept
+    longest = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61 + ":65535"  # 253 + port
+    assert len(longest) <= request_names.CACHEABLE_LENGTH
+    assert pretty_host(_request(host_header=longest)) == longest.rpartition(":")[0]
+    assert cache.cache_info().currsize == 1
 
 
 def test_ip_is_ipaddress_ip_address() -> None:
