@@ -35,7 +35,7 @@ from addons.pages import BlockPage, PageFacts, render
 from addons.request_names import ip, pretty_host_and_url
 from policies.access import AccessDecision, AccessEngine
 from policies.engine import Decision, GatewayEngine
-from policies.facts import ANONYMOUS, ConnectionFacts, Identity, RequestFacts
+from policies.facts import ANONYMOUS, ConnectionFacts, Identity, IPAddress, RequestFacts
 from policies.rules import Action, RedirectSettings, UntrustedCertAction
 
 logger = logging.getLogger(__name__)
@@ -478,7 +478,7 @@ def request_facts(flow: http.HTTPFlow, identity: Identity = ANONYMOUS) -> Reques
     return RequestFacts(request.method.upper(), url, host.lower().rstrip("."), path or "/", query, conn)
 
 
-def _destination(server: connection.Server) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+def _destination(server: connection.Server) -> tuple[IPAddress, int]:
     address = server.peername or server.address
     if not address:
         return UNSPECIFIED, 0

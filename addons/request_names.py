@@ -22,12 +22,12 @@ from typing import Final
 from mitmproxy import http
 from mitmproxy.net.http import url
 
+from policies.facts import IPAddress
+
 __all__ = ["CACHEABLE_LENGTH", "CACHE_SIZE", "ip", "pretty_host", "pretty_host_and_url"]
 
 CACHE_SIZE: Final = 4096
 CACHEABLE_LENGTH: Final = 270  # a DNS name is at most 253 characters; brackets, colon and port fit too
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def _authority(authority: str) -> tuple[str, int | None]:
