@@ -1,15 +1,19 @@
+import ipaddress
 import ssl
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from mitmproxy import connection, exceptions, tls
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from mitmproxy import certs, connection, exceptions, tls
 from mitmproxy.addons import tlsconfig
 from mitmproxy.proxy import context
 from mitmproxy.test import taddons
 from OpenSSL import SSL, crypto
 
+from addons import inspection
 from addons.inspection import HotTlsConfig, NoCertificateInUse, leaf_names
 from certs.authority import CertificateAuthority
 from certs.issuer import LeafIssuer
@@ -139,6 +143,46 @@ def test_leaf_names(sni, server, expected) -> None:
         ctx = _context(tctx, sni=sni)
         ctx.server.address = server
         assert leaf_names(ctx, use_upstream=True) == expected
+
+
+def _upstream(common_name: str, *names: x509.GeneralName) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def test_leaf_names_carry_the_upstream_names_read_once_per_certificate() -> None:
+    origin = _upstream(
+        "Origin.Test",
+        x509.DNSName("www.origin.test"),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        x509.UniformResourceIdentifier("https://origin.test/"),  # not a name a leaf carries
+    )
+    again = x509.load_der_x509_certificate(origin.public_bytes(serialization.Encoding.DER))
+    other = _upstream("not a host name", x509.DNSName("other.test"))
+    hits = inspection._upstream_names.cache_info().hits
+    with taddons.context() as tctx:
+        for certificate, expected in (
+            (origin, ["origin.test", "www.origin.test", "10.0.0.1"]),
+            (again, ["origin.test", "www.origin.test", "10.0.0.1"]),  # another object, the same certificate
+            (other, ["other.test", "origin.test"]),
+        ):
+            ctx = _context(tctx)
+            ctx.server.certificate_list = [certs.Cert(certificate)]
+            assert leaf_names(ctx, use_upstream=True) == expected
+            assert leaf_names(ctx, use_upstream=False) == ["origin.test"]
+    assert inspection._upstream_names.cache_info().hits == hits + 1
 
 
 class _Emudhra:
