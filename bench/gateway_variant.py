@@ -17,6 +17,8 @@ Variants:
            ``addon_dispatch.args_of`` (the 'before' of that change).
   uvloop   the gateway on uvloop's event loop (an experiment; needs uvloop installed).
   optimized  the gateway under ``python -O``.
+  uncached-names  an upstream certificate's names read at every handshake (the 'before' of
+           ``addons.inspection._upstream_names``' cache).
   gc-young the garbage collector's young generation collected after more net allocations:
            ``GATEWAY_BENCH_GC_THRESHOLDS`` (default ``10000,10,100``) instead of
            ``proxy/gc_settings.THRESHOLDS``.
@@ -107,7 +109,15 @@ def gc_young() -> None:
     gc_settings.THRESHOLDS = tuple(int(part) for part in raw.split(","))  # type: ignore[misc]
 
 
+def uncached_names() -> None:
+    """An upstream certificate's names read again at every handshake, as before their cache."""
+    from addons import inspection
+
+    inspection._upstream_names = inspection._upstream_names.__wrapped__  # type: ignore[assignment]
+
+
 VARIANTS = {
+    "uncached-names": uncached_names,
     "gc-young": gc_young,
     "optimized": optimized,
     "pruned": pruned,

@@ -64,6 +64,7 @@ INTERLEAVE_TARGETS = (
     "gateway-uvloop",
     "gateway-optimized",
     "gateway-gc-young",
+    "gateway-uncached-names",
     "gateway-w1",
     "gateway-w2",
     "gateway-w4",
@@ -85,6 +86,7 @@ VARIANT_TARGETS = (
     "gateway-uvloop",
     "gateway-optimized",
     "gateway-gc-young",
+    "gateway-uncached-names",
 )
 
 

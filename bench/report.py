@@ -229,6 +229,7 @@ RATIO_PAIRS = (
     ("gateway-optimized", "mitmdump"),
     ("gateway-gc-young", "gateway"),
     ("gateway-gc-young", "mitmdump"),
+    ("gateway-uncached-names", "gateway"),
     ("gateway-w2", "gateway-w1"),
     ("gateway-w4", "gateway-w1"),
 )
@@ -352,6 +353,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-uvloop": "gateway on uvloop (experiment)",
         "gateway-optimized": "gateway, python -O",
         "gateway-gc-young": "gateway, other GC thresholds (experiment)",
+        "gateway-uncached-names": "gateway, upstream names uncached",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
         "gateway-w1": "gateway --workers 1",
