@@ -64,7 +64,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from targets import process_tree
+from targets import proc_cpu_seconds, process_tree
 
 from certs.proof import proof_message, sign_proof
 
@@ -72,17 +72,6 @@ API = "/client/v4"
 
 
 # --- the server process -----------------------------------------------------------------------------
-
-
-def _child_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) of a child process so far, from /proc; 0 without one."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve(data_dir: Path, proof_worker: bool, database: str | None = None) -> None:
@@ -122,7 +111,7 @@ def serve(data_dir: Path, proof_worker: bool, database: str | None = None) -> No
             writer = devices.writer
             worker = devices.proofs._process.pid if devices.proofs and devices.proofs._process else None
             print(json.dumps({"commits": writer.commits, "jobs": writer.jobs, "cpu": time.process_time(),
-                              "loop_cpu": time.thread_time(), "worker_cpu": _child_cpu(worker)}), flush=True)  # fmt: skip
+                              "loop_cpu": time.thread_time(), "worker_cpu": proc_cpu_seconds(worker)}), flush=True)  # fmt: skip
         await runner.cleanup()
         await devices.aclose()
         store.close()
@@ -138,7 +127,7 @@ def serve(data_dir: Path, proof_worker: bool, database: str | None = None) -> No
 
 def _tree_cpu(root: int) -> tuple[float, float]:
     """CPU seconds of ``root`` and of all its live descendants, from /proc: (root, descendants)."""
-    return _child_cpu(root), sum(_child_cpu(pid) for pid in process_tree(root)[1:])
+    return proc_cpu_seconds(root), sum(proc_cpu_seconds(pid) for pid in process_tree(root)[1:])
 
 
 def _free_port() -> int:

@@ -123,15 +123,20 @@ def tree_cpu_seconds(pid: int | None) -> float:
     """user+system CPU of ``pid`` and all its live descendants (from /proc)."""
     if pid is None:
         return 0.0
-    ticks = 0
-    for p in process_tree(pid):
-        try:
-            raw = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / CLK_TCK
+    return sum(proc_cpu_seconds(p) for p in process_tree(pid))
+
+
+def proc_cpu_seconds(pid: int | None) -> float:
+    """user+system CPU of ``pid`` (every thread) so far, from ``/proc/PID/stat`` (10 ms ticks); 0
+    when the process is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw[raw.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def tree_cpu_ns(pid: int | None) -> int:

@@ -71,7 +71,6 @@ from pki import Authority, write_host_certs
 from targets import (
     BENCH_SUFFIX,
     CLIENT_PIDS,
-    CLK_TCK,
     Gateway,
     Origin,
     free_port,
@@ -425,26 +424,6 @@ class WildcardOrigin(Origin):
         return path
 
 
-def gateway_cpu_s(pid: int) -> float:
-    """utime + stime of the gateway process (all its threads), from /proc/PID/stat, plus its live
-    child processes (none in practice), in seconds."""
-    total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            raw = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-        with contextlib.suppress(OSError):
-            for task in os.listdir(f"/proc/{p}/task"):
-                with contextlib.suppress(OSError, ValueError):
-                    todo.extend(int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split())
-    return total / CLK_TCK
-
-
 # ---- the run ---------------------------------------------------------------------------------
 class Client:
     """One worker process, spoken to with JSON lines."""
@@ -516,10 +495,10 @@ class Bench:
             self.cursor += count
         pid = self.gw.pid
         origin0, busy0 = tree_cpu_seconds(self.origin.pid), system_cpu()[0]
-        wall0, cpu0 = time.perf_counter(), gateway_cpu_s(pid)
+        wall0, cpu0 = time.perf_counter(), tree_cpu_seconds(pid)
         out = await client.call(cmd, seconds + 2 * a.op_timeout + 10)
         await asyncio.sleep(SETTLE_S)
-        cpu1, wall1 = gateway_cpu_s(pid), time.perf_counter()
+        cpu1, wall1 = tree_cpu_seconds(pid), time.perf_counter()
         origin1, busy1 = tree_cpu_seconds(self.origin.pid), system_cpu()[0]
         cpu, wall = cpu1 - cpu0, wall1 - wall0
         other = (busy1 - busy0) - cpu - (origin1 - origin0) - out["client_cpu_s"]
@@ -598,9 +577,9 @@ class Bench:
                         raise RuntimeError(f"warm-up {mode} {scenario}: {sl['errors']} {sl['error_samples']}")
             result["warm_up"] = warm
             await asyncio.sleep(1.0)
-            c0 = gateway_cpu_s(gw.proc.pid)
+            c0 = tree_cpu_seconds(gw.proc.pid)
             await asyncio.sleep(2.0)
-            result["gateway_idle_cores"] = (gateway_cpu_s(gw.proc.pid) - c0) / 2.0
+            result["gateway_idle_cores"] = (tree_cpu_seconds(gw.proc.pid) - c0) / 2.0
 
             slices: list[dict[str, Any]] = []
             started = time.monotonic()
