@@ -165,13 +165,13 @@ class Enforcer:
                 return
         if snapshot.engines is None:
             return
-        if snapshot.tls_decrypt and snapshot.engines.gateway.inspects_every_connection:
-            return  # no Do Not Inspect rule: nothing to decide (and no facts to build)
         if not snapshot.tls_decrypt:
             data.ignore_connection = True
             self._count("handshakes", "passed_through")
             logger.debug("TLS to %s passed through: tls_decrypt is off", data.client_hello.sni)
             return
+        if snapshot.engines.gateway.inspects_every_connection:
+            return  # no Do Not Inspect rule: nothing to decide (and no facts to build)
         try:
             identity = identity or self._identity_of(client)
             facts = connection_facts(data.context, data.client_hello.sni, identity)
