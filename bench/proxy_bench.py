@@ -51,24 +51,6 @@ VENV_BIN = Path(sys.executable).parent
 SAME_HOST = f"same.{T.BENCH_SUFFIX}"
 NEW_FMT = "h{:06d}." + T.BENCH_SUFFIX
 SCENARIOS = ("new-host", "same-host", "keep-alive")
-INTERLEAVE_TARGETS = (
-    "mitmdump",
-    "gateway",
-    "gateway-rules",
-    "gateway-device",
-    "gateway-device-anon",
-    "gateway-pruned",
-    "gateway-stock-tls",
-    "gateway-stock-dispatch",
-    "gateway-stock-args",
-    "gateway-uvloop",
-    "gateway-optimized",
-    "gateway-gc-young",
-    "gateway-uncached-names",
-    "gateway-w1",
-    "gateway-w2",
-    "gateway-w4",
-)
 # gateway run --workers N: the proxy CPU of a slice is the whole process tree's (admin + workers)
 WORKER_TARGETS = {"gateway-w1": 1, "gateway-w2": 2, "gateway-w4": 4}
 DEVICE_TARGETS = {
@@ -87,6 +69,14 @@ VARIANT_TARGETS = (
     "gateway-optimized",
     "gateway-gc-young",
     "gateway-uncached-names",
+)
+INTERLEAVE_TARGETS = (
+    "mitmdump",
+    "gateway",
+    "gateway-rules",
+    *DEVICE_TARGETS,
+    *VARIANT_TARGETS,
+    *WORKER_TARGETS,
 )
 
 

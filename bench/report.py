@@ -342,7 +342,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         return ["", f"interleaved comparison: {why}"] if why else []
     a = result["args"]
     names = il["names"]
-    label = {
+    known = {
         "mitmdump": "mitmdump",
         "gateway": "gateway",
         "gateway-rules": f"gateway {il['rules']} rules",
@@ -360,6 +360,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-w2": "gateway --workers 2",
         "gateway-w4": "gateway --workers 4",
     }
+    label = {name: known.get(name, name) for name in names}  # a target without a label: its name
     scenarios = il.get("scenarios") or {
         "keep-alive": {"summary": il["summary"]}
     }  # older results: keep-alive only
