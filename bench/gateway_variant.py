@@ -5,9 +5,8 @@ starts ``python bench/gateway_variant.py pruned run ARGS...`` next to the real `
 Variants:
   stock-tls  the per-handshake TLS set-up of stock mitmproxy (the 'before' of issue 11): the leaf
            and its key converted for OpenSSL at every handshake, no upstream session resumption.
-  pruned   mitmproxy's default addons cut to those ``gateway run`` uses (Core, Block, Onboarding
-           (off, but its option is set), Proxyserver, DnsResolver, NextLayer, the TLS config,
-           DisableH2C) plus the gateway's own. Every hook event is offered to every addon of the
+  pruned   mitmproxy's default addons cut to those ``gateway run`` uses (Core, Block, Proxyserver,
+           DnsResolver, NextLayer, the TLS config, DisableH2C) plus the gateway's own. Every hook event is offered to every addon of the
            chain (mitmproxy's AddonManager: a safecall context manager, a coroutine and a generator
            per addon and event), so addons that do nothing still cost CPU per request; MapLocal
            even formats the request URL on every request with no mapping configured.
@@ -19,6 +18,8 @@ Variants:
   optimized  the gateway under ``python -O``.
   uncached-names  an upstream certificate's names read at every handshake (the 'before' of
            ``addons.inspection._upstream_names``' cache).
+  stock-hooks  mitmproxy's own connection handler, a Task per hook (the 'before' of
+           ``proxy/connection_hooks.py``).
   gc-young the garbage collector's young generation collected after more net allocations:
            ``GATEWAY_BENCH_GC_THRESHOLDS`` (default ``10000,10,100``) instead of
            ``proxy/gc_settings.THRESHOLDS``.
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-KEEP = {"Core", "Block", "Onboarding", "Proxyserver", "DnsResolver", "NextLayer", "TlsConfig", "DisableH2C"}
+KEEP = {"Core", "Block", "Proxyserver", "DnsResolver", "NextLayer", "TlsConfig", "DisableH2C"}
 
 
 def pruned() -> None:
@@ -116,7 +117,16 @@ def uncached_names() -> None:
     inspection._upstream_names = inspection._upstream_names.__wrapped__  # type: ignore[assignment]
 
 
+def stock_hooks() -> None:
+    """mitmproxy's own connection handler (a Task per hook) instead of
+    ``proxy/connection_hooks.py``'s: the 'before' of that change."""
+    from proxy import connection_hooks
+
+    connection_hooks.install = lambda: None
+
+
 VARIANTS = {
+    "stock-hooks": stock_hooks,
     "uncached-names": uncached_names,
     "gc-young": gc_young,
     "optimized": optimized,

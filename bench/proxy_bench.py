@@ -69,6 +69,7 @@ VARIANT_TARGETS = (
     "gateway-optimized",
     "gateway-gc-young",
     "gateway-uncached-names",
+    "gateway-stock-hooks",
 )
 INTERLEAVE_TARGETS = (
     "mitmdump",

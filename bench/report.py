@@ -230,6 +230,7 @@ RATIO_PAIRS = (
     ("gateway-gc-young", "gateway"),
     ("gateway-gc-young", "mitmdump"),
     ("gateway-uncached-names", "gateway"),
+    ("gateway-stock-hooks", "gateway"),
     ("gateway-w2", "gateway-w1"),
     ("gateway-w4", "gateway-w1"),
 )
@@ -354,6 +355,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-optimized": "gateway, python -O",
         "gateway-gc-young": "gateway, other GC thresholds (experiment)",
         "gateway-uncached-names": "gateway, upstream names uncached",
+        "gateway-stock-hooks": "gateway, a Task per hook",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
         "gateway-w1": "gateway --workers 1",

@@ -23,10 +23,10 @@ import inspect
 import logging
 import operator
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
-from mitmproxy import exceptions, hooks
+from mitmproxy import exceptions, flow, hooks
 from mitmproxy.addonmanager import AddonManager, cut_traceback, traverse
 
 logger = logging.getLogger("mitmproxy.addonmanager")  # where stock mitmproxy logs addon errors
@@ -66,29 +66,88 @@ class IndexedAddonManager(AddonManager):
 
     def handlers(self, event: hooks.Hook) -> _Handlers:
         """The handlers of ``event`` along the chain (indexed on first use)."""
-        found = self._index.get(event.name)
+        return self.handlers_named(event.name)
+
+    def handlers_named(self, name: str) -> _Handlers:
+        found = self._index.get(name)
         if found is None:
-            found = self._index[event.name] = self._handlers_of(event.name)
+            found = self._index[name] = self._handlers_of(name)
         return found
 
     async def trigger_event(self, event: hooks.Hook) -> None:
+        rest = self._call(event)
+        if rest is not None:
+            await rest
+
+    async def handle_lifecycle(self, event: hooks.Hook) -> None:
+        rest = self.call_now(event)
+        if rest is not None:
+            await rest
+
+    def call_now(self, event: hooks.Hook) -> Coroutine[Any, Any, None] | None:
+        """What ``handle_lifecycle`` does (the event's handlers, then for a flow's event the
+        ``update`` handlers), run now as far as it can without waiting: None when every handler
+        has returned, else a coroutine to await that finishes the rest, starting with the first
+        awaitable a handler returned. Stock builds an ``UpdateHook`` for every flow event; this
+        builds one only when an addon handles ``update``."""
+        rest = self._call(event)
+        if not self.handlers_named("update"):
+            return rest
+        args = args_of(event)
+        if not args or not isinstance(args[0], flow.Flow):
+            return rest
+        update = hooks.UpdateHook([args[0]])
+        if rest is None:
+            return self._call(update)
+        return self._then(rest, update)
+
+    async def _then(self, rest: Coroutine[Any, Any, None], update: hooks.Hook) -> None:
+        await rest
+        await self.trigger_event(update)
+
+    def _call(self, event: hooks.Hook) -> Coroutine[Any, Any, None] | None:
         groups = self.handlers(event)
         if not groups:
-            return
-        args = args_of(event)
-        for group in groups:
+            return None
+        return self._run(groups, args_of(event), 0, 0)
+
+    def _run(
+        self, groups: _Handlers, args: Sequence[Any], group: int, position: int
+    ) -> Coroutine[Any, Any, None] | None:
+        """Call the handlers from ``groups[group][position]`` on; stop at the first that returns
+        an awaitable and hand back a coroutine that awaits it and goes on from there."""
+        for index in range(group, len(groups)):
+            handlers = groups[index]
             try:
-                for func in group:
-                    result = func(*args)
+                for at in range(position if index == group else 0, len(handlers)):
+                    result = handlers[at](*args)
                     if result is not None and inspect.isawaitable(result):
-                        await result
+                        return self._finish(groups, args, index, at, result)
             except exceptions.AddonHalt:
-                return
+                return None
             except exceptions.OptionsError:
                 raise
-            except Exception as e:
-                tb = cut_traceback(e.__traceback__, "trigger_event")
-                logger.error(f"Addon error: {e}", exc_info=(type(e), e, tb))
+            except Exception as e:  # noqa: BLE001 - an addon's error is logged, as stock does
+                _log_addon_error(e, "_run")
+        return None
+
+    async def _finish(
+        self, groups: _Handlers, args: Sequence[Any], group: int, position: int, pending: Awaitable[Any]
+    ) -> None:
+        try:
+            await pending
+        except exceptions.AddonHalt:
+            return
+        except exceptions.OptionsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an addon's error is logged, as stock does
+            _log_addon_error(e, "_finish")
+            group, position = group + 1, 0  # the rest of this addon's handlers are skipped
+        else:
+            position += 1
+        rest = self._run(groups, args, group, position)
+        if rest is not None:
+            await rest
 
     def _handlers_of(self, name: str) -> _Handlers:
         groups: list[tuple[Callable[..., Any], ...]] = []
@@ -104,6 +163,12 @@ class IndexedAddonManager(AddonManager):
             if group:
                 groups.append(tuple(group))
         return tuple(groups)
+
+
+def _log_addon_error(error: Exception, where: str) -> None:
+    """As stock logs an addon's error: its traceback from the handler on."""
+    tb = cut_traceback(error.__traceback__, where)
+    logger.error(f"Addon error: {error}", exc_info=(type(error), error, tb))
 
 
 _ArgsGetter = Callable[[hooks.Hook], Sequence[Any]]

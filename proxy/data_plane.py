@@ -35,6 +35,7 @@ from addons.inspection import HotTlsConfig
 from addons.request_log import RequestLog
 from addons.transparent import TransparentGuard
 from proxy import config as cfg
+from proxy import connection_hooks
 from proxy.account_nodes import AccountCaNodes, AccountList, AccountPolicies
 from proxy.addon_dispatch import IndexedAddonManager
 from proxy.metrics import Metrics
@@ -53,9 +54,11 @@ DRAIN_TIMEOUT = timedelta(seconds=5)  # open connections may finish this long af
 
 # mitmproxy's default addons a gateway needs; every event is offered to every addon, so the
 # other ~20 (playback, map/modify, save, sticky cookies, ...) would cost about a millisecond
-# per keep-alive request for nothing (measured: docs/performance.md).
+# per keep-alive request for nothing (measured: docs/performance.md). Not mitmproxy's onboarding
+# app either: mitm.it would serve mitmproxy's confdir CA, not ours, and its ``async def request``
+# made every request's hook wait on a coroutine.
 NEEDED_DEFAULT_ADDONS = frozenset(
-    {"core", "block", "onboarding", "proxyserver", "dnsresolver", "nextlayer", "tlsconfig", "disableh2c"}
+    {"core", "block", "proxyserver", "dnsresolver", "nextlayer", "tlsconfig", "disableh2c"}
 )
 
 
@@ -89,6 +92,7 @@ def build_master(
     master = Master(opts, with_termlog=False)
     dispatch: AddonManager = IndexedAddonManager(master)  # each event to its handlers only
     master.addons = dispatch
+    connection_hooks.install()  # each connection's hooks without a Task each
     master.addons.add(*addons)
     modes.attach(master)
     opts.update(
@@ -97,7 +101,6 @@ def build_master(
         # ones included (IPv6 above all), and only the redirect rules decide who reaches it.
         block_global=not modes.has_transparent,
         connection_strategy="eager",  # upstream TLS first: sniff its names, verify it, block page
-        onboarding=False,  # mitm.it would serve mitmproxy's confdir CA, not ours
         ssl_verify_upstream_trusted_ca=str(trust_bundle) if trust_bundle else None,
         gateway_hosts=str(config.hosts_file or ""),
         gateway_hosts_only=config.hosts_only,

@@ -3,6 +3,7 @@ order, with the same arguments, and skips the addons that have no handler."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -148,6 +149,91 @@ async def test_addon_halt_ends_the_event() -> None:
     manager.add(Halting(), Recorder("after", log))
     await manager.trigger_event(HttpRequestHook(tflow.tflow()))
     assert log == []
+
+
+class Awaiting:
+    """Sync handlers around one that returns an awaitable, an awaited failure, and ``update``."""
+
+    def __init__(self, name: str, log: list[str], *, fail: bool = False, sub: list[Any] | None = None):
+        self.name = name
+        self._log = log
+        self._fail = fail
+        if sub is not None:
+            self.addons = sub
+
+    def request(self, flow: HTTPFlow) -> Any:
+        self._log.append(f"{self.name}:request")
+        return self._later()
+
+    async def _later(self) -> None:
+        await asyncio.sleep(0)
+        if self._fail:
+            raise ValueError(f"boom awaited in {self.name}")
+        self._log.append(f"{self.name}:request awaited")
+
+    def update(self, flows: list[Any]) -> None:
+        self._log.append(f"{self.name}:update")
+
+
+class Plain:
+    def __init__(self, name: str, log: list[str]):
+        self.name = name
+        self._log = log
+
+    def request(self, flow: HTTPFlow) -> None:
+        self._log.append(f"{self.name}:request")
+
+
+async def _lifecycle_calls(manager_type: type[AddonManager], caplog: pytest.LogCaptureFixture) -> list[str]:
+    log: list[str] = []
+    master = Master(None)
+    master.addons = manager_type(master)
+    master.addons.add(
+        Plain("first", log),
+        Awaiting("a", log, sub=[Plain("a1", log)]),
+        Awaiting("failing", log, fail=True, sub=[Plain("skipped", log)]),
+        Plain("last", log),
+    )
+    with caplog.at_level(logging.ERROR):
+        await master.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+    return log
+
+
+async def test_handlers_after_an_awaitable_run_once_it_is_done_and_update_follows_as_stock(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stock = await _lifecycle_calls(AddonManager, caplog)
+    caplog.clear()
+    indexed = await _lifecycle_calls(IndexedAddonManager, caplog)
+    assert indexed == stock
+    assert indexed == [
+        "first:request",
+        "a:request",
+        "a:request awaited",
+        "a1:request",
+        "failing:request",  # its awaited part fails: its child is skipped, the next addon called
+        "last:request",
+        "a:update",
+        "failing:update",
+    ]
+    assert "Addon error: boom awaited in failing" in caplog.text
+
+
+async def test_call_now_runs_what_it_can_and_hands_back_the_rest() -> None:
+    log: list[str] = []
+    master = Master(None)
+    manager = master.addons = IndexedAddonManager(master)
+    manager.add(Plain("first", log), Awaiting("a", log), Plain("last", log))
+    rest = manager.call_now(HttpRequestHook(tflow.tflow()))
+    assert log == ["first:request", "a:request"]
+    assert rest is not None
+    await rest
+    assert log == ["first:request", "a:request", "a:request awaited", "last:request", "a:update"]
+
+    log.clear()
+    manager.remove(manager.get("a"))
+    assert manager.call_now(HttpRequestHook(tflow.tflow())) is None  # all returned: nothing left
+    assert log == ["first:request", "last:request"]
 
 
 @dataclasses.dataclass
