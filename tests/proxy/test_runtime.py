@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from mitmproxy.master import Master
+from mitmproxy.proxy import mode_servers
 
 from proxy import data_plane, runtime
+from proxy.addon_dispatch import IndexedAddonManager
 from proxy.config import Config, ConfigError, HostPort
+from proxy.connection_hooks import HookHandler
 from proxy.jsonlines import JsonLinesFile
 from proxy.node_sync import CaNode
 from proxy.services.devices import DeviceService
@@ -113,6 +116,19 @@ async def test_a_stop_undoes_every_step_last_first(tmp_path: Path, undone: list[
     assert undone == EVERY_STEP_UNDONE
     assert _can_listen(config.proxy_listen.port) and _can_listen(config.admin_listen.port)
     assert _left_behind(config) == []
+
+
+async def test_a_started_gateway_dispatches_by_index_and_runs_hooks_without_a_task_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mode_servers, "ProxyConnectionHandler", HookHandler.__bases__[0])  # stock
+    gateway = await runtime.start(_config(tmp_path), {})
+    try:
+        assert mode_servers.ProxyConnectionHandler is HookHandler
+        assert isinstance(gateway.master.addons, IndexedAddonManager)
+        assert gateway.master.addons.get("onboarding") is None  # mitm.it would serve mitmproxy's CA
+    finally:
+        await gateway.stop()
 
 
 async def test_a_taken_admin_port_undoes_the_steps_before_it(
