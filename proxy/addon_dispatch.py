@@ -14,6 +14,13 @@ handlers, an error in one top-level addon logged as mitmproxy logs it and the ne
 called, ``AddonHalt`` ending the event. An event's arguments are read by one ``attrgetter`` per
 hook class, made once, instead of stock ``Hook.args()`` walking ``dataclasses.fields`` at each
 event.
+
+``call_now`` is ``handle_lifecycle`` without a coroutine when it can do without: it calls the
+handlers in order until one returns an awaitable and hands back a coroutine that awaits it and
+calls the rest (None when all have returned), so ``proxy/connection_hooks.py`` completes most hooks
+with no Task. ``trigger_event`` and ``handle_lifecycle`` are built on it, so both paths call the
+same handlers in the same order; an ``update`` event follows a flow's event only when an addon
+handles ``update`` (stock builds one for every flow event).
 """
 
 from __future__ import annotations
