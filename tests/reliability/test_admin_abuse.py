@@ -68,5 +68,14 @@ def test_proxy_p99_stays_bounded_under_admin_abuse(
     # and large JSON went to a child process and start-up's heap is frozen (docs/performance.md).
     # These shorter windows are noisier on a shared 2-core machine: 0.98-1.56x, once 3.43x, so
     # the guard is 5x; it fails if admin work moves back onto the event loop (an import of 1,000
-    # rules held it ~870 ms) or full collections come back with every import.
-    assert figures["p99_ratio"] <= 5.0, figures
+    # rules held it ~870 ms) or full collections come back with every import. The admin API's
+    # worker thread still holds the GIL for up to a switch interval (5 ms) at a time, so a
+    # loaded p99 of a few switch intervals is not such a stall, however fast an idle request
+    # is: since hooks stopped taking a Task each, idle p99 here is ~1.3 ms and the loaded one
+    # ~6-7 ms as before (5.0-5.7x), where the commit before had 1.5-3.6 ms idle (2.3-4.7x).
+    allowed_ms = max(5.0 * figures["idle_p99_ms"], figures["idle_p99_ms"] + 3 * _switch_interval_ms())
+    assert figures["loaded_p99_ms"] <= allowed_ms, figures
+
+
+def _switch_interval_ms() -> float:
+    return sys.getswitchinterval() * 1000
