@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from mitmproxy.utils import asyncio_utils
 
 from proxy import connection_hooks
 from proxy.addon_dispatch import IndexedAddonManager
+from tests.support.server import free_port
 
 STOCK = connection_hooks.HookHandler.__bases__[0]  # mitmproxy's ProxyConnectionHandler
 HOOKS = (
@@ -56,12 +56,6 @@ class Recorder:
         return hook
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def _origin() -> AsyncIterator[str]:
     async def echo(request: web.Request) -> web.Response:
@@ -71,7 +65,7 @@ async def _origin() -> AsyncIterator[str]:
     app.router.add_get("/{tail:.*}", echo)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
@@ -84,7 +78,7 @@ async def _origin() -> AsyncIterator[str]:
 async def _proxy(*addons: Any) -> AsyncIterator[str]:
     """mitmproxy's master with its default addons (but TLS), ``addons`` and the indexed manager, listening
     on loopback, under mitmproxy's eager task factory as ``Master.run`` sets it."""
-    port = _free_port()
+    port = free_port()
     master = Master(options.Options(), with_termlog=False)
     manager = master.addons = IndexedAddonManager(master)
     plain = [a for a in default_addons() if not isinstance(a, TlsConfig)]  # plain HTTP: no CA needed
