@@ -6,9 +6,9 @@ Variants:
   stock-tls  the per-handshake TLS set-up of stock mitmproxy (the 'before' of issue 11): the leaf
            and its key converted for OpenSSL at every handshake, no upstream session resumption.
   pruned   mitmproxy's default addons cut to those ``gateway run`` uses (Core, Block, Proxyserver,
-           DnsResolver, NextLayer, the TLS config, DisableH2C) plus the gateway's own. Every hook event is offered to every addon of the
-           chain (mitmproxy's AddonManager: a safecall context manager, a coroutine and a generator
-           per addon and event), so addons that do nothing still cost CPU per request; MapLocal
+           DnsResolver, NextLayer, the TLS config, DisableH2C) plus the gateway's own. Every hook
+           event is offered to every addon of the chain (mitmproxy's AddonManager: a safecall
+           context manager, a coroutine and a generator per addon and event), so addons that do nothing still cost CPU per request; MapLocal
            even formats the request URL on every request with no mapping configured.
   stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
            index (the 'before' of that change).

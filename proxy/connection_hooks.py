@@ -150,4 +150,4 @@ def install() -> None:
     """From now on, every proxied connection of this process is handled by ``HookHandler``."""
     if mode_servers.ProxyConnectionHandler is not HookHandler:
         mode_servers.ProxyConnectionHandler = HookHandler  # type: ignore[misc]
-        logger.debug("connection hooks run from loop callbacks")
+        logger.debug("mitmproxy connections handled by HookHandler: no Task per hook")
