@@ -8,8 +8,9 @@ Variants:
   pruned   mitmproxy's default addons cut to those ``gateway run`` uses (Core, Block, Proxyserver,
            DnsResolver, NextLayer, the TLS config, DisableH2C) plus the gateway's own. Every hook
            event is offered to every addon of the chain (mitmproxy's AddonManager: a safecall
-           context manager, a coroutine and a generator per addon and event), so addons that do nothing still cost CPU per request; MapLocal
-           even formats the request URL on every request with no mapping configured.
+           context manager, a coroutine and a generator per addon and event), so addons that do
+           nothing still cost CPU per request; MapLocal even formats the request URL on every
+           request with no mapping configured.
   stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
            index (the 'before' of that change).
   stock-args  mitmproxy's own ``Hook.args()`` for an event's arguments instead of
