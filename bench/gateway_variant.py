@@ -11,8 +11,8 @@ Variants:
            context manager, a coroutine and a generator per addon and event), so addons that do
            nothing still cost CPU per request; MapLocal even formats the request URL on every
            request with no mapping configured.
-  stock-dispatch  mitmproxy's AddonManager.trigger_event instead of proxy/addon_dispatch.py's
-           index (the 'before' of that change).
+  stock-dispatch  mitmproxy's AddonManager instead of proxy/addon_dispatch.py's index (the
+           'before' of that change; hooks then take stock's Task each too).
   stock-args  mitmproxy's own ``Hook.args()`` for an event's arguments instead of
            ``addon_dispatch.args_of`` (the 'before' of that change).
   uvloop   the gateway on uvloop's event loop (an experiment; needs uvloop installed).
@@ -67,13 +67,14 @@ def stock_tls() -> None:
 
 
 def stock_dispatch() -> None:
-    """mitmproxy's own event dispatch (every event offered to every addon of the chain) instead
-    of proxy/addon_dispatch.py's index: the 'before' of that change."""
+    """mitmproxy's own AddonManager (every event offered to every addon of the chain) instead of
+    proxy/addon_dispatch.py's index: the 'before' of that change. ``HookHandler`` runs hooks
+    itself only through the index, so with this manager hooks also take stock's Task each."""
     from mitmproxy.addonmanager import AddonManager
 
-    from proxy.addon_dispatch import IndexedAddonManager
+    from proxy import data_plane
 
-    IndexedAddonManager.trigger_event = AddonManager.trigger_event  # type: ignore[method-assign]
+    data_plane.IndexedAddonManager = AddonManager  # type: ignore[misc]
 
 
 def stock_args() -> None:

@@ -64,7 +64,10 @@ class HookHandler(mode_servers.ProxyConnectionHandler):
     """``ProxyConnectionHandler`` whose hooks run without a Task when their handlers return."""
 
     _top: _HookFilter
-    _waiting: set[asyncio.Task[None]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._waiting: set[asyncio.Task[None]] = set()  # Tasks of unfinished hooks, kept referenced
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     @property
     def layer(self) -> layer.Layer:
@@ -130,9 +133,8 @@ class HookHandler(mode_servers.ProxyConnectionHandler):
         factory), kept referenced until it is done (the loop holds Tasks weakly)."""
         task = asyncio.get_running_loop().create_task(work)
         if not task.done():
-            waiting = self.__dict__.setdefault("_waiting", set())
-            waiting.add(task)
-            task.add_done_callback(waiting.discard)
+            self._waiting.add(task)
+            task.add_done_callback(self._waiting.discard)
 
 
 def _free(lock: asyncio.Lock) -> bool:
