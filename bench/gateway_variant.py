@@ -21,6 +21,8 @@ Variants:
            ``addons.inspection._upstream_names``' cache).
   stock-hooks  mitmproxy's own connection handler, a Task per hook (the 'before' of
            ``proxy/connection_hooks.py``).
+  stock-checks  mitmproxy's own type check of every HTTP message's fields (the 'before' of
+           ``proxy/message_checks.py``).
   gc-young the garbage collector's young generation collected after more net allocations:
            ``GATEWAY_BENCH_GC_THRESHOLDS`` (default ``10000,10,100``) instead of
            ``proxy/gc_settings.THRESHOLDS``.
@@ -127,7 +129,16 @@ def stock_hooks() -> None:
     connection_hooks.install = lambda: None
 
 
+def stock_checks() -> None:
+    """mitmproxy's own ``MessageData.__post_init__`` (``typecheck.check_option_type`` per field)
+    instead of ``proxy/message_checks.py``'s: the 'before' of that change."""
+    from proxy import message_checks
+
+    message_checks.install = lambda: None
+
+
 VARIANTS = {
+    "stock-checks": stock_checks,
     "stock-hooks": stock_hooks,
     "uncached-names": uncached_names,
     "gc-young": gc_young,

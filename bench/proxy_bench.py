@@ -70,6 +70,7 @@ VARIANT_TARGETS = (
     "gateway-gc-young",
     "gateway-uncached-names",
     "gateway-stock-hooks",
+    "gateway-stock-checks",
 )
 INTERLEAVE_TARGETS = (
     "mitmdump",

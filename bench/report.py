@@ -231,6 +231,7 @@ RATIO_PAIRS = (
     ("gateway-gc-young", "mitmdump"),
     ("gateway-uncached-names", "gateway"),
     ("gateway-stock-hooks", "gateway"),
+    ("gateway-stock-checks", "gateway"),
     ("gateway-w2", "gateway-w1"),
     ("gateway-w4", "gateway-w1"),
 )
@@ -356,6 +357,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-gc-young": "gateway, other GC thresholds (experiment)",
         "gateway-uncached-names": "gateway, upstream names uncached",
         "gateway-stock-hooks": "gateway, a Task per hook",
+        "gateway-stock-checks": "gateway, stock message checks",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
         "gateway-w1": "gateway --workers 1",
