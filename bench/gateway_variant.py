@@ -23,6 +23,8 @@ Variants:
            ``proxy/connection_hooks.py``).
   stock-checks  mitmproxy's own type check of every HTTP message's fields (the 'before' of
            ``proxy/message_checks.py``).
+  stock-fork  mitmproxy's own ``Context.fork`` (a throwaway Server per forked layer context; the
+           'before' of ``proxy/context_fork.py``).
   gc-young the garbage collector's young generation collected after more net allocations:
            ``GATEWAY_BENCH_GC_THRESHOLDS`` (default ``10000,10,100``) instead of
            ``proxy/gc_settings.THRESHOLDS``.
@@ -137,7 +139,16 @@ def stock_checks() -> None:
     message_checks.install = lambda: None
 
 
+def stock_fork() -> None:
+    """mitmproxy's own ``Context.fork`` instead of ``proxy/context_fork.py``'s: the 'before' of
+    that change."""
+    from proxy import context_fork
+
+    context_fork.install = lambda: None
+
+
 VARIANTS = {
+    "stock-fork": stock_fork,
     "stock-checks": stock_checks,
     "stock-hooks": stock_hooks,
     "uncached-names": uncached_names,

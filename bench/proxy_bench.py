@@ -71,6 +71,7 @@ VARIANT_TARGETS = (
     "gateway-uncached-names",
     "gateway-stock-hooks",
     "gateway-stock-checks",
+    "gateway-stock-fork",
 )
 INTERLEAVE_TARGETS = (
     "mitmdump",

@@ -232,6 +232,7 @@ RATIO_PAIRS = (
     ("gateway-uncached-names", "gateway"),
     ("gateway-stock-hooks", "gateway"),
     ("gateway-stock-checks", "gateway"),
+    ("gateway-stock-fork", "gateway"),
     ("gateway-w2", "gateway-w1"),
     ("gateway-w4", "gateway-w1"),
 )
@@ -358,6 +359,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "gateway-uncached-names": "gateway, upstream names uncached",
         "gateway-stock-hooks": "gateway, a Task per hook",
         "gateway-stock-checks": "gateway, stock message checks",
+        "gateway-stock-fork": "gateway, stock context fork",
         "gateway-device": "gateway + device",
         "gateway-device-anon": "gateway + device, anon client",
         "gateway-w1": "gateway --workers 1",

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from mitmproxy import http
 from mitmproxy.master import Master
-from mitmproxy.proxy import mode_servers
+from mitmproxy.proxy import context, mode_servers
 
-from proxy import data_plane, message_checks, runtime
+from proxy import context_fork, data_plane, message_checks, runtime
 from proxy.addon_dispatch import IndexedAddonManager
 from proxy.config import Config, ConfigError, HostPort
 from proxy.connection_hooks import HookHandler
@@ -119,15 +119,17 @@ async def test_a_stop_undoes_every_step_last_first(tmp_path: Path, undone: list[
     assert _left_behind(config) == []
 
 
-async def test_a_started_gateway_dispatches_by_index_runs_hooks_without_a_task_and_checks_fast(
+async def test_a_started_gateway_runs_mitmproxys_per_connection_work_the_cheaper_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(mode_servers, "ProxyConnectionHandler", HookHandler.__bases__[0])  # stock
     monkeypatch.setattr(http.MessageData, "__post_init__", message_checks.STOCK_CHECK)
+    monkeypatch.setattr(context.Context, "fork", context_fork.STOCK_FORK)
     gateway = await runtime.start(_config(tmp_path), {})
     try:
         assert mode_servers.ProxyConnectionHandler is HookHandler
         assert http.MessageData.__post_init__ is message_checks.check_fields  # type: ignore[attr-defined]
+        assert context.Context.fork is context_fork.fork
         assert isinstance(gateway.master.addons, IndexedAddonManager)
         assert gateway.master.addons.get("onboarding") is None  # mitm.it would serve mitmproxy's CA
     finally:
