@@ -166,6 +166,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: %(default)s; '' = skip)",
     )
     p.add_argument(
+        "--load-sched",
+        choices=("normal", "idle"),
+        default="normal",
+        help="scheduling of the bench's load clients and origin: 'idle' puts them in SCHED_IDLE, so "
+        "they run only on CPU time the proxies leave and never preempt them (a machine too small to "
+        "give them cores of their own; the proxies' CPU per operation then is their own cost, the "
+        "rates are bounded by what is left for the client) (default %(default)s)",
+    )
+    p.add_argument(
         "--interleave-scenarios",
         default="keep-alive",
         metavar="LIST",
@@ -333,6 +342,7 @@ class Bench:
             )
             clients.append(proc)
             T.CLIENT_PIDS.add(proc.pid)
+            self.load_sched(proc.pid)
             proc.stdin.write(json.dumps(spec).encode())
             proc.stdin.close()
         try:
@@ -394,6 +404,11 @@ class Bench:
             "steal_core_pct": 100 * (last[4] - first[4]) / wall if wall > 0 else None,
         }
 
+    def load_sched(self, pid: int | None, tree: bool = False) -> None:
+        """``--load-sched idle``: the load client or origin ``pid`` runs in SCHED_IDLE."""
+        if self.args.load_sched == "idle":
+            T.run_when_idle(pid, tree)
+
     def sample(self, target: T.Target) -> tuple[float, ...]:
         """(wall, proxy CPU, origin CPU, machine busy CPU, machine steal), seconds."""
         busy, steal = T.system_cpu()
@@ -423,6 +438,7 @@ class Bench:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True
         )
+        self.load_sched(proc.pid)
         c0 = self.sample(target)
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), a.time_limit)
@@ -536,6 +552,7 @@ class Bench:
             start_new_session=True,
         )
         T.CLIENT_PIDS.add(proc.pid)
+        self.load_sched(proc.pid)
         proc.stdin.write(json.dumps(spec).encode())
         proc.stdin.close()
 
@@ -547,6 +564,7 @@ class Bench:
                 T.proc_cpu_ns(proc.pid) / 1e9,
                 busy,
                 *((T.tree_cpu_ns(t.pid) if t.tree_cpu else T.proc_cpu_ns(t.pid)) / 1e9 for t in pair),
+                *(T.preemptions(t.pid, t.tree_cpu) for t in pair),
             )
 
         marks: dict[int, list[tuple[float, ...]]] = {}
@@ -577,6 +595,7 @@ class Bench:
             wall = s1[0] - s0[0]
             k = sl["proxy"]
             proxies = [s1[4 + j] - s0[4 + j] for j in range(len(pair))]
+            preempted = s1[4 + len(pair) + k] - s0[4 + len(pair) + k]
             cpu, idle_cpu = proxies[k], sum(proxies) - proxies[k]
             origin, client, busy = s1[1] - s0[1], s1[2] - s0[2], s1[3] - s0[3]
             sl.update(
@@ -585,6 +604,7 @@ class Bench:
                     "proxy_cpu_s": cpu,
                     "proxy_cpu_us_per_req": cpu / sl["ok"] * 1e6 if sl["ok"] else None,
                     "proxy_core_pct": 100 * cpu / wall,
+                    "proxy_preempted": int(preempted),
                     "idle_proxy_cpu_s": idle_cpu,
                     "origin_core_pct": 100 * origin / wall,
                     "client_core_pct": 100 * client / wall,
@@ -836,6 +856,7 @@ class Bench:
             file=sys.stderr,
         )
         await self.origin.start()
+        self.load_sched(self.origin.pid, tree=True)
         if a.hey and port != 443:
             print(
                 "bench: --hey skipped: hey sends the port in SNI unless the origin is on :443, which is taken",

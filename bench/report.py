@@ -304,6 +304,7 @@ def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dic
         p50 = [sl["latency_p50_ms"] for sl in sel if sl.get("latency_p50_ms") is not None]
         p99 = [sl["latency_p99_ms"] for sl in sel if sl.get("latency_p99_ms") is not None]
         other = [sl["other_core_pct"] for sl in sel if sl.get("other_core_pct") is not None]
+        preempted = [sl["proxy_preempted"] for sl in sel if sl.get("proxy_preempted") is not None]
         per[name] = {
             "requests": ok,
             "slices": len(sel),
@@ -312,6 +313,7 @@ def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dic
             "median_p50_ms": statistics.median(p50) if p50 else None,
             "median_p99_ms": statistics.median(p99) if p99 else None,
             "median_other_cores": statistics.median(other) / 100 if other else None,
+            "preempted_per_kop": 1000 * sum(preempted) / ok if preempted and ok else None,
         }
     ratios: dict[str, Any] = {}
     for x, y in RATIO_PAIRS:
@@ -337,6 +339,38 @@ def summarize_interleaved(slices: list[dict[str, Any]], names: list[str]) -> dic
             ),
         }
     return {"per_proxy": per, "ratios": ratios, "rounds": len(by_round)}
+
+
+WORKERS_COMMAND = (
+    "bash bench/run --targets '' --leaf-n 0 -c 64 --interleave gateway-w1,gateway-w2,gateway-w4 "
+    "--interleave-scenarios keep-alive,new-host"
+)
+
+
+def _worker_scaling(scenarios: dict[str, Any], names: list[str], result: dict[str, Any]) -> list[str]:
+    """Throughput from one worker to N (pooled rates), and whether this machine can show it."""
+    workers = {n: int(n.removeprefix("gateway-w")) for n in names if re.fullmatch(r"gateway-w\d+", n)}
+    if "gateway-w1" not in workers or len(workers) < 2:
+        return []
+    lines = ["workers: throughput against one worker (pooled rates):"]
+    for scen, sc in scenarios.items():
+        per = sc["summary"]["per_proxy"]
+        base = per["gateway-w1"]["rate"]
+        steps = ", ".join(
+            f"{count} workers {per[n]['rate'] / base:.2f}x"
+            for n, count in sorted(workers.items(), key=lambda kv: kv[1])
+            if count > 1 and per[n]["rate"] and base
+        )
+        lines.append(f"  {scen}: {steps}")
+    cpus = (result.get("machine") or {}).get("cpus") or 0
+    needed = max(workers.values()) + 2  # a core per worker, one for the load client, one for the origin
+    if cpus < needed:
+        lines.append(
+            f"  this machine has {cpus} CPUs for the workers, the load client and the origin together: it "
+            "cannot show how throughput scales with workers (the proxy's preemptions above say how crowded "
+            f"it was). On a machine with at least {needed} cores: {WORKERS_COMMAND}"
+        )
+    return lines
 
 
 def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> list[str]:
@@ -375,7 +409,13 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
         "",
         (
             f"Interleaved: {', '.join(label[n] for n in names)} up at once; per scenario {rounds} rounds of one "
-            f"{a['slice_s']:g} s slice per proxy (rotating order), one client; in flight: {a['concurrency']} keep-alive, "
+            f"{a['slice_s']:g} s slice per proxy (rotating order), one client"
+            + (
+                " (client and origin in SCHED_IDLE: --load-sched idle)"
+                if a.get("load_sched") == "idle"
+                else ""
+            )
+            + f"; in flight: {a['concurrency']} keep-alive, "
             f"{min(a['concurrency'], 8)} handshakes; ratios paired within each round"
         ),
     ]
@@ -389,8 +429,11 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
             ("  latency p99 (ms, median of slices)", "median_p99_ms", 1),
             ("  operations", "requests", 0),
             ("  other load (cores, median of slices)", "median_other_cores", 2),
+            ("  proxy preempted (per 1,000 ops, pooled)", "preempted_per_kop", 0),
         ):
-            rows.append([title, *(_num(per[n][key], digits) for n in names)])
+            if key == "preempted_per_kop" and all(per[n].get(key) is None for n in names):
+                continue  # results from before the bench counted preemptions
+            rows.append([title, *(_num(per[n].get(key), digits) for n in names)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += [
         "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) for r in rows
@@ -412,6 +455,7 @@ def _render_interleaved(il: dict[str, Any] | None, result: dict[str, Any]) -> li
                     f"  {scen} {label[x]} / {label[y]} {what}: median {st['median']:.3f}{mi}, geomean "
                     f"{st['geomean']:.3f} ({st['low']:.2f}-{st['high']:.2f}); rounds {per_round}"
                 )
+    lines += _worker_scaling(scenarios, names, result)
     if "file" in il:
         f, c = il["file"], il["check"]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(f.get("kinds", {}).items(), key=lambda kv: -kv[1]))

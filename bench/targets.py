@@ -184,6 +184,49 @@ def proc_cpu_ns(pid: int | None) -> int:
     return total
 
 
+def run_when_idle(pid: int | None, tree: bool = False) -> None:
+    """Put every thread of ``pid`` (and, with ``tree``, of its live descendants) in ``SCHED_IDLE``:
+    they run only on CPU time nothing else wants, so the bench's own load client and origin no
+    longer preempt the proxy they load (``bench/run --load-sched idle``). Threads made later
+    inherit the policy."""
+    if pid is None:
+        return
+    for process in process_tree(pid) if tree else [pid]:
+        try:
+            tasks = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def preemptions(pid: int | None, tree: bool = False) -> int:
+    """How often the threads of ``pid`` (and, with ``tree``, of its live descendants) were taken
+    off a CPU while they still wanted to run (``nonvoluntary_ctxt_switches``, /proc): a proxy
+    that shares too few cores with its load client gets preempted, and each time its caches go
+    cold. 0 when the process is gone."""
+    if pid is None:
+        return 0
+    total = 0
+    for process in process_tree(pid) if tree else [pid]:
+        try:
+            tasks = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                status = Path(f"/proc/{process}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("nonvoluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def system_cpu() -> tuple[float, float]:
     """Machine-wide (busy, steal) CPU seconds since boot, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
