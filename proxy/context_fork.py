@@ -5,7 +5,8 @@ same client, options and server, its own copy of the layer stack), six to ten pe
 HTTPS request. Stock ``fork`` builds the copy with ``Context(client, options)``, whose
 ``__init__`` makes a new ``Server`` (a fresh uuid4 from ``os.urandom``, and each of its ~25 fields
 set through ``Server.__setattr__``) that ``fork`` replaces with the parent's server on the next
-line: about 2 % of the gateway's CPU per new-host connection under load.
+line: about 2 % of the gateway's samples per new-host connection under py-spy (1-2 % end to end,
+at the edge of what the bench resolves: docs/performance.md, "Seventh pass").
 
 ``install()`` replaces ``fork`` with one that sets the same four attributes on a new ``Context``
 without calling ``__init__``. The fork is the same object stock makes, less that throwaway server.
