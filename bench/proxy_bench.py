@@ -171,8 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="normal",
         help="scheduling of the bench's load clients and origin: 'idle' puts them in SCHED_IDLE, so "
         "they run only on CPU time the proxies leave and never preempt them (a machine too small to "
-        "give them cores of their own; the proxies' CPU per operation then is their own cost, the "
-        "rates are bounded by what is left for the client) (default %(default)s)",
+        "give them cores of their own). The proxies' CPU per operation then carries no preemption "
+        "by them, but the client also gets less CPU while a proxy is busy, so a single busy proxy "
+        "runs less saturated (default %(default)s)",
     )
     p.add_argument(
         "--interleave-scenarios",

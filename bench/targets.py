@@ -199,7 +199,7 @@ def run_when_idle(pid: int | None, tree: bool = False) -> None:
         for tid in tasks:
             try:
                 os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
-            except (ProcessLookupError, PermissionError):
+            except ProcessLookupError:  # that thread has ended
                 pass
 
 
