@@ -180,6 +180,7 @@ def bench_args(a: argparse.Namespace) -> argparse.Namespace:
         slice_rounds=a.rounds,
         slice_s=a.slice_s,
         interleave_scenario_list=[a.scenario],
+        load_sched="normal",
     )
 
 
