@@ -35,7 +35,7 @@ from addons.inspection import HotTlsConfig
 from addons.request_log import RequestLog
 from addons.transparent import TransparentGuard
 from proxy import config as cfg
-from proxy import connection_hooks, context_fork, message_checks
+from proxy import connection_hooks, context_fork, message_checks, tls_writes
 from proxy.account_nodes import AccountCaNodes, AccountList, AccountPolicies
 from proxy.addon_dispatch import IndexedAddonManager
 from proxy.metrics import Metrics
@@ -95,6 +95,7 @@ def build_master(
     connection_hooks.install()  # each connection's hooks without a Task each
     message_checks.install()  # each HTTP message's fields checked by isinstance, not typing
     context_fork.install()  # each layer's context without a throwaway server
+    tls_writes.install()  # no write into a TLS connection closed for writing (a crash in 12.3.1)
     master.addons.add(*addons)
     modes.attach(master)
     opts.update(

@@ -16,8 +16,9 @@ from aiohttp import web
 from mitmproxy import http
 from mitmproxy.master import Master
 from mitmproxy.proxy import context, mode_servers
+from mitmproxy.proxy.layers import tls
 
-from proxy import context_fork, data_plane, message_checks, runtime
+from proxy import context_fork, data_plane, message_checks, runtime, tls_writes
 from proxy.addon_dispatch import IndexedAddonManager
 from proxy.config import Config, ConfigError, HostPort
 from proxy.connection_hooks import HookHandler
@@ -125,11 +126,13 @@ async def test_a_started_gateway_runs_mitmproxys_per_connection_work_the_cheaper
     monkeypatch.setattr(mode_servers, "ProxyConnectionHandler", HookHandler.__bases__[0])  # stock
     monkeypatch.setattr(http.MessageData, "__post_init__", message_checks.STOCK_CHECK)
     monkeypatch.setattr(context.Context, "fork", context_fork.STOCK_FORK)
+    monkeypatch.setattr(tls.TLSLayer, "send_data", tls_writes.STOCK_SEND_DATA)
     gateway = await runtime.start(_config(tmp_path), {})
     try:
         assert mode_servers.ProxyConnectionHandler is HookHandler
         assert http.MessageData.__post_init__ is message_checks.check_fields  # type: ignore[attr-defined]
         assert context.Context.fork is context_fork.fork
+        assert tls.TLSLayer.send_data is tls_writes.send_data
         assert isinstance(gateway.master.addons, IndexedAddonManager)
         assert gateway.master.addons.get("onboarding") is None  # mitm.it would serve mitmproxy's CA
     finally:
