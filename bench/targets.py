@@ -184,6 +184,19 @@ def proc_cpu_ns(pid: int | None) -> int:
     return total
 
 
+def _threads(pid: int, tree: bool) -> list[tuple[int, int]]:
+    """(process, thread) ids of every live thread of ``pid`` and, with ``tree``, of its live
+    descendants (from /proc)."""
+    found = []
+    for process in process_tree(pid) if tree else [pid]:
+        try:
+            tasks = os.listdir(f"/proc/{process}/task")
+        except OSError:
+            continue
+        found += [(process, int(tid)) for tid in tasks]
+    return found
+
+
 def run_when_idle(pid: int | None, tree: bool = False) -> None:
     """Put every thread of ``pid`` (and, with ``tree``, of its live descendants) in ``SCHED_IDLE``:
     they run only on CPU time nothing else wants, so the bench's own load client and origin no
@@ -191,16 +204,11 @@ def run_when_idle(pid: int | None, tree: bool = False) -> None:
     inherit the policy."""
     if pid is None:
         return
-    for process in process_tree(pid) if tree else [pid]:
+    for _, tid in _threads(pid, tree):
         try:
-            tasks = os.listdir(f"/proc/{process}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
-            except ProcessLookupError:  # that thread has ended
-                pass
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except ProcessLookupError:  # that thread has ended
+            pass
 
 
 def preemptions(pid: int | None, tree: bool = False) -> int:
@@ -211,19 +219,14 @@ def preemptions(pid: int | None, tree: bool = False) -> int:
     if pid is None:
         return 0
     total = 0
-    for process in process_tree(pid) if tree else [pid]:
+    for process, tid in _threads(pid, tree):
         try:
-            tasks = os.listdir(f"/proc/{process}/task")
+            status = Path(f"/proc/{process}/task/{tid}/status").read_text()
         except OSError:
             continue
-        for tid in tasks:
-            try:
-                status = Path(f"/proc/{process}/task/{tid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("nonvoluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
+        for line in status.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                total += int(line.split()[1])
     return total
 
 
