@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import device
+import gateway_variant
 import leafbench
 import report
 import rulegen
@@ -59,20 +60,7 @@ DEVICE_TARGETS = {
 }  # name: the client identifies as the device
 
 
-# bench/gateway_variant.py
-VARIANT_TARGETS = (
-    "gateway-pruned",
-    "gateway-stock-tls",
-    "gateway-stock-dispatch",
-    "gateway-stock-args",
-    "gateway-uvloop",
-    "gateway-optimized",
-    "gateway-gc-young",
-    "gateway-uncached-names",
-    "gateway-stock-hooks",
-    "gateway-stock-checks",
-    "gateway-stock-fork",
-)
+VARIANT_TARGETS = tuple(f"gateway-{name}" for name in gateway_variant.VARIANTS)  # bench/gateway_variant.py
 INTERLEAVE_TARGETS = (
     "mitmdump",
     "gateway",

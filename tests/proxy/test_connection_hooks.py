@@ -20,10 +20,10 @@ from mitmproxy.addons import default_addons
 from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
 from mitmproxy.proxy import mode_servers
-from mitmproxy.utils import asyncio_utils
 
 from proxy import connection_hooks
 from proxy.addon_dispatch import IndexedAddonManager
+from tests.support.mitm import listening
 from tests.support.server import free_port
 
 STOCK = connection_hooks.HookHandler.__bases__[0]  # mitmproxy's ProxyConnectionHandler
@@ -83,14 +83,8 @@ async def _proxy(*addons: Any) -> AsyncIterator[str]:
     manager = master.addons = IndexedAddonManager(master)
     plain = [a for a in default_addons() if not isinstance(a, TlsConfig)]  # plain HTTP: no CA needed
     manager.add(*plain, *addons)  # type: ignore[no-untyped-call]
-    master.options.update(mode=[f"regular@127.0.0.1:{port}"], connection_strategy="lazy")
-    proxyserver = manager.get("proxyserver")  # type: ignore[no-untyped-call]
-    with asyncio_utils.set_eager_task_factory():
-        await proxyserver.setup_servers()
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            await proxyserver.servers.update([])
+    async with listening(master, port, connection_strategy="lazy"):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def _get(proxy: str, url: str) -> tuple[int, dict[str, Any]]:

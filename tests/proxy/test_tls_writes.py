@@ -20,10 +20,10 @@ from mitmproxy import connection, options
 from mitmproxy.addons import default_addons
 from mitmproxy.master import Master
 from mitmproxy.proxy.layers import tls
-from mitmproxy.utils import asyncio_utils
 from OpenSSL import SSL
 
 from proxy import tls_writes
+from tests.support.mitm import listening
 from tests.support.pki import self_signed_server
 from tests.support.server import free_port
 
@@ -55,14 +55,8 @@ async def _intercepting_proxy(confdir: Path) -> AsyncIterator[int]:
     port = free_port()
     master = Master(options.Options(), with_termlog=False)
     master.addons.add(*default_addons())
-    master.options.update(confdir=str(confdir), mode=[f"regular@127.0.0.1:{port}"])
-    proxyserver = master.addons.get("proxyserver")
-    with asyncio_utils.set_eager_task_factory():
-        await proxyserver.setup_servers()
-        try:
-            yield port
-        finally:
-            await proxyserver.servers.update([])
+    async with listening(master, port, confdir=str(confdir)):
+        yield port
 
 
 def _one_byte_then_close(proxy_port: int, origin_port: int) -> None:
